@@ -1,0 +1,48 @@
+# Every target installs first (idempotent: re-runs only when pyproject.toml or requirements.lock change).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint typecheck unit demo ui collect bench sim clean soak
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PIP) install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy depth_core depth_store exchange_sim collectors depth_pipeline
+
+test: install lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m depth_pipeline.demo
+
+ui: install
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
+	  cp -n dagster.yaml $$DAGSTER_HOME/dagster.yaml ; \
+	  DAGSTER_HOME=$$DAGSTER_HOME $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
+SYMBOLS ?= BTCUSDT
+collect: install
+	$(VENV)/bin/depth-collector --symbols $(SYMBOLS) $(COLLECT_ARGS)
+
+sim: install
+	$(VENV)/bin/depth-exchange-sim $(SIM_ARGS)
+
+bench: install
+	$(PY) -m benchmarks.run
+
+soak: install
+	$(VENV)/bin/pytest -m soak tests/e2e $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) artifacts .mypy_cache .ruff_cache .pytest_cache

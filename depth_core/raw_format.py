@@ -1,0 +1,209 @@
+"""Raw object key layout and line format: the contract between collectors and the pipeline.
+
+See ``docs/raw-format.md`` for the prose version. In short::
+
+    raw/market={market}/stream={collector_id}/symbol={SYMBOL}/date={YYYY-MM-DD}/
+        {first_receive_ns:019d}-{session}-{seq:08d}.ndjson.gz
+
+Each object is one gzip member holding lines ``<receive_ns> <kind> <text>\\n`` for one symbol of one
+stream, in receive order. ``text`` is the message exactly as received. Object names sort by the
+receive time of their first line, are unique (a random per-process ``session`` plus a sequence
+number) and are never overwritten. The ``date`` folder is the UTC day of the first line's receive
+time; segments roll at UTC hour boundaries so an object never spans two days of receive time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from depth_core.names import (
+    InvalidNameError,
+    Market,
+    validate_collector_id,
+    validate_date,
+    validate_market,
+    validate_symbol,
+)
+
+RAW_ROOT = "raw"
+RAW_SUFFIX = ".ndjson.gz"
+SESSION_RE = re.compile(r"^[0-9a-z]{1,16}$")
+_NAME_RE = re.compile(r"^(?P<ns>\d{19})-(?P<session>[0-9a-z]{1,16})-(?P<seq>\d{8})\.ndjson\.gz$")
+_KEY_RE = re.compile(
+    r"^raw/market=(?P<market>[^/]+)/stream=(?P<stream>[^/]+)/symbol=(?P<symbol>[^/]+)/"
+    r"date=(?P<date>[^/]+)/(?P<name>[^/]+)$"
+)
+
+
+class LineKind(StrEnum):
+    """What a raw line holds."""
+
+    DEPTH = "D"  # a diff-depth websocket frame, combined-stream envelope {"stream","data"} as received
+    BOOK_TICKER = "B"  # a @bookTicker websocket frame as received
+    SNAPSHOT = "S"  # a REST depth snapshot response body as received
+    META = "M"  # a collector note (JSON): connect, disconnect, gap seen, snapshot error ...
+
+
+class RawFormatError(ValueError):
+    """A key or line that does not follow the raw format."""
+
+
+def utc_date_of_ns(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).date().isoformat()
+
+
+@dataclass(frozen=True, order=True)
+class RawObjectKey:
+    """The parts of a raw object's key; the only way raw keys are built or parsed."""
+
+    market: Market
+    stream: str
+    symbol: str
+    date: str
+    first_receive_ns: int
+    session: str
+    seq: int
+
+    def __post_init__(self) -> None:
+        validate_market(self.market)
+        validate_collector_id(self.stream)
+        if validate_symbol(self.symbol) != self.symbol:
+            raise InvalidNameError(f"symbol {self.symbol!r} is not canonical (upper case)")
+        validate_date(self.date)
+        if not SESSION_RE.fullmatch(self.session):
+            raise InvalidNameError(f"invalid session {self.session!r}: must match {SESSION_RE.pattern}")
+        if not (0 <= self.first_receive_ns < 10**19):
+            raise InvalidNameError(f"receive time {self.first_receive_ns} out of range")
+        if not (0 <= self.seq < 10**8):
+            raise InvalidNameError(f"sequence {self.seq} out of range")
+
+    @classmethod
+    def for_segment(
+        cls, market: Market, stream: str, symbol: str, first_receive_ns: int, session: str, seq: int
+    ) -> RawObjectKey:
+        """The key of a spool segment whose first line was received at ``first_receive_ns``."""
+        return cls(market, stream, symbol, utc_date_of_ns(first_receive_ns), first_receive_ns, session, seq)
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_receive_ns:019d}-{self.session}-{self.seq:08d}{RAW_SUFFIX}"
+
+    @property
+    def key(self) -> str:
+        return f"{stream_day_prefix(self.market, self.stream, self.symbol, self.date)}{self.name}"
+
+    @classmethod
+    def parse(cls, key: str) -> RawObjectKey:
+        """Parse a key relative to the store prefix; raises RawFormatError for anything foreign."""
+        m = _KEY_RE.fullmatch(key)
+        if not m:
+            raise RawFormatError(f"not a raw object key: {key!r}")
+        n = _NAME_RE.fullmatch(m["name"])
+        if not n:
+            raise RawFormatError(f"not a raw object name: {m['name']!r} in {key!r}")
+        try:
+            parsed = cls(
+                validate_market(m["market"]),
+                m["stream"],
+                m["symbol"],
+                m["date"],
+                int(n["ns"]),
+                n["session"],
+                int(n["seq"]),
+            )
+        except InvalidNameError as exc:
+            raise RawFormatError(f"invalid raw object key {key!r}: {exc}") from exc
+        if parsed.key != key:
+            raise RawFormatError(f"raw object key {key!r} is not canonical")
+        return parsed
+
+
+def stream_prefix(market: Market, stream: str) -> str:
+    validate_market(market)
+    validate_collector_id(stream)
+    return f"{RAW_ROOT}/market={market}/stream={stream}/"
+
+
+def stream_symbol_prefix(market: Market, stream: str, symbol: str) -> str:
+    return f"{stream_prefix(market, stream)}symbol={validate_symbol(symbol)}/"
+
+
+def stream_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
+    """One listing of this prefix finds every raw object of one stream-symbol-day."""
+    return f"{stream_symbol_prefix(market, stream, symbol)}date={validate_date(date)}/"
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    receive_ns: int
+    kind: LineKind
+    text: bytes
+
+
+def encode_line(receive_ns: int, kind: LineKind, text: bytes | str) -> bytes:
+    """Encode one raw line. The text must not contain CR or LF (Binance JSON never does)."""
+    body = text.encode() if isinstance(text, str) else text
+    if b"\n" in body or b"\r" in body:
+        raise RawFormatError("raw line text may not contain CR or LF")
+    return b"%d %s %s\n" % (receive_ns, kind.value.encode(), body)
+
+
+_KINDS = {k.value.encode(): k for k in LineKind}
+
+
+@dataclass
+class RawObjectContent:
+    """Decoded lines of one raw object plus what could not be decoded (for quarantine)."""
+
+    lines: list[RawLine] = field(default_factory=list)
+    problems: list[tuple[int, str, bytes]] = field(default_factory=list)  # (line number, reason, text)
+
+
+def decode_lines(data: bytes, content: RawObjectContent | None = None) -> RawObjectContent:
+    """Decode uncompressed raw text; malformed lines become problems, never exceptions."""
+    out = content or RawObjectContent()
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw:
+            continue
+        parts = raw.split(b" ", 2)
+        if len(parts) != 3:
+            out.problems.append((lineno, "line has fewer than 3 space-separated fields", raw))
+            continue
+        ns_text, kind_text, text = parts
+        kind = _KINDS.get(kind_text)
+        if kind is None:
+            out.problems.append((lineno, f"unknown line kind {kind_text[:8]!r}", raw))
+            continue
+        if not ns_text.isdigit() or len(ns_text) > 19:
+            out.problems.append((lineno, "receive time is not a non-negative integer", raw))
+            continue
+        out.lines.append(RawLine(int(ns_text), kind, text))
+    return out
+
+
+def read_raw_object(data: bytes) -> RawObjectContent:
+    """Decompress and decode one raw object. A truncated or corrupt gzip keeps what decoded before it."""
+    out = RawObjectContent()
+    try:
+        text = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            text = d.decompress(data)
+        except zlib.error:
+            text = b""
+        # drop the last, possibly cut, line
+        cut = text.rfind(b"\n")
+        text = text[: cut + 1] if cut >= 0 else b""
+        out.problems.append((0, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes", b""))
+    return decode_lines(text, out)
+
+
+def iter_lines(data: bytes) -> Iterator[RawLine]:
+    yield from read_raw_object(data).lines

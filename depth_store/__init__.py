@@ -1,0 +1,26 @@
+"""The one object-store abstraction: a local folder (embedded default) or S3 through boto3.
+
+Use :func:`open_store` with a store URL (``s3://bucket/prefix``, ``file:///abs/path`` or a local path).
+"""
+
+from depth_store.base import (
+    InvalidKeyError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    StoreError,
+    StoreUnavailableError,
+    validate_key,
+)
+from depth_store.factory import open_store
+
+__all__ = [
+    "InvalidKeyError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectStore",
+    "StoreError",
+    "StoreUnavailableError",
+    "open_store",
+    "validate_key",
+]

@@ -1,0 +1,98 @@
+"""Object store interface shared by every backend.
+
+Keys are relative to the store's configured prefix and are validated before any I/O: a key can
+never address anything outside that prefix.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9=._+-]+$")
+
+
+class StoreError(Exception):
+    """Any failure of the object store."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached (after retries): the caller may keep data locally and retry."""
+
+
+class ObjectNotFoundError(StoreError, KeyError):
+    """The key does not exist."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A key that could escape the prefix or is not made of safe characters."""
+
+
+def validate_key(key: str, *, allow_prefix: bool = False) -> str:
+    """Check a relative key: ASCII segments of ``[A-Za-z0-9=._+-]``, no ``.``/``..``, no empty segment.
+
+    ``allow_prefix`` admits a trailing ``/`` (or the empty string) for listing.
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"key must be a string, not {type(key).__name__}")
+    if allow_prefix:
+        if key == "":
+            return key
+        body = key[:-1] if key.endswith("/") else key
+    else:
+        body = key
+    if not body or len(key) > 1024:
+        raise InvalidKeyError(f"invalid key {key!r}: empty or too long")
+    for seg in body.split("/"):
+        if seg in ("", ".", "..") or not _KEY_SEGMENT_RE.fullmatch(seg):
+            raise InvalidKeyError(f"invalid key {key!r}: bad segment {seg!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the store prefix
+    size: int
+    etag: str | None  # S3 ETag / local content hash (md5 hex); identifies this immutable version
+    last_modified: dt.datetime  # UTC
+
+
+class ObjectStore(abc.ABC):
+    """Put, get, head, list and delete immutable objects under one prefix. Writes are atomic."""
+
+    url: str
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Write atomically (readers never see a partial object); verifies the checksum on upload."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        """Upload a local file atomically (multipart for large files on S3)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Raises ObjectNotFoundError if absent."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Metadata of the object, or None if absent."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order, across all pages."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete; deleting an absent key is not an error (idempotent)."""
+
+    @abc.abstractmethod
+    def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
+        """A URI polars/pyarrow/DuckDB can read for ``key`` (a file or a prefix) and storage options."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
