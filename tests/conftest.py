@@ -11,6 +11,10 @@ pytest_plugins = [
     "tests.fixtures.paths",
     "tests.fixtures.moto",
     "tests.fixtures.simulator",
+    "tests.fixtures.collector",
+    "tests.fixtures.dagster",
+    "tests.fixtures.postgres",
+    "tests.fixtures.e2e",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
