@@ -1,0 +1,158 @@
+"""The book replay against a plain dict book (random data) and against Binance's own bookTicker (real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from depth_core.book import OrderBook, replay_merged
+from tests.analysts.realdata import load_recording
+
+
+class DictBook:
+    """The reference: two dicts, sorted on demand."""
+
+    def __init__(self) -> None:
+        self.sides: dict[bool, dict[float, float]] = {True: {}, False: {}}
+
+    def reset(self) -> None:
+        self.sides = {True: {}, False: {}}
+
+    def set(self, is_bid: bool, price: float, qty: float) -> None:
+        if qty > 0:
+            self.sides[is_bid][price] = qty
+        else:
+            self.sides[is_bid].pop(price, None)
+
+    def top(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        bids = sorted(self.sides[True].items(), key=lambda kv: -kv[0])[:depth]
+        asks = sorted(self.sides[False].items())[:depth]
+        return bids, asks
+
+
+def random_updates(rng: np.random.Generator, n: int, mid: float, tick: float, spread_ticks: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Level updates around a drifting mid: bids below, asks above, about a third removals."""
+    is_bid = rng.random(n) < 0.5
+    drift = np.cumsum(rng.integers(-2, 3, n))
+    offset = rng.geometric(0.05, n)
+    center = np.round(mid / tick) + drift
+    ticks = np.where(is_bid, center - offset, center + offset + spread_ticks)
+    price = np.round(ticks * tick, 8)
+    qty = np.where(rng.random(n) < 0.35, 0.0, np.round(rng.random(n) * 5, 5))
+    return is_bid, price, qty
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_apply_matches_dict_book(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tick = [0.01, 0.1, 1e-5][seed - 1]
+    mid = [60000.0, 3000.0, 0.25][seed - 1]
+    book, ref = OrderBook(), DictBook()
+    snap_bids = np.column_stack([np.round(mid - tick * np.arange(1, 200), 8), rng.random(199) + 0.1])
+    snap_asks = np.column_stack([np.round(mid + tick * np.arange(1, 200), 8), rng.random(199) + 0.1])
+    book.load_snapshot(snap_bids, snap_asks)
+    for p, q in snap_bids:
+        ref.set(True, p, q)
+    for p, q in snap_asks:
+        ref.set(False, p, q)
+    is_bid, price, qty = random_updates(rng, 20_000, mid, tick, 0)
+    for start in range(0, len(price), 997):
+        stop = start + 997
+        book.apply(is_bid[start:stop], price[start:stop], qty[start:stop])
+        for b, p, q in zip(is_bid[start:stop], price[start:stop], qty[start:stop], strict=True):
+            ref.set(bool(b), float(p), float(q))
+        bids, asks = book.top(25)
+        ref_bids, ref_asks = ref.top(25)
+        assert [tuple(r) for r in bids.tolist()] == ref_bids
+        assert [tuple(r) for r in asks.tolist()] == ref_asks
+        assert book.best_bid() == (ref_bids[0] if ref_bids else None)
+        assert book.best_ask() == (ref_asks[0] if ref_asks else None)
+    assert book.levels("bid") == ref.sides[True]
+    assert book.levels("ask") == ref.sides[False]
+    clone = book.copy()
+    clone.apply(np.array([True]), np.array([price[0]]), np.array([123.0]))
+    assert book.levels("bid") == ref.sides[True]
+    assert clone.levels("bid")[float(price[0])] == 123.0
+
+
+def test_crossed_and_empty() -> None:
+    book = OrderBook()
+    assert book.best_bid() is None and book.best_ask() is None and not book.is_crossed()
+    bids, asks = book.top(5)
+    assert bids.shape == (0, 2) and asks.shape == (0, 2)
+    book.load_snapshot(np.array([[100.0, 1.0]]), np.array([[101.0, 2.0]]))
+    assert not book.is_crossed()
+    book.apply(np.array([True]), np.array([101.5]), np.array([1.0]))
+    assert book.is_crossed()
+    book.load_snapshot(np.empty((0, 2)), np.array([[101.0, 2.0]]))
+    assert book.best_bid() is None and not book.is_crossed()
+    with pytest.raises(ValueError):
+        book.levels("middle")
+
+
+def _check_against_tickers(path: Path, market: str) -> tuple[int, int]:
+    rec = load_recording(path, market)
+    matched = mismatched = 0
+
+    def on_event(book: OrderBook, rows: pl.DataFrame) -> None:
+        nonlocal matched, mismatched
+        u = int(rows["last_update_id"][0])
+        ticker = rec.tickers.get(u)
+        if ticker is None or rows["is_snapshot"][0]:
+            return
+        bb, ba = book.best_bid(), book.best_ask()
+        if (bb, ba) == ((ticker[0], ticker[1]), (ticker[2], ticker[3])):
+            matched += 1
+        else:
+            mismatched += 1
+
+    # Split into uneven frames so events that straddle frames are exercised.
+    frames = [rec.merged.slice(i, 1777) for i in range(0, rec.merged.height, 1777)]
+    replay_merged(frames, on_event)
+    return matched, mismatched
+
+
+@pytest.mark.realdata
+def test_real_spot_replay_matches_book_ticker(real_data: Path) -> None:
+    matched, mismatched = _check_against_tickers(real_data / "hftbacktest_spot_btcusdt_20240808.gz", "spot")
+    assert (matched, mismatched) == (564, 0)
+
+
+@pytest.mark.realdata
+def test_real_usdm_replay_matches_book_ticker(real_data: Path) -> None:
+    matched, mismatched = _check_against_tickers(real_data / "hftbacktest_usdm_btcusdt_20240808.gz", "usdm")
+    assert (matched, mismatched) == (629, 0)
+
+
+def test_replay_merged_images_reset_and_events_group() -> None:
+    rows = [
+        # image id 10: bids 100, 99; ask 101
+        (10, 10, True, "bid", 100.0, 1.0), (10, 10, True, "bid", 99.0, 2.0), (10, 10, True, "ask", 101.0, 3.0),
+        (11, 12, False, "bid", 100.0, 0.0), (11, 12, False, "ask", 100.5, 4.0),
+        (13, 13, False, "bid", 99.5, 1.5),
+        # a re-anchoring image id 20 replaces everything
+        (20, 20, True, "bid", 90.0, 1.0), (20, 20, True, "ask", 91.0, 1.0),
+        (21, 21, False, "ask", 91.0, 0.0), (21, 21, False, "ask", 92.0, 2.0),
+    ]
+    frame = pl.DataFrame(
+        {
+            "first_update_id": [r[0] for r in rows], "last_update_id": [r[1] for r in rows],
+            "is_snapshot": [r[2] for r in rows], "side": [r[3] for r in rows],
+            "price": [r[4] for r in rows], "qty": [r[5] for r in rows],
+        }
+    )
+    seen: list[tuple[int, bool, int, tuple[float, float] | None]] = []
+    book = replay_merged(
+        [frame.slice(0, 4), frame.slice(4, 5), frame.slice(9)],
+        lambda b, g: seen.append((int(g["last_update_id"][0]), bool(g["is_snapshot"][0]), g.height, b.best_bid())),
+    )
+    assert seen == [
+        (10, True, 3, (100.0, 1.0)), (12, False, 2, (99.0, 2.0)), (13, False, 1, (99.5, 1.5)),
+        (20, True, 2, (90.0, 1.0)), (21, False, 2, (90.0, 1.0)),
+    ]
+    assert book.levels("ask") == {92.0: 2.0}
+    assert book.levels("bid") == {90.0: 1.0}
