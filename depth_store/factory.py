@@ -1,10 +1,75 @@
-"""Turn a store URL into an ObjectStore backend."""
+"""Turn a store URL into an ObjectStore backend.
+
+Accepted forms (the same everywhere a store is configured: ``--store``, ``DEPTH_STORE_URL``):
+
+- ``s3://bucket`` or ``s3://bucket/prefix/parts`` -> :class:`depth_store.s3.S3Store`
+  (endpoint from ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, credentials from the AWS chain);
+- ``file:///abs/path`` -> :class:`depth_store.local.LocalStore`;
+- a plain path (``/abs/path``, ``./rel``, ``~/x``) -> :class:`depth_store.local.LocalStore`,
+  relative paths resolved against the current directory.
+
+Anything else (``http://...``, ``gs://...``, ``file://host/...``) is refused with a clear message.
+"""
 
 from __future__ import annotations
 
-from depth_store.base import ObjectStore
+import os
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from depth_store.base import InvalidKeyError, ObjectStore, StoreError, validate_key
+
+if TYPE_CHECKING:
+    from depth_store.s3 import S3Config
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def open_store(url: str) -> ObjectStore:
-    """``s3://bucket/prefix`` -> S3 (``AWS_ENDPOINT_URL`` honoured); ``file:///abs`` or a path -> local."""
-    raise NotImplementedError("implemented by the store layer")
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> (``bucket``, ``a/b``); bucket and prefix validated."""
+    rest = url[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.rstrip("/")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise StoreError(f"invalid S3 bucket name {bucket!r} in store URL {url!r}")
+    if prefix:
+        try:
+            validate_key(prefix)
+        except InvalidKeyError as exc:
+            raise StoreError(f"invalid prefix in store URL {url!r}: {exc}") from None
+    return bucket, prefix
+
+
+def open_store(url: str, *, s3_config: S3Config | None = None) -> ObjectStore:
+    """``s3://bucket/prefix`` -> S3 (``AWS_ENDPOINT_URL`` honoured); ``file:///abs`` or a path -> local.
+
+    ``s3_config`` overrides the S3 timeouts/retries/SSE otherwise read from ``DEPTH_S3_*`` variables.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("store URL is empty: give s3://bucket/prefix, file:///abs/path or a local path")
+    url = url.strip()
+    match = _SCHEME_RE.match(url)
+    if match is None:
+        from depth_store.local import LocalStore
+
+        return LocalStore(os.path.abspath(os.path.expanduser(url)))
+    scheme = match.group(1).lower()
+    if scheme == "s3":
+        from depth_store.s3 import S3Store
+
+        bucket, prefix = parse_s3_url(url)
+        return S3Store(bucket, prefix, config=s3_config)
+    if scheme == "file":
+        from depth_store.local import LocalStore
+
+        rest = url[len(match.group(0)) :]
+        host, slash, path = rest.partition("/")
+        if host not in ("", "localhost") or not slash:
+            raise StoreError(f"file URL must be file:///absolute/path, got {url!r}")
+        return LocalStore("/" + unquote(path))
+    raise StoreError(
+        f"unsupported store URL scheme {scheme!r} in {url!r}: use s3://bucket/prefix, "
+        "file:///abs/path or a local path"
+    )

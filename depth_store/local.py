@@ -1,0 +1,308 @@
+"""Local-folder backend: the embedded default store.
+
+Atomicity: every write goes to a unique temp file in a hidden folder under the root (whose name
+contains ``~``, a character no valid key may hold, so no key can address it and ``list`` never shows
+it), is flushed and fsync'd, then ``os.replace``d onto its key and the directory is fsync'd. A reader
+therefore sees either the old object, the complete new one, or nothing — never a partial file, even
+when the writer is killed (a killed writer leaves at most an orphan temp file, which
+:meth:`LocalStore.remove_stale_temp_files` clears).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from depth_store.base import (
+    InvalidKeyError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    StoreError,
+    validate_key,
+)
+
+log = logging.getLogger("depth_store")
+
+TEMP_DIR_NAME = ".depth-store~tmp"
+"""Folder under the root holding in-flight writes; ``~`` keeps it outside every valid key."""
+
+_ETAG_XATTR = "user.depth_store.md5"
+_COPY_CHUNK = 1 << 20
+
+
+def _md5_of_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_COPY_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(ObjectStore):
+    """Objects are files under ``root``; the key is the relative path."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root_path = Path(os.path.abspath(os.fspath(root)))
+        try:
+            root_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create local store root {root_path}: {exc}") from exc
+        if not root_path.is_dir():
+            raise StoreError(f"local store root {root_path} is not a directory")
+        self.root: Path = root_path.resolve()
+        self.url: str = str(self.root)
+        self._tmp_dir = self.root / TEMP_DIR_NAME
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalStore, (self.url,))
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def _path(self, key: str, *, allow_prefix: bool = False) -> Path:
+        """Validated key -> absolute path, proven to lie inside the root (defence in depth)."""
+        validate_key(key, allow_prefix=allow_prefix)
+        path = (self.root / key).resolve() if key else self.root
+        if path != self.root and not path.is_relative_to(self.root):
+            raise InvalidKeyError(f"key {key!r} resolves outside the store root")
+        if path.is_relative_to(self._tmp_dir):
+            raise InvalidKeyError(f"key {key!r} addresses the store's temp folder")
+        return path
+
+    def _key_of(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        target = self._path(key)
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return self._write_atomically(key, target, lambda fh: fh.write(data), digest)
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        target = self._path(key)
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def copy(fh: IO[bytes]) -> None:
+            # Streams (also from a pipe), hashing as it goes: one pass over the source.
+            with Path(path).open("rb") as src:
+                for chunk in iter(lambda: src.read(_COPY_CHUNK), b""):
+                    digest.update(chunk)
+                    fh.write(chunk)
+
+        return self._write_atomically(key, target, copy, None, digest)
+
+    def _write_atomically(
+        self,
+        key: str,
+        target: Path,
+        write: Any,
+        etag: str | None,
+        digest: Any = None,
+    ) -> ObjectInfo:
+        try:
+            self._tmp_dir.mkdir(exist_ok=True)
+            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            try:
+                with tmp.open("xb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if etag is None:
+                    etag = digest.hexdigest()
+                self._replace_into(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            st = target.stat()
+            self._remember_etag(target, etag, st)
+        except OSError as exc:
+            raise StoreError(f"local write of {key!r} failed: {exc}") from exc
+        assert etag is not None
+        return ObjectInfo(key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st))
+
+    def _replace_into(self, tmp: Path, target: Path) -> None:
+        """Rename into place; a concurrent delete may prune the parent folder, so retry a few times."""
+        for attempt in range(5):
+            created = self._make_parents(target.parent)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                if attempt == 4 or not tmp.exists():
+                    raise
+                continue
+            _fsync_dir(target.parent)
+            for folder in created:
+                _fsync_dir(folder.parent)
+            return
+
+    def _make_parents(self, folder: Path) -> list[Path]:
+        """mkdir -p that reports the folders it created (their parents need an fsync)."""
+        missing: list[Path] = []
+        cur = folder
+        while cur != self.root and not cur.is_dir():
+            missing.append(cur)
+            cur = cur.parent
+        created: list[Path] = []
+        for entry in reversed(missing):
+            try:
+                entry.mkdir()
+                created.append(entry)
+            except FileExistsError:
+                if not entry.is_dir():
+                    raise
+        return created
+
+    # -- etag cache ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _remember_etag(path: Path, etag: str, st: os.stat_result) -> None:
+        """Cache the md5 in an xattr, tied to size and mtime so an outside edit invalidates it."""
+        # Without xattr support the md5 is simply recomputed when asked.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setxattr(path, _ETAG_XATTR, f"{etag}:{st.st_size}:{st.st_mtime_ns}".encode())
+
+    @staticmethod
+    def _etag(path: Path, st: os.stat_result) -> str:
+        try:
+            cached = os.getxattr(path, _ETAG_XATTR).decode()
+            etag, size, mtime = cached.split(":")
+            if int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
+                return etag
+        except (OSError, AttributeError, ValueError):
+            pass
+        etag = _md5_of_file(path)
+        LocalStore._remember_etag(path, etag, st)
+        return etag
+
+    @staticmethod
+    def _mtime(st: os.stat_result) -> dt.datetime:
+        return dt.datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=dt.UTC)
+
+    def _info(self, key: str, path: Path, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(key=key, size=st.st_size, etag=self._etag(path, st), last_modified=self._mtime(st))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(key) from None
+        except OSError as exc:
+            raise StoreError(f"local read of {key!r} failed: {exc}") from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreError(f"local stat of {key!r} failed: {exc}") from exc
+        if not path.is_file() or path.is_symlink():
+            return None
+        return self._info(key, path, st)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_key(prefix, allow_prefix=True)
+        folder_part = prefix.rpartition("/")[0]
+        start = self._path(folder_part, allow_prefix=True)
+        found: list[tuple[str, Path]] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(start, onerror=self._walk_error):
+                here = Path(dirpath)
+                if here == self.root:
+                    dirnames[:] = [d for d in dirnames if d != TEMP_DIR_NAME]
+                for name in filenames:
+                    path = here / name
+                    key = self._key_of(path)
+                    if key.startswith(prefix) and not path.is_symlink():
+                        found.append((key, path))
+        except FileNotFoundError:
+            return
+        found.sort()
+        for key, path in found:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # deleted while listing
+            yield self._info(key, path, st)
+
+    @staticmethod
+    def _walk_error(exc: OSError) -> None:
+        if exc.errno != errno.ENOENT:
+            raise StoreError(f"local listing failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except IsADirectoryError:
+            return  # a "folder" is not an object
+        except OSError as exc:
+            raise StoreError(f"local delete of {key!r} failed: {exc}") from exc
+        _fsync_dir(path.parent)
+        self._prune_empty_parents(path.parent)
+
+    def _prune_empty_parents(self, folder: Path) -> None:
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # not empty (or already gone / raced with a writer): stop
+            folder = folder.parent
+
+    def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
+        path = self._path(key, allow_prefix=True)
+        text = str(path)
+        if key.endswith("/") and not text.endswith("/"):
+            text += "/"
+        return text, None
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def remove_stale_temp_files(self, older_than_seconds: float = 24 * 3600) -> int:
+        """Delete temp files left by killed writers (they were never visible); returns how many."""
+        removed = 0
+        cutoff = time.time() - older_than_seconds
+        if not self._tmp_dir.is_dir():
+            return 0
+        for entry in self._tmp_dir.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("removed %d stale temp files under %s", removed, self._tmp_dir)
+        return removed

@@ -1,0 +1,484 @@
+"""S3 backend through boto3 (any S3-compatible endpoint: ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``).
+
+Why it looks like this:
+
+- Short connect/read timeouts and our own bounded retry loop (jittered exponential backoff on
+  throttling, 5xx and connection errors; botocore's own retries are off) so a caller learns of an
+  outage within a known time as :class:`StoreUnavailableError` and can keep its data locally.
+- Uploads are verified: ``Content-MD5`` on single PUTs (S3 rejects a corrupted body) plus an ETag
+  check; multipart uploads compare the multipart ETag and the size. S3 makes an object visible only
+  when its PUT or CompleteMultipartUpload succeeds, so an interrupted upload leaves nothing visible
+  (boto3 aborts a failed multipart; a killed process leaves only an invisible incomplete upload,
+  see :meth:`S3Store.abort_incomplete_uploads` and the lifecycle rule in docs/object-store.md).
+- Credentials come only from the standard AWS chain and are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions as bce
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from depth_store.base import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    StoreError,
+    StoreUnavailableError,
+    validate_key,
+)
+
+log = logging.getLogger("depth_store")
+
+T = TypeVar("T")
+
+_THROTTLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "BadDigest",  # body corrupted in transit: sending it again is the fix
+        "IncompleteBody",
+    }
+)
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_SSE_MODES = ("AES256", "aws:kms")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise StoreError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Timeouts, retry budget, multipart sizes and server-side encryption of an :class:`S3Store`."""
+
+    connect_timeout: float = 3.0
+    read_timeout: float = 20.0
+    max_attempts: int = 10  # per operation, first try included
+    retry_deadline: float = 60.0  # seconds per operation, across attempts
+    backoff_base: float = 0.2
+    backoff_cap: float = 10.0
+    multipart_threshold: int = 64 * 1024 * 1024
+    multipart_chunksize: int = 16 * 1024 * 1024
+    max_concurrency: int = 4
+    sse: str | None = None  # "AES256" or "aws:kms"
+    sse_kms_key_id: str | None = None
+    max_pool_connections: int = 20
+
+    def __post_init__(self) -> None:
+        if self.sse is not None and self.sse not in _SSE_MODES:
+            raise StoreError(f"server-side encryption must be one of {_SSE_MODES}, got {self.sse!r}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise StoreError("DEPTH_S3_SSE_KMS_KEY_ID needs DEPTH_S3_SSE=aws:kms")
+        if self.max_attempts < 1 or self.retry_deadline <= 0:
+            raise StoreError("S3 retry budget must allow at least one attempt")
+        if self.multipart_chunksize < 5 * 1024 * 1024:
+            raise StoreError("S3 multipart chunk size must be at least 5 MiB")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> S3Config:
+        """Defaults, then ``DEPTH_S3_*`` variables, then explicit ``overrides``."""
+        d = cls()
+        values: dict[str, Any] = {
+            "connect_timeout": _env_float("DEPTH_S3_CONNECT_TIMEOUT", d.connect_timeout),
+            "read_timeout": _env_float("DEPTH_S3_READ_TIMEOUT", d.read_timeout),
+            "max_attempts": int(_env_float("DEPTH_S3_MAX_ATTEMPTS", d.max_attempts)),
+            "retry_deadline": _env_float("DEPTH_S3_RETRY_DEADLINE", d.retry_deadline),
+            "multipart_threshold": int(_env_float("DEPTH_S3_MULTIPART_THRESHOLD", d.multipart_threshold)),
+            "multipart_chunksize": int(_env_float("DEPTH_S3_MULTIPART_CHUNKSIZE", d.multipart_chunksize)),
+            "sse": os.environ.get("DEPTH_S3_SSE") or None,
+            "sse_kms_key_id": os.environ.get("DEPTH_S3_SSE_KMS_KEY_ID") or None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def _client_error_code(exc: bce.ClientError) -> tuple[str, int]:
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, bce.ClientError):
+        code, status = _client_error_code(exc)
+        return code in _THROTTLE_CODES or status == 429 or status >= 500 or code in {"429", "500", "503"}
+    return isinstance(
+        exc,
+        bce.ConnectionError  # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError
+        | bce.HTTPClientError  # ReadTimeoutError, ConnectionClosedError, ResponseStreamingError
+        | bce.IncompleteReadError
+        | ConnectionError  # resets surfacing as plain OSErrors from the socket layer
+        | TimeoutError,
+    )
+
+
+def _md5_etag_of_parts(path: Path, chunksize: int) -> tuple[str, int]:
+    """The ETag S3 gives a multipart upload of ``path`` in ``chunksize`` parts, and its size."""
+    digests: list[bytes] = []
+    whole = hashlib.md5(usedforsecurity=False)
+    size = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(chunksize), b""):
+            digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+            whole.update(chunk)
+            size += len(chunk)
+    if len(digests) <= 1:
+        return whole.hexdigest(), size
+    combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return f"{combined}-{len(digests)}", size
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix/``; keys are relative to the prefix."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, config: S3Config | None = None) -> None:
+        prefix = prefix.strip("/")
+        if prefix:
+            validate_key(prefix)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.config = config if config is not None else S3Config.from_env()
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self._session = boto3.session.Session()
+        self._region = self._session.region_name or "us-east-1"
+        botocore_config = Config(
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # our loop retries, bounded
+            max_pool_connections=self.config.max_pool_connections,
+            region_name=self._region,
+        )
+        self._client = self._session.client("s3", config=botocore_config)
+        self._bucket_checked = False
+        self._transfer_config = TransferConfig(
+            multipart_threshold=self.config.multipart_threshold,
+            multipart_chunksize=self.config.multipart_chunksize,
+            max_concurrency=self.config.max_concurrency,
+            use_threads=self.config.max_concurrency > 1,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen_s3, (self.bucket, self.prefix, self.config))
+
+    @property
+    def endpoint_url(self) -> str:
+        return str(self._client.meta.endpoint_url)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _full_key(self, key: str, *, allow_prefix: bool = False) -> str:
+        validate_key(key, allow_prefix=allow_prefix)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel_key(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def _sse_args(self) -> dict[str, str]:
+        args: dict[str, str] = {}
+        if self.config.sse:
+            args["ServerSideEncryption"] = self.config.sse
+            if self.config.sse_kms_key_id:
+                args["SSEKMSKeyId"] = self.config.sse_kms_key_id
+        return args
+
+    def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with bounded, jittered exponential backoff on transient failures."""
+        cfg = self.config
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except Exception as exc:
+                self._raise_if_permanent(what, key, exc)
+                elapsed = time.monotonic() - started
+                delay = random.uniform(0, min(cfg.backoff_cap, cfg.backoff_base * 2 ** (attempt - 1)))
+                if attempt >= cfg.max_attempts or elapsed + delay >= cfg.retry_deadline:
+                    log.error(
+                        "S3 %s %s gave up after %d attempts in %.1fs (%s)",
+                        what,
+                        key,
+                        attempt,
+                        elapsed,
+                        type(exc).__name__,
+                    )
+                    raise StoreUnavailableError(
+                        f"S3 {what} of {key!r} in bucket {self.bucket!r} failed after {attempt} attempts "
+                        f"in {elapsed:.1f}s: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning(
+                    "S3 %s %s attempt %d/%d failed (%s: %s); retrying in %.2fs",
+                    what,
+                    key,
+                    attempt,
+                    cfg.max_attempts,
+                    type(exc).__name__,
+                    _short(exc),
+                    delay,
+                )
+                time.sleep(delay)
+
+    def _raise_if_permanent(self, what: str, key: str, exc: Exception) -> None:
+        if _is_retryable(exc):
+            return
+        if isinstance(exc, bce.ClientError):
+            code, status = _client_error_code(exc)
+            if code == "NoSuchBucket":
+                raise StoreError(
+                    f"S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint_url})"
+                ) from exc
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreError(
+                    f"S3 {what} of {key!r} in bucket {self.bucket!r} denied ({code}): check the "
+                    "credentials and the IAM policy for this prefix"
+                ) from exc
+            raise StoreError(
+                f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {code} (HTTP {status})"
+            ) from exc
+        if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+            raise StoreError(
+                "no AWS credentials found in the standard chain (environment, config files, "
+                "instance/container role)"
+            ) from exc
+        if isinstance(exc, StoreError):
+            raise exc
+        raise StoreError(f"S3 {what} of {key!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _check_bucket_after_404(self) -> None:
+        """A 404 on HEAD does not say whether the key or the bucket is missing: ask once."""
+        if self._bucket_checked:
+            return
+        try:
+            self._call("head-bucket", "", lambda: self._client.head_bucket(Bucket=self.bucket))
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _client_error_code(cause)[0] in ("404", "NoSuchBucket"):
+                raise StoreError(
+                    f"S3 bucket {self.bucket!r} does not exist (endpoint {self.endpoint_url})"
+                ) from None
+            raise
+        self._bucket_checked = True
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        full = self._full_key(key)
+        digest = hashlib.md5(data, usedforsecurity=False)
+        md5_hex = digest.hexdigest()
+        content_md5 = base64.b64encode(digest.digest()).decode()
+        extra = self._sse_args()
+
+        def put() -> dict[str, Any]:
+            return self._client.put_object(
+                Bucket=self.bucket, Key=full, Body=data, ContentMD5=content_md5, **extra
+            )
+
+        resp = self._call("put", full, put)
+        etag = str(resp.get("ETag", "")).strip('"')
+        if self.config.sse != "aws:kms" and etag and etag != md5_hex:
+            # S3 verified Content-MD5 already; a differing ETag means something rewrote the body.
+            raise StoreError(f"S3 put of {full!r}: ETag {etag} differs from the content md5 {md5_hex}")
+        self._bucket_checked = True
+        return ObjectInfo(
+            key=key, size=len(data), etag=etag or md5_hex, last_modified=dt.datetime.now(dt.UTC)
+        )
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        path = Path(path)
+        size = path.stat().st_size
+        if size < self.config.multipart_threshold:
+            return self.put_bytes(key, path.read_bytes())
+        full = self._full_key(key)
+        expected_etag, expected_size = _md5_etag_of_parts(path, self.config.multipart_chunksize)
+        extra = self._sse_args()
+
+        def upload() -> None:
+            # s3transfer aborts the multipart upload when a part fails: nothing partial is visible.
+            self._client.upload_file(
+                str(path), self.bucket, full, ExtraArgs=extra or None, Config=self._transfer_config
+            )
+
+        self._call("multipart-put", full, upload)
+        info = self._head_full(full)
+        if info is None or info.size != expected_size:
+            raise StoreError(
+                f"S3 upload of {full!r}: size after upload {info.size if info else None} != {expected_size}"
+            )
+        if self.config.sse != "aws:kms" and info.etag and info.etag != expected_etag:
+            raise StoreError(f"S3 upload of {full!r}: ETag {info.etag} != expected {expected_etag}")
+        self._bucket_checked = True
+        return replace(info, key=key)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        full = self._full_key(key)
+
+        def get() -> bytes:
+            resp = self._client.get_object(Bucket=self.bucket, Key=full)
+            body: bytes = resp["Body"].read()
+            return body
+
+        try:
+            return self._call("get", full, get)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _client_error_code(cause)[0] in _NOT_FOUND_CODES:
+                raise ObjectNotFoundError(key) from None
+            raise
+
+    def head(self, key: str) -> ObjectInfo | None:
+        info = self._head_full(self._full_key(key))
+        return None if info is None else replace(info, key=key)
+
+    def _head_full(self, full: str) -> ObjectInfo | None:
+        try:
+            resp = self._call("head", full, lambda: self._client.head_object(Bucket=self.bucket, Key=full))
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _client_error_code(cause)[0] in _NOT_FOUND_CODES:
+                self._check_bucket_after_404()
+                return None
+            raise
+        return ObjectInfo(
+            key=full,
+            size=int(resp["ContentLength"]),
+            etag=str(resp.get("ETag", "")).strip('"') or None,
+            last_modified=resp["LastModified"].astimezone(dt.UTC),
+        )
+
+    def head_raw(self, key: str) -> dict[str, Any] | None:
+        """The full HeadObject response (e.g. ``ServerSideEncryption``), or None if absent."""
+        full = self._full_key(key)
+        try:
+            resp: dict[str, Any] = self._call(
+                "head", full, lambda: self._client.head_object(Bucket=self.bucket, Key=full)
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _client_error_code(cause)[0] in _NOT_FOUND_CODES:
+                return None
+            raise
+        return resp
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Pages of ``list_objects_v2`` (1,000 keys each), each page retried on its own."""
+        validate_key(prefix, allow_prefix=True)
+        full_prefix = (f"{self.prefix}/" if self.prefix else "") + prefix
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page: dict[str, Any] = self._call(
+                "list", full_prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+            )
+            self._bucket_checked = True
+            for item in page.get("Contents", []) or []:
+                full = str(item["Key"])
+                if full.endswith("/"):
+                    continue  # "folder" placeholder objects made by consoles
+                yield ObjectInfo(
+                    key=self._rel_key(full),
+                    size=int(item["Size"]),
+                    etag=str(item.get("ETag", "")).strip('"') or None,
+                    last_modified=item["LastModified"].astimezone(dt.UTC),
+                )
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                return
+
+    def delete(self, key: str) -> None:
+        full = self._full_key(key)
+        self._call("delete", full, lambda: self._client.delete_object(Bucket=self.bucket, Key=full))
+
+    def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
+        """``s3://bucket/prefix/key`` and polars/object_store ``storage_options``.
+
+        The options carry the session's current credentials: pass them to the reader, never log them.
+        """
+        full = self._full_key(key, allow_prefix=True) if key else (self.prefix + "/" if self.prefix else "")
+        options: dict[str, str] = {"aws_region": self._region}
+        if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+            endpoint = self.endpoint_url
+            options["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                options["aws_allow_http"] = "true"
+        creds = self._session.get_credentials()
+        if creds is not None:
+            frozen = creds.get_frozen_credentials()
+            options["aws_access_key_id"] = frozen.access_key
+            options["aws_secret_access_key"] = frozen.secret_key
+            if frozen.token:
+                options["aws_session_token"] = frozen.token
+        return f"s3://{self.bucket}/{full}", options
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def abort_incomplete_uploads(self, older_than_seconds: float = 24 * 3600) -> int:
+        """Abort multipart uploads under the prefix left by killed writers (never visible as objects)."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_seconds)
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        resp = self._call(
+            "list-uploads",
+            prefix,
+            lambda: self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix),
+        )
+        aborted = 0
+        for upload in resp.get("Uploads", []) or []:
+            if upload["Initiated"].astimezone(dt.UTC) <= cutoff:
+                key, upload_id = upload["Key"], upload["UploadId"]
+                abort = functools.partial(
+                    self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+                self._call("abort-upload", key, abort)
+                aborted += 1
+        return aborted
+
+
+def _reopen_s3(bucket: str, prefix: str, config: S3Config) -> S3Store:
+    return S3Store(bucket, prefix, config=config)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."

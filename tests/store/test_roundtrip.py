@@ -1,0 +1,54 @@
+"""Put/get/head/list/delete behave the same on both backends."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from depth_store import ObjectNotFoundError, ObjectStore
+
+
+def test_put_get_head_list_delete_round_trip(any_store: ObjectStore) -> None:
+    data = b"hello\nworld\n"
+    info = any_store.put_bytes("raw/a/b.txt", data)
+    assert info.key == "raw/a/b.txt"
+    assert info.size == len(data)
+    assert info.etag == hashlib.md5(data).hexdigest()
+
+    assert any_store.get_bytes("raw/a/b.txt") == data
+    head = any_store.head("raw/a/b.txt")
+    assert head is not None and head.size == len(data) and head.etag == info.etag
+    assert head.last_modified.tzinfo is not None
+    assert any_store.exists("raw/a/b.txt")
+
+    any_store.put_bytes("raw/a/c.txt", b"c")
+    any_store.put_bytes("raw/b.txt", b"b")
+    any_store.put_bytes("other/x", b"x")
+    assert [o.key for o in any_store.list("raw/")] == ["raw/a/b.txt", "raw/a/c.txt", "raw/b.txt"]
+    assert [o.key for o in any_store.list("raw/a")] == ["raw/a/b.txt", "raw/a/c.txt"]
+    assert [o.key for o in any_store.list()] == ["other/x", "raw/a/b.txt", "raw/a/c.txt", "raw/b.txt"]
+
+    any_store.delete("raw/a/b.txt")
+    any_store.delete("raw/a/b.txt")  # idempotent
+    assert any_store.head("raw/a/b.txt") is None
+    with pytest.raises(ObjectNotFoundError):
+        any_store.get_bytes("raw/a/b.txt")
+    assert [o.key for o in any_store.list("raw/")] == ["raw/a/c.txt", "raw/b.txt"]
+
+
+def test_put_file_round_trip(any_store: ObjectStore, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    payload = bytes(range(256)) * 4096
+    src.write_bytes(payload)
+    info = any_store.put_file("files/src.bin", src)
+    assert info.size == len(payload)
+    assert any_store.get_bytes("files/src.bin") == payload
+
+
+def test_missing_objects(any_store: ObjectStore) -> None:
+    assert any_store.head("nothing/here") is None
+    assert list(any_store.list("nothing/")) == []
+    with pytest.raises(ObjectNotFoundError):
+        any_store.get_bytes("nothing/here")
