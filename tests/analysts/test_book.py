@@ -156,3 +156,73 @@ def test_replay_merged_images_reset_and_events_group() -> None:
     ]
     assert book.levels("ask") == {92.0: 2.0}
     assert book.levels("bid") == {90.0: 1.0}
+
+
+@pytest.mark.parametrize("window", [8, 64])
+def test_small_window_recentres_and_overflow_match_dict_book(window: int) -> None:
+    """A tiny window forces every slow path: re-centring up and down, overflow inserts, growth."""
+    rng = np.random.default_rng(window)
+    book, ref = OrderBook(window=window), DictBook()
+    n = 30_000
+    is_bid = rng.random(n) < 0.5
+    center = 100_000 + np.cumsum(rng.integers(-3, 4, n)) * 3  # wanders far beyond the window
+    offset = rng.integers(1, 300, n)
+    ticks = np.where(is_bid, center - offset, center + offset)
+    price = np.array([float(f"{t / 100:.2f}") for t in ticks])
+    qty = np.where(rng.random(n) < 0.4, 0.0, rng.integers(1, 1000, n) / 1000)
+    for start in range(0, n, 1500):
+        sl = slice(start, start + 1500)
+        book.apply(is_bid[sl], price[sl], qty[sl])
+        for b, p, q in zip(is_bid[sl], price[sl], qty[sl], strict=True):
+            ref.set(bool(b), float(p), float(q))
+        bids, asks = book.top(40)
+        assert [tuple(r) for r in bids.tolist()] == ref.top(40)[0]
+        assert [tuple(r) for r in asks.tolist()] == ref.top(40)[1]
+    assert book.levels("bid") == ref.sides[True]
+    assert book.levels("ask") == ref.sides[False]
+    assert book.depth_counts() == (len(ref.sides[True]), len(ref.sides[False]))
+
+
+def test_more_decimals_later_rekeys_the_book() -> None:
+    book = OrderBook()
+    book.load_snapshot(np.array([[100.0, 1.0], [99.0, 2.0]]), np.array([[101.0, 1.0]]))
+    book.apply(np.array([True, False]), np.array([99.5, 100.25]), np.array([3.0, 4.0]))
+    book.apply(np.array([True]), np.array([100.125]), np.array([5.0]))
+    assert book.levels("bid") == {100.0: 1.0, 99.0: 2.0, 99.5: 3.0, 100.125: 5.0}
+    assert book.best_ask() == (100.25, 4.0)
+    assert book.best_bid() == (100.125, 5.0)
+    with pytest.raises(ValueError, match="not a decimal"):
+        book.apply(np.array([True]), np.array([1 / 3]), np.array([1.0]))
+
+
+def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
+    rng = np.random.default_rng(7)
+    is_bid, price, qty = random_updates(rng, 5000, 3000.0, 0.1, 0)
+    snap = np.zeros(5000, dtype=bool)
+    last_id = np.arange(5000, dtype=np.int64)
+    # two images: rows 0-9 (id 100) and rows 2000-2049 (id 200)
+    snap[:10] = True
+    last_id[:10] = 100
+    snap[2000:2050] = True
+    last_id[2000:2050] = 200
+    qty[:10] = qty[2000:2050][:10] = 1.0
+    sample_rows = np.array([0, 5, 10, 10, 777, 2000, 2001, 2050, 4999, 5000, 6000])
+    from depth_core.book import replay_arrays, sample_tops
+
+    book, tops = sample_tops(is_bid, price, qty, snap, last_id, sample_rows, depth=5)
+    assert book.levels("bid") == replay_arrays(is_bid, price, qty, snap, last_id).levels("bid")
+    for j, row in enumerate(sample_rows):
+        ref = OrderBook()
+        cut = int(row)
+        if 0 < cut < 10:
+            cut = 10  # inside an image: the whole image is seen
+        if 2000 < cut < 2050:
+            cut = 2050
+        if cut:
+            replay_arrays(is_bid[:cut], price[:cut], qty[:cut], snap[:cut], last_id[:cut], ref)
+        bids, asks = ref.top(5)
+        got_bids = tops.bid_price[j][~np.isnan(tops.bid_price[j])]
+        assert got_bids.tolist() == bids[:, 0].tolist(), f"sample {j} at row {row}"
+        assert tops.bid_qty[j][: len(bids)].tolist() == bids[:, 1].tolist()
+        got_asks = tops.ask_price[j][~np.isnan(tops.ask_price[j])]
+        assert got_asks.tolist() == asks[:, 0].tolist(), f"sample {j} at row {row}"
