@@ -26,7 +26,9 @@ test: install lint
 demo: install
 	$(PY) -m depth_pipeline.demo
 
+# Without DAGSTER_HOME set, the UI shows the last `make demo` (its settings are in demo-data/demo.env).
 ui: install
+	if [ -z "$${DAGSTER_HOME:-}" ] && [ -f demo-data/demo.env ]; then set -a; . ./demo-data/demo.env; set +a; fi ; \
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
 	  cp -n dagster.yaml $$DAGSTER_HOME/dagster.yaml ; \
 	  DAGSTER_HOME=$$DAGSTER_HOME $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
