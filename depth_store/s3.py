@@ -118,6 +118,7 @@ class S3Config:
             "retry_deadline": _env_float("DEPTH_S3_RETRY_DEADLINE", d.retry_deadline),
             "multipart_threshold": int(_env_float("DEPTH_S3_MULTIPART_THRESHOLD", d.multipart_threshold)),
             "multipart_chunksize": int(_env_float("DEPTH_S3_MULTIPART_CHUNKSIZE", d.multipart_chunksize)),
+            "max_concurrency": int(_env_float("DEPTH_S3_MAX_CONCURRENCY", d.max_concurrency)),
             "sse": os.environ.get("DEPTH_S3_SSE") or None,
             "sse_kms_key_id": os.environ.get("DEPTH_S3_SSE_KMS_KEY_ID") or None,
         }
