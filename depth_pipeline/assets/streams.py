@@ -1,0 +1,115 @@
+"""Per-stream assets, made by one factory over ``DEPTH_STREAMS``.
+
+``raw/<stream>`` is external: the collector with that id writes it (raw objects, docs/raw-format.md);
+the pipeline only observes it. ``validated/<stream>`` is that stream's symbol-day after validation:
+typed Parquet of the day's events (an event belongs to the UTC day of its exchange time ``E``),
+malformed lines quarantined with their reason, exact duplicates dropped, plus the stream's continuity
+segments, gaps, counts, receive latency and clock offset.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
+from depth_pipeline.keys import raw_key, validated_key
+from depth_pipeline.metadata import frame_preview, report_metadata
+from depth_pipeline.partitions import split_partition_key
+from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
+
+
+def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSpec:
+    """The external asset of one collector's raw objects (written by ``depth-collector``)."""
+    return dg.AssetSpec(
+        key=raw_key(stream),
+        partitions_def=partitions_def,
+        group_name="raw",
+        kinds={"ndjson"},
+        description=(
+            f"Raw objects of collector stream `{stream}`: gzip NDJSON lines `<receive_ns> <kind> <text>` "
+            "exactly as received from Binance, one symbol per object, under "
+            f"`raw/market=/stream={stream}/symbol=/date=/`. Written by the collector, recorded by the "
+            "raw-arrival sensor, deleted only by the gated cleanup."
+        ),
+    )
+
+
+def _stream_outcomes(report: Any, lines_total: int) -> list[dict[str, Any]]:
+    events = int(getattr(report, "events", 0) or 0)
+    quarantined = int(getattr(report, "quarantined", 0) or 0)
+    outcomes: list[dict[str, Any]] = list(getattr(report, "checks", []) or [])
+    outcomes.append(
+        {
+            "name": "raw_data_present",
+            "passed": events > 0,
+            "blocking": False,
+            "description": f"{events} events" if events else "no diff-depth event for this symbol-day",
+            "metadata": {"events": events},
+        }
+    )
+    share = quarantined / lines_total if lines_total else 0.0
+    outcomes.append(
+        {
+            "name": "quarantine_small",
+            "passed": share < 0.01,
+            "blocking": False,
+            "description": f"{quarantined} of {lines_total} lines quarantined",
+            "metadata": {"quarantined": quarantined, "share": share},
+        }
+    )
+    return outcomes
+
+
+def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The ``validated/<stream>`` asset of one collector stream."""
+    key = validated_key(stream)
+
+    @dg.asset(
+        key=key,
+        deps=[raw_key(stream)],
+        partitions_def=partitions_def,
+        group_name="validated",
+        kinds={"parquet", "polars"},
+        pool="depth_validate",
+        check_specs=check_specs(key, VALIDATED_CHECKS),
+        description=(
+            f"Stream `{stream}` of one symbol-day after validation: typed Parquet of its diff-depth "
+            "events (UTC day of exchange time E, neighbouring objects across midnight read), malformed "
+            "lines quarantined with their reason, exact duplicates dropped; continuity segments, gaps, "
+            "receive latency and clock offset in the metadata."
+        ),
+    )
+    def validated(
+        context: dg.AssetExecutionContext, store: DepthStoreResource, settings: DepthSettingsResource
+    ) -> dg.MaterializeResult:
+        from depth_core.validate import validate_stream_day  # the core loads only when a run needs it
+
+        date, symbol = split_partition_key(context.partition_key)
+        report = validate_stream_day(store.open(), settings.market_name, stream, symbol, date)
+        summary = report.to_dict()
+        lines_total = int(summary.get("lines", 0) or 0)
+        results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
+        metadata = report_metadata(summary, skip=("preview",))
+        metadata["events"] = dg.MetadataValue.int(int(report.events))
+        md = getattr(report, "markdown", None)
+        metadata["summary"] = dg.MetadataValue.md(
+            md() if callable(md) else md or f"**{stream}** {symbol} {date}: {report.events} events"
+        )
+        preview = getattr(report, "preview", None)
+        if preview is not None:
+            metadata["preview"] = frame_preview(preview)
+        context.log.info(f"validated {stream} {symbol} {date}: {report.events} events")
+        return dg.MaterializeResult(metadata=metadata, check_results=results)
+
+    return validated
+
+
+def build_stream_assets(
+    streams: list[str] | tuple[str, ...], partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetSpec | dg.AssetsDefinition]:
+    """``raw/<stream>`` and ``validated/<stream>`` for every configured stream."""
+    out: list[dg.AssetSpec | dg.AssetsDefinition] = []
+    for stream in streams:
+        out.append(raw_spec(stream, partitions_def))
+        out.append(build_validated_asset(stream, partitions_def))
+    return out

@@ -1,0 +1,26 @@
+"""Asset keys and run tags shared by assets, sensors, jobs and the CLI."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+MERGED_DEPTH = dg.AssetKey("merged_depth")
+BOOK_TOP25_1S = dg.AssetKey("book_top25_1s")
+QUALITY_REPORT = dg.AssetKey("depth_quality_report")
+
+# Metadata keys of a merged_depth materialization that the cleanup gate relies on.
+META_BLOCKING_PASSED = "blocking_checks_passed"
+META_MANIFEST_KEY = "manifest_key"
+META_MANIFEST_ETAG = "manifest_etag"
+META_NO_RAW_DATA = "no_raw_data"
+
+TAG_KIND = "depth/kind"  # merge | remerge | cleanup | backfill
+TAG_LATE_OBJECTS = "depth/late_objects"
+
+
+def raw_key(stream: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", stream])
+
+
+def validated_key(stream: str) -> dg.AssetKey:
+    return dg.AssetKey(["validated", stream])
