@@ -1,0 +1,324 @@
+"""Reading API for analysts: the merged dataset (interfaces §3) as polars frames and books. No Dagster.
+
+* :func:`load_deltas` — a ``polars.LazyFrame`` over the day files of a symbol, with time or update-id bounds
+  pushed down to the Parquet reader (row-group statistics skip what is outside).
+* :func:`book_at` — the book at an instant (or after an update id) as two polars frames.
+* :func:`iter_books` — the top ``depth`` levels on a regular time grid, for feature building.
+
+Time semantics everywhere: the book "at t" is the book after every event whose exchange time ``E`` is at
+or before ``t`` (in update-id order; a row whose ``E`` is earlier than a row before it counts from that
+earlier row's time, so the replayed prefix is always contiguous). Naive datetimes are read as UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from depth_core.book import OrderBook, sample_tops
+from depth_core.names import Market, validate_market, validate_symbol
+from depth_core.schema import MERGED_ROOT, MERGED_SCHEMA, SIDE_BID, merged_day_prefix
+from depth_store.base import ObjectStore
+
+STORE_ENV = "DEPTH_STORE_URL"
+TimeLike = dt.datetime | dt.date | str
+_DATE_DIR_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(ns|us|ms|s|m|h|d)\s*$")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+            "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+# rows of one update-id order may carry exchange times a little out of order (a snapshot's E vs the
+# events around it); reads for "at t" take this much more and cut exactly in memory
+_TIME_SLACK = dt.timedelta(minutes=2)
+
+
+class NoDataError(LookupError):
+    """No merged data (or no book image) for what was asked."""
+
+
+def resolve_store(store: ObjectStore | str | None) -> ObjectStore:
+    """An ObjectStore, a store URL, or None for ``$DEPTH_STORE_URL``."""
+    if isinstance(store, ObjectStore):
+        return store
+    url = store if store is not None else os.environ.get(STORE_ENV)
+    if not url:
+        raise ValueError(f"no store given and ${STORE_ENV} is not set")
+    from depth_store import open_store
+
+    return open_store(url)
+
+
+def to_utc(value: TimeLike) -> dt.datetime:
+    """A datetime in UTC: naive datetimes and dates are UTC, strings are ISO 8601."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+
+
+def parse_every(every: str | dt.timedelta) -> int:
+    """``"1s"``, ``"100ms"``, ``"5m"``, or a timedelta -> nanoseconds."""
+    if isinstance(every, dt.timedelta):
+        ns = round(every.total_seconds() * 1e9)
+    else:
+        m = _DURATION_RE.match(every)
+        if m is None:
+            raise ValueError(f"interval {every!r} not understood: use e.g. '1s', '100ms', '5m'")
+        ns = int(m.group(1)) * _UNIT_NS[m.group(2)]
+    if ns <= 0:
+        raise ValueError(f"interval {every!r} must be positive")
+    return ns
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> list[str]:
+    """UTC dates touched by [start, end)."""
+    first = start.date()
+    last = (end - dt.timedelta(microseconds=1)).date() if end > start else first
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def list_days(symbol: str, *, store: ObjectStore | str | None = None, market: Market = "spot") -> list[str]:
+    """Dates with merged Parquet for a symbol (one listing of the symbol's folder)."""
+    st = resolve_store(store)
+    prefix = f"{MERGED_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
+    days = {m.group(1) for info in st.list(prefix) if info.key.endswith(".parquet")
+            and (m := _DATE_DIR_RE.search(info.key)) is not None}
+    return sorted(days)
+
+
+def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot") -> list[str]:
+    """Keys of one symbol-day's Parquet files in row order (their names sort in row order)."""
+    return sorted(i.key for i in store.list(merged_day_prefix(market, symbol, date)) if i.key.endswith(".parquet"))
+
+
+def scan_keys(store: ObjectStore, keys: list[str]) -> pl.LazyFrame:
+    """Lazy scan of these Parquet keys (in order) with the merged schema."""
+    if not keys:
+        return pl.LazyFrame(schema=MERGED_SCHEMA)
+    locations = [store.scan_location(k) for k in keys]
+    options = locations[0][1]
+    return pl.scan_parquet([loc for loc, _ in locations], storage_options=options, hive_partitioning=False)
+
+
+def load_deltas(
+    symbol: str,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    *,
+    store: ObjectStore | str | None = None,
+    market: Market = "spot",
+    min_update_id: int | None = None,
+    max_update_id: int | None = None,
+) -> pl.LazyFrame:
+    """Merged rows of ``symbol`` with ``start <= exchange_time < end`` and/or update-id bounds, lazily.
+
+    Days are chosen from the time bounds (without them, every day in the store); the filters are pushed
+    down to the Parquet scan. Id bounds keep rows with ``min_update_id <= last_update_id <=
+    max_update_id``. Rows stay in file order (update-id order within and across days). Note that a
+    slice that does not start at an image (``is_snapshot``) cannot be replayed on its own: use
+    :func:`book_at` / :func:`iter_books` for books.
+    """
+    st = resolve_store(store)
+    symbol = validate_symbol(symbol)
+    market = validate_market(market)
+    t0 = to_utc(start) if start is not None else None
+    t1 = to_utc(end) if end is not None else None
+    if t0 is not None and t1 is not None:
+        days = _days(t0, t1)
+    else:
+        days = [d for d in list_days(symbol, store=st, market=market)
+                if (t0 is None or d >= t0.date().isoformat()) and (t1 is None or d <= t1.date().isoformat())]
+    keys = [k for d in days for k in day_files(st, symbol, d, market)]
+    lf = scan_keys(st, keys)
+    if t0 is not None:
+        lf = lf.filter(pl.col("exchange_time") >= t0)
+    if t1 is not None:
+        lf = lf.filter(pl.col("exchange_time") < t1)
+    if min_update_id is not None:
+        lf = lf.filter(pl.col("last_update_id") >= min_update_id)
+    if max_update_id is not None:
+        lf = lf.filter(pl.col("last_update_id") <= max_update_id)
+    return lf
+
+
+_REPLAY_COLUMNS = ["exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty"]
+
+
+def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int | None) -> pl.DataFrame | None:
+    """Rows from the last image at or before the cut to the cut, or None if no image precedes the cut."""
+    cut = pl.lit(True)
+    if when is not None:
+        cut = pl.col("exchange_time") <= when + _TIME_SLACK
+    if update_id is not None:
+        cut = cut & (pl.col("last_update_id") <= update_id)
+    images = lf.filter(cut & pl.col("is_snapshot")).select("last_update_id", "exchange_time")
+    if when is not None:
+        images = images.filter(pl.col("exchange_time") <= when)
+    image_id = images.select(pl.col("last_update_id").max()).collect().item()
+    if image_id is None:
+        return None
+    rows = lf.filter(cut & (pl.col("last_update_id") >= image_id)).select(_REPLAY_COLUMNS).collect()
+    if when is not None:  # exact cut: the contiguous prefix whose running max of E is <= when
+        rows = rows.filter(pl.col("exchange_time").cum_max() <= when)
+    return rows
+
+
+def _replay_rows(rows: pl.DataFrame, book: OrderBook | None = None) -> OrderBook:
+    book = book if book is not None else OrderBook()
+    if rows.height:
+        sample_tops(
+            (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
+            rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), np.zeros(0, np.int64), 0, book,
+        )
+    return book
+
+
+def book_frames(book: OrderBook, depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(bids, asks) polars frames with columns price, qty: bids by descending price, asks ascending."""
+    if depth is None:
+        depth = max(book.depth_counts())
+    bids, asks = book.top(depth)
+    return (
+        pl.DataFrame({"price": bids[:, 0], "qty": bids[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}),
+        pl.DataFrame({"price": asks[:, 0], "qty": asks[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}),
+    )
+
+
+def book_at(
+    symbol: str,
+    when: TimeLike | int,
+    *,
+    store: ObjectStore | str | None = None,
+    market: Market = "spot",
+    depth: int | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The book of ``symbol`` at instant ``when`` (or, for an int, after the event ending at that update id).
+
+    Returns (bids, asks) frames of price, qty (bids descending, asks ascending), all levels unless
+    ``depth`` is given. Replays from the last image at or before the cut (the day's first image at worst;
+    the previous day when the instant precedes the day's first image). Raises :class:`NoDataError`.
+    """
+    book = book_at_book(symbol, when, store=store, market=market)
+    return book_frames(book, depth)
+
+
+def book_at_book(
+    symbol: str, when: TimeLike | int, *, store: ObjectStore | str | None = None, market: Market = "spot"
+) -> OrderBook:
+    """Like :func:`book_at` but returns the :class:`~depth_core.book.OrderBook` itself."""
+    st = resolve_store(store)
+    symbol = validate_symbol(symbol)
+    market = validate_market(market)
+    if isinstance(when, bool):
+        raise TypeError("when must be a time or an update id, not a bool")
+    if isinstance(when, int):
+        return _book_at_id(st, symbol, when, market)
+    t = to_utc(when)
+    for day in (t.date(), t.date() - dt.timedelta(days=1)):
+        keys = day_files(st, symbol, day.isoformat(), market)
+        if not keys:
+            continue
+        rows = _day_rows_up_to(scan_keys(st, keys), t, None)
+        if rows is not None:
+            return _replay_rows(rows)
+    raise NoDataError(f"no merged book image of {symbol} ({market}) at or before {t.isoformat()}")
+
+
+def _book_at_id(st: ObjectStore, symbol: str, update_id: int, market: Market) -> OrderBook:
+    # newest day first: the first day whose image precedes the id holds it
+    for day in reversed(list_days(symbol, store=st, market=market)):
+        lf = scan_keys(st, day_files(st, symbol, day, market))
+        first = lf.select(pl.col("last_update_id").min()).collect().item()
+        if first is None or first > update_id:
+            continue
+        rows = _day_rows_up_to(lf, None, update_id)
+        if rows is not None:
+            return _replay_rows(rows)
+    raise NoDataError(f"no merged book image of {symbol} ({market}) at or before update id {update_id}")
+
+
+class BookSample(NamedTuple):
+    """The top of the book at one grid time: arrays of shape (<=depth, 2) of price, qty."""
+
+    time: dt.datetime
+    bids: np.ndarray
+    asks: np.ndarray
+
+
+def grid_sample_rows(exchange_time_ns: np.ndarray, grid_ns: np.ndarray) -> np.ndarray:
+    """For each grid time t, the number of leading rows in the book at t (running max of E <= t)."""
+    running = np.maximum.accumulate(exchange_time_ns) if len(exchange_time_ns) else exchange_time_ns
+    return np.searchsorted(running, grid_ns, side="right").astype(np.int64)
+
+
+def iter_books(
+    symbol: str,
+    start: TimeLike,
+    end: TimeLike,
+    every: str | dt.timedelta = "1s",
+    depth: int = 25,
+    *,
+    store: ObjectStore | str | None = None,
+    market: Market = "spot",
+) -> Iterator[BookSample]:
+    """Yield the top ``depth`` levels at ``start, start + every, ...`` (< ``end``), day by day.
+
+    Memory stays at one day of rows. Grid times before the first book image of the data are yielded with
+    empty arrays; the book carries across days (each day's image re-anchors it anyway).
+    """
+    st = resolve_store(store)
+    symbol = validate_symbol(symbol)
+    market = validate_market(market)
+    t0, t1 = to_utc(start), to_utc(end)
+    step = parse_every(every)
+    grid = np.arange(_ns(t0), _ns(t1), step, dtype=np.int64)
+    book = OrderBook()
+    days = _days(t0, t1)
+    # the book at start may come from the day before (an instant before that day's first image)
+    prev = (dt.date.fromisoformat(days[0]) - dt.timedelta(days=1)).isoformat()
+    prev_keys = day_files(st, symbol, prev, market)
+    if prev_keys:
+        rows = _day_rows_up_to(scan_keys(st, prev_keys), t0, None)
+        if rows is not None:
+            _replay_rows(rows, book)
+    for day in days:
+        day_start = _ns(to_utc(dt.date.fromisoformat(day)))
+        day_grid = grid[(grid >= day_start) & (grid < day_start + _UNIT_NS["d"])]
+        keys = day_files(st, symbol, day, market)
+        rows = (scan_keys(st, keys).filter(pl.col("exchange_time") <= _from_ns(int(day_grid[-1])) + _TIME_SLACK)
+                .select(_REPLAY_COLUMNS).collect()) if keys and len(day_grid) else None
+        if rows is None or rows.height == 0:
+            for t in day_grid:
+                bids, asks = book.top(depth)
+                yield BookSample(_from_ns(int(t)), bids, asks)
+            continue
+        e_ns = rows["exchange_time"].dt.epoch("ns").to_numpy()
+        sample_rows = grid_sample_rows(e_ns, day_grid)
+        book, tops = sample_tops(
+            (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
+            rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), sample_rows, depth, book,
+        )
+        # the day's rows continue after the last grid time; the carried book is rebuilt by the next image
+        for j, t in enumerate(day_grid):
+            nb = int(np.count_nonzero(~np.isnan(tops.bid_qty[j])))
+            na = int(np.count_nonzero(~np.isnan(tops.ask_qty[j])))
+            yield BookSample(
+                _from_ns(int(t)),
+                np.column_stack([tops.bid_price[j, :nb], tops.bid_qty[j, :nb]]),
+                np.column_stack([tops.ask_price[j, :na], tops.ask_qty[j, :na]]),
+            )
+
+
+def _ns(t: dt.datetime) -> int:
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _from_ns(ns: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1_000)
