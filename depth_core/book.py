@@ -138,14 +138,19 @@ def _top_side(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, d
 @numba.njit(cache=True, nogil=True)
 def _record(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
             aw: np.ndarray, ast: np.ndarray, aok: np.ndarray, aoq: np.ndarray,
-            sample_rows: np.ndarray, sample_state: np.ndarray, upto: int,
-            out_bk: np.ndarray, out_bq: np.ndarray, out_ak: np.ndarray, out_aq: np.ndarray) -> None:
-    """Record the current top for every pending sample whose row index is <= upto."""
-    depth = out_bk.shape[1]
+            sample_rows: np.ndarray, sample_state: np.ndarray, upto: int, scale: float,
+            out_bp: np.ndarray, out_bq: np.ndarray, out_ap: np.ndarray, out_aq: np.ndarray) -> None:
+    """Record the current top (prices, at the current tick scale) for pending samples with row <= upto."""
+    depth = out_bp.shape[1]
     s = sample_state[0]
+    keys = np.empty(depth, dtype=np.int64)
     while s < sample_rows.shape[0] and sample_rows[s] <= upto:
-        _top_side(bw, bst, bok, boq, depth, out_bk[s], out_bq[s])
-        _top_side(aw, ast, aok, aoq, depth, out_ak[s], out_aq[s])
+        n = _top_side(bw, bst, bok, boq, depth, keys, out_bq[s])
+        for j in range(n):
+            out_bp[s, j] = keys[j] / scale
+        n = _top_side(aw, ast, aok, aoq, depth, keys, out_aq[s])
+        for j in range(n):
+            out_ap[s, j] = -keys[j] / scale
         s += 1
     sample_state[0] = s
 
@@ -154,8 +159,8 @@ def _record(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
 def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
          aw: np.ndarray, ast: np.ndarray, aok: np.ndarray, aoq: np.ndarray,
          is_bid: np.ndarray, keys: np.ndarray, qty: np.ndarray, start: int, stop: int,
-         sample_rows: np.ndarray, sample_state: np.ndarray,
-         out_bk: np.ndarray, out_bq: np.ndarray, out_ak: np.ndarray, out_aq: np.ndarray) -> tuple[int, int]:
+         sample_rows: np.ndarray, sample_state: np.ndarray, scale: float,
+         out_bp: np.ndarray, out_bq: np.ndarray, out_ap: np.ndarray, out_aq: np.ndarray) -> tuple[int, int]:
     """Apply rows [start, stop); before row i, record the top for every sample whose row index is i.
 
     Returns (row index, code): code _DONE means all rows were applied; otherwise the caller fixes the side
@@ -164,8 +169,8 @@ def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
     ns = sample_rows.shape[0]
     for i in range(start, stop):
         if sample_state[0] < ns and sample_rows[sample_state[0]] <= i:
-            _record(bw, bst, bok, boq, aw, ast, aok, aoq, sample_rows, sample_state, i,
-                    out_bk, out_bq, out_ak, out_aq)
+            _record(bw, bst, bok, boq, aw, ast, aok, aoq, sample_rows, sample_state, i, scale,
+                    out_bp, out_bq, out_ap, out_aq)
         if is_bid[i]:
             code = _set_level(bw, bst, bok, boq, keys[i], qty[i])
         else:
@@ -249,8 +254,7 @@ def _decimals_needed(price: np.ndarray, start: int = 0) -> int:
 
 
 _EMPTY_SAMPLES = np.zeros(0, dtype=np.int64)
-_EMPTY_OUT_K = np.zeros((0, 1), dtype=np.int64)
-_EMPTY_OUT_Q = np.zeros((0, 1), dtype=np.float64)
+_EMPTY_OUT = np.zeros((0, 1), dtype=np.float64)
 
 
 class OrderBook:
@@ -330,7 +334,7 @@ class OrderBook:
             pos, code = _run(
                 self._bids.win, self._bids.st, self._bids.ok, self._bids.oq,
                 self._asks.win, self._asks.st, self._asks.ok, self._asks.oq,
-                is_bid, keys, qty, pos, stop, s.rows, s.state, s.bid_k, s.bid_q, s.ask_k, s.ask_q,
+                is_bid, keys, qty, pos, stop, s.rows, s.state, self._scale(), s.bid_p, s.bid_q, s.ask_p, s.ask_q,
             )
             if code == _DONE:
                 return
@@ -411,9 +415,9 @@ class _Samples:
 
     rows: np.ndarray
     state: np.ndarray
-    bid_k: np.ndarray
+    bid_p: np.ndarray
     bid_q: np.ndarray
-    ask_k: np.ndarray
+    ask_p: np.ndarray
     ask_q: np.ndarray
 
     @classmethod
@@ -421,13 +425,13 @@ class _Samples:
         n = len(rows)
         return cls(
             np.ascontiguousarray(rows, dtype=np.int64), np.zeros(1, dtype=np.int64),
-            np.zeros((n, depth), dtype=np.int64), np.full((n, depth), np.nan),
-            np.zeros((n, depth), dtype=np.int64), np.full((n, depth), np.nan),
+            np.full((n, depth), np.nan), np.full((n, depth), np.nan),
+            np.full((n, depth), np.nan), np.full((n, depth), np.nan),
         )
 
 
-_NO_SAMPLES = _Samples(_EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT_K, _EMPTY_OUT_Q,
-                       _EMPTY_OUT_K, _EMPTY_OUT_Q)
+_NO_SAMPLES = _Samples(_EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT, _EMPTY_OUT,
+                       _EMPTY_OUT, _EMPTY_OUT)
 
 
 def _image_bounds(is_snapshot: np.ndarray, last_update_id: np.ndarray) -> list[tuple[int, int]]:
@@ -533,13 +537,7 @@ def _replay_columns(
             # samples inside the image see the whole image (an image is atomic)
             _skip_samples_inside(book, samples, b)
     _flush_samples_upto(book, samples, np.iinfo(np.int64).max)
-    scale = book._scale()
-    tops = TopSamples(
-        bid_price=np.where(np.isnan(samples.bid_q), np.nan, samples.bid_k / scale),
-        bid_qty=samples.bid_q,
-        ask_price=np.where(np.isnan(samples.ask_q), np.nan, -samples.ask_k / scale),
-        ask_qty=samples.ask_q,
-    )
+    tops = TopSamples(samples.bid_p, samples.bid_q, samples.ask_p, samples.ask_q)
     if depth <= 0:
         tops = TopSamples(*(a[:, :0] for a in (tops.bid_price, tops.bid_qty, tops.ask_price, tops.ask_qty)))
     return book, tops
@@ -551,7 +549,8 @@ def _flush_samples_upto(book: OrderBook, samples: _Samples, row: int) -> None:
         _record(
             book._bids.win, book._bids.st, book._bids.ok, book._bids.oq,
             book._asks.win, book._asks.st, book._asks.ok, book._asks.oq,
-            samples.rows, samples.state, row, samples.bid_k, samples.bid_q, samples.ask_k, samples.ask_q,
+            samples.rows, samples.state, row, book._scale(), samples.bid_p, samples.bid_q, samples.ask_p,
+            samples.ask_q,
         )
 
 
