@@ -51,6 +51,8 @@ def open_store(url: str, *, s3_config: S3Config | None = None) -> ObjectStore:
         raise StoreError("store URL is empty: give s3://bucket/prefix, file:///abs/path or a local path")
     url = url.strip()
     match = _SCHEME_RE.match(url)
+    if match is None and re.match(r"^(s3|file|https?):", url, re.IGNORECASE):
+        raise StoreError(f"malformed store URL {url!r}: use s3://bucket/prefix or file:///abs/path")
     if match is None:
         from depth_store.local import LocalStore
 
