@@ -1,0 +1,770 @@
+"""A local Binance-compatible market-data server: websocket streams and REST depth on one port.
+
+One ``websockets`` asyncio server answers both: websocket upgrades on ``/ws``, ``/stream`` (also
+under ``/public`` and ``/market``, like the USD-M routes) and plain HTTP requests (REST depth,
+the ``/_sim/...`` control API) through the ``process_request`` hook. See ``docs/simulator.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import http
+import logging
+import math
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from exchange_sim.batching import BATCHING_MODES, Batcher
+from exchange_sim.generator import (
+    BookGenerator,
+    CanonicalEvent,
+    Formatter,
+    Partial,
+    SymbolSpec,
+    depth_data,
+    partial_of,
+    spec_for,
+)
+from exchange_sim.truth import TruthLog, top_levels
+
+log = logging.getLogger("exchange_sim")
+
+SPOT_DEPTH_PATH = "/api/v3/depth"
+USDM_DEPTH_PATH = "/fapi/v1/depth"
+USDM_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+FAULT_KINDS = ("close", "drop_ids", "stall", "malformed", "duplicate", "batching", "shutdown_notice")
+_STREAM_RE = re.compile(r"^(?P<sym>[a-z0-9]+)@(?P<kind>depth|bookTicker)(?:@(?P<ms>\d+)ms)?$")
+_WS_PREFIXES = ("/public", "/market")
+
+
+@dataclass
+class SimConfig:
+    """Everything the simulator can be told; durations are wall-clock seconds (set them short in tests)."""
+
+    market: str = "spot"
+    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT"])
+    seed: int = 1
+    event_interval_ms: int = 100  # exchange time between canonical events (the @depth@100ms cadence)
+    speed: float = 1.0  # time compression: exchange time runs this many times faster than wall time
+    max_connection_age_s: float = 86400.0
+    ping_interval_s: float | None = 20.0
+    pong_timeout_s: float | None = 60.0
+    shutdown_notice_s: float | None = None  # send serverShutdown this long before the age disconnect
+    weight_limit_per_minute: int = 6000
+    weight_window_s: float = 60.0
+    ban_after_violations: int = 3  # requests answered 429 within one window before the 418 ban
+    ban_seconds: float = 120.0
+    max_incoming_per_s: int = 5
+    max_streams_per_connection: int = 1024
+    replay_path: str | None = None
+    replay_snapshot_path: str | None = None
+    replay_start: str = "on_subscribe"  # on_subscribe | immediate | paused
+    firehose_rate: int | None = None  # messages/s per symbol from a pre-encoded pool (benchmarks)
+    firehose_pool: int = 2048
+    truth_max_events: int = 500_000
+    start_paused: bool = False
+    start_time_ms: int | None = None  # exchange time of the first event (default: now)
+    snapshot_mid_event: bool = True  # REST snapshots may land inside the next event's id range
+    max_send_buffer_bytes: int = 64 * 1024 * 1024  # a slower consumer is disconnected, as on Binance
+    specs: dict[str, SymbolSpec] = field(default_factory=dict)  # per-symbol overrides
+
+    def __post_init__(self) -> None:
+        if self.market not in ("spot", "usdm"):
+            raise ValueError(f"market must be 'spot' or 'usdm', not {self.market!r}")
+        self.symbols = [s.upper() for s in self.symbols]
+        if self.speed <= 0:
+            raise ValueError("speed must be > 0")
+        if self.event_interval_ms <= 0:
+            raise ValueError("event_interval_ms must be > 0")
+
+
+@dataclass(frozen=True)
+class StreamName:
+    """A parsed stream name such as ``btcusdt@depth@100ms``."""
+
+    name: str
+    symbol: str  # upper case
+    kind: str  # depth | bookTicker
+    interval_ms: int
+
+    @staticmethod
+    def parse(name: str, default_depth_ms: int = 1000) -> StreamName | None:
+        m = _STREAM_RE.match(name)
+        if m is None:
+            return None
+        kind = m.group("kind")
+        ms = int(m.group("ms")) if m.group("ms") else (default_depth_ms if kind == "depth" else 0)
+        if kind == "depth" and ms not in (0, 100, 250, 500, 1000):
+            return None
+        return StreamName(name, m.group("sym").upper(), kind, ms)
+
+
+@dataclass
+class FaultState:
+    """Faults armed on one connection."""
+
+    drop_ranges: list[tuple[str | None, int, int]] = field(default_factory=list)
+    stall_until: float = 0.0
+    duplicate_left: int = 0
+    batching: dict[str, Any] | None = None
+
+
+class SimConnection:
+    """One websocket client: its subscriptions, outgoing queue, faults and counters."""
+
+    def __init__(self, sim: ExchangeSimulator, conn_id: int, ws: ServerConnection, combined: bool, path: str):
+        self.sim = sim
+        self.id = conn_id
+        self.ws = ws
+        self.combined = combined
+        self.path = path
+        self.opened_at = time.monotonic()
+        self.opened_wall = time.time()
+        self.streams: dict[str, StreamName] = {}
+        self.faults = FaultState()
+        self.batchers: dict[str, Batcher] = {}
+        self.prev_u: dict[str, int] = {}  # per stream: the previous event's u as this connection saw it
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.sent = 0
+        self.dropped = 0
+        self.incoming: collections.deque[float] = collections.deque()
+        self.closed_reason: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        remote = self.ws.remote_address
+        return {
+            "id": self.id, "path": self.path, "combined": self.combined,
+            "remote": f"{remote[0]}:{remote[1]}" if remote else None,
+            "streams": list(self.streams), "age_s": round(time.monotonic() - self.opened_at, 3),
+            "sent": self.sent, "dropped": self.dropped, "queued": len(self.queue),
+            "batching": self.faults.batching,
+            "drop_ranges": [list(r) for r in self.faults.drop_ranges],
+            "stalled": self.faults.stall_until > time.monotonic(),
+        }
+
+    def enqueue(self, frame: bytes) -> None:
+        self.queue.append(frame)
+        if self.faults.duplicate_left > 0:
+            self.faults.duplicate_left -= 1
+            self.queue.append(frame)
+        self.wakeup.set()
+
+    def is_dropped(self, symbol: str, first_id: int, last_id: int) -> bool:
+        for sym, lo, hi in self.faults.drop_ranges:
+            if (sym is None or sym == symbol) and first_id <= hi and last_id >= lo:
+                return True
+        return False
+
+    def wrap(self, stream: str, data: bytes) -> bytes:
+        if self.combined:
+            return b'{"stream":"' + stream.encode() + b'","data":' + data + b"}"
+        return data
+
+    async def sender(self) -> None:
+        """Send queued frames in order; honours stalls; disconnects a consumer that cannot keep up."""
+        ws = self.ws
+        queue = self.queue
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while queue:
+                now = time.monotonic()
+                if self.faults.stall_until > now:
+                    await asyncio.sleep(self.faults.stall_until - now)
+                    continue
+                frame = queue.popleft()
+                await ws.send(frame, text=True)
+                self.sent += 1
+                transport = ws.transport
+                if transport is not None and transport.get_write_buffer_size() > self.sim.config.max_send_buffer_bytes:
+                    self.closed_reason = "slow consumer"
+                    transport.abort()
+                    return
+
+
+@dataclass
+class SymbolState:
+    """One symbol: generator, the next (pending) event, the published truth and its top of book."""
+
+    spec: SymbolSpec
+    fmt: Formatter
+    gen: BookGenerator
+    truth: TruthLog
+    pending: CanonicalEvent | None = None
+    event_index: int = 0
+    group_buffers: dict[int, list[CanonicalEvent]] = field(default_factory=dict)  # canonical grouping
+    group_prev_u: dict[int, int] = field(default_factory=dict)
+    last_top: tuple[int, int, int, int] | None = None
+
+
+class WeightBudget:
+    """Binance's per-IP request-weight budget: 429 over the limit, 418 (banned) for who keeps going."""
+
+    def __init__(self, limit: int, window_s: float, ban_after: int, ban_s: float) -> None:
+        self.limit, self.window_s, self.ban_after, self.ban_s = limit, window_s, ban_after, ban_s
+        self.t0 = time.monotonic()
+        self.used: dict[str, tuple[int, int]] = {}  # ip -> (window index, weight used)
+        self.violations: dict[str, tuple[int, int]] = {}
+        self.banned_until: dict[str, float] = {}
+
+    def charge(self, ip: str, weight: int) -> tuple[int, int, float]:
+        """Returns (status, used weight, retry-after seconds): status 200, 429 or 418."""
+        now = time.monotonic()
+        window = int((now - self.t0) // self.window_s)
+        window_end = self.t0 + (window + 1) * self.window_s
+        ban = self.banned_until.get(ip, 0.0)
+        if ban > now:
+            return 418, self.used.get(ip, (window, 0))[1], ban - now
+        w, used = self.used.get(ip, (window, 0))
+        if w != window:
+            used = 0
+        used += weight
+        self.used[ip] = (window, used)
+        if used <= self.limit:
+            return 200, used, 0.0
+        vw, count = self.violations.get(ip, (window, 0))
+        count = count + 1 if vw == window else 1
+        self.violations[ip] = (window, count)
+        if count > self.ban_after:
+            self.banned_until[ip] = now + self.ban_s
+            return 418, used, self.ban_s
+        return 429, used, window_end - now
+
+
+def spot_weight(limit: int) -> int:
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 25
+    if limit <= 1000:
+        return 50
+    return 250
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """An HTTP response with a JSON body (websockets' Response; the connection closes after it)."""
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    hdrs = Headers()
+    hdrs["Content-Type"] = "application/json;charset=UTF-8"
+    hdrs["Content-Length"] = str(len(payload))
+    hdrs["Connection"] = "close"
+    for k, v in (headers or {}).items():
+        hdrs[k] = v
+    return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
+
+
+def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"code": code, "msg": msg}, headers)
+
+
+class ExchangeSimulator:
+    """The simulator. ``await start()``, then clients use ``ws_url`` / ``rest_url``; ``await stop()``."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        cfg = self.config
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.connections: dict[int, SimConnection] = {}
+        self._next_conn_id = 1
+        self._next_faults: list[tuple[str, dict[str, Any]]] = []
+        self.symbols: dict[str, SymbolState] = {}
+        self.subscribers: dict[str, set[SimConnection]] = {}
+        self.weights = WeightBudget(cfg.weight_limit_per_minute, cfg.weight_window_s, cfg.ban_after_violations,
+                                    cfg.ban_seconds)
+        self.paused = asyncio.Event()  # set = paused
+        self._snap_rng = random.Random(cfg.seed)
+        self.replay: Any = None
+        self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
+        self.events_generated = 0
+        if cfg.replay_path is None:
+            for sym in cfg.symbols:
+                spec = cfg.specs.get(sym) or spec_for(sym, cfg.market)
+                gen = BookGenerator(spec, cfg.market, cfg.seed)
+                bids, asks = gen.snapshot_levels()
+                truth = TruthLog(sym, bids, asks, gen.last_update_id, cfg.truth_max_events)
+                self.symbols[sym] = SymbolState(spec, Formatter(spec), gen, truth)
+                self.subscribers[sym] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        cfg = self.config
+        self.host = host
+        if cfg.start_paused or (cfg.replay_path is not None and cfg.replay_start == "paused"):
+            self.paused.set()
+        if cfg.replay_path is not None:
+            from exchange_sim.replay import ReplayEngine
+
+            self.replay = ReplayEngine(self, cfg.replay_path, cfg.replay_snapshot_path)
+            for sym in self.replay.symbols:
+                self.subscribers.setdefault(sym, set())
+        self._server = await serve(
+            self._handle_ws, host, port, process_request=self._process_request,
+            ping_interval=cfg.ping_interval_s, ping_timeout=cfg.pong_timeout_s, compression=None,
+            max_queue=64, write_limit=2**20, close_timeout=2,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        if self.replay is not None:
+            self._tasks.append(asyncio.create_task(self.replay.run()))
+        elif cfg.firehose_rate:
+            from exchange_sim.firehose import run_firehose
+
+            self._tasks.append(asyncio.create_task(run_firehose(self)))
+        else:
+            for st in self.symbols.values():
+                st.pending = st.gen.next_event(self.start_ms)
+            self._tasks.append(asyncio.create_task(self._ticker()))
+        log.info("exchange simulator listening on %s", self.ws_url)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    # -- event generation -----------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        """Publish one canonical event per symbol every ``event_interval_ms / speed`` of wall time."""
+        cfg = self.config
+        period = cfg.event_interval_ms / 1000.0 / cfg.speed
+        loop = asyncio.get_running_loop()
+        next_t = loop.time() + period
+        while True:
+            if self.paused.is_set():
+                while self.paused.is_set():
+                    await asyncio.sleep(0.01)
+                next_t = loop.time() + period
+            delay = next_t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            behind = int((loop.time() - next_t) / period)
+            steps = 1 + min(max(behind, 0), 50)  # catch up a little when the loop was busy
+            for _ in range(steps):
+                for st in self.symbols.values():
+                    self._publish(st)
+            next_t += period * steps
+
+    def _publish(self, st: SymbolState) -> None:
+        """Publish ``st.pending`` to the truth and every subscriber, then generate the next one."""
+        cfg = self.config
+        ev = st.pending
+        assert ev is not None
+        st.truth.append(ev)
+        k = st.event_index
+        st.event_index += 1
+        self.events_generated += 1
+        top = (st.gen.best_bid, st.gen.bids.get(st.gen.best_bid, 0), st.gen.best_ask, st.gen.asks.get(st.gen.best_ask, 0))
+        st.pending = st.gen.next_event(self.start_ms + (k + 1) * cfg.event_interval_ms)
+        subs = self.subscribers.get(st.spec.symbol)
+        if not subs:
+            st.group_buffers.clear()
+            return
+        # canonical groupings for each speed in use, computed once and shared by all connections
+        groups = {self._group_of(s) for c in subs for s in c.streams.values() if s.kind == "depth" and s.symbol == st.spec.symbol}
+        canonical: dict[int, Partial] = {}
+        for g in groups:
+            buf = st.group_buffers.setdefault(g, [])
+            buf.append(ev)
+            if (k + 1) % g == 0:
+                part = partial_of(buf)
+                part.prev_last_id = st.group_prev_u.get(g, buf[0].first_id - 1)
+                st.group_prev_u[g] = part.last_id
+                canonical[g] = part
+                st.group_buffers[g] = []
+        for g in list(st.group_buffers):
+            if g not in groups:
+                del st.group_buffers[g]
+        data_cache: dict[int, bytes] = {}
+        ticker_data: bytes | None = None
+        for conn in list(subs):
+            for stream in conn.streams.values():
+                if stream.symbol != st.spec.symbol:
+                    continue
+                if stream.kind == "bookTicker":
+                    if conn.is_dropped(stream.symbol, ev.last_id, ev.last_id):
+                        continue
+                    if ticker_data is None:
+                        ticker_data = self._book_ticker(st, ev, top)
+                    conn.enqueue(conn.wrap(stream.name, ticker_data))
+                    continue
+                g = self._group_of(stream)
+                batcher = conn.batchers.get(stream.name)
+                if batcher is not None:
+                    for part in batcher.feed(ev, (k + 1) % g == 0):
+                        part.prev_last_id = conn.prev_u.get(stream.name, part.first_id - 1)
+                        conn.prev_u[stream.name] = part.last_id
+                        if conn.is_dropped(stream.symbol, part.first_id, part.last_id):
+                            conn.dropped += 1
+                            continue
+                        data = orjson.dumps(depth_data(part, st.fmt, cfg.market))
+                        conn.enqueue(conn.wrap(stream.name, data))
+                    continue
+                shared = canonical.get(g)
+                if shared is None:
+                    continue
+                conn.prev_u[stream.name] = shared.last_id
+                if conn.is_dropped(stream.symbol, shared.first_id, shared.last_id):
+                    conn.dropped += 1
+                    continue
+                encoded = data_cache.get(g)
+                if encoded is None:
+                    encoded = orjson.dumps(depth_data(shared, st.fmt, cfg.market))
+                    data_cache[g] = encoded
+                conn.enqueue(conn.wrap(stream.name, encoded))
+
+    def _group_of(self, stream: StreamName) -> int:
+        return max(1, round(stream.interval_ms / self.config.event_interval_ms))
+
+    def _book_ticker(self, st: SymbolState, ev: CanonicalEvent, top: tuple[int, int, int, int]) -> bytes:
+        f = st.fmt
+        bb, bq, ba, aq = top
+        if self.config.market == "usdm":
+            return orjson.dumps({
+                "e": "bookTicker", "u": ev.last_id, "s": st.spec.symbol, "b": f.price(bb), "B": f.qty(bq),
+                "a": f.price(ba), "A": f.qty(aq), "T": ev.transaction_time_ms, "E": ev.event_time_ms,
+            })
+        return orjson.dumps({"u": ev.last_id, "s": st.spec.symbol, "b": f.price(bb), "B": f.qty(bq),
+                             "a": f.price(ba), "A": f.qty(aq)})
+
+    def now_ms(self) -> int:
+        """Exchange time now (compressed by ``speed``)."""
+        return self.start_ms + int((time.monotonic() - self._mono0) * 1000 * self.config.speed)
+
+    _mono0 = time.monotonic()
+
+    # -- websocket side -------------------------------------------------------------------------
+    def _parse_ws_path(self, path: str) -> tuple[bool, list[str]] | None:
+        """(combined, initial streams) for a websocket path, or None if it is not a stream route."""
+        parsed = urllib.parse.urlsplit(path)
+        route = parsed.path.rstrip("/") or "/"
+        for prefix in _WS_PREFIXES:
+            if route.startswith(prefix + "/"):
+                route = route[len(prefix):]
+                break
+        if route == "/stream":
+            qs = urllib.parse.parse_qs(parsed.query)
+            streams = [s for s in "/".join(qs.get("streams", [])).split("/") if s]
+            return True, streams
+        if route == "/ws":
+            return False, []
+        if route.startswith("/ws/"):
+            return False, [s for s in route[4:].split("/") if s]
+        return None
+
+    async def _handle_ws(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        parsed = self._parse_ws_path(ws.request.path)
+        if parsed is None:  # process_request already refused it
+            return
+        combined, streams = parsed
+        conn = SimConnection(self, self._next_conn_id, ws, combined, ws.request.path)
+        self._next_conn_id += 1
+        self.connections[conn.id] = conn
+        for name in streams:
+            self._subscribe(conn, name)
+        for kind, params in self._next_faults:
+            self._apply_fault(conn, kind, params)
+        self._next_faults.clear()
+        sender = asyncio.create_task(conn.sender())
+        age = asyncio.create_task(self._age_guard(conn))
+        try:
+            async for message in ws:
+                if not self._rate_ok(conn):
+                    conn.closed_reason = "too many incoming messages"
+                    await ws.close(1008, "Too many requests")
+                    break
+                reply = self._control_message(conn, message)
+                if reply is not None:
+                    conn.enqueue(orjson.dumps(reply))
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            age.cancel()
+            for name in list(conn.streams):
+                self._unsubscribe(conn, name)
+            self.connections.pop(conn.id, None)
+
+    def _rate_ok(self, conn: SimConnection) -> bool:
+        now = time.monotonic()
+        q = conn.incoming
+        q.append(now)
+        while q and q[0] <= now - 1.0:
+            q.popleft()
+        return len(q) <= self.config.max_incoming_per_s
+
+    async def _age_guard(self, conn: SimConnection) -> None:
+        cfg = self.config
+        age = cfg.max_connection_age_s
+        notice = cfg.shutdown_notice_s
+        if notice is not None and 0 <= notice < age:
+            await asyncio.sleep(age - notice)
+            self.send_shutdown_notice(conn)
+            await asyncio.sleep(notice)
+        else:
+            await asyncio.sleep(age)
+        conn.closed_reason = "max connection age"
+        await conn.ws.close(1001, "Max connection age reached")
+
+    def send_shutdown_notice(self, conn: SimConnection) -> None:
+        # Sent as a bare event on raw and combined connections alike (no stream envelope).
+        conn.enqueue(orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)}))
+
+    def _subscribe(self, conn: SimConnection, name: str) -> bool:
+        if name in conn.streams:
+            return True
+        if len(conn.streams) >= self.config.max_streams_per_connection:
+            return False
+        stream = StreamName.parse(name)
+        if stream is None:
+            return True  # Binance accepts any name and then sends nothing for it
+        conn.streams[name] = stream
+        self.subscribers.setdefault(stream.symbol, set()).add(conn)
+        batching = conn.faults.batching
+        if batching is not None and stream.kind == "depth":
+            conn.batchers[name] = self._new_batcher(conn, batching, name)
+        if self.replay is not None:
+            self.replay.on_subscribe()
+        return True
+
+    def _unsubscribe(self, conn: SimConnection, name: str) -> None:
+        stream = conn.streams.pop(name, None)
+        conn.batchers.pop(name, None)
+        if stream is not None and not any(s.symbol == stream.symbol for s in conn.streams.values()):
+            self.subscribers.get(stream.symbol, set()).discard(conn)
+
+    def _new_batcher(self, conn: SimConnection, batching: dict[str, Any], name: str) -> Batcher:
+        seed = int(batching.get("seed", self.config.seed * 1_000_003 + conn.id))
+        return Batcher(str(batching.get("mode", "random")), hash((seed, name)) & 0xFFFFFFFF,
+                       int(batching.get("max_parts", 3)), int(batching.get("max_hold", 3)))
+
+    def _control_message(self, conn: SimConnection, message: str | bytes) -> dict[str, Any] | None:
+        """Answer SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY like Binance."""
+        try:
+            req = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return {"error": {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1"}, "id": None}
+        if not isinstance(req, dict):
+            return {"error": {"code": 2, "msg": "Invalid request: request must be an object"}, "id": None}
+        req_id = req.get("id")
+        method = req.get("method")
+        params = req.get("params", [])
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                return {"error": {"code": 1, "msg": "Invalid value type: expected array of strings"}, "id": req_id}
+            if method == "SUBSCRIBE":
+                new = [p for p in params if p not in conn.streams]
+                if len(conn.streams) + len(set(new)) > self.config.max_streams_per_connection:
+                    return {"error": {"code": 2, "msg": "Invalid request: too many streams (max "
+                                      f"{self.config.max_streams_per_connection} per connection)"}, "id": req_id}
+                for p in params:
+                    self._subscribe(conn, p)
+            else:
+                for p in params:
+                    self._unsubscribe(conn, p)
+            return {"result": None, "id": req_id}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": list(conn.streams), "id": req_id}
+        if method == "SET_PROPERTY":
+            if params and params[0] == "combined" and len(params) == 2 and isinstance(params[1], bool):
+                conn.combined = params[1]
+                return {"result": None, "id": req_id}
+            return {"error": {"code": 2, "msg": "Invalid request: unknown property"}, "id": req_id}
+        if method == "GET_PROPERTY":
+            if params == ["combined"]:
+                return {"result": conn.combined, "id": req_id}
+            return {"error": {"code": 2, "msg": "Invalid request: unknown property"}, "id": req_id}
+        return {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": req_id}
+
+    # -- faults -----------------------------------------------------------------------------------
+    def inject_fault(self, target: str | int, kind: str, params: dict[str, Any] | None = None) -> list[int]:
+        """Arm a fault on a connection id, on ``"all"`` connections or on the ``"next"`` one to open."""
+        params = params or {}
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if kind == "batching" and str(params.get("mode", "random")) not in BATCHING_MODES:
+            raise ValueError(f"batching mode must be one of {', '.join(BATCHING_MODES)}")
+        if kind == "drop_ids" and ("from_id" not in params or "to_id" not in params):
+            raise ValueError("drop_ids needs from_id and to_id")
+        if target == "next":
+            self._next_faults.append((kind, params))
+            return []
+        if target == "all":
+            conns = list(self.connections.values())
+        else:
+            conn = self.connections.get(int(target))
+            if conn is None:
+                raise KeyError(f"no connection {target}")
+            conns = [conn]
+        for conn in conns:
+            self._apply_fault(conn, kind, params)
+        return [c.id for c in conns]
+
+    def _apply_fault(self, conn: SimConnection, kind: str, params: dict[str, Any]) -> None:
+        f = conn.faults
+        if kind == "close":
+            conn.closed_reason = "fault: close"
+            code = params.get("code")
+            if code is None:
+                if conn.ws.transport is not None:
+                    conn.ws.transport.abort()
+            else:
+                asyncio.get_running_loop().create_task(conn.ws.close(int(code), str(params.get("reason", ""))))
+        elif kind == "drop_ids":
+            sym = params.get("symbol")
+            f.drop_ranges.append((str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"])))
+        elif kind == "stall":
+            f.stall_until = time.monotonic() + float(params.get("seconds", 5.0))
+        elif kind == "malformed":
+            for _ in range(int(params.get("count", 1))):
+                conn.queue.append(b'{"stream":"malformed","data":{"e":"depthUpdate","E":')
+            conn.wakeup.set()
+        elif kind == "duplicate":
+            f.duplicate_left += int(params.get("count", 1))
+        elif kind == "batching":
+            mode = str(params.get("mode", "random"))
+            if mode == "canonical":
+                f.batching = None
+                conn.batchers.clear()
+            else:
+                f.batching = dict(params, mode=mode)
+                for name, stream in conn.streams.items():
+                    if stream.kind == "depth":
+                        conn.batchers[name] = self._new_batcher(conn, f.batching, name)
+        elif kind == "shutdown_notice":
+            self.send_shutdown_notice(conn)
+            after = params.get("close_after_s")
+            if after is not None:
+                async def close_later() -> None:
+                    await asyncio.sleep(float(after))
+                    conn.closed_reason = "server shutdown"
+                    await conn.ws.close(1001, "Server shutdown")
+
+                asyncio.get_running_loop().create_task(close_later())
+
+    # -- HTTP side -------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parsed = urllib.parse.urlsplit(request.path)
+        route = parsed.path
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+        is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if is_upgrade:
+            ws_route = self._parse_ws_path(request.path)
+            if ws_route is None:
+                return binance_error(404, -1, f"Unknown websocket path {route}")
+            if len(ws_route[1]) > self.config.max_streams_per_connection:
+                return binance_error(400, -1, f"Too many streams (max {self.config.max_streams_per_connection})")
+            return None
+        try:
+            if route.startswith("/_sim/"):
+                from exchange_sim.control_api import handle_control
+
+                return handle_control(self, request.method, route, query)
+            if route in (SPOT_DEPTH_PATH, USDM_DEPTH_PATH):
+                remote = connection.remote_address
+                return self._rest_depth(route, query, remote[0] if remote else "?")
+            if route == "/api/v3/ping" or route == "/fapi/v1/ping":
+                return json_response(200, {})
+            if route == "/api/v3/time" or route == "/fapi/v1/time":
+                return json_response(200, {"serverTime": int(time.time() * 1000)})
+            return binance_error(404, -1, f"Unknown path {route}")
+        except Exception as exc:  # a bug here must answer 500, never kill the server
+            log.exception("request %s failed", request.path)
+            return json_response(500, {"code": -1000, "msg": f"internal error: {exc}"})
+
+    def _rest_depth(self, route: str, query: dict[str, str], ip: str) -> Response:
+        cfg = self.config
+        usdm = cfg.market == "usdm"
+        if route != (USDM_DEPTH_PATH if usdm else SPOT_DEPTH_PATH):
+            return binance_error(404, -1, f"This simulator serves the {cfg.market} market; no {route}")
+        limit_text = query.get("limit", "500" if usdm else "100")
+        weight = 5 if not usdm else 10
+        limit = -1
+        if re.fullmatch(r"[0-9]{1,20}", limit_text):
+            limit = int(limit_text)
+            weight = USDM_LIMITS.get(limit, 10) if usdm else spot_weight(limit)
+        status, used, retry = self.weights.charge(ip, weight)
+        hdr = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if status == 418:
+            hdr["Retry-After"] = str(max(1, math.ceil(retry)))
+            return binance_error(418, -1003, f"Way too many requests; IP banned for {hdr['Retry-After']} s.", hdr)
+        if status == 429:
+            hdr["Retry-After"] = str(max(1, math.ceil(retry)))
+            return binance_error(429, -1003, "Too many requests; current limit of IP is "
+                                 f"{cfg.weight_limit_per_minute} request weight per 1 MINUTE.", hdr)
+        if limit < 0:
+            return binance_error(400, -1100, "Illegal characters found in parameter 'limit'; legal range is "
+                                 "'^[0-9]{1,20}$'.", hdr)
+        if (usdm and limit not in USDM_LIMITS) or (not usdm and not 1 <= limit <= 5000):
+            legal = ",".join(map(str, USDM_LIMITS)) if usdm else "1-5000"
+            return binance_error(400, -1100, f"Illegal value for parameter 'limit'; legal values are {legal}.", hdr)
+        symbol = query.get("symbol", "")
+        if not symbol:
+            return binance_error(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or "
+                                 "malformed.", hdr)
+        if self.replay is not None:
+            body = self.replay.snapshot_body(symbol, limit)
+            if body is None:
+                return binance_error(400, -1121, "Invalid symbol.", hdr)
+            return json_response(200, body, hdr)
+        st = self.symbols.get(symbol)
+        if st is None:
+            return binance_error(400, -1121, "Invalid symbol.", hdr)
+        return json_response(200, self.snapshot(st, limit), hdr)
+
+    def snapshot(self, st: SymbolState, limit: int) -> dict[str, Any]:
+        """The REST depth body: the published book, maybe plus a prefix of the next event."""
+        cut = st.truth.last_id
+        pending = st.pending
+        if self.config.snapshot_mid_event and pending is not None and self._snap_rng.random() < 0.5:
+            cut = self._snap_rng.choice(pending.ids)
+        bids, asks = st.truth.book_at(cut, pending)
+        f = st.fmt
+        body: dict[str, Any] = {"lastUpdateId": cut}
+        if self.config.market == "usdm":
+            now = self.now_ms()
+            body["E"] = now
+            body["T"] = now - 3
+        body["bids"] = [[f.price(p), f.qty(q)] for p, q in top_levels(bids, limit, True)]
+        body["asks"] = [[f.price(p), f.qty(q)] for p, q in top_levels(asks, limit, False)]
+        return body
+
+    def book_at(self, symbol: str, update_id: int) -> tuple[dict[int, int], dict[int, int]]:
+        st = self.symbols[symbol]
+        return st.truth.book_at(update_id, st.pending)
+
+    def on_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` now (helper for code already on the server's loop)."""
+        return fn()
