@@ -1,0 +1,729 @@
+"""The collector: websocket connections, continuity, snapshots, spool and upload, wired together.
+
+One asyncio event loop runs every websocket reader (the hot path: a few ``bytes.find`` calls and one
+deque append per frame), the snapshot worker and housekeeping. Disk and store I/O run in threads
+(``collectors.spool``, ``collectors.uploader``), so a slow fsync or a slow store never blocks receiving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import secrets
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from collectors import logs
+from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
+from collectors.frames import STREAM_PREFIX, int_field, parse_slow
+from collectors.rest import InvalidSymbolError, RestClient, RestError, WeightBudget
+from collectors.spool import OutboxObject, Spool
+from collectors.state import SymbolState
+from collectors.uploader import Uploader
+from depth_store.base import ObjectStore
+
+EXIT_OK = 0
+EXIT_INVALID_SYMBOL = 2
+_ALNUM = string.ascii_lowercase + string.digits
+_PREFIX_LEN = len(STREAM_PREFIX)
+# Binance: 300 connection attempts per 5 minutes per IP; keep a margin for a second process.
+CONNECT_ATTEMPTS_PER_5MIN = 250
+
+
+def new_session_id() -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(12))
+
+
+@dataclass(slots=True)
+class ConnStream:
+    """One stream of one connection: which symbol, which kind, and this connection's id progress."""
+
+    state: SymbolState
+    is_depth: bool
+    first_start: int | None = None
+    last_id: int | None = None
+
+
+@dataclass
+class Connection:
+    """One websocket connection carrying a group of streams."""
+
+    conn_id: int
+    group: int
+    url: str
+    streams: dict[bytes, ConnStream]
+    ws: ClientConnection | None = None
+    primary: bool = False
+    opened_monotonic: float = 0.0
+    last_frame_monotonic: float = 0.0
+    frames: int = 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_reason: str = ""
+    shutdown_notice: bool = False
+
+    @property
+    def states(self) -> list[SymbolState]:
+        return [cs.state for cs in self.streams.values() if cs.is_depth]
+
+
+class ConnectionGroup:
+    """The symbols of one websocket connection (at most ``max_streams_per_connection`` streams)."""
+
+    def __init__(self, index: int, symbols: list[SymbolState], url: str) -> None:
+        self.index = index
+        self.symbols = symbols
+        self.url = url
+        self.current: Connection | None = None
+        self.replace_requested = asyncio.Event()
+        self.replace_reason = ""
+
+
+class Collector:
+    """A running collector; :meth:`run` returns the process exit status."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        open_store: Callable[[], ObjectStore],
+        *,
+        session: str | None = None,
+    ) -> None:
+        self.config = config
+        self.session = session or new_session_id()
+        self.usdm = config.market == "usdm"
+        self.symbols = {s: SymbolState(s) for s in config.symbols}
+        self.uploader = Uploader(open_store, concurrency=config.upload_concurrency, on_uploaded=self._uploaded)
+        self.spool = Spool(
+            config.spool_dir,
+            market=config.market,
+            collector_id=config.collector_id,
+            session=self.session,
+            segment_seconds=config.flush_seconds,
+            segment_max_bytes=config.segment_max_bytes,
+            max_bytes=config.spool_max_bytes,
+            fsync_interval=config.fsync_interval,
+            gzip_level=config.gzip_level,
+            on_object=self.uploader.submit,
+        )
+        self.budget = WeightBudget(config.rest_weight_per_minute, EXCHANGE_WEIGHT_LIMIT[config.market])
+        self.rest = RestClient(config.rest_url, config.market, self.budget)
+        self.groups = self._make_groups()
+        self.started_monotonic = time.monotonic()
+        self.stop_event = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self.fatal_message: str | None = None
+        self._conn_seq = 0
+        self._connect_attempts: collections.deque[float] = collections.deque()
+        self.reconnects: dict[str, int] = collections.Counter()
+        self.connect_failures = 0
+        self.malformed_frames = 0
+        self.other_frames = 0
+        self.server_shutdowns = 0
+        self._snapshot_q: asyncio.Queue[tuple[SymbolState, str]] = asyncio.Queue()
+        self._snapshot_queued: set[str] = set()
+        self.clock_offset_s: float | None = None
+        self.clock_rtt_s: float | None = None
+        self.clock_warnings = 0
+        self._dropped_seen = 0
+        self.ready = asyncio.Event()  # every group has had a connection open once
+        self.shutdown_report: dict[str, Any] = {}
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def _make_groups(self) -> list[ConnectionGroup]:
+        per_conn = max(1, self.config.max_streams_per_connection // self.config.streams_per_symbol)
+        states = list(self.symbols.values())
+        groups: list[ConnectionGroup] = []
+        for i in range(0, len(states), per_conn):
+            chunk = states[i : i + per_conn]
+            names: list[str] = []
+            for st in chunk:
+                low = st.symbol.lower()
+                names.append(low + self.config.depth_stream_suffix)
+                if self.config.book_ticker:
+                    names.append(low + "@bookTicker")
+            url = f"{self.config.ws_url}/stream?streams={'/'.join(names)}"
+            groups.append(ConnectionGroup(len(groups), chunk, url))
+        return groups
+
+    def _stream_map(self, group: ConnectionGroup) -> dict[bytes, ConnStream]:
+        out: dict[bytes, ConnStream] = {}
+        for st in group.symbols:
+            low = st.symbol.lower()
+            out[(low + self.config.depth_stream_suffix).encode()] = ConnStream(st, True)
+            if self.config.book_ticker:
+                out[(low + "@bookTicker").encode()] = ConnStream(st, False)
+        return out
+
+    # ---- notes ----------------------------------------------------------------------------------
+
+    def note(self, st: SymbolState, event: str, **fields: Any) -> None:
+        """A collector note (kind M) in this symbol's raw stream."""
+        body = orjson.dumps({"event": event, **fields})
+        self.spool.append(b"%s%d M %s\n" % (st.prefix, time.time_ns(), body))
+
+    def note_all(self, states: list[SymbolState], event: str, **fields: Any) -> None:
+        for st in states:
+            self.note(st, event, **fields)
+
+    # ---- hot path -------------------------------------------------------------------------------
+
+    def on_frame(self, conn: Connection, frame: bytes) -> None:
+        """Record one websocket frame: continuity, counters, one journal line. No I/O, no logging."""
+        ns = time.time_ns()
+        conn.frames += 1
+        cs = None
+        if frame.startswith(STREAM_PREFIX):
+            end = frame.find(b'"', _PREFIX_LEN)
+            cs = conn.streams.get(frame[_PREFIX_LEN:end])
+        if cs is None:
+            self._on_other_frame(conn, frame, ns)
+            return
+        st = cs.state
+        if cs.is_depth:
+            first = int_field(frame, b'"U":')
+            last = int_field(frame, b'"u":')
+            if self.usdm:
+                pu = int_field(frame, b'"pu":')
+                start = None if pu is None else pu + 1
+            else:
+                start = first
+            if start is None or last is None:
+                env = parse_slow(frame)
+                if env is not None and env.last_id is not None:
+                    last = env.last_id
+                    start = (env.prev_id + 1 if env.prev_id is not None else None) if self.usdm else env.first_id
+            if start is not None and last is not None:
+                self._track(conn, cs, start, last)
+            else:
+                st.malformed += 1
+                self.malformed_frames += 1
+            event_ms = int_field(frame, b'"E":')
+            if event_ms is not None:
+                st.observe_latency(ns // 1_000_000, event_ms)
+            kind = b" D "
+            st.messages += 1
+            st.bytes += len(frame)
+        else:
+            kind = b" B "
+            st.book_ticker_messages += 1
+            st.book_ticker_bytes += len(frame)
+        st.last_receive_ns = ns
+        if b"\n" in frame or b"\r" in frame:
+            self._malformed(conn, frame, "frame contains CR or LF", st)
+            return
+        if not self.spool.append(b"%s%d%s%s\n" % (st.prefix, ns, kind, frame)):
+            st.dropped_lines += 1
+
+    def _track(self, conn: Connection, cs: ConnStream, start: int, last: int) -> None:
+        if cs.first_start is None:
+            cs.first_start = start
+        cs.last_id = last
+        if not conn.primary:
+            return
+        gap = cs.state.continuity.observe(start, last)
+        if gap is not None:
+            self._on_gap(conn, cs.state, gap, start, last)
+
+    def _on_gap(self, conn: Connection, st: SymbolState, gap: tuple[int, int], start: int, last: int) -> None:
+        fields = {"from_id": gap[0], "to_id": gap[1], "next_first_id": start, "next_last_id": last, "conn": conn.conn_id}
+        logs.warning("gap", symbol=st.symbol, **fields)
+        self.note(st, "gap", **fields)
+        self.request_snapshot(st, "gap")
+
+    def _on_other_frame(self, conn: Connection, frame: bytes, ns: int) -> None:
+        env = parse_slow(frame)
+        if env is None:
+            self._malformed(conn, frame, "not a JSON object", None)
+            return
+        if env.stream is not None and env.stream in conn.streams:
+            # a known stream in an unusual field order: same handling, slower parse
+            cs = conn.streams[env.stream]
+            st = cs.state
+            if cs.is_depth:
+                start = (env.prev_id + 1 if env.prev_id is not None else None) if self.usdm else env.first_id
+                if start is not None and env.last_id is not None:
+                    self._track(conn, cs, start, env.last_id)
+                else:
+                    st.malformed += 1
+                    self.malformed_frames += 1
+                st.messages += 1
+                st.bytes += len(frame)
+            else:
+                st.book_ticker_messages += 1
+                st.book_ticker_bytes += len(frame)
+            st.last_receive_ns = ns
+            if b"\n" in frame or b"\r" in frame:
+                self._malformed(conn, frame, "frame contains CR or LF", st)
+                return
+            kind = b" D " if cs.is_depth else b" B "
+            if not self.spool.append(b"%s%d%s%s\n" % (st.prefix, ns, kind, frame)):
+                st.dropped_lines += 1
+            return
+        self.other_frames += 1
+        text = frame[:65536].decode(errors="replace")
+        if env.event == "serverShutdown" or b"serverShutdown" in frame:
+            self.server_shutdowns += 1
+            logs.warning("server_shutdown_notice", conn=conn.conn_id, group=conn.group)
+            self.note_all(conn.states, "server_shutdown", conn=conn.conn_id, text=text)
+            conn.shutdown_notice = True
+            group = self.groups[conn.group]
+            if group.current is conn:
+                group.replace_reason = "server_shutdown"
+                group.replace_requested.set()
+            return
+        states = conn.states
+        if states:
+            self.note(states[0], "ws_message", conn=conn.conn_id, text=text)
+
+    def _malformed(self, conn: Connection, frame: bytes, reason: str, st: SymbolState | None) -> None:
+        self.malformed_frames += 1
+        target = st or (conn.states[0] if conn.states else None)
+        if st is not None:
+            st.malformed += 1
+        if self.malformed_frames <= 10 or self.malformed_frames % 1000 == 0:
+            logs.warning("malformed_frame", conn=conn.conn_id, reason=reason, bytes=len(frame), total=self.malformed_frames)
+        if target is not None:
+            self.note(target, "malformed_frame", conn=conn.conn_id, reason=reason, text=frame[:65536].decode(errors="replace"))
+
+    # ---- connections ----------------------------------------------------------------------------
+
+    async def _connect_slot(self) -> None:
+        """Wait for a connection attempt slot within Binance's per-IP attempt limit."""
+        while True:
+            now = time.monotonic()
+            while self._connect_attempts and now - self._connect_attempts[0] > 300:
+                self._connect_attempts.popleft()
+            if len(self._connect_attempts) < CONNECT_ATTEMPTS_PER_5MIN:
+                self._connect_attempts.append(now)
+                return
+            wait = 300 - (now - self._connect_attempts[0]) + 0.01
+            logs.warning("connect_attempts_limited", wait_s=round(wait, 1))
+            await asyncio.sleep(wait)
+
+    async def _open(self, group: ConnectionGroup) -> Connection:
+        await self._connect_slot()
+        self._conn_seq += 1
+        conn = Connection(self._conn_seq, group.index, group.url, self._stream_map(group))
+        conn.ws = await connect(
+            group.url,
+            compression=None,
+            max_size=2**25,
+            max_queue=4096,
+            ping_interval=20,
+            ping_timeout=30,
+            open_timeout=15,
+            close_timeout=3,
+            user_agent_header="depth-collector/0.1",
+        )
+        conn.opened_monotonic = conn.last_frame_monotonic = time.monotonic()
+        return conn
+
+    async def _read(self, conn: Connection) -> None:
+        """The receive loop of one connection; returns when it closes (never raises)."""
+        assert conn.ws is not None
+        recv = conn.ws.recv
+        on_frame = self.on_frame
+        try:
+            while True:
+                frame = await recv(decode=False)
+                conn.last_frame_monotonic = time.monotonic()
+                on_frame(conn, frame if isinstance(frame, bytes) else frame.encode())
+        except ConnectionClosed as exc:
+            conn.close_reason = conn.close_reason or f"closed: {exc}"
+        except asyncio.CancelledError:
+            conn.close_reason = conn.close_reason or "cancelled"
+        except Exception as exc:
+            conn.close_reason = conn.close_reason or f"error: {exc!r}"
+            logs.error("reader_failed", conn=conn.conn_id, error=repr(exc))
+        finally:
+            conn.closed.set()
+
+    async def _close(self, conn: Connection, reason: str) -> None:
+        conn.close_reason = conn.close_reason or reason
+        if conn.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.ws.close(), 5)
+
+    def _connected(self, group: ConnectionGroup, conn: Connection, reason: str) -> None:
+        fields = {"conn": conn.conn_id, "group": group.index, "reason": reason, "symbols": len(group.symbols)}
+        logs.info("connect", **fields)
+        self.note_all(group.symbols, "connect", **fields)
+
+    def _disconnected(self, group: ConnectionGroup, conn: Connection, planned: bool) -> None:
+        fields = {
+            "conn": conn.conn_id,
+            "group": group.index,
+            "reason": conn.close_reason,
+            "planned": planned,
+            "frames": conn.frames,
+            "age_s": round(time.monotonic() - conn.opened_monotonic, 3),
+        }
+        (logs.info if planned else logs.warning)("disconnect", **fields)
+        self.note_all(group.symbols, "disconnect", **fields)
+
+    async def _run_group(self, group: ConnectionGroup) -> None:
+        """Keep one connection of this group open until stop, replacing it as needed."""
+        failures = 0
+        reason = "start"
+        reader: asyncio.Task[None] | None = None
+        conn: Connection | None = None
+        while not self.stop_event.is_set():
+            if conn is None:
+                try:
+                    conn = await self._open(group)
+                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                    failures += 1
+                    self.connect_failures += 1
+                    delay = 0.0 if failures == 1 else min(60.0, 0.5 * 2 ** min(failures - 2, 8))
+                    delay *= random.uniform(0.5, 1.0)
+                    if failures <= 3 or failures % 10 == 0:
+                        logs.warning("connect_failed", group=group.index, error=repr(exc), attempt=failures, retry_in_s=round(delay, 2))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop_event.wait(), delay or 0.001)
+                    continue
+                conn.primary = True
+                group.current = conn
+                self._connected(group, conn, reason)
+                reader = asyncio.create_task(self._read(conn), name=f"reader-{conn.conn_id}")
+                self.request_snapshots(group.symbols, reason)
+                if all(g.current is not None for g in self.groups):
+                    self.ready.set()
+            assert conn is not None and reader is not None
+            outcome = await self._supervise(group, conn)
+            if outcome == "stop":
+                break
+            if outcome in ("max_age", "server_shutdown"):
+                new_conn, new_reader = await self._make_before_break(group, conn, reader, outcome)
+                if new_conn is not None and new_reader is not None:
+                    conn, reader = new_conn, new_reader
+                    failures = 0
+                    continue
+                # the new connection could not be opened: keep the old one if it still lives
+                if not conn.closed.is_set():
+                    continue
+            # unplanned: the connection dropped or stalled
+            if outcome == "stall":
+                conn.close_reason = "stall"
+                await self._close(conn, "stall")
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._disconnected(group, conn, planned=False)
+            self.reconnects["unplanned"] += 1
+            if conn.frames > 0:
+                failures = 0
+            group.current = None
+            conn = None
+            reader = None
+            reason = "reconnect"
+        if conn is not None and reader is not None:
+            conn.close_reason = "shutdown"
+            await self._close(conn, "shutdown")
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._disconnected(group, conn, planned=True)
+            group.current = None
+
+    async def _supervise(self, group: ConnectionGroup, conn: Connection) -> str:
+        """Wait until the connection needs attention: stop, closed, stall, max age or shutdown notice."""
+        stall = self.config.stall_timeout
+        while True:
+            if self.stop_event.is_set():
+                return "stop"
+            if conn.closed.is_set():
+                return "closed"
+            if group.replace_requested.is_set():
+                group.replace_requested.clear()
+                return group.replace_reason or "server_shutdown"
+            now = time.monotonic()
+            if now - conn.opened_monotonic >= self.config.max_connection_age:
+                return "max_age"
+            if stall > 0 and now - conn.last_frame_monotonic >= stall:
+                logs.warning("stall", conn=conn.conn_id, group=group.index, silent_s=round(now - conn.last_frame_monotonic, 1))
+                return "stall"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._any_of(conn.closed, group.replace_requested, self.stop_event), 0.25)
+
+    @staticmethod
+    async def _any_of(*events: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _overlapped(self, old: Connection, new: Connection) -> bool:
+        """True when, for every symbol, the new connection's first event chains onto the old one's ids."""
+        for name, new_cs in new.streams.items():
+            if not new_cs.is_depth:
+                continue
+            old_cs = old.streams.get(name)
+            old_last = old_cs.last_id if old_cs is not None else None
+            if old_last is None:
+                continue  # the old connection never saw this symbol: nothing to hand over
+            if new_cs.first_start is None or new_cs.first_start > old_last + 1:
+                return False
+        return True
+
+    async def _make_before_break(
+        self, group: ConnectionGroup, old: Connection, old_reader: asyncio.Task[None], reason: str
+    ) -> tuple[Connection | None, asyncio.Task[None] | None]:
+        """Open a new connection, wait until it overlaps the old one's last ids, then close the old."""
+        logs.info("planned_reconnect", conn=old.conn_id, group=group.index, reason=reason)
+        try:
+            new = await self._open(group)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            logs.warning("planned_reconnect_failed", conn=old.conn_id, error=repr(exc))
+            old.opened_monotonic = time.monotonic() - self.config.max_connection_age + 5.0  # retry in 5 s
+            return None, None
+        new.primary = False
+        self._connected(group, new, f"planned_{reason}")
+        new_reader = asyncio.create_task(self._read(new), name=f"reader-{new.conn_id}")
+        deadline = time.monotonic() + self.config.overlap_timeout
+        overlapped = False
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if self._overlapped(old, new):
+                overlapped = True
+                break
+            if new.closed.is_set():
+                break
+            if old.closed.is_set() and new.frames > 0:
+                break
+            await asyncio.sleep(0.01)
+        if new.closed.is_set():
+            new_reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await new_reader
+            self._disconnected(group, new, planned=False)
+            old.opened_monotonic = time.monotonic() - self.config.max_connection_age + 5.0
+            return None, None
+        # promote: from now on the new connection feeds continuity; the old one stops
+        old.primary = False
+        new.primary = True
+        for cs in new.streams.values():
+            # feed the new connection's progress into continuity (its events were not tracked yet)
+            if cs.is_depth and cs.last_id is not None and cs.first_start is not None:
+                gap = cs.state.continuity.observe(cs.first_start, cs.last_id)
+                if gap is not None:
+                    self._on_gap(new, cs.state, gap, cs.first_start, cs.last_id)
+        group.current = new
+        await self._close(old, f"planned_{reason}")
+        old_reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await old_reader
+        old.close_reason = f"planned_{reason}"
+        self._disconnected(group, old, planned=True)
+        self.reconnects["planned"] += 1
+        logs.info("planned_reconnect_done", old=old.conn_id, new=new.conn_id, overlapped=overlapped, reason=reason)
+        if not overlapped:
+            logs.warning("planned_reconnect_without_overlap", old=old.conn_id, new=new.conn_id, waited_s=self.config.overlap_timeout)
+        self.request_snapshots(group.symbols, f"planned_{reason}")
+        return new, new_reader
+
+    # ---- snapshots ------------------------------------------------------------------------------
+
+    def request_snapshot(self, st: SymbolState, reason: str) -> None:
+        if st.symbol in self._snapshot_queued:
+            return
+        self._snapshot_queued.add(st.symbol)
+        st.last_snapshot_request = time.monotonic()
+        self._snapshot_q.put_nowait((st, reason))
+
+    def request_snapshots(self, states: list[SymbolState], reason: str) -> None:
+        for st in states:
+            self.request_snapshot(st, reason)
+
+    async def _snapshot_worker(self) -> None:
+        limit = self.config.snapshot_depth
+        while not self.stop_event.is_set():
+            st, reason = await self._snapshot_q.get()
+            self._snapshot_queued.discard(st.symbol)
+            try:
+                resp = await self.rest.snapshot(st.symbol, limit)
+            except InvalidSymbolError as exc:
+                st.snapshot_errors += 1
+                self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
+                if not st.first_snapshot_done:
+                    self.fatal(EXIT_INVALID_SYMBOL, f"symbol {st.symbol} is not known to the exchange ({exc})")
+                    return
+                logs.error("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc))
+                continue
+            except RestError as exc:
+                st.snapshot_errors += 1
+                self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
+                logs.warning("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status)
+                asyncio.get_running_loop().call_later(
+                    2.0 if exc.status not in (429, 418) else 0.1, self._retry_snapshot, st, reason
+                )
+                continue
+            body = resp.body.rstrip(b"\r\n")
+            last_update_id = int_field(body, b'"lastUpdateId":')
+            if b"\n" in body or b"\r" in body:
+                self.note(st, "snapshot_error", reason=reason, error="snapshot body contains CR or LF")
+                continue
+            st.snapshots += 1
+            st.first_snapshot_done = True
+            self.note(
+                st,
+                "snapshot",
+                reason=reason,
+                limit=limit,
+                sent_ns=resp.sent_ns,
+                last_update_id=last_update_id,
+                bytes=len(body),
+            )
+            self.spool.append(b"%s%d S %s\n" % (st.prefix, resp.received_ns, body))
+            logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
+
+    def _retry_snapshot(self, st: SymbolState, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.request_snapshot(st, reason)
+
+    async def _periodic_snapshots(self) -> None:
+        interval = self.config.snapshot_interval
+        if interval <= 0:
+            return
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            for st in self.symbols.values():
+                if st.last_snapshot_request and now - st.last_snapshot_request >= interval:
+                    self.request_snapshot(st, "interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), min(1.0, interval / 4))
+
+    # ---- housekeeping ---------------------------------------------------------------------------
+
+    async def _clock_watch(self) -> None:
+        """Estimate the clock offset to the exchange (server time endpoint) and warn when it is large."""
+        failures = 0
+        while not self.stop_event.is_set():
+            delay = 300.0
+            try:
+                offset, rtt = await self.rest.server_time_offset()
+                self.clock_offset_s, self.clock_rtt_s = offset, rtt
+                if abs(offset) > self.config.clock_offset_warn:
+                    self.clock_warnings += 1
+                    logs.warning("clock_offset", offset_s=round(offset, 4), rtt_s=round(rtt, 4), threshold_s=self.config.clock_offset_warn)
+                delay = 60.0
+                failures = 0
+            except (RestError, ValueError, KeyError, TypeError) as exc:
+                failures += 1
+                if failures in (1, 10):
+                    logs.info("clock_offset_unavailable", error=str(exc)[:200])
+            # events from the future are a clock problem too
+            for st in self.symbols.values():
+                if st.latency_min_ms is not None and st.latency_min_ms < -1000 * self.config.clock_offset_warn:
+                    self.clock_warnings += 1
+                    logs.warning("clock_behind_exchange", symbol=st.symbol, min_receive_minus_event_ms=st.latency_min_ms)
+                    st.latency_min_ms = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+
+    async def _spool_watch(self) -> None:
+        """After the spool refused lines (disk budget), note it in every symbol and re-anchor with snapshots."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), 1.0)
+            dropped = self.spool.dropped_lines
+            if dropped > self._dropped_seen and self.spool.accepting:
+                lost = dropped - self._dropped_seen
+                self._dropped_seen = dropped
+                logs.error("spool_overflow_lines_lost", lines=lost, total=dropped)
+                for st in self.symbols.values():
+                    self.note(st, "spool_overflow", lines_lost_all_symbols=lost, lines_lost_symbol_total=st.dropped_lines)
+                self.request_snapshots(list(self.symbols.values()), "spool_overflow")
+            if self.spool.writer_error is not None:
+                self.fatal(1, f"spool write failed: {self.spool.writer_error!r}")
+
+    def _uploaded(self, obj: OutboxObject) -> None:
+        self.spool.object_uploaded(obj)
+
+    def fatal(self, code: int, message: str) -> None:
+        """Stop the collector with this exit status (after flushing and uploading what it has)."""
+        if self.fatal_message is None:
+            self.fatal_message = message
+            self.exit_code = code
+            logs.error("fatal", message=message, exit_code=code)
+        self.stop_event.set()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    # ---- run ------------------------------------------------------------------------------------
+
+    def start_storage(self) -> None:
+        """Recover the spool (leftovers first in the upload queue) and start the writer and uploaders."""
+        leftovers = self.spool.recover()
+        for obj in leftovers:
+            self.uploader.submit(obj, leftover=True)
+        self.uploader.start()
+        self.spool.start()
+
+    async def run(self) -> int:
+        """Collect until stop; then flush, upload and return the exit status."""
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.start_storage()
+        logs.info(
+            "start",
+            collector_id=self.config.collector_id,
+            market=self.config.market,
+            session=self.session,
+            symbols=len(self.symbols),
+            connections=len(self.groups),
+            ws_url=self.config.ws_url,
+            rest_url=self.config.rest_url,
+            spool_dir=str(self.config.spool_dir),
+        )
+        tasks = [asyncio.create_task(self._run_group(g), name=f"group-{g.index}") for g in self.groups]
+        helpers = [
+            asyncio.create_task(self._snapshot_worker(), name="snapshots"),
+            asyncio.create_task(self._periodic_snapshots(), name="periodic-snapshots"),
+            asyncio.create_task(self._clock_watch(), name="clock"),
+            asyncio.create_task(self._spool_watch(), name="spool-watch"),
+        ]
+        await self.stop_event.wait()
+        logs.info("stopping", reason=self.fatal_message or "signal")
+        for t in helpers:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*helpers, return_exceptions=True)
+        return await asyncio.to_thread(self.finish)
+
+    def finish(self) -> int:
+        """Blocking: final spool flush, then upload for up to ``shutdown_grace`` seconds."""
+        t0 = time.monotonic()
+        self.spool.close()
+        deadline = t0 + max(self.config.shutdown_grace, 0.0)
+        complete = self.uploader.drain(deadline)
+        self.uploader.stop()
+        pending = self.uploader.pending_count
+        self.shutdown_report = {
+            "uploaded_all": complete,
+            "pending_objects": pending,
+            "pending_bytes": self.uploader.pending_bytes,
+            "spool_dir": str(self.config.spool_dir),
+            "seconds": round(time.monotonic() - t0, 3),
+            "exit_code": self.exit_code,
+        }
+        if complete:
+            logs.info("stopped", **self.shutdown_report)
+        else:
+            logs.error(
+                "stopped_with_spool_left",
+                message="the store stayed unreachable: these objects stay in the spool and are uploaded first by the next start",
+                **self.shutdown_report,
+            )
+        return self.exit_code

@@ -1,0 +1,457 @@
+"""The local spool: every line reaches disk (fsync'd) before anything else happens to it.
+
+Layout under the spool dir::
+
+    .lock                                   flock held by the one collector using this dir
+    journal/{market}.{id}.{session}.{seq:08d}.jnl
+                                            append-only segment: "<SYMBOL> <receive_ns> <kind> <text>\\n"
+    outbox/raw/market=/stream=/symbol=/date=/<name>.ndjson.gz
+                                            finished raw objects (key = path), waiting for upload
+
+One journal for all symbols keeps the durability cost at one write and one fsync per flush interval,
+whatever the symbol count. A segment rolls every ``segment_seconds``, at ``segment_max_bytes`` and when
+the UTC hour changes; a rolled segment is split into one gzip raw object per symbol and UTC hour (so no
+object spans two receive days), written to the outbox (fsync'd), and only then is the journal deleted.
+A journal left by a killed process is converted the same way at the next start, with the session and
+sequence in its name, so the objects get the same keys as they would have had.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import gzip
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from collectors import logs
+from depth_core.names import InvalidNameError, Market, validate_collector_id, validate_market
+from depth_core.raw_format import SESSION_RE, RawObjectKey
+
+HOUR_NS = 3_600_000_000_000
+JOURNAL_SUFFIX = ".jnl"
+OBJECT_SUFFIX = ".ndjson.gz"
+FILL_WARN_LEVELS = (0.5, 0.75, 0.9, 1.0)
+
+
+class SpoolLockedError(RuntimeError):
+    """Another process holds the spool dir."""
+
+
+class SpoolLock:
+    """An exclusive ``flock`` on ``<spool>/.lock``; released by the kernel when the process dies."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.path = spool_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise SpoolLockedError(
+                    f"spool dir {self.path.parent} is in use by another collector"
+                    + (f" (pid {holder})" if holder else "")
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class JournalName:
+    market: Market
+    collector_id: str
+    session: str
+    seq: int
+
+    @property
+    def filename(self) -> str:
+        return f"{self.market}.{self.collector_id}.{self.session}.{self.seq:08d}{JOURNAL_SUFFIX}"
+
+    @classmethod
+    def parse(cls, filename: str) -> JournalName:
+        parts = filename.removesuffix(JOURNAL_SUFFIX).split(".")
+        if len(parts) != 4 or not filename.endswith(JOURNAL_SUFFIX):
+            raise ValueError(f"not a journal file name: {filename!r}")
+        market, cid, session, seq = parts
+        if not SESSION_RE.fullmatch(session) or not seq.isdigit():
+            raise ValueError(f"not a journal file name: {filename!r}")
+        try:
+            return cls(validate_market(market), validate_collector_id(cid), session, int(seq))
+        except InvalidNameError as exc:
+            raise ValueError(f"not a journal file name: {filename!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class OutboxObject:
+    """A finished raw object waiting for upload."""
+
+    key: str
+    path: Path
+    size: int
+    first_receive_ns: int
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dir_bytes(path: Path, suffix: str) -> int:
+    total = 0
+    for p in path.rglob(f"*{suffix}"):
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    return total
+
+
+def convert_journal(
+    journal: Path, name: JournalName, outbox: Path, gzip_level: int
+) -> tuple[list[OutboxObject], int]:
+    """Split one journal into per-symbol, per-UTC-hour gzip raw objects in the outbox.
+
+    Returns the objects and the number of lines that could not be used (a line cut by a crash, which
+    never completed its write). Deterministic: converting the same journal twice gives the same keys
+    and bytes, so a crash mid-conversion is repaired by converting again.
+    """
+    data = journal.read_bytes()
+    bad = 0
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n")
+        bad += 1
+        data = data[: cut + 1] if cut >= 0 else b""
+    groups: dict[tuple[bytes, int], list[bytes]] = {}
+    first_ns: dict[tuple[bytes, int], int] = {}
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        sp1 = line.find(b" ")
+        sp2 = line.find(b" ", sp1 + 1)
+        if sp1 <= 0 or sp2 <= sp1 + 1:
+            bad += 1
+            continue
+        try:
+            ns = int(line[sp1 + 1 : sp2])
+        except ValueError:
+            bad += 1
+            continue
+        gk = (line[:sp1], ns // HOUR_NS)
+        lines = groups.get(gk)
+        if lines is None:
+            groups[gk] = lines = []
+            first_ns[gk] = ns
+        lines.append(line[sp1 + 1 :])
+    out: list[OutboxObject] = []
+    for gk, lines in groups.items():
+        symbol = gk[0].decode("ascii", errors="replace")
+        try:
+            key = RawObjectKey.for_segment(
+                name.market, name.collector_id, symbol, first_ns[gk], name.session, name.seq
+            ).key
+        except (InvalidNameError, ValueError):
+            bad += len(lines)
+            logs.error("spool_bad_symbol", journal=journal.name, symbol=symbol, lines=len(lines))
+            continue
+        body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=gzip_level, mtime=0)
+        path = outbox / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        out.append(OutboxObject(key, path, len(body), first_ns[gk]))
+    return out, bad
+
+
+def scan_outbox(outbox: Path) -> list[OutboxObject]:
+    """Every finished object in the outbox (leftovers of an earlier run), oldest first."""
+    found: list[OutboxObject] = []
+    if not outbox.exists():
+        return found
+    for tmp in outbox.rglob("*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    for p in outbox.rglob(f"*{OBJECT_SUFFIX}"):
+        key = p.relative_to(outbox).as_posix()
+        try:
+            parsed = RawObjectKey.parse(key)
+        except ValueError:
+            logs.error("spool_foreign_file", path=str(p))
+            continue
+        found.append(OutboxObject(key, p, p.stat().st_size, parsed.first_receive_ns))
+    found.sort(key=lambda o: (o.first_receive_ns, o.key))
+    return found
+
+
+class Spool:
+    """Journal writer (one thread: flush + fsync every ``fsync_interval``) and converter (one thread).
+
+    The hot path calls :meth:`append` from the event loop; ``collections.deque`` appends and pops are
+    atomic, so the writer thread drains it without a lock. While the spool is over its disk budget
+    ``accepting`` is False and callers count what they could not spool instead of appending.
+    """
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        market: Market,
+        collector_id: str,
+        session: str,
+        segment_seconds: float,
+        segment_max_bytes: int,
+        max_bytes: int,
+        fsync_interval: float,
+        gzip_level: int,
+        on_object: Callable[[OutboxObject], None],
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.dir = spool_dir
+        self.journal_dir = spool_dir / "journal"
+        self.outbox_dir = spool_dir / "outbox"
+        self.market = market
+        self.collector_id = collector_id
+        self.session = session
+        self.segment_seconds = segment_seconds
+        self.segment_max_bytes = segment_max_bytes
+        self.max_bytes = max_bytes
+        self.fsync_interval = fsync_interval
+        self.gzip_level = gzip_level
+        self.on_object = on_object
+        self.clock_ns = clock_ns
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.accepting = True
+        self.dropped_lines = 0  # lines refused while over budget (incremented by callers too)
+        self.bad_journal_lines = 0
+        self.segments_rolled = 0
+        self.fsyncs = 0
+        self.last_fsync_ns = 0
+        self._lock = threading.Lock()
+        self._journal_bytes = 0  # closed-but-unconverted + current segment
+        self._outbox_bytes = 0
+        self._seq = 0
+        self._segment: tuple[Path, JournalName] | None = None
+        self._segment_file: int | None = None
+        self._segment_opened_ns = 0
+        self._segment_bytes = 0
+        self._stop = threading.Event()
+        self._roll_request = threading.Event()
+        self._convert_q: queue.Queue[tuple[Path, JournalName] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._converter: threading.Thread | None = None
+        self._warned_level = 0.0
+        self._last_full_warning = 0.0
+        self._writer_error: BaseException | None = None
+
+    # ---- start-up -----------------------------------------------------------------------------
+
+    def recover(self) -> list[OutboxObject]:
+        """Convert journals left by an earlier process, then list everything in the outbox."""
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        for journal in sorted(self.journal_dir.glob(f"*{JOURNAL_SUFFIX}")):
+            try:
+                name = JournalName.parse(journal.name)
+            except ValueError:
+                logs.error("spool_foreign_file", path=str(journal))
+                continue
+            objs, bad = convert_journal(journal, name, self.outbox_dir, self.gzip_level)
+            self.bad_journal_lines += bad
+            logs.info("spool_recovered_journal", journal=journal.name, objects=len(objs), cut_lines=bad)
+            journal.unlink()
+            fsync_dir(self.journal_dir)
+        leftovers = scan_outbox(self.outbox_dir)
+        with self._lock:
+            self._outbox_bytes = sum(o.size for o in leftovers)
+        if leftovers:
+            logs.info("spool_leftovers", objects=len(leftovers), bytes=self._outbox_bytes)
+        return leftovers
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._writer_loop, name="spool-writer", daemon=True)
+        self._converter = threading.Thread(target=self._converter_loop, name="spool-converter", daemon=True)
+        self._writer.start()
+        self._converter.start()
+
+    # ---- hot path -------------------------------------------------------------------------------
+
+    def append(self, line: bytes) -> bool:
+        """Queue one journal line (``SYMBOL ns kind text\\n``); False (and counted) when over budget."""
+        if self.accepting:
+            self.pending.append(line)
+            return True
+        self.dropped_lines += 1
+        return False
+
+    # ---- accounting -----------------------------------------------------------------------------
+
+    @property
+    def bytes_on_disk(self) -> int:
+        with self._lock:
+            return self._journal_bytes + self._outbox_bytes
+
+    def object_uploaded(self, obj: OutboxObject) -> None:
+        """The uploader deleted ``obj`` locally: give its bytes back to the budget."""
+        with self._lock:
+            self._outbox_bytes -= obj.size
+        self._update_budget()
+
+    def _update_budget(self) -> None:
+        used = self.bytes_on_disk
+        fill = used / self.max_bytes
+        was = self.accepting
+        self.accepting = fill < 1.0
+        if not self.accepting and was:
+            logs.error(
+                "spool_full",
+                used_bytes=used,
+                max_bytes=self.max_bytes,
+                message="spool disk budget exhausted: new messages are NOT being recorded until uploads drain it",
+            )
+        elif self.accepting and not was:
+            logs.warning("spool_accepting_again", used_bytes=used, dropped_lines=self.dropped_lines)
+        level = max((lv for lv in FILL_WARN_LEVELS if fill >= lv), default=0.0)
+        now = time.monotonic()
+        if level > self._warned_level or (level >= 0.75 and now - self._last_full_warning > 30):
+            self._last_full_warning = now
+            logs.warning(
+                "spool_filling",
+                fill=round(fill, 3),
+                used_bytes=used,
+                max_bytes=self.max_bytes,
+                message="the store is not keeping up (down?); the spool is filling",
+            )
+        self._warned_level = level
+
+    # ---- writer thread --------------------------------------------------------------------------
+
+    def _open_segment(self, now_ns: int) -> None:
+        self._seq += 1
+        name = JournalName(self.market, self.collector_id, self.session, self._seq)
+        path = self.journal_dir / name.filename
+        self._segment_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fsync_dir(self.journal_dir)
+        self._segment = (path, name)
+        self._segment_opened_ns = now_ns
+        self._segment_bytes = 0
+
+    def _roll(self) -> None:
+        if self._segment is None or self._segment_file is None:
+            return
+        os.close(self._segment_file)
+        self._convert_q.put(self._segment)
+        self._segment = None
+        self._segment_file = None
+        self.segments_rolled += 1
+
+    def flush_once(self, *, force_roll: bool = False) -> int:
+        """Write and fsync what is pending; roll the segment when due. Returns bytes written."""
+        n = len(self.pending)
+        written = 0
+        now_ns = self.clock_ns()
+        if self._segment is not None and (
+            now_ns // HOUR_NS != self._segment_opened_ns // HOUR_NS
+            or now_ns - self._segment_opened_ns >= self.segment_seconds * 1e9
+        ):
+            self._roll()
+        if n:
+            pop = self.pending.popleft
+            data = b"".join([pop() for _ in range(n)])
+            if self._segment is None:
+                self._open_segment(now_ns)
+            assert self._segment_file is not None
+            view = memoryview(data)
+            while view:
+                k = os.write(self._segment_file, view)
+                view = view[k:]
+            os.fsync(self._segment_file)
+            self.fsyncs += 1
+            self.last_fsync_ns = time.time_ns()
+            written = len(data)
+            self._segment_bytes += written
+            with self._lock:
+                self._journal_bytes += written
+            if self._segment_bytes >= self.segment_max_bytes:
+                self._roll()
+        if force_roll:
+            self._roll()
+        self._update_budget()
+        return written
+
+    def _writer_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._stop.wait(self.fsync_interval)
+                self.flush_once()
+            self.flush_once(force_roll=True)
+        except BaseException as exc:  # a full disk or I/O error: say so loudly, keep nothing silent
+            self._writer_error = exc
+            logs.error("spool_write_failed", error=repr(exc))
+            raise
+        finally:
+            self._convert_q.put(None)
+
+    # ---- converter thread -----------------------------------------------------------------------
+
+    def _converter_loop(self) -> None:
+        while True:
+            item = self._convert_q.get()
+            if item is None:
+                return
+            path, name = item
+            try:
+                size = path.stat().st_size
+                objs, bad = convert_journal(path, name, self.outbox_dir, self.gzip_level)
+                self.bad_journal_lines += bad
+                with self._lock:
+                    self._outbox_bytes += sum(o.size for o in objs)
+                for obj in objs:
+                    self.on_object(obj)
+                path.unlink()
+                fsync_dir(self.journal_dir)
+                with self._lock:
+                    self._journal_bytes -= size
+            except Exception as exc:  # keep the journal: the next start converts it again
+                logs.error("spool_convert_failed", journal=path.name, error=repr(exc))
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything pending, roll, convert; returns when all is in the outbox."""
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join(timeout)
+        if self._converter is not None:
+            self._converter.join(timeout)
+
+    @property
+    def writer_error(self) -> BaseException | None:
+        return self._writer_error

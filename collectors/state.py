@@ -1,0 +1,102 @@
+"""Per-symbol state of one collector: counters for metrics and live continuity of update ids.
+
+Plain attributes with ``__slots__``, updated on the hot path without locks (the event loop is the only
+writer; the metrics thread only reads, and a slightly stale read is fine for a gauge).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+# receive time minus exchange time E, seconds
+LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY_BUCKETS_MS = tuple(int(b * 1000) for b in LATENCY_BUCKETS)
+
+
+class Continuity:
+    """Live update-id continuity of one symbol across every connection's primary feed.
+
+    ``observe(start, last)`` takes the first id an event covers (spot ``U``; usdm ``pu + 1``, since the
+    usdm chain is ``pu == previous u``) and its last id ``u``. It never resets: after a gap it carries
+    on from the new event, and the gap is reported to the caller (who logs it and takes a snapshot).
+    """
+
+    __slots__ = ("duplicates", "gaps", "last_id", "missing_ids")
+
+    def __init__(self) -> None:
+        self.last_id: int | None = None
+        self.gaps = 0
+        self.missing_ids = 0
+        self.duplicates = 0
+
+    def observe(self, start: int, last: int) -> tuple[int, int] | None:
+        """Returns the missing id range ``(first, last)`` when this event does not chain on."""
+        prev = self.last_id
+        if prev is None:
+            self.last_id = last
+            return None
+        if last <= prev:
+            self.duplicates += 1
+            return None
+        self.last_id = last
+        if start > prev + 1:
+            self.gaps += 1
+            self.missing_ids += start - prev - 1
+            return (prev + 1, start - 1)
+        return None
+
+
+class SymbolState:
+    """Everything the collector tracks for one symbol."""
+
+    __slots__ = (
+        "book_ticker_bytes",
+        "book_ticker_messages",
+        "bytes",
+        "continuity",
+        "dropped_lines",
+        "first_snapshot_done",
+        "last_event_ms",
+        "last_receive_ns",
+        "last_snapshot_request",
+        "latency_buckets",
+        "latency_count",
+        "latency_min_ms",
+        "latency_sum_ms",
+        "malformed",
+        "messages",
+        "prefix",
+        "snapshot_errors",
+        "snapshots",
+        "symbol",
+    )
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.prefix = symbol.encode() + b" "  # journal line prefix
+        self.messages = 0
+        self.bytes = 0
+        self.book_ticker_messages = 0
+        self.book_ticker_bytes = 0
+        self.last_receive_ns = 0
+        self.last_event_ms = 0
+        self.continuity = Continuity()
+        self.snapshots = 0
+        self.snapshot_errors = 0
+        self.first_snapshot_done = False
+        self.last_snapshot_request = 0.0  # monotonic
+        self.malformed = 0
+        self.dropped_lines = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum_ms = 0
+        self.latency_count = 0
+        self.latency_min_ms: int | None = None
+
+    def observe_latency(self, receive_ms: int, event_ms: int) -> None:
+        lat = receive_ms - event_ms
+        self.last_event_ms = event_ms
+        self.latency_buckets[bisect.bisect_left(_LATENCY_BUCKETS_MS, lat)] += 1
+        self.latency_sum_ms += lat
+        self.latency_count += 1
+        if self.latency_min_ms is None or lat < self.latency_min_ms:
+            self.latency_min_ms = lat

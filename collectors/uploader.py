@@ -1,0 +1,217 @@
+"""Upload finished raw objects and delete them locally only after the store confirmed them.
+
+A few threads take objects oldest first. An object is deleted from the outbox only when the store's
+answer to the upload has the same size and (where the store returns an MD5 ETag) the same MD5 as the
+local file. While the store is down every thread backs off (jittered, exponential, capped) and the
+objects simply wait in the outbox; nothing is dropped. A key that already exists (an upload whose
+confirmation a killed process never saw) is compared instead of overwritten: raw objects are immutable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from collectors import logs
+from collectors.spool import OutboxObject
+from depth_store.base import ObjectInfo, ObjectStore, StoreError
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class UploadMismatchError(Exception):
+    """The store's confirmation does not match the local file."""
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def confirms(info: ObjectInfo | None, size: int, md5: str) -> bool:
+    """Whether the store's metadata proves it holds exactly the local bytes."""
+    if info is None or info.size != size:
+        return False
+    etag = (info.etag or "").strip('"').lower()
+    # multipart ETags ("...-N") are not an MD5 of the content; the size check is all we get then
+    return not _MD5_RE.fullmatch(etag) or etag == md5
+
+
+class Uploader:
+    """Upload threads with a shared backoff; :meth:`drain` waits for the outbox to empty."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], ObjectStore],
+        *,
+        concurrency: int,
+        on_uploaded: Callable[[OutboxObject], None],
+        backoff_initial: float = 0.5,
+        backoff_max: float = 15.0,
+    ) -> None:
+        self._open_store = open_store
+        self._store: ObjectStore | None = None
+        self._store_lock = threading.Lock()
+        self.concurrency = concurrency
+        self.on_uploaded = on_uploaded
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._q: queue.PriorityQueue[tuple[int, str, OutboxObject, bool]] = queue.PriorityQueue()
+        self._pending: dict[str, OutboxObject] = {}
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._retry_at = 0.0  # monotonic; all threads wait while the store is failing
+        self._failures_in_row = 0
+        self.uploaded_objects = 0
+        self.uploaded_bytes = 0
+        self.failures = 0
+        self.last_success_ns = 0
+        self.last_error: str | None = None
+
+    # ---- queue ----------------------------------------------------------------------------------
+
+    def submit(self, obj: OutboxObject, *, leftover: bool = False) -> None:
+        """Queue an object; ``leftover`` ones (from an earlier run) are checked against the store first."""
+        with self._lock:
+            self._pending[obj.key] = obj
+        self._q.put((obj.first_receive_ns, obj.key, obj, leftover))
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        with self._lock:
+            return sum(o.size for o in self._pending.values())
+
+    def oldest_pending_ns(self) -> int | None:
+        with self._lock:
+            return min((o.first_receive_ns for o in self._pending.values()), default=None)
+
+    # ---- threads --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._loop, name=f"uploader-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _store_or_open(self) -> ObjectStore:
+        with self._store_lock:
+            if self._store is None:
+                self._store = self._open_store()
+            return self._store
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, _, obj, leftover = self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            wait = self._retry_at - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                self._q.put((obj.first_receive_ns, obj.key, obj, leftover))
+                return
+            try:
+                self._upload(obj, leftover)
+            except Exception as exc:
+                self._failed(obj, exc)
+                self._q.put((obj.first_receive_ns, obj.key, obj, leftover))
+                continue
+            self._succeeded(obj)
+
+    def _upload(self, obj: OutboxObject, leftover: bool) -> None:
+        store = self._store_or_open()
+        md5 = file_md5(obj.path)
+        size = obj.path.stat().st_size
+        if leftover:
+            existing = store.head(obj.key)
+            if existing is not None:
+                if confirms(existing, size, md5):
+                    obj.path.unlink()
+                    return
+                raise UploadMismatchError(
+                    f"{obj.key} already exists in the store with different content "
+                    f"(size {existing.size} vs {size}); kept locally, not overwritten"
+                )
+        info = store.put_file(obj.key, obj.path)
+        if not confirms(info, size, md5):
+            raise UploadMismatchError(
+                f"store confirmed {obj.key} with size {info.size} etag {info.etag}, local {size} md5 {md5}"
+            )
+        obj.path.unlink()
+
+    def _succeeded(self, obj: OutboxObject) -> None:
+        with self._cond:
+            self._pending.pop(obj.key, None)
+            self.uploaded_objects += 1
+            self.uploaded_bytes += obj.size
+            self.last_success_ns = time.time_ns()
+            if self._failures_in_row:
+                logs.info("upload_recovered", after_failures=self._failures_in_row)
+            self._failures_in_row = 0
+            self._retry_at = 0.0
+            self._cond.notify_all()
+        parent = obj.path.parent
+        try:  # tidy empty date/symbol folders; harmless if another thread races us
+            while parent.name != "outbox" and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        except OSError:
+            pass
+        self.on_uploaded(obj)
+
+    def _failed(self, obj: OutboxObject, exc: Exception) -> None:
+        with self._lock:
+            self.failures += 1
+            self._failures_in_row += 1
+            n = self._failures_in_row
+            delay = min(self.backoff_max, self.backoff_initial * 2 ** min(n - 1, 10))
+            delay *= random.uniform(0.5, 1.0)
+            self._retry_at = max(self._retry_at, time.monotonic() + delay)
+            self.last_error = repr(exc)
+        if isinstance(exc, StoreError | OSError | UploadMismatchError):
+            if n == 1 or n % 20 == 0:
+                logs.warning(
+                    "upload_failed",
+                    key=obj.key,
+                    error=repr(exc),
+                    failures_in_row=n,
+                    pending=self.pending_count,
+                    retry_in_s=round(delay, 2),
+                )
+        else:
+            logs.error("upload_failed", key=obj.key, error=repr(exc), failures_in_row=n)
+        if self._store is not None and n % 10 == 0:
+            with self._store_lock:
+                self._store = None  # re-open now and then: a fresh client after long outages
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    def drain(self, deadline: float) -> bool:
+        """Wait (monotonic ``deadline``) until nothing is pending; True when all was uploaded."""
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)

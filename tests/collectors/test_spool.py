@@ -1,0 +1,189 @@
+"""The spool: fsync'd journal, segment rolls (time, size, UTC hour), conversion, recovery, budget, lock."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collectors.spool import (
+    HOUR_NS,
+    JournalName,
+    OutboxObject,
+    Spool,
+    SpoolLock,
+    SpoolLockedError,
+    convert_journal,
+    scan_outbox,
+)
+from depth_core.raw_format import LineKind, RawObjectKey, read_raw_object
+
+T0 = 1_764_000_000 * 10**9  # 2025-11-24T16:00:00Z, an hour boundary
+
+
+class Clock:
+    def __init__(self, ns: int) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def make_spool(tmp_path: Path, clock: Clock, got: list[OutboxObject], **kw: object) -> Spool:
+    args: dict[str, object] = dict(
+        market="spot",
+        collector_id="eu-1",
+        session="abc123",
+        segment_seconds=10.0,
+        segment_max_bytes=1 << 20,
+        max_bytes=1 << 30,
+        fsync_interval=0.05,
+        gzip_level=1,
+        on_object=got.append,
+        clock_ns=clock,
+    )
+    args.update(kw)
+    return Spool(tmp_path / "spool", **args)  # type: ignore[arg-type]
+
+
+def line(symbol: str, ns: int, text: str, kind: str = "D") -> bytes:
+    return f"{symbol} {ns} {kind} {text}\n".encode()
+
+
+def decode(obj: OutboxObject) -> list[tuple[int, LineKind, bytes]]:
+    content = read_raw_object(obj.path.read_bytes())
+    assert not content.problems
+    return [(ln.receive_ns, ln.kind, ln.text) for ln in content.lines]
+
+
+def test_lines_reach_disk_on_flush_and_roll_by_time(tmp_path: Path) -> None:
+    clock = Clock(T0 + 5)
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, clock, got)
+    spool.recover()
+    spool.append(line("BTCUSDT", T0 + 5, '{"a":1}'))
+    spool.append(line("ETHUSDT", T0 + 6, '{"b":2}'))
+    spool.append(line("BTCUSDT", T0 + 7, '{"c":3}', "M"))
+    assert spool.flush_once() > 0
+    journals = list((tmp_path / "spool" / "journal").glob("*.jnl"))
+    assert len(journals) == 1
+    assert journals[0].read_bytes().count(b"\n") == 3  # on disk before any roll
+    clock.ns = T0 + 9 * 10**9
+    spool.flush_once()
+    assert spool.segments_rolled == 0
+    clock.ns = T0 + 10 * 10**9 + 5
+    spool.flush_once()
+    assert spool.segments_rolled == 1
+    spool.close()  # no threads started: drains the converter queue only when started, so convert here
+    name = JournalName.parse(journals[0].name)
+    objs, bad = convert_journal(journals[0], name, spool.outbox_dir, 1)
+    assert bad == 0
+    by_symbol = {RawObjectKey.parse(o.key).symbol: o for o in objs}
+    assert set(by_symbol) == {"BTCUSDT", "ETHUSDT"}
+    assert decode(by_symbol["BTCUSDT"]) == [(T0 + 5, LineKind.DEPTH, b'{"a":1}'), (T0 + 7, LineKind.META, b'{"c":3}')]
+    key = RawObjectKey.parse(by_symbol["ETHUSDT"].key)
+    assert (key.first_receive_ns, key.session, key.seq, key.stream, key.market) == (T0 + 6, "abc123", 1, "eu-1", "spot")
+
+
+def test_threads_convert_rolled_segments_and_split_at_utc_hours(tmp_path: Path) -> None:
+    clock = Clock(T0 - 2 * 10**9)
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, clock, got, segment_seconds=3600.0)
+    spool.recover()
+    spool.start()
+    spool.append(line("BTCUSDT", T0 - 10**9, "before-midnight-hour"))
+    spool.append(line("BTCUSDT", T0 + 10**9, "after"))  # same batch, the next UTC hour (and day here)
+    spool.close()
+    assert not list(spool.journal_dir.glob("*.jnl"))
+    keys = sorted(RawObjectKey.parse(o.key) for o in got)
+    assert [k.first_receive_ns for k in keys] == [T0 - 10**9, T0 + 10**9]
+    assert {k.first_receive_ns // HOUR_NS for k in keys} == {T0 // HOUR_NS - 1, T0 // HOUR_NS}
+    for obj in got:
+        assert len(decode(obj)) == 1
+    assert spool.bytes_on_disk == sum(o.size for o in got)
+
+
+def test_size_cap_rolls(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, clock, got, segment_max_bytes=1000)
+    spool.recover()
+    spool.start()
+    for i in range(50):
+        spool.append(line("BTCUSDT", T0 + i, "x" * 100))
+        spool.flush_once()
+    spool.close()
+    assert spool.segments_rolled >= 5
+    assert sum(len(decode(o)) for o in got) == 50
+    assert len({o.key for o in got}) == len(got)
+
+
+def test_recovery_after_a_kill_converts_journals_and_drops_only_a_cut_line(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    journal = spool_dir / "journal"
+    journal.mkdir(parents=True)
+    name = JournalName("usdm", "ap-1", "zz9", 7)
+    (journal / name.filename).write_bytes(
+        line("BTCUSDT", T0 + 1, "one") + line("BTCUSDT", T0 + 2, "two") + b"BTCUSDT 123 D half-writ"
+    )
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, Clock(T0), got)
+    leftovers = spool.recover()
+    assert spool.bad_journal_lines == 1
+    assert len(leftovers) == 1
+    key = RawObjectKey.parse(leftovers[0].key)
+    assert (key.market, key.stream, key.session, key.seq) == ("usdm", "ap-1", "zz9", 7)
+    assert [t for _, _, t in decode(leftovers[0])] == [b"one", b"two"]
+    assert not list(journal.glob("*.jnl"))
+    # a second scan finds the same outbox object (until it is uploaded)
+    assert [o.key for o in scan_outbox(spool.outbox_dir)] == [leftovers[0].key]
+
+
+def test_conversion_is_deterministic(tmp_path: Path) -> None:
+    j = tmp_path / "j.jnl"
+    j.write_bytes(line("BTCUSDT", T0 + 1, "a") + line("ETHUSDT", T0 + 2, "b"))
+    name = JournalName("spot", "eu-1", "s1", 1)
+    a, _ = convert_journal(j, name, tmp_path / "o1", 6)
+    b, _ = convert_journal(j, name, tmp_path / "o2", 6)
+    assert [o.key for o in a] == [o.key for o in b]
+    assert [o.path.read_bytes() for o in a] == [o.path.read_bytes() for o in b]
+    assert gzip.decompress(a[0].path.read_bytes()) == f"{T0 + 1} D a\n".encode()
+
+
+def test_disk_budget_refuses_and_counts(tmp_path: Path) -> None:
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, Clock(T0), got, max_bytes=500)
+    spool.recover()
+    for i in range(10):
+        assert spool.append(line("BTCUSDT", T0 + i, "y" * 100))
+    spool.flush_once()
+    assert spool.bytes_on_disk > 500
+    assert not spool.accepting
+    assert not spool.append(line("BTCUSDT", T0 + 99, "z"))
+    assert spool.dropped_lines == 1
+
+
+def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    lock = SpoolLock(tmp_path / "spool")
+    lock.acquire()
+    try:
+        # another process, not just another fd: flock is per open file description
+        code = (
+            "import sys; from pathlib import Path; from collectors.spool import SpoolLock, SpoolLockedError\n"
+            f"try:\n    SpoolLock(Path({str(tmp_path / 'spool')!r})).acquire()\nexcept SpoolLockedError as e:\n"
+            "    print(e); sys.exit(3)\n"
+        )
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 3, res.stderr
+        assert f"pid {os.getpid()}" in res.stdout
+        with pytest.raises(SpoolLockedError):
+            SpoolLock(tmp_path / "spool").acquire()
+    finally:
+        lock.release()
+    again = SpoolLock(tmp_path / "spool")
+    again.acquire()
+    again.release()
