@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 PREVIEW_ROWS = 10
+MAX_LIST_ITEMS = 20  # longer lists (gaps, segments) are cut to their first items plus a count
 
 
 def _metadata_value(value: Any) -> dg.MetadataValue | None:
@@ -22,6 +23,8 @@ def _metadata_value(value: Any) -> dg.MetadataValue | None:
         return dg.MetadataValue.text(value)
     if value is None:
         return None
+    if isinstance(value, (list, tuple)) and len(value) > MAX_LIST_ITEMS:
+        value = {"count": len(value), "first": list(value[:MAX_LIST_ITEMS])}
     return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
 
 

@@ -10,12 +10,14 @@ segments, gaps, counts, receive latency and clock offset.
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
 from depth_pipeline.keys import raw_key, validated_key
-from depth_pipeline.metadata import frame_preview, report_metadata
+from depth_pipeline.metadata import PREVIEW_ROWS, frame_preview, report_metadata
 from depth_pipeline.partitions import split_partition_key
 from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
+from depth_store import ObjectStore
 
 
 def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSpec:
@@ -32,6 +34,37 @@ def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSp
             "raw-arrival sensor, deleted only by the gated cleanup."
         ),
     )
+
+
+def stream_markdown(summary: dict[str, Any]) -> str:
+    """A short table of what the stream delivered for the symbol-day."""
+    rows = [
+        ("events", summary.get("events")),
+        ("update ids covered", summary.get("covered_ids")),
+        ("gaps (id holes)", len(summary.get("gaps", []))),
+        ("duplicates dropped", summary.get("duplicates")),
+        ("snapshots", summary.get("snapshots")),
+        ("lines quarantined", summary.get("quarantined")),
+        (
+            "receive latency p50 / p99 ms",
+            f"{summary.get('latency_p50_ms')} / {summary.get('latency_p99_ms')}",
+        ),
+        ("clock offset ms", summary.get("clock_offset_ms")),
+        ("raw objects read", len(summary.get("objects", []))),
+    ]
+    head = f"### {summary.get('stream')} · {summary.get('symbol')} · {summary.get('date')}\n\n"
+    return head + "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def validated_preview(store: ObjectStore, prefix: str) -> pl.DataFrame | None:
+    """The first events of the validated Parquet (None if there is none to show)."""
+    if not prefix:
+        return None
+    try:
+        location, options = store.scan_location(prefix.rstrip("/") + "/events.parquet")
+        return pl.scan_parquet(location, storage_options=options).head(PREVIEW_ROWS).collect()
+    except Exception:  # a preview is a nicety: never fail the asset over it
+        return None
 
 
 def _stream_outcomes(report: Any, lines_total: int) -> list[dict[str, Any]]:
@@ -87,15 +120,14 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         date, symbol = split_partition_key(context.partition_key)
         report = validate_stream_day(store.open(), settings.market_name, stream, symbol, date)
         summary = report.to_dict()
-        lines_total = int(summary.get("lines", 0) or 0)
+        lines_total = int(summary.get("lines_read", 0) or 0)
         results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
-        metadata = report_metadata(summary, skip=("preview",))
+        metadata = report_metadata(summary, skip=("preview", "objects", "level_parts"))
+        metadata["objects_read"] = dg.MetadataValue.int(len(summary.get("objects", [])))
+        metadata["gap_count"] = dg.MetadataValue.int(len(summary.get("gaps", [])))
         metadata["events"] = dg.MetadataValue.int(int(report.events))
-        md = getattr(report, "markdown", None)
-        metadata["summary"] = dg.MetadataValue.md(
-            md() if callable(md) else md or f"**{stream}** {symbol} {date}: {report.events} events"
-        )
-        preview = getattr(report, "preview", None)
+        metadata["summary"] = dg.MetadataValue.md(stream_markdown(summary))
+        preview = validated_preview(store.open(), summary.get("prefix", ""))
         if preview is not None:
             metadata["preview"] = frame_preview(preview)
         context.log.info(f"validated {stream} {symbol} {date}: {report.events} events")
