@@ -13,6 +13,7 @@ from depth_store.base import (
     validate_key,
 )
 from depth_store.factory import open_store
+from depth_store.log import quiet_aws_loggers
 
 __all__ = [
     "InvalidKeyError",
@@ -22,5 +23,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "open_store",
+    "quiet_aws_loggers",
     "validate_key",
 ]

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bce
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -132,6 +133,13 @@ def _client_error_code(exc: bce.ClientError) -> tuple[str, int]:
     return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
 
 
+def _unwrap(exc: Exception) -> Exception:
+    """boto3's upload_file hides the ClientError inside S3UploadFailedError: look at the real one."""
+    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
+        return exc.__context__
+    return exc
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, bce.ClientError):
         code, status = _client_error_code(exc)
@@ -227,7 +235,8 @@ class S3Store(ObjectStore):
             attempt += 1
             try:
                 return fn()
-            except Exception as exc:
+            except Exception as raised:
+                exc = _unwrap(raised)
                 self._raise_if_permanent(what, key, exc)
                 elapsed = time.monotonic() - started
                 delay = random.uniform(0, min(cfg.backoff_cap, cfg.backoff_base * 2 ** (attempt - 1)))

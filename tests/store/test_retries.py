@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +172,90 @@ def test_missing_bucket_is_a_clear_error(s3_env: str) -> None:
         with pytest.raises(StoreError, match="no-such-bucket-here") as err:
             op()
         assert not isinstance(err.value, StoreUnavailableError)
+
+
+MIB = 1 << 20
+MULTIPART: dict[str, Any] = {"multipart_threshold": 5 * MIB, "multipart_chunksize": 5 * MIB, "max_concurrency": 1}
+
+
+def test_multipart_upload_retried_after_throttling(
+    s3_behind_proxy: tuple[str, TcpProxy], recover_after: list[threading.Thread], tmp_path: Path
+) -> None:
+    url, proxy = s3_behind_proxy
+    store = _open(url, replace(FAST_RETRIES, **MULTIPART))
+    source = tmp_path / "big"
+    payload = os.urandom(MIB) * 11
+    source.write_bytes(payload)
+    proxy.set_mode("http_error", status=503)
+    _switch_to_pass_after(proxy, "http_errors", 2, recover_after)
+    info = store.put_file("raw/big", source)
+    assert proxy.stats["http_errors"] >= 2
+    assert info.size == len(payload) and info.etag is not None and info.etag.endswith("-3")
+    assert store.get_bytes("raw/big") == payload
+
+
+def test_multipart_cut_mid_upload_leaves_nothing_visible(
+    s3_behind_proxy: tuple[str, TcpProxy], s3_client: Any, tmp_path: Path
+) -> None:
+    url, proxy = s3_behind_proxy
+    config = replace(
+        FAST_RETRIES, connect_timeout=0.5, read_timeout=1, retry_deadline=1, backoff_cap=0.2, **MULTIPART
+    )
+    store = _open(url, config)
+    source = tmp_path / "big"
+    source.write_bytes(b"\x07" * (40 * MIB))
+
+    def cut_when_upload_started() -> None:
+        deadline = time.monotonic() + 30
+        while not s3_client.list_multipart_uploads(Bucket=store.bucket).get("Uploads"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)  # polling moto: the upload gives no signal
+        proxy.set_mode("refuse")
+
+    cutter = threading.Thread(target=cut_when_upload_started, daemon=True)
+    cutter.start()
+    with pytest.raises(StoreUnavailableError):
+        store.put_file("raw/big", source)
+    cutter.join(timeout=30)
+    proxy.set_mode("pass")
+    assert store.head("raw/big") is None
+    assert list(store.list()) == []
+    store.abort_incomplete_uploads(older_than_seconds=0)
+    assert not s3_client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")
+
+
+@pytest.fixture
+def restore_sdk_log_levels() -> Iterator[None]:
+    from depth_store.log import AWS_SDK_LOGGERS
+
+    saved = {name: logging.getLogger(name).level for name in AWS_SDK_LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_debug_logging_never_shows_credentials(
+    s3_behind_proxy: tuple[str, TcpProxy],
+    recover_after: list[threading.Thread],
+    caplog: pytest.LogCaptureFixture,
+    restore_sdk_log_levels: None,
+) -> None:
+    """Everything a process logs at DEBUG through a retried put, a list and a failure: no credential."""
+    from depth_store import quiet_aws_loggers
+
+    url, proxy = s3_behind_proxy
+    quiet_aws_loggers()
+    with caplog.at_level(logging.DEBUG):
+        store = _open(url, replace(FAST_RETRIES, max_attempts=3))
+        proxy.set_mode("http_error", status=503)
+        _switch_to_pass_after(proxy, "http_errors", 1, recover_after)
+        store.put_bytes("raw/a", b"a")
+        list(store.list())
+        store.scan_location("raw/")  # returns credentials: must not log them
+        proxy.set_mode("http_error", status=500)
+        with pytest.raises(StoreUnavailableError):
+            store.get_bytes("raw/a")
+    assert any(r.name == "depth_store" for r in caplog.records)
+    assert "testing-secret" not in caplog.text
+    assert "testing-key-id" not in caplog.text
