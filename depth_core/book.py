@@ -434,7 +434,7 @@ _NO_SAMPLES = _Samples(_EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT, 
                        _EMPTY_OUT, _EMPTY_OUT)
 
 
-def _image_bounds(is_snapshot: np.ndarray, last_update_id: np.ndarray) -> list[tuple[int, int]]:
+def image_bounds(is_snapshot: np.ndarray, last_update_id: np.ndarray) -> list[tuple[int, int]]:
     """Row ranges of the images: consecutive is_snapshot rows sharing one last_update_id."""
     snap = np.asarray(is_snapshot, dtype=np.bool_)
     if not snap.any():
@@ -509,7 +509,7 @@ def _replay_columns(
     if len(rows) and np.any(np.diff(rows) < 0):
         raise ValueError("sample_rows must be non-decreasing")
     samples = _Samples.make(rows, max(depth, 1))
-    images = _image_bounds(is_snapshot, last_update_id) if is_snapshot is not None and last_update_id is not None \
+    images = image_bounds(is_snapshot, last_update_id) if is_snapshot is not None and last_update_id is not None \
         else []
     if is_snapshot is not None and last_update_id is None and np.any(is_snapshot):
         raise ValueError("last_update_id is needed to tell images apart")

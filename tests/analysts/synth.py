@@ -162,12 +162,15 @@ def _change(rng: random.Random, bids: dict[int, int], asks: dict[int, int], lot_
     return side, price, qty
 
 
-def write(store: ObjectStore, data: SynthData, files_per_day: int = 2) -> None:
-    """Write each day as ``files_per_day`` Parquet files whose names sort in row order."""
+def write(store: ObjectStore, data: SynthData, files_per_day: int = 2, cuts: list[int] | None = None) -> None:
+    """Write each day as Parquet files whose names sort in row order: ``files_per_day`` equal parts, or
+    parts ending at the row indices ``cuts``."""
     for day, frame in data.frames.items():
         size = -(-frame.height // files_per_day)
-        for i in range(files_per_day):
-            part = frame.slice(i * size, size)
+        bounds = [*(cuts or [size * i for i in range(1, files_per_day)]), frame.height]
+        starts = [0, *bounds[:-1]]
+        for i, (a, b) in enumerate(zip(starts, bounds, strict=True)):
+            part = frame.slice(a, b - a)
             buf = io.BytesIO()
             part.write_parquet(buf, row_group_size=500)
             store.put_bytes(merged_day_prefix(data.market, data.symbol, day) + f"part-{i:05d}.parquet",
