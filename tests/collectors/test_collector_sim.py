@@ -1,0 +1,185 @@
+"""The collector against the exchange simulator, in-process: what it stored vs the simulator's truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.config import CollectorConfig, parse_config
+from depth_core.raw_format import LineKind
+from exchange_sim.runner import SimulatorThread
+from tests.collectors.truth import compare_with_truth, stored_texts_match_truth
+from tests.fixtures.collector import InProcessCollector, notes, read_stored, wait_until
+
+
+def config_for(sim: SimulatorThread, tmp_path: Path, *extra: str, market: str = "spot", symbols: str = "BTCUSDT,ETHUSDT") -> CollectorConfig:
+    return parse_config(
+        [
+            "--collector-id", "eu-1",
+            "--symbols", symbols,
+            "--store", str(tmp_path / "store"),
+            "--market", market,
+            "--ws-url", sim.ws_url,
+            "--rest-url", sim.rest_url,
+            "--spool-dir", str(tmp_path / "spool"),
+            "--flush-seconds", "0.5",
+            "--snapshot-interval", "0",
+            "--shutdown-grace", "20",
+            "--stall-timeout", "0",
+            *extra,
+        ],
+        env={},
+    )
+
+
+def depth_count(c: InProcessCollector) -> int:
+    return min(st.messages for st in c.collector.symbols.values())
+
+
+def wait_messages(c: InProcessCollector, more: int, timeout: float = 20) -> None:
+    target = depth_count(c) + more
+    wait_until(f"{more} more depth frames", lambda: depth_count(c) >= target, timeout)
+
+
+def stop_and_read(c: InProcessCollector, cfg: CollectorConfig) -> dict[str, Any]:
+    assert c.stop() == 0
+    assert c.collector.shutdown_report["uploaded_all"] is True
+    assert not list((cfg.spool_dir / "journal").glob("*.jnl"))
+    assert not list((cfg.spool_dir / "outbox").rglob("*.ndjson.gz"))
+    return read_stored(str(cfg.store), cfg.market, cfg.collector_id)
+
+
+def check_symbol(sim: SimulatorThread, stored: dict[str, Any], symbol: str, *, expect_loss: bool) -> Any:
+    lines = stored[symbol]
+    truth = sim.control.truth(symbol)
+    cmp = compare_with_truth(lines, truth)
+    assert cmp.unexplained == [], f"{symbol}: truth events lost without a gap note: {cmp.unexplained[:5]}"
+    assert cmp.false_gaps == [], f"{symbol}: gap notes where nothing is missing: {cmp.false_gaps}"
+    if not expect_loss:
+        assert cmp.missing == [], f"{symbol}: lost {len(cmp.missing)} events: {cmp.missing[:5]}"
+    print('CMP', symbol, cmp.window, cmp.covered, len(cmp.missing), cmp.gap_notes, cmp.stored_events, cmp.snapshots)
+    assert cmp.covered > 20
+    assert cmp.snapshots >= 1
+    return cmp
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_abrupt_close_reconnects_records_gap_and_snapshots(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+) -> None:
+    sim = make_simulator(market=market)
+    cfg = config_for(sim, tmp_path, market=market)
+    c = in_process_collector(cfg)
+    wait_messages(c, 30)
+    sim.control.fault("close", "all")
+    wait_until("a reconnect", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
+    wait_messages(c, 30)
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=True)
+        lines = stored[symbol]
+        assert stored_texts_match_truth(lines, sim.control.truth(symbol)) > 20 or market == "usdm"
+        events = [n["event"] for n in notes(lines)]
+        assert events.count("connect") == 2 and events.count("disconnect") == 2
+        reasons = [n["reason"] for n in notes(lines, "snapshot")]
+        assert "start" in reasons and "reconnect" in reasons
+        # a snapshot line follows its note and is the REST body as received
+        assert any(ln.kind == LineKind.SNAPSHOT and ln.text.startswith(b'{"lastUpdateId":') for ln in lines)
+
+
+def test_stall_is_detected_and_the_connection_replaced(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    cfg = config_for(simulator, tmp_path, "--stall-timeout", "1")
+    c = in_process_collector(cfg)
+    wait_messages(c, 20)
+    simulator.control.fault("stall", "all", seconds=4)
+    wait_until("a reconnect after the stall", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
+    wait_messages(c, 20)
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        cmp = check_symbol(simulator, stored, symbol, expect_loss=True)
+        assert cmp.missing and cmp.gap_notes  # the stall hid events: noted, and snapshotted
+        assert any(n["reason"] == "stall" for n in notes(stored[symbol], "disconnect"))
+        assert any(n["reason"] == "gap" for n in notes(stored[symbol], "snapshot"))
+
+
+def test_malformed_frame_is_recorded_and_collection_continues(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    cfg = config_for(simulator, tmp_path)
+    c = in_process_collector(cfg)
+    wait_messages(c, 10)
+    simulator.control.fault("malformed", "all", count=2)
+    wait_until("the malformed frames", lambda: c.collector.malformed_frames >= 2, 10)
+    wait_messages(c, 20)
+    assert c.collector.reconnects["unplanned"] == 0
+    stored = stop_and_read(c, cfg)
+    bad = [n for sym in stored for n in notes(stored[sym], "malformed_frame")]
+    assert len(bad) == 2
+    assert all(n["text"] == '{"stream":"malformed","data":{"e":"depthUpdate","E":' for n in bad)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(simulator, stored, symbol, expect_loss=False)
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_silent_drop_is_detected_snapshotted_and_collection_continues(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+) -> None:
+    sim = make_simulator(market=market)
+    cfg = config_for(sim, tmp_path, market=market)
+    c = in_process_collector(cfg)
+    wait_messages(c, 10)
+    last = sim.control.last_update_id("BTCUSDT")
+    step = 5 if market == "spot" else 5000  # usdm ids advance much faster per event
+    sim.control.fault("drop_ids", "all", symbol="BTCUSDT", from_id=last + 10 * step, to_id=last + 20 * step)
+    wait_until("the gap", lambda: c.collector.symbols["BTCUSDT"].continuity.gaps >= 1, 20)
+    wait_messages(c, 20)
+    assert c.collector.reconnects["unplanned"] == 0
+    stored = stop_and_read(c, cfg)
+    cmp = check_symbol(sim, stored, "BTCUSDT", expect_loss=True)
+    assert len(cmp.gap_notes) == 1 and cmp.missing
+    lo, hi = cmp.gap_notes[0]
+    assert lo <= last + 20 * step and hi >= last + 10 * step
+    assert any(n["reason"] == "gap" for n in notes(stored["BTCUSDT"], "snapshot"))
+    check_symbol(sim, stored, "ETHUSDT", expect_loss=False)
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_max_connection_age_make_before_break_loses_no_id(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+) -> None:
+    sim = make_simulator(market=market)
+    cfg = config_for(sim, tmp_path, "--max-connection-age", "1.5", market=market)
+    c = in_process_collector(cfg)
+    wait_until("two planned reconnects", lambda: c.collector.reconnects["planned"] >= 2, 30)
+    wait_messages(c, 10)
+    assert c.collector.reconnects["unplanned"] == 0
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=False)
+        assert not notes(stored[symbol], "gap")
+        planned = [n for n in notes(stored[symbol], "disconnect") if n["planned"] and n["reason"] == "planned_max_age"]
+        assert len(planned) >= 2
+
+
+def test_server_shutdown_notice_make_before_break_loses_no_id(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    sim = make_simulator(market="usdm")
+    cfg = config_for(sim, tmp_path, market="usdm")
+    c = in_process_collector(cfg)
+    wait_messages(c, 10)
+    sim.control.fault("shutdown_notice", "all", close_after_s=3)
+    wait_until("the planned reconnect", lambda: c.collector.reconnects["planned"] >= 1, 20)
+    wait_messages(c, 10)
+    assert c.collector.server_shutdowns == 1 and c.collector.reconnects["unplanned"] == 0
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=False)
+        assert notes(stored[symbol], "server_shutdown")
+        assert any(n["reason"] == "planned_server_shutdown" for n in notes(stored[symbol], "disconnect"))
