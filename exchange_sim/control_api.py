@@ -103,6 +103,8 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
         sym = _symbol(sim, query)
         if sim.replay is not None:
             return {"symbol": sym, "last_update_id": sim.replay.last_update_id(sym)}
+        if sim.firehose:
+            return {"symbol": sym, "last_update_id": sim.firehose[sym].last_u}
         return {"symbol": sym, "last_update_id": sim.symbols[sym].truth.last_id}
     if name == "truth":
         sym = _symbol(sim, query)
@@ -111,6 +113,8 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
         max_count = min(_int(query, "max", 100_000), 1_000_000)
         if sim.replay is not None:
             return {"symbol": sym, "events": sim.replay.truth_events(sym, from_id, to_id, max_count)}
+        if sim.config.firehose_rate:
+            raise ControlError(409, "the firehose mode keeps no event log; use book or last_update_id")
         st = sim.symbols[sym]
         fine = query.get("fine") in ("1", "true")
         out = []
@@ -132,9 +136,16 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
         if sim.replay is not None:
             return sim.replay.book_body(sym, update_id, limit)
         st = sim.symbols[sym]
-        if update_id < 0:
-            update_id = st.truth.last_id
-        bids, asks = sim.book_at(sym, update_id)
+        if sim.config.firehose_rate:
+            pool = sim.firehose[sym]
+            if update_id >= 0 and update_id != pool.last_u:
+                raise ControlError(409, "the firehose mode answers the book at the current id only")
+            update_id = pool.last_u
+            bids, asks = pool.book_after(pool.k)
+        else:
+            if update_id < 0:
+                update_id = st.truth.last_id
+            bids, asks = sim.book_at(sym, update_id)
         f = st.fmt
         return {
             "symbol": sym, "update_id": update_id,

@@ -47,6 +47,7 @@ USDM_DEPTH_PATH = "/fapi/v1/depth"
 USDM_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 FAULT_KINDS = ("close", "drop_ids", "stall", "malformed", "duplicate", "batching", "shutdown_notice")
 _STREAM_RE = re.compile(r"^(?P<sym>[a-z0-9]+)@(?P<kind>depth|bookTicker)(?:@(?P<ms>\d+)ms)?$")
+_OTHER_STREAM_RE = re.compile(r"^([a-z0-9]+)@[A-Za-z0-9_@]+$")
 _WS_PREFIXES = ("/public", "/market")
 
 
@@ -97,14 +98,17 @@ class StreamName:
 
     name: str
     symbol: str  # upper case
-    kind: str  # depth | bookTicker
+    kind: str  # depth | bookTicker | other
     interval_ms: int
 
     @staticmethod
     def parse(name: str, default_depth_ms: int = 1000) -> StreamName | None:
         m = _STREAM_RE.match(name)
         if m is None:
-            return None
+            other = _OTHER_STREAM_RE.match(name)
+            if other is None:
+                return None
+            return StreamName(name, other.group(1).upper(), "other", 0)  # trades, klines...: replay only
         kind = m.group("kind")
         ms = int(m.group("ms")) if m.group("ms") else (default_depth_ms if kind == "depth" else 0)
         if kind == "depth" and ms not in (0, 100, 250, 500, 1000):
@@ -291,6 +295,7 @@ class ExchangeSimulator:
         self.paused = asyncio.Event()  # set = paused
         self._snap_rng = random.Random(cfg.seed)
         self.replay: Any = None
+        self.firehose: dict[str, Any] = {}  # symbol -> FirehosePool in firehose mode
         self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
         self.events_generated = 0
         if cfg.replay_path is None:
@@ -410,7 +415,7 @@ class ExchangeSimulator:
         ticker_data: bytes | None = None
         for conn in list(subs):
             for stream in conn.streams.values():
-                if stream.symbol != st.spec.symbol:
+                if stream.symbol != st.spec.symbol or stream.kind == "other":
                     continue
                 if stream.kind == "bookTicker":
                     if conn.is_dropped(stream.symbol, ev.last_id, ev.last_id):
@@ -742,6 +747,13 @@ class ExchangeSimulator:
         st = self.symbols.get(symbol)
         if st is None:
             return binance_error(400, -1121, "Invalid symbol.", hdr)
+        if cfg.firehose_rate:
+            from exchange_sim.firehose import firehose_snapshot
+
+            pool = self.firehose.get(symbol)
+            if pool is None:
+                return binance_error(503, -1008, "Server is busy (firehose pool not ready yet).", hdr)
+            return json_response(200, firehose_snapshot(pool, limit, st.fmt, cfg.market, self.now_ms()), hdr)
         return json_response(200, self.snapshot(st, limit), hdr)
 
     def snapshot(self, st: SymbolState, limit: int) -> dict[str, Any]:
