@@ -1,0 +1,354 @@
+"""The merge's checks, computed while the merged files are written (one pass, chunk by chunk).
+
+Why during the merge: the replay-based checks (never crossed, agrees with REST snapshots, matches
+@bookTicker) need the book after every event; replaying each output chunk as it is written (with the one
+book replay, ``depth_core.book``) costs one pass and no re-read of the day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from depth_core.book import OrderBook, sample_tops
+from depth_core.idline import intersect_length
+from depth_core.names import Market
+from depth_core.schema import MERGED_SCHEMA
+
+if TYPE_CHECKING:
+    from depth_core.merge import MergeReport, Plan, StreamInput
+
+MAX_LISTED = 20  # how many offending ids a check names in its metadata
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _group_bounds(snap: np.ndarray, last: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ranges of events/images: consecutive rows sharing (is_snapshot, last_update_id, first_update_id)."""
+    n = len(snap)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    change[1:] = (snap[1:] != snap[:-1]) | (last[1:] != last[:-1]) | (first[1:] != first[:-1])
+    starts = np.flatnonzero(change)
+    stops = np.append(starts[1:], n)
+    return starts, stops
+
+
+def round_trip_failures(values: np.ndarray, decimals: int | None) -> np.ndarray:
+    """Indices of floats that are not the nearest double to a decimal with ``decimals`` places."""
+    if decimals is None or len(values) == 0:
+        return np.zeros(0, np.int64)
+    scale = 10.0**decimals
+    ints = np.rint(values * scale)
+    ok = (np.abs(ints) < 2.0**53) & (ints / scale == values)
+    return np.flatnonzero(~ok)
+
+
+class MergeChecker:
+    """Accumulates the merge checks over the output chunks; ``finish`` returns the outcomes."""
+
+    def __init__(self, market: Market, streams: Sequence[str], price_decimals: int | None,
+                 qty_decimals: int | None) -> None:
+        self.market = market
+        self.streams = list(streams)
+        self.price_decimals = price_decimals
+        self.qty_decimals = qty_decimals
+        self.book = OrderBook()
+        self.schema_problems: list[str] = []
+        self.prev_last: int | None = None
+        self.prev_was_event = False
+        self.first_row_checked = False
+        self.decimal_failures = 0
+        self.decimal_examples: list[float] = []
+        self.crossed: list[int] = []
+        self.crossed_count = 0
+        self.tops_checked = 0
+        self.bt_compared = 0
+        self.bt_matched = 0
+        self.bt_mismatches: list[dict[str, Any]] = []
+        self.snap_checks: list[dict[str, Any]] = []
+        self.disagreements: list[dict[str, Any]] = []
+        self.inputs: Sequence[StreamInput] = []
+        self.book_tickers = pl.DataFrame()
+        self.snapshot_points: list[tuple[int, float, Any]] = []  # (update id of the book, L, ...)
+        self.pending_snaps: pl.DataFrame = pl.DataFrame()
+
+    # ---------------------------------------------------------------- before the output
+    def set_inputs(self, inputs: Sequence[StreamInput], plan: Plan) -> None:
+        self.inputs = inputs
+        self.plan = plan
+        self._streams_agree_same_ranges()
+        bts = [s.book_tickers.select("u", "bid_price", "bid_qty", "ask_price", "ask_qty")
+               for s in inputs if s.book_tickers.height]
+        self.book_tickers = (pl.concat(bts).unique("u", keep="first", maintain_order=True)
+                             if bts else pl.DataFrame())
+        self._plan_snapshot_checks()
+
+    def _streams_agree_same_ranges(self) -> None:
+        """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
+        parts = [s.events.select("lo", "u", "U", "levels_hash", "n_levels", pl.lit(s.stream).alias("stream"))
+                 for s in self.inputs if s.events.height]
+        if not parts:
+            return
+        ev = pl.concat(parts)
+        bad = (ev.group_by("lo", "u")
+               .agg(pl.col("levels_hash").n_unique().alias("variants"), pl.col("stream").unique().sort(),
+                    pl.col("U").first())
+               .filter(pl.col("variants") > 1).sort("u"))
+        self.disagreements_total = bad.height
+        for row in bad.head(MAX_LISTED).iter_rows(named=True):
+            self.disagreements.append({"first_id": row["U"], "last_id": row["u"], "streams": row["stream"],
+                                       "variants": row["variants"]})
+
+    def _plan_snapshot_checks(self) -> None:
+        """For each REST snapshot: the plan item before which the book is compared, and the straddler."""
+        plan = self.plan
+        rows = []
+        uid = plan.update_id
+        for si, s in enumerate(self.inputs):
+            for snap, L in s.snapshots.select("snap", "last_update_id").iter_rows():
+                j = int(np.searchsorted(uid, L, side="right"))
+                exact = bool(j > 0 and uid[j - 1] == L)
+                if j == 0:
+                    status = "before the day's first image"
+                elif exact:
+                    status = "check"
+                elif j == len(uid):
+                    status = "after the day's last event"
+                elif plan.kind[j] != 0:
+                    status = "in a gap"
+                else:
+                    status = "check"
+                rows.append((si, snap, L, j, exact, status))
+        self.pending_snaps = pl.DataFrame(rows, schema={"s": pl.Int32, "snap": pl.Int64, "L": pl.Int64,
+                                                        "item": pl.Int64, "exact": pl.Boolean,
+                                                        "status": pl.String}, orient="row")
+        self.snap_skipped = self.pending_snaps.filter(pl.col("status") != "check")
+
+    # ---------------------------------------------------------------- per chunk
+    def on_chunk(self, out: pl.DataFrame, first_item: int, item_rows: np.ndarray) -> None:
+        """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``)."""
+        self._schema_and_order(out)
+        self._decimals(out)
+        if out.height == 0:
+            return
+        snap = out["is_snapshot"].to_numpy()
+        last = out["last_update_id"].to_numpy()
+        first = out["first_update_id"].to_numpy()
+        is_bid = (out["side"] == "bid").to_numpy()
+        price = out["price"].to_numpy()
+        qty = out["qty"].to_numpy()
+        starts, stops = _group_bounds(snap, last, first)
+        # cut points: items before which a snapshot is compared
+        item_start_row = np.concatenate([[0], np.cumsum(item_rows)])
+        n_items = len(item_rows)
+        todo = self.pending_snaps.filter((pl.col("status") == "check") & (pl.col("item") >= first_item)
+                                         & (pl.col("item") < first_item + n_items))
+        cuts = sorted({int(item_start_row[i - first_item]) for i in todo["item"].to_list()})
+        seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
+        ends_u: list[np.ndarray] = []
+        tops: list[np.ndarray] = []
+        for a, b in zip(seg_bounds[:-1], seg_bounds[1:], strict=True):
+            if a in cuts or (a == 0 and 0 in cuts):
+                self._compare_snapshots_at(todo, a, out, item_start_row, first_item)
+            if b <= a:
+                continue
+            m = (stops > a) & (stops <= b)
+            rows = stops[m] - a
+            self.book, t = sample_tops(is_bid[a:b], price[a:b], qty[a:b], snap[a:b], last[a:b], rows, 1,
+                                       book=self.book)
+            grp_snap = snap[starts[m]]
+            bb, ba = t.bid_price[:, 0], t.ask_price[:, 0]
+            crossed = ~np.isnan(bb) & ~np.isnan(ba) & (bb >= ba)
+            self.tops_checked += len(rows)
+            if crossed.any():
+                ids = last[stops[m][crossed] - 1]
+                self.crossed_count += int(crossed.sum())
+                self.crossed.extend(ids[: MAX_LISTED - len(self.crossed)].tolist())
+            ev = ~grp_snap
+            ends_u.append(last[stops[m][ev] - 1])
+            tops.append(np.column_stack([bb[ev], t.bid_qty[:, 0][ev], ba[ev], t.ask_qty[:, 0][ev]]))
+        # the snapshots compared at the end of the last chunk are handled in finish()
+        self._book_ticker(ends_u, tops)
+
+    def _schema_and_order(self, out: pl.DataFrame) -> None:
+        if dict(out.schema) != MERGED_SCHEMA:
+            self.schema_problems.append(f"schema {dict(out.schema)} != interfaces §3")
+        if out.height == 0:
+            return
+        last = out["last_update_id"].to_numpy()
+        snap = out["is_snapshot"].to_numpy()
+        if not self.first_row_checked:
+            self.first_row_checked = True
+            if not snap[0]:
+                self.schema_problems.append("the day does not open with a snapshot image")
+        if self.prev_last is not None and (last[0] < self.prev_last or (
+                last[0] == self.prev_last and snap[0] and self.prev_was_event)):
+            self.schema_problems.append(f"rows out of order across files at id {last[0]}")
+        d = np.diff(last)
+        bad = np.flatnonzero((d < 0) | ((d == 0) & snap[1:] & ~snap[:-1]))
+        if len(bad):
+            self.schema_problems.append(f"rows out of order at id {last[bad[0] + 1]} ({len(bad)} places)")
+        self.prev_last = int(last[-1])
+        self.prev_was_event = not bool(snap[-1])
+
+    def _decimals(self, out: pl.DataFrame) -> None:
+        for col, dec in (("price", self.price_decimals), ("qty", self.qty_decimals)):
+            vals = out[col].to_numpy()
+            bad = round_trip_failures(vals, dec)
+            self.decimal_failures += len(bad)
+            if len(bad) and len(self.decimal_examples) < MAX_LISTED:
+                self.decimal_examples.extend(vals[bad[:MAX_LISTED]].tolist())
+
+    def _compare_snapshots_at(self, todo: pl.DataFrame, row: int, out: pl.DataFrame, item_start_row: np.ndarray,
+                              first_item: int) -> None:
+        for rec in todo.iter_rows(named=True):
+            i = rec["item"] - first_item
+            if int(item_start_row[i]) != row:
+                continue
+            a, b = int(item_start_row[i]), int(item_start_row[i + 1])
+            touched = out.slice(a, b - a) if not rec["exact"] else out.clear()
+            self._compare_one(rec, touched)
+
+    def _compare_one(self, rec: dict[str, Any], touched: pl.DataFrame) -> None:
+        s = self.inputs[rec["s"]]
+        lv = s.snapshot_levels.filter(pl.col("snap") == rec["snap"])
+        result: dict[str, Any] = {"stream": s.stream, "last_update_id": rec["L"], "differences": 0}
+        for side, is_bid in (("bid", True), ("ask", False)):
+            snap_side = lv.filter(pl.col("is_bid") == is_bid)
+            snap_levels = dict(zip(snap_side["price"].to_list(), snap_side["qty"].to_list(), strict=True))
+            skip = set(touched.filter(pl.col("side") == side)["price"].to_list())
+            book_levels = self.book.levels(side)
+            if snap_levels:
+                edge = min(snap_levels) if is_bid else max(snap_levels)
+                book_levels = {p: q for p, q in book_levels.items() if (p >= edge if is_bid else p <= edge)}
+            else:
+                book_levels = {}
+            diffs = [p for p in set(snap_levels) | set(book_levels)
+                     if p not in skip and snap_levels.get(p, 0.0) != book_levels.get(p, 0.0)]
+            result["differences"] += len(diffs)
+            if diffs:
+                result.setdefault("examples", []).extend(
+                    {"side": side, "price": p, "snapshot": snap_levels.get(p, 0.0), "replay": book_levels.get(p, 0.0)}
+                    for p in sorted(diffs)[:5])
+            result[f"{side}_levels_compared"] = len(set(snap_levels) - skip)
+        self.snap_checks.append(result)
+
+    def _book_ticker(self, ends_u: list[np.ndarray], tops: list[np.ndarray]) -> None:
+        if not self.book_tickers.height or not ends_u:
+            return
+        u = np.concatenate(ends_u)
+        t = np.concatenate(tops) if tops else np.zeros((0, 4))
+        if len(u) == 0:
+            return
+        rep = pl.DataFrame({"u": u, "r_bid": t[:, 0], "r_bid_qty": t[:, 1], "r_ask": t[:, 2],
+                            "r_ask_qty": t[:, 3]})
+        j = rep.join(self.book_tickers, on="u", how="inner")
+        self.bt_compared += j.height
+        ok = ((j["r_bid"] == j["bid_price"]) & (j["r_bid_qty"] == j["bid_qty"]) & (j["r_ask"] == j["ask_price"])
+              & (j["r_ask_qty"] == j["ask_qty"]))
+        self.bt_matched += int(ok.sum())
+        if len(self.bt_mismatches) < MAX_LISTED:
+            self.bt_mismatches.extend(j.filter(~ok).head(MAX_LISTED - len(self.bt_mismatches)).to_dicts())
+
+    # ---------------------------------------------------------------- outcomes
+    def finish(self, report: MergeReport) -> list[CheckOutcome]:
+        # snapshots equal to the very last id of the day are compared against the final book
+        n_items = len(self.plan.kind)
+        tail = self.pending_snaps.filter((pl.col("status") == "check") & (pl.col("item") >= n_items))
+        for rec in tail.iter_rows(named=True):
+            self._compare_one(rec, pl.DataFrame(schema=MERGED_SCHEMA))
+        out: list[CheckOutcome] = []
+        out.append(self._gaps_check(report))
+        n_dis = getattr(self, "disagreements_total", 0)
+        out.append(CheckOutcome(
+            "streams_agree", n_dis == 0, True,
+            "events covering the same update ids carry the same levels in every stream"
+            if n_dis == 0 else
+            f"{n_dis} id ranges where events disagree, e.g. ids {self.disagreements[0]['first_id']}.."
+            f"{self.disagreements[0]['last_id']} in streams {', '.join(self.disagreements[0]['streams'])}",
+            {"disagreements": n_dis, "examples": self.disagreements}))
+        out.append(CheckOutcome(
+            "book_never_crossed", self.crossed_count == 0, True,
+            f"best bid < best ask after all {self.tops_checked} events and images" if self.crossed_count == 0
+            else f"book crossed after {self.crossed_count} events, first at ids {self.crossed[:5]}",
+            {"events_checked": self.tops_checked, "crossed": self.crossed_count, "crossed_ids": self.crossed}))
+        bad_snaps = [r for r in self.snap_checks if r["differences"]]
+        skipped = self.snap_skipped.height if hasattr(self, "snap_skipped") else 0
+        out.append(CheckOutcome(
+            "agrees_with_rest_snapshots", not bad_snaps, True,
+            f"replay equals all {len(self.snap_checks)} comparable REST snapshots "
+            f"({skipped} not comparable: before the first image or in a gap)" if not bad_snaps else
+            f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, first at id "
+            f"{bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
+            {"compared": len(self.snap_checks), "differing": len(bad_snaps), "not_comparable": skipped,
+             "details": bad_snaps[:MAX_LISTED]}))
+        out.append(CheckOutcome(
+            "schema_and_sort_order", not self.schema_problems, True,
+            "interfaces §3 columns and types; rows sorted by last_update_id, images first"
+            if not self.schema_problems else "; ".join(self.schema_problems[:3]),
+            {"problems": self.schema_problems[:MAX_LISTED]}))
+        out.append(CheckOutcome(
+            "decimal_round_trip", self.decimal_failures == 0 and self.price_decimals is not None or report.rows == 0,
+            True,
+            f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
+            "places" if self.decimal_failures == 0 else f"{self.decimal_failures} values do not round-trip",
+            {"price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
+             "failures": self.decimal_failures, "examples": self.decimal_examples[:MAX_LISTED]}))
+        out.append(self._coverage_check(report))
+        if self.book_tickers.height:
+            ok = self.bt_compared > 0 and self.bt_matched == self.bt_compared
+            out.append(CheckOutcome(
+                "matches_book_ticker", ok, False,
+                f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} matching u",
+                {"compared": self.bt_compared, "matched": self.bt_matched, "mismatches": self.bt_mismatches}))
+        anchored = report.opening.get("kind") not in (None, "none")
+        out.append(CheckOutcome(
+            "day_anchored", anchored or report.events == 0, True,
+            f"the day opens with an image ({report.opening.get('source')})" if anchored
+            else "no snapshot or carried state from which the day can be replayed",
+            {"opening": report.opening}))
+        return out
+
+    def _gaps_check(self, report: MergeReport) -> CheckOutcome:
+        offenders = []
+        for g in report.gaps:
+            for s in self.inputs:
+                segs = [tuple(x) for x in s.report.get("segments", [])]
+                n = intersect_length(segs, g.first_id - 1, g.last_id)  # type: ignore[arg-type]
+                if n:
+                    offenders.append({"gap_first_id": g.first_id, "gap_last_id": g.last_id, "stream": s.stream,
+                                      "ids_the_stream_had": n})
+        return CheckOutcome(
+            "gaps_missed_by_every_stream", not offenders, True,
+            f"all {len(report.gaps)} gaps are ids no stream received" if not offenders else
+            f"{len(offenders)} gap/stream pairs where a stream had ids the merge lacks",
+            {"gaps": [asdict(g) for g in report.gaps][:MAX_LISTED], "offenders": offenders[:MAX_LISTED]})
+
+    def _coverage_check(self, report: MergeReport) -> CheckOutcome:
+        merged_ids = None
+        if report.first_update_id is not None and report.last_update_id is not None:
+            merged_ids = report.last_update_id - report.first_update_id - sum(g.length for g in report.gaps)
+        worse = [s.stream for s in report.per_stream.values()
+                 if merged_ids is not None and s.covered_ids > merged_ids]
+        return CheckOutcome(
+            "coverage_at_least_each_stream", not worse, True,
+            f"merged coverage {report.coverage:.6f} >= every stream's" if not worse
+            else f"streams {worse} cover more ids than the merge",
+            {"merged": report.coverage, **{f"coverage_{k}": v.coverage for k, v in report.per_stream.items()}})

@@ -1,0 +1,635 @@
+"""A/B merge of the validated streams of one symbol-day into the merged dataset (interfaces §3).
+
+The rule (docs/merge.md has the reasoning): walk the update-id line. The book is "at" id ``last``; any event
+(of any stream) with ``lo <= last < hi`` (see ``idline``) brings it exactly to ``hi``, because each level in
+an event carries the absolute quantity after the event's last id and holds every level changed in its
+range, so re-applying the part already applied is harmless. Among those, the earliest received wins and is
+recorded as the supplier. Streams that batch differently are handled by this tiling of id ranges, never by
+matching messages. When no event applies, the ids up to the next event are a real gap: the book is
+re-anchored from the earliest snapshot (any stream) from which the chain resumes, emitted as image rows.
+
+Memory: the per-event tables of the streams are held (tens of bytes per event); level rows are streamed:
+the output is written in files of ``ROWS_PER_FILE`` rows, each gathered from the level parts of the
+streams by event number (row-group statistics prune the reads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from depth_core.checks import CheckOutcome, MergeChecker
+from depth_core.idline import intersect_length, lo_expr
+from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
+from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_day_prefix, merged_manifest_key
+from depth_core.storeio import get_json, put_json, put_parquet, read_parquet, replace_prefix, scan_parquet
+from depth_core.validate import (
+    BOOK_TICKERS_FILE,
+    EVENTS_FILE,
+    REPORT_FILE,
+    SNAPSHOT_LEVELS_FILE,
+    SNAPSHOTS_FILE,
+    date_of_day_index,
+    day_index,
+    levels_part_key,
+    validated_day_prefix,
+)
+from depth_store.base import ObjectStore
+
+STATE_ROOT = "state"
+STATE_BOOK = "end_book.parquet"
+STATE_JSON = "end_state.json"
+ROWS_PER_FILE = 4_000_000
+ROW_GROUP = 262_144
+MANIFEST_VERSION = 1
+
+KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
+
+
+def state_day_prefix(market: Market, symbol: str, date: str) -> str:
+    return (f"{STATE_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
+            f"date={validate_date(date)}/")
+
+
+@dataclass
+class GapRecord:
+    """Ids no stream received: ``first_id..last_id`` (inclusive); the book resumed at ``reanchored_at``."""
+
+    first_id: int
+    last_id: int
+    reanchored_at: int | None
+    snapshot_source: str | None
+    skipped_ids: int  # ids after the hole that streams had but that precede the re-anchoring snapshot
+
+    @property
+    def length(self) -> int:
+        return self.last_id - self.first_id + 1
+
+
+@dataclass
+class StreamStats:
+    stream: str
+    events: int = 0
+    covered_ids: int = 0
+    coverage: float = 0.0
+    events_supplied: int = 0
+    ids_supplied: int = 0
+    share: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    clock_offset_ms: float | None = None
+    quarantined: int = 0
+    snapshots: int = 0
+
+
+@dataclass
+class MergeReport:
+    market: str
+    symbol: str
+    date: str
+    streams: list[str]
+    rows: int = 0
+    events: int = 0
+    image_rows: int = 0
+    opening: dict[str, Any] = field(default_factory=dict)
+    first_update_id: int | None = None
+    last_update_id: int | None = None
+    coverage: float = 0.0
+    per_stream: dict[str, StreamStats] = field(default_factory=dict)
+    gaps: list[GapRecord] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    manifest_key: str = ""
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
+    checks: list[CheckOutcome] = field(default_factory=list)
+    preview: pl.DataFrame | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def gap_count(self) -> int:
+        return len(self.gaps)
+
+    @property
+    def longest_gap(self) -> int:
+        return max((g.length for g in self.gaps), default=0)
+
+    @property
+    def blocking_passed(self) -> bool:
+        return all(c.passed for c in self.checks if c.blocking)
+
+    def markdown(self) -> str:
+        lines = [
+            f"### {self.symbol} {self.date} ({self.market})",
+            f"- rows {self.rows:,}, events {self.events:,}, image rows {self.image_rows:,}",
+            f"- opening: {self.opening.get('source')} at id {self.opening.get('update_id')}",
+            f"- ids {self.first_update_id}..{self.last_update_id}, merged coverage {self.coverage:.6f}",
+            f"- gaps: {self.gap_count} (longest {self.longest_gap} ids)",
+            "",
+            "| stream | events | coverage | share supplied | latency p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in self.per_stream.values():
+            lines.append(f"| {s.stream} | {s.events:,} | {s.coverage:.6f} | {s.share:.4f} | "
+                         f"{_fmt(s.latency_p50_ms)} | {_fmt(s.latency_p99_ms)} |")
+        if self.checks:
+            lines += ["", "| check | passed | blocking |", "|---|---|---|"]
+            lines += [f"| {c.name} | {'yes' if c.passed else '**NO**'} | {c.blocking} |" for c in self.checks]
+        if self.problems:
+            lines += ["", *[f"- problem: {p}" for p in self.problems]]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "market": self.market, "symbol": self.symbol, "date": self.date, "streams": self.streams,
+            "rows": self.rows, "events": self.events, "image_rows": self.image_rows, "opening": self.opening,
+            "first_update_id": self.first_update_id, "last_update_id": self.last_update_id,
+            "coverage": self.coverage,
+            "per_stream": {k: asdict(v) for k, v in self.per_stream.items()},
+            "gap_count": self.gap_count, "longest_gap": self.longest_gap,
+            "gaps": [asdict(g) for g in self.gaps], "files": self.files, "manifest_key": self.manifest_key,
+            "price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
+            "checks": [c.to_dict() for c in self.checks], "blocking_passed": self.blocking_passed,
+            "problems": self.problems, "markdown": self.markdown(),
+            "preview": self.preview.head(10).to_dicts() if self.preview is not None else [],
+        }
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class StreamInput:
+    stream: str
+    report: dict[str, Any]
+    events: pl.DataFrame  # live events with lo
+    snapshots: pl.DataFrame
+    snapshot_levels: pl.DataFrame
+    book_tickers: pl.DataFrame
+
+
+def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> StreamInput | None:
+    prefix = validated_day_prefix(market, stream, symbol, date)
+    if not store.exists(prefix + REPORT_FILE):
+        return None
+    report = get_json(store, prefix + REPORT_FILE)
+    events = read_parquet(store, prefix + EVENTS_FILE)
+    if "dup" in events.columns:
+        events = events.filter(~pl.col("dup"))
+    events = events.with_columns(lo_expr(market))
+    return StreamInput(
+        stream, report, events,
+        read_parquet(store, prefix + SNAPSHOTS_FILE),
+        read_parquet(store, prefix + SNAPSHOT_LEVELS_FILE),
+        read_parquet(store, prefix + BOOK_TICKERS_FILE),
+    )
+
+
+@dataclass
+class CarryState:
+    date: str
+    last_update_id: int
+    book: pl.DataFrame  # is_bid, price, qty
+
+
+def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> CarryState | None:
+    prev = date_of_day_index(day_index(date) - 1)
+    prefix = state_day_prefix(market, symbol, prev)
+    if not store.exists(prefix + STATE_JSON):
+        return None
+    meta = get_json(store, prefix + STATE_JSON)
+    if meta.get("last_update_id") is None:
+        return None
+    book = read_parquet(store, prefix + STATE_BOOK)
+    return CarryState(prev, int(meta["last_update_id"]), book)
+
+
+# ------------------------------------------------------------------------------------------------ the walk
+
+
+@dataclass
+class Plan:
+    """The merged day as a sequence of items: images (snapshot/carry) and chosen events, in row order."""
+
+    kind: np.ndarray  # KIND_*
+    stream: np.ndarray  # stream index (events, snapshots); -1 for carry
+    ref: np.ndarray  # ev (events) / snap (snapshots)
+    update_id: np.ndarray  # hi of events, L of images
+    lo: np.ndarray  # lo of events, L of images
+    gaps: list[GapRecord]
+    opening: dict[str, Any]
+    unanchored_events: int  # events before the first anchor (not chained, no usable snapshot yet)
+
+
+def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState | None) -> Plan:
+    """Choose, along the id line, which stream's event supplies each step, and where images go."""
+    ev_parts = []
+    sn_parts = []
+    for i, s in enumerate(streams):
+        ev_parts.append(s.events.select(pl.lit(i, pl.Int32).alias("s"), "ev", "lo", pl.col("u").alias("hi"),
+                                        "receive_ns"))
+        sn_parts.append(s.snapshots.select(pl.lit(i, pl.Int32).alias("s"), "snap", "last_update_id",
+                                           "receive_ns"))
+    ev = pl.concat(ev_parts).sort("lo", "receive_ns", "s", "ev") if ev_parts else pl.DataFrame()
+    lo = ev["lo"].to_numpy() if ev.height else np.zeros(0, np.int64)
+    hi = ev["hi"].to_numpy() if ev.height else np.zeros(0, np.int64)
+    recv = ev["receive_ns"].to_numpy() if ev.height else np.zeros(0, np.int64)
+    s_idx = ev["s"].to_numpy() if ev.height else np.zeros(0, np.int32)
+    ev_ref = ev["ev"].to_numpy() if ev.height else np.zeros(0, np.int64)
+    run_hi = np.maximum.accumulate(hi) if len(hi) else hi
+
+    sn = pl.concat(sn_parts).sort("last_update_id", "receive_ns", "s") if sn_parts else pl.DataFrame()
+    sn_L = sn["last_update_id"].to_numpy() if sn.height else np.zeros(0, np.int64)
+    # a snapshot lets the chain resume if some event has lo <= L < hi
+    if len(sn_L) and len(lo):
+        idx = np.searchsorted(lo, sn_L, side="right") - 1
+        usable = (idx >= 0) & (run_hi[np.maximum(idx, 0)] > sn_L)
+    else:
+        usable = np.zeros(len(sn_L), dtype=bool)
+    u_L = sn_L[usable]
+    u_s = sn["s"].to_numpy()[usable] if sn.height else np.zeros(0, np.int32)
+    u_ref = sn["snap"].to_numpy()[usable] if sn.height else np.zeros(0, np.int64)
+
+    kinds: list[int] = []
+    srcs: list[int] = []
+    refs: list[int] = []
+    uids: list[int] = []
+    los: list[int] = []
+    gaps: list[GapRecord] = []
+    opening: dict[str, Any] = {}
+
+    def first_snapshot_after(last: int) -> int | None:
+        j = int(np.searchsorted(u_L, last, side="right"))
+        return j if j < len(u_L) else None
+
+    last: int | None = None
+    if carry is not None and len(lo):
+        j = int(np.searchsorted(lo, carry.last_update_id, side="right")) - 1
+        if j >= 0 and run_hi[j] > carry.last_update_id:
+            last = carry.last_update_id
+            kinds.append(KIND_CARRY)
+            srcs.append(-1)
+            refs.append(-1)
+            uids.append(last)
+            los.append(last)
+            opening = {"kind": "carry", "source": f"carry:{carry.date}", "update_id": last}
+    if last is None:
+        j0 = 0 if len(u_L) else None
+        if j0 is None:
+            return Plan(*(np.zeros(0, np.int64) for _ in range(5)), gaps=[],
+                        opening={"kind": "none", "source": None, "update_id": None,
+                                 "reason": "no snapshot from which the id chain can start"},
+                        unanchored_events=len(lo))
+        last = int(u_L[j0])
+        kinds.append(KIND_SNAPSHOT)
+        srcs.append(int(u_s[j0]))
+        refs.append(int(u_ref[j0]))
+        uids.append(last)
+        los.append(last)
+        opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[j0])].stream}", "update_id": last}
+    unanchored = int(np.count_nonzero(hi <= last)) if carry is None or opening.get("kind") != "carry" else 0
+
+    n = len(lo)
+    p = 0
+    heap: list[tuple[int, int]] = []
+    while True:
+        while p < n and lo[p] <= last:
+            if hi[p] > last:
+                heapq.heappush(heap, (int(recv[p]), p))
+            p += 1
+        while heap and hi[heap[0][1]] <= last:
+            heapq.heappop(heap)
+        if heap:
+            _r, i = heapq.heappop(heap)
+            kinds.append(KIND_EVENT)
+            srcs.append(int(s_idx[i]))
+            refs.append(int(ev_ref[i]))
+            uids.append(int(hi[i]))
+            los.append(int(lo[i]))
+            last = int(hi[i])
+            continue
+        if p >= n:
+            break
+        next_lo = int(lo[p])
+        j = first_snapshot_after(last)
+        if j is None:
+            gaps.append(GapRecord(last + 1, next_lo, None, None, int(hi[p:].max()) - next_lo))
+            break
+        L = int(u_L[j])
+        gaps.append(GapRecord(last + 1, next_lo, L, f"snapshot:{streams[int(u_s[j])].stream}", L - next_lo))
+        kinds.append(KIND_SNAPSHOT)
+        srcs.append(int(u_s[j]))
+        refs.append(int(u_ref[j]))
+        uids.append(L)
+        los.append(L)
+        last = L
+    return Plan(np.array(kinds, np.int8), np.array(srcs, np.int32), np.array(refs, np.int64),
+                np.array(uids, np.int64), np.array(los, np.int64), gaps, opening, unanchored)
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def _ms_to_dt(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Datetime("ms", "UTC"))
+
+
+def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, sel: pl.DataFrame,
+                ) -> pl.DataFrame:
+    """Level rows of the chosen events ``sel`` (columns pos, ev) of one stream, in (pos, level order)."""
+    ev = s.events.join(sel, on="ev", how="inner")
+    parts = sorted(set(ev["part"].to_list()))
+    lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
+    frames = []
+    for part in parts:
+        key = levels_part_key(market, s.stream, symbol, date, part)
+        frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
+    lv = pl.concat(frames).with_row_index("k").collect() if frames else pl.DataFrame()
+    lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu"), on="ev", how="inner")
+    return lv.select(
+        "pos", "k",
+        pl.lit(symbol).alias("symbol"),
+        _ms_to_dt("E").alias("exchange_time"),
+        (_ms_to_dt("T") if market == "usdm" else pl.lit(None, pl.Datetime("ms", "UTC"))).alias(
+            "transaction_time"),
+        pl.col("receive_ns").cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
+        pl.col("U").alias("first_update_id"),
+        pl.col("u").alias("last_update_id"),
+        (pl.col("pu") if market == "usdm" else pl.lit(None, pl.Int64)).alias("prev_update_id"),
+        pl.lit(False).alias("is_snapshot"),
+        pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
+        "price", "qty",
+        pl.lit(s.stream).alias("source"),
+    )
+
+
+def _image_rows(pos: int, symbol: str, levels: pl.DataFrame, update_id: int, exchange_ms: int,
+                transaction_ms: int | None, receive_ns: int, source: str) -> pl.DataFrame:
+    # bids best first, then asks best first
+    lv = pl.concat([levels.filter(pl.col("is_bid")).sort("price", descending=True),
+                    levels.filter(~pl.col("is_bid")).sort("price")])
+    return lv.with_row_index("k").select(
+        pl.lit(pos, pl.Int64).alias("pos"), pl.col("k"),
+        pl.lit(symbol).alias("symbol"),
+        pl.lit(exchange_ms, pl.Int64).cast(pl.Datetime("ms", "UTC")).alias("exchange_time"),
+        pl.lit(transaction_ms, pl.Int64).cast(pl.Datetime("ms", "UTC")).alias("transaction_time"),
+        pl.lit(receive_ns, pl.Int64).cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
+        pl.lit(update_id, pl.Int64).alias("first_update_id"),
+        pl.lit(update_id, pl.Int64).alias("last_update_id"),
+        pl.lit(None, pl.Int64).alias("prev_update_id"),
+        pl.lit(True).alias("is_snapshot"),
+        pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
+        "price", "qty",
+        pl.lit(source).alias("source"),
+    )
+
+
+def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
+                     streams: Sequence[str]) -> MergeReport:
+    """Merge the validated streams of one symbol-day; writes merged/, the manifest and state/."""
+    market = validate_market(market)
+    symbol = validate_symbol(symbol)
+    date = validate_date(date)
+    stream_ids = [validate_collector_id(s) for s in streams]
+    report = MergeReport(market, symbol, date, stream_ids)
+    inputs: list[StreamInput] = []
+    for sid in stream_ids:
+        s = _load_stream(store, market, sid, symbol, date)
+        if s is None:
+            report.problems.append(f"stream {sid}: no validated output for this day (validation not run)")
+            continue
+        inputs.append(s)
+    carry = _load_carry(store, market, symbol, date)
+    plan = plan_merge(market, inputs, carry)
+    report.opening = plan.opening
+    report.gaps = plan.gaps
+    if plan.opening.get("kind") == "none" and any(s.events.height for s in inputs):
+        report.problems.append("no usable snapshot: the day cannot be anchored")
+
+    decimals = [(s.report.get("price_decimals"), s.report.get("qty_decimals")) for s in inputs]
+    pdec = [d[0] for d in decimals if d[0] is not None]
+    qdec = [d[1] for d in decimals if d[1] is not None]
+    report.price_decimals = max(pdec) if pdec else None
+    report.qty_decimals = max(qdec) if qdec else None
+
+    day_start_ms = day_index(date) * 86_400_000
+    prefix = merged_day_prefix(market, symbol, date)
+    checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
+    checker.set_inputs(inputs, plan)
+
+    # positions of the plan, chunked by level-row count
+    n_items = len(plan.kind)
+    counts = np.zeros(n_items, np.int64)
+    nlev: dict[int, dict[int, int]] = {}
+    for i, s in enumerate(inputs):
+        nlev[i] = dict(zip(s.events["ev"].to_list(), s.events["n_levels"].to_list(), strict=True))
+    snap_n: dict[tuple[int, int], int] = {}
+    for i, s in enumerate(inputs):
+        for snap, n in s.snapshots.select("snap", "n_levels").iter_rows():
+            snap_n[(i, snap)] = n
+    for k in range(n_items):
+        if plan.kind[k] == KIND_EVENT:
+            counts[k] = nlev[int(plan.stream[k])][int(plan.ref[k])]
+        elif plan.kind[k] == KIND_SNAPSHOT:
+            counts[k] = snap_n[(int(plan.stream[k]), int(plan.ref[k]))]
+        else:
+            counts[k] = carry.book.height if carry is not None else 0
+    bounds = _chunk_bounds(counts, ROWS_PER_FILE)
+
+    written: list[str] = []
+    running: pl.DataFrame | None = None  # the book at the end of the last chunk (is_bid, price, qty)
+    last_e_ms: int | None = None
+    last_recv: int | None = None
+    preview: pl.DataFrame | None = None
+    for fi, (a, b) in enumerate(bounds):
+        frames: list[pl.DataFrame] = []
+        sl = slice(a, b)
+        pos = np.arange(a, b)
+        kinds = plan.kind[sl]
+        for si, s in enumerate(inputs):
+            m = (kinds == KIND_EVENT) & (plan.stream[sl] == si)
+            if m.any():
+                sel = pl.DataFrame({"pos": pos[m], "ev": plan.ref[sl][m]})
+                frames.append(_event_rows(store, market, symbol, date, s, sel))
+        for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
+            p = a + k
+            if plan.kind[p] == KIND_CARRY:
+                assert carry is not None
+                frames.append(_image_rows(p, symbol, carry.book, int(plan.update_id[p]), day_start_ms, None,
+                                          day_start_ms * 10**6, f"carry:{carry.date}"))
+            else:
+                s = inputs[int(plan.stream[p])]
+                snap = int(plan.ref[p])
+                head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
+                lv = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
+                e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
+                frames.append(_image_rows(p, symbol, lv, int(plan.update_id[p]), int(e_ms), head["T"],
+                                          int(head["receive_ns"]), f"snapshot:{s.stream}"))
+        chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
+        out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+        checker.on_chunk(out, a, counts[a:b])
+        key = f"{prefix}part-{fi:05d}.parquet"
+        put_parquet(store, key, out, row_group_size=ROW_GROUP)
+        written.append(key)
+        report.rows += out.height
+        report.image_rows += int(out["is_snapshot"].sum())
+        if preview is None:
+            preview = out.head(20)
+        running = _advance_book(running, out)
+        if out.height:
+            last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
+            last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
+    report.files = written
+    report.preview = preview
+    report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
+    if len(plan.update_id):
+        report.first_update_id = int(plan.update_id[0])
+        report.last_update_id = int(plan.update_id[-1])
+
+    _fill_stream_stats(report, inputs, plan)
+    report.checks = checker.finish(report)
+
+    # end state for the next day
+    sprefix = state_day_prefix(market, symbol, date)
+    book = running if running is not None else pl.DataFrame(
+        schema={"is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
+    state_written = {sprefix + STATE_BOOK, sprefix + STATE_JSON}
+    put_parquet(store, sprefix + STATE_BOOK, book)
+    put_json(store, sprefix + STATE_JSON, {
+        "market": market, "symbol": symbol, "date": date,
+        "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
+        "levels": book.height, "blocking_passed": report.blocking_passed,
+    })
+    replace_prefix(store, sprefix, state_written)
+
+    # manifest last: it names every file of the day; then drop files of an earlier run
+    report.manifest_key = merged_manifest_key(market, symbol, date)
+    put_json(store, report.manifest_key, build_manifest(report, inputs, plan, written))
+    replace_prefix(store, prefix, {*written, report.manifest_key})
+    return report
+
+
+def _chunk_bounds(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Split plan items into runs of about ``target`` rows (never splitting an item)."""
+    if len(counts) == 0:
+        return [(0, 0)]
+    cum = np.cumsum(counts)
+    bounds = []
+    a = 0
+    while a < len(counts):
+        base = cum[a - 1] if a else 0
+        b = int(np.searchsorted(cum, base + target, side="right"))
+        b = max(b, a + 1)
+        bounds.append((a, b))
+        a = b
+    return bounds
+
+
+def _advance_book(book: pl.DataFrame | None, rows: pl.DataFrame) -> pl.DataFrame:
+    """The book after ``rows`` (merged-schema, in order), from ``book`` before them."""
+    snap_idx = np.flatnonzero(rows["is_snapshot"].to_numpy())
+    if len(snap_idx):
+        # start again from the last image of the chunk
+        last_id = rows["last_update_id"][int(snap_idx[-1])]
+        first_img = int(np.flatnonzero(rows["is_snapshot"].to_numpy()
+                                       & (rows["last_update_id"].to_numpy() == last_id))[0])
+        rows = rows.slice(first_img)
+        book = None
+    new = rows.select((pl.col("side") == "bid").alias("is_bid"), "price", "qty")
+    merged = pl.concat([book, new]) if book is not None else new
+    return (merged.with_row_index("k").group_by("is_bid", "price").agg(pl.col("qty").sort_by("k").last())
+            .filter(pl.col("qty") > 0).sort("is_bid", "price"))
+
+
+def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan: Plan) -> None:
+    anchor = int(plan.update_id[0]) if len(plan.update_id) else None
+    end = report.last_update_id
+    span = (end - anchor) if (anchor is not None and end is not None) else 0
+    missing = sum(g.length for g in plan.gaps)
+    report.coverage = (span - missing) / span if span > 0 else (1.0 if anchor is not None else 0.0)
+    ev_mask = plan.kind == KIND_EVENT
+    # ids supplied by each chosen event: from the previous point of the line to its hi
+    prev = np.concatenate([[plan.update_id[0]], plan.update_id[:-1]]) if len(plan.update_id) else plan.update_id
+    supplied = np.where(ev_mask, plan.update_id - prev, 0)
+    total_supplied = int(supplied.sum())
+    for i, s in enumerate(inputs):
+        st = StreamStats(s.stream)
+        rep = s.report
+        st.events = s.events.height
+        segs = [tuple(x) for x in rep.get("segments", [])]
+        if anchor is not None and end is not None:
+            st.covered_ids = sum(intersect_length([seg], anchor, end) for seg in segs)  # type: ignore[list-item]
+            st.coverage = st.covered_ids / span if span > 0 else 0.0
+        m = ev_mask & (plan.stream == i)
+        st.events_supplied = int(np.count_nonzero(m))
+        st.ids_supplied = int(supplied[m].sum())
+        st.share = st.ids_supplied / total_supplied if total_supplied else 0.0
+        st.latency_p50_ms = rep.get("latency_p50_ms")
+        st.latency_p99_ms = rep.get("latency_p99_ms")
+        st.clock_offset_ms = rep.get("clock_offset_ms")
+        st.quarantined = int(rep.get("quarantined", 0))
+        st.snapshots = int(rep.get("snapshots", 0))
+        report.per_stream[s.stream] = st
+
+
+def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Plan,
+                   files: list[str]) -> dict[str, Any]:
+    """The coverage manifest (docs/merge.md documents every field)."""
+    covered = []
+    names = [s.stream for s in inputs]
+    # runs of consecutive chosen events from one stream -> one covered range
+    k = 0
+    n = len(plan.kind)
+    while k < n:
+        if plan.kind[k] != KIND_EVENT:
+            k += 1
+            continue
+        start_from = int(plan.update_id[k - 1]) if k else int(plan.lo[k])
+        s = int(plan.stream[k])
+        j = k
+        while j + 1 < n and plan.kind[j + 1] == KIND_EVENT and plan.stream[j + 1] == s:
+            j += 1
+        covered.append({"first_id": start_from + 1, "last_id": int(plan.update_id[j]), "stream": names[s],
+                        "events": j - k + 1})
+        k = j + 1
+    images = [
+        {"update_id": int(plan.update_id[k]),
+         "source": (f"carry:{plan.opening.get('source', '')[6:]}" if plan.kind[k] == KIND_CARRY
+                    else f"snapshot:{names[int(plan.stream[k])]}")}
+        for k in range(n) if plan.kind[k] != KIND_EVENT
+    ]
+    raw_objects = []
+    for s in inputs:
+        for obj in s.report.get("objects", []):
+            raw_objects.append({"stream": s.stream, "key": obj["key"], "size": obj["size"], "etag": obj["etag"],
+                                "event_dates": obj["event_dates"]})
+    return {
+        "version": MANIFEST_VERSION,
+        "market": report.market, "symbol": report.symbol, "date": report.date,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "streams": report.streams,
+        "id_rule": "spot: an event covers ids U..u; usdm: ids pu+1..u (ids of other symbols included)",
+        "first_update_id": report.first_update_id, "last_update_id": report.last_update_id,
+        "price_decimals": report.price_decimals, "qty_decimals": report.qty_decimals,
+        "rows": report.rows, "events": report.events,
+        "opening": report.opening,
+        "images": images,
+        "covered": covered,
+        "gaps": [asdict(g) for g in report.gaps],
+        "per_stream": {k: asdict(v) for k, v in report.per_stream.items()},
+        "coverage": report.coverage,
+        "files": files,
+        "raw_objects": raw_objects,
+        "checks": [c.to_dict() for c in report.checks],
+        "blocking_passed": report.blocking_passed,
+        "problems": report.problems,
+    }

@@ -1,0 +1,72 @@
+"""Parquet and JSON through the ObjectStore interface (the core never talks to a backend directly)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from depth_store.base import ObjectInfo, ObjectStore
+
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "statistics": True}
+
+
+def put_parquet(store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144) -> ObjectInfo:
+    """Write a frame as zstd Parquet with statistics, atomically (temp file, then one put)."""
+    fd, name = tempfile.mkstemp(suffix=".parquet", prefix="depth-core-")
+    os.close(fd)
+    path = Path(name)
+    try:
+        frame.write_parquet(path, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        return store.put_file(key, path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def local_path(store: ObjectStore, key: str) -> Path | None:
+    """The file behind ``key`` when the store is a local folder (read it in place, no copy)."""
+    uri, options = store.scan_location(key)
+    if options is None and "://" not in uri:
+        path = Path(uri)
+        if path.is_file():
+            return path
+    return None
+
+
+def read_parquet(store: ObjectStore, key: str, columns: list[str] | None = None) -> pl.DataFrame:
+    path = local_path(store, key)
+    if path is not None:
+        return pl.read_parquet(path, columns=columns)
+    return pl.read_parquet(io.BytesIO(store.get_bytes(key)), columns=columns)
+
+
+def scan_parquet(store: ObjectStore, key: str) -> pl.LazyFrame:
+    """A lazy scan (row-group pruning by statistics) of one object."""
+    path = local_path(store, key)
+    if path is not None:
+        return pl.scan_parquet(path)
+    uri, options = store.scan_location(key)
+    return pl.scan_parquet(uri, storage_options=options)
+
+
+def put_json(store: ObjectStore, key: str, obj: Any) -> ObjectInfo:
+    return store.put_bytes(key, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+
+def get_json(store: ObjectStore, key: str) -> Any:
+    return orjson.loads(store.get_bytes(key))
+
+
+def replace_prefix(store: ObjectStore, prefix: str, written: set[str]) -> list[str]:
+    """After writing a new set of files under ``prefix``, delete the old ones not in it (re-runs)."""
+    removed = []
+    for info in list(store.list(prefix)):
+        if info.key not in written:
+            store.delete(info.key)
+            removed.append(info.key)
+    return removed

@@ -1,0 +1,338 @@
+"""Validate one stream-symbol-day: raw objects -> typed Parquet under ``validated/`` + a report.
+
+Why a per-stream step: each stream (collector region) is checked on its own first — what it received, what
+was malformed, where its own id chain broke — so the merge works on clean typed columns and the report
+tells an operator which region had trouble.
+
+Day boundary: an event belongs to the UTC day of its exchange time ``E``; raw objects are filed by the day of
+their first *receive* time. So besides the objects of day D this reads the objects of D-1 that started in
+its last hour and the objects of D+1 that started in its first hour (``EDGE_NS``) and keeps exactly the
+events whose ``E`` falls on D. Each raw object read is listed with the set of event dates it holds, so the
+gated cleanup deletes an object only once every one of those days was merged.
+
+Memory: objects are processed in batches (``BATCH_BYTES`` of compressed input); levels go to one Parquet
+part per batch, so only the per-event table (a few tens of bytes per event) grows with the day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from depth_core.events import ParsedChunk, QuarantineEntry, decompress, parse_objects
+from depth_core.idline import gaps_between, lo_expr, union_ranges
+from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
+from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
+from depth_core.storeio import put_json, put_parquet, replace_prefix
+from depth_store.base import ObjectInfo, ObjectStore
+
+VALIDATED_ROOT = "validated"
+EDGE_NS = 3600 * 10**9
+BATCH_BYTES = 8 << 20
+DAY_MS = 86_400_000
+
+EVENTS_FILE = "events.parquet"
+SNAPSHOTS_FILE = "snapshots.parquet"
+SNAPSHOT_LEVELS_FILE = "snapshot_levels.parquet"
+BOOK_TICKERS_FILE = "book_tickers.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+META_FILE = "meta.parquet"
+REPORT_FILE = "report.json"
+
+QUARANTINE_SCHEMA = {"object_key": pl.String(), "line_no": pl.Int64(), "receive_ns": pl.Int64(),
+                     "reason": pl.String(), "text": pl.Binary()}
+
+
+def validated_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
+    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
+            f"symbol={validate_symbol(symbol)}/date={validate_date(date)}/")
+
+
+def levels_part_key(market: Market, stream: str, symbol: str, date: str, part: int) -> str:
+    return f"{validated_day_prefix(market, stream, symbol, date)}levels-{part:05d}.parquet"
+
+
+def day_index(date: str) -> int:
+    return (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days
+
+
+def date_of_day_index(idx: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(idx))).isoformat()
+
+
+@dataclass
+class RawObjectRead:
+    """One raw object read by validation (the cleanup deletes exactly the ones a merge consumed)."""
+
+    key: str
+    size: int
+    etag: str | None
+    event_dates: list[str]
+    lines: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class StreamDayReport:
+    market: str
+    stream: str
+    symbol: str
+    date: str
+    events: int = 0
+    levels: int = 0
+    duplicates: int = 0
+    snapshots: int = 0
+    book_tickers: int = 0
+    meta_lines: int = 0
+    lines_read: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    other_day_events: int = 0
+    first_update_id: int | None = None
+    last_update_id: int | None = None
+    first_exchange_ms: int | None = None
+    last_exchange_ms: int | None = None
+    segments: list[tuple[int, int]] = field(default_factory=list)  # covered (lo, hi] id ranges
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # holes (lo, hi] between segments
+    covered_ids: int = 0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    clock_offset_ms: float | None = None  # min(receive - E): offset + smallest network delay
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
+    mixed_decimals_levels: int = 0
+    objects: list[RawObjectRead] = field(default_factory=list)
+    level_parts: list[str] = field(default_factory=list)
+    prefix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["segments"] = [list(s) for s in self.segments]
+        out["gaps"] = [list(g) for g in self.gaps]
+        return out
+
+    @property
+    def has_data(self) -> bool:
+        return self.events > 0
+
+
+def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> list[ObjectInfo]:
+    """Objects of day D plus D-1's last hour and D+1's first hour (by first receive time), in key order."""
+    start_ns = day_index(date) * DAY_MS * 10**6
+    end_ns = start_ns + DAY_MS * 10**6
+    before = date_of_day_index(day_index(date) - 1)
+    after = date_of_day_index(day_index(date) + 1)
+    out: list[ObjectInfo] = []
+    for day, lo, hi in ((before, start_ns - EDGE_NS, start_ns), (date, 0, 1 << 63),
+                        (after, end_ns, end_ns + EDGE_NS)):
+        for info in store.list(stream_day_prefix(market, stream, symbol, day)):
+            try:
+                key = RawObjectKey.parse(info.key)
+            except RawFormatError:
+                continue  # foreign object: not ours to read (nor to delete)
+            if lo <= key.first_receive_ns < hi:
+                out.append(info)
+    return out
+
+
+def _batches(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
+    out: list[list[ObjectInfo]] = []
+    cur: list[ObjectInfo] = []
+    size = 0
+    for info in infos:
+        if cur and size + info.size > BATCH_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(info)
+        size += info.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _day_of(ms: pl.Expr) -> pl.Expr:
+    return ms.floordiv(DAY_MS)
+
+
+def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> StreamDayReport:
+    """Read, check and type one stream-symbol-day; writes ``validated/...`` and returns the report."""
+    market = validate_market(market)
+    symbol = validate_symbol(symbol)
+    date = validate_date(date)
+    stream = validate_collector_id(stream)
+    prefix = validated_day_prefix(market, stream, symbol, date)
+    report = StreamDayReport(market, stream, symbol, date, prefix=prefix)
+    day = day_index(date)
+    infos = _list_objects(store, market, stream, symbol, date)
+
+    events_parts: list[pl.DataFrame] = []
+    snaps_parts: list[pl.DataFrame] = []
+    snap_lv_parts: list[pl.DataFrame] = []
+    bt_parts: list[pl.DataFrame] = []
+    quarantine: list[dict[str, Any]] = []
+    meta_rows: list[tuple[int, bytes]] = []
+    written: set[str] = set()
+    n_events = 0
+    n_snaps = 0
+    part = 0
+    price_dec: Counter[int] = Counter()
+    qty_dec: Counter[int] = Counter()
+    for batch in _batches(infos):
+        datas: list[bytes] = []
+        for i, info in enumerate(batch):
+            text, problem = decompress(store.get_bytes(info.key))
+            datas.append(text)
+            if problem:
+                quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None, "reason": problem,
+                                   "text": b""})
+            report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
+            del i
+        chunk = parse_objects(datas, symbol)
+        del datas
+        base_obj = len(report.objects) - len(batch)
+        _record_object_dates(report, chunk, base_obj)
+        for q in chunk.quarantine:
+            quarantine.append(_q_row(q, batch))
+            report.objects[base_obj + q.object_index].quarantined += 1
+        report.lines_read += chunk.lines
+        meta_rows.extend((ns, text) for _o, ns, text in chunk.meta)
+
+        # events of this day only; renumber globally
+        ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
+        in_day = ev.filter(_day_of(pl.col("E")) == day)
+        report.other_day_events += ev.height - in_day.height
+        in_day = in_day.with_columns(
+            (pl.int_range(pl.len(), dtype=pl.Int64) + n_events).alias("ev"),
+            pl.lit(part, pl.Int32).alias("part"),
+            (pl.col("obj") + base_obj).alias("obj"),
+        )
+        if in_day.height:
+            lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
+                                   on="ev", how="inner", maintain_order="left")
+            price_dec.update(dict(lv.group_by("price_dec").len().iter_rows()))
+            qty_dec.update(dict(lv.group_by("qty_dec").len().iter_rows()))
+            lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
+            key = levels_part_key(market, stream, symbol, date, part)
+            put_parquet(store, key, lv, row_group_size=131_072)
+            written.add(key)
+            report.level_parts.append(key)
+            report.levels += lv.height
+            events_parts.append(in_day.drop("local"))
+            n_events += in_day.height
+            part += 1
+
+        # snapshots and book tickers of this day (by E where given, else receive time)
+        sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
+        sn = sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
+        if sn.height:
+            sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"),
+                                 (pl.col("obj") + base_obj).alias("obj"))
+            slv = chunk.snapshot_levels.join(sn.select(pl.col("local").alias("snap"), pl.col("snap").alias("g")),
+                                             on="snap", how="inner", maintain_order="left")
+            snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
+            snaps_parts.append(sn.drop("local"))
+            n_snaps += sn.height
+        bt = chunk.book_tickers.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
+        if bt.height:
+            bt_parts.append(bt)
+
+    events = pl.concat(events_parts) if events_parts else _empty_events()
+    # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
+    # keep the earliest receive
+    dup_keys = ["U", "u", "pu", "E", "n_levels", "levels_hash"]
+    order = events.select("ev", "receive_ns", *dup_keys).sort("receive_ns", "ev")
+    first = order.select("ev", pl.struct(dup_keys).is_first_distinct().alias("first"))
+    events = events.join(first, on="ev", how="left").with_columns((~pl.col("first")).alias("dup")).drop("first")
+    events = events.sort("ev")
+    report.duplicates = int(events["dup"].sum())
+    live = events.filter(~pl.col("dup"))
+    report.events = live.height
+    if live.height:
+        lo = live.select(lo_expr(market))["lo"].to_numpy()
+        hi = live["u"].to_numpy()
+        report.segments = union_ranges(lo, hi)
+        report.gaps = gaps_between(report.segments)
+        report.covered_ids = sum(h - lo_ for lo_, h in report.segments)
+        report.first_update_id = int(live["U"].min())  # type: ignore[arg-type]
+        report.last_update_id = int(live["u"].max())  # type: ignore[arg-type]
+        report.first_exchange_ms = int(live["E"].min())  # type: ignore[arg-type]
+        report.last_exchange_ms = int(live["E"].max())  # type: ignore[arg-type]
+        lat = ((live["receive_ns"] - live["E"] * 10**6) / 1e6).to_numpy()
+        report.latency_p50_ms = float(np.percentile(lat, 50))
+        report.latency_p99_ms = float(np.percentile(lat, 99))
+        report.clock_offset_ms = float(lat.min())
+    if price_dec:
+        report.price_decimals = max(price_dec)
+        report.qty_decimals = max(qty_dec)
+        report.mixed_decimals_levels = (sum(price_dec.values()) - price_dec[report.price_decimals]) + (
+            sum(qty_dec.values()) - qty_dec[report.qty_decimals])
+
+    snapshots = pl.concat(snaps_parts) if snaps_parts else _empty_snapshots()
+    snapshot_levels = pl.concat(snap_lv_parts) if snap_lv_parts else pl.DataFrame(
+        schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
+    book_tickers = pl.concat(bt_parts) if bt_parts else pl.DataFrame(schema=_bt_schema())
+    report.snapshots = snapshots.height
+    report.book_tickers = book_tickers.height
+    report.meta_lines = len(meta_rows)
+    report.quarantined = len(quarantine)
+    report.quarantine_reasons = dict(Counter(_reason_class(q["reason"]) for q in quarantine))
+
+    for name, frame in (
+        (EVENTS_FILE, events), (SNAPSHOTS_FILE, snapshots), (SNAPSHOT_LEVELS_FILE, snapshot_levels),
+        (BOOK_TICKERS_FILE, book_tickers),
+        (QUARANTINE_FILE, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA)),
+        (META_FILE, pl.DataFrame(meta_rows, schema={"receive_ns": pl.Int64, "text": pl.Binary}, orient="row")),
+    ):
+        put_parquet(store, prefix + name, frame)
+        written.add(prefix + name)
+    put_json(store, prefix + REPORT_FILE, report.to_dict())
+    written.add(prefix + REPORT_FILE)
+    replace_prefix(store, prefix, written)
+    return report
+
+
+def _reason_class(reason: str) -> str:
+    """Group quarantine reasons for counting (drop the variable tail)."""
+    return reason.split(":")[0][:60]
+
+
+def _q_row(q: QuarantineEntry, batch: list[ObjectInfo]) -> dict[str, Any]:
+    return {"object_key": batch[q.object_index].key, "line_no": q.line_no, "receive_ns": q.receive_ns,
+            "reason": q.reason, "text": q.text}
+
+
+def _record_object_dates(report: StreamDayReport, chunk: ParsedChunk, base_obj: int) -> None:
+    """The set of event dates (E's UTC day; receive day where E is absent) each object holds."""
+    frames = [
+        chunk.events.select("obj", _day_of(pl.col("E")).alias("d")),
+        chunk.snapshots.select("obj", _day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)).alias("d")),
+    ]
+    days = pl.concat(frames).unique().sort("obj", "d")
+    for obj, d in days.iter_rows():
+        report.objects[base_obj + obj].event_dates.append(date_of_day_index(d))
+    counts = Counter(chunk.events["obj"].to_list())
+    for obj, n in counts.items():
+        report.objects[base_obj + obj].lines += n
+
+
+def _empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema={
+        "obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64, "T": pl.Int64, "U": pl.Int64,
+        "u": pl.Int64, "pu": pl.Int64, "n_levels": pl.Int32, "levels_hash": pl.Int64, "ev": pl.Int64,
+        "part": pl.Int32})
+
+
+def _empty_snapshots() -> pl.DataFrame:
+    return pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
+                                "T": pl.Int64, "last_update_id": pl.Int64, "n_levels": pl.Int32, "snap": pl.Int64})
+
+
+def _bt_schema() -> dict[str, pl.DataType]:
+    from depth_core.events import BOOK_TICKER_SCHEMA
+
+    return BOOK_TICKER_SCHEMA

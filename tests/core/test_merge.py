@@ -1,0 +1,245 @@
+"""Merge of synthetic streams against a ground-truth exchange: partials, outages, gaps, conflicts, days."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from depth_core.book import OrderBook, replay_merged
+from depth_core.merge import MergeReport, merge_symbol_day
+from depth_core.raw_format import LineKind
+from depth_core.schema import MERGED_SCHEMA, merged_day_prefix, merged_manifest_key
+from depth_core.validate import validate_stream_day
+from depth_store import open_store
+from depth_store.base import ObjectStore
+from tests.core.synth import DAY0_MS, SyntheticExchange, depth_frame, stream_lines, write_stream
+
+DATE = "2025-11-24"
+SYM = "BTCUSDT"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return open_store(str(tmp_path / "store"))
+
+
+def run(store: ObjectStore, streams: list[str], market: str = "spot", date: str = DATE) -> MergeReport:
+    for s in streams:
+        validate_stream_day(store, market, s, SYM, date)  # type: ignore[arg-type]
+    return merge_symbol_day(store, market, SYM, date, streams)  # type: ignore[arg-type]
+
+
+def merged(store: ObjectStore, market: str = "spot", date: str = DATE) -> pl.DataFrame:
+    prefix = merged_day_prefix(market, SYM, date)  # type: ignore[arg-type]
+    keys = sorted(i.key for i in store.list(prefix) if i.key.endswith(".parquet"))
+    frames = [pl.read_parquet(store.scan_location(k)[0]) for k in keys]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=MERGED_SCHEMA)
+
+
+def check(report: MergeReport, name: str) -> bool:
+    return next(c for c in report.checks if c.name == name).passed
+
+
+def assert_exact(frame: pl.DataFrame, ex: SyntheticExchange) -> int:
+    """After every event of the merged rows, the book equals the exchange's book at its u."""
+    seen = 0
+
+    def on_event(book: OrderBook, rows: pl.DataFrame) -> None:
+        nonlocal seen
+        u = int(rows["last_update_id"][0])
+        bids, asks = ex.books[u]
+        assert book.levels("bid") == bids, f"bids differ after {u}"
+        assert book.levels("ask") == asks, f"asks differ after {u}"
+        seen += 1
+
+    replay_merged(frame, on_event)
+    return seen
+
+
+def test_identical_partials_both_streams(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=2)
+    ex.run(400)
+    evs = ex.events(5)
+    snaps = [ex.ids[3]]
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=snaps))
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, evs, 25, snapshots=snaps))
+    report = run(store, ["eu-1", "ap-1"])
+    assert report.blocking_passed, report.markdown()
+    assert report.gap_count == 0
+    assert report.per_stream["eu-1"].share == 1.0  # earlier receive wins every time
+    frame = merged(store)
+    assert frame.schema == pl.Schema(MERGED_SCHEMA)
+    assert frame["is_snapshot"][0]
+    assert assert_exact(frame, ex) > 70
+    manifest = orjson.loads(store.get_bytes(merged_manifest_key("spot", SYM, DATE)))
+    assert manifest["gaps"] == []
+    assert {o["stream"] for o in manifest["raw_objects"]} == {"eu-1", "ap-1"}
+    assert manifest["covered"][0]["stream"] == "eu-1"
+
+
+def test_different_partials_and_disjoint_outages(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=3)
+    ex.run(600)
+    a = ex.events([3, 7, 2])
+    b = ex.events([5, 4])
+    ids = ex.ids
+    write_stream(store, "spot", "eu-1", SYM,
+                 stream_lines(ex, a, 20, drop=[(ids[100], ids[180])], snapshots=[ids[10]]))
+    write_stream(store, "spot", "ap-1", SYM,
+                 stream_lines(ex, b, 30, drop=[(ids[300], ids[420])], snapshots=[ids[500]]))
+    report = run(store, ["eu-1", "ap-1"])
+    assert report.blocking_passed, report.markdown()
+    assert report.gap_count == 0
+    assert 0 < report.per_stream["ap-1"].share < 1
+    assert report.coverage == 1.0
+    frame = merged(store)
+    assert int(frame["is_snapshot"].sum()) == frame.filter(pl.col("is_snapshot"))["price"].len()
+    assert frame.filter(pl.col("is_snapshot"))["last_update_id"].unique().to_list() == [ids[10]]
+    assert assert_exact(frame, ex) > 100
+    snap_check = next(c for c in report.checks if c.name == "agrees_with_rest_snapshots")
+    assert snap_check.metadata["compared"] >= 1
+
+
+def test_common_outage_is_one_gap_reanchored(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=4)
+    ex.run(500)
+    ids = ex.ids
+    a = ex.events(4)
+    b = ex.events(6)
+    hole = (ids[200], ids[260])
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, a, 20, drop=[hole], snapshots=[ids[5], ids[300]]))
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, b, 30, drop=[hole], snapshots=[ids[7], ids[280]]))
+    report = run(store, ["eu-1", "ap-1"])
+    assert report.gap_count == 1, report.markdown()
+    gap = report.gaps[0]
+    assert gap.reanchored_at == ids[280]  # the earliest snapshot after the hole
+    assert gap.snapshot_source == "snapshot:ap-1"
+    assert ids[190] <= gap.first_id <= gap.last_id <= ids[260]  # events straddle the edges of the hole
+    assert report.blocking_passed, report.markdown()
+    frame = merged(store)
+    images = frame.filter(pl.col("is_snapshot"))
+    assert images["source"].unique(maintain_order=True).to_list() == ["snapshot:eu-1", "snapshot:ap-1"]
+    assert assert_exact(frame, ex) > 50
+
+
+def test_conflicting_events_fail_streams_agree(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=5)
+    ex.run(200)
+    evs = ex.events(5)
+    bad = [dict(e) for e in evs]
+    victim = bad[20]
+    victim["b"] = [["99.50", "7.777"]]
+    victim["a"] = []
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[2]]))
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, bad, 30, snapshots=[ex.ids[2]]))
+    report = run(store, ["eu-1", "ap-1"])
+    outcome = next(c for c in report.checks if c.name == "streams_agree")
+    assert not outcome.passed
+    assert outcome.blocking
+    ex0 = outcome.metadata["examples"][0]
+    assert ex0["first_id"] == victim["U"] and ex0["last_id"] == victim["u"]
+    assert ex0["streams"] == ["ap-1", "eu-1"]
+    assert str(victim["U"]) in outcome.description and "ap-1" in outcome.description
+
+
+def test_malformed_lines_quarantined_day_still_merges(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=6)
+    ex.run(200)
+    evs = ex.events(4)
+    lines = stream_lines(ex, evs, 20, snapshots=[ex.ids[1]])
+    t = lines[10][0]
+    lines += [
+        (t + 1, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","U":1'),  # cut JSON
+        (t + 2, LineKind.DEPTH, depth_frame("ETHUSDT", {**evs[3], "s": "ETHUSDT"})),  # wrong symbol
+        (t + 3, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","E":1,"U":9,"u":8,"b":[],"a":[]}}'),
+        (t + 4, LineKind.SNAPSHOT, '{"code":-1003,"msg":"Too many requests"}'),
+        (t + 5, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","E":1,"U":1,"u":2,"b":[["1e3","1"]],'
+                                '"a":[]}}'),
+    ]
+    write_stream(store, "spot", "eu-1", SYM, lines)
+    # a raw line with a broken header, written around the encoder
+    from depth_core.raw_format import RawObjectKey
+
+    key = RawObjectKey.for_segment("spot", "eu-1", SYM, t + 6, "zz", 0)
+    import gzip
+
+    store.put_bytes(key.key, gzip.compress(b"not-a-number D {}\n"))
+    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    assert rep.quarantined == 6, rep.quarantine_reasons
+    assert rep.events == len(evs)
+    report = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
+    assert report.blocking_passed, report.markdown()
+    q = pl.read_parquet(store.scan_location(rep.prefix + "quarantine.parquet")[0])
+    reasons = " | ".join(q["reason"].to_list())
+    assert "invalid JSON" in reasons and "ETHUSDT" in reasons and "U 9 > u 8" in reasons
+    assert "code -1003" in reasons and "receive time" in reasons
+    assert assert_exact(merged(store), ex) == len(evs) - 1 or assert_exact(merged(store), ex) > 40
+
+
+def test_day_boundary_split_by_E_and_carry(store: ObjectStore) -> None:
+    start = DAY0_MS + 86_400_000 - 3_000  # 3 s before midnight of day 2
+    ex = SyntheticExchange(seed=7, start_ms=start)
+    ex.run(900, ms_per_id=7)  # ~6.3 s, crossing midnight
+    evs = ex.events(3)
+    day1 = "2025-11-24"
+    day2 = "2025-11-25"
+    # receive clock 1.5 s behind: events of day 2 land in objects filed under day 1
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, -1500, snapshots=[ex.ids[0]]), per_object=40)
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, evs, 900, snapshots=[ex.ids[2]]), per_object=33)
+    r1 = run(store, ["eu-1", "ap-1"], date=day1)
+    r2 = run(store, ["eu-1", "ap-1"], date=day2)
+    assert r1.blocking_passed and r2.blocking_passed, r1.markdown() + r2.markdown()
+    assert r2.opening["kind"] == "carry" and r2.opening["source"] == f"carry:{day1}"
+    f1, f2 = merged(store, date=day1), merged(store, date=day2)
+    e1 = f1.filter(~pl.col("is_snapshot"))
+    e2 = f2.filter(~pl.col("is_snapshot"))
+    midnight = DAY0_MS + 86_400_000
+    assert (e1["exchange_time"].dt.epoch("ms") < midnight).all()
+    assert (e2["exchange_time"].dt.epoch("ms") >= midnight).all()
+    # every event exactly once across the two days
+    n_events = e1.select("last_update_id").n_unique() + e2.select("last_update_id").n_unique()
+    assert n_events == len(evs)  # the first event straddles the opening snapshot: kept
+    assert set(e1["last_update_id"].to_list()).isdisjoint(e2["last_update_id"].to_list())
+    assert f2["source"][0] == f"carry:{day1}"
+    assert assert_exact(f1, ex) > 0 and assert_exact(f2, ex) > 0
+
+
+def test_usdm_pu_chain(store: ObjectStore) -> None:
+    ex = SyntheticExchange(market="usdm", seed=8)
+    ex.run(500)
+    ids = ex.ids
+    a = ex.events(4)
+    b = ex.events([3, 6])
+    write_stream(store, "usdm", "eu-1", SYM, stream_lines(ex, a, 20, drop=[(ids[100], ids[150])],
+                                                          snapshots=[ids[4]]))
+    write_stream(store, "usdm", "ap-1", SYM, stream_lines(ex, b, 30, drop=[(ids[300], ids[350])],
+                                                          snapshots=[ids[9]]))
+    report = run(store, ["eu-1", "ap-1"], market="usdm")
+    assert report.blocking_passed, report.markdown()
+    assert report.gap_count == 0
+    frame = merged(store, market="usdm")
+    ev_rows = frame.filter(~pl.col("is_snapshot"))
+    assert ev_rows["prev_update_id"].null_count() == 0
+    assert ev_rows["transaction_time"].null_count() == 0
+    assert assert_exact(frame, ex) > 100
+
+
+def test_rerun_replaces_files_consistently(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=9)
+    ex.run(100)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]))
+    r1 = run(store, ["eu-1"])
+    r2 = run(store, ["eu-1"])
+    assert r1.files == r2.files
+    keys = {i.key for i in store.list(merged_day_prefix("spot", SYM, DATE))}
+    assert keys == {*r2.files, r2.manifest_key}
+
+
+def test_no_raw_data_reports_zero_events(store: ObjectStore) -> None:
+    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    assert rep.events == 0 and rep.objects == []
+    report = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
+    assert report.events == 0 and report.rows == 0
