@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import os
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9=._+-]+$")
 
@@ -96,3 +99,27 @@ class ObjectStore(abc.ABC):
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def get_file(self, key: str, dest: Path) -> int:
+        """Download ``key`` to ``dest`` (replaced atomically); returns its size.
+
+        Backends override this to stream large objects instead of holding them in memory.
+        """
+        data = self.get_bytes(key)
+        _write_file_atomically(Path(dest), lambda fh: fh.write(data))
+        return len(data)
+
+
+def _write_file_atomically(dest: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Temp file beside ``dest``, fsync, rename: ``dest`` is never seen half-written."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with tmp.open("wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

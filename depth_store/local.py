@@ -29,6 +29,7 @@ from depth_store.base import (
     ObjectNotFoundError,
     ObjectStore,
     StoreError,
+    _write_file_atomically,
     validate_key,
 )
 
@@ -214,6 +215,17 @@ class LocalStore(ObjectStore):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
             raise StoreError(f"local read of {key!r} failed: {exc}") from exc
+
+    def get_file(self, key: str, dest: Path) -> int:
+        path = self._path(key)
+        try:
+            with path.open("rb") as src:
+                _write_file_atomically(Path(dest), lambda fh: shutil.copyfileobj(src, fh, _COPY_CHUNK))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            if not path.is_file():
+                raise ObjectNotFoundError(key) from None
+            raise
+        return Path(dest).stat().st_size
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

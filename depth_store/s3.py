@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -40,6 +41,7 @@ from depth_store.base import (
     ObjectStore,
     StoreError,
     StoreUnavailableError,
+    _write_file_atomically,
     validate_key,
 )
 
@@ -67,6 +69,7 @@ _THROTTLE_CODES = frozenset(
         "IncompleteBody",
     }
 )
+_AWS_ENDPOINT_RE = re.compile(r"^https://[A-Za-z0-9.-]*\.amazonaws\.com(\.cn)?(:443)?/?$")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _SSE_MODES = ("AES256", "aws:kms")
 
@@ -374,6 +377,27 @@ class S3Store(ObjectStore):
                 raise ObjectNotFoundError(key) from None
             raise
 
+    def get_file(self, key: str, dest: Path) -> int:
+        """Streamed (multipart-ranged for large objects) download; ``dest`` replaced atomically."""
+        full = self._full_key(key)
+        dest = Path(dest)
+
+        def download() -> None:
+            _write_file_atomically(
+                dest,
+                lambda fh: self._client.download_fileobj(self.bucket, full, fh, Config=self._transfer_config),
+            )
+
+        try:
+            self._call("get", full, download)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, bce.ClientError) and _client_error_code(cause)[0] in _NOT_FOUND_CODES:
+                self._check_bucket_after_404()
+                raise ObjectNotFoundError(key) from None
+            raise
+        return dest.stat().st_size
+
     def head(self, key: str) -> ObjectInfo | None:
         info = self._head_full(self._full_key(key))
         return None if info is None else replace(info, key=key)
@@ -448,8 +472,10 @@ class S3Store(ObjectStore):
         """
         full = self._full_key(key, allow_prefix=True) if key else (self.prefix + "/" if self.prefix else "")
         options: dict[str, str] = {"aws_region": self._region}
-        if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-            endpoint = self.endpoint_url
+        endpoint = self.endpoint_url
+        if not _AWS_ENDPOINT_RE.match(endpoint):
+            # A custom endpoint (the one this store's client was made with, even if the
+            # environment has changed since): the reader must go to the same place.
             options["aws_endpoint_url"] = endpoint
             if endpoint.startswith("http://"):
                 options["aws_allow_http"] = "true"

@@ -161,13 +161,14 @@ def test_attempt_budget_bounds_retries(s3_behind_proxy: tuple[str, TcpProxy]) ->
     assert proxy.stats["http_errors"] == 3
 
 
-def test_missing_bucket_is_a_clear_error(s3_env: str) -> None:
+def test_missing_bucket_is_a_clear_error(s3_env: str, tmp_path: Path) -> None:
     store = _open("s3://no-such-bucket-here/prefix")
     for op in (
         lambda: store.put_bytes("k", b"x"),
         lambda: list(store.list()),
         lambda: store.head("k"),
         lambda: store.get_bytes("k"),
+        lambda: store.get_file("k", tmp_path / "k"),
     ):
         with pytest.raises(StoreError, match="no-such-bucket-here") as err:
             op()
@@ -175,7 +176,11 @@ def test_missing_bucket_is_a_clear_error(s3_env: str) -> None:
 
 
 MIB = 1 << 20
-MULTIPART: dict[str, Any] = {"multipart_threshold": 5 * MIB, "multipart_chunksize": 5 * MIB, "max_concurrency": 1}
+MULTIPART: dict[str, Any] = {
+    "multipart_threshold": 5 * MIB,
+    "multipart_chunksize": 5 * MIB,
+    "max_concurrency": 1,
+}
 
 
 def test_multipart_upload_retried_after_throttling(

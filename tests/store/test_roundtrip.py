@@ -45,6 +45,13 @@ def test_put_file_round_trip(any_store: ObjectStore, tmp_path: Path) -> None:
     info = any_store.put_file("files/src.bin", src)
     assert info.size == len(payload)
     assert any_store.get_bytes("files/src.bin") == payload
+    dest = tmp_path / "down" / "copy.bin"
+    assert any_store.get_file("files/src.bin", dest) == len(payload)
+    assert dest.read_bytes() == payload
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["copy.bin"]  # no temp left
+    with pytest.raises(ObjectNotFoundError):
+        any_store.get_file("files/absent.bin", tmp_path / "down" / "absent.bin")
+    assert not (tmp_path / "down" / "absent.bin").exists()
 
 
 def test_missing_objects(any_store: ObjectStore) -> None:
