@@ -7,6 +7,7 @@ book replay, ``depth_core.book``) costs one pass and no re-read of the day.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,7 @@ class MergeChecker:
         seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
         ends_u: list[np.ndarray] = []
         tops: list[np.ndarray] = []
-        for a, b in zip(seg_bounds[:-1], seg_bounds[1:], strict=True):
+        for a, b in itertools.pairwise(seg_bounds):
             if a in cuts or (a == 0 and 0 in cuts):
                 self._compare_snapshots_at(todo, a, out, item_start_row, first_item)
             if b <= a:
@@ -305,7 +306,7 @@ class MergeChecker:
             if not self.schema_problems else "; ".join(self.schema_problems[:3]),
             {"problems": self.schema_problems[:MAX_LISTED]}))
         out.append(CheckOutcome(
-            "decimal_round_trip", self.decimal_failures == 0 and self.price_decimals is not None or report.rows == 0,
+            "decimal_round_trip", (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
             True,
             f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
             "places" if self.decimal_failures == 0 else f"{self.decimal_failures} values do not round-trip",
@@ -331,7 +332,7 @@ class MergeChecker:
         for g in report.gaps:
             for s in self.inputs:
                 segs = [tuple(x) for x in s.report.get("segments", [])]
-                n = intersect_length(segs, g.first_id - 1, g.last_id)  # type: ignore[arg-type]
+                n = intersect_length(segs, g.first_id - 1, g.last_id)
                 if n:
                     offenders.append({"gap_first_id": g.first_id, "gap_last_id": g.last_id, "stream": s.stream,
                                       "ids_the_stream_had": n})

@@ -1,7 +1,7 @@
 """Parse raw objects (lines of Binance frames) into typed columns, fast and without losing a line.
 
 Why a compiled parser: a BTCUSDT day is ~1.5 GB of depth JSON per stream. Generic JSON decoders here run at
-30–50 MB/s (polars ``json_decode``, pyarrow, orjson + Python objects), far from the 90 s budget. Binance's
+30-50 MB/s (polars ``json_decode``, pyarrow, orjson + Python objects), far from the 90 s budget. Binance's
 frames are simple and regular, so a numba scanner reads them at hundreds of MB/s straight from the
 decompressed bytes into numpy columns. Anything it does not accept (escapes, odd numbers, bad JSON) goes
 to a slow path (orjson + ``float``) that either parses it or quarantines it with a reason: the fast path only
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -231,7 +232,7 @@ def _mix(x: np.int64) -> np.int64:
 @numba.njit(cache=True, nogil=True)
 def _levels(buf: np.ndarray, p: int, end: int, is_bid: bool, line: int, lv_line: np.ndarray,
             lv_bid: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray, lv_pd: np.ndarray, lv_qd: np.ndarray,
-            k: int, scratch: np.ndarray, scratch_i: np.ndarray) -> tuple[int, int, int, bool]:
+            k: int, scratch: np.ndarray, scratch_i: np.ndarray) -> tuple[int, int, Any, bool]:
     """``[["p","q"],...]`` into the level columns from row k: (position after, new k, hash, ok)."""
     h = np.int64(0)
     if p >= end or buf[p] != 91:
@@ -279,7 +280,7 @@ def _levels(buf: np.ndarray, p: int, end: int, is_bid: bool, line: int, lv_line:
 def _key_is(buf: np.ndarray, s: int, e: int, lit: np.ndarray) -> bool:
     if e - s != lit.shape[0]:
         return False
-    for i in range(lit.shape[0]):
+    for i in range(lit.shape[0]):  # noqa: SIM110 - a plain loop compiles in numba
         if buf[s + i] != lit[i]:
             return False
     return True
@@ -298,7 +299,7 @@ _V_DEPTH = np.frombuffer(b"depthUpdate", np.uint8)
 def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, ints: np.ndarray,
                lv_line: np.ndarray, lv_bid: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
                lv_pd: np.ndarray, lv_qd: np.ndarray, k0: int, scratch: np.ndarray,
-               scratch_i: np.ndarray) -> tuple[int, int, int, bool]:
+               scratch_i: np.ndarray) -> tuple[int, int, Any, bool]:
     """One frame (depth envelope, bare depth event or REST snapshot): (flags, new k, levels hash, ok).
 
     ``ints`` receives E, T, U, u, pu, lastUpdateId.
@@ -553,17 +554,17 @@ class ParsedChunk:
     lines: int = 0
 
 
-EVENT_SCHEMA = {
+EVENT_SCHEMA: dict[str, pl.DataType] = {
     "obj": pl.Int32(), "line_no": pl.Int64(), "receive_ns": pl.Int64(), "E": pl.Int64(), "T": pl.Int64(),
     "U": pl.Int64(), "u": pl.Int64(), "pu": pl.Int64(), "n_levels": pl.Int32(), "levels_hash": pl.Int64(),
 }
-LEVEL_SCHEMA = {"ev": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(), "qty": pl.Float64(),
+LEVEL_SCHEMA: dict[str, pl.DataType] = {"ev": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(), "qty": pl.Float64(),
                 "price_dec": pl.Int8(), "qty_dec": pl.Int8()}
-SNAPSHOT_SCHEMA = {"obj": pl.Int32(), "line_no": pl.Int64(), "receive_ns": pl.Int64(), "E": pl.Int64(),
+SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {"obj": pl.Int32(), "line_no": pl.Int64(), "receive_ns": pl.Int64(), "E": pl.Int64(),
                    "T": pl.Int64(), "last_update_id": pl.Int64(), "n_levels": pl.Int32()}
-SNAPSHOT_LEVEL_SCHEMA = {"snap": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(),
+SNAPSHOT_LEVEL_SCHEMA: dict[str, pl.DataType] = {"snap": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(),
                          "qty": pl.Float64(), "price_dec": pl.Int8(), "qty_dec": pl.Int8()}
-BOOK_TICKER_SCHEMA = {"receive_ns": pl.Int64(), "u": pl.Int64(), "E": pl.Int64(), "bid_price": pl.Float64(),
+BOOK_TICKER_SCHEMA: dict[str, pl.DataType] = {"receive_ns": pl.Int64(), "u": pl.Int64(), "E": pl.Int64(), "bid_price": pl.Float64(),
                       "bid_qty": pl.Float64(), "ask_price": pl.Float64(), "ask_qty": pl.Float64()}
 
 
@@ -622,7 +623,7 @@ def parse_objects(datas: list[bytes], symbol: str) -> ParsedChunk:
     book_tickers = pl.DataFrame(bt_rows, schema=BOOK_TICKER_SCHEMA, orient="row")
     meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]])
             for i in np.flatnonzero(good & (kind == KIND_META)).tolist()]
-    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, int(len(obj)))
+    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj))
 
 
 def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray, lno: np.ndarray,

@@ -271,10 +271,12 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         j = int(np.searchsorted(u_L, last, side="right"))
         return j if j < len(u_L) else None
 
-    last: int | None = None
+    carried = False
+    last = 0
     if carry is not None and len(lo):
         j = int(np.searchsorted(lo, carry.last_update_id, side="right")) - 1
         if j >= 0 and run_hi[j] > carry.last_update_id:
+            carried = True
             last = carry.last_update_id
             kinds.append(KIND_CARRY)
             srcs.append(-1)
@@ -282,21 +284,21 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
             uids.append(last)
             los.append(last)
             opening = {"kind": "carry", "source": f"carry:{carry.date}", "update_id": last}
-    if last is None:
-        j0 = 0 if len(u_L) else None
-        if j0 is None:
-            return Plan(*(np.zeros(0, np.int64) for _ in range(5)), gaps=[],
-                        opening={"kind": "none", "source": None, "update_id": None,
-                                 "reason": "no snapshot from which the id chain can start"},
-                        unanchored_events=len(lo))
-        last = int(u_L[j0])
+    if not carried:
+        if not len(u_L):
+            z = np.zeros(0, np.int64)
+            return Plan(z.astype(np.int8), z.astype(np.int32), z, z, z, [],
+                        {"kind": "none", "source": None, "update_id": None,
+                         "reason": "no snapshot from which the id chain can start"}, len(lo))
+        last = int(u_L[0])
         kinds.append(KIND_SNAPSHOT)
-        srcs.append(int(u_s[j0]))
-        refs.append(int(u_ref[j0]))
+        srcs.append(int(u_s[0]))
+        refs.append(int(u_ref[0]))
         uids.append(last)
         los.append(last)
-        opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[j0])].stream}", "update_id": last}
-    unanchored = int(np.count_nonzero(hi <= last)) if carry is None or opening.get("kind") != "carry" else 0
+        opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[0])].stream}", "update_id": last}
+    # events wholly before the opening image (received, but nothing to apply them to)
+    unanchored = 0 if carried else int(np.count_nonzero(hi <= last))
 
     n = len(lo)
     p = 0
@@ -320,15 +322,15 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         if p >= n:
             break
         next_lo = int(lo[p])
-        j = first_snapshot_after(last)
-        if j is None:
+        jj = first_snapshot_after(last)
+        if jj is None:
             gaps.append(GapRecord(last + 1, next_lo, None, None, int(hi[p:].max()) - next_lo))
             break
-        L = int(u_L[j])
-        gaps.append(GapRecord(last + 1, next_lo, L, f"snapshot:{streams[int(u_s[j])].stream}", L - next_lo))
+        L = int(u_L[jj])
+        gaps.append(GapRecord(last + 1, next_lo, L, f"snapshot:{streams[int(u_s[jj])].stream}", L - next_lo))
         kinds.append(KIND_SNAPSHOT)
-        srcs.append(int(u_s[j]))
-        refs.append(int(u_ref[j]))
+        srcs.append(int(u_s[jj]))
+        refs.append(int(u_ref[jj]))
         uids.append(L)
         los.append(L)
         last = L
@@ -567,7 +569,7 @@ def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan:
         st.events = s.events.height
         segs = [tuple(x) for x in rep.get("segments", [])]
         if anchor is not None and end is not None:
-            st.covered_ids = sum(intersect_length([seg], anchor, end) for seg in segs)  # type: ignore[list-item]
+            st.covered_ids = sum(intersect_length([seg], anchor, end) for seg in segs)
             st.coverage = st.covered_ids / span if span > 0 else 0.0
         m = ev_mask & (plan.stream == i)
         st.events_supplied = int(np.count_nonzero(m))
@@ -608,9 +610,9 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
         for k in range(n) if plan.kind[k] != KIND_EVENT
     ]
     raw_objects = []
-    for s in inputs:
-        for obj in s.report.get("objects", []):
-            raw_objects.append({"stream": s.stream, "key": obj["key"], "size": obj["size"], "etag": obj["etag"],
+    for inp in inputs:
+        for obj in inp.report.get("objects", []):
+            raw_objects.append({"stream": inp.stream, "key": obj["key"], "size": obj["size"], "etag": obj["etag"],
                                 "event_dates": obj["event_dates"]})
     return {
         "version": MANIFEST_VERSION,
