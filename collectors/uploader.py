@@ -211,7 +211,9 @@ class Uploader:
                 self._cond.wait(min(left, 0.5))
             return True
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the threads; one stuck in a store call is abandoned (daemon): its file stays in the outbox."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))

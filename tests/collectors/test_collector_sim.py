@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from collectors.config import CollectorConfig, parse_config
@@ -61,7 +61,6 @@ def check_symbol(sim: SimulatorThread, stored: dict[str, Any], symbol: str, *, e
     assert cmp.false_gaps == [], f"{symbol}: gap notes where nothing is missing: {cmp.false_gaps}"
     if not expect_loss:
         assert cmp.missing == [], f"{symbol}: lost {len(cmp.missing)} events: {cmp.missing[:5]}"
-    print('CMP', symbol, cmp.window, cmp.covered, len(cmp.missing), cmp.gap_notes, cmp.stored_events, cmp.snapshots)
     assert cmp.covered > 20
     assert cmp.snapshots >= 1
     return cmp
@@ -183,3 +182,90 @@ def test_server_shutdown_notice_make_before_break_loses_no_id(
         check_symbol(sim, stored, symbol, expect_loss=False)
         assert notes(stored[symbol], "server_shutdown")
         assert any(n["reason"] == "planned_server_shutdown" for n in notes(stored[symbol], "disconnect"))
+
+
+def test_429_retry_after_is_honoured_and_no_ban_follows(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    # the exchange allows 2 snapshots of weight 250 per 3 s window and bans on the 2nd violation in a window
+    sim = make_simulator(weight_limit_per_minute=500, weight_window_s=3.0, ban_after_violations=1, ban_seconds=30)
+    cfg = config_for(sim, tmp_path, "--snapshot-interval", "0.5", "--rest-weight-per-minute", "100000")
+    c = in_process_collector(cfg)
+    wait_until("a 429", lambda: c.collector.budget.rate_limited >= 1, 20)
+    ok_before = sum(st.snapshots for st in c.collector.symbols.values())
+    wait_until("snapshots after the 429", lambda: sum(st.snapshots for st in c.collector.symbols.values()) >= ok_before + 2, 20)
+    wait_messages(c, 10)
+    assert c.collector.budget.banned == 0  # honouring Retry-After never earns the 418
+    assert not sim.sim.weights.banned_until
+    stored = stop_and_read(c, cfg)
+    errors = [n for sym in stored for n in notes(stored[sym], "snapshot_error")]
+    assert errors and all(n["status"] == 429 for n in errors)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=False)
+
+
+def test_418_ban_pauses_every_rest_call_until_retry_after(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    sim = make_simulator(weight_limit_per_minute=500, weight_window_s=2.0, ban_after_violations=0, ban_seconds=3)
+    cfg = config_for(sim, tmp_path, "--snapshot-interval", "0.3", "--rest-weight-per-minute", "100000")
+    c = in_process_collector(cfg)
+    wait_until("a 418", lambda: c.collector.budget.banned >= 1, 20)
+    ok_before = sum(st.snapshots for st in c.collector.symbols.values())
+    wait_until("snapshots after the ban", lambda: sum(st.snapshots for st in c.collector.symbols.values()) > ok_before, 20)
+    wait_messages(c, 10)
+    stored = stop_and_read(c, cfg)
+    rest_notes = sorted(
+        (ln.receive_ns, orjson.loads(ln.text))
+        for sym in stored
+        for ln in stored[sym]
+        if ln.kind == LineKind.META and b'"event":"snapshot' in ln.text
+    )
+    first_ban = next(ns for ns, n in rest_notes if n["event"] == "snapshot_error" and n.get("status") == 418)
+    after = [n for ns, n in rest_notes if ns > first_ban]
+    # the next call went out only after Retry-After (3 s): no second 418 from calling into the ban
+    assert after[0]["event"] == "snapshot", after[:3]
+    assert after[0]["sent_ns"] - first_ban >= 2.9e9
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=False)
+
+
+def test_book_ticker_and_metrics_and_healthz(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from collectors.metrics import MetricsServer
+
+    cfg = config_for(simulator, tmp_path, "--book-ticker")
+    c = in_process_collector(cfg)
+    server = MetricsServer(c.collector, "127.0.0.1", 0)
+    server.start()
+    try:
+        wait_until("book tickers", lambda: all(st.book_ticker_messages > 5 for st in c.collector.symbols.values()), 20)
+        wait_until("an upload", lambda: c.collector.uploader.uploaded_objects > 0, 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+            assert b'"status":"ok"' in resp.read()
+    finally:
+        server.stop()
+    for name in (
+        'depth_collector_messages_total{kind="depth",symbol="BTCUSDT"}',
+        'depth_collector_messages_total{kind="book_ticker",symbol="ETHUSDT"}',
+        'depth_collector_bytes_total{kind="depth",symbol="BTCUSDT"}',
+        'depth_collector_last_message_age_seconds{symbol="BTCUSDT"}',
+        'depth_collector_gaps_total{symbol="BTCUSDT"} 0.0',
+        'depth_collector_snapshots_total{result="ok",symbol="BTCUSDT"}',
+        'depth_collector_reconnects_total{kind="unplanned"} 0.0',
+        "depth_collector_spool_bytes ",
+        "depth_collector_upload_lag_seconds ",
+        'depth_collector_receive_latency_seconds_bucket{le="+Inf",symbol="BTCUSDT"}',
+        "depth_collector_clock_offset_seconds ",
+        "depth_collector_connections_open 1.0",
+    ):
+        assert name in text, f"{name} missing from /metrics"
+    stored = stop_and_read(c, cfg)
+    tickers = [ln for ln in stored["BTCUSDT"] if ln.kind == LineKind.BOOK_TICKER]
+    assert tickers and all(ln.text.startswith(b'{"stream":"btcusdt@bookTicker"') for ln in tickers)

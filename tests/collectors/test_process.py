@@ -1,0 +1,189 @@
+"""The collector as a process: exit codes, signals, kill -9, spool lock, store outages."""
+
+from __future__ import annotations
+
+import gzip
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from depth_core.raw_format import read_raw_object
+from depth_store import open_store
+from exchange_sim.runner import SimulatorThread
+from tests.collectors.truth import compare_with_truth
+from tests.fixtures.collector import CollectorProcess, read_stored, wait_until
+from tests.fixtures.tcp_proxy import TcpProxy
+
+Make = Callable[..., CollectorProcess]
+
+
+def args_for(sim: SimulatorThread, store: str, spool: Path, *extra: str, symbols: str = "BTCUSDT,ETHUSDT") -> list[str]:
+    return [
+        "--collector-id", "eu-1",
+        "--symbols", symbols,
+        "--store", store,
+        "--ws-url", sim.ws_url,
+        "--rest-url", sim.rest_url,
+        "--spool-dir", str(spool),
+        "--flush-seconds", "1",
+        "--snapshot-interval", "0",
+        "--stall-timeout", "0",
+        *extra,
+    ]
+
+
+def spool_lines(spool: Path) -> set[tuple[str, bytes]]:
+    """Every complete line in a spool (journal + outbox) as (symbol, "ns kind text")."""
+    out: set[tuple[str, bytes]] = set()
+    for j in (spool / "journal").glob("*.jnl"):
+        data = j.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        for line in data.splitlines():
+            sym, rest = line.split(b" ", 1)
+            out.add((sym.decode(), rest))
+    for obj in (spool / "outbox").rglob("*.ndjson.gz"):
+        sym = next(p for p in obj.parts if p.startswith("symbol=")).split("=", 1)[1]
+        for line in gzip.decompress(obj.read_bytes()).splitlines():
+            out.add((sym, line))
+    return out
+
+
+def store_lines(store: str, market: str = "spot") -> set[tuple[str, bytes]]:
+    out: set[tuple[str, bytes]] = set()
+    for sym, lines in read_stored(store, market, "eu-1").items():
+        for ln in lines:
+            out.add((sym, b"%d %s %s" % (ln.receive_ns, ln.kind.value.encode(), ln.text)))
+    return out
+
+
+def uploads_of(store: str) -> int:
+    return sum(1 for _ in open_store(store).list("raw/"))
+
+
+def test_bad_flags_exit_2_with_a_message(collector_process: Make) -> None:
+    p = collector_process("--collector-id", "eu 1", "--symbols", "BTCUSDT", "--store", "/tmp/x")
+    assert p.wait(30) == 2
+    assert "invalid collector id" in p.output()
+    p = collector_process("--collector-id", "eu-1", "--symbols", "BTC/USDT", "--store", "/tmp/x")
+    assert p.wait(30) == 2
+    assert "--symbols" in p.output()
+
+
+def test_unknown_symbol_exits_2_naming_it(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+    p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="BTCUSDT,NOSUCHCOIN"))
+    assert p.wait(30) == 2
+    assert "NOSUCHCOIN" in p.output().splitlines()[-1]
+    # what it received before refusing is not lost
+    assert not list((tmp_path / "spool" / "outbox").rglob("*.ndjson.gz"))
+
+
+def test_second_process_on_the_same_spool_is_refused(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+    args = args_for(simulator, str(tmp_path / "store"), tmp_path / "spool")
+    first = collector_process(*args)
+    first.wait_for_event("connect")
+    second = collector_process(*args)
+    assert second.wait(30) == 2
+    assert "in use by another collector" in second.output()
+    assert first.running
+    first.terminate()
+    assert first.wait(30) == 0
+
+
+def test_sigterm_flushes_everything_and_exits_0(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    spool = tmp_path / "spool"
+    p = collector_process(*args_for(simulator, store, spool, "--flush-seconds", "30"))
+    p.wait_for_event("snapshot", count=2)
+    wait_until("frames in the journal", lambda: sum(1 for _, t in spool_lines(spool) if b" D " in t[:30]) > 60, 20)
+    # a 30 s segment: nothing has been uploaded yet, all of it is in the journal
+    assert uploads_of(store) == 0
+    p.signal(signal.SIGTERM)
+    assert p.wait(30) == 0
+    stopped = p.wait_for_event("stopped")[0]
+    assert stopped["uploaded_all"] is True and stopped["pending_objects"] == 0
+    assert not list((spool / "journal").glob("*.jnl")) and not list((spool / "outbox").rglob("*.gz"))
+    stored = read_stored(store, "spot", "eu-1")
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        cmp = compare_with_truth(stored[sym], simulator.control.truth(sym))
+        assert cmp.missing == [] and cmp.covered > 5
+        assert stored[sym][-1].kind.value == "M"  # the last line is the disconnect note: written, flushed
+
+
+def test_kill_9_and_restart_loses_nothing_that_reached_the_spool(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    spool = tmp_path / "spool"
+    args = args_for(simulator, store, spool, "--flush-seconds", "2")
+    first = collector_process(*args)
+    first.wait_for_event("snapshot", count=2)
+    wait_until("an upload", lambda: uploads_of(store) > 0, 20)
+    first.kill9()
+    in_spool = spool_lines(spool)
+    stored_before = store_lines(store)
+    assert in_spool, "the kill left nothing in the spool: the test proves nothing"
+    second = collector_process(*args)
+    second.wait_for_event("spool_recovered_journal")
+    second.wait_for_event("snapshot", count=2)
+    second.terminate()
+    assert second.wait(30) == 0
+    stored_after = store_lines(store)
+    assert in_spool <= stored_after, f"{len(in_spool - stored_after)} spooled lines were lost"
+    assert stored_before <= stored_after
+    # the restart's own data is there too, under a new session
+    sessions = {k.rsplit("/", 1)[1].split("-")[1] for k in (i.key for i in open_store(store).list("raw/"))}
+    assert len(sessions) == 2
+
+
+def test_store_outage_loses_nothing(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path, s3_behind_proxy: tuple[str, TcpProxy]
+) -> None:
+    store, proxy = s3_behind_proxy
+    spool = tmp_path / "spool"
+    p = collector_process(*args_for(simulator, store, spool))
+    p.wait_for_event("snapshot", count=2)
+    wait_until("an upload", lambda: uploads_of(store) > 0, 20)
+    proxy.set_mode("refuse")
+    p.wait_for_event("upload_failed", timeout=20)
+    wait_until("objects waiting in the spool", lambda: len(list((spool / "outbox").rglob("*.gz"))) >= 4, 20)
+    proxy.set_mode("blackhole")
+    wait_until("more objects waiting", lambda: len(list((spool / "outbox").rglob("*.gz"))) >= 8, 20)
+    assert p.running
+    proxy.set_mode("pass")
+    p.wait_for_event("upload_recovered", timeout=40)
+    p.terminate()
+    assert p.wait(60) == 0
+    assert p.wait_for_event("stopped")[0]["uploaded_all"] is True
+    stored = read_stored(store, "spot", "eu-1")
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        cmp = compare_with_truth(stored[sym], simulator.control.truth(sym))
+        assert cmp.missing == [], f"{sym}: lost {cmp.missing[:5]}"
+
+
+def test_store_down_at_start_and_at_shutdown_exits_0_leaving_the_spool_for_the_next_start(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path, s3_behind_proxy: tuple[str, TcpProxy]
+) -> None:
+    store, proxy = s3_behind_proxy
+    spool = tmp_path / "spool"
+    args = args_for(simulator, store, spool, "--shutdown-grace", "2")
+    proxy.set_mode("refuse")
+    first = collector_process(*args)
+    first.wait_for_event("snapshot", count=2)  # collecting although the store is unreachable
+    wait_until("objects in the spool", lambda: len(list((spool / "outbox").rglob("*.gz"))) >= 2, 20)
+    t0 = time.monotonic()
+    first.terminate()
+    assert first.wait(40) == 0
+    assert time.monotonic() - t0 < 30
+    left = first.wait_for_event("stopped_with_spool_left")[0]
+    assert left["pending_objects"] > 0 and left["spool_dir"] == str(spool)
+    in_spool = spool_lines(spool)
+    proxy.set_mode("pass")
+    second = collector_process(*args)
+    second.wait_for_event("spool_leftovers")
+    second.wait_for_event("snapshot", count=2)
+    second.terminate()
+    assert second.wait(40) == 0
+    assert in_spool <= store_lines(store)
+    for obj_key in (i.key for i in open_store(store).list("raw/")):
+        assert read_raw_object(open_store(store).get_bytes(obj_key)).problems == []
