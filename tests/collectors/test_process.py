@@ -40,12 +40,12 @@ def spool_lines(spool: Path) -> set[tuple[str, bytes]]:
         data = j.read_bytes()
         data = data[: data.rfind(b"\n") + 1]
         for line in data.splitlines():
-            sym, rest = line.split(b" ", 1)
-            out.add((sym.decode(), rest))
+            sym_bytes, rest = line.split(b" ", 1)
+            out.add((sym_bytes.decode(), rest))
     for obj in (spool / "outbox").rglob("*.ndjson.gz"):
-        sym = next(p for p in obj.parts if p.startswith("symbol=")).split("=", 1)[1]
+        symbol = next(p for p in obj.parts if p.startswith("symbol=")).split("=", 1)[1]
         for line in gzip.decompress(obj.read_bytes()).splitlines():
-            out.add((sym, line))
+            out.add((symbol, line))
     return out
 
 
