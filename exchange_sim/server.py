@@ -178,6 +178,12 @@ class SimConnection:
             return b'{"stream":"' + stream.encode() + b'","data":' + data + b"}"
         return data
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) until the outgoing queue is empty."""
+        end = time.monotonic() + timeout
+        while self.queue and time.monotonic() < end:
+            await asyncio.sleep(0.002)
+
     async def sender(self) -> None:
         """Send queued frames in order; honours stalls; disconnects a consumer that cannot keep up."""
         ws = self.ws
@@ -374,6 +380,8 @@ class ExchangeSimulator:
             delay = next_t - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.paused.is_set():
+                continue
             behind = int((loop.time() - next_t) / period)
             steps = 1 + min(max(behind, 0), 50)  # catch up a little when the loop was busy
             for _ in range(steps):
@@ -508,6 +516,7 @@ class ExchangeSimulator:
             async for message in ws:
                 if not self._rate_ok(conn):
                     conn.closed_reason = "too many incoming messages"
+                    await conn.drain(1.0)  # answers to the messages within the limit go out first
                     await ws.close(1008, "Too many requests")
                     break
                 reply = self._control_message(conn, message)

@@ -28,7 +28,7 @@ async def collect(url: str, until: Callable[[list[dict[str, Any]]], bool], timeo
     """Open ``url``, send ``send`` messages, read JSON frames until ``until(frames)`` or the deadline."""
     frames: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, max_queue=None) as ws:
         for msg in send or []:
             await ws.send(json.dumps(msg))
         while not until(frames):
