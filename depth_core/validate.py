@@ -237,7 +237,9 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
             snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
             snaps_parts.append(sn.drop("local"))
             n_snaps += sn.height
-        bt = chunk.book_tickers.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
+        # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
+        # match, and a ticker received before midnight may belong to an event of this day
+        bt = chunk.book_tickers
         if bt.height:
             bt_parts.append(bt)
 
