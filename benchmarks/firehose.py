@@ -16,15 +16,19 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import datetime as dt
 import hashlib
+import ipaddress
 import json
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FIRST_ID = 50_093_239_189
@@ -75,11 +79,48 @@ def exchange_info_body(symbols: list[str]) -> bytes:
             "isSpotTradingAllowed": True,
             "permissions": ["SPOT"],
             "permissionSets": [["SPOT"]],
-            "filters": [],
+            "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000",
+                         "tickSize": "0.01000000"}],
         }
         for s in symbols
     ]
     return json.dumps({"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": syms}).encode()
+
+
+def make_self_signed(folder: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1/localhost (cryptofeed accepts only ``wss://`` addresses)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 @dataclass
@@ -109,6 +150,7 @@ class Firehose:
         payloads: int = 512,
         levels: int = 40,
         port: int = 0,
+        tls_dir: Path | None = None,
     ) -> None:
         self.count = count
         self.symbols = symbols or ["BTCUSDT"]
@@ -122,14 +164,20 @@ class Firehose:
         self._next_id = {s: FIRST_ID for s in self.symbols}
         self._id_lock = threading.Lock()
         self.rest_calls: list[str] = []
+        self.ssl_context: ssl.SSLContext | None = None
+        self.cert_path: Path | None = None
+        if tls_dir is not None:
+            self.cert_path, key_path = make_self_signed(tls_dir)
+            self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ssl_context.load_cert_chain(self.cert_path, key_path)
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def frame_size(self) -> int:
         """Average payload size of one text frame (envelope included)."""
@@ -171,6 +219,10 @@ class Firehose:
     def _serve(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if self.ssl_context is not None:
+                conn.settimeout(10)
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                conn.settimeout(None)
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(65536)
@@ -289,9 +341,12 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=100_000, help="frames per symbol per connection")
     ap.add_argument("--symbols", default="BTCUSDT")
     ap.add_argument("--rate", type=float, default=None, help="frames/s per symbol (default: unthrottled)")
+    ap.add_argument("--tls-dir", type=Path, default=None, help="serve wss/https with a self-signed cert kept here")
     args = ap.parse_args()
-    fh = Firehose(args.count, symbols=args.symbols.split(","), rate=args.rate, port=args.port).start()
-    print(json.dumps({"port": fh.port, "url": fh.url}), flush=True)
+    fh = Firehose(args.count, symbols=args.symbols.split(","), rate=args.rate, port=args.port,
+                  tls_dir=args.tls_dir).start()
+    print(json.dumps({"port": fh.port, "url": fh.url, "http_url": fh.http_url,
+                      "cert": str(fh.cert_path) if fh.cert_path else None}), flush=True)
     try:
         while True:
             time.sleep(3600)
