@@ -40,8 +40,10 @@ collect: install
 sim: install
 	$(VENV)/bin/depth-exchange-sim $(SIM_ARGS)
 
+# The benchmark extra (cryptofeed, for the side-by-side) stays out of the default/dev install.
 bench: install
-	$(PY) -m benchmarks.run
+	$(PIP) install -q -c requirements.lock -e '.[dev,bench]'
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 soak: install
 	$(VENV)/bin/pytest -m soak tests/e2e $(PYTEST_ARGS)
