@@ -32,6 +32,8 @@ KIND_DEPTH, KIND_BOOK_TICKER, KIND_SNAPSHOT, KIND_META = ord("D"), ord("B"), ord
 # presence flags of the parsed fields
 F_E, F_T, F_U, F_u, F_PU, F_L, F_B, F_A, F_S, F_EV = 1, 2, 4, 8, 16, 32, 64, 128, 256, 512
 F_SYM_OK, F_EV_DEPTH = 1024, 2048
+F_BT_B, F_BT_BQ, F_BT_A, F_BT_AQ = 4096, 8192, 16384, 32768  # bookTicker b, B, a, A (strings)
+F_BT_ALL = F_BT_B | F_BT_BQ | F_BT_A | F_BT_AQ
 
 _POW10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
 _MANT_LIMIT = 1 << 53
@@ -296,13 +298,13 @@ _V_DEPTH = np.frombuffer(b"depthUpdate", np.uint8)
 
 
 @numba.njit(cache=True, nogil=True)
-def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, ints: np.ndarray,
+def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, ints: np.ndarray, fl: np.ndarray,
                lv_line: np.ndarray, lv_bid: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
                lv_pd: np.ndarray, lv_qd: np.ndarray, k0: int, scratch: np.ndarray,
                scratch_i: np.ndarray) -> tuple[int, int, Any, bool]:
     """One frame (depth envelope, bare depth event or REST snapshot): (flags, new k, levels hash, ok).
 
-    ``ints`` receives E, T, U, u, pu, lastUpdateId.
+    ``ints`` receives E, T, U, u, pu, lastUpdateId; ``fl`` a bookTicker's b, B, a, A.
     """
     k = k0
     flags = 0
@@ -343,6 +345,13 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
                 else:
                     ints[3] = v
                     flags |= F_u
+            elif (c0 == 98 or c0 == 97 or c0 == 66 or c0 == 65) and p < end and buf[p] == 34:  # bookTicker
+                x, _d, p, ok = _decimal(buf, p, end)
+                if not ok:
+                    return 0, k0, h, False
+                slot = 0 if c0 == 98 else (1 if c0 == 66 else (2 if c0 == 97 else 3))
+                fl[slot] = x
+                flags |= F_BT_B << slot
             elif c0 == 98 or c0 == 97:  # b a
                 p, k, hh, ok = _levels(buf, p, end, c0 == 98, line, lv_line, lv_bid, lv_px, lv_qty, lv_pd,
                                        lv_qd, k, scratch, scratch_i)
@@ -427,6 +436,7 @@ def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarr
     """Parse the frames at [ts[i], te[i]); levels go to flat columns tagged with the frame index."""
     n = ts.shape[0]
     ints = np.zeros((n, 6), np.int64)
+    fl = np.zeros((n, 4), np.float64)
     flags = np.zeros(n, np.int32)
     ok = np.zeros(n, np.bool_)
     hashes = np.zeros(n, np.int64)
@@ -440,14 +450,14 @@ def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarr
     scratch_i = scratch.view(np.int64)
     k = 0
     for i in range(n):
-        f, k2, h, good = _parse_one(buf, ts[i], te[i], sym, i, ints[i], lv_line, lv_bid, lv_px, lv_qty,
+        f, k2, h, good = _parse_one(buf, ts[i], te[i], sym, i, ints[i], fl[i], lv_line, lv_bid, lv_px, lv_qty,
                                     lv_pd, lv_qd, k, scratch, scratch_i)
         if good:
             k = k2
             flags[i] = f
             hashes[i] = h
             ok[i] = True
-    return ints, flags, ok, hashes, lv_line[:k], lv_bid[:k], lv_px[:k], lv_qty[:k], lv_pd[:k], lv_qd[:k]
+    return ints, fl, flags, ok, hashes, lv_line[:k], lv_bid[:k], lv_px[:k], lv_qty[:k], lv_pd[:k], lv_qd[:k]
 
 
 # ------------------------------------------------------------------------------------------------ slow path
@@ -613,17 +623,39 @@ def parse_objects(datas: list[bytes], symbol: str) -> ParsedChunk:
                                  quarantine, snapshot=False)
     snaps, snap_levels = _parse_kind(joined, buf, good & (kind == KIND_SNAPSHOT), obj, lno, ns, ts, te, sym,
                                      symbol, quarantine, snapshot=True)
+    book_tickers = _parse_book_tickers(joined, buf, good & (kind == KIND_BOOK_TICKER), obj, lno, ns, ts, te, sym,
+                                       symbol, quarantine)
+    meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]])
+            for i in np.flatnonzero(good & (kind == KIND_META)).tolist()]
+    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj))
+
+
+def _parse_book_tickers(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray, lno: np.ndarray,
+                        ns: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarray, symbol: str,
+                        quarantine: list[QuarantineEntry]) -> pl.DataFrame:
+    """bookTicker frames: the compiled scanner, the slow path for what it declines."""
+    idx = np.flatnonzero(sel)
+    if len(idx) == 0:
+        return pl.DataFrame(schema=BOOK_TICKER_SCHEMA)
+    ints, fl, flags, fast_ok, _h, *_lv = _parse_frames(buf, ts[idx], te[idx], sym, 0)
+    usable = fast_ok & ((flags & (F_BT_ALL | F_u)) == (F_BT_ALL | F_u))
+    usable &= ((flags & F_S) == 0) | ((flags & F_SYM_OK) != 0)
+    keep = np.flatnonzero(usable)
+    fast = pl.DataFrame({
+        "receive_ns": ns[idx[keep]], "u": ints[keep, 3],
+        "E": np.where((flags[keep] & F_E) != 0, ints[keep, 0], np.iinfo(np.int64).min),
+        "bid_price": fl[keep, 0], "bid_qty": fl[keep, 1], "ask_price": fl[keep, 2], "ask_qty": fl[keep, 3],
+    }).with_columns(pl.when(pl.col("E") == np.iinfo(np.int64).min).then(None).otherwise(pl.col("E")).alias("E"))
     bt_rows = []
-    for i in np.flatnonzero(good & (kind == KIND_BOOK_TICKER)).tolist():
+    for j in np.flatnonzero(~usable).tolist():
+        i = int(idx[j])
         text = joined[ts[i]:te[i]]
         try:
             bt_rows.append((int(ns[i]), *_book_ticker(text, symbol)))
         except FrameError as exc:
             quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text))
-    book_tickers = pl.DataFrame(bt_rows, schema=BOOK_TICKER_SCHEMA, orient="row")
-    meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]])
-            for i in np.flatnonzero(good & (kind == KIND_META)).tolist()]
-    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj))
+    slow = pl.DataFrame(bt_rows, schema=BOOK_TICKER_SCHEMA, orient="row")
+    return pl.concat([fast.select(list(BOOK_TICKER_SCHEMA)).cast(BOOK_TICKER_SCHEMA), slow])  # type: ignore[arg-type]
 
 
 def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray, lno: np.ndarray,
@@ -637,7 +669,8 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
     s, e = ts[idx], te[idx]
     # capacity: every level has at least 8 bytes ('["1","1"]')
     cap = int((e - s).sum() // 8) + 16
-    ints, flags, fast_ok, hashes, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd = _parse_frames(buf, s, e, sym, cap)
+    ints, _fl, flags, fast_ok, hashes, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd = _parse_frames(
+        buf, s, e, sym, cap)
     # which frames are usable
     if snapshot:
         need = F_L | F_B | F_A

@@ -135,7 +135,7 @@ def write_stream(store: ObjectStore, market: Market, stream: str, symbol: str,
         key = RawObjectKey.for_segment(market, stream, symbol, chunk[0][0], session, seq)
         body = b"".join(encode_line(ns, kind, text) if kind is not None else text
                         for ns, kind, text in chunk)
-        store.put_bytes(key.key, gzip.compress(body))
+        store.put_bytes(key.key, gzip.compress(body, compresslevel=1))
         keys.append(key.key)
         seq += 1
         chunk = []
