@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import websockets
+from sortedcontainers import SortedDict
 
 
 def http_get(url: str) -> tuple[int, dict[str, str], Any]:
@@ -51,28 +52,28 @@ def depth_events(frames: list[dict[str, Any]], stream: str | None = None) -> lis
 
 
 class DictBook:
-    """The simplest correct book: price string -> qty string per side, compared by Decimal value."""
+    """The simplest correct book: per side, exact Decimal price -> (price text, qty text), kept sorted."""
 
     def __init__(self, snapshot: dict[str, Any]) -> None:
-        self.bids = {p: q for p, q in snapshot["bids"]}
-        self.asks = {p: q for p, q in snapshot["asks"]}
+        self.bids: SortedDict = SortedDict({Decimal(p): (p, q) for p, q in snapshot["bids"]})
+        self.asks: SortedDict = SortedDict({Decimal(p): (p, q) for p, q in snapshot["asks"]})
         self.last_update_id = int(snapshot["lastUpdateId"])
 
     def apply(self, event: dict[str, Any]) -> None:
         for side, levels in ((self.bids, event["b"]), (self.asks, event["a"])):
             for p, q in levels:
                 if Decimal(q) == 0:
-                    side.pop(p, None)
+                    side.pop(Decimal(p), None)
                 else:
-                    side[p] = q
+                    side[Decimal(p)] = (p, q)
         self.last_update_id = int(event["u"])
 
     def best(self) -> tuple[str, str, str, str]:
-        bp = max(self.bids, key=Decimal)
-        ap = min(self.asks, key=Decimal)
-        return bp, self.bids[bp], ap, self.asks[ap]
+        bp, bq = self.bids.peekitem(-1)[1]
+        ap, aq = self.asks.peekitem(0)[1]
+        return bp, bq, ap, aq
 
     def levels(self, side: str, limit: int) -> list[list[str]]:
         book = self.bids if side == "bids" else self.asks
-        keys = sorted(book, key=Decimal, reverse=side == "bids")[:limit]
-        return [[k, book[k]] for k in keys]
+        values = list(reversed(book.values())) if side == "bids" else list(book.values())
+        return [[p, q] for p, q in values[:limit]]
