@@ -121,8 +121,10 @@ class Uploader:
                 _, _, obj, leftover = self._q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            wait = self._retry_at - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
+            with self._cond:  # back off while the store fails; a success elsewhere ends the wait early
+                while not self._stop.is_set() and (wait := self._retry_at - time.monotonic()) > 0:
+                    self._cond.wait(wait)
+            if self._stop.is_set():
                 self._q.put((obj.first_receive_ns, obj.key, obj, leftover))
                 return
             try:
@@ -214,6 +216,8 @@ class Uploader:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the threads; one stuck in a store call is abandoned (daemon): its file stays in the outbox."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,18 +68,52 @@ def check_symbol(sim: SimulatorThread, stored: dict[str, Any], symbol: str, *, e
     return cmp
 
 
+class Bystander:
+    """Another client of the same streams, as the real exchange always has: the simulator derives usdm
+    ``pu`` only from events published to some subscriber, so without one the ids published while the
+    collector reconnects would be invisible to the ``pu`` chain (a simulator artefact, not Binance's)."""
+
+    def __init__(self, sim: SimulatorThread, symbols: list[str], market: str) -> None:
+        from websockets.sync.client import connect
+
+        before = {c["id"] for c in sim.control.connections()}
+        names = "/".join(f"{s.lower()}@depth@100ms" for s in symbols)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(f"{sim.ws_url}/stream?streams={names}", compression=None))
+        self.frames = 0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        wait_until("the bystander to subscribe", lambda: len({c["id"] for c in sim.control.connections()} - before) == 1, 10)
+        self.conn_id = ({c["id"] for c in sim.control.connections()} - before).pop()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            for _ in self.ws:
+                self.frames += 1
+
+    def close(self) -> None:
+        self._stack.close()
+        self.thread.join(5)
+
+
 @pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_abrupt_close_reconnects_records_gap_and_snapshots(
     make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
 ) -> None:
     sim = make_simulator(market=market)
-    cfg = config_for(sim, tmp_path, market=market)
-    c = in_process_collector(cfg)
-    wait_messages(c, 30)
-    sim.control.fault("close", "all")
-    wait_until("a reconnect", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
-    wait_messages(c, 30)
-    stored = stop_and_read(c, cfg)
+    bystander = Bystander(sim, ["BTCUSDT", "ETHUSDT"], market)
+    try:
+        cfg = config_for(sim, tmp_path, market=market)
+        c = in_process_collector(cfg)
+        wait_messages(c, 30)
+        ours = [x["id"] for x in sim.control.connections() if x["id"] != bystander.conn_id]
+        assert len(ours) == 1
+        sim.control.fault("close", ours[0])
+        wait_until("a reconnect", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
+        wait_messages(c, 30)
+        stored = stop_and_read(c, cfg)
+    finally:
+        bystander.close()
     for symbol in ("BTCUSDT", "ETHUSDT"):
         check_symbol(sim, stored, symbol, expect_loss=True)
         lines = stored[symbol]
@@ -269,3 +305,42 @@ def test_book_ticker_and_metrics_and_healthz(
     stored = stop_and_read(c, cfg)
     tickers = [ln for ln in stored["BTCUSDT"] if ln.kind == LineKind.BOOK_TICKER]
     assert tickers and all(ln.text.startswith(b'{"stream":"btcusdt@bookTicker"') for ln in tickers)
+
+
+def test_symbols_are_split_across_connections(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    sim = make_simulator(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    cfg = config_for(sim, tmp_path, "--max-streams-per-connection", "2", "--book-ticker", symbols="BTCUSDT,ETHUSDT,SOLUSDT")
+    c = in_process_collector(cfg)
+    assert len(c.collector.groups) == 3  # 2 streams per symbol (depth + bookTicker), 2 per connection
+    wait_messages(c, 30)
+    conns = sim.control.connections()
+    assert len(conns) == 3 and all(len(x["streams"]) == 2 for x in conns)
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        check_symbol(sim, stored, symbol, expect_loss=False)
+
+
+def test_spool_budget_exhausted_is_counted_noted_and_recovers(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("the store's folder cannot be created while this file is here")
+    cfg = config_for(simulator, tmp_path, "--spool-max-bytes", "40K", "--store", str(blocker / "store"))
+    c = in_process_collector(cfg)
+    wait_until("the spool to refuse lines", lambda: c.collector.spool.dropped_lines > 0, 30)
+    assert not c.collector.spool.accepting
+    dropped = {s: st.dropped_lines for s, st in c.collector.symbols.items()}
+    assert sum(dropped.values()) > 0
+    blocker.unlink()  # the store is back: the spool drains and accepts again
+    wait_until("the overflow note", lambda: c.collector._dropped_seen > 0, 30)
+    wait_messages(c, 10)
+    assert c.exit_code is None
+    cfg_store = str(blocker / "store")
+    assert c.stop() == 0
+    stored = read_stored(cfg_store, "spot", "eu-1")
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        overflow = notes(stored[symbol], "spool_overflow")
+        assert overflow and overflow[0]["lines_lost_all_symbols"] > 0
+        assert any(n["reason"] == "spool_overflow" for n in notes(stored[symbol], "snapshot"))

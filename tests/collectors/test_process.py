@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from depth_core.raw_format import read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
@@ -137,8 +139,13 @@ def test_kill_9_and_restart_loses_nothing_that_reached_the_spool(
 
 
 def test_store_outage_loses_nothing(
-    simulator: SimulatorThread, collector_process: Make, tmp_path: Path, s3_behind_proxy: tuple[str, TcpProxy]
+    simulator: SimulatorThread,
+    collector_process: Make,
+    tmp_path: Path,
+    s3_behind_proxy: tuple[str, TcpProxy],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DEPTH_S3_RETRY_DEADLINE", "2")  # the store reports the outage quickly
     store, proxy = s3_behind_proxy
     spool = tmp_path / "spool"
     p = collector_process(*args_for(simulator, store, spool))
@@ -162,8 +169,13 @@ def test_store_outage_loses_nothing(
 
 
 def test_store_down_at_start_and_at_shutdown_exits_0_leaving_the_spool_for_the_next_start(
-    simulator: SimulatorThread, collector_process: Make, tmp_path: Path, s3_behind_proxy: tuple[str, TcpProxy]
+    simulator: SimulatorThread,
+    collector_process: Make,
+    tmp_path: Path,
+    s3_behind_proxy: tuple[str, TcpProxy],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DEPTH_S3_RETRY_DEADLINE", "2")
     store, proxy = s3_behind_proxy
     spool = tmp_path / "spool"
     args = args_for(simulator, store, spool, "--shutdown-grace", "2")
