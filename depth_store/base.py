@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,10 +58,20 @@ def validate_key(key: str, *, allow_prefix: bool = False) -> str:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """Metadata of one object.
+
+    ``etag`` is the same from ``put_*``, ``head`` and ``list`` for one object version (compare it to
+    detect a changed object). It is the content MD5 hex except for S3 multipart (``md5-N``) and
+    SSE-KMS objects. ``content_md5`` is the MD5 hex of the content where known (always locally; on S3
+    from ``put_*``, and from ``head`` for objects this layer wrote; ``None`` in S3 listings): use it to
+    confirm an upload byte for byte. It is left out of ``==``.
+    """
+
     key: str  # relative to the store prefix
     size: int
     etag: str | None  # S3 ETag / local content hash (md5 hex); identifies this immutable version
     last_modified: dt.datetime  # UTC
+    content_md5: str | None = field(default=None, compare=False)
 
 
 class ObjectStore(abc.ABC):

@@ -142,7 +142,9 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"local write of {key!r} failed: {exc}") from exc
         assert etag is not None
-        return ObjectInfo(key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st))
+        return ObjectInfo(
+            key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st), content_md5=etag
+        )
 
     def _replace_into(self, tmp: Path, target: Path) -> None:
         """Rename into place; a concurrent delete may prune the parent folder, so retry a few times."""
@@ -203,7 +205,10 @@ class LocalStore(ObjectStore):
         return dt.datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=dt.UTC)
 
     def _info(self, key: str, path: Path, st: os.stat_result) -> ObjectInfo:
-        return ObjectInfo(key=key, size=st.st_size, etag=self._etag(path, st), last_modified=self._mtime(st))
+        etag = self._etag(path, st)
+        return ObjectInfo(
+            key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st), content_md5=etag
+        )
 
     # -- reads -----------------------------------------------------------------------------------
 

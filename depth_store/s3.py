@@ -70,6 +70,8 @@ _THROTTLE_CODES = frozenset(
     }
 )
 _AWS_ENDPOINT_RE = re.compile(r"^https://[A-Za-z0-9.-]*\.amazonaws\.com(\.cn)?(:443)?/?$")
+_MD5_METADATA = "content-md5"  # x-amz-meta-content-md5: the content MD5, whatever the ETag is
+_MD5_HEX_RE = re.compile(r"^[0-9a-f]{32}$")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _SSE_MODES = ("AES256", "aws:kms")
 
@@ -157,8 +159,8 @@ def _is_retryable(exc: BaseException) -> bool:
     )
 
 
-def _md5_etag_of_parts(path: Path, chunksize: int) -> tuple[str, int]:
-    """The ETag S3 gives a multipart upload of ``path`` in ``chunksize`` parts, and its size."""
+def _md5_etag_of_parts(path: Path, chunksize: int) -> tuple[str, str, int]:
+    """The ETag S3 gives a multipart upload of ``path`` in ``chunksize`` parts, its MD5 and size."""
     digests: list[bytes] = []
     whole = hashlib.md5(usedforsecurity=False)
     size = 0
@@ -168,9 +170,9 @@ def _md5_etag_of_parts(path: Path, chunksize: int) -> tuple[str, int]:
             whole.update(chunk)
             size += len(chunk)
     if len(digests) <= 1:
-        return whole.hexdigest(), size
+        return whole.hexdigest(), whole.hexdigest(), size
     combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-    return f"{combined}-{len(digests)}", size
+    return f"{combined}-{len(digests)}", whole.hexdigest(), size
 
 
 class S3Store(ObjectStore):
@@ -320,7 +322,12 @@ class S3Store(ObjectStore):
 
         def put() -> dict[str, Any]:
             return self._client.put_object(
-                Bucket=self.bucket, Key=full, Body=data, ContentMD5=content_md5, **extra
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentMD5=content_md5,
+                Metadata={_MD5_METADATA: md5_hex},
+                **extra,
             )
 
         resp = self._call("put", full, put)
@@ -330,7 +337,11 @@ class S3Store(ObjectStore):
             raise StoreError(f"S3 put of {full!r}: ETag {etag} differs from the content md5 {md5_hex}")
         self._bucket_checked = True
         return ObjectInfo(
-            key=key, size=len(data), etag=etag or md5_hex, last_modified=dt.datetime.now(dt.UTC)
+            key=key,
+            size=len(data),
+            etag=etag or md5_hex,
+            last_modified=dt.datetime.now(dt.UTC),
+            content_md5=md5_hex,
         )
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
@@ -339,13 +350,13 @@ class S3Store(ObjectStore):
         if size < self.config.multipart_threshold:
             return self.put_bytes(key, path.read_bytes())
         full = self._full_key(key)
-        expected_etag, expected_size = _md5_etag_of_parts(path, self.config.multipart_chunksize)
-        extra = self._sse_args()
+        expected_etag, content_md5, expected_size = _md5_etag_of_parts(path, self.config.multipart_chunksize)
+        extra: dict[str, Any] = {**self._sse_args(), "Metadata": {_MD5_METADATA: content_md5}}
 
         def upload() -> None:
             # s3transfer aborts the multipart upload when a part fails: nothing partial is visible.
             self._client.upload_file(
-                str(path), self.bucket, full, ExtraArgs=extra or None, Config=self._transfer_config
+                str(path), self.bucket, full, ExtraArgs=extra, Config=self._transfer_config
             )
 
         self._call("multipart-put", full, upload)
@@ -356,6 +367,8 @@ class S3Store(ObjectStore):
             )
         if self.config.sse != "aws:kms" and info.etag and info.etag != expected_etag:
             raise StoreError(f"S3 upload of {full!r}: ETag {info.etag} != expected {expected_etag}")
+        if info.content_md5 is not None and info.content_md5 != content_md5:
+            raise StoreError(f"S3 upload of {full!r}: stored md5 {info.content_md5} != local {content_md5}")
         self._bucket_checked = True
         return replace(info, key=key)
 
@@ -411,11 +424,15 @@ class S3Store(ObjectStore):
                 self._check_bucket_after_404()
                 return None
             raise
+        stored_md5 = (resp.get("Metadata") or {}).get(_MD5_METADATA)
         return ObjectInfo(
             key=full,
             size=int(resp["ContentLength"]),
             etag=str(resp.get("ETag", "")).strip('"') or None,
             last_modified=resp["LastModified"].astimezone(dt.UTC),
+            content_md5=stored_md5
+            if isinstance(stored_md5, str) and _MD5_HEX_RE.fullmatch(stored_md5)
+            else None,
         )
 
     def head_raw(self, key: str) -> dict[str, Any] | None:

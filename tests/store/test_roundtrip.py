@@ -59,3 +59,21 @@ def test_missing_objects(any_store: ObjectStore) -> None:
     assert list(any_store.list("nothing/")) == []
     with pytest.raises(ObjectNotFoundError):
         any_store.get_bytes("nothing/here")
+
+
+def test_etag_is_the_same_from_put_head_and_list(any_store: ObjectStore, tmp_path: Path) -> None:
+    """Cleanup compares a listed etag with a later head: every path must report the same one."""
+    data = b"some raw object"
+    put = any_store.put_bytes("raw/x/obj", data)
+    src = tmp_path / "f"
+    src.write_bytes(data * 3)
+    put_file = any_store.put_file("raw/x/file", src)
+    for info in (put, put_file):
+        head = any_store.head(info.key)
+        (listed,) = [o for o in any_store.list("raw/x/") if o.key == info.key]
+        assert head is not None
+        assert info.etag == head.etag == listed.etag
+        assert info.size == head.size == listed.size
+        assert head.content_md5 == info.content_md5
+    assert put.content_md5 == hashlib.md5(data).hexdigest()
+    assert put_file.content_md5 == hashlib.md5(data * 3).hexdigest()

@@ -61,3 +61,28 @@ def test_bad_sse_settings_refused(
         monkeypatch.setenv("DEPTH_S3_SSE_KMS_KEY_ID", kms)
     with pytest.raises(StoreError, match=r"DEPTH_S3_SSE|encryption"):
         open_store(s3_env)
+
+
+def test_kms_objects_still_report_their_content_md5(s3_env: str, tmp_path: Path) -> None:
+    """SSE-KMS ETags are not MD5s: content_md5 is what confirms an upload byte for byte."""
+    import hashlib
+
+    store = open_store(
+        s3_env,
+        s3_config=S3Config(
+            sse="aws:kms",
+            sse_kms_key_id="alias/depth-test",
+            multipart_threshold=5 * MIB,
+            multipart_chunksize=5 * MIB,
+        ),
+    )
+    small = b"payload"
+    big = tmp_path / "big"
+    big.write_bytes(b"\x02" * (6 * MIB))
+    for info, expected in (
+        (store.put_bytes("enc/small", small), hashlib.md5(small).hexdigest()),
+        (store.put_file("enc/big", big), hashlib.md5(big.read_bytes()).hexdigest()),
+    ):
+        assert info.content_md5 == expected
+        head = store.head(info.key)
+        assert head is not None and head.content_md5 == expected and head.etag == info.etag
