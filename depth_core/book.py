@@ -34,7 +34,8 @@ MAX_DECIMALS = 12
 DEFAULT_WINDOW = 1 << 16  # ticks per side in the dense window (512 KiB of float64)
 
 # codes returned by the compiled loop
-_DONE, _RECENTER_AT_KEY, _GROW_OVERFLOW, _RECENTER_AT_BEST = 0, 1, 2, 3
+_DONE, _RECENTER_AT_KEY, _GROW_OVERFLOW, _RECENTER_AT_BEST, _NEED_DECIMALS = 0, 1, 2, 3, 4
+_MAX_EXACT = 2.0**53
 
 
 @numba.njit(cache=True, nogil=True)
@@ -158,23 +159,31 @@ def _record(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
 @numba.njit(cache=True, nogil=True)
 def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
          aw: np.ndarray, ast: np.ndarray, aok: np.ndarray, aoq: np.ndarray,
-         is_bid: np.ndarray, keys: np.ndarray, qty: np.ndarray, start: int, stop: int,
+         is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, start: int, stop: int,
          sample_rows: np.ndarray, sample_state: np.ndarray, scale: float,
          out_bp: np.ndarray, out_bq: np.ndarray, out_ap: np.ndarray, out_aq: np.ndarray) -> tuple[int, int]:
     """Apply rows [start, stop); before row i, record the top for every sample whose row index is i.
 
+    Prices become keys here (ticks = price * scale, checked exact: one pass, no temporary arrays).
     Returns (row index, code): code _DONE means all rows were applied; otherwise the caller fixes the side
-    (re-centre, grow) and calls again from the returned row.
+    (re-centre, grow) or the tick precision (_NEED_DECIMALS) and calls again from the returned row.
     """
     ns = sample_rows.shape[0]
     for i in range(start, stop):
         if sample_state[0] < ns and sample_rows[sample_state[0]] <= i:
             _record(bw, bst, bok, boq, aw, ast, aok, aoq, sample_rows, sample_state, i, scale,
                     out_bp, out_bq, out_ap, out_aq)
+        p = price[i]
+        t = p * scale
+        if not (-_MAX_EXACT < t < _MAX_EXACT):
+            return i, _NEED_DECIMALS
+        k = np.int64(np.floor(t + 0.5))
+        if k / scale != p:
+            return i, _NEED_DECIMALS
         if is_bid[i]:
-            code = _set_level(bw, bst, bok, boq, keys[i], qty[i])
+            code = _set_level(bw, bst, bok, boq, k, qty[i])
         else:
-            code = _set_level(aw, ast, aok, aoq, keys[i], qty[i])
+            code = _set_level(aw, ast, aok, aoq, -k, qty[i])
         if code == _RECENTER_AT_BEST:
             return i + 1, code  # row applied; re-centre then continue after it
         if code != _DONE:
@@ -322,39 +331,46 @@ class OrderBook:
         qty = np.ascontiguousarray(qty, dtype=np.float64)
         if len(price) == 0:
             return
-        self._ensure_decimals(price)
-        self._apply_keys(is_bid, self._keys(is_bid, price), qty, 0, len(price))
+        self._apply_prices(is_bid, price, qty, 0, len(price))
 
-    def _apply_keys(self, is_bid: np.ndarray, keys: np.ndarray, qty: np.ndarray, start: int, stop: int,
-                    samples: _Samples | None = None) -> None:
-        self._anchor_empty_sides(is_bid, keys, qty, start, stop)
+    def _apply_prices(self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, start: int, stop: int,
+                      samples: _Samples | None = None) -> None:
+        """Apply rows [start, stop) of contiguous float64/bool arrays (the compiled loop does the work)."""
+        self._anchor_empty_sides(is_bid, price, qty, start, stop)
         s = samples if samples is not None else _NO_SAMPLES
         pos = start
         while True:
             pos, code = _run(
                 self._bids.win, self._bids.st, self._bids.ok, self._bids.oq,
                 self._asks.win, self._asks.st, self._asks.ok, self._asks.oq,
-                is_bid, keys, qty, pos, stop, s.rows, s.state, self._scale(), s.bid_p, s.bid_q, s.ask_p, s.ask_q,
+                is_bid, price, qty, pos, stop, s.rows, s.state, self._scale(), s.bid_p, s.bid_q, s.ask_p, s.ask_q,
             )
             if code == _DONE:
                 return
+            if code == _NEED_DECIMALS:
+                self._ensure_decimals(price[pos:stop])  # raises if a price is not an exact decimal
+                continue
             row = pos - 1 if code == _RECENTER_AT_BEST else pos
             side = self._bids if is_bid[row] else self._asks
             if code == _RECENTER_AT_KEY:
-                side.recenter(int(keys[row]))
+                tick = int(np.floor(price[row] * self._scale() + 0.5))
+                side.recenter(tick if is_bid[row] else -tick)
             elif code == _RECENTER_AT_BEST:
                 side.recenter(int(side.st[1]))
             else:
                 side.grow()
 
-    def _anchor_empty_sides(self, is_bid: np.ndarray, keys: np.ndarray, qty: np.ndarray,
+    def _anchor_empty_sides(self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray,
                             start: int, stop: int) -> None:
         """Put an empty side's window where this batch's prices are (avoids starting in the overflow)."""
         for side, bid in ((self._bids, True), (self._asks, False)):
             if side.empty and side.st[2] == 0:
-                mine = keys[start:stop][(is_bid[start:stop] == bid) & (qty[start:stop] > 0)]
+                mine = price[start:stop][(is_bid[start:stop] == bid) & (qty[start:stop] > 0)]
                 if len(mine):
-                    side.set_all(np.zeros(0, dtype=np.int64), np.zeros(0), int(mine.max()))
+                    self._ensure_decimals(mine)
+                    ticks = np.rint(mine * self._scale()).astype(np.int64)
+                    anchor = int(ticks.max()) if bid else int((-ticks).max())
+                    side.set_all(np.zeros(0, dtype=np.int64), np.zeros(0), anchor)
 
     def best_bid(self) -> tuple[float, float] | None:
         return self._best(self._bids, True)
@@ -522,9 +538,7 @@ def _replay_columns(
     segments.append((pos, n, None))
     for seg_start, seg_stop, image in segments:
         if seg_stop > seg_start:
-            book._ensure_decimals(price[seg_start:seg_stop])
-            keys = book._keys(is_bid, price)  # cheap relative to the loop; keys outside the segment unused
-            book._apply_keys(is_bid, keys, qty, seg_start, seg_stop, samples)
+            book._apply_prices(is_bid, price, qty, seg_start, seg_stop, samples)
         if image is not None:
             a, b = image
             # samples exactly at the image start see the book before it
@@ -612,8 +626,6 @@ def _replay_groups(book: OrderBook, frame: pl.DataFrame, bounds: list[tuple[int,
     price = np.ascontiguousarray(frame["price"].to_numpy(), dtype=np.float64)
     qty = np.ascontiguousarray(frame["qty"].to_numpy(), dtype=np.float64)
     snap = frame["is_snapshot"].to_numpy()
-    events_end = bounds[-1][1]
-    keys: np.ndarray | None = None
     for start, stop in bounds:
         if snap[start]:
             sel = is_bid[start:stop]
@@ -621,12 +633,8 @@ def _replay_groups(book: OrderBook, frame: pl.DataFrame, bounds: list[tuple[int,
                 np.column_stack([price[start:stop][sel], qty[start:stop][sel]]),
                 np.column_stack([price[start:stop][~sel], qty[start:stop][~sel]]),
             )
-            keys = None  # the image may have changed the tick precision
         else:
-            if keys is None:
-                book._ensure_decimals(price[start:events_end])
-                keys = book._keys(is_bid, price)
-            book._apply_keys(is_bid, keys, qty, start, stop)
+            book._apply_prices(is_bid, price, qty, start, stop)
         on_event(book, frame.slice(start, stop - start))
 
 
