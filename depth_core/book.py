@@ -53,7 +53,8 @@ def _next_best(win: np.ndarray, st: np.ndarray, ok: np.ndarray, below: int) -> N
 
 
 @numba.njit(cache=True, nogil=True)
-def _set_level(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, key: int, q: float) -> int:
+def _set_level(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, key: int | np.int64,
+               q: float) -> int:
     """Set one level of one side; st = [window base, best key, overflow length]."""
     width = win.shape[0]
     base = st[0]
