@@ -408,3 +408,136 @@ def generate_messages(
         part.prev_last_id = prev_u
         prev_u = ev.last_id
         yield encode_depth(part, fmt, market, stream)
+
+
+# -- closed cycles: endless consistent streams at template speed ----------------------------------------
+
+_CHECKPOINT_EVERY = 64
+
+
+class ClosedCycle:
+    """A pool of canonical events whose net effect is nil, pre-encoded as byte templates.
+
+    After ``size`` generated events, extra events put every level back to the starting book, so
+    cycling the pool forever is still one consistent order book with increasing ids: the book after
+    any number of events is known exactly (checkpoints), and a frame costs one ``bytes % (...)``.
+    Used by the firehose mode and to produce a real-sized day of messages in seconds.
+    """
+
+    def __init__(self, spec: SymbolSpec, market: str = "spot", seed: int = 1, size: int = 2048) -> None:
+        gen = BookGenerator(spec, market, seed)
+        self.spec = spec
+        self.market = market
+        self.start_bids, self.start_asks = gen.snapshot_levels()
+        events = [gen.next_event(0) for _ in range(max(16, size))]
+        fixes: list[tuple[int, int, int]] = []  # removals first, so no step crosses the book
+        for side, now, start in ((BID, gen.bids, self.start_bids), (ASK, gen.asks, self.start_asks)):
+            fixes += [(side, p, 0) for p in now if p not in start]
+        for side, now, start in ((BID, gen.bids, self.start_bids), (ASK, gen.asks, self.start_asks)):
+            fixes += [(side, p, q) for p, q in start.items() if now.get(p) != q]
+        next_id = gen.last_update_id
+        for i in range(0, len(fixes), 40):
+            chunk = fixes[i:i + 40]
+            ids = [next_id + 1 + j // 2 for j in range(len(chunk))]
+            next_id = ids[-1]
+            events.append(CanonicalEvent(spec.symbol, ids[0], ids[-1], 0, 0, ids, [c[0] for c in chunk],
+                                         [c[1] for c in chunk], [c[2] for c in chunk]))
+        self.events = events
+        fmt = Formatter(spec)
+        self.templates: list[bytes] = []  # data JSON with %d for E, (T,) U, u, (pu)
+        self.spans: list[tuple[int, int]] = []  # (U - previous u, u - U)
+        prev_u = spec.first_update_id
+        marker = {"E": -101, "T": -102, "U": -103, "u": -104, "pu": -105}
+        for ev in events:
+            data = depth_data(partial_of([ev]), fmt, market)
+            for key, val in marker.items():
+                if key in data:
+                    data[key] = val
+            text = orjson.dumps(data).replace(b"%", b"%%")
+            for val in marker.values():
+                text = text.replace(str(val).encode(), b"%d", 1)
+            self.templates.append(text)
+            self.spans.append((ev.first_id - prev_u, ev.last_id - ev.first_id))
+            prev_u = ev.last_id
+        self.checkpoints: list[tuple[dict[int, int], dict[int, int]]] = []
+        bids, asks = dict(self.start_bids), dict(self.start_asks)
+        for i, ev in enumerate(events):
+            if i % _CHECKPOINT_EVERY == 0:
+                self.checkpoints.append((dict(bids), dict(asks)))
+            _apply(bids, asks, ev)
+        self.k = 0  # events emitted so far
+        self.last_u = spec.first_update_id  # u of the last emitted event
+
+    def book_after(self, k: int) -> tuple[dict[int, int], dict[int, int]]:
+        """The book after ``k`` events of the endless cycle (ticks -> lots)."""
+        pos = k % len(self.events)
+        cp = pos // _CHECKPOINT_EVERY
+        bids, asks = dict(self.checkpoints[cp][0]), dict(self.checkpoints[cp][1])
+        for ev in self.events[cp * _CHECKPOINT_EVERY:pos]:
+            _apply(bids, asks, ev)
+        return bids, asks
+
+    def next_data(self, event_time_ms: int) -> bytes:
+        """The next event's ``data`` JSON; advances the cycle."""
+        i = self.k % len(self.templates)
+        gap, span = self.spans[i]
+        first = self.last_u + gap
+        last = first + span
+        tmpl = self.templates[i]
+        if self.market == "usdm":
+            out = tmpl % (event_time_ms, event_time_ms, first, last, self.last_u)
+        else:
+            out = tmpl % (event_time_ms, first, last)
+        self.last_u = last
+        self.k += 1
+        return out
+
+    def skip(self) -> None:
+        """Advance one event without encoding it."""
+        gap, span = self.spans[self.k % len(self.spans)]
+        self.last_u += gap + span
+        self.k += 1
+
+
+def _apply(bids: dict[int, int], asks: dict[int, int], ev: CanonicalEvent) -> None:
+    for i in range(len(ev.ids)):
+        book = bids if ev.sides[i] == BID else asks
+        if ev.qtys[i]:
+            book[ev.prices[i]] = ev.qtys[i]
+        else:
+            book.pop(ev.prices[i], None)
+
+
+def day_frames(
+    symbol: str,
+    n_events: int = 864_000,
+    *,
+    market: str = "spot",
+    seed: int = 1,
+    start_ms: int = 1_764_000_000_000,
+    interval_ms: int = 100,
+    pool_size: int = 20_000,
+    stream: str | None = None,
+) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
+    """A real-sized day fast: (REST snapshot body at the start, iterator of (E ms, combined frame)).
+
+    The events cycle a closed pool of ``pool_size`` generated events, so the stream is one
+    consistent book that the snapshot syncs to; ``n_events`` of 864,000 is one day at 100 ms.
+    """
+    spec = spec_for(symbol, market)
+    cycle = ClosedCycle(spec, market, seed, pool_size)
+    fmt = Formatter(spec)
+    snapshot: dict[str, object] = {"lastUpdateId": cycle.last_u}
+    if market == "usdm":
+        snapshot["E"] = start_ms
+        snapshot["T"] = start_ms
+    snapshot["bids"] = [[fmt.price(p), fmt.qty(cycle.start_bids[p])] for p in sorted(cycle.start_bids, reverse=True)]
+    snapshot["asks"] = [[fmt.price(p), fmt.qty(cycle.start_asks[p])] for p in sorted(cycle.start_asks)]
+    head = b'{"stream":"' + (stream or f"{symbol.lower()}@depth@100ms").encode() + b'","data":'
+
+    def frames() -> Iterator[tuple[int, bytes]]:
+        for k in range(n_events):
+            e_ms = start_ms + k * interval_ms
+            yield e_ms, head + cycle.next_data(e_ms) + b"}"
+
+    return snapshot, frames()
