@@ -477,7 +477,6 @@ def run_demo(opts: DemoOptions) -> int:
                 "--spool-dir", str(data / f"spool-{stream}"),
                 "--flush-seconds", str(opts.flush_seconds),
                 "--snapshot-interval", "0",
-                "--snapshot-depth", "1000",
                 "--shutdown-grace", "30",
             ]  # fmt: skip
             collectors[stream] = children.start(f"collector-{stream}", argv, env)
@@ -670,6 +669,15 @@ def report_merged(
     return out
 
 
+def quality_line(store_dir: Path, files: Sequence[str]) -> str:
+    """Where the data-quality report is (PNG + markdown per symbol-day), or that none was written."""
+    if not files:
+        return f"Quality:  no report under {store_dir / 'quality'} (the quality asset did not run)"
+    pictures = [f for f in files if f.endswith(".png")]
+    shown = pictures[0] if pictures else files[0]
+    return f"Quality:  {store_dir / 'quality'}  ({len(files)} files, e.g. {store_dir / shown})"
+
+
 def print_report(
     opts: DemoOptions,
     stats: dict[tuple[str, str], StreamStats],
@@ -712,7 +720,7 @@ def print_report(
         f"Raw objects: {raw_before} before the gated cleanup, {raw_after} after; "
         f"spool files left after SIGTERM: {leftover_count}",
         f"Parquet:  {store_dir / 'merged'}",
-        f"Quality:  {store_dir / 'quality'}  (PNG + markdown per symbol-day)",
+        quality_line(store_dir, [f for m in merged.values() for f in m.quality_files]),
         f"Logs:     {opts.data_dir / 'logs'}",
         "",
         "Load it with polars:",
