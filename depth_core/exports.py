@@ -24,7 +24,9 @@ import datetime as dt
 import gzip
 import io
 import itertools
+import shutil
 import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, cast
@@ -240,19 +242,33 @@ def hftbacktest_events(rows: pl.DataFrame, book: OrderBook | None = None) -> tup
 
 def export_hftbacktest_day(store: ObjectStore, symbol: str, date: str, out_path: Path,
                            market: Market = "spot") -> int:
-    """Write one symbol-day as hftbacktest ``.npz`` (key ``data``); returns the number of events."""
+    """Write one symbol-day as hftbacktest ``.npz`` (key ``data``); returns the number of events.
+
+    Memory stays at one Parquet file of rows: events go to a temporary file first, then are streamed into
+    the zip member ``data.npy`` (deflate, as ``np.savez_compressed``), which ``np.load`` reads as usual.
+    """
     symbol, date, market = validate_symbol(symbol), validate_date(date), validate_market(market)
-    parts: list[np.ndarray] = []
-    book: OrderBook | None = None  # unknown before the day's first image: its clears cover everything
-    for frame in _day_frames(store, symbol, date, market):
-        events, book = hftbacktest_events(frame, book)
-        parts.append(events)
-    data = np.concatenate(parts) if parts else np.zeros(0, dtype=HFT_EVENT_DTYPE)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".part.npz")
-    np.savez_compressed(tmp, data=data)
-    tmp.replace(out_path)
-    return len(data)
+    tmp_events = out_path.with_name(out_path.name + ".events.tmp")
+    tmp_zip = out_path.with_name(out_path.name + ".part")
+    count = 0
+    book: OrderBook | None = None  # unknown before the day's first image: its clears cover everything
+    try:
+        with open(tmp_events, "wb") as fh:
+            for frame in _day_frames(store, symbol, date, market):
+                events, book = hftbacktest_events(frame, book)
+                fh.write(events.tobytes())
+                count += len(events)
+        with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf, \
+                zf.open("data.npy", "w", force_zip64=True) as member, open(tmp_events, "rb") as src:
+            np.lib.format.write_array_header_1_0(member, {
+                "descr": np.lib.format.dtype_to_descr(HFT_EVENT_DTYPE), "fortran_order": False, "shape": (count,)})
+            shutil.copyfileobj(src, member, 16 << 20)
+        tmp_zip.replace(out_path)
+    finally:
+        tmp_events.unlink(missing_ok=True)
+        tmp_zip.unlink(missing_ok=True)
+    return count
 
 
 def tardis_file_name(market: Market, symbol: str, date: str, compress: bool = True) -> str:
