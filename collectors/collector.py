@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from collectors import logs
 from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
-from collectors.frames import STREAM_PREFIX, int_field, parse_slow
+from collectors.frames import STREAM_PREFIX, depth_head, int_field, parse_slow
 from collectors.rest import InvalidSymbolError, RestClient, RestError, WeightBudget
 from collectors.spool import OutboxObject, Spool
 from collectors.state import SymbolState
@@ -64,7 +64,7 @@ class Connection:
     ws: ClientConnection | None = None
     primary: bool = False
     opened_monotonic: float = 0.0
-    last_frame_monotonic: float = 0.0
+    last_frame_ns: int = 0
     frames: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: str = ""
@@ -129,7 +129,7 @@ class Collector:
         self.other_frames = 0
         self.server_shutdowns = 0
         self._snapshot_q: asyncio.Queue[tuple[SymbolState, str]] = asyncio.Queue()
-        self._snapshot_queued: set[str] = set()
+        self._snapshot_queued: dict[str, list[str]] = {}
         self.clock_offset_s: float | None = None
         self.clock_rtt_s: float | None = None
         self.clock_warnings = 0
@@ -180,36 +180,34 @@ class Collector:
     def on_frame(self, conn: Connection, frame: bytes) -> None:
         """Record one websocket frame: continuity, counters, one journal line. No I/O, no logging."""
         ns = time.time_ns()
+        conn.last_frame_ns = ns
         conn.frames += 1
         cs = None
+        end = -1
         if frame.startswith(STREAM_PREFIX):
-            end = frame.find(b'"', _PREFIX_LEN)
+            end = frame.find(b'"', _PREFIX_LEN, 128)
             cs = conn.streams.get(frame[_PREFIX_LEN:end])
         if cs is None:
             self._on_other_frame(conn, frame, ns)
             return
         st = cs.state
         if cs.is_depth:
-            first = int_field(frame, b'"U":')
-            last = int_field(frame, b'"u":')
+            head = depth_head(frame, end, self.usdm)
+            if head is None:
+                self._on_other_frame(conn, frame, ns, st)
+                return
+            first, last, prev, event_ms = head
             if self.usdm:
-                pu = int_field(frame, b'"pu":')
-                start = None if pu is None else pu + 1
-            else:
-                start = first
-            if start is None or last is None:
-                env = parse_slow(frame)
-                if env is not None and env.last_id is not None:
-                    last = env.last_id
-                    start = (env.prev_id + 1 if env.prev_id is not None else None) if self.usdm else env.first_id
-            if start is not None and last is not None:
-                self._track(conn, cs, start, last)
-            else:
-                st.malformed += 1
-                self.malformed_frames += 1
-            event_ms = int_field(frame, b'"E":')
-            if event_ms is not None:
-                st.observe_latency(ns // 1_000_000, event_ms)
+                assert prev is not None
+                first = prev + 1
+            if cs.first_start is None:
+                cs.first_start = first
+            cs.last_id = last
+            if conn.primary:
+                gap = st.continuity.observe(first, last)
+                if gap is not None:
+                    self._on_gap(conn, st, gap, first, last)
+            st.observe_latency(ns // 1_000_000, event_ms)
             kind = b" D "
             st.messages += 1
             st.bytes += len(frame)
@@ -240,10 +238,11 @@ class Collector:
         self.note(st, "gap", **fields)
         self.request_snapshot(st, "gap")
 
-    def _on_other_frame(self, conn: Connection, frame: bytes, ns: int) -> None:
+    def _on_other_frame(self, conn: Connection, frame: bytes, ns: int, hint: SymbolState | None = None) -> None:
+        """The slow path: control messages, unusual layouts, malformed frames (noted, never dropped)."""
         env = parse_slow(frame)
         if env is None:
-            self._malformed(conn, frame, "not a JSON object", None)
+            self._malformed(conn, frame, "not a JSON object", hint)
             return
         if env.stream is not None and env.stream in conn.streams:
             # a known stream in an unusual field order: same handling, slower parse
@@ -325,7 +324,8 @@ class Collector:
             close_timeout=3,
             user_agent_header="depth-collector/0.1",
         )
-        conn.opened_monotonic = conn.last_frame_monotonic = time.monotonic()
+        conn.opened_monotonic = time.monotonic()
+        conn.last_frame_ns = time.time_ns()
         return conn
 
     async def _read(self, conn: Connection) -> None:
@@ -336,7 +336,6 @@ class Collector:
         try:
             while True:
                 frame = await recv(decode=False)
-                conn.last_frame_monotonic = time.monotonic()
                 on_frame(conn, frame if isinstance(frame, bytes) else frame.encode())
         except ConnectionClosed as exc:
             conn.close_reason = conn.close_reason or f"closed: {exc}"
@@ -449,8 +448,9 @@ class Collector:
             now = time.monotonic()
             if now - conn.opened_monotonic >= self.config.max_connection_age:
                 return "max_age"
-            if stall > 0 and now - conn.last_frame_monotonic >= stall:
-                logs.warning("stall", conn=conn.conn_id, group=group.index, silent_s=round(now - conn.last_frame_monotonic, 1))
+            silent = (time.time_ns() - conn.last_frame_ns) / 1e9
+            if stall > 0 and silent >= stall:
+                logs.warning("stall", conn=conn.conn_id, group=group.index, silent_s=round(silent, 1))
                 return "stall"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._any_of(conn.closed, group.replace_requested, self.stop_event), 0.25)
@@ -535,9 +535,13 @@ class Collector:
     # ---- snapshots ------------------------------------------------------------------------------
 
     def request_snapshot(self, st: SymbolState, reason: str) -> None:
-        if st.symbol in self._snapshot_queued:
+        """Queue a snapshot; a symbol already waiting gets one snapshot that serves every reason."""
+        reasons = self._snapshot_queued.get(st.symbol)
+        if reasons is not None:
+            if reason not in reasons:
+                reasons.append(reason)
             return
-        self._snapshot_queued.add(st.symbol)
+        self._snapshot_queued[st.symbol] = [reason]
         st.last_snapshot_request = time.monotonic()
         self._snapshot_q.put_nowait((st, reason))
 
@@ -549,7 +553,7 @@ class Collector:
         limit = self.config.snapshot_depth
         while not self.stop_event.is_set():
             st, reason = await self._snapshot_q.get()
-            self._snapshot_queued.discard(st.symbol)
+            reason = ",".join(self._snapshot_queued.pop(st.symbol, [reason]))
             try:
                 resp = await self.rest.snapshot(st.symbol, limit)
             except InvalidSymbolError as exc:

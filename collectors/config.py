@@ -74,7 +74,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("stall_timeout", "--stall-timeout", "DEPTH_STALL_TIMEOUT", "reconnect a connection silent this many seconds (default 60; 0 = off)", "S"),
     Flag("rest_weight_per_minute", "--rest-weight-per-minute", "DEPTH_REST_WEIGHT_PER_MINUTE", "REST weight budget per minute (default half of Binance's limit)", "N"),
     Flag("upload_concurrency", "--upload-concurrency", "DEPTH_UPLOAD_CONCURRENCY", "parallel uploads (default 4)", "N"),
-    Flag("gzip_level", "--gzip-level", "DEPTH_GZIP_LEVEL", "gzip level of raw objects, 1-9 (default 3)", "N"),
+    Flag("gzip_level", "--gzip-level", "DEPTH_GZIP_LEVEL", "gzip level of raw objects, 1-9 (default 1: cheapest CPU per message)", "N"),
     Flag("book_ticker", "--book-ticker", "DEPTH_BOOK_TICKER", "also record <symbol>@bookTicker (env: 1/true)", is_switch=True),
     Flag("log_format", "--log-format", "DEPTH_LOG_FORMAT", "json (default) or kv (key=value)", "FMT"),
     Flag("log_level", "--log-level", "DEPTH_LOG_LEVEL", "DEBUG, INFO (default), WARNING", "LEVEL"),
@@ -109,7 +109,7 @@ class CollectorConfig:
     stall_timeout: float = 60.0
     rest_weight_per_minute: int = 0
     upload_concurrency: int = 4
-    gzip_level: int = 3
+    gzip_level: int = 1
     book_ticker: bool = False
     log_format: str = "json"
     log_level: str = "INFO"
@@ -283,7 +283,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         stall_timeout=num("stall_timeout", 60.0, minimum=0),
         rest_weight_per_minute=weight,
         upload_concurrency=int(num("upload_concurrency", 4, minimum=1, maximum=64, integer=True)),
-        gzip_level=int(num("gzip_level", 3, minimum=1, maximum=9, integer=True)),
+        gzip_level=int(num("gzip_level", 1, minimum=1, maximum=9, integer=True)),
         book_ticker=book_ticker,
         log_format=log_format,
         log_level=log_level,

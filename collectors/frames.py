@@ -78,3 +78,37 @@ def parse_slow(frame: bytes) -> Envelope | None:
         prev_id=as_int(data.get("pu")),
         event_time=as_int(data.get("E")),
     )
+
+
+def depth_head(frame: bytes, pos: int, usdm: bool) -> tuple[int, int, int | None, int] | None:
+    """``(U, u, pu, E)`` of a depth frame in Binance's field order, read from ``pos`` (after the stream
+    name); None when the frame is laid out differently (the caller then uses :func:`parse_slow`).
+
+    Every search is bounded to the short head of the frame, so the 40+ price levels are never scanned.
+    """
+    i = frame.find(b'"E":', pos, pos + 96)
+    if i < 0:
+        return None
+    j = frame.find(b",", i, i + 30)
+    event_time = frame[i + 4 : j]
+    i = frame.find(b'"U":', j, j + 128)
+    if i < 0:
+        return None
+    j = frame.find(b',"u":', i, i + 30)
+    if j < 0:
+        return None
+    k = frame.find(b",", j + 5, j + 30)
+    first = frame[i + 4 : j]
+    last = frame[j + 5 : k]
+    if not (first.isdigit() and last.isdigit() and event_time.isdigit()):
+        return None
+    prev: int | None = None
+    if usdm:
+        if not frame.startswith(b'"pu":', k + 1):
+            return None
+        m = frame.find(b",", k + 6, k + 30)
+        pu = frame[k + 6 : m]
+        if not (pu[1:] if pu[:1] == b"-" else pu).isdigit():
+            return None
+        prev = int(pu)
+    return int(first), int(last), prev, int(event_time)

@@ -68,3 +68,18 @@ def test_slow_path_handles_other_field_orders_and_garbage() -> None:
     assert int_field(b'{"U":12a,', b'"U":') is None
     assert int_field(b'{"U":+12,', b'"U":') is None
     assert int_field(b'{"U":12}', b'"U":') == 12
+
+
+def test_depth_head_agrees_with_json_or_declines(real_data: Path) -> None:
+    from collectors.frames import depth_head
+
+    for name, usdm in (("hftbacktest_spot_btcusdt_20240808.gz", False), ("hftbacktest_usdm_btcusdt_20240808.gz", True)):
+        for frame in real_depth_frames(real_data / name)[:2000]:
+            data = orjson.loads(frame)["data"]
+            pos = frame.find(b'"', 11)
+            assert depth_head(frame, pos, usdm) == (data["U"], data["u"], data.get("pu"), data["E"])
+    # another field order or a foreign value: declined (the slow path takes over), never guessed
+    assert depth_head(b'{"stream":"x@depth","data":{"u":5,"U":3,"E":9}}', 18, False) is None
+    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5x,"b":[]}}', 18, False) is None
+    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"b":[]}}', 18, True) is None  # usdm needs pu
+    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"pu":-1,"b":[]}}', 18, True) == (3, 5, -1, 9)
