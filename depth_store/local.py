@@ -148,12 +148,13 @@ class LocalStore(ObjectStore):
 
     def _replace_into(self, tmp: Path, target: Path) -> None:
         """Rename into place; a concurrent delete may prune the parent folder, so retry a few times."""
-        for attempt in range(5):
-            created = self._make_parents(target.parent)
+        attempts = 50
+        for attempt in range(attempts):
             try:
+                created = self._make_parents(target.parent)
                 os.replace(tmp, target)
             except FileNotFoundError:
-                if attempt == 4 or not tmp.exists():
+                if attempt == attempts - 1 or not tmp.exists():
                     raise
                 continue
             _fsync_dir(target.parent)
@@ -242,7 +243,10 @@ class LocalStore(ObjectStore):
             raise StoreError(f"local stat of {key!r} failed: {exc}") from exc
         if not path.is_file() or path.is_symlink():
             return None
-        return self._info(key, path, st)
+        try:
+            return self._info(key, path, st)
+        except FileNotFoundError:
+            return None  # deleted meanwhile
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, allow_prefix=True)
@@ -265,9 +269,10 @@ class LocalStore(ObjectStore):
         for key, path in found:
             try:
                 st = path.stat()
+                info = self._info(key, path, st)
             except FileNotFoundError:
                 continue  # deleted while listing
-            yield self._info(key, path, st)
+            yield info
 
     @staticmethod
     def _walk_error(exc: OSError) -> None:
@@ -284,7 +289,10 @@ class LocalStore(ObjectStore):
             return  # a "folder" is not an object
         except OSError as exc:
             raise StoreError(f"local delete of {key!r} failed: {exc}") from exc
-        _fsync_dir(path.parent)
+        try:
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return  # a concurrent delete already pruned the folder: the removal is durable with it
         self._prune_empty_parents(path.parent)
 
     def _prune_empty_parents(self, folder: Path) -> None:
