@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-limit", type=int, default=6000, help="REST request weight per minute")
     p.add_argument("--max-incoming-per-s", type=int, default=5)
     p.add_argument("--paused", action="store_true", help="start with event generation paused")
+    p.add_argument("--truth-max-events", type=int, default=50_000, help="canonical events kept per symbol")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -44,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         ping_interval_s=args.ping_interval, pong_timeout_s=args.pong_timeout,
         weight_limit_per_minute=args.weight_limit, max_incoming_per_s=args.max_incoming_per_s,
         replay_path=args.replay, replay_snapshot_path=args.replay_snapshot, replay_start=args.replay_start,
-        firehose_rate=args.firehose_rate, start_paused=args.paused,
+        firehose_rate=args.firehose_rate, start_paused=args.paused, truth_max_events=args.truth_max_events,
     )
 
 

@@ -182,11 +182,13 @@ class BookGenerator:
         self.best_ask = mid + 1
         self._log_max_offset = math.log(spec.max_offset_ticks)
         self._qty_mu = math.log(max(spec.typical_qty * spec.lot_scale, 1.0))
+        # quantities are drawn from a fixed log-normal table: as realistic, far cheaper per change
+        self._qty_table = [max(1, int(self.rng.lognormvariate(self._qty_mu, 1.3))) for _ in range(8192)]
         self._fill_initial()
 
     # -- book state ----------------------------------------------------------------------------
     def _random_qty(self) -> int:
-        return max(1, int(self.rng.lognormvariate(self._qty_mu, 1.3)))
+        return self._qty_table[self.rng.getrandbits(13)]
 
     def _fill_initial(self) -> None:
         rng = self.rng
@@ -255,24 +257,42 @@ class BookGenerator:
                     self.best_bid = new_ba - 1
 
         # 2) the rest: heavy near the top, a long tail far away; modify, add, remove, remove-absent
-        log_max = self._log_max_offset
+        log_max2 = self._log_max_offset * 2.0
         exp = math.exp
-        while len(sides) < n_target:
-            off = int(exp(rand() * log_max)) - 1
-            if rand() < 0.5:
-                side, book, price = BID, bids, self.best_bid - off
+        qty_table = self._qty_table
+        bits = rng.getrandbits
+        best_bid, best_ask = self.best_bid, self.best_ask
+        n = len(sides)
+        while n < n_target:
+            r = rand()
+            if r < 0.5:  # one draw gives the side and a log-uniform offset
+                off = int(exp(r * log_max2)) - 1
+                side, book, price = BID, bids, best_bid - off
                 if price <= 0:
                     continue
             else:
-                side, book, price = ASK, asks, self.best_ask + off
+                off = int(exp((r - 0.5) * log_max2)) - 1
+                side, book, price = ASK, asks, best_ask + off
             if off == 0:
-                change(side, price, self._random_qty())
+                qty = qty_table[bits(13)]
             elif price in book:
-                change(side, price, 0 if rand() < 0.35 else self._random_qty())
-            elif rand() < (0.75 if off < 200 else 150.0 / off):
-                change(side, price, self._random_qty())
-            elif rand() < 0.12:
-                change(side, price, 0)  # removing a level the book does not hold: Binance does it too
+                qty = 0 if rand() < 0.35 else qty_table[bits(13)]
+            else:
+                r = rand()
+                if r < (0.75 if off < 200 else 150.0 / off):
+                    qty = qty_table[bits(13)]
+                elif r > 0.88:
+                    qty = 0  # removing a level the book does not hold: Binance does it too
+                else:
+                    continue
+            sides.append(side)
+            prices.append(price)
+            qtys.append(qty)
+            if qty:
+                book[price] = qty
+            else:
+                book.pop(price, None)
+            n += 1
 
         # 3) update ids for every change
         n = len(sides)

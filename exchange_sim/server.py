@@ -75,7 +75,7 @@ class SimConfig:
     replay_start: str = "on_subscribe"  # on_subscribe | immediate | paused
     firehose_rate: int | None = None  # messages/s per symbol from a pre-encoded pool (benchmarks)
     firehose_pool: int = 2048
-    truth_max_events: int = 500_000
+    truth_max_events: int = 50_000  # canonical events kept for /_sim/truth and /_sim/book (older: folded)
     start_paused: bool = False
     start_time_ms: int | None = None  # exchange time of the first event (default: now)
     snapshot_mid_event: bool = True  # REST snapshots may land inside the next event's id range
