@@ -107,6 +107,13 @@ class QualityReport:
     summary: dict[str, Any]
     keys: dict[str, str] = field(default_factory=dict)  # name -> store key, once written
 
+    def markdown_with_inline_png(self) -> str:
+        """The markdown with the picture embedded as a data URI (for UIs that cannot fetch the file)."""
+        import base64
+
+        uri = "data:image/png;base64," + base64.b64encode(self.png).decode()
+        return self.markdown.replace(f"]({PNG_NAME})", f"]({uri})")
+
 
 def _day_start_ms(date: str) -> int:
     d = dt.date.fromisoformat(validate_date(date))

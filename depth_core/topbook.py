@@ -12,8 +12,10 @@ Long format, one row per (time, side, level)::
     last_update_id   int64               u of the last row in the book at t (ties a sample to the deltas)
 
 Rows are sorted by time, side ("ask" before "bid"), level. Grid times before the day's first image (no
-book yet, unless ``start_book`` carries the previous day's) have no rows. Pure function, no I/O: the
-Dagster asset (``depth_pipeline``) reads the merged day, calls :func:`compute_top_levels` and writes it.
+book yet, unless ``start_book`` carries the previous day's) have no rows. :func:`compute_top_levels` is
+pure (no I/O); :func:`write_top_day` reads the merged day from the store, computes and writes it to
+:func:`top_day_key` (``derived/book_top25_1s/market=/symbol=/date=/part-00000.parquet``) — what the
+Dagster asset calls.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
-from depth_core.names import validate_date
+from depth_core.names import Market, validate_date, validate_market, validate_symbol
 from depth_core.reader import grid_sample_rows, parse_every
 from depth_core.schema import SIDE_ASK, SIDE_BID
+from depth_store.base import ObjectStore
 
 TOP_TABLE_NAME = "book_top25_1s"
 TOP_SCHEMA: dict[str, pl.DataType] = {
@@ -94,3 +97,51 @@ def compute_top_levels(
         pl.lit(symbol).alias("symbol"),
     )
     return out.sort("time", "side", "level").select(list(TOP_SCHEMA)).cast(TOP_SCHEMA)  # type: ignore[arg-type]
+
+
+TOP_ROOT = "derived"
+
+
+def top_day_key(market: Market, symbol: str, date: str, table: str = TOP_TABLE_NAME) -> str:
+    """Where a symbol-day of the table lives: ``derived/book_top25_1s/market=/symbol=/date=/part-00000.parquet``.
+
+    Hive layout like ``merged/``, so DuckDB and polars read every day with one glob.
+    """
+    return (f"{TOP_ROOT}/{table}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
+            f"date={validate_date(date)}/part-00000.parquet")
+
+
+def build_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s",
+                  depth: int = 25, carry_previous_day: bool = False) -> pl.DataFrame:
+    """Read the merged symbol-day from the store and compute the table (empty if the day has no data).
+
+    With ``carry_previous_day`` the grid times before the day's first image (at most the first seconds:
+    a day opens with a carried image or its first snapshot) get the previous day's closing book, if that
+    day is in the store; it costs a replay of the previous day, hence off by default.
+    """
+    from depth_core.reader import day_files, scan_keys
+
+    keys = day_files(store, symbol, date, market)
+    if not keys:
+        return pl.DataFrame(schema=TOP_SCHEMA)
+    start_book = None
+    if carry_previous_day:
+        prev = (dt.date.fromisoformat(validate_date(date)) - dt.timedelta(days=1)).isoformat()
+        prev_keys = day_files(store, symbol, prev, market)
+        if prev_keys:
+            from depth_core.book import replay_merged
+
+            start_book = replay_merged(scan_keys(store, prev_keys).select(_NEEDED).collect())
+    return compute_top_levels(scan_keys(store, keys).select(_NEEDED), date, every=every, depth=depth,
+                              start_book=start_book)
+
+
+def write_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s",
+                  depth: int = 25) -> tuple[str, pl.DataFrame]:
+    """Build the table for one symbol-day and write it (zstd Parquet); returns (key, table)."""
+    from depth_core.storeio import put_parquet
+
+    table = build_top_day(store, market, symbol, date, every=every, depth=depth)
+    key = top_day_key(market, symbol, date)
+    put_parquet(store, key, table, row_group_size=500_000)
+    return key, table

@@ -76,6 +76,8 @@ def test_report_renders_outages_gaps_and_every_stream(tmp_path: object) -> None:
     assert summary["streams"]["us-1"]["events"] == 0 and summary["streams"]["us-1"]["outage_seconds"] == 86_400
     assert summary["streams"]["ap-1"]["latency_p50_ms"] > summary["streams"]["eu-1"]["latency_p50_ms"]
     assert summary["merged_gaps"] == 1
+    inline = report.markdown_with_inline_png()
+    assert "](data:image/png;base64,iVBORw0KGgo" in inline and "](quality.png)" not in inline
 
 
 def test_quiet_market_is_not_an_outage() -> None:

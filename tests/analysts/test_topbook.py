@@ -52,3 +52,21 @@ def test_top_levels_with_a_start_book_and_bad_arguments() -> None:
         compute_top_levels(day, "2026-11-23", every="500us")
     with pytest.raises(ValueError):
         compute_top_levels(day, "2026-11-23", depth=0)
+
+
+def test_write_top_day_reads_the_store_and_writes_the_hive_layout(tmp_path: object) -> None:
+    from depth_core.storeio import read_parquet
+    from depth_core.topbook import TOP_TABLE_NAME, build_top_day, write_top_day
+    from depth_store import open_store
+
+    data = synth.generate(days=("2026-11-23", "2026-11-24"), events_per_day=400, seed=5)
+    store = open_store(str(tmp_path))
+    synth.write(store, data)
+    key, table = write_top_day(store, "spot", "BTCUSDT", "2026-11-24", every="1m", depth=3)
+    assert key == f"derived/{TOP_TABLE_NAME}/market=spot/symbol=BTCUSDT/date=2026-11-24/part-00000.parquet"
+    assert read_parquet(store, key).equals(table)
+    assert table.equals(compute_top_levels(data.frames["2026-11-24"], "2026-11-24", every="1m", depth=3))
+    assert table["time"].n_unique() == 1440  # the day opens with a carried image at 00:00:00
+    first_day = build_top_day(store, "spot", "BTCUSDT", "2026-11-23", every="1s", depth=1)
+    assert first_day["time"].min() == dt.datetime(2026, 11, 23, 0, 0, 2, tzinfo=dt.UTC)  # image at 1.5 s
+    assert build_top_day(store, "spot", "BTCUSDT", "2026-11-25").height == 0
