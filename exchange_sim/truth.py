@@ -7,6 +7,8 @@ import heapq
 
 from exchange_sim.generator import BID, CanonicalEvent
 
+CHECKPOINT_EVERY = 500
+
 
 class TruthLog:
     """Keeps the published canonical events after a base book; answers the book at any id.
@@ -28,6 +30,9 @@ class TruthLog:
         self._last_ids: list[int] = []
         self.cur_bids = dict(base_bids)  # the book after the last published event (fast snapshots)
         self.cur_asks = dict(base_asks)
+        self._folded = 0  # events folded into the base so far (absolute index of events[0])
+        # (absolute event count, bids, asks): the book after that many events, every CHECKPOINT_EVERY
+        self._checkpoints: list[tuple[int, dict[int, int], dict[int, int]]] = []
 
     @property
     def last_id(self) -> int:
@@ -39,6 +44,9 @@ class TruthLog:
         self.events.append(ev)
         self._last_ids.append(ev.last_id)
         apply_event(self.cur_bids, self.cur_asks, ev)
+        count = self._folded + len(self.events)
+        if count % CHECKPOINT_EVERY == 0:
+            self._checkpoints.append((count, dict(self.cur_bids), dict(self.cur_asks)))
         if len(self.events) > self.max_events:
             self._fold(len(self.events) - self.max_events + self.max_events // 10)
 
@@ -48,6 +56,8 @@ class TruthLog:
         self.base_id = self._last_ids[count - 1]
         del self.events[:count]
         del self._last_ids[:count]
+        self._folded += count
+        self._checkpoints = [c for c in self._checkpoints if c[0] > self._folded]
 
     def events_between(self, from_id: int, to_id: int, max_count: int = 100_000) -> list[CanonicalEvent]:
         """Events whose id range overlaps ``[from_id; to_id]``, at most ``max_count``."""
@@ -73,8 +83,15 @@ class TruthLog:
             if extra is not None and extra.first_id <= update_id:
                 apply_event(bids, asks, extra, update_id)
             return bids, asks
-        bids, asks = dict(self.base_bids), dict(self.base_asks)
-        for ev in self.events:
+        whole = bisect.bisect_right(self._last_ids, update_id)  # events entirely <= update_id
+        start = 0
+        bids, asks = self.base_bids, self.base_asks
+        i = bisect.bisect_right(self._checkpoints, self._folded + whole, key=lambda c: c[0]) - 1
+        if i >= 0:
+            start = self._checkpoints[i][0] - self._folded
+            bids, asks = self._checkpoints[i][1], self._checkpoints[i][2]
+        bids, asks = dict(bids), dict(asks)
+        for ev in self.events[start:]:
             if ev.first_id > update_id:
                 break
             apply_event(bids, asks, ev, update_id)

@@ -129,3 +129,30 @@ def test_firehose_stream_syncs_to_its_snapshots(make_simulator: Any) -> None:
             assert book.levels("bids", 5000) == later["bids"] and book.levels("asks", 5000) == later["asks"]
 
     asyncio.run(run())
+
+
+def test_truth_log_answers_every_id_after_folding_and_checkpoints() -> None:
+    spec = spec_for("BNBUSDT", "spot")
+    gen = BookGenerator(spec, "spot", seed=11)
+    bids, asks = gen.snapshot_levels()
+    truth = TruthLog("BNBUSDT", bids, asks, gen.last_update_id, max_events=1200)
+    ref_bids, ref_asks = dict(bids), dict(asks)
+    books: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+    from exchange_sim.truth import apply_event
+
+    for k in range(2600):  # folds twice, crosses several checkpoints
+        ev = gen.next_event(k)
+        truth.append(ev)
+        apply_event(ref_bids, ref_asks, ev)
+        if k % 97 == 0 or k > 2590:
+            books[ev.last_id] = (dict(ref_bids), dict(ref_asks))
+    kept = [u for u in books if u >= truth.base_id]
+    assert len(kept) > 10 and len(kept) < len(books)
+    for u in kept:
+        assert truth.book_at(u) == books[u]
+    mid = truth.events[-1]
+    inside = mid.ids[len(mid.ids) // 2]
+    expect_bids, expect_asks = truth.book_at(mid.first_id - 1)
+    apply_event(expect_bids, expect_asks, mid, inside)  # only the changes with id <= inside
+    assert truth.book_at(inside) == (expect_bids, expect_asks)
+    assert truth.book_at(inside) != truth.book_at(mid.last_id) or inside == mid.last_id
