@@ -72,8 +72,13 @@ MERGED_CHECKS: tuple[CheckDecl, ...] = (
     ),
     CheckDecl(
         "matches_book_ticker",
-        True,
+        False,
         "Where @bookTicker was captured, the replayed top of book equals it at every matching u.",
+    ),
+    CheckDecl(
+        "day_anchored",
+        True,
+        "The day opens with a book image (carried from the previous day or the first usable snapshot).",
     ),
     CheckDecl("other_core_checks", True, "Any further check the core reports (named in the metadata)."),
 )

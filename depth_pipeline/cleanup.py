@@ -3,8 +3,9 @@
 The seed's "only if successful, delete the temporary objects", made safe:
 
 - the symbol-day's latest ``merged_depth`` materialization must come from a run that **succeeded** with
-  every **blocking check passed**, and the coverage manifest in the store must be the very one that run
-  wrote (same etag) — otherwise nothing of that symbol-day is deleted and the reason is returned;
+  every **blocking check passed**, no later merge attempt may have failed or still be running, and the
+  coverage manifest in the store must be the very one that run wrote (same etag) — otherwise nothing of
+  that symbol-day is deleted and the reason is returned;
 - only objects **listed in that manifest** are deleted, and only while their size and etag still match;
   anything that arrived later is kept for the re-merge it triggers;
 - an object whose events span two dates is deleted only once every date it holds has such a merge that
@@ -26,7 +27,7 @@ import dagster as dg
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
 from depth_core.schema import merged_manifest_key
-from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, META_MANIFEST_ETAG
+from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, META_MANIFEST_ETAG, TAG_KIND
 from depth_pipeline.partitions import partition_key
 from depth_store import ObjectStore
 
@@ -76,6 +77,17 @@ class MergeGate:
         return any(o.key == obj.key and o.size == obj.size and o.etag == obj.etag for o in self.objects)
 
 
+def _latest_merge_attempt(instance: dg.DagsterInstance, pk: str) -> dg.DagsterRun | None:
+    """The newest run of this partition that targeted ``merged_depth`` (cleanup runs are not attempts)."""
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": pk}), limit=50):
+        if run.tags.get(TAG_KIND) == "cleanup":
+            continue
+        if run.asset_selection and MERGED_DEPTH not in run.asset_selection:  # empty: the whole job
+            continue
+        return run
+    return None
+
+
 def merge_gate(
     instance: dg.DagsterInstance, store: ObjectStore, market: Market, symbol: str, date: str
 ) -> MergeGate:
@@ -96,6 +108,15 @@ def merge_gate(
         status = run.status.value if run else "missing"
         return MergeGate(
             date, symbol, False, f"the latest merge of {symbol} {date} (run {run_id}) is {status}", run_id
+        )
+    latest = _latest_merge_attempt(instance, str(pk))
+    if latest is not None and latest.run_id != run_id:
+        return MergeGate(
+            date,
+            symbol,
+            False,
+            f"a later merge attempt of {symbol} {date} (run {latest.run_id}) is {latest.status.value}",
+            run_id,
         )
     blocking = metadata.get(META_BLOCKING_PASSED)
     if blocking is None or not bool(blocking.value):
@@ -229,3 +250,32 @@ def cleanup_symbol_day(
             store.delete(obj.key)
             result.deleted.append(obj.key)
     return result
+
+
+def deleted_merged_objects(
+    store: ObjectStore, market: Market, symbol: str, date: str, stream: str | None = None
+) -> list[str]:
+    """Raw objects the symbol-day's current manifest lists that are no longer in the store.
+
+    They were deleted by the cleanup after a verified merge. Re-validating the day now would rebuild it
+    from the remaining raw objects only and lose their events, so the assets refuse to (the previous
+    merged output stays as it is, and late objects stay in ``raw/``).
+    """
+    key = merged_manifest_key(market, symbol, date)
+    if store.head(key) is None:
+        return []
+    try:
+        objects = parse_manifest_objects(json.loads(store.get_bytes(key)))
+    except (ValueError, KeyError, TypeError):
+        return []
+    if stream is not None:
+        objects = [o for o in objects if f"/stream={stream}/" in o.key]
+    folders: dict[str, set[str]] = {}
+    missing: list[str] = []
+    for obj in objects:
+        folder = obj.key.rsplit("/", 1)[0] + "/"
+        if folder not in folders:
+            folders[folder] = {i.key for i in store.list(folder)}
+        if obj.key not in folders[folder]:
+            missing.append(obj.key)
+    return missing

@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
+from depth_pipeline.cleanup import deleted_merged_objects
 from depth_pipeline.keys import raw_key, validated_key
 from depth_pipeline.metadata import PREVIEW_ROWS, frame_preview, report_metadata
 from depth_pipeline.partitions import split_partition_key
@@ -118,7 +119,17 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         from depth_core.validate import validate_stream_day  # the core loads only when a run needs it
 
         date, symbol = split_partition_key(context.partition_key)
-        report = validate_stream_day(store.open(), settings.market_name, stream, symbol, date)
+        object_store = store.open()
+        gone = deleted_merged_objects(object_store, settings.market_name, symbol, date, stream)
+        if gone:
+            raise dg.Failure(
+                description=f"{len(gone)} raw objects of {stream} that the previous verified merge of {symbol} "
+                f"{date} consumed were already deleted by the cleanup: re-validating would lose their events. "
+                "The merged day is kept as it is; objects that arrived later stay in raw/ until the core can "
+                "merge them incrementally.",
+                metadata={"deleted_objects": len(gone), "first_deleted": gone[0]},
+            )
+        report = validate_stream_day(object_store, settings.market_name, stream, symbol, date)
         summary = report.to_dict()
         lines_total = int(summary.get("lines_read", 0) or 0)
         results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
