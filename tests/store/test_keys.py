@@ -59,14 +59,14 @@ def _every_operation(store: ObjectStore, key: str, tmp_file: Path) -> list[str]:
     return not_refused
 
 
-@pytest.mark.parametrize("key", BAD_KEYS)
-def test_bad_keys_refused_on_local_without_io(key: str, tmp_path: Path) -> None:
+def test_bad_keys_refused_on_local_without_io(tmp_path: Path) -> None:
     root = tmp_path / "deep" / "store"
     store = LocalStore(root)
     src = tmp_path / "src"
     src.write_bytes(b"x")
     shutil.rmtree(root)  # any I/O attempt would now fail differently (or recreate the folder)
-    assert _every_operation(store, key, src) == []
+    for key in BAD_KEYS:
+        assert _every_operation(store, key, src) == [], key
     assert not root.exists(), "an invalid key caused I/O"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "src"]
     assert list((tmp_path / "deep").iterdir()) == []
@@ -90,12 +90,14 @@ def test_bad_keys_refused_on_s3_without_io(s3_behind_proxy: tuple[str, TcpProxy]
     assert proxy.stats["accepted"] > before
 
 
-@pytest.mark.parametrize("prefix", BAD_PREFIXES)
-def test_bad_list_prefixes_refused(any_store: ObjectStore, prefix: str) -> None:
-    with pytest.raises(InvalidKeyError):
-        list(any_store.list(prefix))
-    with pytest.raises(InvalidKeyError):
-        any_store.scan_location(prefix)
+def test_bad_list_prefixes_refused(any_store: ObjectStore) -> None:
+    for prefix in BAD_PREFIXES:
+        with pytest.raises(InvalidKeyError):
+            list(any_store.list(prefix))
+        with pytest.raises(InvalidKeyError):
+            any_store.scan_location(prefix)
+    any_store.put_bytes("a/b", b"")
+    assert [o.key for o in any_store.list("a/")] == ["a/b"]  # the valid form works
 
 
 def test_local_symlink_out_of_root_refused(tmp_path: Path) -> None:
