@@ -61,6 +61,16 @@ def round_trip_failures(values: np.ndarray, decimals: int | None) -> np.ndarray:
     return np.flatnonzero(~ok)
 
 
+def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """values[keys == at] for each of ``at``, 0.0 where the key is absent."""
+    if len(keys) == 0:
+        return np.zeros(len(at))
+    order = np.argsort(keys)
+    k, v = keys[order], values[order]
+    idx = np.clip(np.searchsorted(k, at), 0, len(k) - 1)
+    return np.where(k[idx] == at, v[idx], 0.0)
+
+
 class MergeChecker:
     """Accumulates the merge checks over the output chunks; ``finish`` returns the outcomes."""
 
@@ -89,6 +99,7 @@ class MergeChecker:
         self.book_tickers = pl.DataFrame()
         self.snapshot_points: list[tuple[int, float, Any]] = []  # (update id of the book, L, ...)
         self.pending_snaps: pl.DataFrame = pl.DataFrame()
+        self.snapshot_levels: list[dict[int, pl.DataFrame]] = []
 
     # ---------------------------------------------------------------- before the output
     def set_inputs(self, inputs: Sequence[StreamInput], plan: Plan) -> None:
@@ -100,6 +111,9 @@ class MergeChecker:
         self.book_tickers = (pl.concat(bts).unique("u", keep="first", maintain_order=True)
                              if bts else pl.DataFrame())
         self._plan_snapshot_checks()
+        self.snapshot_levels = [
+            {int(k[0]): v for k, v in s.snapshot_levels.partition_by("snap", as_dict=True).items()}
+            for s in inputs]
 
     def _streams_agree_same_ranges(self) -> None:
         """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
@@ -210,6 +224,8 @@ class MergeChecker:
         self.prev_was_event = not bool(snap[-1])
 
     def _decimals(self, out: pl.DataFrame) -> None:
+        # numpy, not polars: polars turns a division by a literal into a multiplication by its reciprocal,
+        # which is not correctly rounded (9999 / 100 != 99.99 there)
         for col, dec in (("price", self.price_decimals), ("qty", self.qty_decimals)):
             vals = out[col].to_numpy()
             bad = round_trip_failures(vals, dec)
@@ -228,28 +244,44 @@ class MergeChecker:
             self._compare_one(rec, touched)
 
     def _compare_one(self, rec: dict[str, Any], touched: pl.DataFrame) -> None:
+        """Book (now) vs one REST snapshot, within the snapshot's price range, minus the touched prices."""
         s = self.inputs[rec["s"]]
-        lv = s.snapshot_levels.filter(pl.col("snap") == rec["snap"])
+        lv = self.snapshot_levels[rec["s"]].get(rec["snap"])
         result: dict[str, Any] = {"stream": s.stream, "last_update_id": rec["L"], "differences": 0}
         for side, is_bid in (("bid", True), ("ask", False)):
-            snap_side = lv.filter(pl.col("is_bid") == is_bid)
-            snap_levels = dict(zip(snap_side["price"].to_list(), snap_side["qty"].to_list(), strict=True))
-            skip = set(touched.filter(pl.col("side") == side)["price"].to_list())
-            book_levels = self.book.levels(side)
-            if snap_levels:
-                edge = min(snap_levels) if is_bid else max(snap_levels)
-                book_levels = {p: q for p, q in book_levels.items() if (p >= edge if is_bid else p <= edge)}
-            else:
-                book_levels = {}
-            diffs = [p for p in set(snap_levels) | set(book_levels)
-                     if p not in skip and snap_levels.get(p, 0.0) != book_levels.get(p, 0.0)]
-            result["differences"] += len(diffs)
-            if diffs:
+            side_lv = lv.filter(pl.col("is_bid") == is_bid) if lv is not None else None
+            sp = side_lv["price"].to_numpy() if side_lv is not None else np.zeros(0)
+            sq = side_lv["qty"].to_numpy() if side_lv is not None else np.zeros(0)
+            tp = touched.filter(pl.col("side") == side)["price"].to_numpy()
+            result[f"{side}_levels_compared"] = int(np.count_nonzero(~np.isin(sp, tp)))
+            if len(sp) == 0:
+                continue
+            top_b, top_a = self.book.top(len(sp) + len(tp) + 1)
+            book_side = top_b if is_bid else top_a
+            bp, bq = book_side[:, 0], book_side[:, 1]
+            in_range = bp >= sp.min() if is_bid else bp <= sp.max()
+            bp, bq = bp[in_range], bq[in_range]
+            prices = np.union1d(sp, bp)
+            s_q = _lookup(sp, sq, prices)
+            b_q = _lookup(bp, bq, prices)
+            diff = (s_q != b_q) & ~np.isin(prices, tp)
+            n = int(np.count_nonzero(diff))
+            result["differences"] += n
+            if n:
                 result.setdefault("examples", []).extend(
-                    {"side": side, "price": p, "snapshot": snap_levels.get(p, 0.0), "replay": book_levels.get(p, 0.0)}
-                    for p in sorted(diffs)[:5])
-            result[f"{side}_levels_compared"] = len(set(snap_levels) - skip)
+                    {"side": side, "price": float(p), "snapshot": float(a), "replay": float(b)}
+                    for p, a, b in zip(prices[diff][:5], s_q[diff][:5], b_q[diff][:5], strict=True))
         self.snap_checks.append(result)
+
+    def end_book(self) -> pl.DataFrame:
+        """The replayed book after the last row (the next day's carried state): is_bid, price, qty."""
+        nb, na = self.book.depth_counts()
+        bids, asks = self.book.top(max(nb, na))
+        return pl.DataFrame({
+            "is_bid": np.concatenate([np.ones(len(bids), bool), np.zeros(len(asks), bool)]),
+            "price": np.concatenate([bids[:, 0], asks[:, 0]]),
+            "qty": np.concatenate([bids[:, 1], asks[:, 1]]),
+        })
 
     def _book_ticker(self, ends_u: list[np.ndarray], tops: list[np.ndarray]) -> None:
         if not self.book_tickers.height or not ends_u:

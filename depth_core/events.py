@@ -719,53 +719,49 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
             quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]),
                                               f"U {ints[j, 2]} > u {ints[j, 3]}", joined[ts[i]:te[i]]))
         usable &= ~bad_order
-    # assemble: frame j -> row order by line order
-    has = lambda bit: (flags & bit) != 0  # noqa: E731
-    keep = np.flatnonzero(usable)
-    head = pl.DataFrame({
-        "j": keep.astype(np.int64),
-        "obj": obj[idx[keep]].astype(np.int32),
-        "line_no": lno[idx[keep]],
-        "receive_ns": ns[idx[keep]],
-        "E": np.where(has(F_E)[keep], ints[keep, 0], np.iinfo(np.int64).min),
-        "T": np.where(has(F_T)[keep], ints[keep, 1], np.iinfo(np.int64).min),
-        "U": ints[keep, 2] if not snapshot else ints[keep, 5],
-        "u": ints[keep, 3] if not snapshot else ints[keep, 5],
-        "pu": np.where(has(F_PU)[keep], ints[keep, 4], np.iinfo(np.int64).min),
-        "levels_hash": hashes[keep],
-    })
-    lv = pl.DataFrame({"j": lv_line, "is_bid": lv_bid, "price": lv_px, "qty": lv_qty,
-                       "price_dec": lv_pd, "qty_dec": lv_qd})
-    lv = lv.filter(pl.col("j").is_in(keep.tolist())) if len(keep) < len(idx) else lv
-    if extra_head:
-        xh = pl.DataFrame({
-            "j": [x[0] for x in extra_head],
-            "obj": [int(obj[idx[x[0]]]) for x in extra_head],
-            "line_no": [int(lno[idx[x[0]]]) for x in extra_head],
-            "receive_ns": [int(ns[idx[x[0]]]) for x in extra_head],
-            "E": [x[1][0] for x in extra_head], "T": [x[1][1] for x in extra_head],
-            "U": [x[1][5] if snapshot else x[1][2] for x in extra_head],
-            "u": [x[1][5] if snapshot else x[1][3] for x in extra_head],
-            "pu": [x[1][4] for x in extra_head], "levels_hash": [x[2] for x in extra_head],
-        }, schema={"j": pl.Int64, "obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
-                   "T": pl.Int64, "U": pl.Int64, "u": pl.Int64, "pu": pl.Int64, "levels_hash": pl.Int64})
-        xh = xh.with_columns(pl.col(c).fill_null(np.iinfo(np.int64).min) for c in ("E", "T", "pu"))
-        head = pl.concat([head, xh]).sort("j")
-        xl = pl.DataFrame(extra_lv, schema={"j": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64,
-                                            "qty": pl.Float64, "price_dec": pl.Int8, "qty_dec": pl.Int8},
-                          orient="row")
-        lv = pl.concat([lv, xl]).sort("j", maintain_order=True)
-    nulls = [pl.when(pl.col(c) == np.iinfo(np.int64).min).then(None).otherwise(pl.col(c)).alias(c)
-             for c in ("E", "T", "pu")]
-    head = head.with_columns(nulls)
-    counts = lv.group_by("j").len()
-    head = head.join(counts, on="j", how="left").with_columns(
-        pl.col("len").fill_null(0).cast(pl.Int32).alias("n_levels")).drop("len")
-    # renumber frames 0..n-1 in line order; levels point at that row
-    head = head.with_row_index("row")
-    lv = lv.join(head.select("j", "row"), on="j", how="inner", maintain_order="left")
+    # assemble in numpy: frames kept (fast or slow path) in line order; levels point at their row
+    extra_j = np.array([x[0] for x in extra_head], dtype=np.int64)
+    kept = usable.copy()
+    kept[extra_j] = True
+    row_of = np.cumsum(kept) - 1  # frame j -> output row
+    keep = np.flatnonzero(kept)
+    n_rows = len(keep)
+    big = np.iinfo(np.int64).min
+    E = np.where((flags & F_E) != 0, ints[:, 0], big)
+    T = np.where((flags & F_T) != 0, ints[:, 1], big)
+    PU = np.where((flags & F_PU) != 0, ints[:, 4], big)
+    U = (ints[:, 5] if snapshot else ints[:, 2]).copy()
+    u = (ints[:, 5] if snapshot else ints[:, 3]).copy()
+    H = hashes.copy()
+    for j, vals, h in extra_head:
+        E[j] = big if vals[0] is None else vals[0]
+        T[j] = big if vals[1] is None else vals[1]
+        PU[j] = big if vals[4] is None else vals[4]
+        U[j] = (vals[5] if snapshot else vals[2]) or 0
+        u[j] = (vals[5] if snapshot else vals[3]) or 0
+        H[j] = h
+    lv_keep = usable[lv_line]
+    lv_row = row_of[lv_line[lv_keep]]
+    cols = {"is_bid": lv_bid[lv_keep], "price": lv_px[lv_keep], "qty": lv_qty[lv_keep],
+            "price_dec": lv_pd[lv_keep], "qty_dec": lv_qd[lv_keep]}
+    if extra_lv:
+        x_row = row_of[np.array([x[0] for x in extra_lv], dtype=np.int64)]
+        order = np.argsort(np.concatenate([lv_row, x_row]), kind="stable")
+        lv_row = np.concatenate([lv_row, x_row])[order]
+        extra_cols = {"is_bid": np.array([x[1] for x in extra_lv], dtype=np.bool_),
+                      "price": np.array([x[2] for x in extra_lv], dtype=np.float64),
+                      "qty": np.array([x[3] for x in extra_lv], dtype=np.float64),
+                      "price_dec": np.array([x[4] for x in extra_lv], dtype=np.int8),
+                      "qty_dec": np.array([x[5] for x in extra_lv], dtype=np.int8)}
+        cols = {k: np.concatenate([v, extra_cols[k]])[order] for k, v in cols.items()}
+    n_levels = np.bincount(lv_row, minlength=n_rows).astype(np.int32) if n_rows else np.zeros(0, np.int32)
     key = "snap" if snapshot else "ev"
-    lv = lv.select(pl.col("row").cast(pl.Int64).alias(key), "is_bid", "price", "qty", "price_dec", "qty_dec")
+    lv = pl.DataFrame({key: lv_row.astype(np.int64), **cols})
+    nullable = {"E": E[keep], "T": T[keep], "pu": PU[keep]}
+    head = pl.DataFrame({
+        "obj": obj[idx[keep]].astype(np.int32), "line_no": lno[idx[keep]], "receive_ns": ns[idx[keep]],
+        **nullable, "U": U[keep], "u": u[keep], "n_levels": n_levels, "levels_hash": H[keep],
+    }).with_columns(pl.when(pl.col(c) == big).then(None).otherwise(pl.col(c)).alias(c) for c in nullable)
     if snapshot:
         head = head.select("obj", "line_no", "receive_ns", "E", "T", pl.col("U").alias("last_update_id"),
                            "n_levels")

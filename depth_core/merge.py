@@ -45,7 +45,7 @@ from depth_store.base import ObjectStore
 STATE_ROOT = "state"
 STATE_BOOK = "end_book.parquet"
 STATE_JSON = "end_state.json"
-ROWS_PER_FILE = 4_000_000
+ROWS_PER_FILE = 1_000_000
 ROW_GROUP = 262_144
 MANIFEST_VERSION = 1
 
@@ -448,7 +448,6 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)
 
     written: list[str] = []
-    running: pl.DataFrame | None = None  # the book at the end of the last chunk (is_bid, price, qty)
     last_e_ms: int | None = None
     last_recv: int | None = None
     preview: pl.DataFrame | None = None
@@ -486,7 +485,6 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         report.image_rows += int(out["is_snapshot"].sum())
         if preview is None:
             preview = out.head(20)
-        running = _advance_book(running, out)
         if out.height:
             last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
             last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
@@ -502,8 +500,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
 
     # end state for the next day
     sprefix = state_day_prefix(market, symbol, date)
-    book = running if running is not None else pl.DataFrame(
-        schema={"is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
+    book = checker.end_book()
     state_written = {sprefix + STATE_BOOK, sprefix + STATE_JSON}
     put_parquet(store, sprefix + STATE_BOOK, book)
     put_json(store, sprefix + STATE_JSON, {
@@ -534,22 +531,6 @@ def _chunk_bounds(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
         bounds.append((a, b))
         a = b
     return bounds
-
-
-def _advance_book(book: pl.DataFrame | None, rows: pl.DataFrame) -> pl.DataFrame:
-    """The book after ``rows`` (merged-schema, in order), from ``book`` before them."""
-    snap_idx = np.flatnonzero(rows["is_snapshot"].to_numpy())
-    if len(snap_idx):
-        # start again from the last image of the chunk
-        last_id = rows["last_update_id"][int(snap_idx[-1])]
-        first_img = int(np.flatnonzero(rows["is_snapshot"].to_numpy()
-                                       & (rows["last_update_id"].to_numpy() == last_id))[0])
-        rows = rows.slice(first_img)
-        book = None
-    new = rows.select((pl.col("side") == "bid").alias("is_bid"), "price", "qty")
-    merged = pl.concat([book, new]) if book is not None else new
-    return (merged.with_row_index("k").group_by("is_bid", "price").agg(pl.col("qty").sort_by("k").last())
-            .filter(pl.col("qty") > 0).sort("is_bid", "price"))
 
 
 def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan: Plan) -> None:

@@ -218,7 +218,7 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
             qty_dec.update(dict(lv.group_by("qty_dec").len().iter_rows()))
             lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
             key = levels_part_key(market, stream, symbol, date, part)
-            put_parquet(store, key, lv, row_group_size=131_072)
+            put_parquet(store, key, lv, row_group_size=131_072, fast=True)
             written.add(key)
             report.level_parts.append(key)
             report.levels += lv.height
