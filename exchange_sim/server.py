@@ -17,7 +17,7 @@ import random
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +186,10 @@ class SimConnection:
 
     async def sender(self) -> None:
         """Send queued frames in order; honours stalls; disconnects a consumer that cannot keep up."""
+        with contextlib.suppress(ConnectionClosed):  # the handler notices the close and cleans up
+            await self._send_loop()
+
+    async def _send_loop(self) -> None:
         ws = self.ws
         queue = self.queue
         while True:
@@ -291,6 +295,7 @@ class ExchangeSimulator:
         self.host = "127.0.0.1"
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background_tasks: set[asyncio.Task[Any]] = set()
         self.connections: dict[int, SimConnection] = {}
         self._next_conn_id = 1
         self._next_faults: list[tuple[str, dict[str, Any]]] = []
@@ -550,7 +555,8 @@ class ExchangeSimulator:
         else:
             await asyncio.sleep(age)
         conn.closed_reason = "max connection age"
-        await conn.ws.close(1001, "Max connection age reached")
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.close(1001, "Max connection age reached")
 
     def send_shutdown_notice(self, conn: SimConnection) -> None:
         # Sent as a bare event on raw and combined connections alike (no stream envelope).
@@ -655,7 +661,7 @@ class ExchangeSimulator:
                 if conn.ws.transport is not None:
                     conn.ws.transport.abort()
             else:
-                asyncio.get_running_loop().create_task(conn.ws.close(int(code), str(params.get("reason", ""))))
+                self._background(conn.ws.close(int(code), str(params.get("reason", ""))))
         elif kind == "drop_ids":
             sym = params.get("symbol")
             f.drop_ranges.append((str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"])))
@@ -686,7 +692,19 @@ class ExchangeSimulator:
                     conn.closed_reason = "server shutdown"
                     await conn.ws.close(1001, "Server shutdown")
 
-                asyncio.get_running_loop().create_task(close_later())
+                self._background(close_later())
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task that is kept referenced until done and whose errors are logged."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background_tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background_tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), ConnectionClosed):
+                log.warning("background task failed: %r", t.exception())
+
+        task.add_done_callback(done)
 
     # -- HTTP side -------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
