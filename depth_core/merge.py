@@ -16,11 +16,11 @@ streams by event number (row-group statistics prune the reads).
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -230,6 +230,96 @@ class Plan:
     unanchored_events: int  # events before the first anchor (not chained, no usable snapshot yet)
 
 
+@numba.njit(cache=True, nogil=True)
+def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int,
+          snap_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The walk along the id line (events sorted by lo; usable snapshot ids ascending).
+
+    Output rows: (KIND_EVENT, event index, 0, 0) for a chosen event; (KIND_SNAPSHOT, snapshot index, first
+    missing id, last missing id) for a gap re-anchored from a snapshot; (KIND_CARRY, next event index, first,
+    last missing id) for a final gap no snapshot recovers. A binary heap keyed by receive time holds the
+    applicable events.
+    """
+    n = lo.shape[0]
+    out_kind = np.empty(n + snap_ids.shape[0] + 1, np.int8)
+    out_ref = np.empty(n + snap_ids.shape[0] + 1, np.int64)
+    out_a = np.zeros(n + snap_ids.shape[0] + 1, np.int64)
+    out_b = np.zeros(n + snap_ids.shape[0] + 1, np.int64)
+    heap_r = np.empty(n + 1, np.int64)
+    heap_i = np.empty(n + 1, np.int64)
+    size = 0
+    k = 0
+    p = 0
+    last = start
+    while True:
+        while p < n and lo[p] <= last:
+            if hi[p] > last:
+                # push (recv[p], p)
+                j = size
+                size += 1
+                while j > 0:
+                    parent = (j - 1) >> 1
+                    if heap_r[parent] < recv[p] or (heap_r[parent] == recv[p] and heap_i[parent] < p):
+                        break
+                    heap_r[j] = heap_r[parent]
+                    heap_i[j] = heap_i[parent]
+                    j = parent
+                heap_r[j] = recv[p]
+                heap_i[j] = p
+            p += 1
+        # pop until the top is applicable (stale ones have hi <= last); take the top
+        chosen = -1
+        while size > 0:
+            top = heap_i[0]
+            # remove the root
+            size -= 1
+            r_last = heap_r[size]
+            i_last = heap_i[size]
+            j = 0
+            while True:
+                c = 2 * j + 1
+                if c >= size:
+                    break
+                if c + 1 < size and (heap_r[c + 1] < heap_r[c] or (heap_r[c + 1] == heap_r[c]
+                                                                   and heap_i[c + 1] < heap_i[c])):
+                    c += 1
+                if r_last < heap_r[c] or (r_last == heap_r[c] and i_last <= heap_i[c]):
+                    break
+                heap_r[j] = heap_r[c]
+                heap_i[j] = heap_i[c]
+                j = c
+            if size > 0:
+                heap_r[j] = r_last
+                heap_i[j] = i_last
+            if hi[top] > last:
+                chosen = top
+                break
+        if chosen >= 0:
+            out_kind[k] = KIND_EVENT
+            out_ref[k] = chosen
+            k += 1
+            last = hi[chosen]
+            continue
+        if p >= n:
+            break
+        next_lo = lo[p]
+        js = np.searchsorted(snap_ids, last, side="right")
+        if js >= snap_ids.shape[0]:
+            out_kind[k] = KIND_CARRY
+            out_ref[k] = p
+            out_a[k] = last + 1
+            out_b[k] = next_lo
+            k += 1
+            break
+        out_kind[k] = KIND_SNAPSHOT
+        out_ref[k] = js
+        out_a[k] = last + 1
+        out_b[k] = next_lo
+        k += 1
+        last = snap_ids[js]
+    return out_kind[:k], out_ref[:k], out_a[:k], out_b[:k]
+
+
 def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState | None) -> Plan:
     """Choose, along the id line, which stream's event supplies each step, and where images go."""
     ev_parts = []
@@ -300,40 +390,24 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
     # events wholly before the opening image (received, but nothing to apply them to)
     unanchored = 0 if carried else int(np.count_nonzero(hi <= last))
 
-    n = len(lo)
-    p = 0
-    heap: list[tuple[int, int]] = []
-    while True:
-        while p < n and lo[p] <= last:
-            if hi[p] > last:
-                heapq.heappush(heap, (int(recv[p]), p))
-            p += 1
-        while heap and hi[heap[0][1]] <= last:
-            heapq.heappop(heap)
-        if heap:
-            _r, i = heapq.heappop(heap)
+    w_kind, w_ref, w_a, w_b = _walk(lo, hi, recv, last, u_L)
+    for kind, ref, a, b in zip(w_kind.tolist(), w_ref.tolist(), w_a.tolist(), w_b.tolist(), strict=True):
+        if kind == KIND_EVENT:
             kinds.append(KIND_EVENT)
-            srcs.append(int(s_idx[i]))
-            refs.append(int(ev_ref[i]))
-            uids.append(int(hi[i]))
-            los.append(int(lo[i]))
-            last = int(hi[i])
-            continue
-        if p >= n:
-            break
-        next_lo = int(lo[p])
-        jj = first_snapshot_after(last)
-        if jj is None:
-            gaps.append(GapRecord(last + 1, next_lo, None, None, int(hi[p:].max()) - next_lo))
-            break
-        L = int(u_L[jj])
-        gaps.append(GapRecord(last + 1, next_lo, L, f"snapshot:{streams[int(u_s[jj])].stream}", L - next_lo))
-        kinds.append(KIND_SNAPSHOT)
-        srcs.append(int(u_s[jj]))
-        refs.append(int(u_ref[jj]))
-        uids.append(L)
-        los.append(L)
-        last = L
+            srcs.append(int(s_idx[ref]))
+            refs.append(int(ev_ref[ref]))
+            uids.append(int(hi[ref]))
+            los.append(int(lo[ref]))
+        elif kind == KIND_SNAPSHOT:  # a gap (ids a..b), re-anchored from usable snapshot ref
+            L = int(u_L[ref])
+            gaps.append(GapRecord(a, b, L, f"snapshot:{streams[int(u_s[ref])].stream}", L - b))
+            kinds.append(KIND_SNAPSHOT)
+            srcs.append(int(u_s[ref]))
+            refs.append(int(u_ref[ref]))
+            uids.append(L)
+            los.append(L)
+        else:  # a gap with no snapshot after it: the rest of the day cannot be replayed
+            gaps.append(GapRecord(a, b, None, None, int(hi[ref:].max()) - b if ref < len(hi) else 0))
     return Plan(np.array(kinds, np.int8), np.array(srcs, np.int32), np.array(refs, np.int64),
                 np.array(uids, np.int64), np.array(los, np.int64), gaps, opening, unanchored)
 
@@ -345,10 +419,9 @@ def _ms_to_dt(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("ms", "UTC"))
 
 
-def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, sel: pl.DataFrame,
+def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame,
                 ) -> pl.DataFrame:
-    """Level rows of the chosen events ``sel`` (columns pos, ev) of one stream, in (pos, level order)."""
-    ev = s.events.join(sel, on="ev", how="inner")
+    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order)."""
     parts = sorted(set(ev["part"].to_list()))
     lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
     frames = []
@@ -431,20 +504,19 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     # positions of the plan, chunked by level-row count
     n_items = len(plan.kind)
     counts = np.zeros(n_items, np.int64)
-    nlev: dict[int, dict[int, int]] = {}
+    chosen: list[pl.DataFrame] = []  # per stream: its chosen events with their plan position, by position
+    items = pl.DataFrame({"pos": np.arange(n_items, dtype=np.int64), "kind": plan.kind, "s": plan.stream,
+                          "ref": plan.ref})
     for i, s in enumerate(inputs):
-        nlev[i] = dict(zip(s.events["ev"].to_list(), s.events["n_levels"].to_list(), strict=True))
-    snap_n: dict[tuple[int, int], int] = {}
-    for i, s in enumerate(inputs):
-        for snap, n in s.snapshots.select("snap", "n_levels").iter_rows():
-            snap_n[(i, snap)] = n
-    for k in range(n_items):
-        if plan.kind[k] == KIND_EVENT:
-            counts[k] = nlev[int(plan.stream[k])][int(plan.ref[k])]
-        elif plan.kind[k] == KIND_SNAPSHOT:
-            counts[k] = snap_n[(int(plan.stream[k]), int(plan.ref[k]))]
-        else:
-            counts[k] = carry.book.height if carry is not None else 0
+        mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select("pos", pl.col("ref").alias("ev"))
+        ch = s.events.join(mine, on="ev", how="inner").sort("pos")
+        chosen.append(ch)
+        counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
+        snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(
+            s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner")
+        counts[snaps["pos"].to_numpy()] = snaps["n_levels"].to_numpy()
+    if carry is not None:
+        counts[plan.kind == KIND_CARRY] = carry.book.height
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)
 
     written: list[str] = []
@@ -454,13 +526,13 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     for fi, (a, b) in enumerate(bounds):
         frames: list[pl.DataFrame] = []
         sl = slice(a, b)
-        pos = np.arange(a, b)
         kinds = plan.kind[sl]
         for si, s in enumerate(inputs):
-            m = (kinds == KIND_EVENT) & (plan.stream[sl] == si)
-            if m.any():
-                sel = pl.DataFrame({"pos": pos[m], "ev": plan.ref[sl][m]})
-                frames.append(_event_rows(store, market, symbol, date, s, sel))
+            ch = chosen[si]
+            pos_col = ch["pos"].to_numpy()
+            lo_i, hi_i = np.searchsorted(pos_col, [a, b])
+            if hi_i > lo_i:
+                frames.append(_event_rows(store, market, symbol, date, s, ch.slice(int(lo_i), int(hi_i - lo_i))))
         for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
             p = a + k
             if plan.kind[p] == KIND_CARRY:

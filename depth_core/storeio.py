@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from depth_store.base import ObjectInfo, ObjectStore
 
+
 def put_parquet(store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144,
                 fast: bool = False) -> ObjectInfo:
     """Write a frame as zstd Parquet with statistics, atomically (temp file, then one put).
