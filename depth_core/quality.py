@@ -189,16 +189,16 @@ def _ids_at(id_map: tuple[np.ndarray, np.ndarray], ids: np.ndarray, day0: int) -
     return ms[pos]
 
 
-def _per_bucket_latency(s: StreamTimeline, day0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_bucket_latency(s: StreamTimeline, day0: int, bucket_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket start hours and p50/p99 receive latency (ms) per bucket."""
     if len(s.exchange_ms) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     frame = pl.DataFrame({
-        "bucket": (s.exchange_ms.astype(np.int64) - day0) // _BUCKET_MS,
+        "bucket": (s.exchange_ms.astype(np.int64) - day0) // bucket_ms,
         "lat": (s.receive_ns.astype(np.int64) - s.exchange_ms.astype(np.int64) * 1_000_000) / 1e6,
     }).group_by("bucket").agg(pl.col("lat").quantile(0.5).alias("p50"), pl.col("lat").quantile(0.99).alias("p99"))
     frame = frame.sort("bucket")
-    hours = frame["bucket"].to_numpy() * _BUCKET_MS / 3_600_000
+    hours = frame["bucket"].to_numpy() * bucket_ms / 3_600_000
     return hours, frame["p50"].to_numpy(), frame["p99"].to_numpy()
 
 
@@ -215,6 +215,10 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
 
     def hours(ms: float) -> float:
         return (ms - day0) / 3_600_000
+
+    lo_h, hi_h = _x_range(inp, day0)
+    # rate and latency per minute over a whole day; finer when the data covers only part of it
+    bucket_ms = _BUCKET_MS if hi_h - lo_h >= 6 else max(1000, int((hi_h - lo_h) * 3_600_000 / 150) // 1000 * 1000)
 
     # -- coverage timeline
     labels = []
@@ -250,7 +254,7 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax_cov.set_ylim(-0.8, n + 0.8)
     ax_cov.set_title(f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / "
-                     "gap no stream covered, grey quiet market, black triangle id gap; merged row coloured by "
+                     "gap no stream covered, grey no data (quiet or unrecorded), black triangle id gap; merged row coloured by "
                      "supplying stream", fontsize=9)
     if inp.covered:
         from matplotlib.patches import Patch
@@ -263,33 +267,49 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     # -- message rate (events per second, averaged per minute)
     for s in inp.streams:
         if len(s.exchange_ms):
-            counts = np.bincount((s.exchange_ms.astype(np.int64) - day0) // _BUCKET_MS, minlength=DAY_MS // _BUCKET_MS)
-            x = np.arange(len(counts)) * _BUCKET_MS / 3_600_000
-            ax_rate.plot(x, counts / (_BUCKET_MS / 1000), lw=0.8, color=colors[s.stream], label=s.stream)
-    ax_rate.set_ylabel("events / s\n(per-minute mean)", fontsize=8)
+            counts = np.bincount((s.exchange_ms.astype(np.int64) - day0) // bucket_ms, minlength=DAY_MS // bucket_ms)
+            x = np.arange(len(counts)) * bucket_ms / 3_600_000
+            ax_rate.plot(x, counts / (bucket_ms / 1000), lw=0.8, color=colors[s.stream], label=s.stream)
+    ax_rate.set_ylabel(f"events / s\n(mean per {bucket_ms // 1000} s)", fontsize=8)
     ax_rate.grid(alpha=0.3)
     if inp.streams:
         ax_rate.legend(fontsize=7, loc="upper right", ncols=min(4, n))
 
     # -- latency
     for s in inp.streams:
-        x, p50, p99 = _per_bucket_latency(s, day0)
+        x, p50, p99 = _per_bucket_latency(s, day0, bucket_ms)
         if len(x):
             ax_lat.plot(x, p50, lw=0.9, color=colors[s.stream], label=f"{s.stream} p50")
             ax_lat.plot(x, p99, lw=0.7, ls="--", color=colors[s.stream], label=f"{s.stream} p99")
         if s.clock_offset_ms is not None:
             ax_lat.axhline(s.clock_offset_ms, lw=0.6, ls=":", color=colors[s.stream])
     ax_lat.set_ylabel("receive - E (ms)\n(dotted: clock offset)", fontsize=8)
-    ax_lat.set_xlabel("hour of day (UTC)")
+    ax_lat.set_xlabel("time of day (UTC)")
     ax_lat.grid(alpha=0.3)
     if inp.streams:
         ax_lat.legend(fontsize=7, loc="upper right", ncols=min(4, 2 * n))
-    ax_cov.set_xlim(0, 24)
-    ax_cov.set_xticks(range(0, 25, 2))
+    ax_cov.set_xlim(lo_h, hi_h)
+    if hi_h - lo_h >= 12:
+        ax_cov.set_xticks(range(0, 25, 2))
+    from matplotlib.ticker import FuncFormatter
+
+    ax_lat.xaxis.set_major_formatter(FuncFormatter(lambda h, _pos: f"{int(h):02d}:{round(h % 1 * 60) % 60:02d}"))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _x_range(inp: QualityInput, day0: int) -> tuple[float, float]:
+    """The whole day, or (when the data covers less than six hours of it) the stretch that has data."""
+    times = [t for s in inp.streams if len(s.exchange_ms) for t in (int(s.exchange_ms.min()), int(s.exchange_ms.max()))]
+    if not times:
+        return 0.0, 24.0
+    lo, hi = (min(times) - day0) / 3_600_000, (max(times) - day0) / 3_600_000
+    if hi - lo >= 6:
+        return 0.0, 24.0
+    pad = max((hi - lo) * 0.05, 1 / 60)
+    return max(0.0, lo - pad), min(24.0, hi + pad)
 
 
 def _gap_times(s: StreamTimeline, day0: int) -> list[int]:
