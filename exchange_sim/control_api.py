@@ -119,8 +119,9 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
         fine = query.get("fine") in ("1", "true")
         out = []
         for ev in st.truth.events_between(from_id, to_id, max_count):
-            item = depth_data(partial_of([ev]), st.fmt, sim.config.market)
-            item.pop("pu", None)
+            part = partial_of([ev])
+            part.prev_last_id = st.truth.prev_last_id(ev)
+            item = depth_data(part, st.fmt, sim.config.market)
             if fine:
                 f = st.fmt
                 item["changes"] = [

@@ -221,7 +221,6 @@ class SymbolState:
     pending: CanonicalEvent | None = None
     event_index: int = 0
     group_buffers: dict[int, list[CanonicalEvent]] = field(default_factory=dict)  # canonical grouping
-    group_prev_u: dict[int, int] = field(default_factory=dict)
     last_top: tuple[int, int, int, int] | None = None
 
 
@@ -417,8 +416,7 @@ class ExchangeSimulator:
             buf.append(ev)
             if (k + 1) % g == 0:
                 part = partial_of(buf)
-                part.prev_last_id = st.group_prev_u.get(g, buf[0].first_id - 1)
-                st.group_prev_u[g] = part.last_id
+                part.prev_last_id = st.truth.prev_last_id(buf[0])  # u of the canonical event before the group
                 canonical[g] = part
                 st.group_buffers[g] = []
         for g in list(st.group_buffers):
@@ -441,7 +439,9 @@ class ExchangeSimulator:
                 batcher = conn.batchers.get(stream.name)
                 if batcher is not None:
                     for part in batcher.feed(ev, (k + 1) % g == 0):
-                        part.prev_last_id = conn.prev_u.get(stream.name, part.first_id - 1)
+                        part.prev_last_id = conn.prev_u.get(stream.name, -1)
+                        if part.prev_last_id < 0:
+                            part.prev_last_id = self._prev_u_before(st, part.first_id)
                         conn.prev_u[stream.name] = part.last_id
                         if conn.is_dropped(stream.symbol, part.first_id, part.last_id):
                             conn.dropped += 1
@@ -461,6 +461,15 @@ class ExchangeSimulator:
                     encoded = orjson.dumps(depth_data(shared, st.fmt, cfg.market))
                     data_cache[g] = encoded
                 conn.enqueue(conn.wrap(stream.name, encoded))
+
+    @staticmethod
+    def _prev_u_before(st: SymbolState, first_id: int) -> int:
+        """The last canonical id before ``first_id`` (a new connection's first ``pu``)."""
+        for ev in reversed(st.truth.events[-50:]):
+            if ev.first_id <= first_id <= ev.last_id:
+                i = ev.ids.index(first_id)
+                return ev.ids[i - 1] if i > 0 else st.truth.prev_last_id(ev)
+        return first_id - 1
 
     def _group_of(self, stream: StreamName) -> int:
         return max(1, round(stream.interval_ms / self.config.event_interval_ms))

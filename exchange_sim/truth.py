@@ -69,6 +69,11 @@ class TruthLog:
             out.append(ev)
         return out
 
+    def prev_last_id(self, ev: CanonicalEvent) -> int:
+        """The u of the canonical event before ``ev`` (its ``pu`` on a canonical USD-M 100 ms stream)."""
+        i = bisect.bisect_left(self._last_ids, ev.last_id)
+        return self._last_ids[i - 1] if i > 0 else self.base_id
+
     def book_at(
         self, update_id: int, extra: CanonicalEvent | None = None
     ) -> tuple[dict[int, int], dict[int, int]]:

@@ -116,6 +116,8 @@ def test_usdm_events_chain_on_pu(make_simulator: Any) -> None:
         assert ev["T"] <= ev["E"]
     assert all(n["pu"] == p["u"] for p, n in itertools.pairwise(events))
     assert sum(n["U"] != p["u"] + 1 for p, n in itertools.pairwise(events)) > 10
+    truth = sim.control.truth("BTCUSDT", events[0]["U"], events[-1]["u"])
+    assert truth == events  # canonical connections get exactly the truth, pu included
     status, _, snap = http_get(sim.rest_url + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000")
     assert status == 200 and list(snap) == ["lastUpdateId", "E", "T", "bids", "asks"]
     assert len(snap["bids"]) == 1000 and len(snap["bids"][0][0].split(".")[1]) == 2
