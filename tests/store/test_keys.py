@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from depth_store import InvalidKeyError, ObjectStore, open_store
 from depth_store.local import TEMP_DIR_NAME, LocalStore
+from depth_store.s3 import S3Config, S3Store
 from tests.fixtures.tcp_proxy import TcpProxy
 
 BAD_KEYS = [
@@ -36,6 +41,7 @@ BAD_KEYS = [
     "a/b?c",
     "s3://other-bucket/x",
 ]
+_FUZZ_ROOT = Path(tempfile.gettempdir()) / "depth-store-key-fuzz"
 BAD_PREFIXES = ["../", "/", "a//", "..", "./", "\x00", "é/", "a\\"]
 
 
@@ -117,3 +123,33 @@ def test_temp_folder_never_listed(tmp_path: Path) -> None:
     assert [o.key for o in store.list()] == ["a/b"]
     assert store.remove_stale_temp_files(older_than_seconds=0) == 1
     assert not (tmp_path / TEMP_DIR_NAME / "orphan.part").exists()
+
+
+_KEY_ALPHABET = st.sampled_from([*"ab./\\\x00~ é=-_+", "..", "//", "%2e", "\u2215"])
+
+
+@functools.cache
+def _fuzz_stores() -> tuple[LocalStore, S3Store]:
+    """Made once: building a boto3 client per example would dominate the run."""
+    return LocalStore(_FUZZ_ROOT), S3Store("bucket", "pre/fix", config=S3Config())
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(_KEY_ALPHABET, min_size=0, max_size=12))
+def test_no_key_addresses_anything_outside_the_prefix(parts: list[str]) -> None:
+    """Whatever the text, a key is refused or lands strictly inside the root / under the prefix."""
+    key = "".join(parts)
+    local, s3 = _fuzz_stores()
+    try:
+        path = local._path(key)
+    except InvalidKeyError:
+        pass
+    else:
+        assert path.is_relative_to(local.root) and path != local.root
+        assert not path.is_relative_to(local.root / TEMP_DIR_NAME)
+    try:
+        full = s3._full_key(key)
+    except InvalidKeyError:
+        return
+    assert full.startswith("pre/fix/")
+    assert not ({"", ".", ".."} & set(full.split("/")))
