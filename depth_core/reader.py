@@ -223,6 +223,8 @@ def book_at_book(
     for day in (t.date(), t.date() - dt.timedelta(days=1)):
         keys = day_files(st, symbol, day.isoformat(), market)
         if not keys:
+            if day == t.date():
+                break  # the day is not (yet) merged: the previous day's book would be a stale answer
             continue
         rows = _day_rows_up_to(scan_keys(st, keys), t, None)
         if rows is not None:

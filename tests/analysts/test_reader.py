@@ -76,6 +76,8 @@ def test_book_at_update_id_and_depth(tmp_path: object) -> None:
         reader.book_at(data.symbol, 5, store=store)
     with pytest.raises(reader.NoDataError):
         reader.book_at(data.symbol, "2020-01-01T00:00:00", store=store)
+    with pytest.raises(reader.NoDataError):  # the next day is not merged: no stale answer from this one
+        reader.book_at(data.symbol, "2026-11-24T12:00:00", store=store)
 
 
 def test_iter_books_on_a_grid_across_midnight(dataset: tuple[ObjectStore, synth.SynthData]) -> None:
