@@ -353,7 +353,7 @@ class MergeChecker:
                 {"compared": self.bt_compared, "matched": self.bt_matched, "mismatches": self.bt_mismatches}))
         anchored = report.opening.get("kind") not in (None, "none")
         out.append(CheckOutcome(
-            "day_anchored", anchored or report.events == 0, True,
+            "day_anchored", anchored or report.events_received == 0, True,
             f"the day opens with an image ({report.opening.get('source')})" if anchored
             else "no snapshot or carried state from which the day can be replayed",
             {"opening": report.opening}))

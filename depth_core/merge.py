@@ -95,7 +95,8 @@ class MergeReport:
     date: str
     streams: list[str]
     rows: int = 0
-    events: int = 0
+    events: int = 0  # events written (chosen along the id line)
+    events_received: int = 0  # distinct events the streams delivered for the day (all streams, duplicates kept)
     image_rows: int = 0
     opening: dict[str, Any] = field(default_factory=dict)
     first_update_id: int | None = None
@@ -147,7 +148,8 @@ class MergeReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "market": self.market, "symbol": self.symbol, "date": self.date, "streams": self.streams,
-            "rows": self.rows, "events": self.events, "image_rows": self.image_rows, "opening": self.opening,
+            "rows": self.rows, "events": self.events, "events_received": self.events_received,
+            "image_rows": self.image_rows, "opening": self.opening,
             "first_update_id": self.first_update_id, "last_update_id": self.last_update_id,
             "coverage": self.coverage,
             "per_stream": {k: asdict(v) for k, v in self.per_stream.items()},
@@ -484,6 +486,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             continue
         inputs.append(s)
     carry = _load_carry(store, market, symbol, date)
+    report.events_received = sum(s.events.height for s in inputs)
     plan = plan_merge(market, inputs, carry)
     report.opening = plan.opening
     report.gaps = plan.gaps

@@ -243,3 +243,45 @@ def test_no_raw_data_reports_zero_events(store: ObjectStore) -> None:
     assert rep.events == 0 and rep.objects == []
     report = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
     assert report.events == 0 and report.rows == 0
+
+
+def test_snapshot_that_disagrees_with_the_replay_fails(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=10)
+    ex.run(300)
+    evs = ex.events(4)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
+    bad = ex.snapshot(ex.ids[150])
+    bad["bids"] = [*bad["bids"], ["90.00", "1.000"]]  # type: ignore[list-item]
+    ns = (ex.times[ex.ids[150]] + 50) * 1_000_000
+    write_stream(store, "spot", "ap-1", SYM, [(ns, LineKind.SNAPSHOT, orjson.dumps(bad).decode())])
+    report = run(store, ["eu-1", "ap-1"])
+    outcome = next(c for c in report.checks if c.name == "agrees_with_rest_snapshots")
+    assert not outcome.passed and outcome.blocking
+    detail = outcome.metadata["details"][0]
+    assert detail["stream"] == "ap-1" and detail["last_update_id"] == ex.ids[150]
+    assert detail["examples"][0]["price"] == 90.0 and detail["examples"][0]["replay"] == 0.0
+    assert outcome.metadata["compared"] == 2  # the opening snapshot and the bad one
+
+
+def test_crossed_book_fails(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=11)
+    ex.run(100)
+    evs = ex.events(4)
+    evs[10] = {**evs[10], "b": [*evs[10]["b"], ["150.00", "1.000"]]}  # type: ignore[list-item]
+    for s in ("eu-1", "ap-1"):
+        write_stream(store, "spot", s, SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
+    report = run(store, ["eu-1", "ap-1"])
+    outcome = next(c for c in report.checks if c.name == "book_never_crossed")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["crossed_ids"][0] == evs[10]["u"]
+    assert check(report, "streams_agree")
+
+
+def test_without_any_snapshot_the_day_is_not_anchored(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=12)
+    ex.run(50)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20))
+    report = run(store, ["eu-1"])
+    assert report.rows == 0 and report.opening["kind"] == "none"
+    assert not check(report, "day_anchored")
+    assert not report.blocking_passed
