@@ -148,7 +148,13 @@ def _unwrap(exc: Exception) -> Exception:
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, bce.ClientError):
         code, status = _client_error_code(exc)
-        return code in _THROTTLE_CODES or status == 429 or status >= 500 or code in {"429", "500", "503"}
+        return (
+            code in _THROTTLE_CODES
+            or "Throttl" in code  # also KMS.ThrottlingException and friends behind SSE-KMS
+            or status == 429
+            or status >= 500
+            or code in {"429", "500", "502", "503", "504"}
+        )
     return isinstance(
         exc,
         bce.ConnectionError  # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError
