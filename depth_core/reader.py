@@ -271,8 +271,9 @@ def iter_books(
 ) -> Iterator[BookSample]:
     """Yield the top ``depth`` levels at ``start, start + every, ...`` (< ``end``), day by day.
 
-    Memory stays at one day of rows. Grid times before the first book image of the data are yielded with
-    empty arrays; the book carries across days (each day's image re-anchors it anyway).
+    Memory stays at one day of rows. Grid times before the first book image of the data, and in days
+    without merged data, are yielded with empty arrays; the book carries across days (each day's image
+    re-anchors it anyway).
     """
     st = resolve_store(store)
     symbol = validate_symbol(symbol)
@@ -296,6 +297,8 @@ def iter_books(
         rows = (scan_keys(st, keys).filter(pl.col("exchange_time") <= _from_ns(int(day_grid[-1])) + _TIME_SLACK)
                 .select(_REPLAY_COLUMNS).collect()) if keys and len(day_grid) else None
         if rows is None or rows.height == 0:
+            if not keys:
+                book = OrderBook()  # a day without merged data: no book rather than a stale one
             for t in day_grid:
                 bids, asks = book.top(depth)
                 yield BookSample(_from_ns(int(t)), bids, asks)

@@ -93,6 +93,9 @@ def test_iter_books_on_a_grid_across_midnight(dataset: tuple[ObjectStore, synth.
         assert sample.bids.tolist() == bids.to_numpy().tolist(), sample.time
         assert sample.asks.tolist() == asks.to_numpy().tolist(), sample.time
         assert sample.bids.shape == (5, 2) and sample.bids[0, 0] < sample.asks[0, 0]
+    after = list(reader.iter_books(data.symbol, "2026-11-24T23:59:00", "2026-11-25T00:02:00", every="1m",
+                                   depth=2, store=store, market=data.market))
+    assert [len(s.bids) for s in after] == [2, 0, 0]  # 2026-11-25 is not merged: empty, not stale
 
 
 def test_load_deltas_bounds_and_pushdown(dataset: tuple[ObjectStore, synth.SynthData]) -> None:
