@@ -1,5 +1,6 @@
-"""The quality report from what validation and the merge really write, on a real recording split into two
-streams with one outage each (an integration test of :func:`depth_core.quality.load_quality_input`)."""
+"""The quality report and the reading API on what validation and the merge really write: a real recording
+split into two streams with one outage each (integration of :func:`depth_core.quality.load_quality_input`
+and :func:`depth_core.reader.book_at` with the pipeline core)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import gzip
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
-from depth_core import quality
+from depth_core import quality, reader
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey, encode_line
 from depth_core.validate import validate_stream_day
@@ -32,6 +34,7 @@ def _write(store: ObjectStore, stream: str, lines: list[tuple[int, LineKind, str
 def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp_path: Path) -> None:
     depth: list[tuple[int, str]] = []
     snaps: list[tuple[int, LineKind, str]] = []
+    tickers: dict[int, tuple[float, float]] = {}
     with gzip.open(real_data / "hftbacktest_spot_btcusdt_20240808.gz", "rt") as fh:
         for line in fh:
             ns_text, text = line.rstrip("\n").split(" ", 1)
@@ -39,6 +42,9 @@ def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp
                 snaps.append((int(ns_text), LineKind.SNAPSHOT, text))
             elif "@depth" in text[:40]:
                 depth.append((int(ns_text), text))
+            elif "@bookTicker" in text[:40]:
+                data = orjson.loads(text)["data"]
+                tickers[int(data["u"])] = (float(data["b"]), float(data["a"]))
     n = len(depth)
     eu = [(ns, LineKind.DEPTH, t) for i, (ns, t) in enumerate(depth) if not 0.30 * n <= i < 0.40 * n]
     ap = [(ns + 3_000_000, LineKind.DEPTH, t) for i, (ns, t) in enumerate(depth) if not 0.60 * n <= i < 0.75 * n]
@@ -65,3 +71,12 @@ def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp
     assert summary["merged_coverage"] == pytest.approx(merge.coverage)
     assert "eu-1" in report.markdown and "ap-1" in report.markdown
     (tmp_path / "real-quality.png").write_bytes(report.png)
+
+    # the reading API on the merge's own files: the book after an event equals Binance's bookTicker there
+    merged_ids = set(reader.load_deltas("BTCUSDT", DATE, "2024-08-09", store=store).filter(~pl.col("is_snapshot"))
+                     .select("last_update_id").collect()["last_update_id"].to_list())
+    common = sorted(set(tickers) & merged_ids)
+    assert len(common) > 100
+    for u in common[:: len(common) // 15]:
+        bids, asks = reader.book_at("BTCUSDT", u, store=store, depth=1)
+        assert (bids["price"][0], asks["price"][0]) == tickers[u], u
