@@ -21,10 +21,10 @@ def make_config(store_url: str, symbols: tuple[str, ...] = ("BTCUSDT",), **kw: A
     return PipelineConfig(store_url=store_url, streams=STREAMS, symbols=symbols, **kw)
 
 
-def write_day(store: ObjectStore, plan: DayPlan) -> list[str]:
+def write_day(store: ObjectStore, plan: DayPlan, with_snapshot: bool = True) -> list[str]:
     """Both streams with disjoint outages (so neither alone covers the day); returns the raw keys."""
-    eu = write_stream_day(store, "eu-1", plan, session="eu", skip=range(10, 14))
-    ap = write_stream_day(store, "ap-1", plan, session="ap", skip=range(30, 33))
+    eu = write_stream_day(store, "eu-1", plan, session="eu", skip=range(10, 14), with_snapshot=with_snapshot)
+    ap = write_stream_day(store, "ap-1", plan, session="ap", skip=range(30, 33), with_snapshot=with_snapshot)
     return [i.key for i in eu + ap]
 
 

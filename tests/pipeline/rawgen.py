@@ -81,9 +81,12 @@ def write_stream_day(
     per_object: int = 20,
     session: str = "s1",
     skip: range | None = None,
+    with_snapshot: bool = True,
 ) -> list[ObjectInfo]:
     """Write the plan's snapshot + events as ``stream``'s raw objects; events in ``skip`` are left out."""
-    lines: list[tuple[int, LineKind, bytes]] = [(plan.snapshot()[0], LineKind.SNAPSHOT, plan.snapshot()[1])]
+    lines: list[tuple[int, LineKind, bytes]] = []
+    if with_snapshot:
+        lines.append((plan.snapshot()[0], LineKind.SNAPSHOT, plan.snapshot()[1]))
     for i in range(plan.events):
         if skip is not None and i in skip:
             continue
