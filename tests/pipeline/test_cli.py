@@ -108,9 +108,8 @@ def test_backfill_three_days_two_symbols_runs_in_date_order(tmp_path: Path) -> N
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr[-3000:]
     assert "6 of 6 succeeded" in backfill.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = sorted(
-            instance.get_runs(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp
-        )
+        records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        runs = [r.dagster_run for r in records]
         order = [r.tags["dagster/partition"] for r in runs]
     assert order == [f"{d}|{s}" for d in days for s in ("BTCUSDT", "ETHUSDT")]
     for symbol in ("BTCUSDT", "ETHUSDT"):
