@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import orjson
 import polars as pl
@@ -251,7 +252,7 @@ def test_snapshot_that_disagrees_with_the_replay_fails(store: ObjectStore) -> No
     evs = ex.events(4)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
     bad = ex.snapshot(ex.ids[150])
-    bad["bids"] = [*bad["bids"], ["90.00", "1.000"]]  # type: ignore[list-item]
+    bad["bids"] = [*cast(list[list[str]], bad["bids"]), ["90.00", "1.000"]]
     ns = (ex.times[ex.ids[150]] + 50) * 1_000_000
     write_stream(store, "spot", "ap-1", SYM, [(ns, LineKind.SNAPSHOT, orjson.dumps(bad).decode())])
     report = run(store, ["eu-1", "ap-1"])
@@ -267,7 +268,7 @@ def test_crossed_book_fails(store: ObjectStore) -> None:
     ex = SyntheticExchange(seed=11)
     ex.run(100)
     evs = ex.events(4)
-    evs[10] = {**evs[10], "b": [*evs[10]["b"], ["150.00", "1.000"]]}  # type: ignore[list-item]
+    evs[10] = {**evs[10], "b": [*cast(list[list[str]], evs[10]["b"]), ["150.00", "1.000"]]}
     for s in ("eu-1", "ap-1"):
         write_stream(store, "spot", s, SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
     report = run(store, ["eu-1", "ap-1"])
