@@ -25,8 +25,8 @@ BID = 0
 ASK = 1
 
 # Level changes per event are log-normal: mean ~40, p99 ~380 like real spot BTCUSDT @depth@100ms.
-_CHANGES_MU = 3.0
-_CHANGES_SIGMA = 1.45
+_CHANGES_MU = 2.8
+_CHANGES_SIGMA = 1.6
 _MAX_CHANGES = 1500
 
 
