@@ -237,18 +237,34 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
                            s=28, zorder=3)
         cov = f"{summ.coverage:.4%}" if summ.coverage is not None else "n/a"
         labels.append((y, f"{s.stream}\n{summ.events:,} ev, cov {cov}"))
-    # merged row: which stream supplied each stretch, and the holes no stream covered
-    if inp.covered:
-        lo = np.array([c[0] for c in inp.covered], dtype=np.int64)
-        hi = np.array([c[1] for c in inp.covered], dtype=np.int64)
-        t_lo, t_hi = _ids_at(id_map, lo, day0), _ids_at(id_map, hi, day0)
-        for (_, _, stream), a, b in zip(inp.covered, t_lo, t_hi, strict=True):
-            ax_cov.broken_barh([(hours(a), max((b - a) / 3_600_000, 0.002))], (-0.3, 0.6),
-                               facecolors=colors.get(stream, "#555555"))
-    for first, last in inp.merged_gaps:
-        t = _ids_at(id_map, np.array([first, last], dtype=np.int64), day0)
-        ax_cov.broken_barh([(hours(t[0]), max((t[1] - t[0]) / 3_600_000, 0.01))], (-0.4, 0.8), facecolors="#d62728")
-        ax_cov.scatter([hours(t[0])], [0.5], marker="v", color="#d62728", s=40, zorder=3)
+    # merged row: which stream supplied each stretch, looked up at the centre of each pixel-sized bin (so a
+    # day of rapidly alternating suppliers stays one cheap drawing), and the holes no stream covered
+    if inp.covered and len(id_map[0]):
+        names = sorted({c[2] for c in inp.covered})
+        order = np.argsort([c[0] for c in inp.covered], kind="stable")
+        lo = np.array([inp.covered[i][0] for i in order], dtype=np.int64)
+        hi = np.array([inp.covered[i][1] for i in order], dtype=np.int64)
+        who = np.array([names.index(inp.covered[i][2]) for i in order], dtype=np.int64)
+        n_bins = 2000
+        width_h = (hi_h - lo_h) / n_bins
+        centre_ms = day0 + (lo_h + (np.arange(n_bins) + 0.5) * width_h) * 3_600_000
+        keys, ms = id_map
+        pos = np.searchsorted(ms, centre_ms, "right") - 1
+        inside = (pos >= 0) & (centre_ms <= ms[-1])
+        ids_at_centre = keys[np.clip(pos, 0, len(keys) - 1)]
+        j = np.searchsorted(lo, ids_at_centre, "right") - 1
+        ok = inside & (j >= 0) & (ids_at_centre <= hi[np.clip(j, 0, len(hi) - 1)])
+        supplier = np.where(ok, who[np.clip(j, 0, len(who) - 1)], -1)
+        for k, name in enumerate(names):
+            idx = np.flatnonzero(supplier == k)
+            ax_cov.broken_barh([(lo_h + i * width_h, width_h) for i in idx.tolist()], (-0.3, 0.6),
+                               facecolors=colors.get(name, "#555555"))
+    if inp.merged_gaps:
+        ends = _ids_at(id_map, np.array([x for g in inp.merged_gaps for x in g], dtype=np.int64), day0)
+        starts_h = [hours(a) for a in ends[0::2]]
+        ax_cov.broken_barh([(a, max(hours(b) - a, 0.01)) for a, b in zip(starts_h, ends[1::2], strict=True)],
+                           (-0.4, 0.8), facecolors="#d62728")
+        ax_cov.scatter(starts_h, [0.5] * len(starts_h), marker="v", color="#d62728", s=40, zorder=3)
     merged_cov = f"{inp.merged_coverage:.4%}" if inp.merged_coverage is not None else "n/a"
     labels.append((0, f"merged\ncov {merged_cov}, {len(inp.merged_gaps)} gaps"))
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
