@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-snapshot", metavar="FILE", help="cryptofeed .http file (default: found beside --replay)")
     p.add_argument("--replay-start", choices=["on_subscribe", "immediate", "paused"], default="on_subscribe")
     p.add_argument("--firehose-rate", type=int, help="messages/s per symbol from a pre-encoded pool")
+    p.add_argument("--firehose-pool", type=int, default=2048, help="generated events in the firehose cycle")
     p.add_argument("--max-connection-age", type=float, default=86400.0, metavar="S")
     p.add_argument("--shutdown-notice", type=float, metavar="S", help="send serverShutdown S seconds before")
     p.add_argument("--ping-interval", type=float, default=20.0, metavar="S")
@@ -45,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         ping_interval_s=args.ping_interval, pong_timeout_s=args.pong_timeout,
         weight_limit_per_minute=args.weight_limit, max_incoming_per_s=args.max_incoming_per_s,
         replay_path=args.replay, replay_snapshot_path=args.replay_snapshot, replay_start=args.replay_start,
-        firehose_rate=args.firehose_rate, start_paused=args.paused, truth_max_events=args.truth_max_events,
+        firehose_rate=args.firehose_rate, firehose_pool=args.firehose_pool, start_paused=args.paused, truth_max_events=args.truth_max_events,
     )
 
 

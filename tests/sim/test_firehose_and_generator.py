@@ -104,6 +104,19 @@ def test_closed_cycle_is_one_consistent_book_forever() -> None:
     assert book.levels("asks", 10**6) == [[fmt.price(p), fmt.qty(asks[p])] for p in sorted(asks)]
 
 
+def test_firehose_usdm_chains_on_pu(make_simulator: Any) -> None:
+    sim = make_simulator(market="usdm", symbols=["BTCUSDT"], firehose_rate=5000, firehose_pool=40)
+
+    async def run() -> list[dict[str, Any]]:
+        url = sim.ws_url + "/public/stream?streams=btcusdt@depth@100ms"
+        async with websockets.connect(url, max_size=None, max_queue=None) as ws:
+            return [orjson.loads(await ws.recv())["data"] for _ in range(300)]
+
+    events = asyncio.run(run())
+    assert all(list(e) == ["e", "E", "T", "s", "U", "u", "pu", "b", "a"] for e in events)
+    assert all(n["pu"] == p["u"] and n["U"] > p["u"] for p, n in itertools.pairwise(events))
+
+
 def test_firehose_stream_syncs_to_its_snapshots(make_simulator: Any) -> None:
     sim = make_simulator(symbols=["BTCUSDT"], firehose_rate=5000, firehose_pool=40)
 
