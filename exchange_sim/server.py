@@ -17,7 +17,7 @@ import random
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +221,6 @@ class SymbolState:
     pending: CanonicalEvent | None = None
     event_index: int = 0
     group_buffers: dict[int, list[CanonicalEvent]] = field(default_factory=dict)  # canonical grouping
-    last_top: tuple[int, int, int, int] | None = None
 
 
 class WeightBudget:
@@ -307,6 +306,8 @@ class ExchangeSimulator:
         self.replay: Any = None
         self.firehose: dict[str, Any] = {}  # symbol -> FirehosePool in firehose mode
         self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
+        self._mono0 = time.monotonic()  # wall reference of start_ms for the compressed exchange clock
+        self._e_anchor = (0, self.start_ms)  # (event index, E): event k gets E = anchor E + (k - index) * interval
         self.events_generated = 0
         if cfg.replay_path is None:
             for sym in cfg.symbols:
@@ -381,6 +382,9 @@ class ExchangeSimulator:
                 while self.paused.is_set():
                     await asyncio.sleep(0.01)
                 next_t = loop.time() + period
+                # exchange time went on during the pause: the next event carries the current time
+                k_next = max((st.event_index for st in self.symbols.values()), default=0)
+                self._e_anchor = (k_next, self.now_ms())
             delay = next_t - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -398,8 +402,12 @@ class ExchangeSimulator:
         cfg = self.config
         ev = st.pending
         assert ev is not None
-        st.truth.append(ev)
         k = st.event_index
+        anchor_k, anchor_ms = self._e_anchor
+        e_ms = anchor_ms + (k - anchor_k) * cfg.event_interval_ms
+        ev.transaction_time_ms = e_ms - (ev.event_time_ms - ev.transaction_time_ms)
+        ev.event_time_ms = e_ms
+        st.truth.append(ev)
         st.event_index += 1
         self.events_generated += 1
         top = (st.gen.best_bid, st.gen.bids.get(st.gen.best_bid, 0), st.gen.best_ask, st.gen.asks.get(st.gen.best_ask, 0))
@@ -488,8 +496,6 @@ class ExchangeSimulator:
     def now_ms(self) -> int:
         """Exchange time now (compressed by ``speed``)."""
         return self.start_ms + int((time.monotonic() - self._mono0) * 1000 * self.config.speed)
-
-    _mono0 = time.monotonic()
 
     # -- websocket side -------------------------------------------------------------------------
     def _parse_ws_path(self, path: str) -> tuple[bool, list[str]] | None:
@@ -813,6 +819,3 @@ class ExchangeSimulator:
         st = self.symbols[symbol]
         return st.truth.book_at(update_id, st.pending)
 
-    def on_loop(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` now (helper for code already on the server's loop)."""
-        return fn()

@@ -203,15 +203,17 @@ def test_pause_and_resume(simulator: SimulatorThread) -> None:
     async def run() -> None:
         async with websockets.connect(f"{simulator.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None) as ws:
             texts = await _read_until(ws, lambda t: len(t) >= 2)
-            last = json.loads(texts[-1])["data"]["u"]
+            data = json.loads(texts[-1])["data"]
             simulator.control.pause()
             paused_at = simulator.control.last_update_id("BTCUSDT")
             with pytest.raises(TimeoutError):  # drain what was queued, then nothing more comes
                 while True:
-                    last = json.loads(await asyncio.wait_for(ws.recv(), 0.5))["data"]["u"]
-            assert last == paused_at == simulator.control.last_update_id("BTCUSDT")
+                    data = json.loads(await asyncio.wait_for(ws.recv(), 0.5))["data"]
+            assert data["u"] == paused_at == simulator.control.last_update_id("BTCUSDT")
             simulator.control.resume()
             nxt = json.loads(await asyncio.wait_for(ws.recv(), 5))["data"]
             assert nxt["U"] == paused_at + 1
+            # exchange time ran on during the pause (>= 0.5 s of wall time at speed 10)
+            assert nxt["E"] - data["E"] >= 5000
 
     asyncio.run(run())
