@@ -49,7 +49,13 @@ async def _run(config: CollectorConfig, collector: Collector) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     server: MetricsServer | None = None
     if config.metrics_port is not None:
-        server = MetricsServer(collector, config.metrics_host, config.metrics_port)
+        try:
+            server = MetricsServer(collector, config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            collector.fatal_message = (
+                f"--metrics-port: cannot listen on {config.metrics_host}:{config.metrics_port}: {exc.strerror or exc}"
+            )
+            return EXIT_USAGE
         server.start()
         logs.info("metrics_listening", url=f"http://{server.host}:{server.port}/metrics")
     try:

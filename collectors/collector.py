@@ -419,12 +419,17 @@ class Collector:
                 await reader
             self._disconnected(group, conn, planned=False)
             self.reconnects["unplanned"] += 1
-            if conn.frames > 0:
-                failures = 0
             group.current = None
+            reason = "reconnect"
+            if conn.frames > 0:
+                failures = 0  # it worked for a while: reconnect at once
+            else:  # accepted, then dropped without data: back off like a failed attempt
+                failures += 1
+                delay = min(60.0, 0.5 * 2 ** min(failures - 1, 8)) * random.uniform(0.5, 1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
             conn = None
             reader = None
-            reason = "reconnect"
         if conn is not None and reader is not None:
             conn.close_reason = "shutdown"
             await self._close(conn, "shutdown")

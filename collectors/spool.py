@@ -22,11 +22,11 @@ import collections
 import contextlib
 import errno
 import fcntl
-import gzip
 import os
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,65 +130,96 @@ def _dir_bytes(path: Path, suffix: str) -> int:
     return total
 
 
+CONVERT_CHUNK = 4 * 1024 * 1024
+
+
 def convert_journal(
     journal: Path, name: JournalName, outbox: Path, gzip_level: int
 ) -> tuple[list[OutboxObject], int]:
     """Split one journal into per-symbol, per-UTC-hour gzip raw objects in the outbox.
 
     Returns the objects and the number of lines that could not be used (a line cut by a crash, which
-    never completed its write). Deterministic: converting the same journal twice gives the same keys
-    and bytes, so a crash mid-conversion is repaired by converting again.
+    never completed its write). Streams the journal in chunks into one compressor per object, so memory
+    stays near the compressed size however large the segment. Deterministic: converting the same
+    journal twice gives the same keys and bytes, so a crash mid-conversion is repaired by converting
+    again.
     """
-    data = journal.read_bytes()
     bad = 0
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n")
-        bad += 1
-        data = data[: cut + 1] if cut >= 0 else b""
-    groups: dict[tuple[bytes, int], list[bytes]] = {}
+    compressors: dict[tuple[bytes, int], zlib._Compress] = {}
+    parts: dict[tuple[bytes, int], list[bytes]] = {}
     first_ns: dict[tuple[bytes, int], int] = {}
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        sp1 = line.find(b" ")
-        sp2 = line.find(b" ", sp1 + 1)
-        if sp1 <= 0 or sp2 <= sp1 + 1:
-            bad += 1
-            continue
-        try:
-            ns = int(line[sp1 + 1 : sp2])
-        except ValueError:
-            bad += 1
-            continue
-        gk = (line[:sp1], ns // HOUR_NS)
-        lines = groups.get(gk)
-        if lines is None:
-            groups[gk] = lines = []
-            first_ns[gk] = ns
-        lines.append(line[sp1 + 1 :])
-    out: list[OutboxObject] = []
-    for gk, lines in groups.items():
+    carry = b""
+    with open(journal, "rb") as f:
+        while True:
+            chunk = f.read(CONVERT_CHUNK)
+            if not chunk:
+                break
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            groups: dict[tuple[bytes, int], list[bytes]] = {}
+            for line in data[: cut + 1].split(b"\n"):
+                if not line:
+                    continue
+                sp1 = line.find(b" ")
+                sp2 = line.find(b" ", sp1 + 1)
+                if sp1 <= 0 or sp2 <= sp1 + 1:
+                    bad += 1
+                    continue
+                ns_text = line[sp1 + 1 : sp2]
+                if not ns_text.isdigit():
+                    bad += 1
+                    continue
+                ns = int(ns_text)
+                gk = (line[:sp1], ns // HOUR_NS)
+                lines = groups.get(gk)
+                if lines is None:
+                    groups[gk] = lines = []
+                    if gk not in first_ns:
+                        first_ns[gk] = ns
+                lines.append(line[sp1 + 1 :])
+            for gk, lines in groups.items():
+                comp = compressors.get(gk)
+                if comp is None:
+                    # wbits 16+: a gzip member with a fixed header (mtime 0, no name): same bytes every time
+                    compressors[gk] = comp = zlib.compressobj(gzip_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+                    parts[gk] = []
+                lines.append(b"")
+                out = comp.compress(b"\n".join(lines))
+                if out:
+                    parts[gk].append(out)
+    if carry:
+        bad += 1  # a line whose write never completed (the process died mid-write)
+    result: list[OutboxObject] = []
+    for gk, comp in compressors.items():
         symbol = gk[0].decode("ascii", errors="replace")
+        parts[gk].append(comp.flush())
         try:
             key = RawObjectKey.for_segment(
                 name.market, name.collector_id, symbol, first_ns[gk], name.session, name.seq
             ).key
         except (InvalidNameError, ValueError):
-            bad += len(lines)
-            logs.error("spool_bad_symbol", journal=journal.name, symbol=symbol, lines=len(lines))
+            bad += 1
+            logs.error("spool_bad_symbol", journal=journal.name, symbol=symbol)
             continue
-        body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=gzip_level, mtime=0)
         path = outbox / key
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
+        size = 0
+        with open(tmp, "wb") as out_file:
+            for piece in parts[gk]:
+                out_file.write(piece)
+                size += len(piece)
+            out_file.flush()
+            os.fsync(out_file.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        out.append(OutboxObject(key, path, len(body), first_ns[gk]))
-    return out, bad
+        result.append(OutboxObject(key, path, size, first_ns[gk]))
+        parts[gk] = []
+    return result, bad
 
 
 def scan_outbox(outbox: Path) -> list[OutboxObject]:

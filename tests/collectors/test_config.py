@@ -102,3 +102,21 @@ def test_main_exits_2_with_a_message(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "--collector-id" in err and "invalid collector id" in err
     assert main(["--collector-id", "a", "--symbols", "BTCUSDT", "--store", "gs://bucket/x", "--spool-dir", str(tmp_path / "s")]) == 2
     assert "--store" in capsys.readouterr().err
+
+
+def test_log_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    import orjson
+
+    from collectors import logs
+
+    logs.setup("json", "INFO")
+    logs.warning("gap", symbol="BTCUSDT", from_id=5, to_id=7)
+    doc = orjson.loads(capsys.readouterr().err.strip())
+    assert (doc["event"], doc["level"], doc["symbol"], doc["from_id"]) == ("gap", "warning", "BTCUSDT", 5)
+    logs.setup("kv", "INFO")
+    logs.info("upload_failed", key="raw/x", error="timed out (5 s)")
+    line = capsys.readouterr().err.strip()
+    assert "event=upload_failed" in line and "key=raw/x" in line and 'error="timed out (5 s)"' in line
+    logs.setup("json", "WARNING")
+    logs.info("quiet")
+    assert capsys.readouterr().err == ""

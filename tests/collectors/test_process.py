@@ -126,7 +126,7 @@ def test_kill_9_and_restart_loses_nothing_that_reached_the_spool(
     stored_before = store_lines(store)
     assert in_spool, "the kill left nothing in the spool: the test proves nothing"
     second = collector_process(*args)
-    second.wait_for_event("spool_recovered_journal")
+    second.wait_for_event("start")  # (it converts the journal the kill left before it starts collecting)
     second.wait_for_event("snapshot", count=2)
     second.terminate()
     assert second.wait(30) == 0
@@ -199,3 +199,15 @@ def test_store_down_at_start_and_at_shutdown_exits_0_leaving_the_spool_for_the_n
     assert in_spool <= store_lines(store)
     for obj_key in (i.key for i in open_store(store).list("raw/")):
         assert read_raw_object(open_store(store).get_bytes(obj_key)).problems == []
+
+
+def test_metrics_port_in_use_exits_2(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", "--metrics-port", str(port)))
+        assert p.wait(30) == 2
+    assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in p.output()

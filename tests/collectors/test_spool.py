@@ -187,3 +187,19 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     again = SpoolLock(tmp_path / "spool")
     again.acquire()
     again.release()
+
+
+def test_conversion_streams_in_chunks_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collectors.spool as spool_mod
+
+    j = tmp_path / "j.jnl"
+    body = b"".join(line("BTCUSDT" if i % 3 else "ETHUSDT", T0 + i, "x" * (i % 50)) for i in range(500))
+    j.write_bytes(body)
+    name = JournalName("spot", "eu-1", "s1", 1)
+    whole, bad_whole = convert_journal(j, name, tmp_path / "o1", 1)
+    monkeypatch.setattr(spool_mod, "CONVERT_CHUNK", 37)  # lines cut across every chunk boundary
+    chunked, bad_chunked = convert_journal(j, name, tmp_path / "o2", 1)
+    assert bad_whole == bad_chunked == 0
+    assert [o.key for o in whole] == [o.key for o in chunked]
+    assert [decode(o) for o in whole] == [decode(o) for o in chunked]
+    assert sum(len(decode(o)) for o in chunked) == 500
