@@ -192,6 +192,19 @@ def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
     return stop, _DONE
 
 
+def _columns(is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous typed copies (or views) of the update columns, checked: the compiled loop trusts them."""
+    is_bid = np.ascontiguousarray(is_bid, dtype=np.bool_).reshape(-1)
+    price = np.ascontiguousarray(price, dtype=np.float64).reshape(-1)
+    qty = np.ascontiguousarray(qty, dtype=np.float64).reshape(-1)
+    if not len(is_bid) == len(price) == len(qty):
+        raise ValueError(f"column lengths differ: is_bid {len(is_bid)}, price {len(price)}, qty {len(qty)}")
+    if len(qty) and not bool((qty >= 0.0).all()):  # also catches NaN
+        bad = qty[~(qty >= 0.0)][0]
+        raise ValueError(f"quantity {bad!r} is not a number >= 0")
+    return is_bid, price, qty
+
+
 class _Side:
     """One side: dense window + sorted overflow (keys below the window), keys = ticks (asks negated)."""
 
@@ -327,9 +340,7 @@ class OrderBook:
 
     def apply(self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
         """Apply level updates in order: set the quantity at a price; 0 removes the level."""
-        is_bid = np.ascontiguousarray(is_bid, dtype=np.bool_)
-        price = np.ascontiguousarray(price, dtype=np.float64)
-        qty = np.ascontiguousarray(qty, dtype=np.float64)
+        is_bid, price, qty = _columns(is_bid, price, qty)
         if len(price) == 0:
             return
         self._apply_prices(is_bid, price, qty, 0, len(price))
@@ -518,10 +529,11 @@ def _replay_columns(
     depth: int,
 ) -> tuple[OrderBook, TopSamples]:
     book = book if book is not None else OrderBook()
-    is_bid = np.ascontiguousarray(is_bid, dtype=np.bool_)
-    price = np.ascontiguousarray(price, dtype=np.float64)
-    qty = np.ascontiguousarray(qty, dtype=np.float64)
+    is_bid, price, qty = _columns(is_bid, price, qty)
     n = len(price)
+    for name, col in (("is_snapshot", is_snapshot), ("last_update_id", last_update_id)):
+        if col is not None and len(col) != n:
+            raise ValueError(f"{name} has {len(col)} rows, price has {n}")
     rows = np.zeros(0, dtype=np.int64) if sample_rows is None else np.asarray(sample_rows, dtype=np.int64)
     if len(rows) and np.any(np.diff(rows) < 0):
         raise ValueError("sample_rows must be non-decreasing")

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from depth_core.book import OrderBook, replay_merged
 from tests.analysts.realdata import load_recording
@@ -226,3 +228,41 @@ def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
         assert tops.bid_qty[j][: len(bids)].tolist() == bids[:, 1].tolist()
         got_asks = tops.ask_price[j][~np.isnan(tops.ask_price[j])]
         assert got_asks.tolist() == asks[:, 0].tolist(), f"sample {j} at row {row}"
+
+
+def test_bad_columns_are_refused_with_a_clear_error() -> None:
+    from depth_core.book import replay_arrays
+
+    book = OrderBook()
+    with pytest.raises(ValueError, match="lengths differ"):
+        book.apply(np.array([True, False]), np.array([1.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="quantity"):
+        book.apply(np.array([True]), np.array([1.0]), np.array([np.nan]))
+    with pytest.raises(ValueError, match="quantity"):
+        book.apply(np.array([True]), np.array([1.0]), np.array([-2.0]))
+    with pytest.raises(ValueError, match="not a decimal"):
+        book.apply(np.array([True]), np.array([np.nan]), np.array([1.0]))
+    with pytest.raises(ValueError, match="last_update_id"):
+        replay_arrays(np.array([True]), np.array([1.0]), np.array([1.0]), np.array([True]), np.array([1, 2]))
+    assert book.depth_counts() == (0, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 400), st.sampled_from([0, 0, 1, 2, 3, 250])),
+                max_size=300),
+       st.sampled_from([4, 16, 1 << 16]), st.integers(0, 4))
+def test_property_any_update_sequence_matches_dict_book(ops: list[tuple[bool, int, int]], window: int,
+                                                        decimals: int) -> None:
+    book, ref = OrderBook(window=window), DictBook()
+    scale = 10**decimals
+    for start in range(0, len(ops), 37):
+        chunk = ops[start:start + 37]
+        is_bid = np.array([o[0] for o in chunk], dtype=bool)
+        price = np.array([float(f"{o[1] / scale:.{decimals}f}") for o in chunk])
+        qty = np.array([o[2] / 8 for o in chunk])
+        book.apply(is_bid, price, qty)
+        for b, p, q in zip(is_bid.tolist(), price.tolist(), qty.tolist(), strict=True):
+            ref.set(b, p, q)
+        assert book.levels("bid") == ref.sides[True] and book.levels("ask") == ref.sides[False]
+        assert [tuple(r) for r in book.top(7)[0].tolist()] == ref.top(7)[0]
+        assert [tuple(r) for r in book.top(7)[1].tolist()] == ref.top(7)[1]
