@@ -95,6 +95,8 @@ class MergeChecker:
         self.bt_mismatches: list[dict[str, Any]] = []
         self.snap_checks: list[dict[str, Any]] = []
         self.disagreements: list[dict[str, Any]] = []
+        self.disagreements_total = 0
+        self.partial_disagreements = 0
         self.inputs: Sequence[StreamInput] = []
         self.book_tickers = pl.DataFrame()
         self.snapshot_points: list[tuple[int, float, Any]] = []  # (update id of the book, L, ...)
@@ -157,12 +159,19 @@ class MergeChecker:
         self.snap_skipped = self.pending_snaps.filter(pl.col("status") != "check")
 
     # ---------------------------------------------------------------- per chunk
-    def on_chunk(self, out: pl.DataFrame, first_item: int, item_rows: np.ndarray) -> None:
-        """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``)."""
+    def on_chunk(self, out: pl.DataFrame, first_item: int, item_rows: np.ndarray,
+                 other_batchings: pl.DataFrame | None = None) -> None:
+        """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``).
+
+        ``other_batchings``: levels (b, side, price, qty, U, s, s_c) of events of other batchings ending at
+        event end ``b`` of this chunk; compared with the replayed book after ``b``.
+        """
         self._schema_and_order(out)
         self._decimals(out)
         if out.height == 0:
             return
+        if other_batchings is not None and other_batchings.height:
+            self._compare_other_batchings(out, other_batchings)
         snap = out["is_snapshot"].to_numpy()
         last = out["last_update_id"].to_numpy()
         first = out["first_update_id"].to_numpy()
@@ -201,6 +210,45 @@ class MergeChecker:
             tops.append(np.column_stack([bb[ev], t.bid_qty[:, 0][ev], ba[ev], t.ask_qty[:, 0][ev]]))
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
+
+    def _compare_other_batchings(self, out: pl.DataFrame, other: pl.DataFrame) -> None:
+        """The book after event end b (as-of over this chunk's rows, else the book at the chunk's start)
+        must hold every level of an event of another batching that ends at b."""
+        rows = out.select("side", "price", "qty", "last_update_id", "is_snapshot").with_row_index("r")
+        snap = rows["is_snapshot"].to_numpy()
+        opens_with_image = bool(snap[0])
+        later_images = rows.filter(pl.col("is_snapshot") & (pl.col("r") > 0) & (
+            pl.col("last_update_id") != rows["last_update_id"][0]))
+        if later_images.height:
+            # past a re-anchoring image the chunk-start book no longer applies: compare only before it
+            other = other.filter(pl.col("b") < later_images["last_update_id"].min())
+            if not other.height:
+                return
+        start: dict[str, dict[float, float]] = (
+            {"bid": {}, "ask": {}} if opens_with_image else
+            {"bid": self.book.levels("bid"), "ask": self.book.levels("ask")})
+        merged = rows.select("side", "price", pl.col("qty").alias("replay"), pl.col("last_update_id").alias("b"))
+        j = other.sort("b").join_asof(merged.sort("b"), on="b", by=["side", "price"], strategy="backward",
+                                      check_sortedness=False)  # both sorted on b just above
+        missing = j.filter(pl.col("replay").is_null())
+        if missing.height:
+            fill = [start[sd].get(p, 0.0) for sd, p in missing.select("side", "price").iter_rows()]
+            j = pl.concat([j.filter(pl.col("replay").is_not_null()),
+                           missing.with_columns(pl.Series("replay", fill, pl.Float64))])
+        bad = j.filter(pl.col("replay") != pl.col("qty"))
+        if not bad.height:
+            return
+        groups = bad.group_by("U", "b", "s", "s_c").agg(pl.len().alias("levels"),
+                                                       pl.col("price").first()).sort("b")
+        self.partial_disagreements += groups.height
+        for row in groups.head(MAX_LISTED).iter_rows(named=True):
+            if len(self.disagreements) >= MAX_LISTED:
+                break
+            self.disagreements.append({
+                "first_id": row["U"], "last_id": row["b"],
+                "streams": sorted({self.inputs[row["s"]].stream, self.inputs[row["s_c"]].stream}),
+                "variants": 2, "kind": "different batching", "levels_differing": row["levels"],
+                "example_price": row["price"]})
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:
@@ -309,7 +357,7 @@ class MergeChecker:
             self._compare_one(rec, pl.DataFrame(schema=MERGED_SCHEMA))
         out: list[CheckOutcome] = []
         out.append(self._gaps_check(report))
-        n_dis = getattr(self, "disagreements_total", 0)
+        n_dis = self.disagreements_total + self.partial_disagreements
         out.append(CheckOutcome(
             "streams_agree", n_dis == 0, True,
             "events covering the same update ids carry the same levels in every stream"

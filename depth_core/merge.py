@@ -421,16 +421,52 @@ def _ms_to_dt(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("ms", "UTC"))
 
 
-def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame,
-                ) -> pl.DataFrame:
-    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order)."""
+def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput,
+               ev: pl.DataFrame) -> pl.DataFrame:
+    """Level rows (k, ev, is_bid, price, qty) of the events ``ev`` (columns ev, part) from the level parts."""
     parts = sorted(set(ev["part"].to_list()))
     lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
     frames = []
     for part in parts:
         key = levels_part_key(market, s.stream, symbol, date, part)
         frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
-    lv = pl.concat(frames).with_row_index("k").collect() if frames else pl.DataFrame()
+    if not frames:
+        return pl.DataFrame(schema={"k": pl.UInt32, "ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64,
+                                    "qty": pl.Float64})
+    lv = pl.concat(frames).with_row_index("k").collect()
+    return lv.join(ev.select("ev"), on="ev", how="semi")
+
+
+def _other_batchings(store: ObjectStore, market: Market, symbol: str, date: str, inputs: Sequence[StreamInput],
+                     plan: Plan, a: int, b: int) -> pl.DataFrame | None:
+    """Levels of events not chosen whose ``u`` is an event end of items a..b but whose range differs.
+
+    Each carries the absolute quantities after its ``u``, so the replayed book after that event end must
+    hold exactly them (``streams_agree`` for different batchings; identical ranges are compared by hash).
+    """
+    if len(inputs) < 2:
+        return None
+    ev_mask = plan.kind[a:b] == KIND_EVENT
+    if not ev_mask.any():
+        return None
+    ends = pl.DataFrame({"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask],
+                         "s_c": plan.stream[a:b][ev_mask]})
+    frames = []
+    for si, s in enumerate(inputs):
+        cand = s.events.join(ends, on="u", how="inner").filter(pl.col("lo") != pl.col("lo_c"))
+        if not cand.height:
+            continue
+        lv = _levels_of(store, market, symbol, date, s, cand).join(cand.select("ev", "U", "u", "s_c"), on="ev")
+        frames.append(lv.select(pl.col("u").alias("b"), pl.when(pl.col("is_bid")).then(pl.lit("bid"))
+                                .otherwise(pl.lit("ask")).alias("side"), "price", "qty", "U",
+                                pl.lit(si, pl.Int32).alias("s"), pl.col("s_c").cast(pl.Int32)))
+    return pl.concat(frames) if frames else None
+
+
+def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame,
+                ) -> pl.DataFrame:
+    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order)."""
+    lv = _levels_of(store, market, symbol, date, s, ev)
     lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu"), on="ev", how="inner")
     return lv.select(
         "pos", "k",
@@ -552,7 +588,8 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
                                           int(head["receive_ns"]), f"snapshot:{s.stream}"))
         chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
         out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
-        checker.on_chunk(out, a, counts[a:b])
+        checker.on_chunk(out, a, counts[a:b],
+                         _other_batchings(store, market, symbol, date, inputs, plan, a, b))
         key = f"{prefix}part-{fi:05d}.parquet"
         put_parquet(store, key, out, row_group_size=ROW_GROUP)
         written.append(key)

@@ -286,3 +286,23 @@ def test_without_any_snapshot_the_day_is_not_anchored(store: ObjectStore) -> Non
     assert report.rows == 0 and report.opening["kind"] == "none"
     assert not check(report, "day_anchored")
     assert not report.blocking_passed
+
+
+def test_conflict_between_different_batchings_is_named(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=13)
+    ex.run(300)
+    a = ex.events(2)
+    b = ex.events(4)  # every other end of a is an end of b
+    victim = dict(b[20])
+    victim["a"] = [[p, "9.999"] for p, _q in cast(list[list[str]], victim["a"])] or [["100.00", "9.999"]]
+    victim["b"] = cast(list[list[str]], victim["b"])
+    b[20] = victim
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, a, 20, snapshots=[ex.ids[0]]))
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, b, 30, snapshots=[ex.ids[0]]))
+    report = run(store, ["eu-1", "ap-1"])
+    outcome = next(c for c in report.checks if c.name == "streams_agree")
+    assert not outcome.passed
+    example = outcome.metadata["examples"][0]
+    assert (example["first_id"], example["last_id"]) == (victim["U"], victim["u"])
+    assert example["streams"] == ["ap-1", "eu-1"] and example["kind"] == "different batching"
+    assert report.per_stream["eu-1"].share == 1.0  # the merge itself took eu-1's events
