@@ -43,6 +43,10 @@ async def _run(config: CollectorConfig, collector: Collector) -> int:
     def on_signal(signum: int) -> None:
         signals_seen.append(signum)
         logs.info("signal", signal=signal.Signals(signum).name, count=len(signals_seen))
+        if len(signals_seen) > 1:
+            # a second signal: stop waiting for uploads (the final flush still completes: the spool keeps
+            # everything for the next start)
+            collector.uploader.abort_drain.set()
         collector.request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

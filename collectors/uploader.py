@@ -70,6 +70,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._stop = threading.Event()
+        self.abort_drain = threading.Event()  # a second SIGTERM: stop waiting for the store
         self._threads: list[threading.Thread] = []
         self._retry_at = 0.0  # monotonic; all threads wait while the store is failing
         self._failures_in_row = 0
@@ -208,7 +209,7 @@ class Uploader:
         with self._cond:
             while self._pending:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.abort_drain.is_set():
                     return False
                 self._cond.wait(min(left, 0.5))
             return True

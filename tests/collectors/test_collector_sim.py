@@ -344,3 +344,19 @@ def test_spool_budget_exhausted_is_counted_noted_and_recovers(
         overflow = notes(stored[symbol], "spool_overflow")
         assert overflow and overflow[0]["lines_lost_all_symbols"] > 0
         assert any("spool_overflow" in n["reason"].split(",") for n in notes(stored[symbol], "snapshot"))
+
+
+def test_unreachable_store_at_shutdown_gives_up_after_the_grace_and_reports(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("the store's folder cannot be created while this file is here")
+    cfg = config_for(simulator, tmp_path, "--shutdown-grace", "1", "--store", str(blocker / "store"))
+    c = in_process_collector(cfg)
+    wait_messages(c, 20)
+    assert c.stop() == 0
+    report = c.collector.shutdown_report
+    assert report["uploaded_all"] is False and report["pending_objects"] > 0
+    left = list((cfg.spool_dir / "outbox").rglob("*.ndjson.gz"))
+    assert len(left) == report["pending_objects"]
+    assert not list((cfg.spool_dir / "journal").glob("*.jnl"))  # all flushed and converted

@@ -178,13 +178,16 @@ def test_store_down_at_start_and_at_shutdown_exits_0_leaving_the_spool_for_the_n
     monkeypatch.setenv("DEPTH_S3_RETRY_DEADLINE", "2")
     store, proxy = s3_behind_proxy
     spool = tmp_path / "spool"
-    args = args_for(simulator, store, spool, "--shutdown-grace", "2")
+    args = args_for(simulator, store, spool, "--shutdown-grace", "300")
     proxy.set_mode("refuse")
     first = collector_process(*args)
     first.wait_for_event("snapshot", count=2)  # collecting although the store is unreachable
     wait_until("objects in the spool", lambda: len(list((spool / "outbox").rglob("*.gz"))) >= 2, 20)
     t0 = time.monotonic()
     first.terminate()
+    first.wait_for_event("stopping")
+    assert first.running  # retrying the store for up to --shutdown-grace ...
+    first.terminate()  # ... unless told twice
     assert first.wait(40) == 0
     assert time.monotonic() - t0 < 30
     left = first.wait_for_event("stopped_with_spool_left")[0]
