@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from depth_core.names import COLLECTOR_ID_RE, SYMBOL_RE
+
 frames = pytest.importorskip("collectors.frames", reason="the collector's frame parser is not there yet")
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,3 +139,32 @@ def test_huge_frame_is_parsed_on_the_fast_path() -> None:
     assert frames.int_field(frame, b'"u":') == 9
     env = frames.parse_slow(frame)
     assert env is not None and (env.first_id, env.last_id) == (5, 9)
+
+
+config = pytest.importorskip("collectors.config", reason="the collector's configuration is not there yet")
+hostile = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        ["..", "../../etc", "eu-1/../x", "eu\x001", "ëu-1", "EU-1", "", " ", "a" * 33, "btc/usdt"]
+    ),
+)
+
+
+@FUZZ
+@given(
+    st.one_of(hostile, st.from_regex(COLLECTOR_ID_RE, fullmatch=True)),
+    st.one_of(hostile, st.from_regex(r"[A-Za-z0-9]{2,12}(,[A-Za-z0-9]{2,12}){0,3}", fullmatch=True)),
+)
+def test_collector_refuses_bad_names_before_touching_disk(collector_id: str, symbols: str) -> None:
+    """A bad id or symbol is a ConfigError (exit 2) before anything starts; a good one never puts the
+    default spool outside the user's state dir."""
+    env = {"XDG_STATE_HOME": "/nonexistent-state", "HOME": "/nonexistent-home"}
+    argv = ["--collector-id", collector_id, "--symbols", symbols, "--store", "/nonexistent-store"]
+    try:
+        cfg = config.parse_config(argv, env)
+    except (config.ConfigError, SystemExit):
+        return
+    resolved = cfg.spool_dir.resolve()
+    assert str(resolved).startswith(("/nonexistent-state/", "/nonexistent-home/")), resolved
+    assert cfg.collector_id in resolved.parts
+    assert all(SYMBOL_RE.fullmatch(sym) for sym in cfg.symbols)
