@@ -115,17 +115,26 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     rows_written = 0
     parsed_levels = 0
     writer: pq.ParquetWriter | None = None
+    phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
     for si, stream in enumerate(STREAMS):
         batches: list[list[bytes]] = [[]]
         size = 0
         files = _raw_objects(store_root, stream)
         for i, f in enumerate(files):
-            data, _problem = decompress(f.read_bytes())
+            t = time.perf_counter()
+            gz = f.read_bytes()
+            t1 = time.perf_counter()
+            data, _problem = decompress(gz)
+            t2 = time.perf_counter()
+            phase["read_s"] += t1 - t
+            phase["gunzip_s"] += t2 - t1
             batches[-1].append(data)
             size += len(data)
             if size < 64 << 20 and i + 1 < len(files):
                 continue
             chunk = parse_objects(batches.pop(), SYMBOL)
+            t3 = time.perf_counter()
+            phase["parse_s"] += t3 - t2
             batches.append([])
             size = 0
             parsed_levels += chunk.levels.height
@@ -133,14 +142,17 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
                 continue
             table = _floor_rows(chunk, stream).to_arrow()
             if writer is None:
-                writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, compression="zstd")
+                writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, compression="zstd",
+                                          compression_level=3)
             writer.write_table(table, row_group_size=262_144)
             rows_written += table.num_rows
+            phase["rows_and_write_s"] += time.perf_counter() - t3
     if writer is not None:
         writer.close()
     dt = time.perf_counter() - t0
     nbytes = sum(p.stat().st_size for p in out.glob("*.parquet"))
-    return {"total_s": dt, "rows_written": rows_written, "parsed_levels": parsed_levels, "bytes": nbytes}
+    return {"total_s": dt, "rows_written": rows_written, "parsed_levels": parsed_levels, "bytes": nbytes,
+            **{k: round(v, 2) for k, v in phase.items()}}
 
 
 def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:

@@ -253,6 +253,8 @@ class Firehose:
             body = snapshot_body(last)
         elif url.path.endswith("/exchangeInfo"):
             body = exchange_info_body(self.symbols)
+        elif url.path.endswith("/time"):
+            body = json.dumps({"serverTime": int(time.time() * 1000)}).encode()
         else:
             conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return

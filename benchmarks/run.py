@@ -82,7 +82,7 @@ class Bench:
 
     # ------------------------------------------------------------------ collector
     def collector(self) -> str:
-        n = 60_000 if self.quick else 300_000
+        n = 60_000 if self.quick else 200_000
         bare = [bench_collector.bare_loop(n) for _ in range(self.runs)]
         ours: list[dict[str, Any]] = []
         ours_error = ""
@@ -90,11 +90,11 @@ class Bench:
             ours = [bench_collector.ours(n) for _ in range(self.runs)]
         except NotAvailableError as exc:
             ours_error = str(exc)
-        bare_tls = [bench_collector.bare_loop(n // 3, tls=True) for _ in range(self.runs)]
+        bare_tls = [bench_collector.bare_loop(n // 4, tls=True) for _ in range(self.runs)]
         cf: list[dict[str, Any]] = []
         cf_error = ""
         try:
-            cf = [bench_collector.cryptofeed(10_000 if self.quick else 30_000) for _ in range(self.runs)]
+            cf = [bench_collector.cryptofeed(10_000 if self.quick else 15_000) for _ in range(self.runs)]
         except NotAvailableError as exc:
             cf_error = str(exc)
         sim: dict[str, Any] | None = None
