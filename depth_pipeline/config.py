@@ -65,7 +65,8 @@ class PipelineConfig:
     daily run for the previous day starts; ``silence_seconds`` how long a stream may deliver nothing
     before the gap sensor alerts; ``retention_days`` how long cleanup keeps merged raw objects;
     ``late_lookback_days`` how far back the late-data sensor compares raw objects with manifests;
-    ``alert_webhook_url`` where alerts are POSTed besides the log.
+    ``alert_webhook_url`` where alerts are POSTed besides the log; ``derived_assets`` whether the
+    top-25 book and quality report are built in the same runs (``DEPTH_DERIVED_ASSETS=0`` leaves them out).
     """
 
     store_url: str = DEFAULT_STORE_URL
@@ -80,6 +81,7 @@ class PipelineConfig:
     retention_days: float = 0.0
     late_lookback_days: int = 7
     alert_webhook_url: str | None = None
+    derived_assets: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -100,6 +102,8 @@ class PipelineConfig:
                 retention_days=float(e.get("DEPTH_RAW_RETENTION_DAYS", "0")),
                 late_lookback_days=int(e.get("DEPTH_LATE_LOOKBACK_DAYS", "7")),
                 alert_webhook_url=e.get("DEPTH_ALERT_WEBHOOK_URL") or None,
+                derived_assets=e.get("DEPTH_DERIVED_ASSETS", "1").strip().lower()
+                not in ("0", "false", "no", "off"),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid pipeline configuration: {exc}") from exc

@@ -30,7 +30,7 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
     partitions_def = build_partitions(config)
     stream_assets = build_stream_assets(config.streams, partitions_def)
     merged = build_merged_asset(config.streams, partitions_def)
-    derived = build_derived_assets(partitions_def)
+    derived = build_derived_assets(partitions_def, config.streams) if config.derived_assets else []
     daily_selection = dg.AssetSelection.assets(
         *(validated_key(s) for s in config.streams), MERGED_DEPTH, *(a.key for a in derived)
     )

@@ -274,6 +274,7 @@ class StreamStats:
     gaps: list[tuple[int, int]] = field(default_factory=list)  # missing [first, last] ids
     intervals: list[tuple[int, int]] = field(default_factory=list)  # [U, u] of every event
     snapshot_ids: list[int] = field(default_factory=list)
+    event_dates: set[str] = field(default_factory=set)  # UTC dates of the events' exchange time E
 
 
 def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[str, str], StreamStats]:
@@ -298,6 +299,7 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
                 try:
                     data = orjson.loads(line.text).get("data", {})
                     first, last = int(data["U"]), int(data["u"])
+                    entry.event_dates.add(dt.datetime.fromtimestamp(int(data["E"]) / 1000, dt.UTC).date().isoformat())
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     entry.problems += 1
                     continue
@@ -547,7 +549,8 @@ def run_demo(opts: DemoOptions) -> int:
                 )
 
         # 6. merge + checks, then gated cleanup, for every UTC day the capture touched
-        dates = utc_dates(start_wall, end_wall)
+        # every UTC day the events belong to (a minute may span midnight); the wall clock is the fallback
+        dates = sorted(set().union(*(st.event_dates for st in stats.values()))) or utc_dates(start_wall, end_wall)
         pipe_env = dict(base_env)
         pipe_env.update(
             DEPTH_STORE_URL=str(store_dir),

@@ -18,6 +18,8 @@ STREAMS = ("eu-1", "ap-1")
 
 
 def make_config(store_url: str, symbols: tuple[str, ...] = ("BTCUSDT",), **kw: Any) -> PipelineConfig:
+    """A config over ``store_url``; the derived assets (a full-day 1 s grid: slow) only where asked for."""
+    kw.setdefault("derived_assets", False)
     return PipelineConfig(store_url=store_url, streams=STREAMS, symbols=symbols, **kw)
 
 

@@ -49,7 +49,7 @@ def _late_object(store_url: str, plan: DayPlan) -> str:
 def test_materialize_partition_writes_merged_day_with_checks_and_metadata(
     tmp_path: Path, dagster_instance: dg.DagsterInstance
 ) -> None:
-    config = make_config(str(tmp_path / "store"))
+    config = make_config(str(tmp_path / "store"), derived_assets=True)
     store = open_store(config.store_url)
     written = write_day(store, DayPlan(DATE))
     defs = build_definitions(config)
@@ -75,6 +75,12 @@ def test_materialize_partition_writes_merged_day_with_checks_and_metadata(
     merged_checks = {e.check_name: e.passed for e in evaluations if e.asset_key == MERGED_DEPTH}
     assert merged_checks["gaps_missed_by_every_stream"] and merged_checks["streams_agree"]
     assert all(merged_checks.values()) and len(merged_checks) >= 9
+    # the derived assets read the merged day: top-25 book per second and the quality report
+    (top,) = result.asset_materializations_for_node("book_top25_1s")
+    assert int(top.metadata["dagster/row_count"].value) > 0  # type: ignore[arg-type]
+    assert store.exists(f"quality/market=spot/symbol=BTCUSDT/date={DATE}/quality.png")
+    (quality,) = result.asset_materializations_for_node("depth_quality_report")
+    assert "data:image/png;base64," in str(quality.metadata["report"].value)
 
 
 def test_late_object_triggers_remerge_and_is_cleaned_once_merged(

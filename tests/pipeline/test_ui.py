@@ -61,6 +61,7 @@ def webserver() -> Iterator[Webserver]:
     env = pipeline_env(
         str(root / "store"), streams="eu-1,ap-1", symbols="BTCUSDT,ETHUSDT", start_date="2026-11-01"
     )
+    env["DEPTH_DERIVED_ASSETS"] = "1"
     server = Webserver(home, env, root / "webserver.log")
     try:
         server.wait_ready()
@@ -73,6 +74,7 @@ def webserver() -> Iterator[Webserver]:
 def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webserver) -> None:
     nodes = {"/".join(n["assetKey"]["path"]): n for n in webserver.graphql(ASSET_QUERY)["assetNodes"]}
     assert {"raw/eu-1", "raw/ap-1", "validated/eu-1", "validated/ap-1", "merged_depth"} <= set(nodes)
+    assert {"book_top25_1s", "depth_quality_report"} <= set(nodes)
     assert not nodes["raw/eu-1"]["isMaterializable"]  # external: the collectors write it
     for stream in ("eu-1", "ap-1"):
         assert [d["path"] for d in nodes[f"validated/{stream}"]["dependencyKeys"]] == [["raw", stream]]
