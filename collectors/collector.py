@@ -84,6 +84,7 @@ class ConnectionGroup:
         self.url = url
         self.current: Connection | None = None
         self.replace_requested = asyncio.Event()
+        self.wake = asyncio.Event()  # set on close, replace request and stop: the supervisor looks again
         self.replace_reason = ""
 
 
@@ -279,6 +280,7 @@ class Collector:
             if group.current is conn:
                 group.replace_reason = "server_shutdown"
                 group.replace_requested.set()
+                group.wake.set()
             return
         states = conn.states
         if states:
@@ -346,6 +348,7 @@ class Collector:
             logs.error("reader_failed", conn=conn.conn_id, error=repr(exc))
         finally:
             conn.closed.set()
+            self.groups[conn.group].wake.set()
 
     async def _close(self, conn: Connection, reason: str) -> None:
         conn.close_reason = conn.close_reason or reason
@@ -457,17 +460,12 @@ class Collector:
             if stall > 0 and silent >= stall:
                 logs.warning("stall", conn=conn.conn_id, group=group.index, silent_s=round(silent, 1))
                 return "stall"
+            group.wake.clear()
+            timeout = min(1.0, max(0.01, self.config.max_connection_age - (now - conn.opened_monotonic)))
+            if stall > 0:
+                timeout = min(timeout, max(0.01, stall - silent))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._any_of(conn.closed, group.replace_requested, self.stop_event), 0.25)
-
-    @staticmethod
-    async def _any_of(*events: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(e.wait()) for e in events]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
+                await asyncio.wait_for(group.wake.wait(), timeout)
 
     def _overlapped(self, old: Connection, new: Connection) -> bool:
         """True when, for every symbol, the new connection's first event chains onto the old one's ids."""
@@ -665,10 +663,12 @@ class Collector:
             self.fatal_message = message
             self.exit_code = code
             logs.error("fatal", message=message, exit_code=code)
-        self.stop_event.set()
+        self.request_stop()
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        for g in self.groups:
+            g.wake.set()
 
     # ---- run ------------------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ class Uploader:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                _, _, obj, leftover = self._q.get(timeout=0.2)
+                _, _, obj, leftover = self._q.get(timeout=1.0)
             except queue.Empty:
                 continue
             with self._cond:  # back off while the store fails; a success elsewhere ends the wait early
