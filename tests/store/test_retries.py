@@ -134,18 +134,20 @@ def test_outage_raises_store_unavailable_not_hang(s3_behind_proxy: tuple[str, Tc
         connect_timeout=0.5,
         read_timeout=0.5,
         max_attempts=100,
-        retry_deadline=1,
+        retry_deadline=30,  # generous while the store is up: a loaded machine is no outage
         backoff_base=0.05,
         backoff_cap=0.3,
     )
     store = _open(url, config)
-    store.put_bytes("raw/before", b"1")
+    store.put_bytes("raw/before", b"1")  # leaves a pooled connection for the outage to cut
+    store.config = replace(config, retry_deadline=1)
     proxy.set_mode(mode)
     with pytest.raises(StoreUnavailableError, match="raw/after"):
         store.put_bytes("raw/after", b"2")
     with pytest.raises(StoreUnavailableError):
         list(store.list("raw/"))
     proxy.set_mode("pass")
+    store.config = config
     assert store.get_bytes("raw/before") == b"1"
     assert store.head("raw/after") is None
 
@@ -250,12 +252,13 @@ def test_debug_logging_never_shows_credentials(
     url, proxy = s3_behind_proxy
     quiet_aws_loggers()
     with caplog.at_level(logging.DEBUG):
-        store = _open(url, replace(FAST_RETRIES, max_attempts=3))
+        store = _open(url)
         proxy.set_mode("http_error", status=503)
         _switch_to_pass_after(proxy, "http_errors", 1, recover_after)
         store.put_bytes("raw/a", b"a")
         list(store.list())
         store.scan_location("raw/")  # returns credentials: must not log them
+        store.config = replace(FAST_RETRIES, max_attempts=3)
         proxy.set_mode("http_error", status=500)
         with pytest.raises(StoreUnavailableError):
             store.get_bytes("raw/a")
