@@ -390,6 +390,10 @@ class Collector:
                     delay *= random.uniform(0.5, 1.0)
                     if failures <= 3 or failures % 10 == 0:
                         logs.warning("connect_failed", group=group.index, error=repr(exc), attempt=failures, retry_in_s=round(delay, 2))
+                    if failures == 3 and reason == "start":
+                        # never connected: ask REST about these symbols, so an unknown one (-1121) ends
+                        # the process with exit 2 naming it instead of reconnecting forever
+                        self.request_snapshots(group.symbols, "connect_failed")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop_event.wait(), delay or 0.001)
                     continue

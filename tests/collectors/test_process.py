@@ -214,3 +214,16 @@ def test_metrics_port_in_use_exits_2(simulator: SimulatorThread, collector_proce
         p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", "--metrics-port", str(port)))
         assert p.wait(30) == 2
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in p.output()
+
+
+def test_unknown_symbol_is_found_even_when_the_websocket_refuses(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
+    from tests.fixtures.tcp_proxy import free_port
+
+    args = args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="NOSUCHCOIN")
+    args[args.index("--ws-url") + 1] = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    p = collector_process(*args)
+    assert p.wait(40) == 2
+    assert "NOSUCHCOIN" in p.output().splitlines()[-1]
+    assert p.find_events("connect_failed")
