@@ -224,17 +224,35 @@ class MergeChecker:
             other = other.filter(pl.col("b") < later_images["last_update_id"].min())
             if not other.height:
                 return
-        start: dict[str, dict[float, float]] = (
-            {"bid": {}, "ask": {}} if opens_with_image else
-            {"bid": self.book.levels("bid"), "ask": self.book.levels("ask")})
-        merged = rows.select("side", "price", pl.col("qty").alias("replay"), pl.col("last_update_id").alias("b"))
-        j = other.sort("b").join_asof(merged.sort("b"), on="b", by=["side", "price"], strategy="backward",
-                                      check_sortedness=False)  # both sorted on b just above
-        missing = j.filter(pl.col("replay").is_null())
-        if missing.height:
-            fill = [start[sd].get(p, 0.0) for sd, p in missing.select("side", "price").iter_rows()]
-            j = pl.concat([j.filter(pl.col("replay").is_not_null()),
-                           missing.with_columns(pl.Series("replay", fill, pl.Float64))])
+        # as-of lookup in numpy: (level key, event end) -> last quantity the chunk set at or before that end
+        m_key = self._level_keys(rows["side"], rows["price"])
+        m_b = rows["last_update_id"].to_numpy()
+        m_q = rows["qty"].to_numpy()
+        q_key = self._level_keys(other["side"], other["price"])
+        q_b = other["b"].to_numpy()
+        uniq = np.unique(m_key)
+        b0 = int(min(m_b.min(), q_b.min()))
+        m_comp = (np.searchsorted(uniq, m_key) << 40) | (m_b - b0)
+        order = np.argsort(m_comp, kind="stable")  # stable: the later row of one event wins below
+        m_comp, m_q_sorted = m_comp[order], m_q[order]
+        q_dense = np.clip(np.searchsorted(uniq, q_key), 0, max(len(uniq) - 1, 0))
+        known = (len(uniq) > 0) & (uniq[q_dense] == q_key) if len(uniq) else np.zeros(len(q_key), bool)
+        q_comp = (q_dense << 40) | (q_b - b0)
+        pos = np.searchsorted(m_comp, q_comp, side="right") - 1
+        hit = known & (pos >= 0) & ((m_comp[np.maximum(pos, 0)] >> 40) == q_dense)
+        replay = np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
+        if (~hit).any():
+            # not set in this chunk before b: the book at the chunk start (empty if the chunk opens an image)
+            if opens_with_image:
+                replay[~hit] = 0.0
+            else:
+                nb, na = self.book.depth_counts()
+                top_b, top_a = self.book.top(max(nb, na, 1))
+                s_key = np.concatenate([self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
+                                        self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0])])
+                s_q = np.concatenate([top_b[:, 1], top_a[:, 1]])
+                replay[~hit] = _lookup(s_key, s_q, q_key[~hit])
+        j = other.with_columns(pl.Series("replay", replay))
         bad = j.filter(pl.col("replay") != pl.col("qty"))
         if not bad.height:
             return
@@ -249,6 +267,15 @@ class MergeChecker:
                 "streams": sorted({self.inputs[row["s"]].stream, self.inputs[row["s_c"]].stream}),
                 "variants": 2, "kind": "different batching", "levels_differing": row["levels"],
                 "example_price": row["price"]})
+
+    def _level_keys(self, side: pl.Series, price: pl.Series) -> np.ndarray:
+        return self._level_keys_np((side == "bid").to_numpy(), price.to_numpy())
+
+    def _level_keys_np(self, is_bid: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """One int64 per (side, price): price ticks at the symbol's decimals, doubled, +1 for bids."""
+        dec = self.price_decimals or 0
+        ticks = np.rint(price * 10.0**dec).astype(np.int64)
+        return ticks * 2 + is_bid.astype(np.int64)
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:
