@@ -79,24 +79,28 @@ def compute_top_levels(
     )
     ids = rows["last_update_id"].to_numpy()
     sample_id = np.where(sample_rows > 0, ids[np.maximum(sample_rows - 1, 0)], -1)
-    parts = []
-    for side, prices, qtys in ((SIDE_ASK, tops.ask_price, tops.ask_qty), (SIDE_BID, tops.bid_price, tops.bid_qty)):
-        present = ~np.isnan(qtys)
-        t_idx, level = np.nonzero(present)
-        parts.append(pl.DataFrame({
-            "time": grid[t_idx] // 1_000_000,
-            "side": np.full(len(t_idx), side),
-            "level": level.astype(np.int16),
-            "price": prices[present],
-            "qty": qtys[present],
-            "last_update_id": sample_id[t_idx],
-        }))
-    out = pl.concat(parts).with_columns(
+    # (time, side, level) arrays with "ask" before "bid": np.nonzero walks them in the table's sort order
+    prices = np.stack([tops.ask_price, tops.bid_price], axis=1)
+    qtys = np.stack([tops.ask_qty, tops.bid_qty], axis=1)
+    present = ~np.isnan(qtys)
+    t_idx, side_idx, level = np.nonzero(present)
+    out = pl.DataFrame({
+        "time": grid[t_idx] // 1_000_000,
+        "side_is_bid": side_idx.astype(np.bool_),
+        "level": level.astype(np.int16),
+        "price": prices[present],
+        "qty": qtys[present],
+        "last_update_id": sample_id[t_idx],
+    })
+    return out.select(
+        pl.lit(symbol, dtype=pl.String).alias("symbol"),
         pl.col("time").cast(pl.Datetime("ms", "UTC")),
+        pl.when(pl.col("side_is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
+        pl.col("level"),
+        pl.col("price"),
+        pl.col("qty"),
         pl.when(pl.col("last_update_id") >= 0).then(pl.col("last_update_id")).alias("last_update_id"),
-        pl.lit(symbol).alias("symbol"),
-    )
-    return out.sort("time", "side", "level").select(list(TOP_SCHEMA)).cast(TOP_SCHEMA)  # type: ignore[arg-type]
+    ).cast(TOP_SCHEMA)  # type: ignore[arg-type]
 
 
 TOP_ROOT = "derived"
