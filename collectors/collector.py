@@ -8,6 +8,7 @@ deque append per frame), the snapshot worker and housekeeping. Disk and store I/
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import random
@@ -245,6 +246,9 @@ class Collector:
         if env is None:
             self._malformed(conn, frame, "not a JSON object", hint)
             return
+        if env.event == "serverShutdown":
+            self._server_shutdown(conn, frame)
+            return
         if env.stream is not None and env.stream in conn.streams:
             # a known stream in an unusual field order: same handling, slower parse
             cs = conn.streams[env.stream]
@@ -270,21 +274,24 @@ class Collector:
                 st.dropped_lines += 1
             return
         self.other_frames += 1
-        text = frame[:65536].decode(errors="replace")
-        if env.event == "serverShutdown" or b"serverShutdown" in frame:
-            self.server_shutdowns += 1
-            logs.warning("server_shutdown_notice", conn=conn.conn_id, group=conn.group)
-            self.note_all(conn.states, "server_shutdown", conn=conn.conn_id, text=text)
-            conn.shutdown_notice = True
-            group = self.groups[conn.group]
-            if group.current is conn:
-                group.replace_reason = "server_shutdown"
-                group.replace_requested.set()
-                group.wake.set()
+        if b"serverShutdown" in frame:
+            self._server_shutdown(conn, frame)
             return
         states = conn.states
         if states:
-            self.note(states[0], "ws_message", conn=conn.conn_id, text=text)
+            self.note(states[0], "ws_message", conn=conn.conn_id, text=frame.decode(errors="replace"))
+
+    def _server_shutdown(self, conn: Connection, frame: bytes) -> None:
+        """The exchange announced a disconnect: note it and replace the connection make-before-break."""
+        self.server_shutdowns += 1
+        logs.warning("server_shutdown_notice", conn=conn.conn_id, group=conn.group)
+        self.note_all(conn.states, "server_shutdown", conn=conn.conn_id, text=frame.decode(errors="replace"))
+        conn.shutdown_notice = True
+        group = self.groups[conn.group]
+        if group.current is conn:
+            group.replace_reason = "server_shutdown"
+            group.replace_requested.set()
+            group.wake.set()
 
     def _malformed(self, conn: Connection, frame: bytes, reason: str, st: SymbolState | None) -> None:
         self.malformed_frames += 1
@@ -294,7 +301,11 @@ class Collector:
         if self.malformed_frames <= 10 or self.malformed_frames % 1000 == 0:
             logs.warning("malformed_frame", conn=conn.conn_id, reason=reason, bytes=len(frame), total=self.malformed_frames)
         if target is not None:
-            self.note(target, "malformed_frame", conn=conn.conn_id, reason=reason, text=frame[:65536].decode(errors="replace"))
+            try:
+                text: dict[str, str] = {"text": frame.decode()}
+            except UnicodeDecodeError:  # keep the exact bytes where the text cannot hold them
+                text = {"text_b64": base64.b64encode(frame).decode()}
+            self.note(target, "malformed_frame", conn=conn.conn_id, reason=reason, **text)
 
     # ---- connections ----------------------------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""The collector's frame handling without a network: every kind of frame ends up somewhere, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import orjson
+
+from collectors.collector import Collector, Connection
+from collectors.config import parse_config
+from depth_store import open_store
+
+
+def make(tmp_path: Path, market: str = "spot") -> tuple[Collector, Connection]:
+    cfg = parse_config(
+        ["--collector-id", "t-1", "--symbols", "BTCUSDT,ETHUSDT", "--store", str(tmp_path / "store"),
+         "--spool-dir", str(tmp_path / "spool"), "--market", market, "--book-ticker"],
+        env={},
+    )
+    c = Collector(cfg, lambda: open_store(str(tmp_path / "store")))
+    conn = Connection(1, 0, "ws://x", c._stream_map(c.groups[0]))
+    conn.primary = True
+    c.groups[0].current = conn
+    return c, conn
+
+
+def lines(c: Collector) -> list[tuple[str, str, bytes]]:
+    out = []
+    for raw in c.spool.pending:
+        sym, _ns, kind, text = raw.rstrip(b"\n").split(b" ", 3)
+        out.append((sym.decode(), kind.decode(), text))
+    return out
+
+
+def depth(sym: str, first: int, last: int, pu: int | None = None) -> bytes:
+    data: dict[str, object] = {"e": "depthUpdate", "E": 1, "s": sym.upper(), "U": first, "u": last}
+    if pu is not None:
+        data["pu"] = pu
+    data.update(b=[["1.0", "2"]], a=[])
+    return orjson.dumps({"stream": f"{sym.lower()}@depth@100ms", "data": data})
+
+
+def test_frames_of_every_kind(tmp_path: Path) -> None:
+    async def go() -> None:
+        c, conn = make(tmp_path)
+        c.on_frame(conn, depth("BTCUSDT", 1, 5))
+        c.on_frame(conn, depth("BTCUSDT", 6, 9))
+        c.on_frame(conn, depth("BTCUSDT", 12, 14))  # gap 10..11
+        other_order = b'{"data":{"u":20,"U":15,"E":3,"e":"depthUpdate","s":"BTCUSDT","b":[],"a":[]},"stream":"btcusdt@depth@100ms"}'
+        c.on_frame(conn, other_order)
+        c.on_frame(conn, b'{"stream":"ethusdt@bookTicker","data":{"u":7,"s":"ETHUSDT","b":"1","B":"2","a":"3","A":"4"}}')
+        c.on_frame(conn, b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":')  # truncated
+        c.on_frame(conn, b"\xff\xfe not utf-8")
+        c.on_frame(conn, b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"U":21,"u":22,\n"b":[],"a":[]}}')
+        c.on_frame(conn, b'{"result":null,"id":1}')
+        c.on_frame(conn, b'{"e":"serverShutdown","E":5}')
+        got = lines(c)
+        btc = c.symbols["BTCUSDT"]
+        assert btc.continuity.gaps == 1 and btc.continuity.missing_ids == 2
+        assert btc.continuity.last_id == 22  # the frame with a raw LF still counted for continuity
+        kinds = [(s, k) for s, k, _ in got]
+        assert kinds.count(("BTCUSDT", "D")) == 4  # 3 + the other field order
+        assert ("ETHUSDT", "B") in kinds
+        notes = [(s, orjson.loads(t)) for s, k, t in got if k == "M"]
+        events = [n["event"] for _, n in notes]
+        assert events.count("gap") == 1 and events.count("malformed_frame") == 3
+        assert "ws_message" in events and "server_shutdown" in events
+        malformed = [n for _, n in notes if n["event"] == "malformed_frame"]
+        assert any(base64.b64decode(n.get("text_b64", "")) == b"\xff\xfe not utf-8" for n in malformed)
+        assert any(n.get("text", "").endswith('"E":') for n in malformed)
+        assert any("\n" in n.get("text", "") for n in malformed)  # JSON-escaped in the note, exact
+        assert c.groups[0].replace_requested.is_set()  # serverShutdown -> make-before-break
+        assert c.request_snapshot is not None and "BTCUSDT" in c._snapshot_queued
+
+    asyncio.run(go())
+
+
+def test_usdm_chains_on_pu(tmp_path: Path) -> None:
+    async def go() -> None:
+        c, conn = make(tmp_path, "usdm")
+        c.on_frame(conn, depth("ETHUSDT", 100, 110, pu=90))
+        c.on_frame(conn, depth("ETHUSDT", 115, 120, pu=110))  # U jumps, pu chains: fine
+        c.on_frame(conn, depth("ETHUSDT", 131, 140, pu=125))  # pu != 120: gap
+        eth = c.symbols["ETHUSDT"].continuity
+        assert (eth.gaps, eth.last_id) == (1, 140)
+        c.on_frame(conn, depth("ETHUSDT", 131, 140))  # usdm frame without pu: stored, not guessed
+        assert c.symbols["ETHUSDT"].malformed == 1
+        assert sum(1 for _, k, _ in lines(c) if k == "D") == 4
+
+    asyncio.run(go())
