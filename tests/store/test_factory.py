@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from depth_store import StoreError, open_store
+from depth_store import ObjectStore, StoreError, open_store
 from depth_store.local import LocalStore
 from depth_store.s3 import S3Store
 
@@ -99,3 +99,13 @@ def test_polars_reads_through_scan_location(any_store_url: str) -> None:
     prefix_uri, options = store.scan_location("merged/")
     got = pl.scan_parquet(prefix_uri + "**/*.parquet", storage_options=options).collect()
     assert got.sort("id").select("id", "px").equals(frame)
+
+
+def test_stores_pickle_to_the_same_place(any_store: ObjectStore) -> None:
+    """Stores cross process boundaries (multiprocessing, executors) by re-opening from their settings."""
+    import pickle
+
+    any_store.put_bytes("p/k", b"v")
+    clone = pickle.loads(pickle.dumps(any_store))
+    assert type(clone) is type(any_store) and clone.url == any_store.url
+    assert clone.get_bytes("p/k") == b"v"
