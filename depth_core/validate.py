@@ -16,6 +16,7 @@ part per batch, so only the per-event table (a few tens of bytes per event) grow
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -140,6 +141,10 @@ def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str, 
     return out
 
 
+def _fetch_batch(store: ObjectStore, batch: list[ObjectInfo]) -> list[tuple[bytes, str | None]]:
+    return [decompress(store.get_bytes(info.key)) for info in batch]
+
+
 def _batches(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
     out: list[list[ObjectInfo]] = []
     cur: list[ObjectInfo] = []
@@ -182,67 +187,78 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     part = 0
     price_dec: Counter[int] = Counter()
     qty_dec: Counter[int] = Counter()
-    for batch in _batches(infos):
-        datas: list[bytes] = []
-        for i, info in enumerate(batch):
-            text, problem = decompress(store.get_bytes(info.key))
-            datas.append(text)
-            if problem:
-                quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None, "reason": problem,
-                                   "text": b""})
-            report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
-            del i
-        chunk = parse_objects(datas, symbol)
-        del datas
-        base_obj = len(report.objects) - len(batch)
-        _record_object_dates(report, chunk, base_obj)
-        for q in chunk.quarantine:
-            quarantine.append(_q_row(q, batch))
-            report.objects[base_obj + q.object_index].quarantined += 1
-        report.lines_read += chunk.lines
-        meta_rows.extend((ns, text) for _o, ns, text in chunk.meta)
+    # two threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the compiled parsing
+    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="depth-validate") as pool:
+        writes: list[cf.Future[ObjectInfo]] = []
+        batches = _batches(infos)
+        ahead = pool.submit(_fetch_batch, store, batches[0]) if batches else None
+        for bi, batch in enumerate(batches):
+            assert ahead is not None
+            fetched = ahead.result()
+            ahead = pool.submit(_fetch_batch, store, batches[bi + 1]) if bi + 1 < len(batches) else None
+            datas: list[bytes] = []
+            for info, (text, problem) in zip(batch, fetched, strict=True):
+                datas.append(text)
+                if problem:
+                    quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None, "reason": problem,
+                                       "text": b""})
+                report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
+            del fetched
+            chunk = parse_objects(datas, symbol)
+            del datas
+            base_obj = len(report.objects) - len(batch)
+            _record_object_dates(report, chunk, base_obj)
+            for q in chunk.quarantine:
+                quarantine.append(_q_row(q, batch))
+                report.objects[base_obj + q.object_index].quarantined += 1
+            report.lines_read += chunk.lines
+            meta_rows.extend((ns, text) for _o, ns, text in chunk.meta)
 
-        # events of this day only; renumber globally
-        ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
-        in_day = ev.filter(_day_of(pl.col("E")) == day)
-        report.other_day_events += ev.height - in_day.height
-        in_day = in_day.with_columns(
-            (pl.int_range(pl.len(), dtype=pl.Int64) + n_events).alias("ev"),
-            pl.lit(part, pl.Int32).alias("part"),
-            (pl.col("obj") + base_obj).alias("obj"),
-        )
-        if in_day.height:
-            lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
-                                   on="ev", how="inner", maintain_order="left")
-            price_dec.update(dict(lv.group_by("price_dec").len().iter_rows()))
-            qty_dec.update(dict(lv.group_by("qty_dec").len().iter_rows()))
-            lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
-            key = levels_part_key(market, stream, symbol, date, part)
-            put_parquet(store, key, lv, row_group_size=131_072, fast=True)
-            written.add(key)
-            report.level_parts.append(key)
-            report.levels += lv.height
-            events_parts.append(in_day.drop("local"))
-            n_events += in_day.height
-            part += 1
+            # events of this day only; renumber globally
+            ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
+            in_day = ev.filter(_day_of(pl.col("E")) == day)
+            report.other_day_events += ev.height - in_day.height
+            in_day = in_day.with_columns(
+                (pl.int_range(pl.len(), dtype=pl.Int64) + n_events).alias("ev"),
+                pl.lit(part, pl.Int32).alias("part"),
+                (pl.col("obj") + base_obj).alias("obj"),
+            )
+            if in_day.height:
+                lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
+                                       on="ev", how="inner", maintain_order="left")
+                price_dec.update(dict(lv.group_by("price_dec").len().iter_rows()))
+                qty_dec.update(dict(lv.group_by("qty_dec").len().iter_rows()))
+                lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
+                key = levels_part_key(market, stream, symbol, date, part)
+                writes.append(pool.submit(put_parquet, store, key, lv, 131_072, True))
+                if len(writes) > 2:
+                    writes.pop(0).result()  # at most two parts in flight (bounded memory)
+                written.add(key)
+                report.level_parts.append(key)
+                report.levels += lv.height
+                events_parts.append(in_day.drop("local"))
+                n_events += in_day.height
+                part += 1
 
-        # snapshots and book tickers of this day (by E where given, else receive time)
-        sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
-        sn = sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
-        if sn.height:
-            sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"),
-                                 (pl.col("obj") + base_obj).alias("obj"))
-            slv = chunk.snapshot_levels.join(sn.select(pl.col("local").alias("snap"), pl.col("snap").alias("g")),
-                                             on="snap", how="inner", maintain_order="left")
-            snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
-            snaps_parts.append(sn.drop("local"))
-            n_snaps += sn.height
-        # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
-        # match, and a ticker received before midnight may belong to an event of this day
-        bt = chunk.book_tickers
-        if bt.height:
-            bt_parts.append(bt)
+            # snapshots and book tickers of this day (by E where given, else receive time)
+            sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
+            sn = sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
+            if sn.height:
+                sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"),
+                                     (pl.col("obj") + base_obj).alias("obj"))
+                slv = chunk.snapshot_levels.join(sn.select(pl.col("local").alias("snap"), pl.col("snap").alias("g")),
+                                                 on="snap", how="inner", maintain_order="left")
+                snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
+                snaps_parts.append(sn.drop("local"))
+                n_snaps += sn.height
+            # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
+            # match, and a ticker received before midnight may belong to an event of this day
+            bt = chunk.book_tickers
+            if bt.height:
+                bt_parts.append(bt)
 
+        for w in writes:
+            w.result()
     events = pl.concat(events_parts) if events_parts else _empty_events()
     # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
     # keep the earliest receive
