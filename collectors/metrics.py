@@ -94,6 +94,7 @@ class CollectorMetrics(PromCollector):
         yield CounterMetricFamily(P + "spool_dropped_lines", "lines not spooled: disk budget exhausted", value=sp.dropped_lines)
         yield CounterMetricFamily(P + "spool_segments", "spool segments rolled", value=sp.segments_rolled)
         yield CounterMetricFamily(P + "spool_fsyncs", "spool fsyncs", value=sp.fsyncs)
+        yield CounterMetricFamily(P + "spool_write_errors", "failed spool writes (disk full, I/O error)", value=sp.write_errors)
 
         up = c.uploader
         oldest = up.oldest_pending_ns()

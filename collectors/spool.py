@@ -284,6 +284,7 @@ class Spool:
         self.bad_journal_lines = 0
         self.segments_rolled = 0
         self.fsyncs = 0
+        self.write_errors = 0
         self.last_fsync_ns = 0
         self._lock = threading.Lock()
         self._journal_bytes = 0  # closed-but-unconverted + current segment
@@ -416,14 +417,18 @@ class Spool:
         if n:
             pop = self.pending.popleft
             data = b"".join([pop() for _ in range(n)])
-            if self._segment is None:
-                self._open_segment(now_ns)
-            assert self._segment_file is not None
-            view = memoryview(data)
-            while view:
-                k = os.write(self._segment_file, view)
-                view = view[k:]
-            os.fsync(self._segment_file)
+            done = 0
+            try:
+                if self._segment is None:
+                    self._open_segment(now_ns)
+                assert self._segment_file is not None
+                view = memoryview(data)
+                while done < len(data):
+                    done += os.write(self._segment_file, view[done:])
+                os.fsync(self._segment_file)
+            except OSError as exc:
+                self._write_failed(exc, n - data.count(b"\n", 0, done), done)
+                return done
             self.fsyncs += 1
             self.last_fsync_ns = time.time_ns()
             written = len(data)
@@ -437,15 +442,39 @@ class Spool:
         self._update_budget()
         return written
 
+    def _write_failed(self, exc: OSError, lost_lines: int, written: int) -> None:
+        """A full disk or an I/O error: count what could not be written, start a fresh segment, go on.
+
+        The failed segment is rolled at once, so a line cut by the failure is its last line (dropped
+        and counted by the conversion) and never glued to the next one.
+        """
+        self.write_errors += 1
+        self.dropped_lines += lost_lines
+        with self._lock:
+            self._journal_bytes += written
+        if self.write_errors <= 3 or self.write_errors % 50 == 0:
+            logs.error(
+                "spool_write_failed",
+                error=repr(exc),
+                lines_lost=lost_lines,
+                errors=self.write_errors,
+                message="the spool disk cannot be written: received messages are being LOST",
+            )
+        if self._segment_file is not None:
+            with contextlib.suppress(OSError):
+                self._roll()
+        self._segment = None
+        self._segment_file = None
+
     def _writer_loop(self) -> None:
         try:
             while not self._stop.is_set():
                 self._stop.wait(self.fsync_interval)
                 self.flush_once()
             self.flush_once(force_roll=True)
-        except BaseException as exc:  # a full disk or I/O error: say so loudly, keep nothing silent
+        except BaseException as exc:  # a bug, not I/O (handled in flush_once): say so loudly
             self._writer_error = exc
-            logs.error("spool_write_failed", error=repr(exc))
+            logs.error("spool_writer_crashed", error=repr(exc))
             raise
         finally:
             self._convert_q.put(None)
@@ -470,8 +499,10 @@ class Spool:
                 fsync_dir(self.journal_dir)
                 with self._lock:
                     self._journal_bytes -= size
-            except Exception as exc:  # keep the journal: the next start converts it again
+            except Exception as exc:  # keep the journal; retry soon (the next start converts it too)
                 logs.error("spool_convert_failed", journal=path.name, error=repr(exc))
+                if not self._stop.wait(2.0):
+                    self._convert_q.put(item)
 
     # ---- shutdown -------------------------------------------------------------------------------
 

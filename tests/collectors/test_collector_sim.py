@@ -273,13 +273,14 @@ def test_book_ticker_and_metrics_and_healthz(
 
     from collectors.metrics import MetricsServer
 
-    cfg = config_for(simulator, tmp_path, "--book-ticker")
+    cfg = config_for(simulator, tmp_path, "--book-ticker", "--clock-offset-warn", "0")
     c = in_process_collector(cfg)
     server = MetricsServer(c.collector, "127.0.0.1", 0)
     server.start()
     try:
         wait_until("book tickers", lambda: all(st.book_ticker_messages > 5 for st in c.collector.symbols.values()), 20)
         wait_until("an upload", lambda: c.collector.uploader.uploaded_objects > 0, 20)
+        wait_until("a clock warning (threshold 0)", lambda: c.collector.clock_warnings > 0, 20)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as resp:

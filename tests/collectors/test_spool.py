@@ -203,3 +203,52 @@ def test_conversion_streams_in_chunks_with_the_same_result(tmp_path: Path, monke
     assert [o.key for o in whole] == [o.key for o in chunked]
     assert [decode(o) for o in whole] == [decode(o) for o in chunked]
     assert sum(len(decode(o)) for o in chunked) == 500
+
+
+WRITE_FAILURE_SCRIPT = r"""
+import resource, signal, sys
+from pathlib import Path
+from collectors.spool import Spool, JournalName, convert_journal
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+got = []
+spool = Spool(Path(sys.argv[1]), market="spot", collector_id="eu-1", session="s1", segment_seconds=3600,
+              segment_max_bytes=1 << 30, max_bytes=1 << 30, fsync_interval=0.05, gzip_level=1,
+              on_object=got.append)
+spool.recover()
+line = lambda i: b"BTCUSDT %d D {\"i\":%d,\"pad\":\"%s\"}\n" % (1764000000000000000 + i, i, b"x" * 80)
+for i in range(10):
+    spool.append(line(i))
+spool.flush_once()                      # fine
+resource.setrlimit(resource.RLIMIT_FSIZE, (1500, hard))  # the "disk" fills up
+for i in range(10, 40):
+    spool.append(line(i))
+spool.flush_once()                      # fails part-way: counted, segment rolled, no exception
+assert spool.write_errors == 1, spool.write_errors
+lost = spool.dropped_lines
+assert 0 < lost <= 30, lost
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+for i in range(40, 50):
+    spool.append(line(i))
+spool.flush_once(force_roll=True)
+journals = sorted(Path(sys.argv[1], "journal").glob("*.jnl"))
+assert len(journals) == 2, journals      # the failed segment and a fresh one
+kept = 0
+for j in journals:
+    objs, bad = convert_journal(j, JournalName.parse(j.name), Path(sys.argv[1], "outbox"), 1)
+    for o in objs:
+        import gzip
+        kept += gzip.decompress(o.path.read_bytes()).count(b"\n")
+assert kept + lost == 50, (kept, lost)   # every line is either stored or counted as lost
+print("ok", lost)
+"""
+
+
+def test_a_full_disk_is_counted_and_survived(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", WRITE_FAILURE_SCRIPT, str(tmp_path / "spool")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("ok")
