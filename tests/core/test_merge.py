@@ -177,7 +177,7 @@ def test_malformed_lines_quarantined_day_still_merges(store: ObjectStore) -> Non
     reasons = " | ".join(q["reason"].to_list())
     assert "invalid JSON" in reasons and "ETHUSDT" in reasons and "U 9 > u 8" in reasons
     assert "code -1003" in reasons and "receive time" in reasons
-    assert assert_exact(merged(store), ex) == len(evs)  # the opening snapshot at ids[1] is inside evs[0]
+    assert assert_exact(merged(store), ex) == len(evs) + 1  # every event plus the opening image
 
 
 def test_day_boundary_split_by_E_and_carry(store: ObjectStore) -> None:
