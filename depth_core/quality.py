@@ -71,6 +71,7 @@ class QualityInput:
     merged_gaps: list[tuple[int, int]] = field(default_factory=list)  # inclusive id ranges no stream covered
     merged_coverage: float | None = None
     images: int = 0  # book images in the merged day (1 = only the opening one)
+    reanchor_ids: list[int] = field(default_factory=list)  # update ids of the images after the opening one
 
 
 @dataclass
@@ -265,12 +266,15 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
         ax_cov.broken_barh([(a, max(hours(b) - a, 0.01)) for a, b in zip(starts_h, ends[1::2], strict=True)],
                            (-0.4, 0.8), facecolors="#d62728")
         ax_cov.scatter(starts_h, [0.5] * len(starts_h), marker="v", color="#d62728", s=40, zorder=3)
+    if inp.reanchor_ids:  # where the book was re-anchored on a snapshot after a gap
+        at = _ids_at(id_map, np.array(inp.reanchor_ids, dtype=np.int64), day0)
+        ax_cov.scatter([hours(t) for t in at], [-0.5] * len(at), marker="^", color="black", s=30, zorder=3)
     merged_cov = f"{inp.merged_coverage:.4%}" if inp.merged_coverage is not None else "n/a"
     labels.append((0, f"merged\ncov {merged_cov}, {len(inp.merged_gaps)} gaps"))
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax_cov.set_ylim(-0.8, n + 0.8)
     ax_cov.set_title(f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / "
-                     "gap no stream covered, grey no data (quiet or unrecorded), black triangle id gap; merged row coloured by "
+                     "gap no stream covered, grey no data (quiet or unrecorded), black triangles: id gap (v), re-anchor (^); merged row coloured by "
                      "supplying stream", fontsize=9)
     if inp.covered:
         from matplotlib.patches import Patch
@@ -465,4 +469,5 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
         merged_gaps=[(int(g["first_id"]), int(g["last_id"])) for g in manifest.get("gaps", [])],
         merged_coverage=manifest.get("coverage"),
         images=len(manifest.get("images", [])),
+        reanchor_ids=[int(i["update_id"]) for i in manifest.get("images", [])[1:] if "update_id" in i],
     )

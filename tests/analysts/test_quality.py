@@ -54,7 +54,7 @@ def test_report_renders_outages_gaps_and_every_stream(tmp_path: object) -> None:
     inp = quality.QualityInput(
         market="spot", symbol="BTCUSDT", date=DATE, streams=[eu, ap, us],
         covered=[(1_000, 300_000, "eu-1"), (300_001, 2_591_000, "ap-1")],
-        merged_gaps=[(1_500_000, 1_500_010)], merged_coverage=0.99999, images=2,
+        merged_gaps=[(1_500_000, 1_500_010)], merged_coverage=0.99999, images=2, reanchor_ids=[1_500_011],
     )
     store = open_store(str(tmp_path))
     report = quality.write_quality_report(store, inp)
@@ -115,6 +115,7 @@ def test_load_quality_input_from_validated_outputs_and_manifest(tmp_path: object
     assert len(inp.streams[0].exchange_ms) == len(src.exchange_ms) and len(inp.streams[1].exchange_ms) == 0
     assert inp.streams[0].id_gaps == src.id_gaps and inp.streams[0].quarantined == 4
     assert inp.merged_gaps == [(9001, 9010)] and inp.images == 2 and inp.merged_coverage == 0.9991
+    assert inp.reanchor_ids == [9011]
     report = quality.write_quality_report(store, inp)
     assert "ap-1" in report.markdown and report.summary["streams"]["eu-1"]["outages"] == 1
     assert len(store.get_bytes(report.keys["png"])) > 20_000
