@@ -353,6 +353,23 @@ def covered(intervals: list[tuple[int, int]], first: int, last: int) -> bool:
     return i >= 0 and intervals[i][0] <= first and last <= intervals[i][1]
 
 
+def subtract(first: int, last: int, cut: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``[first, last]`` outside every range in ``cut``."""
+    pieces = [(first, last)]
+    for a, b in cut:
+        kept: list[tuple[int, int]] = []
+        for x, y in pieces:
+            if b < x or y < a:
+                kept.append((x, y))
+                continue
+            if x < a:
+                kept.append((x, a - 1))
+            if b < y:
+                kept.append((b + 1, y))
+        pieces = kept
+    return pieces
+
+
 # ------------------------------------------------------------------------------------------ the demo
 
 
@@ -614,7 +631,7 @@ def report_merged(
     """Read the merged Parquet back and compare it with what each stream stored."""
     import polars as pl
 
-    from depth_core.schema import merged_day_prefix, quality_day_prefix
+    from depth_core.schema import merged_day_prefix, merged_manifest_key, quality_day_prefix
 
     out: dict[str, MergedSummary] = {}
     for symbol in symbols:
@@ -647,6 +664,15 @@ def report_merged(
             .len()
             .iter_rows()
         )
+        # ids that cannot be in the output: before the day's first image, and between a recorded gap and
+        # the snapshot the book resumed from (the manifest counts those as skipped)
+        unusable: list[tuple[int, int]] = [(-(2**62), anchor)] if anchor is not None else []
+        for date in dates:
+            key = merged_manifest_key("spot", symbol, date)
+            if store.exists(key):
+                for gap in orjson.loads(store.get_bytes(key)).get("gaps", []):
+                    if gap.get("reanchored_at") is not None:
+                        unusable.append((int(gap["first_id"]), int(gap["reanchored_at"])))
         missing: dict[str, int] = {}
         covered_gaps: dict[str, list[tuple[int, int, bool]]] = {}
         for stream in STREAMS:
@@ -654,8 +680,7 @@ def report_merged(
             missing[stream] = sum(
                 1
                 for first, last in st.intervals
-                if (anchor is None or last > anchor)
-                and not covered(joined, max(first, (anchor or 0) + 1), last)
+                if not all(covered(joined, a, b) for a, b in subtract(first, last, unusable))
             )
             covered_gaps[stream] = [(a, b, covered(joined, a, b)) for a, b in st.gaps]
         out[symbol] = MergedSummary(
