@@ -98,7 +98,7 @@ def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot
 
 
 def scan_keys(store: ObjectStore, keys: list[str]) -> pl.LazyFrame:
-    """Lazy scan of these Parquet keys (in order) with the merged schema."""
+    """Lazy scan of these Parquet keys (in order); no keys: an empty frame of the merged schema."""
     if not keys:
         return pl.LazyFrame(schema=MERGED_SCHEMA)
     locations = [store.scan_location(k) for k in keys]

@@ -149,3 +149,23 @@ def write_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *,
     key = top_day_key(market, symbol, date)
     put_parquet(store, key, table, row_group_size=500_000)
     return key, table
+
+
+def load_top_levels(
+    symbol: str,
+    start: dt.datetime | dt.date | str,
+    end: dt.datetime | dt.date | str,
+    *,
+    store: ObjectStore | str | None = None,
+    market: Market = "spot",
+    table: str = TOP_TABLE_NAME,
+) -> pl.LazyFrame:
+    """The materialised table for ``start <= time < end`` as a LazyFrame (days the pipeline has built)."""
+    from depth_core.reader import _days, resolve_store, scan_keys, to_utc
+
+    st = resolve_store(store)
+    t0, t1 = to_utc(start), to_utc(end)
+    keys = [k for day in _days(t0, t1) if st.exists(k := top_day_key(market, symbol, day, table))]
+    if not keys:
+        return pl.LazyFrame(schema=TOP_SCHEMA)
+    return scan_keys(st, keys).filter((pl.col("time") >= t0) & (pl.col("time") < t1))

@@ -70,3 +70,8 @@ def test_write_top_day_reads_the_store_and_writes_the_hive_layout(tmp_path: obje
     first_day = build_top_day(store, "spot", "BTCUSDT", "2026-11-23", every="1s", depth=1)
     assert first_day["time"].min() == dt.datetime(2026, 11, 23, 0, 0, 2, tzinfo=dt.UTC)  # image at 1.5 s
     assert build_top_day(store, "spot", "BTCUSDT", "2026-11-25").height == 0
+    from depth_core.topbook import load_top_levels
+
+    loaded = load_top_levels("BTCUSDT", "2026-11-24T06:00", "2026-11-26", store=store).collect()
+    assert loaded.equals(table.filter(pl.col("time") >= dt.datetime(2026, 11, 24, 6, tzinfo=dt.UTC)))
+    assert load_top_levels("BTCUSDT", "2026-11-22", "2026-11-23", store=store).collect().height == 0
