@@ -393,25 +393,30 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
     unanchored = 0 if carried else int(np.count_nonzero(hi <= last))
 
     w_kind, w_ref, w_a, w_b = _walk(lo, hi, recv, last, u_L)
-    for kind, ref, a, b in zip(w_kind.tolist(), w_ref.tolist(), w_a.tolist(), w_b.tolist(), strict=True):
-        if kind == KIND_EVENT:
-            kinds.append(KIND_EVENT)
-            srcs.append(int(s_idx[ref]))
-            refs.append(int(ev_ref[ref]))
-            uids.append(int(hi[ref]))
-            los.append(int(lo[ref]))
-        elif kind == KIND_SNAPSHOT:  # a gap (ids a..b), re-anchored from usable snapshot ref
+    for k in np.flatnonzero(w_kind != KIND_EVENT).tolist():
+        ref, a, b = int(w_ref[k]), int(w_a[k]), int(w_b[k])
+        if w_kind[k] == KIND_SNAPSHOT:  # a gap (ids a..b), re-anchored from usable snapshot ref
             L = int(u_L[ref])
             gaps.append(GapRecord(a, b, L, f"snapshot:{streams[int(u_s[ref])].stream}", L - b))
-            kinds.append(KIND_SNAPSHOT)
-            srcs.append(int(u_s[ref]))
-            refs.append(int(u_ref[ref]))
-            uids.append(L)
-            los.append(L)
         else:  # a gap with no snapshot after it: the rest of the day cannot be replayed
             gaps.append(GapRecord(a, b, None, None, int(hi[ref:].max()) - b if ref < len(hi) else 0))
-    return Plan(np.array(kinds, np.int8), np.array(srcs, np.int32), np.array(refs, np.int64),
-                np.array(uids, np.int64), np.array(los, np.int64), gaps, opening, unanchored)
+    keep = w_kind != KIND_CARRY
+    w_kind, w_ref = w_kind[keep], w_ref[keep]
+    is_ev = w_kind == KIND_EVENT
+    ev_i = np.where(is_ev, w_ref, 0)
+    sn_i = np.where(is_ev, 0, w_ref)
+
+    def pick(ev_col: np.ndarray, sn_col: np.ndarray) -> np.ndarray:
+        """Per walk row: the event's value for events, the snapshot's for images."""
+        return np.where(is_ev, ev_col[ev_i] if len(ev_col) else 0, sn_col[sn_i] if len(sn_col) else 0)
+
+    return Plan(
+        np.concatenate([np.array(kinds, np.int8), w_kind.astype(np.int8)]),
+        np.concatenate([np.array(srcs, np.int32), pick(s_idx, u_s).astype(np.int32)]),
+        np.concatenate([np.array(refs, np.int64), pick(ev_ref, u_ref).astype(np.int64)]),
+        np.concatenate([np.array(uids, np.int64), pick(hi, u_L).astype(np.int64)]),
+        np.concatenate([np.array(los, np.int64), pick(lo, u_L).astype(np.int64)]),
+        gaps, opening, unanchored)
 
 
 # ------------------------------------------------------------------------------------------------ output
