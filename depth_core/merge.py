@@ -158,7 +158,8 @@ class MergeReport:
             "price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
             "checks": [c.to_dict() for c in self.checks], "blocking_passed": self.blocking_passed,
             "problems": self.problems, "markdown": self.markdown(),
-            "preview": self.preview.head(10).to_dicts() if self.preview is not None else [],
+            "preview": (self.preview.head(10).with_columns(pl.col(pl.Datetime).dt.to_string()).to_dicts()
+                        if self.preview is not None else []),
         }
 
 
