@@ -150,6 +150,30 @@ def load_deltas(
 _REPLAY_COLUMNS = ["exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty"]
 
 
+def iter_frames(
+    symbol: str,
+    first_date: str | dt.date,
+    last_date: str | dt.date | None = None,
+    *,
+    store: ObjectStore | str | None = None,
+    market: Market = "spot",
+    columns: list[str] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """The merged rows of whole days (``first_date``..``last_date`` inclusive), one Parquet file at a time.
+
+    For event-level work on full days in bounded memory: ``replay_merged(iter_frames(...), on_event)``.
+    """
+    st = resolve_store(store)
+    symbol, market = validate_symbol(symbol), validate_market(market)
+    d0 = to_utc(first_date if isinstance(first_date, dt.date) else dt.date.fromisoformat(first_date)).date()
+    d1 = d0 if last_date is None else to_utc(
+        last_date if isinstance(last_date, dt.date) else dt.date.fromisoformat(last_date)).date()
+    for i in range((d1 - d0).days + 1):
+        for key in day_files(st, symbol, (d0 + dt.timedelta(days=i)).isoformat(), market):
+            lf = scan_keys(st, [key])
+            yield (lf.select(columns) if columns else lf).collect()
+
+
 def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int | None) -> pl.DataFrame | None:
     """Rows from the last image at or before the cut to the cut, or None if no image precedes the cut."""
     cut = pl.lit(True)

@@ -144,3 +144,12 @@ def test_default_store_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: objec
     with pytest.raises(ValueError):
         reader.parse_every("soon")
     assert np.array_equal(reader.grid_sample_rows(np.array([5, 3, 9]), np.array([2, 5, 8, 9])), [0, 2, 2, 3])
+
+
+def test_iter_frames_yields_whole_days_file_by_file(dataset: tuple[ObjectStore, synth.SynthData]) -> None:
+    store, data = dataset
+    frames = list(reader.iter_frames(data.symbol, DAYS[0], DAYS[1], store=store, market=data.market))
+    assert len(frames) == 4  # two files a day
+    assert pl.concat(frames).equals(pl.concat([data.frames[d] for d in DAYS]))
+    only = list(reader.iter_frames(data.symbol, DAYS[1], store=store, market=data.market, columns=["price"]))
+    assert pl.concat(only).columns == ["price"] and pl.concat(only).height == data.frames[DAYS[1]].height
