@@ -33,7 +33,7 @@ from benchmarks.common import (
     run_child,
 )
 
-SECTIONS = ("collector", "realrate", "lag", "merge", "book", "storage", "scaling")
+SECTIONS = ("collector", "realrate", "lag", "merge", "book", "storage", "codec", "scaling")
 VERSIONED = ("websockets", "orjson", "polars", "pyarrow", "numpy", "numba", "boto3", "moto", "cryptofeed",
              "order-book", "sortedcontainers", "dagster")
 _T0 = time.perf_counter()
@@ -337,6 +337,26 @@ class Bench:
         lines += ["", f"Columns of our file by compressed size: {r.get('column_bytes', '?')}."]
         return "\n".join(lines) + "\n"
 
+    # ------------------------------------------------------------------ codec
+    def codec(self) -> str:
+        ds = self._dataset(0.125)
+        r = run_child(["-m", "benchmarks.bench_codec", ds.store_url], timeout=300).report
+        self.results["codec"] = r
+        lines = [
+            f"gzip of {r['input_mb']:.0f} MB of the generated raw lines (what the collector compresses per "
+            "object and the pipeline decompresses), best of 3, CPU time. Every output is standard gzip "
+            "(checked: `gzip.decompress` reads it back).",
+            "",
+            "| codec | compress MB/s | ratio | compress µs per 1.5 KB frame | decompress MB/s |",
+            "|---|---|---|---|---|",
+        ]
+        for c in r["codecs"]:
+            lines.append(f"| {c['codec']} | {c['compress_mb_s']:.0f} | {c['ratio']:.2f} | {c['us_per_frame']:.1f} | "
+                         f"{c['decompress_mb_s']:.0f} |")
+        if not any("ISA-L" in c["codec"] for c in r["codecs"]):
+            lines += ["", "ISA-L not installed: `pip install '.[bench]'` adds `isal`."]
+        return "\n".join(lines) + "\n"
+
     # ------------------------------------------------------------------ scaling
     def scaling(self) -> str:
         self._warm()
@@ -433,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "merge": "Validate + merge of a real-sized day",
         "book": "Reconstruction (book replay)",
         "storage": "Storage: bytes per level row",
+        "codec": "Compression codecs (collector gzip, pipeline gunzip)",
         "scaling": "Scaling: 1/8 to 1 day",
     }
     # merge before storage/scaling: they reuse its runs
