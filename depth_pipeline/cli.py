@@ -118,12 +118,18 @@ def run_days(
     outcomes: list[DayOutcome] = []
     for date in dates:
         for symbol in symbols:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=str(partition_key(date, symbol)),
-                tags={TAG_KIND: kind},
-                raise_on_error=False,
-            )
+            try:
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=str(partition_key(date, symbol)),
+                    tags={TAG_KIND: kind},
+                    raise_on_error=False,
+                )
+            except Exception as exc:  # a run that could not even start: report it, go on with the rest
+                outcome = DayOutcome(date, symbol, False, f"could not run: {exc}", "-")
+                print(f"FAIL {date} {symbol}: {outcome.message}", flush=True)
+                outcomes.append(outcome)
+                continue
             if result.success:
                 outcome = DayOutcome(date, symbol, True, _merge_summary(result), result.run_id)
             else:
@@ -190,6 +196,9 @@ def _date(text: str, config: PipelineConfig) -> str:
     date = validate_date(text)
     if date < config.start_date:
         raise UsageError(f"date {date} is before DEPTH_START_DATE={config.start_date}")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    if date > today:
+        raise UsageError(f"date {date} is in the future (today is {today} UTC)")
     return date
 
 

@@ -299,7 +299,9 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
                 try:
                     data = orjson.loads(line.text).get("data", {})
                     first, last = int(data["U"]), int(data["u"])
-                    entry.event_dates.add(dt.datetime.fromtimestamp(int(data["E"]) / 1000, dt.UTC).date().isoformat())
+                    entry.event_dates.add(
+                        dt.datetime.fromtimestamp(int(data["E"]) / 1000, dt.UTC).date().isoformat()
+                    )
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     entry.problems += 1
                     continue
@@ -567,7 +569,9 @@ def run_demo(opts: DemoOptions) -> int:
 
         # 6. merge + checks, then gated cleanup, for every UTC day the capture touched
         # every UTC day the events belong to (a minute may span midnight); the wall clock is the fallback
-        dates = sorted(set().union(*(st.event_dates for st in stats.values()))) or utc_dates(start_wall, end_wall)
+        dates = sorted(set().union(*(st.event_dates for st in stats.values()))) or utc_dates(
+            start_wall, end_wall
+        )
         pipe_env = dict(base_env)
         pipe_env.update(
             DEPTH_STORE_URL=str(store_dir),

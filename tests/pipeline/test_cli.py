@@ -85,6 +85,8 @@ def test_usage_errors_exit_2(
     assert "not partition keys" in capsys.readouterr().err
     assert cli.main(["backfill", "--start", DATE, "--end", "2024-01-02"]) == 2
     assert "before --start" in capsys.readouterr().err
+    assert cli.main(["run", "--date", (TODAY + dt.timedelta(days=1)).isoformat()]) == 2
+    assert "in the future" in capsys.readouterr().err
     monkeypatch.setenv("DEPTH_STREAMS", "EU 1")
     assert cli.main(["run", "--date", DATE]) == 2
     assert "invalid collector id" in capsys.readouterr().err
