@@ -196,18 +196,21 @@ def test_fault_campaign(e2e_system: Callable[..., E2ESystem]) -> None:
     ap.start()
     _wait_receiving(system, "ap-1")
 
-    # eu-1's store: refused, then 500s, then a black hole; it keeps collecting into its spool
+    # eu-1's store, about 12 s: refused, then 500s, then throttled (503 SlowDown), then a black hole;
+    # it keeps collecting into its spool meanwhile
     system.s3_proxy["eu-1"].set_mode("refuse")
     ctl.fault("malformed", "all", count=3)
-    clock.run_for(80)
+    clock.run_for(400)
     # a silent id drop on eu-1 only (ap-1 covers it), a stall on ap-1 (it reconnects after 2 s)
     now = ctl.last_update_id(SYMBOL)
     ctl.fault("drop_ids", _connection_of(ctl, "/stream"), symbol=SYMBOL, from_id=now + 200, to_id=now + 600)
     system.s3_proxy["eu-1"].set_mode("http_error", status=500)
-    clock.run_for(60)
+    clock.run_for(120)
+    system.s3_proxy["eu-1"].set_mode("http_error", status=503)
+    clock.run_for(120)
     ctl.fault("stall", _connection_of(ctl, "/market"), seconds=3)
     system.s3_proxy["eu-1"].set_mode("blackhole")
-    clock.run_for(100)
+    clock.run_for(320)
     system.s3_proxy["eu-1"].set_mode("pass")
     system.s3_proxy["lo-1"].set_mode("pass")
     # both streams lose the same ids: one real gap, recorded and re-anchored

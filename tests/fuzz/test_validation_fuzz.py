@@ -151,5 +151,5 @@ def test_hostile_raw_objects_are_quarantined_not_fatal(
         assert report.events + report.duplicates <= len(lines) - bad
         assert report.quarantined >= bad
     else:
-        assert report.events <= good
+        assert report.events + report.duplicates <= len(lines) - bad
         assert report.quarantined >= 1, "a truncated object must leave a quarantine entry saying so"
