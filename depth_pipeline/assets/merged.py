@@ -80,20 +80,26 @@ def build_merged_asset(
         results, blocking_ok = check_results(MERGED_DEPTH, MERGED_CHECKS, getattr(report, "checks", []))
         manifest_key = merged_manifest_key(settings.market_name, symbol, date)
         manifest = object_store.head(manifest_key)
-        metadata = report_metadata(summary, skip=("preview", "markdown", "checks"))
+        # the summary and the figures people look for first, then every field of the report
+        metadata: dict[str, dg.MetadataValue] = {
+            "summary": dg.MetadataValue.md(_markdown(report, symbol, date)),
+            "dagster/row_count": dg.MetadataValue.int(int(getattr(report, "rows", 0) or 0)),
+            "events": dg.MetadataValue.int(events),
+            "gap_count": dg.MetadataValue.int(int(summary.get("gap_count", 0) or 0)),
+            "coverage": dg.MetadataValue.float(float(summary.get("coverage", 0.0) or 0.0)),
+        }
+        preview = getattr(report, "preview", None)
+        if preview is not None:
+            metadata["preview"] = frame_preview(preview)
+        for name, value in report_metadata(summary, skip=("preview", "markdown", "checks")).items():
+            metadata.setdefault(name, value)
         metadata.update(
             {
-                "dagster/row_count": dg.MetadataValue.int(int(getattr(report, "rows", 0) or 0)),
-                "events": dg.MetadataValue.int(events),
-                "summary": dg.MetadataValue.md(_markdown(report, symbol, date)),
                 META_BLOCKING_PASSED: dg.MetadataValue.bool(blocking_ok),
                 META_MANIFEST_KEY: dg.MetadataValue.text(manifest_key),
                 META_MANIFEST_ETAG: dg.MetadataValue.text((manifest.etag or "") if manifest else ""),
             }
         )
-        preview = getattr(report, "preview", None)
-        if preview is not None:
-            metadata["preview"] = frame_preview(preview)
         context.log.info(
             f"merged {symbol} {date}: {events} events, blocking checks {'passed' if blocking_ok else 'FAILED'}"
         )

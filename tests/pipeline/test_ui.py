@@ -3,6 +3,7 @@ and schedule (GraphQL), and headless Chromium renders the lineage and the merged
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -10,11 +11,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from depth_pipeline.definitions import build_definitions
+from depth_store import open_store
 from tests.fixtures.dagster import REPO_ROOT, Webserver, copy_repo_instance_config, pipeline_env
+from tests.pipeline.helpers import make_config, run_partition, write_day
+from tests.pipeline.rawgen import DayPlan
 
 ARTIFACTS = REPO_ROOT / "artifacts"
+MERGED_DATE = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 
 ASSET_QUERY = """
 {
@@ -43,6 +50,17 @@ REPO_QUERY = """
 }
 """
 
+MATERIALIZED_QUERY = """
+query($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      partitionStats { numMaterialized numPartitions }
+      assetMaterializations(limit: 1) { partition metadataEntries { label } }
+    }
+  }
+}
+"""
+
 PARTITION_KEYS_QUERY = """
 query($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
@@ -62,6 +80,12 @@ def webserver() -> Iterator[Webserver]:
         str(root / "store"), streams="eu-1,ap-1", symbols="BTCUSDT,ETHUSDT", start_date="2026-11-01"
     )
     env["DEPTH_DERIVED_ASSETS"] = "1"
+    # one merged partition in the instance, so the asset page shows a materialization with its metadata
+    store = open_store(str(root / "store"))
+    write_day(store, DayPlan(MERGED_DATE))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        config = make_config(str(root / "store"), symbols=("BTCUSDT", "ETHUSDT"), start_date="2026-11-01")
+        assert run_partition(build_definitions(config), instance, MERGED_DATE, "BTCUSDT").success
     server = Webserver(home, env, root / "webserver.log")
     try:
         server.wait_ready()
@@ -86,6 +110,13 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
     checks = {c["name"]: c["blocking"] for c in nodes["merged_depth"]["assetChecksOrError"]["checks"]}
     assert checks["gaps_missed_by_every_stream"] is True and checks["book_never_crossed"] is True
     assert "raw_data_present" in {c["name"] for c in nodes["validated/eu-1"]["assetChecksOrError"]["checks"]}
+
+    stats = webserver.graphql(MATERIALIZED_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
+    assert stats["partitionStats"]["numMaterialized"] == 1
+    (latest,) = stats["assetMaterializations"]
+    assert latest["partition"] == f"{MERGED_DATE}|BTCUSDT"
+    entries = {e["label"] for e in latest["metadataEntries"]}
+    assert {"events", "blocking_checks_passed", "summary", "preview", "dagster/row_count"} <= entries
 
     dims = webserver.graphql(PARTITION_KEYS_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
     by_dim = {d["name"]: d["partitionKeys"] for d in dims["partitionKeysByDimension"]}
@@ -172,6 +203,8 @@ def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) ->
         dom = _chromium(binary, url, "--dump-dom")
         assert dom.returncode == 0, dom.stderr[-1000:]
         assert "merged_depth" in dom.stdout
+        if "merged-depth" in name:  # the latest materialization and its metadata are on the page
+            assert MERGED_DATE in dom.stdout and "blocking_checks_passed" in dom.stdout
         if "lineage" in name:  # nodes render as their last path part inside their group box
             for label in ("raw", "validated", "merged", "eu-1", "ap-1"):
                 assert label in dom.stdout, label
