@@ -97,6 +97,7 @@ class MergeReport:
     rows: int = 0
     events: int = 0  # events written (chosen along the id line)
     events_received: int = 0  # distinct events the streams delivered for the day (all streams, duplicates kept)
+    unanchored_events: int = 0  # events wholly before the opening image (no carried state, no snapshot yet)
     image_rows: int = 0
     opening: dict[str, Any] = field(default_factory=dict)
     first_update_id: int | None = None
@@ -130,7 +131,8 @@ class MergeReport:
             f"- rows {self.rows:,}, events {self.events:,}, image rows {self.image_rows:,}",
             f"- opening: {self.opening.get('source')} at id {self.opening.get('update_id')}",
             f"- ids {self.first_update_id}..{self.last_update_id}, merged coverage {self.coverage:.6f}",
-            f"- gaps: {self.gap_count} (longest {self.longest_gap} ids)",
+            f"- gaps: {self.gap_count} (longest {self.longest_gap} ids); events before the opening image: "
+            f"{self.unanchored_events}",
             "",
             "| stream | events | coverage | share supplied | latency p50 ms | p99 ms |",
             "|---|---|---|---|---|---|",
@@ -149,6 +151,7 @@ class MergeReport:
         return {
             "market": self.market, "symbol": self.symbol, "date": self.date, "streams": self.streams,
             "rows": self.rows, "events": self.events, "events_received": self.events_received,
+            "unanchored_events": self.unanchored_events,
             "image_rows": self.image_rows, "opening": self.opening,
             "first_update_id": self.first_update_id, "last_update_id": self.last_update_id,
             "coverage": self.coverage,
@@ -532,6 +535,10 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     plan = plan_merge(market, inputs, carry)
     report.opening = plan.opening
     report.gaps = plan.gaps
+    report.unanchored_events = plan.unanchored_events
+    if plan.unanchored_events and plan.opening.get("kind") == "snapshot":
+        report.problems.append(f"{plan.unanchored_events} events precede the first usable snapshot and the day has "
+                               "no carried state: they cannot be replayed")
     if plan.opening.get("kind") == "none" and any(s.events.height for s in inputs):
         report.problems.append("no usable snapshot: the day cannot be anchored")
 
@@ -721,7 +728,7 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
         "id_rule": "spot: an event covers ids U..u; usdm: ids pu+1..u (ids of other symbols included)",
         "first_update_id": report.first_update_id, "last_update_id": report.last_update_id,
         "price_decimals": report.price_decimals, "qty_decimals": report.qty_decimals,
-        "rows": report.rows, "events": report.events,
+        "rows": report.rows, "events": report.events, "unanchored_events": report.unanchored_events,
         "opening": report.opening,
         "images": images,
         "covered": covered,
