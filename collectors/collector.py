@@ -603,10 +603,13 @@ class Collector:
                 reason=reason,
                 limit=limit,
                 sent_ns=resp.sent_ns,
+                received_ns=resp.received_ns,
                 last_update_id=last_update_id,
                 bytes=len(body),
             )
-            self.spool.append(b"%s%d S %s\n" % (st.prefix, resp.received_ns, body))
+            # the line's time is taken now, on the loop thread, so journal times never go backwards (the
+            # converter relies on it); the HTTP round trip's own times are in the note above
+            self.spool.append(b"%s%d S %s\n" % (st.prefix, time.time_ns(), body))
             logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
 
     def _retry_snapshot(self, st: SymbolState, reason: str) -> None:

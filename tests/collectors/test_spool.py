@@ -252,3 +252,36 @@ def test_a_full_disk_is_counted_and_survived(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("ok")
+
+
+def test_conversion_paths_agree(tmp_path: Path) -> None:
+    """One symbol (fast replace), several symbols, and a chunk across an hour: same lines, right objects."""
+    name = JournalName("spot", "eu-1", "s1", 1)
+    cases = {
+        "one": [line("BTCUSDT", T0 + i, f"a{i}") for i in range(20)],
+        "several": [line(("BTCUSDT", "ETHUSDT", "BTCUSD")[i % 3], T0 + i, f"b{i}") for i in range(30)],
+        "hour": [line("BTCUSDT" if i % 2 else "ETHUSDT", T0 - 10 + i, f"c{i}") for i in range(20)],
+        "damaged": [line("BTCUSDT", T0 + 1, "ok"), b"BTCUSDT notatime D x\n", line("BTCUSDT", T0 + 3, "ok2")],
+    }
+    for case, lines_ in cases.items():
+        j = tmp_path / f"{case}.jnl"
+        j.write_bytes(b"".join(lines_))
+        objs, bad = convert_journal(j, name, tmp_path / case, 1)
+        got: dict[str, list[tuple[int, LineKind, bytes]]] = {}
+        for o in objs:
+            k = RawObjectKey.parse(o.key)
+            content = read_raw_object(o.path.read_bytes())
+            # a damaged journal line is kept for the reader to quarantine, never silently dropped
+            assert [p[2] for p in content.problems] == ([b"notatime D x"] if case == "damaged" else [])
+            got.setdefault(k.symbol, []).extend((ln.receive_ns, ln.kind, ln.text) for ln in content.lines)
+            hours = {ln.receive_ns // HOUR_NS for ln in content.lines}
+            assert hours == {k.first_receive_ns // HOUR_NS}, case  # one object, one hour
+            assert content.lines[0].receive_ns == k.first_receive_ns
+        expected: dict[str, list[tuple[int, LineKind, bytes]]] = {}
+        for raw in lines_:
+            sym, ns, kind, text = raw.rstrip(b"\n").split(b" ", 3)
+            if ns.isdigit():
+                expected.setdefault(sym.decode(), []).append((int(ns), LineKind(kind.decode()), text))
+        assert got == expected, case
+        assert bad == 0
+    assert len(list((tmp_path / "hour").rglob("*.ndjson.gz"))) == 4  # 2 symbols x 2 hours
