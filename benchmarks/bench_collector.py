@@ -145,14 +145,14 @@ def count_stored_depth_lines(store_root: Path) -> int:
     return n
 
 
-def ours(count: int, *, sim_firehose_rate: int | None = None) -> dict[str, Any]:
+def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] | None = None) -> dict[str, Any]:
     """Our collector taking ``count`` frames; rate and CPU/message over the steady window, then zero-loss check."""
     work = WORK_DIR / "collector-throughput"
     store = work / "store"
     port = free_port()
     ctx: Any = sender(count) if sim_firehose_rate is None else sim_sender(sim_firehose_rate)
     with ctx as s:
-        proc = _start_collector(s.url, s.http_url, str(store), work, "BTCUSDT", metrics_port=port)
+        proc = _start_collector(s.url, s.http_url, str(store), work, "BTCUSDT", metrics_port=port, extra=extra)
         try:
             deadline = time.monotonic() + 60
             first = -1.0

@@ -97,13 +97,16 @@ class Bench:
             cf = [bench_collector.cryptofeed(10_000 if self.quick else 15_000) for _ in range(self.runs)]
         except NotAvailableError as exc:
             cf_error = str(exc)
+        gz1: dict[str, Any] | None = None
+        if ours:
+            gz1 = bench_collector.ours(n, extra=["--gzip-level", "1"])
         sim: dict[str, Any] | None = None
         sim_error = ""
         try:
             sim = bench_collector.ours(0, sim_firehose_rate=200_000)
         except NotAvailableError as exc:
             sim_error = str(exc)
-        self.results["collector"] = {"bare": bare, "ours": ours, "bare_tls": bare_tls, "cryptofeed": cf, "sim": sim}
+        self.results["collector"] = {"bare": bare, "ours": ours, "bare_tls": bare_tls, "cryptofeed": cf, "sim": sim, "gzip1": gz1}
 
         def row(name: str, runs: list[dict[str, Any]], base_cpu: float, target: str) -> str:
             rate = median([r["msgs_per_s"] for r in runs])
@@ -132,6 +135,8 @@ class Bench:
             lines.append(row("cryptofeed 2.x `Binance` L2_BOOK feed (wss)", cf, bt_cpu, "-"))
         else:
             lines.append(f"| cryptofeed | - | not available: {cf_error} | | | | |")
+        if gz1 is not None:
+            lines.append(row("depth-collector `--gzip-level 1` (what compression costs)", [gz1], b_cpu, "-"))
         if sim is not None:
             lines.append(f"| depth-collector fed by `depth-exchange-sim --firehose-rate 200000` | 1 | "
                          f"{fmt(sim['msgs_per_s'])} | {sim['cpu_us_per_msg']:.1f} | {fmt(1e6 / sim['cpu_us_per_msg'])} | "
