@@ -230,15 +230,17 @@ class MergeChecker:
         m_q = rows["qty"].to_numpy()
         q_key = self._level_keys(other["side"], other["price"])
         q_b = other["b"].to_numpy()
-        uniq = np.unique(m_key)
+        uniq, m_dense = np.unique(m_key, return_inverse=True)
         b0 = int(min(m_b.min(), q_b.min()))
-        m_comp = (np.searchsorted(uniq, m_key) << 40) | (m_b - b0)
+        m_comp = (m_dense.astype(np.int64) << 40) | (m_b - b0)
         order = np.argsort(m_comp, kind="stable")  # stable: the later row of one event wins below
         m_comp, m_q_sorted = m_comp[order], m_q[order]
-        q_dense = np.clip(np.searchsorted(uniq, q_key), 0, max(len(uniq) - 1, 0))
-        known = (len(uniq) > 0) & (uniq[q_dense] == q_key) if len(uniq) else np.zeros(len(q_key), bool)
+        q_dense = np.clip(np.searchsorted(uniq, q_key), 0, len(uniq) - 1)
+        known = uniq[q_dense] == q_key
         q_comp = (q_dense << 40) | (q_b - b0)
-        pos = np.searchsorted(m_comp, q_comp, side="right") - 1
+        q_order = np.argsort(q_comp)  # sorted queries search much faster
+        pos = np.empty(len(q_comp), np.int64)
+        pos[q_order] = np.searchsorted(m_comp, q_comp[q_order], side="right") - 1
         hit = known & (pos >= 0) & ((m_comp[np.maximum(pos, 0)] >> 40) == q_dense)
         replay = np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
         if (~hit).any():
