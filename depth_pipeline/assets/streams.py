@@ -133,14 +133,17 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         summary = report.to_dict()
         lines_total = int(summary.get("lines_read", 0) or 0)
         results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
-        metadata = report_metadata(summary, skip=("preview", "objects", "level_parts"))
-        metadata["objects_read"] = dg.MetadataValue.int(len(summary.get("objects", [])))
-        metadata["gap_count"] = dg.MetadataValue.int(len(summary.get("gaps", [])))
-        metadata["events"] = dg.MetadataValue.int(int(report.events))
-        metadata["summary"] = dg.MetadataValue.md(stream_markdown(summary))
-        preview = validated_preview(store.open(), summary.get("prefix", ""))
+        metadata: dict[str, dg.MetadataValue] = {
+            "summary": dg.MetadataValue.md(stream_markdown(summary)),
+            "events": dg.MetadataValue.int(int(report.events)),
+            "gap_count": dg.MetadataValue.int(len(summary.get("gaps", []))),
+            "objects_read": dg.MetadataValue.int(len(summary.get("objects", []))),
+        }
+        preview = validated_preview(object_store, summary.get("prefix", ""))
         if preview is not None:
             metadata["preview"] = frame_preview(preview)
+        for name, value in report_metadata(summary, skip=("preview", "objects", "level_parts")).items():
+            metadata.setdefault(name, value)
         context.log.info(f"validated {stream} {symbol} {date}: {report.events} events")
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
