@@ -17,16 +17,19 @@ exchange time) are marked ``soak``.
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from depth_store import ObjectStore
 from exchange_sim.control import SimControl
 from tests.fixtures.e2e import (
     E2ESystem,
     ManagedProcess,
+    MergedDay,
     RawInventory,
     assert_cleanup_safe,
     assert_gaps_are_real_and_recorded,
@@ -131,6 +134,25 @@ def _assert_accounted(inventory: RawInventory, stream: str, metrics: dict[str, f
     )
 
 
+def _assert_books_match_the_exchange(ctl: SimControl, store: ObjectStore, days: list[MergedDay]) -> None:
+    """Replaying the merged rows (``depth_core.reader.book_at``) gives the simulator's own book, top 20
+    levels a side, after randomly chosen events (before and after the faults and the re-anchor)."""
+    from depth_core.reader import book_at
+
+    rng = random.Random(7)
+    for day in days:
+        ends = sorted(day.frame.filter(~pl.col("is_snapshot"))["last_update_id"].unique().to_list())
+        for update_id in rng.sample(ends, min(6, len(ends))):
+            bids, asks = book_at(SYMBOL, int(update_id), store=store, depth=20)
+            truth = ctl.book(SYMBOL, update_id=int(update_id), limit=20)
+            for side, frame in (("bids", bids), ("asks", asks)):
+                expected = [(float(price), float(qty)) for price, qty in truth[side]]
+                got = list(zip(frame["price"].to_list(), frame["qty"].to_list(), strict=True))
+                assert got == expected, (
+                    f"{side} after id {update_id}: merged {got[:3]} != exchange {expected[:3]}"
+                )
+
+
 def _assert_no_partial_parquet(system: E2ESystem) -> None:
     """Whatever a killed run left visible is complete: every Parquet object reads back whole."""
     store = system.store()
@@ -227,7 +249,6 @@ def test_fault_campaign(e2e_system: Callable[..., E2ESystem]) -> None:
     inventory = RawInventory.read(system.store())
     _assert_accounted(inventory, "ap-1", ap_metrics, ap_session)
     _assert_accounted(inventory, "lo-1", lo_metrics, lo_session)
-    system.sim.stop_quietly()  # type: ignore[union-attr]
     assert system.spool_files("eu-1"), (
         "eu-1 was stopped with its store down: its last segments must stay in its spool"
     )
@@ -269,6 +290,9 @@ def test_fault_campaign(e2e_system: Callable[..., E2ESystem]) -> None:
     assert all(gap[0] <= common_gap[1] and common_gap[0] <= gap[1] for day in days for gap in day.gaps), [
         d.gaps for d in days
     ]
+    # the merged data is the exchange's book: replayed at random event ends, it equals the simulator's
+    _assert_books_match_the_exchange(ctl, store, days)
+    system.sim.stop_quietly()  # type: ignore[union-attr]
 
     # late upload: eu-1 comes back after the merge and uploads the tail its spool held
     merged_keys = set(RawInventory.read(store).objects)
