@@ -74,8 +74,8 @@ class RawObjectRead:
     size: int
     etag: str | None
     event_dates: list[str]
-    lines: int = 0
-    quarantined: int = 0
+    events: int = 0  # depth events in the object (all days)
+    quarantined: int = 0  # its lines in the quarantine
 
 
 @dataclass
@@ -335,7 +335,7 @@ def _record_object_dates(report: StreamDayReport, chunk: ParsedChunk, base_obj: 
         report.objects[base_obj + obj].event_dates.append(date_of_day_index(d))
     counts = Counter(chunk.events["obj"].to_list())
     for obj, n in counts.items():
-        report.objects[base_obj + obj].lines += n
+        report.objects[base_obj + obj].events += n
 
 
 def _empty_events() -> pl.DataFrame:
