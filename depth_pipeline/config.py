@@ -64,7 +64,8 @@ class PipelineConfig:
     ``start_date`` the first ``date`` partition; ``schedule_hour``/``schedule_minute`` when (UTC) the
     daily run for the previous day starts; ``silence_seconds`` how long a stream may deliver nothing
     before the gap sensor alerts; ``retention_days`` how long cleanup keeps merged raw objects;
-    ``late_lookback_days`` how far back the late-data sensor compares raw objects with manifests;
+    ``late_lookback_days`` how far back the late-data sensor compares raw objects with manifests
+    (every ``late_interval_seconds``);
     ``alert_webhook_url`` where alerts are POSTed besides the log; ``derived_assets`` whether the
     top-25 book and quality report are built in the same runs (``DEPTH_DERIVED_ASSETS=0`` leaves them out).
     """
@@ -80,6 +81,7 @@ class PipelineConfig:
     sensor_interval_seconds: int = 30
     retention_days: float = 0.0
     late_lookback_days: int = 7
+    late_interval_seconds: int = 300
     alert_webhook_url: str | None = None
     derived_assets: bool = True
 
@@ -101,6 +103,7 @@ class PipelineConfig:
                 sensor_interval_seconds=int(e.get("DEPTH_SENSOR_INTERVAL_SECONDS", "30")),
                 retention_days=float(e.get("DEPTH_RAW_RETENTION_DAYS", "0")),
                 late_lookback_days=int(e.get("DEPTH_LATE_LOOKBACK_DAYS", "7")),
+                late_interval_seconds=int(e.get("DEPTH_LATE_SENSOR_INTERVAL_SECONDS", "300")),
                 alert_webhook_url=e.get("DEPTH_ALERT_WEBHOOK_URL") or None,
                 derived_assets=e.get("DEPTH_DERIVED_ASSETS", "1").strip().lower()
                 not in ("0", "false", "no", "off"),

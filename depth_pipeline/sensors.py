@@ -9,7 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -282,14 +282,30 @@ def build_gap_sensor(config: PipelineConfig, notifier: Notifier | None = None) -
 # ------------------------------------------------------------------------------------------------ late data
 
 
-def _manifest_keys(store: ObjectStore, market: Market, symbol: str, date: str) -> set[str] | None:
+# Manifests are immutable per etag: the code server keeps the parsed key sets between sensor ticks, so a
+# tick costs one HEAD per merged symbol-day instead of a download of every manifest.
+_MANIFEST_CACHE: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
+_MANIFEST_CACHE_SIZE = 4096
+
+
+def _manifest_keys(store: ObjectStore, market: Market, symbol: str, date: str) -> frozenset[str] | None:
     key = merged_manifest_key(market, symbol, date)
-    if store.head(key) is None:
+    info = store.head(key)
+    if info is None:
         return None
+    cache_key = (store.url, key, info.etag or f"{info.size}:{info.last_modified.isoformat()}")
+    cached = _MANIFEST_CACHE.get(cache_key)
+    if cached is not None:
+        _MANIFEST_CACHE.move_to_end(cache_key)
+        return cached
     try:
-        return {o.key for o in parse_manifest_objects(json.loads(store.get_bytes(key)))}
+        keys = frozenset(o.key for o in parse_manifest_objects(json.loads(store.get_bytes(key))))
     except (ValueError, KeyError, TypeError):
-        return set()
+        return frozenset()
+    _MANIFEST_CACHE[cache_key] = keys
+    while len(_MANIFEST_CACHE) > _MANIFEST_CACHE_SIZE:
+        _MANIFEST_CACHE.popitem(last=False)
+    return keys
 
 
 def find_late_objects(
@@ -307,9 +323,9 @@ def find_late_objects(
     Returns {(date, symbol): [late keys]} for merged days only.
     """
     out: dict[tuple[str, str], list[str]] = defaultdict(list)
-    manifests: dict[tuple[str, str], set[str] | None] = {}
+    manifests: dict[tuple[str, str], frozenset[str] | None] = {}
 
-    def manifest(date: str, symbol: str) -> set[str] | None:
+    def manifest(date: str, symbol: str) -> frozenset[str] | None:
         if (date, symbol) not in manifests:
             manifests[(date, symbol)] = _manifest_keys(store, market, symbol, date)
         return manifests[(date, symbol)]
@@ -337,7 +353,7 @@ def build_late_data_sensor(config: PipelineConfig, job: UnresolvedAssetJobDefini
     @dg.sensor(
         name="late_data_sensor",
         job=job,
-        minimum_interval_seconds=max(config.sensor_interval_seconds, 60),
+        minimum_interval_seconds=config.late_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Re-merges a symbol-day (last {config.late_lookback_days} days) when raw objects land "
         "after its merge; they are kept by cleanup until a merge lists them.",
