@@ -202,11 +202,12 @@ def test_max_connection_age_make_before_break_loses_no_id(
         assert len(planned) >= 2
 
 
+@pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_server_shutdown_notice_make_before_break_loses_no_id(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
 ) -> None:
-    sim = make_simulator(market="usdm")
-    cfg = config_for(sim, tmp_path, market="usdm")
+    sim = make_simulator(market=market)
+    cfg = config_for(sim, tmp_path, market=market)
     c = in_process_collector(cfg)
     wait_messages(c, 10)
     sim.control.fault("shutdown_notice", "all", close_after_s=3)
