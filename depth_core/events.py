@@ -603,15 +603,21 @@ def _book_ticker(text: bytes, symbol: str) -> tuple[int, int | None, float, floa
     return u, _slow_int(data, "E", False), vals[0], vals[1], vals[2], vals[3]
 
 
-def parse_objects(datas: list[bytes], symbol: str) -> ParsedChunk:
-    """Parse decompressed raw objects (one stream-symbol) into typed columns; never raises for bad lines."""
-    quarantine: list[QuarantineEntry] = []
+def join_objects(datas: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Concatenate decompressed objects; returns the bytes and where each object starts."""
     obj_starts = np.zeros(len(datas), np.int64)
-    pos = 0
-    for i, d in enumerate(datas):
-        obj_starts[i] = pos
-        pos += len(d)
-    joined = b"".join(datas)
+    if datas:
+        obj_starts[1:] = np.cumsum([len(d) for d in datas[:-1]])
+    return b"".join(datas), obj_starts
+
+
+def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbol: str) -> ParsedChunk:
+    """Parse decompressed raw objects (one stream-symbol) into typed columns; never raises for bad lines.
+
+    ``datas``: the objects' texts, or what :func:`join_objects` made of them (so a helper thread can join).
+    """
+    quarantine: list[QuarantineEntry] = []
+    joined, obj_starts = datas if isinstance(datas, tuple) else join_objects(datas)
     buf = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
     obj, lno, ns, kind, ts, te, ok = _split_lines(buf, obj_starts, np.flatnonzero(buf == 10))
     for i in np.flatnonzero(~ok).tolist():

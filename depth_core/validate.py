@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from depth_core.events import ParsedChunk, QuarantineEntry, decompress, parse_objects
+from depth_core.events import ParsedChunk, QuarantineEntry, decompress, join_objects, parse_objects
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
@@ -141,8 +141,10 @@ def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str, 
     return out
 
 
-def _fetch_batch(store: ObjectStore, batch: list[ObjectInfo]) -> list[tuple[bytes, str | None]]:
-    return [decompress(store.get_bytes(info.key)) for info in batch]
+def _fetch_batch(store: ObjectStore, batch: list[ObjectInfo]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
+    """Get, gunzip and join one batch of objects (runs on the helper thread)."""
+    texts = [decompress(store.get_bytes(info.key)) for info in batch]
+    return join_objects([t for t, _p in texts]), [p for _t, p in texts]
 
 
 def _batches(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
@@ -196,16 +198,15 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
             assert ahead is not None
             fetched = ahead.result()
             ahead = pool.submit(_fetch_batch, store, batches[bi + 1]) if bi + 1 < len(batches) else None
-            datas: list[bytes] = []
-            for info, (text, problem) in zip(batch, fetched, strict=True):
-                datas.append(text)
+            joined, problems = fetched
+            for info, problem in zip(batch, problems, strict=True):
                 if problem:
                     quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None, "reason": problem,
                                        "text": b""})
                 report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
             del fetched
-            chunk = parse_objects(datas, symbol)
-            del datas
+            chunk = parse_objects(joined, symbol)
+            del joined
             base_obj = len(report.objects) - len(batch)
             _record_object_dates(report, chunk, base_obj)
             for q in chunk.quarantine:
