@@ -119,7 +119,9 @@ class Bench:
         lines = [
             f"Frames: real-size spot depth frames (~{_frame_kb()} KB, 40 levels) from `benchmarks/firehose.py` "
             "(a raw-socket sender in its own process), one symbol, loopback. CPU is user+system of the receiving "
-            "process (ours: all its threads: parse, spool, fsync, gzip, upload). Median of the runs shown. "
+            "process; for ours, all its threads from the first measured frame until it exited after SIGTERM, so "
+            "the spool, gzip and upload work those frames caused is included even where it runs after the "
+            "receive window (the window alone is in `artifacts/bench-results.json`). Median of the runs shown. "
             "msgs/s (wall) depends on what else the 2 shared cores are doing; msgs per CPU-second does not.",
             "",
             "| receiver | runs | msgs/s (wall) | CPU µs/msg | msgs per CPU-s (one core) | CPU/msg vs bare loop | target |",
@@ -155,6 +157,13 @@ class Bench:
                 f"({fmt(per_core)} msgs per CPU-second); issue 3's ≥ 50 k: {verdict(per_core >= 50_000)}. "
                 f"CPU/msg ≤ 1.5x the bare loop: {verdict(ratio <= 1.5)} ({ratio:.2f}x).",
             ]
+        try:
+            import isal  # noqa: F401
+
+            isal_note = "importable (`bench` extra): the collector compresses with ISA-L"
+        except ImportError:
+            isal_note = "not installed: the collector compresses with zlib"
+        lines.append(f"- `isal` in this run: {isal_note}; a default `make install` has no `isal`.")
         lines.append(
             "- cryptofeed accepts only `wss://` addresses (`connection.py`: \"must be a wss address\"), so it "
             "gets the same frames over TLS from the same sender (self-signed certificate via `SSL_CERT_FILE`), "
