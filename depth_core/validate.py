@@ -35,6 +35,7 @@ from depth_store.base import ObjectInfo, ObjectStore
 VALIDATED_ROOT = "validated"
 EDGE_NS = 3600 * 10**9
 BATCH_BYTES = 8 << 20
+PREFETCH = 2
 DAY_MS = 86_400_000
 
 EVENTS_FILE = "events.parquet"
@@ -189,15 +190,16 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     part = 0
     price_dec: Counter[int] = Counter()
     qty_dec: Counter[int] = Counter()
-    # two threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the compiled parsing
-    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="depth-validate") as pool:
+    # helper threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the parsing
+    with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
         writes: list[cf.Future[ObjectInfo]] = []
         batches = _batches(infos)
-        ahead = pool.submit(_fetch_batch, store, batches[0]) if batches else None
+        # up to PREFETCH batches fetched ahead: gunzip is as costly as parsing, so two fetchers keep up
+        ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
         for bi, batch in enumerate(batches):
-            assert ahead is not None
-            fetched = ahead.result()
-            ahead = pool.submit(_fetch_batch, store, batches[bi + 1]) if bi + 1 < len(batches) else None
+            fetched = ahead.pop(0).result()
+            if bi + PREFETCH < len(batches):
+                ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
             joined, problems = fetched
             for info, problem in zip(batch, problems, strict=True):
                 if problem:
