@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from collectors import logs
 from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
@@ -384,6 +384,19 @@ class Collector:
         (logs.info if planned else logs.warning)("disconnect", **fields)
         self.note_all(group.symbols, "disconnect", **fields)
 
+    async def _run_group_forever(self, group: ConnectionGroup) -> None:
+        """A bug in one group's loop must not silently end its capture: log it and start the loop again."""
+        while not self.stop_event.is_set():
+            try:
+                await self._run_group(group)
+            except Exception as exc:
+                logs.error("group_loop_failed", group=group.index, error=repr(exc))
+                if group.current is not None and group.current.ws is not None:
+                    await self._close(group.current, "group loop failed")
+                group.current = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), 1.0)
+
     async def _run_group(self, group: ConnectionGroup) -> None:
         """Keep one connection of this group open until stop, replacing it as needed."""
         failures = 0
@@ -394,7 +407,7 @@ class Collector:
             if conn is None:
                 try:
                     conn = await self._open(group)
-                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                except Exception as exc:  # refused, DNS, TLS, handshake, timeout...: all retried
                     failures += 1
                     self.connect_failures += 1
                     delay = 0.0 if failures == 1 else min(60.0, 0.5 * 2 ** min(failures - 2, 8))
@@ -502,7 +515,7 @@ class Collector:
         logs.info("planned_reconnect", conn=old.conn_id, group=group.index, reason=reason)
         try:
             new = await self._open(group)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except Exception as exc:
             logs.warning("planned_reconnect_failed", conn=old.conn_id, error=repr(exc))
             old.opened_monotonic = time.monotonic() - self.config.max_connection_age + 5.0  # retry in 5 s
             return None, None
@@ -714,7 +727,7 @@ class Collector:
             rest_url=self.config.rest_url,
             spool_dir=str(self.config.spool_dir),
         )
-        tasks = [asyncio.create_task(self._run_group(g), name=f"group-{g.index}") for g in self.groups]
+        tasks = [asyncio.create_task(self._run_group_forever(g), name=f"group-{g.index}") for g in self.groups]
         helpers = [
             asyncio.create_task(self._snapshot_worker(), name="snapshots"),
             asyncio.create_task(self._periodic_snapshots(), name="periodic-snapshots"),
@@ -724,6 +737,10 @@ class Collector:
         await self.stop_event.wait()
         logs.info("stopping", reason=self.fatal_message or "signal")
         for t in helpers:
+            t.cancel()
+        # connections close and note it; one stuck in a handshake is cancelled after a while
+        _, stuck = await asyncio.wait(tasks, timeout=10)
+        for t in stuck:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*helpers, return_exceptions=True)
