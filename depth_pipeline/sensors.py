@@ -413,13 +413,17 @@ def build_cleanup_sensor(cleanup_job: dg.JobDefinition) -> dg.SensorDefinition:
     """After any successful run that materialized ``merged_depth``, request the cleanup of those partitions.
 
     ``monitored_jobs`` is left out on purpose: asset-graph runs, backfills and automation all run as
-    ``__ASSET_JOB`` and would be missed; what the run materialized decides.
+    ``__ASSET_JOB`` and would be missed; what the run materialized decides. Runs executed in-process by
+    ``depth-pipeline run`` carry no code-location origin, hence ``monitor_all_code_locations``.
     """
 
     @dg.run_status_sensor(
         name="cleanup_after_merge_sensor",
         run_status=dg.DagsterRunStatus.SUCCESS,
         request_job=cleanup_job,
+        # also runs without a code-location origin (``depth-pipeline run`` executes in-process); the
+        # function itself only acts on runs that materialized merged_depth
+        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Starts the gated cleanup of each symbol-day a successful run merged with its blocking "
         "checks passed.",
