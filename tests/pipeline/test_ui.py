@@ -140,6 +140,44 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
     assert {"depth_daily", "depth_cleanup"} <= {j["name"] for j in repo["jobs"]}
 
 
+BACKFILL_MUTATION = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+BACKFILL_QUERY = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions partitionNames assetSelection { path } }
+  }
+}
+"""
+
+
+def test_ui_accepts_a_date_range_by_symbol_backfill(webserver: Webserver) -> None:
+    names = [f"2026-11-0{d}|{s}" for d in (2, 3, 4) for s in ("BTCUSDT", "ETHUSDT")]
+    params = {
+        "partitionNames": names,
+        "assetSelection": [
+            {"path": ["validated", "eu-1"]},
+            {"path": ["validated", "ap-1"]},
+            {"path": ["merged_depth"]},
+        ],
+        "fromFailure": False,
+    }
+    launched = webserver.graphql(BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = webserver.graphql(BACKFILL_QUERY, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+    assert backfill["status"] == "REQUESTED" and backfill["numPartitions"] == 6
+    assert ["merged_depth"] in [a["path"] for a in backfill["assetSelection"]]
+
+
 def chromium_binary() -> str:
     """Debian's chromium; installed with apt-get when missing and we are root, else the test skips."""
     for name in ("chromium", "chromium-browser"):
