@@ -81,6 +81,10 @@ class SimConfig:
     snapshot_mid_event: bool = True  # REST snapshots may land inside the next event's id range
     max_send_buffer_bytes: int = 64 * 1024 * 1024  # a slower consumer is disconnected, as on Binance
     specs: dict[str, SymbolSpec] = field(default_factory=dict)  # per-symbol overrides
+    # Served under this path prefix too (e.g. "/x": ws://h:p/x/stream, http://h:p/x/api/v3/depth), to check
+    # that clients keep the path of their base URLs.
+    path_prefix: str = ""
+    request_log_size: int = 10_000  # the last HTTP request paths (with query), upgrades included
 
     def __post_init__(self) -> None:
         if self.market not in ("spot", "usdm"):
@@ -309,6 +313,9 @@ class ExchangeSimulator:
         self._mono0 = time.monotonic()  # wall reference of start_ms for the compressed exchange clock
         self._e_anchor = (0, self.start_ms)  # (event index, E): event k gets E = anchor E + (k - index) * interval
         self.events_generated = 0
+        # Every HTTP request path as received (websocket upgrades included), newest last: tests check
+        # which URLs a client really asked for.
+        self.request_log: collections.deque[str] = collections.deque(maxlen=cfg.request_log_size)
         if cfg.replay_path is None:
             for sym in cfg.symbols:
                 spec = cfg.specs.get(sym) or spec_for(sym, cfg.market)
@@ -500,7 +507,7 @@ class ExchangeSimulator:
     # -- websocket side -------------------------------------------------------------------------
     def _parse_ws_path(self, path: str) -> tuple[bool, list[str]] | None:
         """(combined, initial streams) for a websocket path, or None if it is not a stream route."""
-        parsed = urllib.parse.urlsplit(path)
+        parsed = urllib.parse.urlsplit(self._strip_path_prefix(path))
         route = parsed.path.rstrip("/") or "/"
         for prefix in _WS_PREFIXES:
             if route.startswith(prefix + "/"):
@@ -722,8 +729,16 @@ class ExchangeSimulator:
         task.add_done_callback(done)
 
     # -- HTTP side -------------------------------------------------------------------------------
+    def _strip_path_prefix(self, path: str) -> str:
+        """``path`` without the configured ``path_prefix`` (unchanged when it does not start with it)."""
+        prefix = self.config.path_prefix.rstrip("/")
+        if prefix and path.startswith(prefix + "/"):
+            return path[len(prefix):]
+        return path
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parsed = urllib.parse.urlsplit(request.path)
+        self.request_log.append(request.path)
+        parsed = urllib.parse.urlsplit(self._strip_path_prefix(request.path))
         route = parsed.path
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
