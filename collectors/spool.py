@@ -106,7 +106,7 @@ class JournalName:
             raise ValueError(f"not a journal file name: {filename!r}: {exc}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutboxObject:
     """A finished raw object waiting for upload."""
 
