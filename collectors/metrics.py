@@ -107,6 +107,9 @@ class CollectorMetrics(PromCollector):
         yield CounterMetricFamily(P + "uploaded_objects", "raw objects confirmed by the store", value=up.uploaded_objects)
         yield CounterMetricFamily(P + "uploaded_bytes", "raw object bytes confirmed by the store", value=up.uploaded_bytes)
         yield CounterMetricFamily(P + "upload_failures", "failed upload attempts", value=up.failures)
+        yield CounterMetricFamily(
+            P + "upload_conflicts", "leftovers whose key holds different data in the store (kept locally)", value=up.conflicts
+        )
 
         b = c.budget
         yield CounterMetricFamily(P + "rest_429", "REST 429 answers (rate limited)", value=b.rate_limited)

@@ -9,12 +9,14 @@ confirmation a killed process never saw) is compared instead of overwritten: raw
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import queue
 import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +79,7 @@ class Uploader:
         self.uploaded_objects = 0
         self.uploaded_bytes = 0
         self.failures = 0
+        self.conflicts = 0
         self.last_success_ns = 0
         self.last_error: str | None = None
 
@@ -143,19 +146,41 @@ class Uploader:
         if leftover:
             existing = store.head(obj.key)
             if existing is not None:
-                if confirms(existing, size, md5):
+                if confirms(existing, size, md5) or self._same_lines(store, obj):
                     obj.path.unlink()
                     return
-                raise UploadMismatchError(
-                    f"{obj.key} already exists in the store with different content "
-                    f"(size {existing.size} vs {size}); kept locally, not overwritten"
-                )
+                self._set_aside(obj, existing.size, size)
+                return
         info = store.put_file(obj.key, obj.path)
         if not confirms(info, size, md5):
             raise UploadMismatchError(
                 f"store confirmed {obj.key} with size {info.size} etag {info.etag}, local {size} md5 {md5}"
             )
         obj.path.unlink()
+
+    @staticmethod
+    def _same_lines(store: ObjectStore, obj: OutboxObject) -> bool:
+        """The stored object holds the same lines, only compressed differently (another gzip library)."""
+        try:
+            return gzip.decompress(store.get_bytes(obj.key)) == gzip.decompress(obj.path.read_bytes())
+        except (OSError, EOFError, zlib.error):
+            return False
+
+    def _set_aside(self, obj: OutboxObject, stored_size: int, local_size: int) -> None:
+        """A different object already has this key: never overwrite it; keep ours in ``conflicts/``."""
+        outbox = next(p for p in obj.path.parents if p.name == "outbox")
+        target = outbox.parent / "conflicts" / obj.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        obj.path.replace(target)
+        self.conflicts += 1
+        logs.error(
+            "upload_conflict",
+            key=obj.key,
+            stored_size=stored_size,
+            local_size=local_size,
+            kept_at=str(target),
+            message="a different object already has this key; ours is kept locally, the store is untouched",
+        )
 
     def _succeeded(self, obj: OutboxObject) -> None:
         with self._cond:
