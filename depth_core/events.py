@@ -26,6 +26,11 @@ import polars as pl
 
 from depth_core.raw_format import RawObjectContent, decode_lines
 
+try:  # ISA-L inflate: the same output as zlib at about half the CPU (a dependency; zlib if it is missing)
+    from isal import isal_zlib as _fast_zlib
+except ImportError:  # pragma: no cover - isal is in the dependencies
+    _fast_zlib = None
+
 # kinds as bytes in the raw line
 KIND_DEPTH, KIND_BOOK_TICKER, KIND_SNAPSHOT, KIND_META = ord("D"), ord("B"), ord("S"), ord("M")
 
@@ -808,7 +813,16 @@ def _mix_py(x: int) -> int:
 
 
 def decompress(data: bytes) -> tuple[bytes, str | None]:
-    """Gunzip one raw object; a truncated/corrupt one keeps its complete lines and says why."""
+    """Gunzip one raw object; a truncated/corrupt one keeps its complete lines and says why.
+
+    The fast path is ISA-L (same bytes as zlib, ~2x less CPU); any failure is redone with zlib so the
+    salvage of complete lines and the reason text do not depend on which library is installed.
+    """
+    if _fast_zlib is not None:
+        try:
+            return _fast_zlib.decompress(data, 16 + zlib.MAX_WBITS), None
+        except Exception:  # any ISA-L failure: zlib below decides and explains
+            pass
     try:
         return zlib.decompress(data, 16 + zlib.MAX_WBITS), None
     except zlib.error as exc:
