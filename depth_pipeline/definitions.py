@@ -16,7 +16,7 @@ from depth_pipeline.keys import MERGED_DEPTH, validated_key
 from depth_pipeline.notify import Notifier
 from depth_pipeline.partitions import build_partitions
 from depth_pipeline.resources import build_resources
-from depth_pipeline.schedules import build_daily_schedule
+from depth_pipeline.schedules import build_daily_schedule, build_retention_cleanup_schedule
 from depth_pipeline.sensors import (
     build_cleanup_sensor,
     build_gap_sensor,
@@ -39,7 +39,10 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
     return dg.Definitions(
         assets=[*stream_assets, merged, *derived],
         jobs=[daily_job, cleanup_job],
-        schedules=[build_daily_schedule(config, daily_job)],
+        schedules=[
+            build_daily_schedule(config, daily_job),
+            build_retention_cleanup_schedule(config, cleanup_job),
+        ],
         sensors=[
             build_raw_arrival_sensor(config),
             build_gap_sensor(config, notifier),

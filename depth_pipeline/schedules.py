@@ -33,3 +33,39 @@ def build_daily_schedule(config: PipelineConfig, job: UnresolvedAssetJobDefiniti
         ]
 
     return depth_daily_schedule
+
+
+def build_retention_cleanup_schedule(
+    config: PipelineConfig, cleanup_job: dg.JobDefinition
+) -> dg.ScheduleDefinition:
+    """With ``DEPTH_RAW_RETENTION_DAYS`` > 0, the cleanup right after a merge keeps the raw objects; this
+    schedule runs the (still fully gated) cleanup again once their retention is over."""
+
+    @dg.schedule(
+        name="depth_retention_cleanup_schedule",
+        job=cleanup_job,
+        cron_schedule=f"{config.schedule_minute} {(config.schedule_hour + 2) % 24} * * *",
+        execution_timezone="UTC",
+        description="Gated cleanup of the symbol-days whose raw-object retention ended (only when "
+        "DEPTH_RAW_RETENTION_DAYS > 0).",
+    )
+    def depth_retention_cleanup_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        if config.retention_days <= 0:
+            return dg.SkipReason(
+                "DEPTH_RAW_RETENTION_DAYS is 0: the cleanup after each merge deletes at once"
+            )
+        tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        lag = int(config.retention_days) + (0 if config.retention_days.is_integer() else 1) + 1
+        day = (tick.astimezone(dt.UTC).date() - dt.timedelta(days=lag)).isoformat()
+        return [
+            dg.RunRequest(
+                run_key=f"retention-cleanup:{day}|{symbol}",
+                partition_key=str(partition_key(day, symbol)),
+                tags={TAG_KIND: "cleanup"},
+            )
+            for symbol in config.symbols
+        ]
+
+    return depth_retention_cleanup_schedule

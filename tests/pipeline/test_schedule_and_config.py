@@ -30,6 +30,21 @@ def test_schedule_requests_previous_day_one_run_per_symbol(
     assert len({r.run_key for r in requests}) == 2
 
 
+def test_retention_cleanup_schedule_requests_days_past_retention(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    tick = dt.datetime(2026, 11, 25, 2, 30, tzinfo=dt.UTC)
+    for retention, expected in ((0.0, None), (1.0, "2026-11-23"), (2.5, "2026-11-21")):
+        config = PipelineConfig(store_url=str(tmp_path), symbols=("BTCUSDT",), retention_days=retention)
+        repository = build_definitions(config).get_repository_def()
+        schedule = repository.get_schedule_def("depth_retention_cleanup_schedule")
+        context = dg.build_schedule_context(
+            instance=dagster_instance, scheduled_execution_time=tick, repository_def=repository
+        )
+        requests = schedule.evaluate_tick(context).run_requests or []
+        assert [r.partition_key for r in requests] == ([] if expected is None else [f"{expected}|BTCUSDT"])
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

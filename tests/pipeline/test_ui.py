@@ -131,12 +131,11 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
         "late_data_sensor": "STANDARD",
         "cleanup_after_merge_sensor": "RUN_STATUS",
     }
-    (schedule,) = repo["schedules"]
-    assert (schedule["name"], schedule["cronSchedule"], schedule["executionTimezone"]) == (
-        "depth_daily_schedule",
-        "30 0 * * *",
-        "UTC",
-    )
+    schedules = {s["name"]: (s["cronSchedule"], s["executionTimezone"]) for s in repo["schedules"]}
+    assert schedules == {
+        "depth_daily_schedule": ("30 0 * * *", "UTC"),
+        "depth_retention_cleanup_schedule": ("30 2 * * *", "UTC"),
+    }
     assert {"depth_daily", "depth_cleanup"} <= {j["name"] for j in repo["jobs"]}
 
 
