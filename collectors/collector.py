@@ -132,6 +132,7 @@ class Collector:
         self.server_shutdowns = 0
         self._snapshot_q: asyncio.Queue[tuple[SymbolState, str]] = asyncio.Queue()
         self._snapshot_queued: dict[str, list[str]] = {}
+        self.snapshot_in_flight: str | None = None
         self.clock_offset_s: float | None = None
         self.clock_rtt_s: float | None = None
         self.clock_warnings = 0
@@ -585,45 +586,59 @@ class Collector:
         while not self.stop_event.is_set():
             st, reason = await self._snapshot_q.get()
             reason = ",".join(self._snapshot_queued.pop(st.symbol, [reason]))
+            self.snapshot_in_flight = st.symbol
             try:
-                resp = await self.rest.snapshot(st.symbol, limit)
-            except InvalidSymbolError as exc:
-                st.snapshot_errors += 1
-                self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
-                if not st.first_snapshot_done:
-                    self.fatal(EXIT_INVALID_SYMBOL, f"symbol {st.symbol} is not known to the exchange ({exc})")
-                    return
-                logs.error("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc))
-                continue
-            except RestError as exc:
-                st.snapshot_errors += 1
-                self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
-                logs.warning("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status)
-                asyncio.get_running_loop().call_later(
-                    2.0 if exc.status not in (429, 418) else 0.1, self._retry_snapshot, st, reason
-                )
-                continue
-            body = resp.body.rstrip(b"\r\n")
-            last_update_id = int_field(body, b'"lastUpdateId":')
-            if b"\n" in body or b"\r" in body:
-                self.note(st, "snapshot_error", reason=reason, error="snapshot body contains CR or LF")
-                continue
-            st.snapshots += 1
-            st.first_snapshot_done = True
-            self.note(
-                st,
-                "snapshot",
-                reason=reason,
-                limit=limit,
-                sent_ns=resp.sent_ns,
-                received_ns=resp.received_ns,
-                last_update_id=last_update_id,
-                bytes=len(body),
+                await self._take_snapshot(st, reason, limit)
+            finally:
+                self.snapshot_in_flight = None
+
+    @property
+    def snapshots_pending(self) -> int:
+        """Snapshots queued or in flight (0 when the REST side is idle)."""
+        return len(self._snapshot_queued) + (self.snapshot_in_flight is not None)
+
+    async def _take_snapshot(self, st: SymbolState, reason: str, limit: int) -> None:
+        """One snapshot: the body as an S line after its note; failures are noted and retried."""
+        try:
+            resp = await self.rest.snapshot(st.symbol, limit)
+        except InvalidSymbolError as exc:
+            st.snapshot_errors += 1
+            self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
+            if not st.first_snapshot_done:
+                self.fatal(EXIT_INVALID_SYMBOL, f"symbol {st.symbol} is not known to the exchange ({exc})")
+                return
+            logs.error("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc))
+            return
+        except RestError as exc:
+            st.snapshot_errors += 1
+            self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
+            logs.warning("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status)
+            asyncio.get_running_loop().call_later(
+                2.0 if exc.status not in (429, 418) else 0.1, self._retry_snapshot, st, reason
             )
-            # the line's time is taken now, on the loop thread, so journal times never go backwards (the
-            # converter relies on it); the HTTP round trip's own times are in the note above
-            self.spool.append(b"%s%d S %s\n" % (st.prefix, time.time_ns(), body))
-            logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
+            return
+        body = resp.body.rstrip(b"\r\n")
+        last_update_id = int_field(body, b'"lastUpdateId":')
+        if b"\n" in body or b"\r" in body:
+            # kept whole (JSON-escaped) in the note: a raw line cannot hold it, and nothing is dropped
+            self.note(st, "snapshot_error", reason=reason, error="snapshot body contains CR or LF", text=body.decode(errors="replace"))
+            return
+        st.snapshots += 1
+        st.first_snapshot_done = True
+        self.note(
+            st,
+            "snapshot",
+            reason=reason,
+            limit=limit,
+            sent_ns=resp.sent_ns,
+            received_ns=resp.received_ns,
+            last_update_id=last_update_id,
+            bytes=len(body),
+        )
+        # the line's time is taken now, on the loop thread, so journal times never go backwards (the
+        # converter relies on it); the HTTP round trip's own times are in the note above
+        self.spool.append(b"%s%d S %s\n" % (st.prefix, time.time_ns(), body))
+        logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
 
     def _retry_snapshot(self, st: SymbolState, reason: str) -> None:
         if not self.stop_event.is_set():

@@ -47,6 +47,11 @@ def wait_messages(c: InProcessCollector, more: int, timeout: float = 20) -> None
     wait_until(f"{more} more depth frames", lambda: depth_count(c) >= target, timeout)
 
 
+def wait_snapshots_done(c: InProcessCollector) -> None:
+    """Snapshots requested so far (after a gap, a reconnect) have been taken or failed."""
+    wait_until("queued snapshots", lambda: c.collector.snapshots_pending == 0, 30)
+
+
 def stop_and_read(c: InProcessCollector, cfg: CollectorConfig) -> dict[str, Any]:
     assert c.stop() == 0
     assert c.collector.shutdown_report["uploaded_all"] is True
@@ -111,6 +116,7 @@ def test_abrupt_close_reconnects_records_gap_and_snapshots(
         sim.control.fault("close", ours[0])
         wait_until("a reconnect", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
         wait_messages(c, 30)
+        wait_snapshots_done(c)
         stored = stop_and_read(c, cfg)
     finally:
         bystander.close()
@@ -135,6 +141,7 @@ def test_stall_is_detected_and_the_connection_replaced(
     simulator.control.fault("stall", "all", seconds=4)
     wait_until("a reconnect after the stall", lambda: c.collector.reconnects["unplanned"] >= 1, 20)
     wait_messages(c, 20)
+    wait_snapshots_done(c)
     stored = stop_and_read(c, cfg)
     for symbol in ("BTCUSDT", "ETHUSDT"):
         cmp = check_symbol(simulator, stored, symbol, expect_loss=True)
@@ -174,6 +181,7 @@ def test_silent_drop_is_detected_snapshotted_and_collection_continues(
     sim.control.fault("drop_ids", "all", symbol="BTCUSDT", from_id=last + 10 * step, to_id=last + 20 * step)
     wait_until("the gap", lambda: c.collector.symbols["BTCUSDT"].continuity.gaps >= 1, 20)
     wait_messages(c, 20)
+    wait_snapshots_done(c)
     assert c.collector.reconnects["unplanned"] == 0
     stored = stop_and_read(c, cfg)
     cmp = check_symbol(sim, stored, "BTCUSDT", expect_loss=True)
@@ -338,6 +346,7 @@ def test_spool_budget_exhausted_is_counted_noted_and_recovers(
     blocker.unlink()  # the store is back: the spool drains and accepts again
     wait_until("the overflow note", lambda: c.collector._dropped_seen > 0, 30)
     wait_messages(c, 10)
+    wait_snapshots_done(c)
     assert c.exit_code is None
     cfg_store = str(blocker / "store")
     assert c.stop() == 0
