@@ -26,6 +26,7 @@ import polars as pl
 
 from depth_core.raw_format import RawObjectContent, decode_lines
 
+_fast_zlib: Any
 try:  # ISA-L inflate: the same output as zlib at about half the CPU (a dependency; zlib if it is missing)
     from isal import isal_zlib as _fast_zlib
 except ImportError:  # pragma: no cover - isal is in the dependencies
