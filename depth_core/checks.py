@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -69,6 +70,76 @@ def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     k, v = keys[order], values[order]
     idx = np.clip(np.searchsorted(k, at), 0, len(k) - 1)
     return np.where(k[idx] == at, v[idx], 0.0)
+
+
+DENSE_ASOF_MAX_SPAN = 1 << 22  # level keys a chunk may span for the dense as-of table (32 MiB of float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _asof_dense(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray,
+                q_order: np.ndarray, k0: int, span: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Per query: the quantity the last chunk row of its level with ``m_b <= q_b`` set (NaN: none).
+
+    One pass: the chunk rows (``m_b`` non-decreasing) are applied to a dense table of level keys up to each
+    query's event end, queries taken in ``q_b`` order; linear, no sort of the chunk.
+    """
+    table = np.full(span, np.nan)
+    out = np.full(q_key.shape[0], np.nan)
+    r = 0
+    n = m_key.shape[0]
+    for t in range(q_order.shape[0]):
+        j = q_order[t]
+        b = q_b[j]
+        while r < n and m_b[r] <= b:
+            table[m_key[r] - k0] = m_q[r]
+            r += 1
+        k = q_key[j] - k0
+        if 0 <= k < span:
+            out[j] = table[k]
+    return out
+
+
+def _asof_sorted(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray,
+                 q_b: np.ndarray) -> np.ndarray:
+    """The same lookup by sorting (any key span, rows in any order); NaN where the chunk never set it."""
+    uniq, m_dense = np.unique(m_key, return_inverse=True)
+    b0 = int(min(m_b.min(), q_b.min()))
+    m_comp = (m_dense.astype(np.int64) << 40) | (m_b - b0)
+    order = np.argsort(m_comp, kind="stable")  # stable: the later row of one event wins below
+    m_comp, m_q_sorted = m_comp[order], m_q[order]
+    q_dense = np.clip(np.searchsorted(uniq, q_key), 0, len(uniq) - 1)
+    known = uniq[q_dense] == q_key
+    q_comp = (q_dense << 40) | (q_b - b0)
+    q_order = np.argsort(q_comp)  # sorted queries search much faster
+    pos = np.empty(len(q_comp), np.int64)
+    pos[q_order] = np.searchsorted(m_comp, q_comp[q_order], side="right") - 1
+    hit = known & (pos >= 0) & ((m_comp[np.maximum(pos, 0)] >> 40) == q_dense)
+    return np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
+
+
+def asof_levels(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray,
+                q_b: np.ndarray) -> np.ndarray:
+    """For each query (level key, event end b): the last quantity the chunk rows set for that level at or
+    before b (rows in order; NaN where none did). Dense and linear when the chunk's rows are in id order and
+    its level keys span a bounded range (always, in a merged chunk); else by sorting."""
+    if len(q_key) == 0:
+        return np.zeros(0)
+    if len(m_key) == 0:
+        return np.full(len(q_key), np.nan)
+    # keys are 2 * ticks + is_bid at the symbol's decimals (sparse: 8 decimals, tick 0.01); make them dense
+    # by the chunk's own tick step (gcd of the price differences) before the table lookup
+    m_ticks = m_key >> 1
+    t0 = int(m_ticks.min())
+    step = int(np.gcd.reduce(m_ticks - t0)) or 1
+    m_dense = ((m_ticks - t0) // step) * 2 + (m_key & 1)
+    span = int(m_dense.max()) + 1
+    if span <= DENSE_ASOF_MAX_SPAN and bool(np.all(m_b[1:] >= m_b[:-1])):
+        q_ticks = q_key >> 1
+        on_grid = (q_ticks >= t0) & ((q_ticks - t0) % step == 0)
+        q_dense = np.where(on_grid, ((q_ticks - t0) // step) * 2 + (q_key & 1), -1)
+        q_order = np.argsort(q_b, kind="stable")
+        return _asof_dense(m_dense, m_b, m_q, q_dense, q_b, q_order, 0, span)
+    return _asof_sorted(m_key, m_b, m_q, q_key, q_b)
 
 
 class MergeChecker:
@@ -226,23 +297,10 @@ class MergeChecker:
                 return
         # as-of lookup in numpy: (level key, event end) -> last quantity the chunk set at or before that end
         m_key = self._level_keys(rows["side"], rows["price"])
-        m_b = rows["last_update_id"].to_numpy()
-        m_q = rows["qty"].to_numpy()
         q_key = self._level_keys(other["side"], other["price"])
-        q_b = other["b"].to_numpy()
-        uniq, m_dense = np.unique(m_key, return_inverse=True)
-        b0 = int(min(m_b.min(), q_b.min()))
-        m_comp = (m_dense.astype(np.int64) << 40) | (m_b - b0)
-        order = np.argsort(m_comp, kind="stable")  # stable: the later row of one event wins below
-        m_comp, m_q_sorted = m_comp[order], m_q[order]
-        q_dense = np.clip(np.searchsorted(uniq, q_key), 0, len(uniq) - 1)
-        known = uniq[q_dense] == q_key
-        q_comp = (q_dense << 40) | (q_b - b0)
-        q_order = np.argsort(q_comp)  # sorted queries search much faster
-        pos = np.empty(len(q_comp), np.int64)
-        pos[q_order] = np.searchsorted(m_comp, q_comp[q_order], side="right") - 1
-        hit = known & (pos >= 0) & ((m_comp[np.maximum(pos, 0)] >> 40) == q_dense)
-        replay = np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
+        replay = asof_levels(m_key, rows["last_update_id"].to_numpy(), rows["qty"].to_numpy(), q_key,
+                             other["b"].to_numpy())
+        hit = ~np.isnan(replay)
         if (~hit).any():
             # not set in this chunk before b: the book at the chunk start (empty if the chunk opens an image)
             if opens_with_image:
