@@ -496,8 +496,13 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.wake.wait(), timeout)
 
-    def _overlapped(self, old: Connection, new: Connection) -> bool:
-        """True when, for every symbol, the new connection's first event chains onto the old one's ids."""
+    def _overlapped(self, old: Connection, new: Connection, baseline: dict[bytes, int | None], quiet: bool) -> bool:
+        """True when, for every symbol, the new connection's first event chains onto the old one's ids.
+
+        A symbol with no event on either connection since the new one opened (``baseline``: the old
+        one's last ids then) has nothing in flight once ``quiet`` (a grace period has passed), so it
+        does not hold the switch up.
+        """
         for name, new_cs in new.streams.items():
             if not new_cs.is_depth:
                 continue
@@ -505,7 +510,11 @@ class Collector:
             old_last = old_cs.last_id if old_cs is not None else None
             if old_last is None:
                 continue  # the old connection never saw this symbol: nothing to hand over
-            if new_cs.first_start is None or new_cs.first_start > old_last + 1:
+            if new_cs.first_start is None:
+                if quiet and old_last == baseline.get(name):
+                    continue
+                return False
+            if new_cs.first_start > old_last + 1:
                 return False
         return True
 
@@ -523,10 +532,13 @@ class Collector:
         new.primary = False
         self._connected(group, new, f"planned_{reason}")
         new_reader = asyncio.create_task(self._read(new), name=f"reader-{new.conn_id}")
-        deadline = time.monotonic() + self.config.overlap_timeout
+        opened = time.monotonic()
+        deadline = opened + self.config.overlap_timeout
+        quiet_after = opened + min(2.0, self.config.overlap_timeout / 2)
+        baseline = {name: cs.last_id for name, cs in old.streams.items()}
         overlapped = False
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            if self._overlapped(old, new):
+            if self._overlapped(old, new, baseline, time.monotonic() >= quiet_after):
                 overlapped = True
                 break
             if new.closed.is_set():

@@ -371,3 +371,24 @@ def test_unreachable_store_at_shutdown_gives_up_after_the_grace_and_reports(
     left = list((cfg.spool_dir / "outbox").rglob("*.ndjson.gz"))
     assert len(left) == report["pending_objects"]
     assert not list((cfg.spool_dir / "journal").glob("*.jnl"))  # all flushed and converted
+
+
+def test_planned_reconnect_of_quiet_symbols_does_not_wait_for_an_event(
+    simulator: SimulatorThread, in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    cfg = config_for(simulator, tmp_path, "--overlap-timeout", "60")
+    c = in_process_collector(cfg)
+    wait_messages(c, 20)
+    simulator.control.pause()  # no events at all: nothing can be in flight on the old connection
+    try:
+        frames_before = c.collector.symbols["BTCUSDT"].messages
+        simulator.control.fault("shutdown_notice", "all")
+        wait_until("the planned reconnect", lambda: c.collector.reconnects["planned"] >= 1, 30)
+        assert c.collector.symbols["BTCUSDT"].messages == frames_before
+    finally:
+        simulator.control.resume()
+    wait_messages(c, 20)
+    stored = stop_and_read(c, cfg)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        check_symbol(simulator, stored, symbol, expect_loss=False)
+        assert not notes(stored[symbol], "gap")
