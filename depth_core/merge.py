@@ -15,6 +15,7 @@ streams by event number (row-group statistics prune the reads).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -575,44 +576,30 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     last_e_ms: int | None = None
     last_recv: int | None = None
     preview: pl.DataFrame | None = None
-    for fi, (a, b) in enumerate(bounds):
-        frames: list[pl.DataFrame] = []
-        sl = slice(a, b)
-        kinds = plan.kind[sl]
-        for si, s in enumerate(inputs):
-            ch = chosen[si]
-            pos_col = ch["pos"].to_numpy()
-            lo_i, hi_i = np.searchsorted(pos_col, [a, b])
-            if hi_i > lo_i:
-                frames.append(_event_rows(store, market, symbol, date, s, ch.slice(int(lo_i), int(hi_i - lo_i))))
-        for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
-            p = a + k
-            if plan.kind[p] == KIND_CARRY:
-                assert carry is not None
-                frames.append(_image_rows(p, symbol, carry.book, int(plan.update_id[p]), day_start_ms, None,
-                                          day_start_ms * 10**6, f"carry:{carry.date}"))
-            else:
-                s = inputs[int(plan.stream[p])]
-                snap = int(plan.ref[p])
-                head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
-                lv = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
-                e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
-                frames.append(_image_rows(p, symbol, lv, int(plan.update_id[p]), int(e_ms), head["T"],
-                                          int(head["receive_ns"]), f"snapshot:{s.stream}"))
-        chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
-        out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
-        checker.on_chunk(out, a, counts[a:b],
-                         _other_batchings(store, market, symbol, date, inputs, plan, a, b))
-        key = f"{prefix}part-{fi:05d}.parquet"
-        put_parquet(store, key, out, row_group_size=ROW_GROUP)
-        written.append(key)
-        report.rows += out.height
-        report.image_rows += int(out["is_snapshot"].sum())
-        if preview is None:
-            preview = out.head(20)
-        if out.height:
-            last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
-            last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
+    # one writer thread: pyarrow's encode + zstd (GIL released) of file k overlaps building and checking
+    # file k+1; at most one file in flight, so memory stays at two chunks
+    writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="depth-merge-write")
+    pending: cf.Future[Any] | None = None
+    try:
+        for fi, (a, b) in enumerate(bounds):
+            out = _build_file(store, market, symbol, date, inputs, plan, carry, chosen, checker, counts,
+                              day_start_ms, a, b)
+            key = f"{prefix}part-{fi:05d}.parquet"
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(put_parquet, store, key, out, ROW_GROUP)
+            written.append(key)
+            report.rows += out.height
+            report.image_rows += int(out["is_snapshot"].sum())
+            if preview is None:
+                preview = out.head(20)
+            if out.height:
+                last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
+                last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
+        if pending is not None:
+            pending.result()
+    finally:
+        writer.shutdown(wait=True)
     report.files = written
     report.preview = preview
     report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
@@ -640,6 +627,40 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     put_json(store, report.manifest_key, build_manifest(report, inputs, plan, written))
     replace_prefix(store, prefix, {*written, report.manifest_key})
     return report
+
+
+def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inputs: Sequence[StreamInput],
+                plan: Plan, carry: CarryState | None, chosen: list[pl.DataFrame], checker: MergeChecker,
+                counts: np.ndarray, day_start_ms: int, a: int, b: int) -> pl.DataFrame:
+    """The merged rows of plan items a..b (one output file), checked; the caller writes them."""
+    frames: list[pl.DataFrame] = []
+    sl = slice(a, b)
+    kinds = plan.kind[sl]
+    for si, s in enumerate(inputs):
+        ch = chosen[si]
+        pos_col = ch["pos"].to_numpy()
+        lo_i, hi_i = np.searchsorted(pos_col, [a, b])
+        if hi_i > lo_i:
+            frames.append(_event_rows(store, market, symbol, date, s, ch.slice(int(lo_i), int(hi_i - lo_i))))
+    for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
+        p = a + k
+        if plan.kind[p] == KIND_CARRY:
+            assert carry is not None
+            frames.append(_image_rows(p, symbol, carry.book, int(plan.update_id[p]), day_start_ms, None,
+                                      day_start_ms * 10**6, f"carry:{carry.date}"))
+        else:
+            s = inputs[int(plan.stream[p])]
+            snap = int(plan.ref[p])
+            head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
+            lv = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
+            e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
+            frames.append(_image_rows(p, symbol, lv, int(plan.update_id[p]), int(e_ms), head["T"],
+                                      int(head["receive_ns"]), f"snapshot:{s.stream}"))
+    chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
+    out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+    checker.on_chunk(out, a, counts[a:b],
+                     _other_batchings(store, market, symbol, date, inputs, plan, a, b))
+    return out
 
 
 def _chunk_bounds(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
