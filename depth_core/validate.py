@@ -227,10 +227,13 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
                 (pl.col("obj") + base_obj).alias("obj"),
             )
             if in_day.height:
-                lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
-                                       on="ev", how="inner", maintain_order="left")
-                price_dec.update(dict(lv.group_by("price_dec").len().iter_rows()))
-                qty_dec.update(dict(lv.group_by("qty_dec").len().iter_rows()))
+                if in_day.height == ev.height:  # the usual batch, all of day D: renumbering is a shift
+                    lv = chunk.levels.with_columns((pl.col("ev") + n_events).alias("gev"))
+                else:
+                    lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
+                                           on="ev", how="inner", maintain_order="left")
+                _count_small(price_dec, lv["price_dec"])
+                _count_small(qty_dec, lv["qty_dec"])
                 lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
                 key = levels_part_key(market, stream, symbol, date, part)
                 writes.append(pool.submit(put_parquet, store, key, lv, 131_072, True))
@@ -315,6 +318,19 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     written.add(prefix + REPORT_FILE)
     replace_prefix(store, prefix, written)
     return report
+
+
+def _count_small(counter: Counter[int], values: pl.Series) -> None:
+    """Add the counts of small non-negative ints (decimals) to ``counter``: one bincount pass, no hashing."""
+    if not len(values):
+        return
+    arr = values.to_numpy()
+    if values.null_count() == 0 and int(arr.min()) >= 0:
+        for v, n in enumerate(np.bincount(arr.astype(np.int64)).tolist()):
+            if n:
+                counter[v] += n
+    else:
+        counter.update(dict(values.value_counts().iter_rows()))
 
 
 def _reason_class(reason: str) -> str:
