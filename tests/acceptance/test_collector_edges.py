@@ -18,7 +18,8 @@ from collectors.config import DEFAULT_REST_URL, DEFAULT_WS_URL, FLAGS
 from depth_core.raw_format import LineKind, RawLine, RawObjectKey, read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
-from tests.fixtures.collector import CollectorProcess, depth_events, wait_until
+from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, wait_until
+from tests.fixtures.tcp_proxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_FLAGS = {
@@ -35,8 +36,9 @@ SPEC_FLAGS_WITHOUT_NAMED_ENV = (
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The test process environment without any DEPTH_* variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTH_")}
+    """The test process environment without the collector's flag variables, plus ``extra``."""
+    flag_envs = {f.env for f in FLAGS}
+    env = {k: v for k, v in os.environ.items() if k not in flag_envs}
     env.update(XDG_STATE_HOME=str(tmp_path / "state"), PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -200,3 +202,49 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
         assert proc.wait(30) == 0
     finally:
         proc.stop_quietly()
+
+
+def test_store_unreachable_at_sigterm_exit_0_spool_kept_reported_and_uploaded_first_next_start(
+    tmp_path: Path, make_simulator: Callable[..., SimulatorThread], s3_behind_proxy: tuple[str, TcpProxy]
+) -> None:
+    store_url, proxy = s3_behind_proxy
+    sim = make_simulator(symbols=["BTCUSDT"])
+    env = clean_env(tmp_path)
+    args = ["--collector-id", "acc-s3", "--symbols", "BTCUSDT", "--store", store_url, "--ws-url", sim.ws_url,
+            "--rest-url", sim.rest_url, "--spool-dir", str(tmp_path / "spool"), "--flush-seconds", "1",
+            "--shutdown-grace", "2", "--metrics-port", "0"]
+    first = CollectorProcess(args, env, tmp_path / "s3-1.log").start()
+    second = CollectorProcess(args, env, tmp_path / "s3-2.log")
+    try:
+        url = first.wait_for_event("metrics_listening", timeout=30)[0]["url"]
+        first.wait_for_event("snapshot", timeout=30)
+        proxy.set_mode("refuse")
+        sim.control.pause()
+        sent = lambda: sum(c["sent"] for c in sim.control.connections())  # noqa: E731
+        received = wait_until(
+            "every sent frame received",
+            lambda: (m := metric_values(url, "depth_collector_messages_total")) and sum(m.values()) == sent() and m,
+            timeout=20,
+        )["BTCUSDT"]
+        first.terminate()
+        assert first.wait(30) == 0
+        left = first.find_events("stopped_with_spool_left")
+        assert left and left[0]["pending_objects"] > 0, first.output()[-2000:]
+
+        proxy.set_mode("pass")
+        second.start()
+        second.wait_for_event("spool_leftovers", timeout=30)
+        stored = wait_until(
+            "the spool of the first run uploaded by the second",
+            lambda: (ev := depth_events(read_stored(store_url, "spot", "acc-s3").get("BTCUSDT", [])))
+            and len(ev) >= received
+            and ev,
+            timeout=30,
+        )
+        assert len(stored) == received
+        assert all(b.first_id == a.last_id + 1 for a, b in itertools.pairwise(stored))
+        second.terminate()
+        assert second.wait(30) == 0
+    finally:
+        first.stop_quietly()
+        second.stop_quietly()
