@@ -27,9 +27,7 @@ decimal_text = st.builds(
     st.integers(0, 10**7), st.integers(0, 10**8), st.integers(0, 8))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(decimal_text, decimal_text), min_size=1, max_size=20))
-def test_decimals_parse_to_the_nearest_double_and_round_trip(levels: list[tuple[str, str]]) -> None:
+def _assert_parsed_exactly(levels: list[tuple[str, str]]) -> None:
     data = lines((1, LineKind.DEPTH, depth(1, 2, [list(x) for x in levels], [])))
     chunk = parse_objects([data], "BTCUSDT")
     assert chunk.events.height == 1 and not chunk.quarantine
@@ -39,6 +37,25 @@ def test_decimals_parse_to_the_nearest_double_and_round_trip(levels: list[tuple[
         assert p == float(p_text) and q == float(q_text)
         assert f"{p:.{pd}f}" == p_text
     assert len(round_trip_failures(got["price"].to_numpy(), int(got["price_dec"].max()))) == 0  # type: ignore[arg-type]
+
+
+# fewer examples with up to 200 levels each: as many levels checked as 200 examples of up to 20, 1/4 of the parses
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(decimal_text, decimal_text), min_size=1, max_size=200))
+def test_decimals_parse_to_the_nearest_double_and_round_trip(levels: list[tuple[str, str]]) -> None:
+    _assert_parsed_exactly(levels)
+
+
+def test_many_random_decimals_parse_exactly_in_one_frame() -> None:
+    """A seeded sweep over every decimals count 0..8 and magnitudes up to 10**7 (20,000 levels, one parse)."""
+    rng = np.random.default_rng(11)
+    levels = []
+    for _ in range(20_000):
+        places = int(rng.integers(0, 9))
+        whole, frac = int(rng.integers(0, 10**7)), int(rng.integers(0, 10**8))
+        text = f"{whole}.{str(frac).zfill(places)[:places]}" if places else str(whole)
+        levels.append((text, text))
+    _assert_parsed_exactly(levels)
 
 
 def test_round_trip_check_catches_a_value_off_by_one_ulp() -> None:
