@@ -1,8 +1,8 @@
 """gzip codecs on raw-object text: what compression costs the collector per message, and gunzip the pipeline.
 
 Child: ``python -m benchmarks.bench_codec STORE``: compresses ~16 MB of the generated day's raw lines
-with zlib (levels 1, 3 = the collector's default, 6) and, when installed, ISA-L (``isal.igzip``, the
-``bench`` extra), and reports MB/s, ratio and µs per 1.5 KB frame. Every output is standard gzip.
+with zlib (levels 1, 3 = the collector's default level, 6) and, when installed, ISA-L (``isal.igzip``,
+a project dependency), and reports MB/s, ratio and µs per 1.5 KB frame. Every output is standard gzip.
 """
 
 from __future__ import annotations

@@ -160,10 +160,10 @@ class Bench:
         try:
             import isal  # noqa: F401
 
-            isal_note = "importable (`bench` extra): the collector compresses with ISA-L"
+            isal_note = "importable: the collector compresses and the pipeline decompresses with ISA-L"
         except ImportError:
-            isal_note = "not installed: the collector compresses with zlib"
-        lines.append(f"- `isal` in this run: {isal_note}; a default `make install` has no `isal`.")
+            isal_note = "not installed: the collector and the pipeline fall back to zlib"
+        lines.append(f"- `isal` in this run: {isal_note}.")
         lines.append(
             "- cryptofeed accepts only `wss://` addresses (`connection.py`: \"must be a wss address\"), so it "
             "gets the same frames over TLS from the same sender (self-signed certificate via `SSL_CERT_FILE`), "
@@ -368,7 +368,7 @@ class Bench:
             lines.append(f"| {c['codec']} | {c['compress_mb_s']:.0f} | {c['ratio']:.2f} | {c['us_per_frame']:.1f} | "
                          f"{c['decompress_mb_s']:.0f} |")
         if not any("ISA-L" in c["codec"] for c in r["codecs"]):
-            lines += ["", "ISA-L not installed: `pip install '.[bench]'` adds `isal`."]
+            lines += ["", "ISA-L (`isal`, a project dependency) is not installed in this environment."]
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ scaling
