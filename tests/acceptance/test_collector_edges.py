@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import re
@@ -94,6 +95,9 @@ def test_defaults_are_binance_public_endpoints() -> None:
         (["--collector-id", "eu-1", "--symbols", "BTC-USDT"], {}, "--symbols"),
         (["--collector-id", "eu-1", "--symbols", "B"], {}, "--symbols"),
         (["--collector-id", "eu-1", "--market", "coinm"], {}, "--market"),
+        (["--collector-id", "eu-1"], {"DEPTH_MARKET": "coinm"}, "--market"),
+        (["--collector-id", "eu-1"], {"DEPTH_WS_URL": "http://not-a-websocket"}, "--ws-url"),
+        (["--collector-id", "eu-1", "--speed", "250ms"], {}, "--speed"),
     ],
 )
 def test_bad_values_exit_2_with_a_message_naming_the_flag(
@@ -164,8 +168,17 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
     keys = [RawObjectKey.parse(i.key) for i in store.list("raw/")]
     assert keys and {k.stream for k in keys} == {"acc-1"} and {k.market for k in keys} == {"spot"}
     per_symbol: dict[str, list[RawLine]] = {}
+    key_pattern = re.compile(
+        r"raw/market=spot/stream=acc-1/symbol=(BTCUSDT|ETHUSDT)/date=(\d{4}-\d{2}-\d{2})/"
+        r"(\d{19})-[0-9a-z]{1,16}-\d{8}\.ndjson\.gz"
+    )
     for key in keys:
+        match = key_pattern.fullmatch(key.key)
+        assert match, f"{key.key} does not follow docs/raw-format.md"
+        first_ns = int(match.group(3))
+        assert match.group(2) == dt.datetime.fromtimestamp(first_ns // 10**9, dt.UTC).date().isoformat()
         content = read_raw_object(store.get_bytes(key.key))
+        assert content.lines[0].receive_ns == first_ns
         assert not content.problems
         for line in content.lines:
             if line.kind == LineKind.DEPTH:
@@ -194,8 +207,11 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
     ).start()
     try:
         proc.wait_for_event("snapshot", timeout=30)
+        sim.control.fault("close")  # it reconnects on its own and takes a snapshot after the reconnect
+        proc.wait_for_event("connect", count=2, timeout=30)
+        proc.wait_for_event("snapshot", count=2, timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
-        assert "/y/stream?streams=btcusdt@depth" in requests, requests
+        assert requests.count("/y/stream?streams=btcusdt@depth") == 2, requests
         assert "/y/fapi/v1/depth?symbol=BTCUSDT&limit=1000" in requests, requests
         assert (tmp_path / "spool").is_dir() and not (tmp_path / "unused").exists()
         proc.terminate()
