@@ -27,10 +27,10 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
     events = ex.events([1, 3, 2])
     gap = (int(events[40]["U"]), int(events[50]["u"]))  # type: ignore[call-overload]
     early, late = int(events[55]["u"]), int(events[65]["u"])  # type: ignore[call-overload]
-    eu = stream_lines(ex, events, drop=[gap, (int(events[10]["U"]), int(events[14]["u"]))],  # type: ignore[call-overload]
-                      snapshots=[ex.first_id, late])
-    ap = stream_lines(ex, events, latency_ms=25, drop=[gap, (int(events[80]["U"]), int(events[82]["u"]))],  # type: ignore[call-overload]
-                      snapshots=[ex.first_id, early])
+    eu_drop = (int(events[10]["U"]), int(events[14]["u"]))  # type: ignore[call-overload]
+    ap_drop = (int(events[80]["U"]), int(events[82]["u"]))  # type: ignore[call-overload]
+    eu = stream_lines(ex, events, drop=[gap, eu_drop], snapshots=[ex.first_id, late])
+    ap = stream_lines(ex, events, latency_ms=25, drop=[gap, ap_drop], snapshots=[ex.first_id, early])
     store = open_store(str(tmp_path / "store"))
     write_stream(store, "usdm", "eu-1", ex.symbol, eu, session="eu")
     write_stream(store, "usdm", "ap-1", ex.symbol, ap, session="ap")
@@ -52,13 +52,17 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
     for i, r in images:
         assert int(r["exchange_time"].timestamp() * 1000) == ex.times[r["last_update_id"]], "image E"
         assert receive_ns[i] == int((ex.times[r["last_update_id"]] + 50.0) * 1_000_000)  # as stream_lines wrote it
-    for r in rows:
+    for i, r in enumerate(rows):
         if r["is_snapshot"]:
             continue
         ev = by_u[r["last_update_id"]]
+        # the earliest receive wins: eu-1 (20 ms) unless eu-1 missed it, then ap-1 (25 ms)
+        expected = "ap-1" if eu_drop[0] <= r["last_update_id"] <= eu_drop[1] else "eu-1"
+        assert r["source"] == expected
+        e_ms = int(str(ev["E"]))
+        assert receive_ns[i] == (int((e_ms + 25) * 1_000_000) if expected == "ap-1" else int((e_ms + 20.0) * 1_000_000))
         assert r["first_update_id"] == ev["U"] and r["prev_update_id"] == ev["pu"]
         assert r["transaction_time"] is not None and int(r["transaction_time"].timestamp() * 1000) == ev["T"]
-        assert r["source"] in ("eu-1", "ap-1")
         assert not (gap[0] <= r["last_update_id"] <= early), "nothing between the gap and the re-anchoring image"
 
     # replay: the exchange's book after every event
