@@ -253,7 +253,14 @@ def test_fault_campaign(e2e_system: Callable[..., E2ESystem]) -> None:
     ctl.fault("drop_ids", "all", symbol=SYMBOL, from_id=common_gap[0], to_id=common_gap[1])
     clock.run_for(120)
 
-    # the end: ap-1 and lo-1 stop cleanly; eu-1 stops while its store is down (its tail stays spooled)
+    # the end: ap-1 and lo-1 stop cleanly; eu-1 stops while its store is down (its tail stays spooled).
+    # First eu-1 catches up with the store outage above, so what stays spooled is only its tail (after
+    # ap-1 stopped), not older segments still retrying, which would make the first merge show a gap.
+    def eu_caught_up() -> bool:
+        m = system.metrics("eu-1")
+        return metric_sum(m, "depth_collector_upload_lag_seconds") < 3
+
+    wait_until("eu-1 to catch up on its uploads", lambda: _quietly(eu_caught_up), 90, interval=0.25)
     ap_metrics, ap_session = _stop(system, "ap-1")
     lo_metrics, lo_session = _stop(system, "lo-1")
     system.s3_proxy["eu-1"].set_mode("refuse")
