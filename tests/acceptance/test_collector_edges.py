@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -214,8 +215,9 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
         assert requests.count("/y/stream?streams=btcusdt@depth") == 2, requests
         assert "/y/fapi/v1/depth?symbol=BTCUSDT&limit=1000" in requests, requests
         assert (tmp_path / "spool").is_dir() and not (tmp_path / "unused").exists()
-        proc.terminate()
+        proc.signal(signal.SIGINT)  # SIGINT stops it like SIGTERM
         assert proc.wait(30) == 0
+        assert proc.find_events("stopped"), proc.output()[-2000:]
     finally:
         proc.stop_quietly()
 
