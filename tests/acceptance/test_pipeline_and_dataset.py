@@ -363,6 +363,10 @@ def test_polars_pandas_and_duckdb_read_the_hive_layout(scenario: Scenario) -> No
         f"SELECT count(*), count(DISTINCT date) FROM read_parquet('{glob}', hive_partitioning = true)"
     ).fetchall()[0]
     assert (n, dates) == (total, 2)
+    types = dict(
+        (name, kind) for name, kind, *_ in con.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)").fetchall()
+    )
+    assert types["exchange_time"] == "TIMESTAMP WITH TIME ZONE" and types["receive_time"] == "TIMESTAMPTZ_NS", types
     one_day = pd.read_parquet(root / "market=spot" / "symbol=BTCUSDT" / f"date={DAY_A}")
     assert len(one_day) == len(merged_day(scenario, DAY_A))
     assert str(one_day["receive_time"].dtype) == "datetime64[ns, UTC]"
