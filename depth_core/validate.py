@@ -77,6 +77,7 @@ class RawObjectRead:
     event_dates: list[str]
     events: int = 0  # depth events in the object (all days)
     quarantined: int = 0  # its lines in the quarantine
+    carried: bool = False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class StreamDayReport:
     mixed_decimals_levels: int = 0
     objects: list[RawObjectRead] = field(default_factory=list)
     level_parts: list[str] = field(default_factory=list)
+    files: dict[str, str | None] = field(default_factory=dict)  # etag of each file written (carry-over trust)
     prefix: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +192,12 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     part = 0
     price_dec: Counter[int] = Counter()
     qty_dec: Counter[int] = Counter()
+    # raw objects the cleanup deleted since the last validation: their validated rows are carried over
+    from depth_core.carryover import load_carryover
+
+    carry = load_carryover(store, market, stream, symbol, date, infos)
+    n_events, n_snaps, part = carry.seed(report, events_parts, snaps_parts, snap_lv_parts, quarantine, written,
+                                         price_dec, qty_dec)
     # helper threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the parsing
     with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
         writes: list[cf.Future[ObjectInfo]] = []
@@ -299,7 +307,8 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     snapshots = pl.concat(snaps_parts) if snaps_parts else _empty_snapshots()
     snapshot_levels = pl.concat(snap_lv_parts) if snap_lv_parts else pl.DataFrame(
         schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
-    book_tickers = pl.concat(bt_parts) if bt_parts else pl.DataFrame(schema=_bt_schema())
+    book_tickers = carry.union_book_tickers(pl.concat(bt_parts) if bt_parts else pl.DataFrame(schema=_bt_schema()))
+    meta_rows = carry.union_meta(meta_rows)
     report.snapshots = snapshots.height
     report.book_tickers = book_tickers.height
     report.meta_lines = len(meta_rows)
@@ -312,7 +321,7 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
         (QUARANTINE_FILE, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA)),
         (META_FILE, pl.DataFrame(meta_rows, schema={"receive_ns": pl.Int64, "text": pl.Binary}, orient="row")),
     ):
-        put_parquet(store, prefix + name, frame)
+        report.files[name] = put_parquet(store, prefix + name, frame).etag
         written.add(prefix + name)
     put_json(store, prefix + REPORT_FILE, report.to_dict())
     written.add(prefix + REPORT_FILE)
