@@ -135,6 +135,7 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
     try:
         url = proc.wait_for_event("metrics_listening", timeout=30)[0]["url"]
         proc.wait_for_event("snapshot", count=2, timeout=30)
+        proc.wait_for_event("snapshot", lambda e: e.get("reason") == "interval", timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         ws_paths = [p for p in requests if "/stream" in p]
         assert ws_paths and ws_paths[0] == "/x/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms", requests
@@ -203,7 +204,7 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
     proc = CollectorProcess(
         ["--collector-id", "acc-u", "--symbols", "btcusdt", "--store", str(tmp_path / "store"), "--market", "usdm",
          "--speed", "1000ms", "--ws-url", sim.ws_url + "/y", "--rest-url", sim.rest_url + "/y",
-         "--spool-dir", str(tmp_path / "spool")],
+         "--spool-dir", str(tmp_path / "spool"), "--snapshot-interval", "1"],
         env, tmp_path / "u.log",
     ).start()
     try:
@@ -211,8 +212,10 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
         sim.control.fault("close")  # it reconnects on its own and takes a snapshot after the reconnect
         proc.wait_for_event("connect", count=2, timeout=30)
         proc.wait_for_event("snapshot", count=2, timeout=30)
+        proc.wait_for_event("snapshot", lambda e: e.get("reason") == "interval", timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         assert requests.count("/y/stream?streams=btcusdt@depth") == 2, requests
+        assert any(e.get("reason") == "reconnect" for e in proc.find_events("snapshot")), proc.find_events("snapshot")
         assert "/y/fapi/v1/depth?symbol=BTCUSDT&limit=1000" in requests, requests
         assert (tmp_path / "spool").is_dir() and not (tmp_path / "unused").exists()
         proc.signal(signal.SIGINT)  # SIGINT stops it like SIGTERM
