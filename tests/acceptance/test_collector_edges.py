@@ -136,6 +136,10 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
         url = proc.wait_for_event("metrics_listening", timeout=30)[0]["url"]
         proc.wait_for_event("snapshot", count=2, timeout=30)
         proc.wait_for_event("snapshot", lambda e: e.get("reason") == "interval", timeout=30)
+        last = sim.control.last_update_id("BTCUSDT")
+        sim.control.fault("drop_ids", from_id=last + 1, to_id=last + 30)  # a gap it sees: snapshot after it
+        proc.wait_for_event("gap", timeout=30)
+        proc.wait_for_event("snapshot", lambda e: e.get("reason") == "gap", timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         ws_paths = [p for p in requests if "/stream" in p]
         assert ws_paths and ws_paths[0] == "/x/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms", requests
@@ -213,6 +217,10 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
         proc.wait_for_event("connect", count=2, timeout=30)
         proc.wait_for_event("snapshot", count=2, timeout=30)
         proc.wait_for_event("snapshot", lambda e: e.get("reason") == "interval", timeout=30)
+        last = sim.control.last_update_id("BTCUSDT")
+        sim.control.fault("drop_ids", from_id=last + 1, to_id=last + 30)  # a gap it sees: snapshot after it
+        proc.wait_for_event("gap", timeout=30)
+        proc.wait_for_event("snapshot", lambda e: e.get("reason") == "gap", timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         assert requests.count("/y/stream?streams=btcusdt@depth") == 2, requests
         assert any(e.get("reason") == "reconnect" for e in proc.find_events("snapshot")), proc.find_events("snapshot")
