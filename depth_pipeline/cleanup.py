@@ -257,9 +257,8 @@ def deleted_merged_objects(
 ) -> list[str]:
     """Raw objects the symbol-day's current manifest lists that are no longer in the store.
 
-    They were deleted by the cleanup after a verified merge. Re-validating the day now would rebuild it
-    from the remaining raw objects only and lose their events, so the assets refuse to (the previous
-    merged output stays as it is, and late objects stay in ``raw/``).
+    They were deleted by the cleanup after a verified merge; a re-validation carries their validated rows
+    over (``depth_core/carryover.py``), so this is for reports and tests, not a reason to refuse.
     """
     key = merged_manifest_key(market, symbol, date)
     if store.head(key) is None:

@@ -5,6 +5,11 @@ the pipeline only observes it. ``validated/<stream>`` is that stream's symbol-da
 typed Parquet of the day's events (an event belongs to the UTC day of its exchange time ``E``),
 malformed lines quarantined with their reason, exact duplicates dropped, plus the stream's continuity
 segments, gaps, counts, receive latency and clock offset.
+
+``validated/`` is the durable, verified copy of each stream: the gated cleanup deletes raw objects after a
+verified merge but never validated output. Re-validating a day whose raw objects were deleted (late objects
+arrived, the late-data sensor asked for a re-merge) carries the deleted objects' validated rows over and adds
+a fresh parse of the raw objects present now (``depth_core/carryover.py``), so the re-merged day holds both.
 """
 
 from typing import Any
@@ -13,7 +18,6 @@ import dagster as dg
 import polars as pl
 
 from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
-from depth_pipeline.cleanup import deleted_merged_objects
 from depth_pipeline.keys import raw_key, validated_key
 from depth_pipeline.metadata import PREVIEW_ROWS, frame_preview, report_metadata
 from depth_pipeline.partitions import split_partition_key
@@ -116,20 +120,17 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
     def validated(
         context: dg.AssetExecutionContext, store: DepthStoreResource, settings: DepthSettingsResource
     ) -> dg.MaterializeResult:
-        from depth_core.validate import validate_stream_day  # the core loads only when a run needs it
+        # the core loads only when a run needs it
+        from depth_core.carryover import CarryOverError
+        from depth_core.validate import validate_stream_day
 
         date, symbol = split_partition_key(context.partition_key)
         object_store = store.open()
-        gone = deleted_merged_objects(object_store, settings.market_name, symbol, date, stream)
-        if gone:
-            raise dg.Failure(
-                description=f"{len(gone)} raw objects of {stream} that the previous verified merge of {symbol} "
-                f"{date} consumed were already deleted by the cleanup: re-validating would lose their events. "
-                "The merged day is kept as it is; objects that arrived later stay in raw/ until the core can "
-                "merge them incrementally.",
-                metadata={"deleted_objects": len(gone), "first_deleted": gone[0]},
-            )
-        report = validate_stream_day(object_store, settings.market_name, stream, symbol, date)
+        try:
+            report = validate_stream_day(object_store, settings.market_name, stream, symbol, date)
+        except CarryOverError as exc:  # nothing was written or deleted: the previous output stays as it is
+            raise dg.Failure(description=str(exc)) from exc
+        carried = sum(1 for o in report.objects if o.carried)
         summary = report.to_dict()
         lines_total = int(summary.get("lines_read", 0) or 0)
         results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
@@ -138,13 +139,17 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
             "events": dg.MetadataValue.int(int(report.events)),
             "gap_count": dg.MetadataValue.int(len(summary.get("gaps", []))),
             "objects_read": dg.MetadataValue.int(len(summary.get("objects", []))),
+            "objects_carried_over": dg.MetadataValue.int(carried),
         }
         preview = validated_preview(object_store, summary.get("prefix", ""))
         if preview is not None:
             metadata["preview"] = frame_preview(preview)
-        for name, value in report_metadata(summary, skip=("preview", "objects", "level_parts")).items():
+        for name, value in report_metadata(summary, skip=("preview", "objects", "level_parts", "files")).items():
             metadata.setdefault(name, value)
-        context.log.info(f"validated {stream} {symbol} {date}: {report.events} events")
+        context.log.info(
+            f"validated {stream} {symbol} {date}: {report.events} events"
+            + (f" ({carried} raw objects deleted after a merge carried over from validated/)" if carried else "")
+        )
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
     return validated

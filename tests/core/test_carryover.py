@@ -80,7 +80,7 @@ def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(
     assert sum(o.carried for o in second.objects) == len(deleted)
     assert {o.key for o in second.objects if o.carried} == set(deleted)
     assert second.quarantined == 1 and second.book_tickers == 1 and second.snapshots == 1 and second.meta_lines == 1
-    assert second.levels == first.levels + sum(len(e["b"]) + len(e["a"]) for e in evs[60:80])  # type: ignore[arg-type]
+    assert second.levels == first.levels + sum(len(e["b"]) + len(e["a"]) for e in evs[60:80])  # type: ignore[arg-type, misc]
     _merge(store)
 
     # again: the merge consumed carried and late objects; a second late upload (with a re-sent duplicate)

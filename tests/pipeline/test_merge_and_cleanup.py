@@ -1,22 +1,27 @@
 """A real Dagster instance materializes symbol-days over raw objects written with depth_core.raw_format;
-the gated cleanup deletes only what a verified merge consumed, and late objects trigger a re-merge."""
+the gated cleanup deletes only what a verified merge consumed, and late objects trigger a re-merge that
+holds both the events merged before the cleanup and the late ones."""
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from depth_core.raw_format import LineKind
+from depth_core.schema import merged_day_prefix
+from depth_core.storeio import get_json, read_parquet
+from depth_core.validate import validated_day_prefix
 from depth_pipeline.definitions import build_definitions
 from depth_pipeline.keys import MERGED_DEPTH
 from depth_pipeline.resources import build_resources
 from depth_pipeline.sensors import merged_partitions_of_run
-from depth_store import open_store
+from depth_store import ObjectStore, open_store
 from tests.pipeline.helpers import (
     cleanup_output,
     evaluate,
@@ -119,35 +124,60 @@ def test_late_object_triggers_remerge_and_is_cleaned_once_merged(
     assert raw_keys(store) == set()
 
 
-def test_object_arriving_after_the_merge_survives_cleanup_and_is_never_lost(
+def _merged_update_ids(store: ObjectStore, date: str) -> set[int]:
+    frames = [read_parquet(store, i.key) for i in store.list(merged_day_prefix("spot", "BTCUSDT", date))
+              if i.key.endswith(".parquet")]
+    merged = pl.concat(frames).filter(~pl.col("is_snapshot"))
+    return set(merged["last_update_id"].to_list())
+
+
+def test_late_object_after_the_cleanup_is_merged_with_everything_merged_before(
     tmp_path: Path, dagster_instance: dg.DagsterInstance
 ) -> None:
     config = make_config(str(tmp_path / "store"))
     store = open_store(config.store_url)
     plan = DayPlan(DATE)
-    written = write_day(store, plan)
+    written = write_day(store, plan)  # eu-1 misses events 10..13, ap-1 misses 30..32
     defs = build_definitions(config)
     assert run_partition(defs, dagster_instance, DATE, "BTCUSDT").success
-    late_key = _late_object(config.store_url, plan)
-
+    assert _merged_update_ids(store, DATE) == {plan.first_id + i for i in range(60)}
     cleanup = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
-    assert cleanup.success
-    out = cleanup_output(cleanup)
-    assert sorted(out["deleted"]) == sorted(written)
-    assert out["kept_later_arrivals"] == [late_key]
-    assert raw_keys(store) == {late_key}
+    assert cleanup.success and sorted(cleanup_output(cleanup)["deleted"]) == sorted(written)
+    assert raw_keys(store) == set()
 
-    # the re-merge is requested; it must not rebuild the day from the late object alone
+    # the cut-off eu-1 collector uploads its spool: its own outage (10..13) and events no stream had (60..64)
+    spool = [plan.event(i) for i in (*range(10, 14), *range(60, 65))]
+    late_key = write_object(
+        store, "eu-1", "BTCUSDT", [(ns, LineKind.DEPTH, frame) for ns, frame in spool], session="late", seq=0
+    ).key
     late = evaluate(defs, "late_data_sensor", config, dagster_instance)
-    assert [r.partition_key for r in late.run_requests or []] == [PK]
-    merged_before = manifest(store, DATE)
+    assert [(r.partition_key, r.tags["depth/kind"]) for r in late.run_requests or []] == [(PK, "remerge")]
     remerge = run_partition(defs, dagster_instance, DATE, "BTCUSDT", kind="remerge")
-    assert not remerge.success
-    assert "already deleted by the cleanup" in failure_message(remerge)
-    assert manifest(store, DATE) == merged_before
-    assert raw_keys(store) == {late_key}
-    refused = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
-    assert not refused.success and raw_keys(store) == {late_key}
+    assert remerge.success, failure_message(remerge)
+
+    # the re-merged day holds the events merged before (carried over from validated/) and the late ones
+    assert _merged_update_ids(store, DATE) == {plan.first_id + i for i in range(65)}
+    eu = validated_report(store, "eu-1")
+    ap = validated_report(store, "ap-1")
+    assert eu["events"] == 65 and ap["events"] == 57  # every event each stream ever received
+    assert {o["key"] for o in eu["objects"] + ap["objects"] if o["carried"]} == set(written)
+    listed = {o["key"] for o in manifest(store, DATE)["raw_objects"]}
+    assert listed == {*written, late_key}
+    assert evaluate(defs, "late_data_sensor", config, dagster_instance).run_requests == []
+
+    # the cleanup after the re-merge deletes the late object too; the others count as already absent
+    again = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
+    assert again.success
+    out = cleanup_output(again)
+    assert out["deleted"] == [late_key] and sorted(out["already_absent"]) == sorted(written)
+    assert raw_keys(store) == set()
+    # validated/ stays: a third re-validation still rebuilds the whole day with no raw object left
+    assert run_partition(defs, dagster_instance, DATE, "BTCUSDT", kind="remerge").success
+    assert _merged_update_ids(store, DATE) == {plan.first_id + i for i in range(65)}
+
+
+def validated_report(store: ObjectStore, stream: str) -> dict[str, Any]:
+    return cast(dict[str, Any], get_json(store, validated_day_prefix("spot", stream, "BTCUSDT", DATE) + "report.json"))
 
 
 def test_cleanup_deletes_nothing_when_the_merge_failed(
