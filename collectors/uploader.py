@@ -43,6 +43,9 @@ def confirms(info: ObjectInfo | None, size: int, md5: str) -> bool:
     """Whether the store's metadata proves it holds exactly the local bytes."""
     if info is None or info.size != size:
         return False
+    if info.content_md5:
+        # written by our store layer: the md5 it verified on upload (SSE-KMS ETags are not an MD5)
+        return info.content_md5.lower() == md5
     etag = (info.etag or "").strip('"').lower()
     # multipart ETags ("...-N") are not an MD5 of the content; the size check is all we get then
     return not _MD5_RE.fullmatch(etag) or etag == md5
