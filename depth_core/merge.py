@@ -447,36 +447,39 @@ def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: St
     return lv.join(ev.select("ev"), on="ev", how="semi")
 
 
-def _other_batchings(store: ObjectStore, market: Market, symbol: str, date: str, inputs: Sequence[StreamInput],
-                     plan: Plan, a: int, b: int) -> pl.DataFrame | None:
-    """Levels of events not chosen whose ``u`` is an event end of items a..b but whose range differs.
+def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int) -> list[pl.DataFrame | None]:
+    """Per stream: its events not chosen whose ``u`` is an event end of items a..b but whose range differs.
 
     Each carries the absolute quantities after its ``u``, so the replayed book after that event end must
     hold exactly them (``streams_agree`` for different batchings; identical ranges are compared by hash).
     """
     if len(inputs) < 2:
-        return None
+        return [None] * len(inputs)
     ev_mask = plan.kind[a:b] == KIND_EVENT
     if not ev_mask.any():
-        return None
+        return [None] * len(inputs)
     ends = pl.DataFrame({"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask],
                          "s_c": plan.stream[a:b][ev_mask]})
-    frames = []
-    for si, s in enumerate(inputs):
+    out: list[pl.DataFrame | None] = []
+    for s in inputs:
         cand = s.events.join(ends, on="u", how="inner").filter(pl.col("lo") != pl.col("lo_c"))
-        if not cand.height:
-            continue
-        lv = _levels_of(store, market, symbol, date, s, cand).join(cand.select("ev", "U", "u", "s_c"), on="ev")
-        frames.append(lv.select(pl.col("u").alias("b"), pl.when(pl.col("is_bid")).then(pl.lit("bid"))
-                                .otherwise(pl.lit("ask")).alias("side"), "price", "qty", "U",
-                                pl.lit(si, pl.Int32).alias("s"), pl.col("s_c").cast(pl.Int32)))
-    return pl.concat(frames) if frames else None
+        out.append(cand if cand.height else None)
+    return out
 
 
-def _event_rows(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame,
-                ) -> pl.DataFrame:
-    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order)."""
-    lv = _levels_of(store, market, symbol, date, s, ev)
+def _other_rows(si: int, lv: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
+    """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
+    lv = lv.join(cand.select("ev", "U", "u", "s_c"), on="ev")
+    return lv.select(pl.col("u").alias("b"), pl.when(pl.col("is_bid")).then(pl.lit("bid"))
+                     .otherwise(pl.lit("ask")).alias("side"), "price", "qty", "U",
+                     pl.lit(si, pl.Int32).alias("s"), pl.col("s_c").cast(pl.Int32))
+
+
+def _event_rows(market: Market, symbol: str, s: StreamInput, ev: pl.DataFrame, lv: pl.DataFrame) -> pl.DataFrame:
+    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order).
+
+    ``lv``: level rows (k, ev, ...) read for at least these events (other events' rows drop out here).
+    """
     lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu"), on="ev", how="inner")
     return lv.select(
         "pos", "k",
@@ -636,12 +639,23 @@ def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inpu
     frames: list[pl.DataFrame] = []
     sl = slice(a, b)
     kinds = plan.kind[sl]
+    cands = _other_candidates(inputs, plan, a, b)
+    other_frames: list[pl.DataFrame] = []
     for si, s in enumerate(inputs):
         ch = chosen[si]
         pos_col = ch["pos"].to_numpy()
         lo_i, hi_i = np.searchsorted(pos_col, [a, b])
-        if hi_i > lo_i:
-            frames.append(_event_rows(store, market, symbol, date, s, ch.slice(int(lo_i), int(hi_i - lo_i))))
+        mine = ch.slice(int(lo_i), int(hi_i - lo_i)) if hi_i > lo_i else None
+        cand = cands[si]
+        wanted = [f.select("ev", "part") for f in (mine, cand) if f is not None]
+        if not wanted:
+            continue
+        # one read of the stream's level parts serves its chosen events and its other-batching candidates
+        lv = _levels_of(store, market, symbol, date, s, pl.concat(wanted))
+        if mine is not None:
+            frames.append(_event_rows(market, symbol, s, mine, lv))
+        if cand is not None:
+            other_frames.append(_other_rows(si, lv, cand))
     for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
         p = a + k
         if plan.kind[p] == KIND_CARRY:
@@ -658,8 +672,7 @@ def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inpu
                                       int(head["receive_ns"]), f"snapshot:{s.stream}"))
     chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
     out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
-    checker.on_chunk(out, a, counts[a:b],
-                     _other_batchings(store, market, symbol, date, inputs, plan, a, b))
+    checker.on_chunk(out, a, counts[a:b], pl.concat(other_frames) if other_frames else None)
     return out
 
 
