@@ -12,23 +12,28 @@ lines carry no object index: the previous rows that the fresh parse does not rep
 are kept.
 
 Safety: the previous output is only trusted if it is the one its ``report.json`` describes (etags of the
-files recorded in the report, or row counts for older reports); otherwise a ``CarryOverError`` stops the
+files recorded in the report, or row counts for older reports). Before a carrying re-validation overwrites
+the files, it copies them (with a report of the copies) to ``_carry_source/``; if it crashes half-way, the
+next one carries over from that copy. If neither can be trusted, a ``CarryOverError`` stops the
 re-validation and nothing is written or deleted. Level parts of a re-validation are numbered above the
-previous ones, so the previous parts stay intact until the new report is written (``replace_prefix``).
+previous ones, so the previous parts stay intact until the new report is written; ``replace_prefix`` then
+removes them and the copy.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from depth_core.names import Market
-from depth_core.storeio import get_json, put_parquet, read_parquet
+from depth_core.storeio import get_json, put_json, put_parquet, read_parquet
 from depth_core.validate import (
     BOOK_TICKERS_FILE,
     EVENTS_FILE,
@@ -45,6 +50,7 @@ from depth_core.validate import (
 from depth_store.base import ObjectInfo, ObjectStore
 
 _PART_RE = re.compile(r"levels-(\d+)\.parquet$")
+SOURCE_DIR = "_carry_source/"  # the previous files, saved before a carrying re-validation overwrites them
 TRUSTED_FILES = (EVENTS_FILE, SNAPSHOTS_FILE, SNAPSHOT_LEVELS_FILE, BOOK_TICKERS_FILE, QUARANTINE_FILE, META_FILE)
 
 
@@ -131,30 +137,48 @@ def _part_no(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _check_trusted(store: ObjectStore, prefix: str, prev: dict[str, Any], events: pl.DataFrame,
-                   snapshots: pl.DataFrame, parts: Sequence[int], market: Market, stream: str, symbol: str,
-                   date: str) -> None:
-    """Raise unless the files under ``prefix`` are the ones ``report.json`` describes."""
+def _read_source(store: ObjectStore, src: str, prev: dict[str, Any], market: Market, stream: str, symbol: str,
+                 date: str) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Events and snapshots under ``src``, and why they are not the ones ``prev`` (its report) describes."""
     problems: list[str] = []
     files = prev.get("files") or {}
     for name in TRUSTED_FILES:
-        info = store.head(prefix + name)
+        info = store.head(src + name)
         if info is None:
             problems.append(f"{name} is missing")
         elif files.get(name) is not None and info.etag != files[name]:
-            problems.append(f"{name} is not the version report.json recorded")
-    if events.height != int(prev.get("events", 0)) + int(prev.get("duplicates", 0)):
-        problems.append("events.parquet row count differs from report.json")
-    if snapshots.height != int(prev.get("snapshots", 0)):
-        problems.append("snapshots.parquet row count differs from report.json")
-    for p in parts:
-        if store.head(levels_part_key(market, stream, symbol, date, p)) is None:
-            problems.append(f"level part {p} is missing")
+            problems.append(f"{name} is not the version its report recorded")
     if problems:
-        raise CarryOverError(
-            f"raw objects of {stream} {symbol} {date} were deleted after a merge, but the validated output under "
-            f"{prefix} cannot be trusted ({'; '.join(problems)}); refusing to rebuild the day from it — nothing "
-            "was written or deleted")
+        return pl.DataFrame(), pl.DataFrame(), problems
+    events = read_parquet(store, src + EVENTS_FILE)
+    snapshots = read_parquet(store, src + SNAPSHOTS_FILE)
+    if events.height != int(prev.get("events", 0)) + int(prev.get("duplicates", 0)):
+        problems.append("events.parquet row count differs from its report")
+    if snapshots.height != int(prev.get("snapshots", 0)):
+        problems.append("snapshots.parquet row count differs from its report")
+    for part in sorted(set(events["part"].to_list())) if events.height else []:
+        if store.head(levels_part_key(market, stream, symbol, date, part)) is None:
+            problems.append(f"level part {part} is missing")
+    return events, snapshots, problems
+
+
+def _save_source(store: ObjectStore, prefix: str, prev: dict[str, Any]) -> None:
+    """Copy the trusted previous files to ``SOURCE_DIR`` before they are overwritten (report last).
+
+    A re-validation that crashes between its file writes and its ``report.json`` leaves files that match no
+    report; the next one then carries over from this copy. ``replace_prefix`` removes it after a success.
+    """
+    etags: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="depth-carry-") as tmp:
+        path = Path(tmp) / "file"
+        for name in TRUSTED_FILES:
+            store.get_file(prefix + name, path)
+            etags[name] = store.put_file(prefix + SOURCE_DIR + name, path).etag
+    put_json(store, prefix + SOURCE_DIR + REPORT_FILE, {**prev, "files": etags})
+
+
+def _max_part(report: dict[str, Any]) -> int:
+    return max((n for n in (_part_no(k) for k in report.get("level_parts", [])) if n is not None), default=-1)
 
 
 def load_carryover(store: ObjectStore, market: Market, stream: str, symbol: str, date: str,
@@ -164,19 +188,32 @@ def load_carryover(store: ObjectStore, market: Market, stream: str, symbol: str,
     if store.head(prefix + REPORT_FILE) is None:
         return CarryOver()
     prev: dict[str, Any] = get_json(store, prefix + REPORT_FILE)
-    prev_parts = [n for n in (_part_no(k) for k in prev.get("level_parts", [])) if n is not None]
-    out = CarryOver(next_part=max(prev_parts, default=-1) + 1)
+    out = CarryOver(next_part=_max_part(prev) + 1)
     present = {i.key for i in infos}
-    prev_objects: list[dict[str, Any]] = list(prev.get("objects", []))
-    gone = [i for i, o in enumerate(prev_objects) if o["key"] not in present]
-    if not gone:
+    if all(o["key"] in present for o in prev.get("objects", [])):
         return out
 
-    events = read_parquet(store, prefix + EVENTS_FILE)
-    snapshots = read_parquet(store, prefix + SNAPSHOTS_FILE)
+    src = prefix
+    events, snapshots, problems = _read_source(store, prefix, prev, market, stream, symbol, date)
+    if not problems:
+        _save_source(store, prefix, prev)
+    else:  # a re-validation crashed half-way: carry over from the copy it saved first
+        backup = prefix + SOURCE_DIR
+        saved = store.head(backup + REPORT_FILE) is not None
+        prev_b: dict[str, Any] = get_json(store, backup + REPORT_FILE) if saved else {}
+        events, snapshots, problems_b = (_read_source(store, backup, prev_b, market, stream, symbol, date)
+                                         if saved else (events, snapshots, ["no saved copy"]))
+        if problems_b:
+            raise CarryOverError(
+                f"raw objects of {stream} {symbol} {date} were deleted after a merge, but the validated output "
+                f"under {prefix} cannot be trusted ({'; '.join(problems)}; {SOURCE_DIR}: {'; '.join(problems_b)})"
+                "; refusing to rebuild the day from it — nothing was written or deleted")
+        src, prev = backup, prev_b
+        out.next_part = max(out.next_part, _max_part(prev) + 1)
+    prev_objects: list[dict[str, Any]] = list(prev.get("objects", []))
+    gone = [i for i, o in enumerate(prev_objects) if o["key"] not in present]
     carried_ev = events.filter(pl.col("obj").is_in(gone)).sort("ev")
     carried_parts = sorted(set(carried_ev["part"].to_list()))
-    _check_trusted(store, prefix, prev, events, snapshots, carried_parts, market, stream, symbol, date)
     del events
 
     obj_map = pl.DataFrame({"obj": gone, "new_obj": list(range(len(gone)))},
@@ -209,17 +246,17 @@ def load_carryover(store: ObjectStore, market: Market, stream: str, symbol: str,
     carried_sn = snapshots.filter(pl.col("obj").is_in(gone)).sort("snap").with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("new_snap"))
     if carried_sn.height:
-        slv = read_parquet(store, prefix + SNAPSHOT_LEVELS_FILE)
+        slv = read_parquet(store, src + SNAPSHOT_LEVELS_FILE)
         out.snapshot_levels = slv.join(carried_sn.select("snap", "new_snap"), on="snap", how="inner",
                                        maintain_order="left").select(
             pl.col("new_snap").alias("snap"), "is_bid", "price", "qty")
         out.snapshots = carried_sn.join(obj_map, on="obj", how="left", maintain_order="left").with_columns(
             pl.col("new_obj").alias("obj"), pl.col("new_snap").alias("snap")).drop("new_obj", "new_snap")
 
-    q = read_parquet(store, prefix + QUARANTINE_FILE)
+    q = read_parquet(store, src + QUARANTINE_FILE)
     out.quarantine = q.filter(pl.col("object_key").is_in(list(gone_keys))).to_dicts()
-    out.prev_book_tickers = read_parquet(store, prefix + BOOK_TICKERS_FILE)
-    out.prev_meta = read_parquet(store, prefix + META_FILE)
+    out.prev_book_tickers = read_parquet(store, src + BOOK_TICKERS_FILE)
+    out.prev_meta = read_parquet(store, src + META_FILE)
     out.price_decimals = prev.get("price_decimals")
     out.qty_decimals = prev.get("qty_decimals")
     return out

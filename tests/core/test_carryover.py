@@ -14,9 +14,10 @@ from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind
 from depth_core.schema import merged_manifest_key
 from depth_core.storeio import put_parquet, read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_stream_day, validated_day_prefix
 from depth_store import open_store
-from depth_store.base import ObjectStore
+from depth_store.base import ObjectInfo, ObjectStore
+from depth_store.local import LocalStore
 from tests.core.synth import SyntheticExchange, stream_lines, write_stream
 from tests.core.test_merge import assert_exact, merged
 
@@ -122,6 +123,7 @@ def test_untrusted_previous_output_is_refused_and_left_untouched(store: ObjectSt
     events = read_parquet(store, rep.prefix + "events.parquet")
     put_parquet(store, rep.prefix + "events.parquet", events.head(5))
     before = {i.key: i.etag for i in store.list(rep.prefix)}
+    # (and no copy was saved: the previous run carried nothing over)
     with pytest.raises(CarryOverError, match="cannot be trusted"):
         validate_stream_day(store, "spot", "eu-1", SYM, DATE)
     assert {i.key: i.etag for i in store.list(rep.prefix)} == before
@@ -148,3 +150,41 @@ def test_carried_rows_keep_their_object_provenance(store: ObjectStore) -> None:
         o = rep.objects[obj]
         assert n == o.events
         assert o.carried == (u0 <= int(evs[49]["u"]))  # type: ignore[call-overload]
+
+
+class _CrashBeforeReport(LocalStore):
+    """A real local store whose next write of a validated ``report.json`` fails (a crash mid-validation)."""
+
+    armed = False
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        if self.armed and key.startswith("validated/") and key.endswith("/report.json") and "_carry" not in key:
+            self.armed = False
+            raise OSError("crash before the report was written")
+        return super().put_bytes(key, data)
+
+
+def test_revalidation_crashed_before_its_report_is_recovered_from_the_saved_copy(tmp_path: Path) -> None:
+    store = _CrashBeforeReport(tmp_path / "store")
+    ex = SyntheticExchange(seed=25)
+    ex.run(200)
+    evs = ex.events(2)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[:60], 20, snapshots=[ex.ids[0]]), per_object=15)
+    validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    _merge(store)
+    _cleanup(store)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[60:80], 20), per_object=15, session="late")
+    store.armed = True
+    with pytest.raises(OSError, match="crash before the report"):
+        validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    # the day's files no longer match report.json; the saved copy still does
+    prefix = validated_day_prefix("spot", "eu-1", SYM, DATE)
+    recorded = json.loads(store.get_bytes(prefix + "report.json"))["files"]["events.parquet"]
+    assert store.head(prefix + "events.parquet").etag != recorded  # type: ignore[union-attr]
+    assert store.exists(prefix + "_carry_source/report.json")
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[80:], 20), per_object=15, session="late2")
+    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    assert rep.events == len(evs) and rep.gaps == []
+    assert not any("_carry_source" in i.key for i in store.list(rep.prefix))
+    _merge(store)
+    assert assert_exact(merged(store), ex) == len(evs) + 1
