@@ -307,6 +307,9 @@ def test_rows_sorted_images_first_sources_and_event_dates(scenario: Scenario) ->
     table = pa.concat_tables([pq.read_table(f) for f in merged_files(scenario, DAY_A)])
     receive_ns = table.column("receive_time").cast(pa.int64()).to_pylist()
     assert receive_ns[0] == PLAN_A.snapshot()[0], "an image's receive_time is its receive time, in ns"
+    exchange_ms = table.column("exchange_time").cast(pa.int64()).to_pylist()  # unit of the column
+    unit = {"ms": 10**6, "us": 10**3, "ns": 1}[table.schema.field("exchange_time").type.unit]
+    assert exchange_ms[0] * unit // 10**6 == PLAN_A.snapshot()[0] // 10**6, "spot image: E is its receive time"
     assert receive_ns[len(image)] == PLAN_A.event(0)[0]
 
 
