@@ -460,9 +460,13 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int)
         return [None] * len(inputs)
     ends = pl.DataFrame({"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask],
                          "s_c": plan.stream[a:b][ev_mask]})
+    u_min, u_max = int(plan.update_id[a:b][ev_mask].min()), int(plan.update_id[a:b][ev_mask].max())
     out: list[pl.DataFrame | None] = []
     for s in inputs:
-        cand = s.events.join(ends, on="u", how="inner").filter(pl.col("lo") != pl.col("lo_c"))
+        # a range filter (one linear scan) before the join: the join then hashes this file's events, not the
+        # whole day's for every file
+        near = s.events.filter(pl.col("u").is_between(u_min, u_max))
+        cand = near.join(ends, on="u", how="inner").filter(pl.col("lo") != pl.col("lo_c"))
         out.append(cand if cand.height else None)
     return out
 
