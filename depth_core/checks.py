@@ -173,6 +173,9 @@ class MergeChecker:
         self.snapshot_points: list[tuple[int, float, Any]] = []  # (update id of the book, L, ...)
         self.pending_snaps: pl.DataFrame = pl.DataFrame()
         self.snapshot_levels: list[dict[int, pl.DataFrame]] = []
+        # price band the replay knows from its latest anchoring image: (lowest bid, highest ask); None before
+        # the first image. Levels beyond it are unknown to the replay until an event sets them.
+        self.anchor_band: tuple[float, float] | None = None
 
     # ---------------------------------------------------------------- before the output
     def set_inputs(self, inputs: Sequence[StreamInput], plan: Plan) -> None:
@@ -257,10 +260,14 @@ class MergeChecker:
                                          & (pl.col("item") < first_item + n_items))
         cuts = sorted({int(item_start_row[i - first_item]) for i in todo["item"].to_list()})
         seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
+        img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price)
         ends_u: list[np.ndarray] = []
         tops: list[np.ndarray] = []
         for a, b in itertools.pairwise(seg_bounds):
             if a in cuts or (a == 0 and 0 in cuts):
+                k = int(np.searchsorted(img_stops, a, side="right"))  # images wholly before row a
+                if k:
+                    self.anchor_band = img_bands[k - 1]
                 self._compare_snapshots_at(todo, a, out, item_start_row, first_item)
             if b <= a:
                 continue
@@ -279,8 +286,26 @@ class MergeChecker:
             ev = ~grp_snap
             ends_u.append(last[stops[m][ev] - 1])
             tops.append(np.column_stack([bb[ev], t.bid_qty[:, 0][ev], ba[ev], t.ask_qty[:, 0][ev]]))
+        if img_bands:
+            self.anchor_band = img_bands[-1]
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
+
+    @staticmethod
+    def _image_bands(starts: np.ndarray, stops: np.ndarray, snap: np.ndarray, is_bid: np.ndarray,
+                     price: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """End row and price band (lowest bid, highest ask) of each image of a chunk, in order.
+
+        Images are whole plan items, never split across chunks. An empty side knows nothing: its bound is
+        +inf (bids) / -inf (asks), so no level of that side is compared.
+        """
+        img = np.flatnonzero(snap[starts])
+        bands: list[tuple[float, float]] = []
+        for g in img.tolist():
+            a, b = int(starts[g]), int(stops[g])
+            bids, asks = price[a:b][is_bid[a:b]], price[a:b][~is_bid[a:b]]
+            bands.append((float(bids.min()) if len(bids) else np.inf, float(asks.max()) if len(asks) else -np.inf))
+        return stops[img], bands
 
     def _compare_other_batchings(self, out: pl.DataFrame, other: pl.DataFrame) -> None:
         """The book after event end b (as-of over this chunk's rows, else the book at the chunk's start)
@@ -379,7 +404,13 @@ class MergeChecker:
             self._compare_one(rec, touched)
 
     def _compare_one(self, rec: dict[str, Any], touched: pl.DataFrame) -> None:
-        """Book (now) vs one REST snapshot, within the snapshot's price range, minus the touched prices."""
+        """Book (now) vs one REST snapshot on the price band both know, minus the touched prices.
+
+        The band of a side runs from the best price to the snapshot's deepest level (a snapshot of limit N
+        knows nothing beyond its N-th level) and no further than the deepest level of the image the replay
+        was anchored from (beyond it the replay knows only levels events set since). Bounded by price, not by
+        a level count: levels inserted or removed inside the band since the anchor would shift a count.
+        """
         s = self.inputs[rec["s"]]
         lv = self.snapshot_levels[rec["s"]].get(rec["snap"])
         result: dict[str, Any] = {"stream": s.stream, "last_update_id": rec["L"], "differences": 0}
@@ -388,13 +419,21 @@ class MergeChecker:
             sp = side_lv["price"].to_numpy() if side_lv is not None else np.zeros(0)
             sq = side_lv["qty"].to_numpy() if side_lv is not None else np.zeros(0)
             tp = touched.filter(pl.col("side") == side)["price"].to_numpy()
+            n_snap = len(sp)
+            if n_snap:
+                anchor_bid, anchor_ask = self.anchor_band if self.anchor_band is not None else (np.inf, -np.inf)
+                bound = max(float(sp.min()), anchor_bid) if is_bid else min(float(sp.max()), anchor_ask)
+                result[f"{side}_band_bound"] = bound if np.isfinite(bound) else None  # JSON has no inf
+                keep = sp >= bound if is_bid else sp <= bound
+                sp, sq = sp[keep], sq[keep]
             result[f"{side}_levels_compared"] = int(np.count_nonzero(~np.isin(sp, tp)))
-            if len(sp) == 0:
+            if n_snap == 0:
                 continue
-            top_b, top_a = self.book.top(len(sp) + len(tp) + 1)
+            # more book levels inside the band than snapshot + touched levels is already a difference
+            top_b, top_a = self.book.top(n_snap + len(tp) + 1)
             book_side = top_b if is_bid else top_a
             bp, bq = book_side[:, 0], book_side[:, 1]
-            in_range = bp >= sp.min() if is_bid else bp <= sp.max()
+            in_range = bp >= bound if is_bid else bp <= bound
             bp, bq = bp[in_range], bq[in_range]
             prices = np.union1d(sp, bp)
             s_q = _lookup(sp, sq, prices)

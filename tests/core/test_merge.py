@@ -257,7 +257,15 @@ def test_snapshot_that_disagrees_with_the_replay_fails(store: ObjectStore) -> No
     evs = ex.events(4)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
     bad = ex.snapshot(ex.ids[150])
-    bad["bids"] = [*cast(list[list[str]], bad["bids"]), ["90.00", "1.000"]]
+    # an extra bid inside the band both know (above the anchor's deepest bid), where the book has none and
+    # which the straddling event (ids[148..151]) did not touch
+    floor = min(ex.books[ex.ids[0]][0])
+    bids_now = ex.books[ex.ids[150]][0]
+    touched = {ex.changes[i][1] for i in ex.ids[148:152]}
+    extra = next(p for p in (round(max(bids_now) - k * 0.01, 2) for k in range(1, 200))
+                 if p > floor and p not in bids_now and p not in touched)
+    bad["bids"] = sorted([*cast(list[list[str]], bad["bids"]), [f"{extra:.2f}", "1.000"]],
+                         key=lambda lv: -float(lv[0]))
     ns = (ex.times[ex.ids[150]] + 50) * 1_000_000
     write_stream(store, "spot", "ap-1", SYM, [(ns, LineKind.SNAPSHOT, orjson.dumps(bad).decode())])
     report = run(store, ["eu-1", "ap-1"])
@@ -265,7 +273,7 @@ def test_snapshot_that_disagrees_with_the_replay_fails(store: ObjectStore) -> No
     assert not outcome.passed and outcome.blocking
     detail = outcome.metadata["details"][0]
     assert detail["stream"] == "ap-1" and detail["last_update_id"] == ex.ids[150]
-    assert detail["examples"][0]["price"] == 90.0 and detail["examples"][0]["replay"] == 0.0
+    assert detail["examples"][0]["price"] == extra and detail["examples"][0]["replay"] == 0.0
     assert outcome.metadata["compared"] == 2  # the opening snapshot and the bad one
 
 
