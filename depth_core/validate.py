@@ -361,9 +361,10 @@ def _record_object_dates(report: StreamDayReport, chunk: ParsedChunk, base_obj: 
     days = pl.concat(frames).unique().sort("obj", "d")
     for obj, d in days.iter_rows():
         report.objects[base_obj + obj].event_dates.append(date_of_day_index(d))
-    counts = Counter(chunk.events["obj"].to_list())
-    for obj, n in counts.items():
-        report.objects[base_obj + obj].events += n
+    objs = chunk.events["obj"].to_numpy()
+    if len(objs):
+        for obj in np.flatnonzero(counts := np.bincount(objs.astype(np.int64))).tolist():
+            report.objects[base_obj + obj].events += int(counts[obj])
 
 
 def _empty_events() -> pl.DataFrame:
