@@ -176,6 +176,10 @@ class MergeChecker:
         # price band the replay knows from its latest anchoring image: (lowest bid, highest ask); None before
         # the first image. Levels beyond it are unknown to the replay until an event sets them.
         self.anchor_band: tuple[float, float] | None = None
+        # the previous day's end-of-day ``anchor_band``, if the carried state records it: the band of a carried
+        # opening image (a carried book also holds levels beyond it that events set, so its own deepest
+        # level overstates what the replay knows). None: the carried image's deepest level is used.
+        self.carried_anchor_band: tuple[float, float] | None = None
 
     # ---------------------------------------------------------------- before the output
     def set_inputs(self, inputs: Sequence[StreamInput], plan: Plan) -> None:
@@ -260,7 +264,7 @@ class MergeChecker:
                                          & (pl.col("item") < first_item + n_items))
         cuts = sorted({int(item_start_row[i - first_item]) for i in todo["item"].to_list()})
         seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
-        img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price)
+        img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price, out["source"])
         ends_u: list[np.ndarray] = []
         tops: list[np.ndarray] = []
         for a, b in itertools.pairwise(seg_bounds):
@@ -291,9 +295,8 @@ class MergeChecker:
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
 
-    @staticmethod
-    def _image_bands(starts: np.ndarray, stops: np.ndarray, snap: np.ndarray, is_bid: np.ndarray,
-                     price: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    def _image_bands(self, starts: np.ndarray, stops: np.ndarray, snap: np.ndarray, is_bid: np.ndarray,
+                     price: np.ndarray, source: pl.Series) -> tuple[np.ndarray, list[tuple[float, float]]]:
         """End row and price band (lowest bid, highest ask) of each image of a chunk, in order.
 
         Images are whole plan items, never split across chunks. An empty side knows nothing: its bound is
@@ -303,6 +306,9 @@ class MergeChecker:
         bands: list[tuple[float, float]] = []
         for g in img.tolist():
             a, b = int(starts[g]), int(stops[g])
+            if self.carried_anchor_band is not None and str(source[a]).startswith("carry:"):
+                bands.append(self.carried_anchor_band)
+                continue
             bids, asks = price[a:b][is_bid[a:b]], price[a:b][~is_bid[a:b]]
             bands.append((float(bids.min()) if len(bids) else np.inf, float(asks.max()) if len(asks) else -np.inf))
         return stops[img], bands
