@@ -144,7 +144,7 @@ class Uploader:
 
     def _upload(self, obj: OutboxObject, leftover: bool) -> None:
         store = self._store_or_open()
-        md5 = file_md5(obj.path)
+        md5 = obj.md5 or file_md5(obj.path)  # the converter hashed what it wrote; leftovers are read
         size = obj.path.stat().st_size
         if leftover:
             existing = store.head(obj.key)
