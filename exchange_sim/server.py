@@ -427,8 +427,14 @@ class ExchangeSimulator:
         groups = {self._group_of(s) for c in subs for s in c.streams.values() if s.kind == "depth" and s.symbol == st.spec.symbol}
         canonical: dict[int, Partial] = {}
         for g in groups:
-            buf = st.group_buffers.setdefault(g, [])
-            buf.append(ev)
+            buf = st.group_buffers.get(g)
+            if buf is None:
+                # a speed newly listened to: the exchange's group began before anyone listened, so seed it
+                # from the truth log (ev is its last entry); every @depth/@500ms event is then the whole
+                # group and its pu the previous group's u, whenever the first subscriber came
+                buf = st.group_buffers[g] = st.truth.events[-(k % g + 1):]
+            else:
+                buf.append(ev)
             if (k + 1) % g == 0:
                 part = partial_of(buf)
                 part.prev_last_id = st.truth.prev_last_id(buf[0])  # u of the canonical event before the group
