@@ -206,6 +206,9 @@ class CarryState:
     date: str
     last_update_id: int
     book: pl.DataFrame  # is_bid, price, qty
+    # price band the previous day's replay knew from its last anchoring image (lowest bid, highest ask);
+    # the snapshot check compares only inside it, since the carried book also holds levels beyond it
+    anchor_band: tuple[float, float] | None = None
 
 
 def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> CarryState | None:
@@ -217,7 +220,12 @@ def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> C
     if meta.get("last_update_id") is None:
         return None
     book = read_parquet(store, prefix + STATE_BOOK)
-    return CarryState(prev, int(meta["last_update_id"]), book)
+    band = meta.get("anchor_band")
+    anchor_band: tuple[float, float] | None = None
+    if isinstance(band, list) and len(band) == 2:
+        # null = an empty side: nothing of it is known (+inf lowest bid, -inf highest ask)
+        anchor_band = (np.inf if band[0] is None else float(band[0]), -np.inf if band[1] is None else float(band[1]))
+    return CarryState(prev, int(meta["last_update_id"]), book, anchor_band)
 
 
 # ------------------------------------------------------------------------------------------------ the walk
@@ -560,6 +568,8 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     prefix = merged_day_prefix(market, symbol, date)
     checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
     checker.set_inputs(inputs, plan)
+    if carry is not None:
+        checker.carried_anchor_band = carry.anchor_band
 
     # positions of the plan, chunked by level-row count
     n_items = len(plan.kind)
@@ -626,6 +636,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         "market": market, "symbol": symbol, "date": date,
         "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
         "levels": book.height, "blocking_passed": report.blocking_passed,
+        "anchor_band": _json_band(checker.anchor_band),
     })
     replace_prefix(store, sprefix, state_written)
 
@@ -634,6 +645,13 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     put_json(store, report.manifest_key, build_manifest(report, inputs, plan, written))
     replace_prefix(store, prefix, {*written, report.manifest_key})
     return report
+
+
+def _json_band(band: tuple[float, float] | None) -> list[float | None] | None:
+    """JSON has no infinities: an empty side's unbounded limit is written as null."""
+    if band is None:
+        return None
+    return [b if np.isfinite(b) else None for b in band]
 
 
 def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inputs: Sequence[StreamInput],

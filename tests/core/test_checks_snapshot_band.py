@@ -19,7 +19,7 @@ from depth_core.raw_format import LineKind
 from depth_core.validate import validate_stream_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
-from tests.core.synth import SyntheticExchange, stream_lines, write_stream
+from tests.core.synth import DAY0_MS, SyntheticExchange, stream_lines, write_stream
 
 DATE = "2025-11-24"
 SYM = "BTCUSDT"
@@ -104,3 +104,31 @@ def test_mismatch_inside_the_band_fails_naming_id_and_stream(store: ObjectStore)
     assert detail["stream"] == "ap-1" and detail["last_update_id"] == at
     assert detail["differences"] == 1
     assert detail["examples"][0] == {"side": "bid", "price": price, "snapshot": 777.0, "replay": true_qty}
+
+
+def test_carried_day_compares_only_the_previous_anchor_band(store: ObjectStore) -> None:
+    """Day 2 opens from day 1's carried book, which also holds levels events set beyond day 1's shallow anchor.
+
+    Levels beyond that anchor that no event set are unknown to the replay, so a deep snapshot on day 2 must be
+    compared only inside the band carried in the state (``anchor_band``), not down to the carried book's
+    deepest level.
+    """
+    start = DAY0_MS + 86_400_000 - 3_000  # 3 s before midnight of day 2
+    ex = SyntheticExchange(seed=24, start_ms=start)
+    ex.run(60, ms_per_id=100)  # crosses midnight; few enough updates to leave deep original levels untouched
+    day1, day2 = DATE, "2025-11-26" if DATE == "2025-11-25" else "2025-11-25"
+    anchor = truncated_snapshot(ex, ex.ids[0], SHALLOW)
+    midnight = DAY0_MS + 86_400_000
+    late = next(i for i in ex.ids if ex.times[i] > midnight + 1_500)
+    deep = truncated_snapshot(ex, late, None)
+    write_stream(store, "spot", "eu-1", SYM, [*stream_lines(ex, ex.events(4), 20), snapshot_line(ex, anchor)])
+    write_stream(store, "spot", "ap-1", SYM, [snapshot_line(ex, deep)])
+    reports: list[MergeReport] = []
+    for date in (day1, day2):
+        for s in ("eu-1", "ap-1"):
+            validate_stream_day(store, "spot", s, SYM, date)
+        reports.append(merge_symbol_day(store, "spot", SYM, date, ["eu-1", "ap-1"]))
+    assert reports[1].opening["source"] == f"carry:{day1}"
+    outcome = next(c for c in reports[1].checks if c.name == "agrees_with_rest_snapshots")
+    assert outcome.metadata["compared"] == 1
+    assert outcome.passed, outcome.description
