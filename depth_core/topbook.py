@@ -12,7 +12,8 @@ Long format, one row per (time, side, level)::
     last_update_id   int64               u of the last row in the book at t (ties a sample to the deltas)
 
 Rows are sorted by time, side ("ask" before "bid"), level. Grid times before the day's first image (no
-book yet, unless ``start_book`` carries the previous day's) have no rows. :func:`compute_top_levels` is
+book yet, unless ``start_book`` carries the previous day's) and after the day's last row (the capture
+ended: the book is no longer known) have no rows. :func:`compute_top_levels` is
 pure (no I/O); :func:`write_top_day` reads the merged day from the store, computes and writes it to
 :func:`top_day_key` (``derived/book_top25_1s/market=/symbol=/date=/part-00000.parquet``) — what the
 Dagster asset calls.
@@ -69,8 +70,11 @@ def compute_top_levels(
         return pl.DataFrame(schema=TOP_SCHEMA)
     symbol = str(rows["symbol"][0])
     day_start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-    grid = np.arange(day_start, day_start + _DAY_NS, step, dtype=np.int64)
     e_ns = rows["exchange_time"].dt.epoch("ns").to_numpy()
+    # the book is known only while data flows: no samples after the day's last row (a capture that ended
+    # early, or today's partial day, is not extended with a stale book)
+    grid_end = min(day_start + _DAY_NS, int(e_ns.max()) + 1)
+    grid = np.arange(day_start, grid_end, step, dtype=np.int64)
     sample_rows = grid_sample_rows(e_ns, grid)
     book = start_book.copy() if start_book is not None else None
     _, tops = sample_tops(
