@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from depth_store.base import InvalidKeyError, ObjectStore, StoreError, validate_key
+from depth_store.log import quiet_aws_loggers
 
 if TYPE_CHECKING:
     from depth_store.s3 import S3Config
@@ -62,6 +63,8 @@ def open_store(url: str, *, s3_config: S3Config | None = None) -> ObjectStore:
         from depth_store.s3 import S3Store
 
         bucket, prefix = parse_s3_url(url)
+        # botocore logs the access key id at DEBUG: every process that opens an S3 store keeps the SDK quiet
+        quiet_aws_loggers()
         return S3Store(bucket, prefix, config=s3_config)
     if scheme == "file":
         from depth_store.local import LocalStore
