@@ -180,11 +180,11 @@ def _group_chunk(block: bytes) -> dict[tuple[bytes, int], list[bytes]] | None:
     hour = first_ns // HOUR_NS
     prefix = block[: block.find(b" ") + 1]
     n_lines = block.count(b"\n")
-    # strip the symbol from every line at once; the length says whether every line had it (one pass
-    # and one copy fewer than counting the prefixed lines first)
-    body = block[len(prefix) :].replace(b"\n" + prefix, b"\n")
-    if len(block) - len(body) == n_lines * len(prefix):  # every line is this symbol's
-        return {(prefix[:-1], hour): [body]}
+    # strip the symbol from every line at once: split + join is one search pass (replace makes two);
+    # lines hold no LF, so "\n" + prefix only matches at line starts
+    pieces = block[len(prefix) :].split(b"\n" + prefix)
+    if len(pieces) == n_lines:  # every line is this symbol's
+        return {(prefix[:-1], hour): [b"\n".join(pieces)]}
     groups: dict[tuple[bytes, int], list[bytes]] = {}
     for line in block.split(b"\n")[:-1]:
         sp = line.find(b" ")
