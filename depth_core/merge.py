@@ -548,6 +548,10 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         inputs.append(s)
     carry = _load_carry(store, market, symbol, date)
     report.events_received = sum(s.events.height for s in inputs)
+    if report.events_received == 0:
+        # no data is not an empty day: write nothing, so no reader or cleanup mistakes it for a verified day
+        report.problems.append("no stream delivered a diff-depth event for this symbol-day: nothing written")
+        return report
     plan = plan_merge(market, inputs, carry)
     report.opening = plan.opening
     report.gaps = plan.gaps

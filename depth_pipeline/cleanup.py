@@ -151,6 +151,17 @@ def merge_gate(
     )
 
 
+def _belongs_to(key: str, event_dates: tuple[str, ...], date: str) -> bool:
+    """Whether ``date``'s cleanup deletes this object: it holds events of ``date``, or no event at all and
+    sits in ``date``'s folder."""
+    if event_dates:
+        return date in event_dates
+    try:
+        return RawObjectKey.parse(key).date == date
+    except RawFormatError:
+        return False
+
+
 @dataclass
 class CleanupResult:
     """What one symbol-day's cleanup did; ``ok`` False means nothing was deleted and ``reason`` says why."""
@@ -165,6 +176,7 @@ class CleanupResult:
     kept_other_date_pending: list[str] = field(default_factory=list)
     kept_retention: list[str] = field(default_factory=list)
     kept_changed: list[str] = field(default_factory=list)
+    left_to_other_date: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +243,11 @@ def cleanup_symbol_day(
         return result
     other_gates: dict[str, MergeGate] = {}
     for obj in gate.objects:
+        if not _belongs_to(obj.key, obj.event_dates, date):
+            # a neighbour across midnight this merge read for its events of another day: that day's
+            # cleanup deletes it, so a cleanup scoped to one date never touches another date's objects
+            result.left_to_other_date.append(obj.key)
+            continue
         other_dates = [d for d in obj.event_dates if d != date]
         pending = False
         for other in other_dates:

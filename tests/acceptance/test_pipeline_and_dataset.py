@@ -209,11 +209,6 @@ def test_run_reports_a_symbol_day_without_raw_data_and_exits_1(scenario: Scenari
     assert [r.status for r in partition_runs(scenario, f"{DAY_B}|BTCUSDT")] == [dg.DagsterRunStatus.SUCCESS] * 2
 
 
-@pytest.mark.xfail(
-    strict=False,  # an XPASS means the defect was fixed: drop the marker
-    reason="DEFECT depth_pipeline/assets/merged.py:71-79: merge_symbol_day writes an empty Parquet file and a "
-    "manifest with blocking_passed=true before the step fails with 'no raw data'",
-)
 def test_a_symbol_day_without_raw_data_leaves_no_merged_output(scenario: Scenario) -> None:
     assert scenario.results["run_b"].returncode == 1
     folder = scenario.store_dir / f"merged/market=spot/symbol=ETHUSDT/date={DAY_B}"
@@ -230,11 +225,6 @@ def test_gated_cleanup_deletes_only_merged_objects_and_keeps_late_ones(scenario:
     assert "kept 1 that arrived after the merge" in done.stdout, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=False,  # an XPASS means the defect was fixed: drop the marker
-    reason="REPORTED depth_pipeline/cleanup.py:233: `cleanup --date A` also deletes the next date's raw objects "
-    "that A's merge read as neighbours across midnight (manifest event_dates = the next date only)",
-)
 def test_cleanup_of_a_date_leaves_other_dates_raw_objects(scenario: Scenario) -> None:
     assert scenario.results["cleanup_a"].returncode == 0
     assert scenario.raw_b <= scenario.raw_after_cleanup_a
