@@ -106,7 +106,8 @@ def _floor_rows(chunk: Any, stream: str) -> Any:
 def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from depth_core.events import decompress, parse_objects
+    from depth_core.events import parse_objects
+    from depth_core.raw_format import decompress
 
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)

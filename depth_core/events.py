@@ -15,7 +15,6 @@ string back exactly (mantissas < 2**53; larger ones take the slow path).
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +24,6 @@ import orjson
 import polars as pl
 
 from depth_core.raw_format import RawObjectContent, decode_lines
-
-_fast_zlib: Any
-try:  # ISA-L inflate: the same output as zlib at about half the CPU (a dependency; zlib if it is missing)
-    from isal import isal_zlib as _fast_zlib
-except ImportError:  # pragma: no cover - isal is in the dependencies
-    _fast_zlib = None
 
 # kinds as bytes in the raw line
 KIND_DEPTH, KIND_BOOK_TICKER, KIND_SNAPSHOT, KIND_META = ord("D"), ord("B"), ord("S"), ord("M")
@@ -813,25 +806,3 @@ def _mix_py(x: int) -> int:
     return _wrap64(x ^ (x >> 32))
 
 
-def decompress(data: bytes) -> tuple[bytes, str | None]:
-    """Gunzip one raw object; a truncated/corrupt one keeps its complete lines and says why.
-
-    The fast path is ISA-L (same bytes as zlib, ~2x less CPU); any failure is redone with zlib so the
-    salvage of complete lines and the reason text do not depend on which library is installed.
-    """
-    if _fast_zlib is not None:
-        try:
-            return _fast_zlib.decompress(data, 16 + zlib.MAX_WBITS), None
-        except Exception:  # any ISA-L failure: zlib below decides and explains
-            pass
-    try:
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS), None
-    except zlib.error as exc:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            text = d.decompress(data)
-        except zlib.error:
-            text = b""
-        cut = text.rfind(b"\n")
-        text = text[: cut + 1] if cut >= 0 else b""
-        return text, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes"

@@ -15,12 +15,12 @@ time; segments roll at UTC hour boundaries so an object never spans two days of 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from depth_core.names import (
     InvalidNameError,
@@ -30,6 +30,12 @@ from depth_core.names import (
     validate_market,
     validate_symbol,
 )
+
+_fast_zlib: Any
+try:  # ISA-L inflate: the same output as zlib at about half the CPU (a dependency; zlib if it is missing)
+    from isal import isal_zlib as _fast_zlib
+except ImportError:  # pragma: no cover - isal is in the dependencies
+    _fast_zlib = None
 
 RAW_ROOT = "raw"
 RAW_SUFFIX = ".ndjson.gz"
@@ -187,12 +193,20 @@ def decode_lines(data: bytes, content: RawObjectContent | None = None) -> RawObj
     return out
 
 
-def read_raw_object(data: bytes) -> RawObjectContent:
-    """Decompress and decode one raw object. A truncated or corrupt gzip keeps what decoded before it."""
-    out = RawObjectContent()
+def decompress(data: bytes) -> tuple[bytes, str | None]:
+    """Gunzip one raw object; a truncated/corrupt one keeps its complete lines and says why.
+
+    The fast path is ISA-L (same bytes as zlib, ~2x less CPU); any failure is redone with zlib so the
+    salvage of complete lines and the reason text do not depend on which library is installed.
+    """
+    if _fast_zlib is not None:
+        try:
+            return _fast_zlib.decompress(data, 16 + zlib.MAX_WBITS), None
+        except Exception:  # any ISA-L failure: zlib below decides and explains
+            pass
     try:
-        text = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS), None
+    except zlib.error as exc:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             text = d.decompress(data)
@@ -201,7 +215,15 @@ def read_raw_object(data: bytes) -> RawObjectContent:
         # drop the last, possibly cut, line
         cut = text.rfind(b"\n")
         text = text[: cut + 1] if cut >= 0 else b""
-        out.problems.append((0, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes", b""))
+        return text, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes"
+
+
+def read_raw_object(data: bytes) -> RawObjectContent:
+    """Decompress and decode one raw object. A truncated or corrupt gzip keeps what decoded before it."""
+    out = RawObjectContent()
+    text, problem = decompress(data)
+    if problem is not None:
+        out.problems.append((0, problem, b""))
     return decode_lines(text, out)
 
 

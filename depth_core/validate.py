@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from depth_core.events import ParsedChunk, QuarantineEntry, decompress, join_objects, parse_objects
+from depth_core.events import ParsedChunk, QuarantineEntry, join_objects, parse_objects
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
-from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
+from depth_core.raw_format import RawFormatError, RawObjectKey, decompress, stream_day_prefix
 from depth_core.storeio import put_json, put_parquet, replace_prefix
 from depth_store.base import ObjectInfo, ObjectStore
 
