@@ -1,20 +1,32 @@
 """Raw object key layout and line format: the contract between collectors and the pipeline.
 
-See ``docs/raw-format.md`` for the prose version. In short::
+See ``docs/raw-format.md`` for the prose version. Two layouts are valid and readable.
+
+Layout 2 (what collectors write): one object per stream per flush interval, every symbol's lines::
+
+    raw/market={market}/stream={collector_id}/date={YYYY-MM-DD}/
+        {first_receive_ns:019d}-{session}-{seq:08d}.ndjson.gz
+
+    lines: <receive_ns> <kind> <SYMBOL> <text>\\n      (SYMBOL is "-" for a stream-wide note)
+
+Layout 1 (earlier collectors): one object per symbol per flush interval::
 
     raw/market={market}/stream={collector_id}/symbol={SYMBOL}/date={YYYY-MM-DD}/
         {first_receive_ns:019d}-{session}-{seq:08d}.ndjson.gz
 
-Each object is one gzip member holding lines ``<receive_ns> <kind> <text>\\n`` for one symbol of one
-stream, in receive order. ``text`` is the message exactly as received. Object names sort by the
-receive time of their first line, are unique (a random per-process ``session`` plus a sequence
-number) and are never overwritten. The ``date`` folder is the UTC day of the first line's receive
-time; segments roll at UTC hour boundaries so an object never spans two days of receive time.
+    lines: <receive_ns> <kind> <text>\\n
+
+The absence of a ``symbol=`` part is what marks a layout-2 key. ``text`` is the message exactly as
+received. Object names sort by the receive time of their first line, are unique (a random
+per-process ``session`` plus a sequence number) and are never overwritten. The ``date`` folder is the
+UTC day of the first line's receive time; segments roll at UTC hour boundaries so an object never
+spans two days of receive time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import zlib
 from collections.abc import Iterator
@@ -45,6 +57,11 @@ _KEY_RE = re.compile(
     r"^raw/market=(?P<market>[^/]+)/stream=(?P<stream>[^/]+)/symbol=(?P<symbol>[^/]+)/"
     r"date=(?P<date>[^/]+)/(?P<name>[^/]+)$"
 )
+_KEY_V2_RE = re.compile(
+    r"^raw/market=(?P<market>[^/]+)/stream=(?P<stream>[^/]+)/date=(?P<date>[^/]+)/(?P<name>[^/]+)$"
+)
+STREAM_WIDE = "-"
+"""The symbol field of a layout-2 line that concerns the whole stream (a connection's connect/disconnect)."""
 
 
 class LineKind(StrEnum):
@@ -64,13 +81,19 @@ def utc_date_of_ns(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).date().isoformat()
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class RawObjectKey:
-    """The parts of a raw object's key; the only way raw keys are built or parsed."""
+    """The parts of a raw object's key; the only way raw keys are built or parsed.
+
+    ``symbol`` is the object's one symbol (layout 1) or None (layout 2: the object holds every symbol
+    of its stream, each line names its own). Keys order by (market, stream, symbol or "", date, time,
+    session, seq), so keys of both layouts sort together.
+    """
 
     market: Market
     stream: str
-    symbol: str
+    symbol: str | None
     date: str
     first_receive_ns: int
     session: str
@@ -79,7 +102,7 @@ class RawObjectKey:
     def __post_init__(self) -> None:
         validate_market(self.market)
         validate_collector_id(self.stream)
-        if validate_symbol(self.symbol) != self.symbol:
+        if self.symbol is not None and validate_symbol(self.symbol) != self.symbol:
             raise InvalidNameError(f"symbol {self.symbol!r} is not canonical (upper case)")
         validate_date(self.date)
         if not SESSION_RE.fullmatch(self.session):
@@ -93,8 +116,36 @@ class RawObjectKey:
     def for_segment(
         cls, market: Market, stream: str, symbol: str, first_receive_ns: int, session: str, seq: int
     ) -> RawObjectKey:
-        """The key of a spool segment whose first line was received at ``first_receive_ns``."""
+        """The layout-1 key of a one-symbol spool segment whose first line was received at ``first_receive_ns``."""
         return cls(market, stream, symbol, utc_date_of_ns(first_receive_ns), first_receive_ns, session, seq)
+
+    @classmethod
+    def for_stream_segment(
+        cls, market: Market, stream: str, first_receive_ns: int, session: str, seq: int
+    ) -> RawObjectKey:
+        """The layout-2 key of a stream segment (every symbol) whose first line was received at ``first_receive_ns``."""
+        return cls(market, stream, None, utc_date_of_ns(first_receive_ns), first_receive_ns, session, seq)
+
+    @property
+    def layout(self) -> int:
+        """1: one symbol per object (``symbol=`` in the key); 2: every symbol of the stream per object."""
+        return 2 if self.symbol is None else 1
+
+    def _sort_key(self) -> tuple[str, str, str, str, int, str, int]:
+        return (
+            self.market,
+            self.stream,
+            self.symbol or "",
+            self.date,
+            self.first_receive_ns,
+            self.session,
+            self.seq,
+        )
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, RawObjectKey):
+            return NotImplemented
+        return self._sort_key() < other._sort_key()
 
     @property
     def name(self) -> str:
@@ -102,14 +153,22 @@ class RawObjectKey:
 
     @property
     def key(self) -> str:
+        if self.symbol is None:
+            return f"{stream_date_prefix(self.market, self.stream, self.date)}{self.name}"
         return f"{stream_day_prefix(self.market, self.stream, self.symbol, self.date)}{self.name}"
 
     @classmethod
     def parse(cls, key: str) -> RawObjectKey:
-        """Parse a key relative to the store prefix; raises RawFormatError for anything foreign."""
+        """Parse a key (either layout) relative to the store prefix; raises RawFormatError for anything foreign."""
         m = _KEY_RE.fullmatch(key)
-        if not m:
-            raise RawFormatError(f"not a raw object key: {key!r}")
+        symbol: str | None
+        if m is not None:
+            symbol = m["symbol"]
+        else:
+            m = _KEY_V2_RE.fullmatch(key)
+            if m is None:
+                raise RawFormatError(f"not a raw object key: {key!r}")
+            symbol = None
         n = _NAME_RE.fullmatch(m["name"])
         if not n:
             raise RawFormatError(f"not a raw object name: {m['name']!r} in {key!r}")
@@ -117,7 +176,7 @@ class RawObjectKey:
             parsed = cls(
                 validate_market(m["market"]),
                 m["stream"],
-                m["symbol"],
+                symbol,
                 m["date"],
                 int(n["ns"]),
                 n["session"],
@@ -136,12 +195,17 @@ def stream_prefix(market: Market, stream: str) -> str:
     return f"{RAW_ROOT}/market={market}/stream={stream}/"
 
 
+def stream_date_prefix(market: Market, stream: str, date: str) -> str:
+    """One listing of this prefix finds every layout-2 raw object of one stream-day (all symbols)."""
+    return f"{stream_prefix(market, stream)}date={validate_date(date)}/"
+
+
 def stream_symbol_prefix(market: Market, stream: str, symbol: str) -> str:
     return f"{stream_prefix(market, stream)}symbol={validate_symbol(symbol)}/"
 
 
 def stream_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
-    """One listing of this prefix finds every raw object of one stream-symbol-day."""
+    """One listing of this prefix finds every layout-1 raw object of one stream-symbol-day."""
     return f"{stream_symbol_prefix(market, stream, symbol)}date={validate_date(date)}/"
 
 
@@ -158,6 +222,25 @@ def encode_line(receive_ns: int, kind: LineKind, text: bytes | str) -> bytes:
     if b"\n" in body or b"\r" in body:
         raise RawFormatError("raw line text may not contain CR or LF")
     return b"%d %s %s\n" % (receive_ns, kind.value.encode(), body)
+
+
+def encode_line_v2(receive_ns: int, kind: LineKind, symbol: str, text: bytes | str) -> bytes:
+    """Encode one layout-2 line ``<receive_ns> <kind> <SYMBOL> <text>``.
+
+    ``symbol`` must be canonical (upper case) or :data:`STREAM_WIDE` (``-``) for a note about the
+    whole stream. The text must not contain CR or LF.
+    """
+    if symbol != STREAM_WIDE:
+        try:
+            canonical = validate_symbol(symbol)
+        except InvalidNameError as exc:
+            raise RawFormatError(str(exc)) from exc
+        if canonical != symbol:
+            raise RawFormatError(f"symbol {symbol!r} is not canonical (upper case)")
+    body = text.encode() if isinstance(text, str) else text
+    if b"\n" in body or b"\r" in body:
+        raise RawFormatError("raw line text may not contain CR or LF")
+    return b"%d %s %s %s\n" % (receive_ns, kind.value.encode(), symbol.encode(), body)
 
 
 _KINDS = {k.value.encode(): k for k in LineKind}

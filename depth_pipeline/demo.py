@@ -288,6 +288,8 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
             key = RawObjectKey.parse(info.key)
         except RawFormatError:
             continue
+        if key.symbol is None:
+            continue  # layout 2 (every symbol in one object): not read here yet
         entry = stats.get((key.stream, key.symbol))
         if entry is None:
             continue
