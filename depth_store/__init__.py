@@ -4,6 +4,7 @@ Use :func:`open_store` with a store URL (``s3://bucket/prefix``, ``file:///abs/p
 """
 
 from depth_store.base import (
+    DeleteResult,
     InvalidKeyError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -16,6 +17,7 @@ from depth_store.factory import open_store
 from depth_store.log import quiet_aws_loggers
 
 __all__ = [
+    "DeleteResult",
     "InvalidKeyError",
     "ObjectInfo",
     "ObjectNotFoundError",

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -74,6 +74,19 @@ class ObjectInfo:
     content_md5: str | None = field(default=None, compare=False)
 
 
+@dataclass
+class DeleteResult:
+    """What :meth:`ObjectStore.delete_many` did: keys deleted (or already absent) and per-key errors."""
+
+    deleted: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # key -> reason (S3 error code and message)
+    requests: int = 0  # delete requests sent (S3: one per 1,000 keys)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
 class ObjectStore(abc.ABC):
     """Put, get, head, list and delete immutable objects under one prefix. Writes are atomic."""
 
@@ -96,12 +109,26 @@ class ObjectStore(abc.ABC):
         """Metadata of the object, or None if absent."""
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order, across all pages."""
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order, across all pages.
+
+        ``start_after`` (a key relative to the store, like ``prefix``) lists only keys sorting strictly
+        after it: on S3 the server skips the rest (``ListObjectsV2`` ``StartAfter``), so a cursor over an
+        ever-growing prefix costs requests for the new keys only.
+        """
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete; deleting an absent key is not an error (idempotent)."""
+
+    @abc.abstractmethod
+    def delete_many(self, keys: Iterable[str]) -> DeleteResult:
+        """Delete many keys in as few requests as the backend allows (S3: ``DeleteObjects``, 1,000 a request).
+
+        Absent keys count as deleted (idempotent). A key that could not be deleted is reported in
+        :attr:`DeleteResult.errors` with the reason; the others are still deleted. Raises only when the
+        store cannot be reached at all (then some batches may already be done: deleting again is safe).
+        """
 
     @abc.abstractmethod
     def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:

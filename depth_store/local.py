@@ -19,11 +19,12 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from depth_store.base import (
+    DeleteResult,
     InvalidKeyError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -48,6 +49,11 @@ def _md5_of_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(_COPY_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _folder_before(folder_prefix: str, start_after: str) -> bool:
+    """Whether every key starting with ``folder_prefix`` (``a/b/``) sorts at or before ``start_after``."""
+    return folder_prefix < start_after and not start_after.startswith(folder_prefix)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -248,8 +254,10 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             return None  # deleted meanwhile
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         validate_key(prefix, allow_prefix=True)
+        if start_after is not None:
+            validate_key(start_after, allow_prefix=True)
         folder_part = prefix.rpartition("/")[0]
         start = self._path(folder_part, allow_prefix=True)
         found: list[tuple[str, Path]] = []
@@ -258,9 +266,16 @@ class LocalStore(ObjectStore):
                 here = Path(dirpath)
                 if here == self.root:
                     dirnames[:] = [d for d in dirnames if d != TEMP_DIR_NAME]
+                if start_after is not None:
+                    # every key under folder F starts with "F/": skip folders wholly before the cursor
+                    dirnames[:] = [
+                        d for d in dirnames if not _folder_before(self._key_of(here / d) + "/", start_after)
+                    ]
                 for name in filenames:
                     path = here / name
                     key = self._key_of(path)
+                    if start_after is not None and key <= start_after:
+                        continue
                     if key.startswith(prefix) and not path.is_symlink():
                         found.append((key, path))
         except FileNotFoundError:
@@ -294,6 +309,19 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             return  # a concurrent delete already pruned the folder: the removal is durable with it
         self._prune_empty_parents(path.parent)
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteResult:
+        """One unlink per key (a local delete is cheap); per-key failures are reported, not raised."""
+        result = DeleteResult()
+        for key in keys:
+            try:
+                self.delete(key)
+            except StoreError as exc:
+                result.errors[key] = str(exc)
+                continue
+            result.deleted.append(key)
+        result.requests = len(result.deleted) + len(result.errors)
+        return result
 
     def _prune_empty_parents(self, folder: Path) -> None:
         while folder != self.root and folder.is_relative_to(self.root):

@@ -16,6 +16,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime as dt
 import functools
 import hashlib
@@ -24,7 +25,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from depth_store.base import (
+    DeleteResult,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
@@ -74,6 +76,7 @@ _MD5_METADATA = "content-md5"  # x-amz-meta-content-md5: the content MD5, whatev
 _MD5_HEX_RE = re.compile(r"^[0-9a-f]{32}$")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _SSE_MODES = ("AES256", "aws:kms")
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys a request
 
 
 def _env_float(name: str, default: float) -> float:
@@ -455,13 +458,21 @@ class S3Store(ObjectStore):
             raise
         return resp
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Pages of ``list_objects_v2`` (1,000 keys each), each page retried on its own."""
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Pages of ``list_objects_v2`` (1,000 keys each), each page retried on its own.
+
+        ``start_after`` becomes ``StartAfter``: S3 returns only keys after it, so the pages cost scales
+        with the new keys, not with everything under the prefix.
+        """
         validate_key(prefix, allow_prefix=True)
         full_prefix = (f"{self.prefix}/" if self.prefix else "") + prefix
         token: str | None = None
+        base_kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
+        if start_after is not None:
+            validate_key(start_after, allow_prefix=True)
+            base_kwargs["StartAfter"] = (f"{self.prefix}/" if self.prefix else "") + start_after
         while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
+            kwargs: dict[str, Any] = dict(base_kwargs)
             if token:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._call(
@@ -487,6 +498,44 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         full = self._full_key(key)
         self._call("delete", full, lambda: self._client.delete_object(Bucket=self.bucket, Key=full))
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteResult:
+        """``DeleteObjects`` in batches of 1,000 (quiet mode: S3 answers with the failures only).
+
+        Each batch is retried as a whole on transient failures (deleting twice is harmless); a key S3
+        refuses (``AccessDenied``, ...) is reported in ``errors`` and the rest go on.
+        """
+        result = DeleteResult()
+        batch: builtins.list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch, result)
+                batch = []
+        if batch:
+            self._delete_batch(batch, result)
+        return result
+
+    def _delete_batch(self, keys: Sequence[str], result: DeleteResult) -> None:
+        full_of = {self._full_key(k): k for k in keys}
+        request = {"Objects": [{"Key": full} for full in full_of], "Quiet": True}
+        resp: dict[str, Any] = self._call(
+            "delete-objects",
+            f"{len(keys)} keys from {keys[0]}",
+            functools.partial(self._client.delete_objects, Bucket=self.bucket, Delete=request),
+        )
+        result.requests += 1
+        failed: dict[str, str] = {}
+        for err in resp.get("Errors", []) or []:
+            full = str(err.get("Key", ""))
+            failed[full_of.get(full, full)] = f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
+        for key in keys:
+            if key in failed:
+                result.errors[key] = failed[key]
+            else:
+                result.deleted.append(key)
+        if failed:
+            log.error("S3 DeleteObjects refused %d of %d keys, e.g. %s", len(failed), len(keys), next(iter(failed.items())))
 
     def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
         """``s3://bucket/prefix/key`` and polars/object_store ``storage_options``.
