@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from depth_store.base import ObjectInfo, ObjectStore
+from depth_store.base import DeleteResult, ObjectInfo, ObjectStore
 
 LIST_PAGE_SIZE = 1000
 REQUEST_KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE")
@@ -122,6 +122,13 @@ class CountingStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._add("DELETE")
         self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteResult:
+        """One ``DELETE_BATCH`` request per 1,000 keys (S3 ``DeleteObjects``); the keys under ``DELETE``."""
+        batch = list(keys)
+        self._add("DELETE_BATCH", -(-len(batch) // LIST_PAGE_SIZE))
+        self._add("DELETE", len(batch))
+        return self.inner.delete_many(batch)
 
     def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
         # not a request: the caller's reader (polars, pyarrow) makes its own, uncounted here

@@ -84,3 +84,17 @@ def test_local_delete_many_reports_per_key_errors(tmp_path: Path) -> None:
     assert result.deleted == ["a/free/y"]
     assert list(result.errors) == ["a/locked/x"] and "not permitted" in result.errors["a/locked/x"]
     assert store.head("a/locked/x") is not None
+
+
+def test_counting_store_counts_batched_deletes_and_cursor_listings(tmp_path: Path) -> None:
+    from depth_store.counting import CountingStore
+
+    store = CountingStore(open_store(str(tmp_path / "store")))
+    keys = [f"raw/obj-{i:05d}" for i in range(1_001)]
+    for key in keys:
+        store.put_bytes(key, b"x")
+    store.reset()
+    assert [o.key for o in store.list("raw/", start_after=keys[-2])] == keys[-1:]
+    assert store.delete_many(keys).ok
+    counts = store.snapshot()
+    assert (counts["LIST"], counts["DELETE_BATCH"], counts["DELETE"]) == (1, 2, 1_001)
