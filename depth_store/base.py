@@ -100,6 +100,30 @@ class ObjectStore(abc.ABC):
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         """Upload a local file atomically (multipart for large files on S3)."""
 
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        """Create ``key`` only if no object has that key; None (nothing written) if one exists.
+
+        Atomic against every other writer of the same store (S3 ``If-None-Match: *``; locally a
+        hard link, which fails if the name exists). Use it to claim a name (a lease, a version).
+        """
+        raise StoreError(f"{type(self).__name__} does not support conditional writes")
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        """Compare-and-swap: replace ``key`` only if its current etag is ``etag``; else None.
+
+        None also when the key is absent. Atomic against other conditional writers (S3
+        ``If-Match``; locally a per-key lock around compare and rename). The returned etag is the
+        new version's, from the write itself: keep it for the next compare-and-swap.
+        """
+        raise StoreError(f"{type(self).__name__} does not support conditional writes")
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only if its current etag is ``etag`` (release a lease you still hold).
+
+        False (nothing deleted) if the key is absent or holds another version.
+        """
+        raise StoreError(f"{type(self).__name__} does not support conditional deletes")
+
     @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Raises ObjectNotFoundError if absent."""

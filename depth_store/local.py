@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -39,6 +40,9 @@ log = logging.getLogger("depth_store")
 TEMP_DIR_NAME = ".depth-store~tmp"
 """Folder under the root holding in-flight writes; ``~`` keeps it outside every valid key."""
 
+LOCK_DIR_NAME = "locks"
+"""Sub-folder of the temp folder holding the conditional writers' lock stripes (kept, never stale)."""
+_LOCK_STRIPES = 256
 _ETAG_XATTR = "user.depth_store.md5"
 _COPY_CHUNK = 1 << 20
 
@@ -129,6 +133,21 @@ class LocalStore(ObjectStore):
         etag: str | None,
         digest: Any = None,
     ) -> ObjectInfo:
+        info = self._write_staged(key, target, write, etag, digest, create_only=False)
+        assert info is not None
+        return info
+
+    def _write_staged(
+        self,
+        key: str,
+        target: Path,
+        write: Any,
+        etag: str | None,
+        digest: Any,
+        *,
+        create_only: bool,
+    ) -> ObjectInfo | None:
+        """Temp file, fsync, then rename onto ``target`` (or hard-link it, failing if it exists)."""
         try:
             self._tmp_dir.mkdir(exist_ok=True)
             tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
@@ -139,7 +158,13 @@ class LocalStore(ObjectStore):
                     os.fsync(fh.fileno())
                 if etag is None:
                     etag = digest.hexdigest()
-                self._replace_into(tmp, target)
+                if create_only:
+                    created = self._link_into(tmp, target)
+                    tmp.unlink()
+                    if not created:
+                        return None
+                else:
+                    self._replace_into(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -151,6 +176,71 @@ class LocalStore(ObjectStore):
         return ObjectInfo(
             key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st), content_md5=etag
         )
+
+    def _link_into(self, tmp: Path, target: Path) -> bool:
+        """Hard-link ``tmp`` as ``target`` unless that name exists (atomic create-if-absent)."""
+        attempts = 50
+        for attempt in range(attempts):
+            try:
+                created = self._make_parents(target.parent)
+                os.link(tmp, target)
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+                continue  # a concurrent delete pruned the folder: make it again
+            _fsync_dir(target.parent)
+            for folder in created:
+                _fsync_dir(folder.parent)
+            return True
+        return False  # unreachable: the loop returns or raises
+
+    # -- conditional writes ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """An exclusive flock shared by every conditional writer of ``key`` (any process or thread).
+
+        Keys hash onto a fixed set of lock files, so the lock folder never grows with the keys.
+        """
+        stripe = int(hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()[:8], 16) % _LOCK_STRIPES
+        lock_dir = self._tmp_dir / LOCK_DIR_NAME
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_dir / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"local lock for {key!r} failed: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        target = self._path(key)
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        with self._key_lock(key):
+            # The link refuses an existing name even against writers that take no lock.
+            return self._write_staged(key, target, lambda fh: fh.write(data), digest, None, create_only=True)
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        target = self._path(key)
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        with self._key_lock(key):
+            current = self.head(key)
+            if current is None or current.etag != _bare_etag(etag):
+                return None
+            return self._write_atomically(key, target, lambda fh: fh.write(data), digest)
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        self._path(key)
+        with self._key_lock(key):
+            current = self.head(key)
+            if current is None or current.etag != _bare_etag(etag):
+                return False
+            self.delete(key)
+            return True
 
     def _replace_into(self, tmp: Path, target: Path) -> None:
         """Rename into place; a concurrent delete may prune the parent folder, so retry a few times."""
@@ -347,6 +437,8 @@ class LocalStore(ObjectStore):
         if not self._tmp_dir.is_dir():
             return 0
         for entry in self._tmp_dir.iterdir():
+            if entry.name == LOCK_DIR_NAME:
+                continue  # lock stripes are reused, never stale
             try:
                 if entry.stat().st_mtime < cutoff:
                     if entry.is_dir():
@@ -359,3 +451,8 @@ class LocalStore(ObjectStore):
         if removed:
             log.info("removed %d stale temp files under %s", removed, self._tmp_dir)
         return removed
+
+
+def _bare_etag(etag: str) -> str:
+    """ETags are compared without the quotes S3 puts around them."""
+    return etag.strip().strip('"')

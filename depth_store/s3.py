@@ -69,8 +69,10 @@ _THROTTLE_CODES = frozenset(
         "ServiceUnavailable",
         "BadDigest",  # body corrupted in transit: sending it again is the fix
         "IncompleteBody",
+        "ConditionalRequestConflict",  # 409: a racing conditional write; AWS says retry
     }
 )
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 _AWS_ENDPOINT_RE = re.compile(r"^https://[A-Za-z0-9.-]*\.amazonaws\.com(\.cn)?(:443)?/?$")
 _MD5_METADATA = "content-md5"  # x-amz-meta-content-md5: the content MD5, whatever the ETag is
 _MD5_HEX_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -323,23 +325,82 @@ class S3Store(ObjectStore):
     # -- writes ----------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        info = self._put_object(key, data, {})
+        assert info is not None  # unconditional: never refused
+        return info
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        return self._put_object(key, data, {"IfNoneMatch": "*"})
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        return self._put_object(key, data, {"IfMatch": _quoted(etag)})
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        full = self._full_key(key)
+        try:
+            self._call(
+                "conditional-delete",
+                full,
+                lambda: self._client.delete_object(Bucket=self.bucket, Key=full, IfMatch=_quoted(etag)),
+            )
+        except StoreError as exc:
+            code = _cause_code(exc)
+            if code in _PRECONDITION_CODES or code in _NOT_FOUND_CODES:
+                return False
+            if code == "NotImplemented":
+                raise self._conditional_unsupported(full, exc) from exc
+            raise
+        return True
+
+    def _conditional_unsupported(self, full: str, exc: StoreError) -> StoreError:
+        return StoreError(
+            f"S3 endpoint {self.endpoint_url} does not implement conditional requests "
+            f"(If-Match / If-None-Match) needed for {full!r}: the one-writer and publish guarantees "
+            "need them (AWS S3 since 2024, MinIO, moto >= 5.0 have them)"
+        )
+
+    def _put_object(self, key: str, data: bytes, conditions: dict[str, str]) -> ObjectInfo | None:
+        """One PutObject; ``conditions`` (If-None-Match / If-Match) make it refusable: None then.
+
+        A conditional put whose first attempt may have landed (a retried timeout) and that is then
+        refused counts as written when the object holds exactly these bytes: conditional puts are
+        idempotent for identical content.
+        """
         full = self._full_key(key)
         digest = hashlib.md5(data, usedforsecurity=False)
         md5_hex = digest.hexdigest()
         content_md5 = base64.b64encode(digest.digest()).decode()
         extra = self._sse_args()
+        attempts = 0
 
         def put() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
             return self._client.put_object(
                 Bucket=self.bucket,
                 Key=full,
                 Body=data,
                 ContentMD5=content_md5,
                 Metadata={_MD5_METADATA: md5_hex},
+                **conditions,
                 **extra,
             )
 
-        resp = self._call("put", full, put)
+        try:
+            resp = self._call("conditional-put" if conditions else "put", full, put)
+        except StoreError as exc:
+            code = _cause_code(exc)
+            refused = code in _PRECONDITION_CODES or ("IfMatch" in conditions and code in _NOT_FOUND_CODES)
+            if not conditions or not refused:
+                if conditions and code == "NotImplemented":
+                    raise self._conditional_unsupported(full, exc) from exc
+                raise
+            if attempts > 1:
+                landed = self._head_full(full)
+                if landed is not None and landed.content_md5 == md5_hex:
+                    log.info("S3 conditional put %s: an earlier attempt landed these bytes", full)
+                    return replace(landed, key=key)
+            return None
         etag = str(resp.get("ETag", "")).strip('"')
         if self.config.sse != "aws:kms" and etag and etag != md5_hex:
             # S3 verified Content-MD5 already; a differing ETag means something rewrote the body.
@@ -581,6 +642,20 @@ class S3Store(ObjectStore):
                 self._call("abort-upload", key, abort)
                 aborted += 1
         return aborted
+
+
+def _quoted(etag: str) -> str:
+    """S3 wants the ETag of If-Match in its quotes; ObjectInfo holds it bare."""
+    bare = etag.strip().strip('"')
+    return f'"{bare}"'
+
+
+def _cause_code(exc: StoreError) -> str:
+    """The S3 error code behind a StoreError raised by ``_call``, or ''."""
+    cause = exc.__cause__
+    if isinstance(cause, bce.ClientError):
+        return _client_error_code(cause)[0]
+    return ""
 
 
 def _reopen_s3(bucket: str, prefix: str, config: S3Config) -> S3Store:
