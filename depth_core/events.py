@@ -15,6 +15,7 @@ string back exactly (mantissas < 2**53; larger ones take the slow path).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +42,16 @@ _MANT_LIMIT = 1 << 53
 
 
 @numba.njit(cache=True, nogil=True)
-def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Split a buffer of concatenated decompressed objects into lines ``<ns> <kind> <text>``.
+def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray,
+                 obj_layout: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Split a buffer of concatenated decompressed objects into lines.
 
-    ``nl``: positions of every LF (found by numpy at memchr speed). Returns per non-empty line: object
-    index, line number (1-based, within its object), receive ns, kind byte, text start, text end, ok (False =
-    the header did not parse; Python finds the reason). Mirrors ``raw_format.decode_lines``: split on LF,
-    3 space-separated fields, ns = at most 19 ASCII digits.
+    Layout 1 lines are ``<ns> <kind> <text>``, layout 2 lines ``<ns> <kind> <SYMBOL> <text>`` (``obj_layout``
+    per object). ``nl``: positions of every LF (found by numpy at memchr speed). Returns per non-empty line:
+    object index, line number (1-based, within its object), receive ns, kind byte, text start, text end,
+    symbol field start and end (-1 on layout 1 lines), ok (False = the header did not parse; Python finds
+    the reason). Mirrors ``raw_format.decode_lines``: split on LF, 3 (4) space-separated fields, ns = at most
+    19 ASCII digits, symbol = 2-30 of ``[A-Z0-9]`` or ``-`` (stream-wide, collector notes only).
     """
     n = buf.shape[0]
     n_obj = obj_starts.shape[0]
@@ -58,12 +62,15 @@ def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray) -> tup
     kind = np.empty(cap, np.uint8)
     ts = np.empty(cap, np.int64)
     te = np.empty(cap, np.int64)
+    ss = np.empty(cap, np.int64)
+    se = np.empty(cap, np.int64)
     ok = np.empty(cap, np.bool_)
     k = 0
     j = 0  # index into nl
     for o in range(n_obj):
         p = obj_starts[o]
         obj_end = obj_starts[o + 1] if o + 1 < n_obj else n
+        v2 = obj_layout[o] == 2
         line_no = 0
         while j < nl.shape[0] and nl[j] < p:
             j += 1
@@ -89,6 +96,8 @@ def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray) -> tup
                     good = False
                 kc = 0
                 text_start = e
+                sym_s = -1
+                sym_e = -1
                 if good:
                     r = q + 1
                     if r < e and r + 1 < e and buf[r + 1] == 32:
@@ -98,16 +107,71 @@ def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray) -> tup
                         text_start = r + 2
                     else:
                         good = False
+                if good and v2:
+                    x = text_start
+                    bad_char = False
+                    while x < e and buf[x] != 32:
+                        c = buf[x]
+                        if not ((48 <= c <= 57) or (65 <= c <= 90)):
+                            bad_char = True
+                        x += 1
+                    width = x - text_start
+                    if x >= e:
+                        good = False  # fewer than 4 fields
+                    elif width == 1 and buf[text_start] == 45:
+                        if kc != 77:
+                            good = False  # stream-wide line that is not a note
+                    elif bad_char or width < 2 or width > 30:
+                        good = False
+                    if good:
+                        sym_s = text_start
+                        sym_e = x
+                        text_start = x + 1
                 obj[k] = o
                 lno[k] = line_no
                 ns[k] = v if good else 0
                 kind[k] = kc if good else 0
                 ts[k] = text_start if good else p
                 te[k] = e
+                ss[k] = sym_s
+                se[k] = sym_e
                 ok[k] = good
                 k += 1
             p = e + 1
-    return obj[:k], lno[:k], ns[:k], kind[:k], ts[:k], te[:k], ok[:k]
+    return obj[:k], lno[:k], ns[:k], kind[:k], ts[:k], te[:k], ss[:k], se[:k], ok[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _span_hashes(buf: np.ndarray, ss: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """FNV-1a of each symbol field (-1 spans hash to 0): groups lines by symbol without Python objects."""
+    out = np.zeros(ss.shape[0], np.int64)
+    for i in range(ss.shape[0]):
+        if ss[i] < 0:
+            continue
+        h = np.uint64(14695981039346656037)
+        for q in range(ss[i], se[i]):
+            h = (h ^ np.uint64(buf[q])) * np.uint64(1099511628211)
+        out[i] = np.int64(h)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _spans_equal(buf: np.ndarray, ss: np.ndarray, se: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Whether each span's bytes equal those of the span ``ref[i]`` (guards the hash grouping)."""
+    out = np.ones(ss.shape[0], np.bool_)
+    for i in range(ss.shape[0]):
+        r = ref[i]
+        if ss[i] < 0 or r == i:
+            continue
+        w = se[i] - ss[i]
+        if w != se[r] - ss[r]:
+            out[i] = False
+            continue
+        for q in range(w):
+            if buf[ss[i] + q] != buf[ss[r] + q]:
+                out[i] = False
+                break
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ JSON
@@ -432,9 +496,12 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
 
 
 @numba.njit(cache=True, nogil=True)
-def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarray,
-                  cap: int) -> tuple[np.ndarray, ...]:
-    """Parse the frames at [ts[i], te[i]); levels go to flat columns tagged with the frame index."""
+def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym_buf: np.ndarray, sym_off: np.ndarray,
+                  fsym: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
+    """Parse the frames at [ts[i], te[i]); levels go to flat columns tagged with the frame index.
+
+    Frame i's expected symbol (checked against its ``s`` field) is ``sym_buf[sym_off[fsym[i]]:sym_off[fsym[i]+1]]``.
+    """
     n = ts.shape[0]
     ints = np.zeros((n, 6), np.int64)
     fl = np.zeros((n, 4), np.float64)
@@ -451,6 +518,8 @@ def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarr
     scratch_i = scratch.view(np.int64)
     k = 0
     for i in range(n):
+        sid = fsym[i]
+        sym = sym_buf[sym_off[sid]:sym_off[sid + 1]] if sid >= 0 else sym_buf[:0]
         f, k2, h, good = _parse_one(buf, ts[i], te[i], sym, i, ints[i], fl[i], lv_line, lv_bid, lv_px, lv_qty,
                                     lv_pd, lv_qd, k, scratch, scratch_i)
         if good:
@@ -545,14 +614,20 @@ class QuarantineEntry:
     receive_ns: int | None
     reason: str
     text: bytes
+    sym: int = -1  # symbol id of the line (ParsedChunk.symbols); -1: not known (a v2 line whose header is bad)
+
+
+SYM_COLUMN = "sym"  # the symbol id column of a chunk's events, snapshots and book tickers
 
 
 @dataclass
 class ParsedChunk:
-    """Typed content of a batch of raw objects (one stream, one symbol).
+    """Typed content of a batch of raw objects of one stream (one symbol per v1 object, many per v2 object).
 
-    ``events``: one row per depth event (line order); ``levels``: one row per level, ``line`` = row index
+    ``events``: one row per depth event (line order); ``levels``: one row per level, ``ev`` = row index
     in ``events`` ... see column lists below. Snapshots likewise (``snapshots`` + ``snapshot_levels``).
+    ``events``, ``snapshots`` and ``book_tickers`` carry a ``sym`` column: the index of the line's symbol in
+    ``symbols``.
     """
 
     events: pl.DataFrame
@@ -560,9 +635,11 @@ class ParsedChunk:
     snapshots: pl.DataFrame
     snapshot_levels: pl.DataFrame
     book_tickers: pl.DataFrame
-    meta: list[tuple[int, int, bytes]]  # (object index, receive ns, text)
+    meta: list[tuple[int, int, bytes, int]]  # (object index, receive ns, text, symbol id or -1: stream-wide)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     lines: int = 0
+    symbols: list[str] = field(default_factory=list)  # symbol id -> symbol
+    object_symbols: list[list[int]] = field(default_factory=list)  # per object: ids of the symbols its lines name
 
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -579,8 +656,8 @@ BOOK_TICKER_SCHEMA: dict[str, pl.DataType] = {"receive_ns": pl.Int64(), "u": pl.
                       "bid_qty": pl.Float64(), "ask_price": pl.Float64(), "ask_qty": pl.Float64()}
 
 
-def _header_reason(line: bytes) -> str:
-    probe = decode_lines(line, RawObjectContent())
+def _header_reason(line: bytes, layout: int) -> str:
+    probe = decode_lines(line, RawObjectContent(), layout)
     if probe.problems:
         return probe.problems[0][1]
     return "line header does not parse"
@@ -610,41 +687,104 @@ def join_objects(datas: list[bytes]) -> tuple[bytes, np.ndarray]:
     return b"".join(datas), obj_starts
 
 
-def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbol: str) -> ParsedChunk:
-    """Parse decompressed raw objects (one stream-symbol) into typed columns; never raises for bad lines.
+@dataclass
+class _Lines:
+    """The split lines of a batch and the symbol each belongs to (shared by the per-kind parsers)."""
+
+    joined: bytes
+    buf: np.ndarray
+    obj: np.ndarray
+    lno: np.ndarray
+    ns: np.ndarray
+    ts: np.ndarray
+    te: np.ndarray
+    lsym: np.ndarray  # symbol id per line, -1 = stream-wide note or not known
+    names: list[str]
+    sym_buf: np.ndarray  # the symbol names, concatenated (for the compiled ``s`` check)
+    sym_off: np.ndarray
+
+
+def _line_symbols(joined: bytes, buf: np.ndarray, obj: np.ndarray, ss: np.ndarray, se: np.ndarray,
+                  ok: np.ndarray, object_symbols: list[str | None]) -> tuple[np.ndarray, list[str]]:
+    """Symbol id of every line: a v1 object's key symbol; a v2 line's symbol field (grouped by a compiled hash,
+    checked byte for byte); -1 for stream-wide notes and for v2 lines whose header did not parse."""
+    names: list[str] = []
+    index: dict[str, int] = {}
+
+    def id_of(name: str) -> int:
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        return index[name]
+
+    obj_sym = np.array([-1 if s is None else id_of(s) for s in object_symbols], dtype=np.int32)
+    lsym = obj_sym[obj] if len(obj) else np.zeros(0, np.int32)
+    idx2 = np.flatnonzero(ok & (ss >= 0))
+    if len(idx2):
+        ss2, se2 = ss[idx2], se[idx2]
+        _uniq, first, inv = np.unique(_span_hashes(buf, ss2, se2), return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        codes = np.array([-1 if (t := joined[ss2[r]:se2[r]]) == b"-" else id_of(t.decode()) for r in first.tolist()],
+                         dtype=np.int32)
+        sym2 = codes[inv]
+        for i in np.flatnonzero(~_spans_equal(buf, ss2, se2, first[inv])).tolist():  # a hash collision
+            t = joined[ss2[i]:se2[i]]
+            sym2[i] = -1 if t == b"-" else id_of(t.decode())
+        lsym[idx2] = sym2
+    return lsym.astype(np.int32), names
+
+
+def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | Sequence[str | None]) -> ParsedChunk:
+    """Parse decompressed raw objects of one stream into typed columns; never raises for bad lines.
 
     ``datas``: the objects' texts, or what :func:`join_objects` made of them (so a helper thread can join).
+    ``symbols``: per object, the symbol of a v1 object (from its key) or ``None`` for a v2 object (every line
+    names its symbol); one string means every object is a v1 object of that symbol.
     """
     quarantine: list[QuarantineEntry] = []
     joined, obj_starts = datas if isinstance(datas, tuple) else join_objects(datas)
+    object_symbols: list[str | None] = ([symbols] * len(obj_starts) if isinstance(symbols, str)
+                                        else list(symbols))
+    if len(object_symbols) != len(obj_starts):
+        raise ValueError(f"{len(object_symbols)} object symbols for {len(obj_starts)} objects")
+    layouts = np.array([1 if s is not None else 2 for s in object_symbols], dtype=np.uint8)
     buf = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
-    obj, lno, ns, kind, ts, te, ok = _split_lines(buf, obj_starts, np.flatnonzero(buf == 10))
+    obj, lno, ns, kind, ts, te, ss, se, ok = _split_lines(buf, obj_starts, np.flatnonzero(buf == 10), layouts)
+    lsym, names = _line_symbols(joined, buf, obj, ss, se, ok, object_symbols)
     for i in np.flatnonzero(~ok).tolist():
         line = joined[ts[i]:te[i]]
-        quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), None, _header_reason(line), line))
-    good = ok
-    sym = np.frombuffer(symbol.encode(), np.uint8)
+        quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), None,
+                                          _header_reason(line, int(layouts[obj[i]])), line, int(lsym[i])))
+    encoded = [n.encode() for n in names]
+    sym_off = np.zeros(len(names) + 1, np.int64)
+    sym_off[1:] = np.cumsum([len(b) for b in encoded])
+    sym_buf = np.frombuffer(b"".join(encoded), np.uint8) if encoded and sym_off[-1] else np.zeros(0, np.uint8)
+    lines = _Lines(joined, buf, obj, lno, ns, ts, te, lsym, names, sym_buf, sym_off)
 
     # depth events and snapshots share the compiled parser
-    events, levels = _parse_kind(joined, buf, good & (kind == KIND_DEPTH), obj, lno, ns, ts, te, sym, symbol,
-                                 quarantine, snapshot=False)
-    snaps, snap_levels = _parse_kind(joined, buf, good & (kind == KIND_SNAPSHOT), obj, lno, ns, ts, te, sym,
-                                     symbol, quarantine, snapshot=True)
-    book_tickers = _parse_book_tickers(joined, buf, good & (kind == KIND_BOOK_TICKER), obj, lno, ns, ts, te, sym,
-                                       symbol, quarantine)
-    meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]])
-            for i in np.flatnonzero(good & (kind == KIND_META)).tolist()]
-    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj))
+    events, levels = _parse_kind(lines, ok & (kind == KIND_DEPTH), quarantine, snapshot=False)
+    snaps, snap_levels = _parse_kind(lines, ok & (kind == KIND_SNAPSHOT), quarantine, snapshot=True)
+    book_tickers = _parse_book_tickers(lines, ok & (kind == KIND_BOOK_TICKER), quarantine)
+    meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]], int(lsym[i]))
+            for i in np.flatnonzero(ok & (kind == KIND_META)).tolist()]
+    held: list[list[int]] = [[] for _ in range(len(obj_starts))]
+    named = lsym >= 0
+    if named.any():
+        pairs = np.unique(obj[named].astype(np.int64) * (len(names) + 1) + lsym[named])
+        for o, sid in zip((pairs // (len(names) + 1)).tolist(), (pairs % (len(names) + 1)).tolist(), strict=True):
+            held[o].append(sid)
+    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj), names, held)
 
 
-def _parse_book_tickers(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray, lno: np.ndarray,
-                        ns: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarray, symbol: str,
-                        quarantine: list[QuarantineEntry]) -> pl.DataFrame:
+def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry]) -> pl.DataFrame:
     """bookTicker frames: the compiled scanner, the slow path for what it declines."""
+    joined, obj, lno, ns, ts, te, lsym = lines.joined, lines.obj, lines.lno, lines.ns, lines.ts, lines.te, lines.lsym
     idx = np.flatnonzero(sel)
+    schema = {**BOOK_TICKER_SCHEMA, SYM_COLUMN: pl.Int32()}
     if len(idx) == 0:
-        return pl.DataFrame(schema=BOOK_TICKER_SCHEMA)
-    ints, fl, flags, fast_ok, _h, *_lv = _parse_frames(buf, ts[idx], te[idx], sym, 0)
+        return pl.DataFrame(schema=schema)
+    ints, fl, flags, fast_ok, _h, *_lv = _parse_frames(lines.buf, ts[idx], te[idx], lines.sym_buf, lines.sym_off,
+                                                       lsym[idx], 0)
     usable = fast_ok & ((flags & (F_BT_ALL | F_u)) == (F_BT_ALL | F_u))
     usable &= ((flags & F_S) == 0) | ((flags & F_SYM_OK) != 0)
     keep = np.flatnonzero(usable)
@@ -652,24 +792,26 @@ def _parse_book_tickers(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np
         "receive_ns": ns[idx[keep]], "u": ints[keep, 3],
         "E": np.where((flags[keep] & F_E) != 0, ints[keep, 0], np.iinfo(np.int64).min),
         "bid_price": fl[keep, 0], "bid_qty": fl[keep, 1], "ask_price": fl[keep, 2], "ask_qty": fl[keep, 3],
+        SYM_COLUMN: lsym[idx[keep]],
     }).with_columns(pl.when(pl.col("E") == np.iinfo(np.int64).min).then(None).otherwise(pl.col("E")).alias("E"))
     bt_rows = []
     for j in np.flatnonzero(~usable).tolist():
         i = int(idx[j])
         text = joined[ts[i]:te[i]]
         try:
-            bt_rows.append((int(ns[i]), *_book_ticker(text, symbol)))
+            bt_rows.append((int(ns[i]), *_book_ticker(text, lines.names[lsym[i]]), int(lsym[i])))
         except FrameError as exc:
-            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text))
-    slow = pl.DataFrame(bt_rows, schema=BOOK_TICKER_SCHEMA, orient="row")
-    return pl.concat([fast.select(list(BOOK_TICKER_SCHEMA)).cast(BOOK_TICKER_SCHEMA), slow])  # type: ignore[arg-type]
+            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text,
+                                              int(lsym[i])))
+    slow = pl.DataFrame(bt_rows, schema=schema, orient="row")
+    return pl.concat([fast.select(list(schema)).cast(schema), slow])  # type: ignore[arg-type]
 
 
-def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray, lno: np.ndarray,
-                ns: np.ndarray, ts: np.ndarray, te: np.ndarray, sym: np.ndarray, symbol: str,
-                quarantine: list[QuarantineEntry], snapshot: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry],
+                snapshot: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    joined, obj, lno, ns, ts, te, lsym = lines.joined, lines.obj, lines.lno, lines.ns, lines.ts, lines.te, lines.lsym
     idx = np.flatnonzero(sel)
-    head_schema = SNAPSHOT_SCHEMA if snapshot else EVENT_SCHEMA
+    head_schema = {**(SNAPSHOT_SCHEMA if snapshot else EVENT_SCHEMA), SYM_COLUMN: pl.Int32()}
     lv_schema = SNAPSHOT_LEVEL_SCHEMA if snapshot else LEVEL_SCHEMA
     if len(idx) == 0:
         return pl.DataFrame(schema=head_schema), pl.DataFrame(schema=lv_schema)
@@ -677,7 +819,7 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
     # capacity: every level has at least 8 bytes ('["1","1"]')
     cap = int((e - s).sum() // 8) + 16
     ints, _fl, flags, fast_ok, hashes, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd = _parse_frames(
-        buf, s, e, sym, cap)
+        lines.buf, s, e, lines.sym_buf, lines.sym_off, lsym[idx], cap)
     # which frames are usable
     if snapshot:
         need = F_L | F_B | F_A
@@ -702,6 +844,7 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
             else:
                 if fr.event_type is not None and fr.event_type != "depthUpdate":
                     raise FrameError(f"event type {fr.event_type!r} is not depthUpdate")
+                symbol = lines.names[lsym[i]]
                 if fr.symbol is not None and fr.symbol != symbol:
                     raise FrameError(f"event for symbol {fr.symbol!r}, expected {symbol}")
                 for name, v in (("U", vals[2]), ("u", vals[3]), ("E", vals[0])):
@@ -717,14 +860,14 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
                     h += _py_level_hash(px, q, bid)
             extra_head.append((j, vals, _wrap64(h)))
         except FrameError as exc:
-            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text))
+            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text, int(lsym[i])))
     if not snapshot:
         # U > u is malformed even when it parsed
         bad_order = usable & (ints[:, 2] > ints[:, 3])
         for j in np.flatnonzero(bad_order).tolist():
             i = int(idx[j])
             quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]),
-                                              f"U {ints[j, 2]} > u {ints[j, 3]}", joined[ts[i]:te[i]]))
+                                              f"U {ints[j, 2]} > u {ints[j, 3]}", joined[ts[i]:te[i]], int(lsym[i])))
         usable &= ~bad_order
     # assemble in numpy: frames kept (fast or slow path) in line order; levels point at their row
     extra_j = np.array([x[0] for x in extra_head], dtype=np.int64)
@@ -768,12 +911,13 @@ def _parse_kind(joined: bytes, buf: np.ndarray, sel: np.ndarray, obj: np.ndarray
     head = pl.DataFrame({
         "obj": obj[idx[keep]].astype(np.int32), "line_no": lno[idx[keep]], "receive_ns": ns[idx[keep]],
         **nullable, "U": U[keep], "u": u[keep], "n_levels": n_levels, "levels_hash": H[keep],
+        SYM_COLUMN: lsym[idx[keep]],
     }).with_columns(pl.when(pl.col(c) == big).then(None).otherwise(pl.col(c)).alias(c) for c in nullable)
     if snapshot:
         head = head.select("obj", "line_no", "receive_ns", "E", "T", pl.col("U").alias("last_update_id"),
-                           "n_levels")
+                           "n_levels", SYM_COLUMN)
     else:
-        head = head.select(list(EVENT_SCHEMA))
+        head = head.select(list(head_schema))
     return head.cast(head_schema), lv.cast(lv_schema)  # type: ignore[arg-type]
 
 

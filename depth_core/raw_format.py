@@ -209,11 +209,18 @@ def stream_day_prefix(market: Market, stream: str, symbol: str, date: str) -> st
     return f"{stream_symbol_prefix(market, stream, symbol)}date={validate_date(date)}/"
 
 
+LAYOUTS = (1, 2)
+
+
 @dataclass(frozen=True, slots=True)
 class RawLine:
+    """One decoded line. ``symbol``: the v2 line's symbol field (``None`` for a v1 line, whose symbol is the
+    object key's, and for a stream-wide v2 note ``-``)."""
+
     receive_ns: int
     kind: LineKind
     text: bytes
+    symbol: str | None = None
 
 
 def encode_line(receive_ns: int, kind: LineKind, text: bytes | str) -> bytes:
@@ -244,6 +251,7 @@ def encode_line_v2(receive_ns: int, kind: LineKind, symbol: str, text: bytes | s
 
 
 _KINDS = {k.value.encode(): k for k in LineKind}
+_SYMBOL_BYTES_RE = re.compile(rb"[A-Z0-9]{2,30}")
 
 
 @dataclass
@@ -254,17 +262,24 @@ class RawObjectContent:
     problems: list[tuple[int, str, bytes]] = field(default_factory=list)  # (line number, reason, text)
 
 
-def decode_lines(data: bytes, content: RawObjectContent | None = None) -> RawObjectContent:
-    """Decode uncompressed raw text; malformed lines become problems, never exceptions."""
+def decode_lines(data: bytes, content: RawObjectContent | None = None, layout: int = 1) -> RawObjectContent:
+    """Decode uncompressed raw text; malformed lines become problems, never exceptions.
+
+    ``layout``: 1 (``<receive_ns> <kind> <text>``, one symbol per object) or 2 (``<receive_ns> <kind> <SYMBOL>
+    <text>``, many symbols per object); it comes from the object's key (:attr:`RawObjectKey.layout`).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown raw layout {layout!r}")
     out = content or RawObjectContent()
+    n_fields = layout + 2
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw:
             continue
-        parts = raw.split(b" ", 2)
-        if len(parts) != 3:
-            out.problems.append((lineno, "line has fewer than 3 space-separated fields", raw))
+        parts = raw.split(b" ", n_fields - 1)
+        if len(parts) != n_fields:
+            out.problems.append((lineno, f"line has fewer than {n_fields} space-separated fields", raw))
             continue
-        ns_text, kind_text, text = parts
+        ns_text, kind_text, text = parts[0], parts[1], parts[-1]
         kind = _KINDS.get(kind_text)
         if kind is None:
             out.problems.append((lineno, f"unknown line kind {kind_text[:8]!r}", raw))
@@ -272,7 +287,19 @@ def decode_lines(data: bytes, content: RawObjectContent | None = None) -> RawObj
         if not ns_text.isdigit() or len(ns_text) > 19:
             out.problems.append((lineno, "receive time is not a non-negative integer", raw))
             continue
-        out.lines.append(RawLine(int(ns_text), kind, text))
+        symbol: str | None = None
+        if layout == 2:
+            sym_text = parts[2]
+            if sym_text == b"-":
+                if kind is not LineKind.META:
+                    out.problems.append((lineno, "stream-wide line ('-') that is not a collector note", raw))
+                    continue
+            elif _SYMBOL_BYTES_RE.fullmatch(sym_text):
+                symbol = sym_text.decode()
+            else:
+                out.problems.append((lineno, f"invalid symbol field {sym_text[:40]!r}", raw))
+                continue
+        out.lines.append(RawLine(int(ns_text), kind, text, symbol))
     return out
 
 
@@ -301,14 +328,15 @@ def decompress(data: bytes) -> tuple[bytes, str | None]:
         return text, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes"
 
 
-def read_raw_object(data: bytes) -> RawObjectContent:
-    """Decompress and decode one raw object. A truncated or corrupt gzip keeps what decoded before it."""
+def read_raw_object(data: bytes, layout: int = 1) -> RawObjectContent:
+    """Decompress and decode one raw object (``layout`` of its key). A truncated or corrupt gzip keeps what
+    decoded before it."""
     out = RawObjectContent()
     text, problem = decompress(data)
     if problem is not None:
         out.problems.append((0, problem, b""))
-    return decode_lines(text, out)
+    return decode_lines(text, out, layout)
 
 
-def iter_lines(data: bytes) -> Iterator[RawLine]:
-    yield from read_raw_object(data).lines
+def iter_lines(data: bytes, layout: int = 1) -> Iterator[RawLine]:
+    yield from read_raw_object(data, layout).lines

@@ -25,10 +25,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from depth_core.events import ParsedChunk, QuarantineEntry, join_objects, parse_objects
+from depth_core.events import SYM_COLUMN, QuarantineEntry, join_objects, parse_objects
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
-from depth_core.raw_format import RawFormatError, RawObjectKey, decompress, stream_day_prefix
+from depth_core.raw_format import (
+    RawFormatError,
+    RawObjectKey,
+    decompress,
+    stream_date_prefix,
+    stream_day_prefix,
+)
 from depth_core.storeio import put_json, put_parquet, replace_prefix
 from depth_store.base import ObjectInfo, ObjectStore
 
@@ -125,41 +131,46 @@ class StreamDayReport:
         return self.events > 0
 
 
-def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> list[ObjectInfo]:
-    """Objects of day D plus D-1's last hour and D+1's first hour (by first receive time), in key order."""
+def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str,
+                  date: str) -> list[tuple[ObjectInfo, RawObjectKey]]:
+    """Objects of day D plus D-1's last hour and D+1's first hour (by first receive time): the symbol's v1
+    objects and the stream's v2 objects, in order of first receive time."""
     start_ns = day_index(date) * DAY_MS * 10**6
     end_ns = start_ns + DAY_MS * 10**6
     before = date_of_day_index(day_index(date) - 1)
     after = date_of_day_index(day_index(date) + 1)
-    out: list[ObjectInfo] = []
+    out: list[tuple[ObjectInfo, RawObjectKey]] = []
     for day, lo, hi in ((before, start_ns - EDGE_NS, start_ns), (date, 0, 1 << 63),
                         (after, end_ns, end_ns + EDGE_NS)):
-        for info in store.list(stream_day_prefix(market, stream, symbol, day)):
-            try:
-                key = RawObjectKey.parse(info.key)
-            except RawFormatError:
-                continue  # foreign object: not ours to read (nor to delete)
-            if lo <= key.first_receive_ns < hi:
-                out.append(info)
+        for prefix in (stream_day_prefix(market, stream, symbol, day), stream_date_prefix(market, stream, day)):
+            for info in store.list(prefix):
+                try:
+                    key = RawObjectKey.parse(info.key)
+                except RawFormatError:
+                    continue  # foreign object: not ours to read (nor to delete)
+                if lo <= key.first_receive_ns < hi:
+                    out.append((info, key))
+    out.sort(key=lambda x: (x[1].first_receive_ns, x[0].key))
     return out
 
 
-def _fetch_batch(store: ObjectStore, batch: list[ObjectInfo]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
+def _fetch_batch(store: ObjectStore,
+                 batch: list[tuple[ObjectInfo, RawObjectKey]]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
     """Get, gunzip and join one batch of objects (runs on the helper thread)."""
-    texts = [decompress(store.get_bytes(info.key)) for info in batch]
+    texts = [decompress(store.get_bytes(info.key)) for info, _key in batch]
     return join_objects([t for t, _p in texts]), [p for _t, p in texts]
 
 
-def _batches(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
-    out: list[list[ObjectInfo]] = []
-    cur: list[ObjectInfo] = []
+def _batches(infos: list[tuple[ObjectInfo, RawObjectKey]]) -> list[list[tuple[ObjectInfo, RawObjectKey]]]:
+    out: list[list[tuple[ObjectInfo, RawObjectKey]]] = []
+    cur: list[tuple[ObjectInfo, RawObjectKey]] = []
     size = 0
     for info in infos:
-        if cur and size + info.size > BATCH_BYTES:
+        if cur and size + info[0].size > BATCH_BYTES:
             out.append(cur)
             cur, size = [], 0
         cur.append(info)
-        size += info.size
+        size += info[0].size
     if cur:
         out.append(cur)
     return out
@@ -195,7 +206,7 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
     # raw objects the cleanup deleted since the last validation: their validated rows are carried over
     from depth_core.carryover import load_carryover
 
-    carry = load_carryover(store, market, stream, symbol, date, infos)
+    carry = load_carryover(store, market, stream, symbol, date, [i for i, _k in infos])
     n_events, n_snaps, part = carry.seed(report, events_parts, snaps_parts, snap_lv_parts, quarantine, written,
                                          price_dec, qty_dec)
     # helper threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the parsing
@@ -209,33 +220,51 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
             if bi + PREFETCH < len(batches):
                 ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
             joined, problems = fetched
-            for info, problem in zip(batch, problems, strict=True):
-                if problem:
-                    quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None, "reason": problem,
-                                       "text": b""})
-                report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
             del fetched
-            chunk = parse_objects(joined, symbol)
+            chunk = parse_objects(joined, [key.symbol for _i, key in batch])
             del joined
-            base_obj = len(report.objects) - len(batch)
-            _record_object_dates(report, chunk, base_obj)
-            for q in chunk.quarantine:
-                quarantine.append(_q_row(q, batch))
-                report.objects[base_obj + q.object_index].quarantined += 1
-            report.lines_read += chunk.lines
-            meta_rows.extend((ns, text) for _o, ns, text in chunk.meta)
+            # this symbol's lines only (a v2 object holds every symbol of the stream; stream-wide notes and v2
+            # lines whose header did not parse go to every symbol of the object)
+            tid = chunk.symbols.index(symbol) if symbol in chunk.symbols else -2
+            mine_q = [q for q in chunk.quarantine if q.sym in (tid, -1)]
+            mine_meta = [(o, ns, text) for o, ns, text, sid in chunk.meta if sid in (tid, -1)]
+            holds = np.array([key.symbol is not None or tid in chunk.object_symbols[i]
+                              for i, (_info, key) in enumerate(batch)], dtype=np.bool_)
+            sym_ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64)).filter(
+                pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
+            sym_sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64)).filter(
+                pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
+            sym_bt = chunk.book_tickers.filter(pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
+            obj_map = np.full(len(batch), -1, np.int32)
+            for i in np.flatnonzero(holds).tolist():
+                info = batch[i][0]
+                obj_map[i] = len(report.objects)
+                report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
+                if problems[i]:
+                    quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None,
+                                       "reason": problems[i], "text": b""})
+            sym_ev = sym_ev.with_columns(pl.Series("obj", obj_map[sym_ev["obj"].to_numpy()], pl.Int32))
+            sym_sn = sym_sn.with_columns(pl.Series("obj", obj_map[sym_sn["obj"].to_numpy()], pl.Int32))
+            _record_object_dates(report, sym_ev, sym_sn)
+            for q in mine_q:
+                if obj_map[q.object_index] >= 0:
+                    quarantine.append(_q_row(q, batch))
+                    report.objects[obj_map[q.object_index]].quarantined += 1
+            meta_rows.extend((ns, text) for o, ns, text in mine_meta if obj_map[o] >= 0)
+            report.lines_read += (sym_ev.height + sym_sn.height + sym_bt.height
+                                  + sum(1 for q in mine_q if obj_map[q.object_index] >= 0)
+                                  + sum(1 for o, _n, _t in mine_meta if obj_map[o] >= 0))
 
             # events of this day only; renumber globally
-            ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
+            ev = sym_ev
             in_day = ev.filter(_day_of(pl.col("E")) == day)
             report.other_day_events += ev.height - in_day.height
             in_day = in_day.with_columns(
                 (pl.int_range(pl.len(), dtype=pl.Int64) + n_events).alias("ev"),
                 pl.lit(part, pl.Int32).alias("part"),
-                (pl.col("obj") + base_obj).alias("obj"),
             )
             if in_day.height:
-                if in_day.height == ev.height:  # the usual batch, all of day D: renumbering is a shift
+                if in_day.height == chunk.events.height:  # the usual batch, all of day D: renumbering is a shift
                     lv = chunk.levels.with_columns((pl.col("ev") + n_events).alias("gev"))
                 else:
                     lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
@@ -255,11 +284,9 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
                 part += 1
 
             # snapshots and book tickers of this day (by E where given, else receive time)
-            sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64))
-            sn = sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
+            sn = sym_sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
             if sn.height:
-                sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"),
-                                     (pl.col("obj") + base_obj).alias("obj"))
+                sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"))
                 slv = chunk.snapshot_levels.join(sn.select(pl.col("local").alias("snap"), pl.col("snap").alias("g")),
                                                  on="snap", how="inner", maintain_order="left")
                 snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
@@ -267,7 +294,7 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol:
                 n_snaps += sn.height
             # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
             # match, and a ticker received before midnight may belong to an event of this day
-            bt = chunk.book_tickers
+            bt = sym_bt
             if bt.height:
                 bt_parts.append(bt)
 
@@ -347,24 +374,25 @@ def _reason_class(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
-def _q_row(q: QuarantineEntry, batch: list[ObjectInfo]) -> dict[str, Any]:
-    return {"object_key": batch[q.object_index].key, "line_no": q.line_no, "receive_ns": q.receive_ns,
+def _q_row(q: QuarantineEntry, batch: list[tuple[ObjectInfo, RawObjectKey]]) -> dict[str, Any]:
+    return {"object_key": batch[q.object_index][0].key, "line_no": q.line_no, "receive_ns": q.receive_ns,
             "reason": q.reason, "text": q.text}
 
 
-def _record_object_dates(report: StreamDayReport, chunk: ParsedChunk, base_obj: int) -> None:
-    """The set of event dates (E's UTC day; receive day where E is absent) each object holds."""
+def _record_object_dates(report: StreamDayReport, events: pl.DataFrame, snapshots: pl.DataFrame) -> None:
+    """The set of event dates (E's UTC day; receive day where E is absent) each object holds (``obj``: the
+    index into ``report.objects``)."""
     frames = [
-        chunk.events.select("obj", _day_of(pl.col("E")).alias("d")),
-        chunk.snapshots.select("obj", _day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)).alias("d")),
+        events.select("obj", _day_of(pl.col("E")).alias("d")),
+        snapshots.select("obj", _day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)).alias("d")),
     ]
     days = pl.concat(frames).unique().sort("obj", "d")
     for obj, d in days.iter_rows():
-        report.objects[base_obj + obj].event_dates.append(date_of_day_index(d))
-    objs = chunk.events["obj"].to_numpy()
+        report.objects[obj].event_dates.append(date_of_day_index(d))
+    objs = events["obj"].to_numpy()
     if len(objs):
         for obj in np.flatnonzero(counts := np.bincount(objs.astype(np.int64))).tolist():
-            report.objects[base_obj + obj].events += int(counts[obj])
+            report.objects[obj].events += int(counts[obj])
 
 
 def _empty_events() -> pl.DataFrame:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from depth_core.names import Market
-from depth_core.raw_format import LineKind, RawObjectKey, encode_line
+from depth_core.raw_format import LineKind, RawObjectKey, encode_line, encode_line_v2
 from depth_store.base import ObjectStore
 
 DAY0_MS = 1_763_942_400_000  # 2025-11-24 00:00:00 UTC
@@ -166,3 +166,35 @@ def stream_lines(ex: SyntheticExchange, events: list[dict[str, object]], latency
         ns = int((ex.times[sid] + snap_latency_ms) * 1_000_000)
         out.append((ns, LineKind.SNAPSHOT, orjson.dumps(ex.snapshot(sid)).decode()))
     return out
+
+
+def write_stream_v2(store: ObjectStore, market: Market, stream: str,
+                    lines: Sequence[tuple[int, LineKind, str, str | bytes]], per_object: int = 50,
+                    session: str = "v2") -> list[str]:
+    """Write lines (receive_ns, kind, SYMBOL or '-', text) of many symbols as v2 raw objects (one object per
+    ``per_object`` lines, none spanning an hour boundary); returns keys."""
+    keys = []
+    ordered = sorted(lines, key=lambda x: x[0])
+    seq = 0
+    chunk: list[tuple[int, LineKind, str, str | bytes]] = []
+
+    def flush() -> None:
+        nonlocal seq, chunk
+        if not chunk:
+            return
+        key = RawObjectKey.for_stream_segment(market, stream, chunk[0][0], session, seq)
+        body = b"".join(encode_line_v2(ns, kind, sym, text) for ns, kind, sym, text in chunk)
+        store.put_bytes(key.key, gzip.compress(body, compresslevel=1))
+        keys.append(key.key)
+        seq += 1
+        chunk = []
+
+    hour = None
+    for line in ordered:
+        h = line[0] // 3_600_000_000_000
+        if chunk and (len(chunk) >= per_object or h != hour):
+            flush()
+        hour = h
+        chunk.append(line)
+    flush()
+    return keys
