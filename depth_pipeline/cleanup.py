@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,7 +31,7 @@ from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefi
 from depth_core.schema import merged_manifest_key
 from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, META_MANIFEST_ETAG, TAG_KIND
 from depth_pipeline.partitions import partition_key
-from depth_store import ObjectStore
+from depth_store import ObjectInfo, ObjectNotFoundError, ObjectStore
 
 
 @dataclass(frozen=True)
@@ -295,3 +297,221 @@ def deleted_merged_objects(
         if obj.key not in folders[folder]:
             missing.append(obj.key)
     return missing
+
+
+# ------------------------------------------------------------------------------------- batched, per date
+
+STREAM_DAY_REPORT = "_stream_day.json"
+
+
+def stream_day_report_key(market: Market, stream: str, date: str) -> str:
+    """``validated/market=/stream=/date=/_stream_day.json``: every raw object a stream-day validation read,
+    with the symbols and event dates it holds (``depth_core/validate.py`` writes it)."""
+    return f"validated/market={market}/stream={stream}/date={date}/{STREAM_DAY_REPORT}"
+
+
+@dataclass
+class DayCleanup:
+    """What the cleanup of one date did: per requested symbol a :class:`CleanupResult`, and day totals.
+
+    ``deleted`` counts each raw object once (a layout-2 object is listed by many symbols' manifests);
+    ``kept_holdings_pending`` are layout-2 objects some other symbol-day they hold has not verified yet;
+    ``requests`` the store requests by kind (LIST of the raw folders, DeleteObjects batches).
+    """
+
+    date: str
+    results: dict[str, CleanupResult] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    already_absent: list[str] = field(default_factory=list)
+    kept_holdings_pending: dict[str, str] = field(default_factory=dict)  # key -> why
+    later_arrivals: list[str] = field(default_factory=list)  # in the date's folders, listed by no manifest
+    delete_errors: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok and not r.kept_changed for r in self.results.values()) and not self.delete_errors
+
+    def summary(self) -> str:
+        parts = [f"deleted {len(self.deleted)} raw objects", f"already gone {len(self.already_absent)}"]
+        if self.later_arrivals:
+            parts.append(f"kept {len(self.later_arrivals)} that arrived after the merge (re-merge pending)")
+        if self.kept_holdings_pending:
+            parts.append(f"kept {len(self.kept_holdings_pending)} that hold a symbol-day not verified yet")
+        if self.delete_errors:
+            parts.append(f"{len(self.delete_errors)} the store refused to delete")
+        refused = [s for s, r in self.results.items() if not r.ok]
+        if refused:
+            parts.append(f"refused for {len(refused)} symbols ({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''})")
+        return f"{self.date}: " + ", ".join(parts)
+
+
+GateLookup = Callable[[str, str], MergeGate]
+
+
+def _holdings(
+    store: ObjectStore, market: Market, stream: str, obj: ManifestObject, reports: dict[tuple[str, str], dict[str, Any] | None]
+) -> set[tuple[str, str]] | None:
+    """Every (symbol, event date) a layout-2 object holds, from the stream-day reports of its event dates (each
+    report that lists it). None when no report lists it: its holdings are unknown, so it is kept."""
+    dates = set(obj.event_dates)
+    try:
+        dates.add(RawObjectKey.parse(obj.key).date)
+    except RawFormatError:
+        return None
+    pairs: set[tuple[str, str]] = set()
+    listed = False
+    for date in sorted(dates):
+        if (stream, date) not in reports:
+            try:
+                reports[(stream, date)] = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
+            except (ObjectNotFoundError, ValueError):
+                reports[(stream, date)] = None
+        report = reports[(stream, date)]
+        if not report:
+            continue
+        index = report.setdefault("_by_key", {o["key"]: o for o in report.get("objects", [])})
+        entry = index.get(obj.key)
+        if entry is None:
+            continue
+        listed = True
+        for symbol, symbol_dates in (entry.get("symbol_event_dates") or {}).items():
+            pairs.update((symbol, d) for d in symbol_dates)
+        if not entry.get("symbol_event_dates"):
+            pairs.update((s, d) for s in entry.get("symbols", []) for d in entry.get("event_dates", []))
+    return pairs if listed else None
+
+
+def cleanup_day(
+    instance: dg.DagsterInstance,
+    store: ObjectStore,
+    market: Market,
+    streams: list[str] | tuple[str, ...],
+    date: str,
+    symbols: list[str] | tuple[str, ...],
+    *,
+    retention_days: float = 0.0,
+    now: dt.datetime | None = None,
+    gate_of: GateLookup | None = None,
+) -> DayCleanup:
+    """The gated cleanup of ``symbols`` on ``date`` in batches; every rule of the module docstring, plus:
+
+    - sizes and etags are checked against one LIST per raw folder the manifests name (not a HEAD per object);
+    - deletes go through ``delete_many`` (S3 ``DeleteObjects``, 1,000 keys a request);
+    - a layout-2 object (every symbol of a stream flush) is deleted only when every (symbol, event date) it
+      holds — from the stream-day reports of ``validated/`` — has a verified merge (the gate above) whose
+      manifest lists it with the same size and etag; a symbol filter (``--symbols``) narrows which
+      symbol-days are cleaned, never this condition.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    gates: dict[tuple[str, str], MergeGate] = {}
+
+    def gate(symbol: str, day: str) -> MergeGate:
+        if (symbol, day) not in gates:
+            gates[(symbol, day)] = (
+                gate_of(symbol, day) if gate_of else merge_gate(instance, store, market, symbol, day)
+            )
+        return gates[(symbol, day)]
+
+    def held(g: MergeGate) -> bool:
+        return bool(
+            g.merged_at and retention_days > 0 and now < g.merged_at + dt.timedelta(days=retention_days)
+        )
+
+    out = DayCleanup(date)
+    owners: dict[str, list[str]] = defaultdict(list)  # candidate key -> requested symbols listing it
+    manifest_entry: dict[str, ManifestObject] = {}
+    for symbol in symbols:
+        g = gate(symbol, date)
+        result = CleanupResult(date, symbol, g.ok, g.reason)
+        out.results[symbol] = result
+        if not g.ok:
+            continue
+        if held(g):
+            result.kept_retention = sorted(o.key for o in g.objects)
+            continue
+        for obj in g.objects:
+            if not _belongs_to(obj.key, obj.event_dates, date):
+                result.left_to_other_date.append(obj.key)
+                continue
+            owners[obj.key].append(symbol)
+            manifest_entry.setdefault(obj.key, obj)
+
+    # one LIST per folder: the current size and etag of every candidate (and what else lies there)
+    folders = sorted({key.rsplit("/", 1)[0] + "/" for key in owners})
+    current: dict[str, ObjectInfo] = {}
+    for folder in folders:
+        out.requests["LIST"] = out.requests.get("LIST", 0) + 1
+        for listed in store.list(folder):
+            current[listed.key] = listed
+
+    reports: dict[tuple[str, str], dict[str, Any] | None] = {}
+    to_delete: list[str] = []
+    for key in sorted(owners):
+        obj = manifest_entry[key]
+        listed_by = owners[key]
+        info = current.get(key)
+        if info is None:
+            out.already_absent.append(key)
+            for symbol in listed_by:
+                out.results[symbol].already_absent.append(key)
+            continue
+        if info.size != obj.size or (obj.etag is not None and info.etag != obj.etag):
+            for symbol in listed_by:
+                out.results[symbol].kept_changed.append(key)
+            continue
+        parsed = RawObjectKey.parse(key)
+        if parsed.layout == 1:
+            holdings = {(parsed.symbol or "", d) for d in (obj.event_dates or (date,))}
+        else:
+            found = _holdings(store, market, parsed.stream, obj, reports)
+            if found is None:
+                out.kept_holdings_pending[key] = "no stream-day report lists it"
+                for symbol in listed_by:
+                    out.results[symbol].kept_other_date_pending.append(key)
+                continue
+            holdings = found
+        current_obj = ManifestObject(key, info.size, info.etag, obj.event_dates)
+        why = ""
+        for symbol, day in sorted(holdings):
+            g = gate(symbol, day)
+            if not (g.ok and g.lists(current_obj)):
+                why = f"{symbol} {day}: {g.reason if not g.ok else 'its manifest does not list it'}"
+                break
+            if held(g):
+                why = f"{symbol} {day}: under retention"
+                break
+        if why:
+            out.kept_holdings_pending[key] = why
+            for symbol in listed_by:
+                out.results[symbol].kept_other_date_pending.append(key)
+            continue
+        to_delete.append(key)
+        for symbol in listed_by:
+            out.results[symbol].deleted.append(key)
+
+    if to_delete:
+        deleted = store.delete_many(to_delete)
+        out.requests["DELETE_BATCH"] = deleted.requests
+        out.deleted = deleted.deleted
+        out.delete_errors = deleted.errors
+        for key in deleted.errors:
+            for symbol in owners[key]:
+                result = out.results[symbol]
+                result.deleted.remove(key)
+                result.kept_changed.append(key)
+    # later arrivals: objects in the cleaned folders that no requested manifest lists (a re-merge is due)
+    listed_anywhere = {o.key for g in gates.values() for o in g.objects}
+    for key in sorted(current):
+        if key in listed_anywhere:
+            continue
+        try:
+            parsed = RawObjectKey.parse(key)
+        except RawFormatError:
+            continue
+        if parsed.date != date:
+            continue
+        out.later_arrivals.append(key)
+        if parsed.symbol in out.results:
+            out.results[parsed.symbol].kept_later_arrivals.append(key)
+    return out
