@@ -102,7 +102,8 @@ class Collector:
         self.config = config
         self.session = session or new_session_id()
         self.usdm = config.market == "usdm"
-        self.symbols = {s: SymbolState(s) for s in config.symbols}
+        self.layout = config.raw_layout
+        self.symbols = {s: SymbolState(s, self.layout) for s in config.symbols}
         self.uploader = Uploader(open_store, concurrency=config.upload_concurrency, on_uploaded=self._uploaded)
         self.spool = Spool(
             config.spool_dir,
@@ -115,6 +116,7 @@ class Collector:
             fsync_interval=config.fsync_interval,
             gzip_level=config.gzip_level,
             on_object=self.uploader.submit,
+            layout=self.layout,
         )
         self.budget = WeightBudget(config.rest_weight_per_minute, EXCHANGE_WEIGHT_LIMIT[config.market])
         self.rest = RestClient(config.rest_url, config.market, self.budget)
@@ -170,12 +172,23 @@ class Collector:
     # ---- notes ----------------------------------------------------------------------------------
 
     def note(self, st: SymbolState, event: str, **fields: Any) -> None:
-        """A collector note (kind M) in this symbol's raw stream."""
+        """A collector note (kind M) about one symbol."""
         body = orjson.dumps({"event": event, **fields})
-        self.spool.append(b"%s%d M %s\n" % (st.prefix, time.time_ns(), body))
+        self.spool.append(b"%s%d%s%s\n" % (st.head, time.time_ns(), st.tag_m, body))
 
-    def note_all(self, states: list[SymbolState], event: str, **fields: Any) -> None:
-        for st in states:
+    def note_all(self, states: list[SymbolState] | None, event: str, **fields: Any) -> None:
+        """A note about many symbols (``None``: every symbol of the stream).
+
+        Layout 2 writes it once, stream-wide (symbol ``-``), naming the symbols in ``symbols`` unless it
+        concerns them all; layout 1 repeats it in every symbol's objects.
+        """
+        if self.layout == 2:
+            if states is not None:
+                fields = {**fields, "symbols": [st.symbol for st in states]}
+            body = orjson.dumps({"event": event, **fields})
+            self.spool.append(b"%d M - %s\n" % (time.time_ns(), body))
+            return
+        for st in self.symbols.values() if states is None else states:
             self.note(st, event, **fields)
 
     # ---- hot path -------------------------------------------------------------------------------
@@ -200,6 +213,7 @@ class Collector:
                 self._on_other_frame(conn, frame, ns, st)
                 return
             first, last, prev, event_ms = head
+            tag = st.tag_d
             if self.usdm:
                 assert prev is not None
                 first = prev + 1
@@ -211,11 +225,10 @@ class Collector:
                 if gap is not None:
                     self._on_gap(conn, st, gap, first, last)
             st.observe_latency(ns // 1_000_000, event_ms)
-            kind = b" D "
             st.messages += 1
             st.bytes += len(frame)
         else:
-            kind = b" B "
+            tag = st.tag_b
             st.book_ticker_messages += 1
             st.book_ticker_bytes += len(frame)
         st.last_receive_ns = ns
@@ -223,7 +236,7 @@ class Collector:
         if frame.find(b"\n") >= 0 or frame.find(b"\r") >= 0:
             self._malformed(conn, frame, "frame contains CR or LF", st)
             return
-        if not self.spool.append(b"%s%d%s%s\n" % (st.prefix, ns, kind, frame)):
+        if not self.spool.append(b"%s%d%s%s\n" % (st.head, ns, tag, frame)):
             st.dropped_lines += 1
 
     def _track(self, conn: Connection, cs: ConnStream, start: int, last: int) -> None:
@@ -271,8 +284,8 @@ class Collector:
             if b"\n" in frame or b"\r" in frame:
                 self._malformed(conn, frame, "frame contains CR or LF", st)
                 return
-            kind = b" D " if cs.is_depth else b" B "
-            if not self.spool.append(b"%s%d%s%s\n" % (st.prefix, ns, kind, frame)):
+            tag = st.tag_d if cs.is_depth else st.tag_b
+            if not self.spool.append(b"%s%d%s%s\n" % (st.head, ns, tag, frame)):
                 st.dropped_lines += 1
             return
         self.other_frames += 1
@@ -280,7 +293,9 @@ class Collector:
             self._server_shutdown(conn, frame)
             return
         states = conn.states
-        if states:
+        if self.layout == 2:
+            self.note_all(states, "ws_message", conn=conn.conn_id, text=frame.decode(errors="replace"))
+        elif states:
             self.note(states[0], "ws_message", conn=conn.conn_id, text=frame.decode(errors="replace"))
 
     def _server_shutdown(self, conn: Connection, frame: bytes) -> None:
@@ -302,11 +317,13 @@ class Collector:
             st.malformed += 1
         if self.malformed_frames <= 10 or self.malformed_frames % 1000 == 0:
             logs.warning("malformed_frame", conn=conn.conn_id, reason=reason, bytes=len(frame), total=self.malformed_frames)
-        if target is not None:
-            try:
-                text: dict[str, str] = {"text": frame.decode()}
-            except UnicodeDecodeError:  # keep the exact bytes where the text cannot hold them
-                text = {"text_b64": base64.b64encode(frame).decode()}
+        try:
+            text: dict[str, str] = {"text": frame.decode()}
+        except UnicodeDecodeError:  # keep the exact bytes where the text cannot hold them
+            text = {"text_b64": base64.b64encode(frame).decode()}
+        if st is None and self.layout == 2:  # not attributable to a symbol: a note about the connection
+            self.note_all(conn.states, "malformed_frame", conn=conn.conn_id, reason=reason, **text)
+        elif target is not None:
             self.note(target, "malformed_frame", conn=conn.conn_id, reason=reason, **text)
 
     # ---- connections ----------------------------------------------------------------------------
@@ -650,7 +667,7 @@ class Collector:
         )
         # the line's time is taken now, on the loop thread, so journal times never go backwards (the
         # converter relies on it); the HTTP round trip's own times are in the note above
-        self.spool.append(b"%s%d S %s\n" % (st.prefix, time.time_ns(), body))
+        self.spool.append(b"%s%d%s%s\n" % (st.head, time.time_ns(), st.tag_s, body))
         logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
 
     def _retry_snapshot(self, st: SymbolState, reason: str) -> None:
@@ -707,8 +724,11 @@ class Collector:
                 lost = dropped - self._dropped_seen
                 self._dropped_seen = dropped
                 logs.error("spool_overflow_lines_lost", lines=lost, total=dropped)
-                for st in self.symbols.values():
-                    self.note(st, "spool_overflow", lines_lost_all_symbols=lost, lines_lost_symbol_total=st.dropped_lines)
+                if self.layout == 2:
+                    self.note_all(None, "spool_overflow", lines_lost_all_symbols=lost)
+                else:
+                    for st in self.symbols.values():
+                        self.note(st, "spool_overflow", lines_lost_all_symbols=lost, lines_lost_symbol_total=st.dropped_lines)
                 self.request_snapshots(list(self.symbols.values()), "spool_overflow")
             if self.spool.writer_error is not None:
                 self.fatal(1, f"spool write failed: {self.spool.writer_error!r}")

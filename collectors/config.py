@@ -34,6 +34,10 @@ VALID_DEPTH_LIMITS: dict[Market, tuple[int, ...]] = {
 }
 
 
+# v1 until the pipeline reads layout 2 (docs/raw-format.md); then v2
+DEFAULT_RAW_LAYOUT = 1
+
+
 class ConfigError(ValueError):
     """A flag or environment value that cannot be used; the CLI turns it into exit status 2."""
 
@@ -76,6 +80,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("upload_concurrency", "--upload-concurrency", "DEPTH_UPLOAD_CONCURRENCY", "parallel uploads (default 4)", "N"),
     Flag("gzip_level", "--gzip-level", "DEPTH_GZIP_LEVEL", "gzip level of raw objects, 1-9 (default 1: cheapest CPU per message)", "N"),
     Flag("book_ticker", "--book-ticker", "DEPTH_BOOK_TICKER", "also record <symbol>@bookTicker (env: 1/true)", is_switch=True),
+    Flag("raw_layout", "--raw-layout", "DEPTH_RAW_LAYOUT", "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v1)", "v1|v2"),
     Flag("log_format", "--log-format", "DEPTH_LOG_FORMAT", "json (default) or kv (key=value)", "FMT"),
     Flag("log_level", "--log-level", "DEPTH_LOG_LEVEL", "DEBUG, INFO (default), WARNING", "LEVEL"),
     Flag("clock_offset_warn", "--clock-offset-warn", "DEPTH_CLOCK_OFFSET_WARN", "warn when the clock offset to the exchange exceeds this many seconds (default 1.0)", "S"),
@@ -111,6 +116,7 @@ class CollectorConfig:
     upload_concurrency: int = 4
     gzip_level: int = 1
     book_ticker: bool = False
+    raw_layout: int = DEFAULT_RAW_LAYOUT
     log_format: str = "json"
     log_level: str = "INFO"
     clock_offset_warn: float = 1.0
@@ -259,6 +265,11 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     if book_ticker and max_streams < 2:
         raise ConfigError("--max-streams-per-connection must be at least 2 with --book-ticker")
 
+    layout_text = raw.get("raw_layout", f"v{DEFAULT_RAW_LAYOUT}").strip().lower()
+    if layout_text not in ("v1", "v2", "1", "2"):
+        raise ConfigError(f"--raw-layout: {layout_text!r} must be v1 or v2")
+    raw_layout = int(layout_text.removeprefix("v"))
+
     return CollectorConfig(
         collector_id=collector_id,
         symbols=symbols,
@@ -285,6 +296,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         upload_concurrency=int(num("upload_concurrency", 4, minimum=1, maximum=64, integer=True)),
         gzip_level=int(num("gzip_level", 1, minimum=1, maximum=9, integer=True)),
         book_ticker=book_ticker,
+        raw_layout=raw_layout,
         log_format=log_format,
         log_level=log_level,
         clock_offset_warn=num("clock_offset_warn", 1.0, minimum=0),

@@ -3,15 +3,21 @@
 Layout under the spool dir::
 
     .lock                                   flock held by the one collector using this dir
+    journal/{market}.{id}.{session}.{seq:08d}.v2.jnl
+                                            layout 2 segment: raw lines "<receive_ns> <kind> <SYMBOL> <text>\\n"
     journal/{market}.{id}.{session}.{seq:08d}.jnl
-                                            append-only segment: "<SYMBOL> <receive_ns> <kind> <text>\\n"
-    outbox/raw/market=/stream=/symbol=/date=/<name>.ndjson.gz
+                                            layout 1 segment: "<SYMBOL> <receive_ns> <kind> <text>\\n"
+    outbox/raw/market=/stream=/date=/<name>.ndjson.gz            (layout 2)
+    outbox/raw/market=/stream=/symbol=/date=/<name>.ndjson.gz    (layout 1)
                                             finished raw objects (key = path), waiting for upload
 
 One journal for all symbols keeps the durability cost at one write and one fsync per flush interval,
 whatever the symbol count. A segment rolls every ``segment_seconds``, at ``segment_max_bytes`` and when
-the UTC hour changes; a rolled segment is split into one gzip raw object per symbol and UTC hour (so no
-object spans two receive days), written to the outbox (fsync'd), and only then is the journal deleted.
+the UTC hour changes. A rolled layout-2 segment is already raw lines: it is gzipped as it is into one raw
+object per UTC hour it holds (one, except across an hour boundary), so a stream's object count does not
+depend on its symbol count. A layout-1 segment (written by ``--raw-layout v1``, or left by an older
+collector) is split into one object per symbol and UTC hour. Either way no object spans two receive
+days; objects are written to the outbox (fsync'd), and only then is the journal deleted.
 A journal left by a killed process is converted the same way at the next start, with the session and
 sequence in its name, so the objects get the same keys as they would have had.
 """
@@ -88,21 +94,26 @@ class JournalName:
     collector_id: str
     session: str
     seq: int
+    layout: int = 1  # the raw layout its lines are written in (1: the name has no ".v2" part)
 
     @property
     def filename(self) -> str:
-        return f"{self.market}.{self.collector_id}.{self.session}.{self.seq:08d}{JOURNAL_SUFFIX}"
+        layout = ".v2" if self.layout == 2 else ""
+        return f"{self.market}.{self.collector_id}.{self.session}.{self.seq:08d}{layout}{JOURNAL_SUFFIX}"
 
     @classmethod
     def parse(cls, filename: str) -> JournalName:
         parts = filename.removesuffix(JOURNAL_SUFFIX).split(".")
+        layout = 1
+        if len(parts) == 5 and parts[4] == "v2":
+            parts, layout = parts[:4], 2
         if len(parts) != 4 or not filename.endswith(JOURNAL_SUFFIX):
             raise ValueError(f"not a journal file name: {filename!r}")
         market, cid, session, seq = parts
         if not SESSION_RE.fullmatch(session) or not seq.isdigit():
             raise ValueError(f"not a journal file name: {filename!r}")
         try:
-            return cls(validate_market(market), validate_collector_id(cid), session, int(seq))
+            return cls(validate_market(market), validate_collector_id(cid), session, int(seq), layout)
         except InvalidNameError as exc:
             raise ValueError(f"not a journal file name: {filename!r}: {exc}") from None
 
@@ -220,10 +231,43 @@ def _group_chunk_slow(block: bytes) -> tuple[dict[tuple[bytes, int], list[bytes]
     return groups, bad
 
 
+def _ns_v2(line: bytes) -> int | None:
+    sp = line.find(b" ")
+    text = line[:sp]
+    return int(text) if sp > 0 and text.isdigit() else None
+
+
+def _group_chunk_v2(block: bytes) -> dict[tuple[bytes, int], list[bytes]] | None:
+    """Layout 2: complete journal lines are raw lines already; the whole chunk is one group when its
+    first and last lines share a UTC hour (journal times never go backwards). None otherwise."""
+    first_nl = block.find(b"\n")
+    last_start = block.rfind(b"\n", 0, len(block) - 1) + 1
+    first_ns, last_ns = _ns_v2(block[:first_nl]), _ns_v2(block[last_start:-1])
+    if first_ns is None or last_ns is None or first_ns // HOUR_NS != last_ns // HOUR_NS:
+        return None
+    return {(b"", first_ns // HOUR_NS): [block]}
+
+
+def _group_chunk_v2_slow(block: bytes) -> tuple[dict[tuple[bytes, int], list[bytes]], int]:
+    """Layout 2, line by line, each with its own hour; lines that do not parse are counted, not kept."""
+    groups: dict[tuple[bytes, int], list[bytes]] = {}
+    bad = 0
+    for line in block.split(b"\n"):
+        if not line:
+            continue
+        ns = _ns_v2(line)
+        if ns is None or line.count(b" ", 0, 64) < 3:
+            bad += 1
+            continue
+        groups.setdefault((b"", ns // HOUR_NS), []).append(line + b"\n")
+    return groups, bad
+
+
 def convert_journal(
     journal: Path, name: JournalName, outbox: Path, gzip_level: int
 ) -> tuple[list[OutboxObject], int]:
-    """Split one journal into per-symbol, per-UTC-hour gzip raw objects in the outbox.
+    """Turn one journal into gzip raw objects in the outbox: one per UTC hour (layout 2) or one per
+    symbol and UTC hour (layout 1).
 
     Returns the objects and the number of lines that could not be used (a line cut by a crash, which
     never completed its write). Streams the journal in chunks into one compressor per object, so memory
@@ -232,6 +276,7 @@ def convert_journal(
     again.
     """
     bad = 0
+    fast, slow = (_group_chunk_v2, _group_chunk_v2_slow) if name.layout == 2 else (_group_chunk, _group_chunk_slow)
     compressors: dict[tuple[bytes, int], Compressor] = {}
     parts: dict[tuple[bytes, int], list[bytes]] = {}
     first_ns: dict[tuple[bytes, int], int] = {}
@@ -247,14 +292,14 @@ def convert_journal(
                 carry = data
                 continue
             carry = data[cut + 1 :]
-            groups = _group_chunk(data[: cut + 1])
+            groups = fast(data[: cut + 1])
             if groups is None:  # the chunk crosses a UTC hour, or a line is damaged: line by line
-                groups, chunk_bad = _group_chunk_slow(data[: cut + 1])
+                groups, chunk_bad = slow(data[: cut + 1])
                 bad += chunk_bad
             for gk, lines in groups.items():
                 if gk not in first_ns:
                     first_line = lines[0]
-                    first_ns[gk] = int(first_line[: first_line.find(b" ")])
+                    first_ns[gk] = int(first_line[: first_line.find(b" ")])  # raw lines of both layouts start with it
             for gk, lines in groups.items():
                 comp = compressors.get(gk)
                 if comp is None:
@@ -270,9 +315,14 @@ def convert_journal(
         symbol = gk[0].decode("ascii", errors="replace")
         parts[gk].append(comp.flush())
         try:
-            key = RawObjectKey.for_segment(
-                name.market, name.collector_id, symbol, first_ns[gk], name.session, name.seq
-            ).key
+            if name.layout == 2:
+                key = RawObjectKey.for_stream_segment(
+                    name.market, name.collector_id, first_ns[gk], name.session, name.seq
+                ).key
+            else:
+                key = RawObjectKey.for_segment(
+                    name.market, name.collector_id, symbol, first_ns[gk], name.session, name.seq
+                ).key
         except (InvalidNameError, ValueError):
             bad += 1
             logs.error("spool_bad_symbol", journal=journal.name, symbol=symbol)
@@ -344,6 +394,7 @@ class Spool:
         gzip_level: int,
         on_object: Callable[[OutboxObject], None],
         clock_ns: Callable[[], int] = time.time_ns,
+        layout: int = 1,
     ) -> None:
         self.dir = spool_dir
         self.journal_dir = spool_dir / "journal"
@@ -358,6 +409,7 @@ class Spool:
         self.gzip_level = gzip_level
         self.on_object = on_object
         self.clock_ns = clock_ns
+        self.layout = layout
         self.pending: collections.deque[bytes] = collections.deque()
         self.accepting = True
         self.dropped_lines = 0  # lines refused while over budget (incremented by callers too)
@@ -416,7 +468,7 @@ class Spool:
     # ---- hot path -------------------------------------------------------------------------------
 
     def append(self, line: bytes) -> bool:
-        """Queue one journal line (``SYMBOL ns kind text\\n``); False (and counted) when over budget."""
+        """Queue one journal line in this spool's layout; False (and counted) when over budget."""
         if self.accepting:
             self.pending.append(line)
             return True
@@ -467,7 +519,7 @@ class Spool:
 
     def _open_segment(self, now_ns: int) -> None:
         self._seq += 1
-        name = JournalName(self.market, self.collector_id, self.session, self._seq)
+        name = JournalName(self.market, self.collector_id, self.session, self._seq, self.layout)
         path = self.journal_dir / name.filename
         self._segment_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.journal_dir)

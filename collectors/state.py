@@ -56,6 +56,7 @@ class SymbolState:
         "continuity",
         "dropped_lines",
         "first_snapshot_done",
+        "head",
         "last_event_ms",
         "last_receive_ns",
         "last_snapshot_request",
@@ -65,15 +66,26 @@ class SymbolState:
         "latency_sum_ms",
         "malformed",
         "messages",
-        "prefix",
         "snapshot_errors",
         "snapshots",
         "symbol",
+        "tag_b",
+        "tag_d",
+        "tag_m",
+        "tag_s",
     )
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, layout: int = 2) -> None:
         self.symbol = symbol
-        self.prefix = symbol.encode() + b" "  # journal line prefix
+        # a journal line is head + receive_ns + tag + text: layout 2 "<ns> D SYM <text>" (the raw line
+        # itself), layout 1 "SYM <ns> D <text>" (split into one object per symbol when converted)
+        sym = symbol.encode()
+        head, mid = (b"", b" " + sym) if layout == 2 else (sym + b" ", b"")
+        self.head = head
+        self.tag_d = b" D" + mid + b" "
+        self.tag_b = b" B" + mid + b" "
+        self.tag_s = b" S" + mid + b" "
+        self.tag_m = b" M" + mid + b" "
         self.messages = 0
         self.bytes = 0
         self.book_ticker_messages = 0

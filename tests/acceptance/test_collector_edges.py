@@ -20,7 +20,7 @@ from collectors.config import DEFAULT_REST_URL, DEFAULT_WS_URL, FLAGS
 from depth_core.raw_format import LineKind, RawLine, RawObjectKey, read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
-from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, wait_until
+from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, read_v2_object, wait_until
 from tests.fixtures.tcp_proxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,14 +172,27 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
     assert keys and {k.stream for k in keys} == {"acc-1"} and {k.market for k in keys} == {"spot"}
     per_symbol: dict[str, list[RawLine]] = {}
     key_pattern = re.compile(
-        r"raw/market=spot/stream=acc-1/symbol=(BTCUSDT|ETHUSDT)/date=(\d{4}-\d{2}-\d{2})/"
+        r"raw/market=spot/stream=acc-1/(?:symbol=(BTCUSDT|ETHUSDT)/)?date=(\d{4}-\d{2}-\d{2})/"
         r"(\d{19})-[0-9a-z]{1,16}-\d{8}\.ndjson\.gz"
     )
     for key in keys:
         match = key_pattern.fullmatch(key.key)
         assert match, f"{key.key} does not follow docs/raw-format.md"
+        assert match.group(1) == key.symbol  # no symbol= part: layout 2
         first_ns = int(match.group(3))
         assert match.group(2) == dt.datetime.fromtimestamp(first_ns // 10**9, dt.UTC).date().isoformat()
+        if key.symbol is None:
+            # layout 2: one object holds every symbol of one stream; each line names its symbol
+            lines = read_v2_object(store.get_bytes(key.key), key.key)
+            assert lines[0][1].receive_ns == first_ns
+            for sym, line in lines:
+                assert sym in ("BTCUSDT", "ETHUSDT", "-")
+                if line.kind == LineKind.DEPTH:
+                    doc = orjson.loads(line.text)
+                    assert doc["data"]["s"] == sym and doc["stream"] == f"{sym.lower()}@depth@100ms"
+                if sym != "-":
+                    per_symbol.setdefault(sym, []).append(line)
+            continue
         content = read_raw_object(store.get_bytes(key.key))
         assert content.lines[0].receive_ns == first_ns
         assert not content.problems

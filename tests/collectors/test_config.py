@@ -120,3 +120,11 @@ def test_log_formats(capsys: pytest.CaptureFixture[str]) -> None:
     logs.setup("json", "WARNING")
     logs.info("quiet")
     assert capsys.readouterr().err == ""
+
+
+def test_raw_layout_flag_and_env() -> None:
+    assert parse_config([*BASE, "--raw-layout", "v2"], env={}).raw_layout == 2
+    assert parse_config([*BASE], env={"DEPTH_RAW_LAYOUT": "v1"}).raw_layout == 1
+    assert parse_config([*BASE, "--raw-layout", "V2"], env={"DEPTH_RAW_LAYOUT": "v1"}).raw_layout == 2
+    with pytest.raises(ConfigError, match="--raw-layout"):
+        parse_config([*BASE, "--raw-layout", "v3"], env={})

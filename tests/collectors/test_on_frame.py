@@ -29,7 +29,10 @@ def make(tmp_path: Path, market: str = "spot") -> tuple[Collector, Connection]:
 def lines(c: Collector) -> list[tuple[str, str, bytes]]:
     out = []
     for raw in c.spool.pending:
-        sym, _ns, kind, text = raw.rstrip(b"\n").split(b" ", 3)
+        if c.layout == 2:  # "<ns> <kind> <SYMBOL or -> <text>"
+            _ns, kind, sym, text = raw.rstrip(b"\n").split(b" ", 3)
+        else:  # "<SYMBOL> <ns> <kind> <text>"
+            sym, _ns, kind, text = raw.rstrip(b"\n").split(b" ", 3)
         out.append((sym.decode(), kind.decode(), text))
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,27 +35,46 @@ def args_for(sim: SimulatorThread, store: str, spool: Path, *extra: str, symbols
     ]
 
 
+def _split(line: bytes, symbol: str | None) -> tuple[str, bytes]:
+    """(symbol or "-", "ns kind text") of a raw line of either layout (``symbol`` from a layout-1 key)."""
+    if symbol is not None:
+        return symbol, line
+    ns, kind, sym, text = line.split(b" ", 3)
+    return sym.decode(), b"%s %s %s" % (ns, kind, text)
+
+
+def _symbol_of_path(parts: Sequence[str]) -> str | None:
+    return next((p.split("=", 1)[1] for p in parts if p.startswith("symbol=")), None)
+
+
 def spool_lines(spool: Path) -> set[tuple[str, bytes]]:
     """Every complete line in a spool (journal + outbox) as (symbol, "ns kind text")."""
     out: set[tuple[str, bytes]] = set()
     for j in (spool / "journal").glob("*.jnl"):
         data = j.read_bytes()
         data = data[: data.rfind(b"\n") + 1]
+        v2 = j.name.endswith(".v2.jnl")
         for line in data.splitlines():
-            sym_bytes, rest = line.split(b" ", 1)
-            out.add((sym_bytes.decode(), rest))
+            if v2:
+                out.add(_split(line, None))
+            else:
+                sym_bytes, rest = line.split(b" ", 1)
+                out.add((sym_bytes.decode(), rest))
     for obj in (spool / "outbox").rglob("*.ndjson.gz"):
-        symbol = next(p for p in obj.parts if p.startswith("symbol=")).split("=", 1)[1]
+        symbol = _symbol_of_path(obj.parts)
         for line in gzip.decompress(obj.read_bytes()).splitlines():
-            out.add((symbol, line))
+            out.add(_split(line, symbol))
     return out
 
 
 def store_lines(store: str, market: str = "spot") -> set[tuple[str, bytes]]:
+    """Every line in the store, split like :func:`spool_lines`."""
     out: set[tuple[str, bytes]] = set()
-    for sym, lines in read_stored(store, market, "eu-1").items():
-        for ln in lines:
-            out.add((sym, b"%d %s %s" % (ln.receive_ns, ln.kind.value.encode(), ln.text)))
+    s = open_store(store)
+    for info in s.list(f"raw/market={market}/stream=eu-1/"):
+        symbol = _symbol_of_path(info.key.split("/"))
+        for line in gzip.decompress(s.get_bytes(info.key)).splitlines():
+            out.add(_split(line, symbol))
     return out
 
 

@@ -285,3 +285,82 @@ def test_conversion_paths_agree(tmp_path: Path) -> None:
         assert got == expected, case
         assert bad == 0
     assert len(list((tmp_path / "hour").rglob("*.ndjson.gz"))) == 4  # 2 symbols x 2 hours
+
+
+# ---- layout 2: one object per stream per segment, every symbol's lines as they are ----------------
+
+
+def line_v2(symbol: str, ns: int, text: str, kind: str = "D") -> bytes:
+    return f"{ns} {kind} {symbol} {text}\n".encode()
+
+
+def decode_v2(obj: OutboxObject) -> list[bytes]:
+    return gzip.decompress(obj.path.read_bytes()).splitlines(keepends=True)
+
+
+def test_v2_segment_becomes_one_object_holding_every_symbol(tmp_path: Path) -> None:
+    clock = Clock(T0 + 5)
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, clock, got, layout=2)
+    spool.recover()
+    spool.start()
+    written = [line_v2(f"SYM{i:03d}", T0 + 5 + i, f'{{"i":{i}}}') for i in range(400)]
+    written.append(line_v2("-", T0 + 1000, '{"event":"disconnect"}', "M"))
+    for ln in written:
+        spool.append(ln)
+    spool.close()
+    assert len(got) == 1  # 400 symbols, one object
+    key = RawObjectKey.parse(got[0].key)
+    assert key.layout == 2 and key.symbol is None
+    assert (key.first_receive_ns, key.session, key.seq, key.stream) == (T0 + 5, "abc123", 1, "eu-1")
+    assert got[0].key.startswith("raw/market=spot/stream=eu-1/date=2025-11-24/")
+    assert decode_v2(got[0]) == written  # byte for byte: no grouping, no rewriting
+
+
+def test_v2_segment_across_a_utc_hour_splits_in_two(tmp_path: Path) -> None:
+    clock = Clock(T0 - 2 * 10**9)
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, clock, got, segment_seconds=3600.0, layout=2)
+    spool.recover()
+    spool.start()
+    before = [line_v2("BTCUSDT", T0 - 10**9, "a"), line_v2("ETHUSDT", T0 - 1, "b")]
+    after = [line_v2("BTCUSDT", T0, "c"), line_v2("ETHUSDT", T0 + 10**9, "d")]
+    for ln in before + after:
+        spool.append(ln)
+    spool.close()
+    keys = sorted((RawObjectKey.parse(o.key), o) for o in got)
+    assert [k.first_receive_ns for k, _ in keys] == [T0 - 10**9, T0]
+    assert [decode_v2(o) for _, o in keys] == [before, after]
+
+
+def test_v2_recovery_keeps_v1_leftovers_in_v1_and_drops_only_a_cut_line(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    journal = spool_dir / "journal"
+    journal.mkdir(parents=True)
+    old = JournalName("spot", "eu-1", "old1", 3)  # left by a layout-1 collector
+    (journal / old.filename).write_bytes(line("BTCUSDT", T0 + 1, "v1-one") + line("ETHUSDT", T0 + 2, "v1-two"))
+    new = JournalName("spot", "eu-1", "new2", 4, layout=2)
+    assert new.filename.endswith(".v2.jnl") and JournalName.parse(new.filename) == new
+    (journal / new.filename).write_bytes(
+        line_v2("BTCUSDT", T0 + 3, "v2-one") + line_v2("ETHUSDT", T0 + 4, "v2-two") + b"12345 D BTCUSDT half-wr"
+    )
+    got: list[OutboxObject] = []
+    spool = make_spool(tmp_path, Clock(T0), got, layout=2)
+    leftovers = spool.recover()
+    assert spool.bad_journal_lines == 1
+    keys = sorted(RawObjectKey.parse(o.key) for o in leftovers)
+    assert [(k.layout, k.symbol, k.session) for k in keys] == [(2, None, "new2"), (1, "BTCUSDT", "old1"), (1, "ETHUSDT", "old1")]
+    v2 = next(o for o in leftovers if RawObjectKey.parse(o.key).layout == 2)
+    assert decode_v2(v2) == [line_v2("BTCUSDT", T0 + 3, "v2-one"), line_v2("ETHUSDT", T0 + 4, "v2-two")]
+
+
+def test_v2_conversion_is_deterministic(tmp_path: Path) -> None:
+    j = tmp_path / "x.v2.jnl"
+    j.write_bytes(b"".join(line_v2(f"S{i % 7}X", T0 + i, "y" * (i % 50)) for i in range(20000)))
+    name = JournalName("spot", "eu-1", "d1", 1, layout=2)
+    a, bad_a = convert_journal(j, name, tmp_path / "o1", 1)
+    b, bad_b = convert_journal(j, name, tmp_path / "o2", 1)
+    assert bad_a == bad_b == 0 and len(a) == 1
+    assert [o.key for o in a] == [o.key for o in b]
+    assert a[0].path.read_bytes() == b[0].path.read_bytes()
+    assert gzip.decompress(a[0].path.read_bytes()) == j.read_bytes()
