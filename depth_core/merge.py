@@ -16,6 +16,7 @@ streams by event number (row-group statistics prune the reads).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,8 +29,19 @@ import polars as pl
 from depth_core.checks import CheckOutcome, MergeChecker
 from depth_core.idline import intersect_length, lo_expr
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
-from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_day_prefix, merged_manifest_key
-from depth_core.storeio import get_json, put_json, put_parquet, read_parquet, replace_prefix, scan_parquet
+from depth_core.publish import (
+    PublishedDay,
+    PublishError,
+    ShrinkFinding,
+    new_version_id,
+    publish_version,
+    published_file_key,
+    read_published,
+    shrink_against,
+    staging_prefix,
+)
+from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_manifest_key
+from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import (
     BOOK_TICKERS_FILE,
     EVENTS_FILE,
@@ -41,14 +53,14 @@ from depth_core.validate import (
     levels_part_key,
     validated_day_prefix,
 )
-from depth_store.base import ObjectStore
+from depth_store.base import ObjectStore, StoreError
 
 STATE_ROOT = "state"
 STATE_BOOK = "end_book.parquet"
-STATE_JSON = "end_state.json"
+STATE_JSON = "end_state.json"  # the layout before versions were published (read for carry only)
 ROWS_PER_FILE = 1_000_000
 ROW_GROUP = 262_144
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
 
@@ -56,6 +68,11 @@ KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
 def state_day_prefix(market: Market, symbol: str, date: str) -> str:
     return (f"{STATE_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
             f"date={validate_date(date)}/")
+
+
+def state_book_key(market: Market, symbol: str, date: str, version: str) -> str:
+    """A version's end-of-day book; the day's manifest names the published one (``end_state``)."""
+    return f"{state_day_prefix(market, symbol, date)}{version}/{STATE_BOOK}"
 
 
 @dataclass
@@ -113,6 +130,15 @@ class MergeReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     preview: pl.DataFrame | None = None
     problems: list[str] = field(default_factory=list)
+    # publishing (depth_core/publish.py): this run's version, whether it became the published one, and why not
+    version: str = ""
+    published: bool = False
+    refused_reason: str | None = None
+    manifest_etag: str | None = None  # of the manifest this run wrote (from the write itself)
+    previous_version: str | None = None  # the version published before this run
+    allow_shrink: str | None = None  # the operator's reason, when a smaller version was allowed
+    shrink: dict[str, Any] | None = None  # what it lost / would have lost against the published version
+    carry_note: str | None = None  # why the previous day's end state was not used, if it was not
 
     @property
     def gap_count(self) -> int:
@@ -134,6 +160,8 @@ class MergeReport:
             f"- ids {self.first_update_id}..{self.last_update_id}, merged coverage {self.coverage:.6f}",
             f"- gaps: {self.gap_count} (longest {self.longest_gap} ids); events before the opening image: "
             f"{self.unanchored_events}",
+            f"- version {self.version}: " + ("**published**" if self.published
+                                             else f"**not published**: {self.refused_reason}"),
             "",
             "| stream | events | coverage | share supplied | latency p50 ms | p99 ms |",
             "|---|---|---|---|---|---|",
@@ -162,6 +190,9 @@ class MergeReport:
             "price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
             "checks": [c.to_dict() for c in self.checks], "blocking_passed": self.blocking_passed,
             "problems": self.problems, "markdown": self.markdown(),
+            "version": self.version, "published": self.published, "refused_reason": self.refused_reason,
+            "manifest_etag": self.manifest_etag, "previous_version": self.previous_version,
+            "allow_shrink": self.allow_shrink, "shrink": self.shrink, "carry_note": self.carry_note,
             "preview": (self.preview.head(10).with_columns(pl.col(pl.Datetime).dt.to_string()).to_dicts()
                         if self.preview is not None else []),
         }
@@ -211,21 +242,48 @@ class CarryState:
     anchor_band: tuple[float, float] | None = None
 
 
-def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> CarryState | None:
+def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> tuple[CarryState | None, str | None]:
+    """The previous day's end book, only from its *published* (verified) version; else None and why.
+
+    The published manifest names the end state (``end_state``: book key and etag); an unpublished or
+    failed merge of D-1 never reaches D. A manifest naming a book that is gone or changed is an error,
+    never a silent "no carry". Manifests of the layout before versions (no ``end_state``) are honoured
+    only when they passed their blocking checks.
+    """
     prev = date_of_day_index(day_index(date) - 1)
-    prefix = state_day_prefix(market, symbol, prev)
-    if not store.exists(prefix + STATE_JSON):
-        return None
-    meta = get_json(store, prefix + STATE_JSON)
-    if meta.get("last_update_id") is None:
-        return None
-    book = read_parquet(store, prefix + STATE_BOOK)
-    band = meta.get("anchor_band")
+    published = read_published(store, market, symbol, prev)
+    manifest = published.manifest
+    if manifest is None:
+        return None, f"{prev} has no published merge: the day opens from its first snapshot"
+    if not manifest.get("blocking_passed", False):
+        return None, f"the merge of {prev} did not pass its blocking checks: its end state is not carried"
+    end_state = manifest.get("end_state")
+    if end_state is None:  # the layout before published versions
+        prefix = state_day_prefix(market, symbol, prev)
+        if not store.exists(prefix + STATE_JSON):
+            return None, f"{prev} has no recorded end state"
+        meta = get_json(store, prefix + STATE_JSON)
+        if not meta.get("blocking_passed") or meta.get("last_update_id") is None:
+            return None, f"the end state of {prev} is not verified"
+        end_state = {**meta, "book_key": prefix + STATE_BOOK, "book_etag": None, "book_exact": True}
+    if end_state.get("last_update_id") is None:
+        return None, f"{prev} has no events to carry"
+    if not end_state.get("book_exact", True):
+        return None, f"the book at the end of {prev} is not exact (its last rows follow a gap no image resolved)"
+    book_key = str(end_state["book_key"])
+    info = store.head(book_key)
+    if info is None or (end_state.get("book_etag") and info.etag != end_state["book_etag"]):
+        raise PublishError(
+            f"the published merge of {symbol} {prev} names its end book {book_key} "
+            f"(etag {end_state.get('book_etag')}), but it is {'missing' if info is None else 'changed'}: "
+            f"re-merge {prev} before {date}")
+    book = read_parquet(store, book_key)
+    band = end_state.get("anchor_band")
     anchor_band: tuple[float, float] | None = None
     if isinstance(band, list) and len(band) == 2:
         # null = an empty side: nothing of it is known (+inf lowest bid, -inf highest ask)
         anchor_band = (np.inf if band[0] is None else float(band[0]), -np.inf if band[1] is None else float(band[1]))
-    return CarryState(prev, int(meta["last_update_id"]), book, anchor_band)
+    return CarryState(prev, int(end_state["last_update_id"]), book, anchor_band), None
 
 
 # ------------------------------------------------------------------------------------------------ the walk
@@ -532,13 +590,28 @@ def _image_rows(pos: int, symbol: str, levels: pl.DataFrame, update_id: int, exc
 
 
 def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
-                     streams: Sequence[str]) -> MergeReport:
-    """Merge the validated streams of one symbol-day; writes merged/, the manifest and state/."""
+                     streams: Sequence[str], *, allow_shrink: str | None = None) -> MergeReport:
+    """Merge the validated streams of one symbol-day into a new version and publish it if it is verified.
+
+    The version is written under ``staging/`` with its end book, checked while written, then published
+    (``depth_core/publish.py``) only if every blocking check passed and it is not smaller than the published
+    version: it must cover every update id and keep every stream the published one has. ``allow_shrink``
+    (an operator's reason, recorded in the manifest) lifts the size rule, never the checks. A version not
+    published leaves the published day byte-identical; ``report.published`` and ``report.refused_reason``
+    say what happened.
+    """
     market = validate_market(market)
     symbol = validate_symbol(symbol)
     date = validate_date(date)
     stream_ids = [validate_collector_id(s) for s in streams]
-    report = MergeReport(market, symbol, date, stream_ids)
+    if allow_shrink is not None and not allow_shrink.strip():
+        raise ValueError("allow_shrink needs a reason (it is recorded in the manifest)")
+    started_at = dt.datetime.now(dt.UTC)
+    report = MergeReport(market, symbol, date, stream_ids, version=new_version_id(started_at),
+                         allow_shrink=allow_shrink)
+    previous = read_published(store, market, symbol, date)
+    if previous.manifest is not None:
+        report.previous_version = previous.manifest.get("version_id")
     inputs: list[StreamInput] = []
     for sid in stream_ids:
         s = _load_stream(store, market, sid, symbol, date)
@@ -546,11 +619,12 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             report.problems.append(f"stream {sid}: no validated output for this day (validation not run)")
             continue
         inputs.append(s)
-    carry = _load_carry(store, market, symbol, date)
+    carry, report.carry_note = _load_carry(store, market, symbol, date)
     report.events_received = sum(s.events.height for s in inputs)
     if report.events_received == 0:
         # no data is not an empty day: write nothing, so no reader or cleanup mistakes it for a verified day
         report.problems.append("no stream delivered a diff-depth event for this symbol-day: nothing written")
+        report.refused_reason = "no raw data: no stream delivered a diff-depth event for this symbol-day"
         return report
     plan = plan_merge(market, inputs, carry)
     report.opening = plan.opening
@@ -569,7 +643,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     report.qty_decimals = max(qdec) if qdec else None
 
     day_start_ms = day_index(date) * 86_400_000
-    prefix = merged_day_prefix(market, symbol, date)
+    stage = staging_prefix(market, symbol, date, report.version)
     checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
     checker.set_inputs(inputs, plan)
     if carry is not None:
@@ -593,7 +667,90 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         counts[plan.kind == KIND_CARRY] = carry.book.height
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)
 
-    written: list[str] = []
+    staged: list[tuple[str, str]] = []  # (staging key, published key)
+    state_keys: list[str] = []
+    try:
+        last_e_ms, last_recv = _write_version(store, market, symbol, date, report, inputs, plan, carry, chosen,
+                                              checker, counts, day_start_ms, bounds, stage, staged)
+        report.files = [dst for _, dst in staged]
+        report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
+        if len(plan.update_id):
+            report.first_update_id = int(plan.update_id[0])
+            report.last_update_id = int(plan.update_id[-1])
+
+        _fill_stream_stats(report, inputs, plan)
+        report.checks = checker.finish(report)
+
+        # this version's end book (the next day's opening, once published)
+        book_key = state_book_key(market, symbol, date, report.version)
+        book = checker.end_book()
+        book_info = put_parquet(store, book_key, book)
+        state_keys.append(book_key)
+        end_state = {
+            "version": report.version, "book_key": book_key, "book_etag": book_info.etag,
+            "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
+            "levels": book.height, "anchor_band": _json_band(checker.anchor_band),
+            "book_exact": True,
+        }
+        manifest = build_manifest(report, inputs, plan, report.files)
+        manifest["end_state"] = end_state
+        report.refused_reason = _refusal(report, previous, manifest, allow_shrink)
+        if report.refused_reason is None:
+            outcome = publish_version(store, market, symbol, date, staged=staged, manifest=manifest,
+                                      previous=previous, version_state_keys=state_keys, started_at=started_at)
+            report.published = outcome.published
+            report.refused_reason = outcome.refused_reason
+            report.manifest_etag = outcome.manifest_etag
+            if outcome.published:
+                state_keys = []  # the published version's end book stays
+                _drop_legacy_state(store, market, symbol, date, previous)
+    finally:
+        # the staged copies are never needed again; a version not published leaves nothing behind
+        for key in [src for src, _ in staged] + state_keys:
+            with contextlib.suppress(StoreError):  # a leftover under staging/ or state/ is harmless
+                store.delete(key)
+    report.manifest_key = merged_manifest_key(market, symbol, date)
+    if not report.published:
+        report.files = []  # nothing of this version is visible
+        report.problems.append(f"version {report.version} not published: {report.refused_reason}")
+    return report
+
+
+def _refusal(report: MergeReport, previous: PublishedDay, manifest: dict[str, Any],
+             allow_shrink: str | None) -> str | None:
+    """Why this version must not be published (None: publish it)."""
+    failed = [c.name for c in report.checks if c.blocking and not c.passed]
+    if failed:
+        return f"blocking check(s) failed: {', '.join(failed)}"
+    if previous.manifest is None:
+        return None
+    finding: ShrinkFinding = shrink_against(previous.manifest, manifest)
+    if not finding:
+        return None
+    report.shrink = finding.to_dict()
+    prev = previous.manifest.get("version_id") or "(before versions)"
+    if allow_shrink is None:
+        return (f"the new version is smaller than the published version {prev}: {finding.describe()}; "
+                "nothing was published (an operator can allow it with --allow-shrink REASON)")
+    manifest["allow_shrink"] = {"reason": allow_shrink, "previous_version": prev, **finding.to_dict()}
+    report.problems.append(f"published although smaller than version {prev} (allowed: {allow_shrink}): "
+                           f"{finding.describe()}")
+    return None
+
+
+def _drop_legacy_state(store: ObjectStore, market: Market, symbol: str, date: str, previous: PublishedDay) -> None:
+    """The end state of the layout before versions (fixed names), once a version replaced it."""
+    if previous.manifest is not None and previous.manifest.get("end_state") is None:
+        prefix = state_day_prefix(market, symbol, date)
+        for name in (STATE_BOOK, STATE_JSON):
+            store.delete(prefix + name)
+
+
+def _write_version(store: ObjectStore, market: Market, symbol: str, date: str, report: MergeReport,
+                   inputs: Sequence[StreamInput], plan: Plan, carry: CarryState | None, chosen: list[pl.DataFrame],
+                   checker: MergeChecker, counts: np.ndarray, day_start_ms: int, bounds: list[tuple[int, int]],
+                   stage: str, staged: list[tuple[str, str]]) -> tuple[int | None, int | None]:
+    """Build, check and stage the version's files (appended to ``staged`` as they are written)."""
     last_e_ms: int | None = None
     last_recv: int | None = None
     preview: pl.DataFrame | None = None
@@ -605,11 +762,11 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         for fi, (a, b) in enumerate(bounds):
             out = _build_file(store, market, symbol, date, inputs, plan, carry, chosen, checker, counts,
                               day_start_ms, a, b)
-            key = f"{prefix}part-{fi:05d}.parquet"
+            key = f"{stage}part-{fi:05d}.parquet"
             if pending is not None:
                 pending.result()
             pending = writer.submit(put_parquet, store, key, out, ROW_GROUP)
-            written.append(key)
+            staged.append((key, published_file_key(market, symbol, date, report.version, fi)))
             report.rows += out.height
             report.image_rows += int(out["is_snapshot"].sum())
             if preview is None:
@@ -621,34 +778,8 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             pending.result()
     finally:
         writer.shutdown(wait=True)
-    report.files = written
     report.preview = preview
-    report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
-    if len(plan.update_id):
-        report.first_update_id = int(plan.update_id[0])
-        report.last_update_id = int(plan.update_id[-1])
-
-    _fill_stream_stats(report, inputs, plan)
-    report.checks = checker.finish(report)
-
-    # end state for the next day
-    sprefix = state_day_prefix(market, symbol, date)
-    book = checker.end_book()
-    state_written = {sprefix + STATE_BOOK, sprefix + STATE_JSON}
-    put_parquet(store, sprefix + STATE_BOOK, book)
-    put_json(store, sprefix + STATE_JSON, {
-        "market": market, "symbol": symbol, "date": date,
-        "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
-        "levels": book.height, "blocking_passed": report.blocking_passed,
-        "anchor_band": _json_band(checker.anchor_band),
-    })
-    replace_prefix(store, sprefix, state_written)
-
-    # manifest last: it names every file of the day; then drop files of an earlier run
-    report.manifest_key = merged_manifest_key(market, symbol, date)
-    put_json(store, report.manifest_key, build_manifest(report, inputs, plan, written))
-    replace_prefix(store, prefix, {*written, report.manifest_key})
-    return report
+    return last_e_ms, last_recv
 
 
 def _json_band(band: tuple[float, float] | None) -> list[float | None] | None:
@@ -782,6 +913,7 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
                                 "event_dates": obj["event_dates"]})
     return {
         "version": MANIFEST_VERSION,
+        "version_id": report.version,
         "market": report.market, "symbol": report.symbol, "date": report.date,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "streams": report.streams,

@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
 from depth_core.names import Market, validate_market, validate_symbol
-from depth_core.schema import MERGED_ROOT, MERGED_SCHEMA, SIDE_BID, merged_day_prefix
-from depth_store.base import ObjectStore
+from depth_core.schema import MERGED_ROOT, MERGED_SCHEMA, SIDE_BID, merged_day_prefix, merged_manifest_key
+from depth_store.base import ObjectNotFoundError, ObjectStore
 
 STORE_ENV = "DEPTH_STORE_URL"
 TimeLike = dt.datetime | dt.date | str
@@ -93,7 +94,17 @@ def list_days(symbol: str, *, store: ObjectStore | str | None = None, market: Ma
 
 
 def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot") -> list[str]:
-    """Keys of one symbol-day's Parquet files in row order (their names sort in row order)."""
+    """Keys of one symbol-day's published Parquet files in row order.
+
+    The coverage manifest names them (exact even while a new version is being published, when the day
+    folder briefly holds two versions); without a manifest, the folder's files (their names sort in row order).
+    """
+    try:
+        manifest = orjson.loads(store.get_bytes(merged_manifest_key(market, symbol, date)))
+    except ObjectNotFoundError:
+        manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
+        return [str(k) for k in manifest["files"]]
     return sorted(i.key for i in store.list(merged_day_prefix(market, symbol, date)) if i.key.endswith(".parquet"))
 
 

@@ -117,6 +117,14 @@ class ObjectStore(abc.ABC):
         """
         raise StoreError(f"{type(self).__name__} does not support conditional writes")
 
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        """Copy an object inside the store (server-side where the backend can); ``dst_key`` is
+        replaced atomically. Raises ObjectNotFoundError if ``src_key`` is absent.
+
+        This default reads and writes the bytes; backends override it (S3 ``CopyObject``, a local hard link).
+        """
+        return self.put_bytes(dst_key, self.get_bytes(src_key))
+
     def delete_if_match(self, key: str, etag: str) -> bool:
         """Delete ``key`` only if its current etag is ``etag`` (release a lease you still hold).
 

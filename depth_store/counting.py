@@ -3,13 +3,13 @@
 Wrap the store a component uses (``CountingStore(open_store(url))``), run the workload, then read
 ``snapshot()`` (or ``snapshot_and_reset()`` per interval). Counts are by request kind as S3 bills them:
 
-- ``PUT``: ``put_bytes`` / ``put_file`` (one PUT each; a multipart upload of a large file is counted
+- ``PUT``: ``put_bytes`` / ``put_file`` / ``put_bytes_if_*`` / ``copy`` (one PUT-tier request each; a multipart upload of a large file is counted
   as one here, S3 bills its parts and the completion separately);
 - ``GET``: ``get_bytes`` / ``get_file``;
 - ``HEAD``: ``head`` / ``exists``;
 - ``LIST``: pages of a listing: one per 1,000 keys yielded, at least one per ``list`` call (S3's
   ``ListObjectsV2`` page size; a listing abandoned part-way counts the pages it read);
-- ``DELETE``: ``delete`` calls (one key each); a backend's batched delete, where it exists, counts
+- ``DELETE``: ``delete`` / ``delete_if_match`` calls (one key each); a backend's batched delete, where it exists, counts
   one ``DELETE_BATCH`` request per 1,000 keys and its keys under ``DELETE``.
 
 Any other public method of the wrapped store (a backend extra) is passed through and counted under
@@ -129,6 +129,22 @@ class CountingStore(ObjectStore):
         self._add("DELETE_BATCH", -(-len(batch) // LIST_PAGE_SIZE))
         self._add("DELETE", len(batch))
         return self.inner.delete_many(batch)
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        self._add("PUT", nbytes=len(data))
+        return self.inner.put_bytes_if_absent(key, data)
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        self._add("PUT", nbytes=len(data))
+        return self.inner.put_bytes_if_match(key, data, etag)
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        self._add("DELETE")
+        return self.inner.delete_if_match(key, etag)
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        self._add("PUT")  # S3 bills CopyObject as a PUT-tier request
+        return self.inner.copy(src_key, dst_key)
 
     def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
         # not a request: the caller's reader (polars, pyarrow) makes its own, uncounted here

@@ -233,6 +233,27 @@ class LocalStore(ObjectStore):
                 return None
             return self._write_atomically(key, target, lambda fh: fh.write(data), digest)
 
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        """A hard link under a temp name, renamed onto ``dst_key``: no bytes copied, atomic."""
+        src = self._path(src_key)
+        target = self._path(dst_key)
+        try:
+            self._tmp_dir.mkdir(exist_ok=True)
+            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            try:
+                os.link(src, tmp)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ObjectNotFoundError(src_key) from None
+            try:
+                self._replace_into(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            st = target.stat()
+        except OSError as exc:
+            raise StoreError(f"local copy of {src_key!r} to {dst_key!r} failed: {exc}") from exc
+        return self._info(dst_key, target, st)
+
     def delete_if_match(self, key: str, etag: str) -> bool:
         self._path(key)
         with self._key_lock(key):

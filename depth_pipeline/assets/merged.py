@@ -79,7 +79,14 @@ def build_merged_asset(
             )
         results, blocking_ok = check_results(MERGED_DEPTH, MERGED_CHECKS, getattr(report, "checks", []))
         manifest_key = merged_manifest_key(settings.market_name, symbol, date)
-        manifest = object_store.head(manifest_key)
+        if blocking_ok and not report.published:
+            # checks passed but the version was refused (smaller than the published one, or a racing
+            # publish): fail loudly; the published day is untouched
+            raise dg.Failure(
+                description=f"merge of {symbol} {date} not published: {report.refused_reason}",
+                metadata={"refused_reason": str(report.refused_reason), "shrink": summary.get("shrink") or {},
+                          "version": report.version, "symbol": symbol, "date": date},
+            )
         # the summary and the figures people look for first, then every field of the report
         metadata: dict[str, dg.MetadataValue] = {
             "summary": dg.MetadataValue.md(_markdown(report, symbol, date)),
@@ -97,7 +104,8 @@ def build_merged_asset(
             {
                 META_BLOCKING_PASSED: dg.MetadataValue.bool(blocking_ok),
                 META_MANIFEST_KEY: dg.MetadataValue.text(manifest_key),
-                META_MANIFEST_ETAG: dg.MetadataValue.text((manifest.etag or "") if manifest else ""),
+                # the etag returned by this run's own manifest write (empty if it published nothing)
+                META_MANIFEST_ETAG: dg.MetadataValue.text(report.manifest_etag or ""),
             }
         )
         context.log.info(

@@ -239,9 +239,12 @@ def test_rerun_replaces_files_consistently(store: ObjectStore) -> None:
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]))
     r1 = run(store, ["eu-1"])
     r2 = run(store, ["eu-1"])
-    assert r1.files == r2.files
+    assert r1.published and r2.published and r2.previous_version == r1.version
+    assert pl.concat([read_parquet(store, k) for k in r2.files]).equals(merged(store))
     keys = {i.key for i in store.list(merged_day_prefix("spot", SYM, DATE))}
-    assert keys == {*r2.files, r2.manifest_key}
+    assert keys == {*r2.files, r2.manifest_key}  # the previous version's files are gone
+    assert list(store.list("staging/")) == []  # nothing staged is left behind
+    assert [i.key for i in store.list("state/")] == [f"state/market=spot/symbol={SYM}/date={DATE}/{r2.version}/end_book.parquet"]
 
 
 def test_no_raw_data_reports_zero_events(store: ObjectStore) -> None:

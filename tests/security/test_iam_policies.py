@@ -70,7 +70,8 @@ BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 OWN_RAW = "raw/market=spot/stream=eu-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
 OTHER_RAW = "raw/market=spot/stream=ap-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
 MERGED = "merged/market=spot/symbol=BTCUSDT/date=2026-11-24/part-00000.parquet"
-STATE = "state/market=spot/symbol=BTCUSDT/date=2026-11-24/book.parquet"
+STATE = "state/market=spot/symbol=BTCUSDT/date=2026-11-24/20261124T010000Z-0a1b2c3d/end_book.parquet"
+STAGING = "staging/merged/market=spot/symbol=BTCUSDT/date=2026-11-24/20261124T010000Z-0a1b2c3d/part-00000.parquet"
 VALIDATED = "validated/market=spot/stream=eu-1/symbol=BTCUSDT/date=2026-11-24/events.parquet"
 QUALITY = "quality/market=spot/symbol=BTCUSDT/date=2026-11-24/report.png"
 
@@ -111,7 +112,7 @@ def test_pipeline_reads_and_deletes_raw_and_writes_only_its_outputs() -> None:
         assert allowed(p, "s3:GetObject", obj(key))
         assert allowed(p, "s3:DeleteObject", obj(key))  # the gated cleanup
         assert not allowed(p, "s3:PutObject", obj(key)), "the pipeline must never write raw/"
-    for key in (MERGED, STATE, VALIDATED, QUALITY):
+    for key in (MERGED, STAGING, STATE, VALIDATED, QUALITY):
         assert allowed(p, "s3:PutObject", obj(key)), key
         assert allowed(p, "s3:GetObject", obj(key)), key
         assert allowed(p, "s3:DeleteObject", obj(key)), key  # replacing its own outputs

@@ -14,7 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from depth_store import ObjectStore, open_store
+import pytest
+
+from depth_store import ObjectNotFoundError, ObjectStore, open_store
+from depth_store.counting import CountingStore
 from depth_store.local import TEMP_DIR_NAME, LocalStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,3 +140,28 @@ def test_s3_conditional_put_is_really_conditional_on_the_server(s3_env: str, s3_
     s3_client.put_object(Bucket=bucket, Key=f"{prefix}/lease/s.json", Body=b"intruder")
     assert store.put_bytes_if_match("lease/s.json", b"two", info.etag or "") is None
     assert store.get_bytes("lease/s.json") == b"intruder"
+
+
+def test_copy_is_whole_and_replaces_atomically(any_store: ObjectStore) -> None:
+    src = any_store.put_bytes("staging/v1/part-0.parquet", b"version one")
+    any_store.put_bytes("merged/part-0.parquet", b"old")
+    info = any_store.copy("staging/v1/part-0.parquet", "merged/part-0.parquet")
+    assert any_store.get_bytes("merged/part-0.parquet") == b"version one"
+    assert info.size == src.size and info.content_md5 == src.content_md5
+    any_store.delete("staging/v1/part-0.parquet")  # the copy does not depend on its source
+    assert any_store.get_bytes("merged/part-0.parquet") == b"version one"
+    assert (any_store.head("merged/part-0.parquet") or src).etag == info.etag
+    with pytest.raises(ObjectNotFoundError):
+        any_store.copy("staging/v1/absent.parquet", "merged/x.parquet")
+
+
+def test_counting_store_passes_conditional_writes_through(tmp_path: Path) -> None:
+    store = CountingStore(LocalStore(tmp_path / "store"))
+    info = store.put_bytes_if_absent("lease/c.json", b"a")
+    assert info is not None and store.put_bytes_if_absent("lease/c.json", b"b") is None
+    swapped = store.put_bytes_if_match("lease/c.json", b"c", info.etag or "")
+    assert swapped is not None
+    store.copy("lease/c.json", "lease/d.json")
+    assert store.delete_if_match("lease/c.json", swapped.etag or "")
+    counts = store.snapshot()
+    assert counts["PUT"] == 4 and counts["DELETE"] == 1
