@@ -26,7 +26,8 @@ from websockets.exceptions import ConnectionClosed
 from collectors import logs
 from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
 from collectors.frames import STREAM_PREFIX, depth_head, int_field, parse_slow
-from collectors.rest import InvalidSymbolError, RestClient, RestError, WeightBudget
+from collectors.rest import InvalidSymbolError, RestClient, RestError, WeightBudget, depth_weight
+from collectors.snapshots import SnapshotScheduler
 from collectors.spool import OutboxObject, Spool
 from collectors.state import SymbolState
 from collectors.uploader import Uploader
@@ -38,6 +39,8 @@ _ALNUM = string.ascii_lowercase + string.digits
 _PREFIX_LEN = len(STREAM_PREFIX)
 # Binance: 300 connection attempts per 5 minutes per IP; keep a margin for a second process.
 CONNECT_ATTEMPTS_PER_5MIN = 250
+# a symbol the exchange does not know (-1121: unknown or delisted) is asked about again this rarely
+UNKNOWN_SYMBOL_RETRY_S = 600.0
 
 
 def new_session_id() -> str:
@@ -120,6 +123,16 @@ class Collector:
         )
         self.budget = WeightBudget(config.rest_weight_per_minute, EXCHANGE_WEIGHT_LIMIT[config.market])
         self.rest = RestClient(config.rest_url, config.market, self.budget)
+        self.snapshots = SnapshotScheduler(
+            self.budget,
+            depth_weight(config.market, config.snapshot_depth),
+            self._take_snapshot,
+            self._periodic_candidates,
+            interval=config.snapshot_interval,
+        )
+        for st in self.symbols.values():
+            self.snapshots.add_symbol(st)
+        self.unknown_symbol_retry_s = UNKNOWN_SYMBOL_RETRY_S
         self.groups = self._make_groups()
         self.started_monotonic = time.monotonic()
         self.stop_event = asyncio.Event()
@@ -132,9 +145,6 @@ class Collector:
         self.malformed_frames = 0
         self.other_frames = 0
         self.server_shutdowns = 0
-        self._snapshot_q: asyncio.Queue[tuple[SymbolState, str]] = asyncio.Queue()
-        self._snapshot_queued: dict[str, list[str]] = {}
-        self.snapshot_in_flight: str | None = None
         self.clock_offset_s: float | None = None
         self.clock_rtt_s: float | None = None
         self.clock_warnings = 0
@@ -591,70 +601,74 @@ class Collector:
         logs.info("planned_reconnect_done", old=old.conn_id, new=new.conn_id, overlapped=overlapped, reason=reason)
         if not overlapped:
             logs.warning("planned_reconnect_without_overlap", old=old.conn_id, new=new.conn_id, waited_s=self.config.overlap_timeout)
-        self.request_snapshots(group.symbols, f"planned_{reason}")
+        if not overlapped:
+            # the hand-over is not proven: re-anchor every symbol of the group (a proven overlap needs none;
+            # a symbol whose ids did not chain on was reported as a gap above and has its snapshot queued)
+            self.request_snapshots(group.symbols, f"planned_{reason}")
         return new, new_reader
 
     # ---- snapshots ------------------------------------------------------------------------------
 
     def request_snapshot(self, st: SymbolState, reason: str) -> None:
-        """Queue a snapshot; a symbol already waiting gets one snapshot that serves every reason."""
-        reasons = self._snapshot_queued.get(st.symbol)
-        if reasons is not None:
-            if reason not in reasons:
-                reasons.append(reason)
-            return
-        self._snapshot_queued[st.symbol] = [reason]
-        st.last_snapshot_request = time.monotonic()
-        self._snapshot_q.put_nowait((st, reason))
+        """Queue a snapshot (collectors.snapshots): a symbol already waiting gets one for every reason."""
+        self.snapshots.request(st, reason)
 
     def request_snapshots(self, states: list[SymbolState], reason: str) -> None:
-        for st in states:
-            self.request_snapshot(st, reason)
+        self.snapshots.request_many(states, reason)
 
-    async def _snapshot_worker(self) -> None:
-        limit = self.config.snapshot_depth
-        while not self.stop_event.is_set():
-            st, reason = await self._snapshot_q.get()
-            reason = ",".join(self._snapshot_queued.pop(st.symbol, [reason]))
-            self.snapshot_in_flight = st.symbol
-            try:
-                await self._take_snapshot(st, reason, limit)
-            finally:
-                self.snapshot_in_flight = None
+    def _periodic_candidates(self) -> list[SymbolState]:
+        return [st for st in self.symbols.values() if not st.unknown]
 
     @property
     def snapshots_pending(self) -> int:
         """Snapshots queued or in flight (0 when the REST side is idle)."""
-        return len(self._snapshot_queued) + (self.snapshot_in_flight is not None)
+        return self.snapshots.queue_length + self.snapshots.in_flight
 
-    async def _take_snapshot(self, st: SymbolState, reason: str, limit: int) -> None:
-        """One snapshot: the body as an S line after its note; failures are noted and retried."""
+    def _retry_later(self, st: SymbolState, reason: str, delay: float) -> None:
+        def again() -> None:
+            if not self.stop_event.is_set() and self.symbols.get(st.symbol) is st:
+                self.request_snapshot(st, reason)
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    async def _take_snapshot(self, st: SymbolState, reason: str) -> None:
+        """One snapshot (its weight already spent): the body as an S line after its note; failures are
+        noted and retried (an unknown symbol rarely)."""
+        limit = self.config.snapshot_depth
         try:
-            resp = await self.rest.snapshot(st.symbol, limit)
+            resp = await self.rest.snapshot(st.symbol, limit, charged=True)
         except InvalidSymbolError as exc:
             st.snapshot_errors += 1
+            st.unknown_errors += 1
+            first = not st.unknown
+            st.unknown = True
             self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
-            if not st.first_snapshot_done:
-                self.fatal(EXIT_INVALID_SYMBOL, f"symbol {st.symbol} is not known to the exchange ({exc})")
-                return
-            logs.error("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc))
+            (logs.error if first else logs.warning)(
+                "symbol_unknown",
+                symbol=st.symbol,
+                reason=reason,
+                error=str(exc),
+                retry_in_s=self.unknown_symbol_retry_s,
+                message="the exchange does not know this symbol (unknown or delisted): it has no snapshot and "
+                "is asked about again later; the other symbols go on",
+            )
+            self._check_any_symbol_known()
+            self._retry_later(st, reason, self.unknown_symbol_retry_s)
             return
         except RestError as exc:
             st.snapshot_errors += 1
             self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
             logs.warning("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status)
-            asyncio.get_running_loop().call_later(
-                2.0 if exc.status not in (429, 418) else 0.1, self._retry_snapshot, st, reason
-            )
+            # after a 429/418 the budget is paused until Retry-After: queue again at once, it waits there
+            self._retry_later(st, reason, 2.0 if exc.status not in (429, 418) else 0.0)
             return
+        st.unknown = False
         body = resp.body.rstrip(b"\r\n")
         last_update_id = int_field(body, b'"lastUpdateId":')
         if b"\n" in body or b"\r" in body:
             # kept whole (JSON-escaped) in the note: a raw line cannot hold it, and nothing is dropped
             self.note(st, "snapshot_error", reason=reason, error="snapshot body contains CR or LF", text=body.decode(errors="replace"))
             return
-        st.snapshots += 1
-        st.first_snapshot_done = True
         self.note(
             st,
             "snapshot",
@@ -667,24 +681,28 @@ class Collector:
         )
         # the line's time is taken now, on the loop thread, so journal times never go backwards (the
         # converter relies on it); the HTTP round trip's own times are in the note above
-        self.spool.append(b"%s%d%s%s\n" % (st.head, time.time_ns(), st.tag_s, body))
+        if not self.spool.append(b"%s%d%s%s\n" % (st.head, time.time_ns(), st.tag_s, body)):
+            # the spool is over its disk budget: a snapshot that is not stored anchors nothing
+            st.dropped_lines += 1
+            st.snapshot_errors += 1
+            logs.warning("snapshot_not_spooled", symbol=st.symbol, reason=reason, message="spool full: retried in 2 s")
+            self._retry_later(st, reason, 2.0)
+            return
+        now = time.monotonic()
+        st.snapshots += 1
+        st.last_snapshot_ok = now
+        if not st.first_snapshot_done:
+            st.first_snapshot_done = True
+            st.first_snapshot_s = now - st.added_monotonic
         logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
 
-    def _retry_snapshot(self, st: SymbolState, reason: str) -> None:
-        if not self.stop_event.is_set():
-            self.request_snapshot(st, reason)
-
-    async def _periodic_snapshots(self) -> None:
-        interval = self.config.snapshot_interval
-        if interval <= 0:
-            return
-        while not self.stop_event.is_set():
-            now = time.monotonic()
-            for st in self.symbols.values():
-                if st.last_snapshot_request and now - st.last_snapshot_request >= interval:
-                    self.request_snapshot(st, "interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), min(1.0, interval / 4))
+    def _check_any_symbol_known(self) -> None:
+        """Every configured symbol unknown to the exchange and none ever snapshotted: a configuration
+        error (exit 2, naming them), not a delisting."""
+        states = list(self.symbols.values())
+        if states and all(st.unknown and not st.first_snapshot_done for st in states):
+            names = ",".join(st.symbol for st in states[:10])
+            self.fatal(EXIT_INVALID_SYMBOL, f"no symbol is known to the exchange: {names} (-1121 invalid symbol)")
 
     # ---- housekeeping ---------------------------------------------------------------------------
 
@@ -777,8 +795,7 @@ class Collector:
         )
         tasks = [asyncio.create_task(self._run_group_forever(g), name=f"group-{g.index}") for g in self.groups]
         helpers = [
-            asyncio.create_task(self._snapshot_worker(), name="snapshots"),
-            asyncio.create_task(self._periodic_snapshots(), name="periodic-snapshots"),
+            asyncio.create_task(self.snapshots.run(self.stop_event), name="snapshots"),
             asyncio.create_task(self._clock_watch(), name="clock"),
             asyncio.create_task(self._spool_watch(), name="spool-watch"),
         ]

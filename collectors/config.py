@@ -24,7 +24,8 @@ DEFAULT_REST_URL: dict[Market, str] = {
     "spot": "https://api.binance.com",
     "usdm": "https://fapi.binance.com",
 }
-DEFAULT_SNAPSHOT_DEPTH: dict[Market, int] = {"spot": 5000, "usdm": 1000}
+# spot 1000 weighs 50: 400 symbols anchor in under 7 minutes on half of the 6,000 a minute (5000 weighs 250)
+DEFAULT_SNAPSHOT_DEPTH: dict[Market, int] = {"spot": 1000, "usdm": 1000}
 # Binance's published REQUEST_WEIGHT limit per minute and IP; the collector uses half by default so that
 # a second process on the same IP (or a person with curl) never pushes it into a 429.
 EXCHANGE_WEIGHT_LIMIT: dict[Market, int] = {"spot": 6000, "usdm": 2400}

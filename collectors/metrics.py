@@ -111,7 +111,38 @@ class CollectorMetrics(PromCollector):
             P + "upload_conflicts", "leftovers whose key holds different data in the store (kept locally)", value=up.conflicts
         )
 
+        sched = c.snapshots
+        queue = GaugeMetricFamily(P + "snapshot_queue", "snapshot requests waiting for REST weight", labels=["priority"])
+        queue.add_metric(["urgent"], sched.urgent_waiting)
+        queue.add_metric(["periodic"], sched.queue_length - sched.urgent_waiting)
+        yield queue
+        yield GaugeMetricFamily(P + "snapshots_in_flight", "snapshot requests in flight", value=sched.in_flight)
+        first = GaugeMetricFamily(
+            P + "first_snapshot_seconds", "seconds from a symbol's start to its first stored snapshot", labels=["symbol"]
+        )
+        anchored = 0
+        for st in c.symbols.values():
+            if st.first_snapshot_s is not None:
+                anchored += 1
+                first.add_metric([st.symbol], st.first_snapshot_s)
+        yield first
+        yield GaugeMetricFamily(P + "symbols", "symbols being captured", value=len(c.symbols))
+        yield GaugeMetricFamily(P + "symbols_anchored", "symbols with at least one stored snapshot", value=anchored)
+        yield GaugeMetricFamily(
+            P + "symbols_unknown", "symbols the exchange answered -1121 (unknown/delisted) for", value=sum(st.unknown for st in c.symbols.values())
+        )
+        unknown = CounterMetricFamily(P + "unknown_symbol_errors", "-1121 answers to snapshots", labels=["symbol"])
+        for st in c.symbols.values():
+            if st.unknown_errors:
+                unknown.add_metric([st.symbol], st.unknown_errors)
+        yield unknown
+
         b = c.budget
+        yield GaugeMetricFamily(P + "rest_weight_used", "REST weight spent in the last 60 s (own count)", value=b.used())
+        if b.exchange_used is not None:
+            yield GaugeMetricFamily(
+                P + "rest_exchange_weight_used", "the exchange's X-MBX-USED-WEIGHT-1M at the last answer", value=b.exchange_used
+            )
         yield CounterMetricFamily(P + "rest_429", "REST 429 answers (rate limited)", value=b.rate_limited)
         yield CounterMetricFamily(P + "rest_418", "REST 418 answers (IP banned)", value=b.banned)
         yield GaugeMetricFamily(

@@ -1,7 +1,8 @@
-"""REST snapshots through one request-weight budget that follows Binance's published weights.
+"""REST calls through one request-weight budget that follows Binance's published weights.
 
 Every REST call waits for weight in a rolling one-minute window (by default half of the exchange's
-per-IP limit), also respects the exchange's own ``X-MBX-USED-WEIGHT-1M`` count, and on 429 or 418 stops
+per-IP limit), also respects the exchange's own ``X-MBX-USED-WEIGHT-1M`` count (a request that would
+take this minute's count over the exchange's limit waits for the next minute), and on 429 or 418 stops
 *all* REST calls until ``Retry-After`` has passed: an IP ban (418) would cost every symbol its
 snapshots, so nothing is retried early. Requests use ``urllib`` in a worker thread, so plain
 ``https://`` endpoints work without extra dependencies.
@@ -72,7 +73,13 @@ class RestResponse:
 
 
 class WeightBudget:
-    """A rolling 60 s window of spent weight plus a global pause after 429/418."""
+    """Our own rolling 60 s weight window, the exchange's count of this minute, and a pause after 429/418.
+
+    ``delay(weight)`` says how long a request of that weight must wait (0: go now); ``charge`` spends
+    it. The exchange counts weight per IP and calendar minute and tells us the count in
+    ``X-MBX-USED-WEIGHT-1M``: a request that would take that count over the exchange's limit waits for
+    the next minute, whoever else on this IP spent the weight.
+    """
 
     def __init__(self, per_minute: int, exchange_limit: int) -> None:
         self.per_minute = per_minute
@@ -81,42 +88,61 @@ class WeightBudget:
         self._lock = asyncio.Lock()
         self.paused_until = 0.0  # monotonic
         self.exchange_used: int | None = None
-        self.exchange_used_at = 0.0
+        self.exchange_minute = 0  # wall-clock minute (epoch seconds // 60) of that count
         self.rate_limited = 0  # 429 count
         self.banned = 0  # 418 count
+        self.exchange_waits = 0  # times a request waited because the exchange's count was near its limit
 
     def _used(self, now: float) -> int:
         while self._spent and now - self._spent[0][0] >= 60.0:
             self._spent.popleft()
         return sum(w for _, w in self._spent)
 
+    def used(self) -> int:
+        """Weight spent in the last 60 s."""
+        return self._used(time.monotonic())
+
+    def delay(self, weight: int, *, reserve: int = 0) -> float:
+        """Seconds until ``weight`` may be spent while leaving ``reserve`` of our budget unused (0 = now).
+
+        A weight larger than the whole budget goes when the window is empty.
+        """
+        now = time.monotonic()
+        if now < self.paused_until:
+            return self.paused_until - now
+        used = self._used(now)
+        room = self.per_minute - reserve
+        if self._spent and used + weight > room:
+            need = used + weight - room
+            freed = 0
+            for t, w in self._spent:
+                freed += w
+                if freed >= need:
+                    return max(0.01, t + 60.0 - now)
+            return max(0.01, self._spent[-1][0] + 60.0 - now)
+        if self.exchange_used is not None:
+            wall = time.time()
+            minute = int(wall // 60)
+            if minute == self.exchange_minute and self.exchange_used + weight > self.exchange_limit:
+                self.exchange_waits += 1
+                return (minute + 1) * 60.0 - wall + 0.25
+        return 0.0
+
+    def charge(self, weight: int) -> None:
+        self._spent.append((time.monotonic(), weight))
+
     async def acquire(self, weight: int) -> None:
-        """Wait until ``weight`` fits in the window (a weight over the budget waits for an empty window)."""
+        """Wait until ``weight`` fits, then spend it."""
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                if now < self.paused_until:
-                    await asyncio.sleep(self.paused_until - now)
-                    continue
-                used = self._used(now)
-                exchange_full = (
-                    self.exchange_used is not None
-                    and now - self.exchange_used_at < 60
-                    and self.exchange_used + weight > self.exchange_limit * 0.9
-                )
-                if (used + weight <= self.per_minute or not self._spent) and not exchange_full:
-                    self._spent.append((now, weight))
-                    return
-                wait = 60.0 - (now - self._spent[0][0]) if self._spent else 1.0
-                await asyncio.sleep(max(0.05, min(wait, 60.0)))
-                if exchange_full:
-                    self.exchange_used = None  # a fresh minute: the exchange's count resets
+            while (wait := self.delay(weight)) > 0:
+                await asyncio.sleep(min(wait, 1.0))
+            self.charge(weight)
 
     def note_headers(self, headers: dict[str, str]) -> None:
         used = headers.get("x-mbx-used-weight-1m")
         if used and used.isdigit():
             self.exchange_used = int(used)
-            self.exchange_used_at = time.monotonic()
+            self.exchange_minute = int(time.time() // 60)
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
@@ -154,9 +180,11 @@ class RestClient:
             headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
         return RestResponse(status, body, headers, sent, time.time_ns())
 
-    async def get(self, path: str, weight: int) -> RestResponse:
-        """One budgeted GET; raises RestError for anything but 200 (after pausing on 429/418)."""
-        await self.budget.acquire(weight)
+    async def get(self, path: str, weight: int, *, charged: bool = False) -> RestResponse:
+        """One budgeted GET (``charged``: the caller already spent its weight); raises RestError for
+        anything but 200 (after pausing on 429/418)."""
+        if not charged:
+            await self.budget.acquire(weight)
         url = f"{self.base_url}{path}"
         try:
             resp = await asyncio.to_thread(self._get, url)
@@ -193,9 +221,9 @@ class RestClient:
             raise InvalidSymbolError(f"GET {path}: {msg}", status=resp.status, code=code)
         raise RestError(f"GET {path}: HTTP {resp.status}: {msg}", status=resp.status, code=code)
 
-    async def snapshot(self, symbol: str, limit: int) -> RestResponse:
+    async def snapshot(self, symbol: str, limit: int, *, charged: bool = False) -> RestResponse:
         path = f"{depth_path(self.market)}?symbol={symbol}&limit={limit}"
-        return await self.get(path, depth_weight(self.market, limit))
+        return await self.get(path, depth_weight(self.market, limit), charged=charged)
 
     async def server_time_offset(self) -> tuple[float, float]:
         """(offset seconds = server - local at the midpoint, round trip seconds)."""

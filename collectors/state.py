@@ -50,22 +50,25 @@ class SymbolState:
     """Everything the collector tracks for one symbol."""
 
     __slots__ = (
+        "added_monotonic",
         "book_ticker_bytes",
         "book_ticker_messages",
         "bytes",
         "continuity",
         "dropped_lines",
         "first_snapshot_done",
+        "first_snapshot_s",
         "head",
         "last_event_ms",
         "last_receive_ns",
-        "last_snapshot_request",
+        "last_snapshot_ok",
         "latency_buckets",
         "latency_count",
         "latency_min_ms",
         "latency_sum_ms",
         "malformed",
         "messages",
+        "next_periodic",
         "snapshot_errors",
         "snapshots",
         "symbol",
@@ -73,6 +76,8 @@ class SymbolState:
         "tag_d",
         "tag_m",
         "tag_s",
+        "unknown",
+        "unknown_errors",
     )
 
     def __init__(self, symbol: str, layout: int = 2) -> None:
@@ -96,7 +101,12 @@ class SymbolState:
         self.snapshots = 0
         self.snapshot_errors = 0
         self.first_snapshot_done = False
-        self.last_snapshot_request = 0.0  # monotonic
+        self.added_monotonic = 0.0  # when the collector started capturing it
+        self.first_snapshot_s: float | None = None  # seconds from added to its first snapshot
+        self.last_snapshot_ok = 0.0  # monotonic time of the last snapshot stored
+        self.next_periodic: float | None = None  # monotonic; None = no periodic snapshots
+        self.unknown = False  # the exchange answered -1121 (unknown or delisted) to its last snapshot
+        self.unknown_errors = 0
         self.malformed = 0
         self.dropped_lines = 0
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)

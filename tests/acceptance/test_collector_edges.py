@@ -141,8 +141,8 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
         assert ws_paths and ws_paths[0] == "/x/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms", requests
         rest = sorted(p for p in requests if "/depth?" in p)
         assert rest[:2] == [
-            "/x/api/v3/depth?symbol=BTCUSDT&limit=5000",
-            "/x/api/v3/depth?symbol=ETHUSDT&limit=5000",
+            "/x/api/v3/depth?symbol=BTCUSDT&limit=1000",
+            "/x/api/v3/depth?symbol=ETHUSDT&limit=1000",
         ], requests
 
         # default spool dir: per collector id under the user's state dir; a second process is refused

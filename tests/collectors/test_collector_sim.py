@@ -209,6 +209,8 @@ def test_max_connection_age_make_before_break_loses_no_id(
         assert not notes(stored[symbol], "gap")
         planned = [n for n in notes(stored[symbol], "disconnect") if n["planned"] and n["reason"] == "planned_max_age"]
         assert len(planned) >= 2
+        # the overlaps proved continuity: no re-snapshot, only the one at start
+        assert [n["reason"] for n in notes(stored[symbol], "snapshot")] == ["start"]
 
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
@@ -338,7 +340,7 @@ def test_spool_budget_exhausted_is_counted_noted_and_recovers(
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("the store's folder cannot be created while this file is here")
-    cfg = config_for(simulator, tmp_path, "--spool-max-bytes", "40K", "--store", str(blocker / "store"))
+    cfg = config_for(simulator, tmp_path, "--spool-max-bytes", "256K", "--store", str(blocker / "store"))
     c = in_process_collector(cfg)
     wait_until("the spool to refuse lines", lambda: c.collector.spool.dropped_lines > 0, 30)
     assert not c.collector.spool.accepting

@@ -19,7 +19,7 @@ def test_flags_and_defaults() -> None:
     assert cfg.market == "spot"
     assert cfg.ws_url == "wss://stream.binance.com:9443"
     assert cfg.rest_url == "https://api.binance.com"
-    assert cfg.snapshot_depth == 5000
+    assert cfg.snapshot_depth == 1000
     assert cfg.flush_seconds == 10
     assert cfg.shutdown_grace == 120
     assert cfg.max_streams_per_connection == 1024

@@ -75,7 +75,7 @@ def test_frames_of_every_kind(tmp_path: Path) -> None:
         assert any(n.get("text", "").endswith('"E":') for n in malformed)
         assert any("\n" in n.get("text", "") for n in malformed)  # JSON-escaped in the note, exact
         assert c.groups[0].replace_requested.is_set()  # serverShutdown -> make-before-break
-        assert c.request_snapshot is not None and "BTCUSDT" in c._snapshot_queued
+        assert "gap" in c.snapshots.pending["BTCUSDT"]
 
     asyncio.run(go())
 

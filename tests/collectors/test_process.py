@@ -91,12 +91,28 @@ def test_bad_flags_exit_2_with_a_message(collector_process: Make) -> None:
     assert "--symbols" in p.output()
 
 
-def test_unknown_symbol_exits_2_naming_it(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
-    p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="BTCUSDT,NOSUCHCOIN"))
+def test_no_known_symbol_exits_2_naming_it(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+    p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="NOSUCHCOIN"))
     assert p.wait(30) == 2
     assert "NOSUCHCOIN" in p.output().splitlines()[-1]
-    # what it received before refusing is not lost
-    assert not list((tmp_path / "spool" / "outbox").rglob("*.ndjson.gz"))
+
+
+def test_an_unknown_symbol_is_a_per_symbol_error_and_the_others_go_on(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    p = collector_process(*args_for(simulator, store, tmp_path / "spool", symbols="BTCUSDT,NOSUCHCOIN"))
+    unknown = p.wait_for_event("symbol_unknown")[0]
+    assert unknown["symbol"] == "NOSUCHCOIN" and unknown["level"] == "error"
+    p.wait_for_event("snapshot", lambda e: e["symbol"] == "BTCUSDT")
+    assert p.running
+    p.terminate()
+    assert p.wait(30) == 0
+    stored = read_stored(store, "spot", "eu-1")
+    cmp = compare_with_truth(stored["BTCUSDT"], simulator.control.truth("BTCUSDT"))
+    assert cmp.missing == [] and cmp.covered > 0
+    errors = [ln for ln in stored["NOSUCHCOIN"] if ln.kind.value == "M" and b'"snapshot_error"' in ln.text]
+    assert errors and b"-1121" in errors[0].text
 
 
 def test_second_process_on_the_same_spool_is_refused(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
