@@ -2,7 +2,7 @@
 
 Children (each a fresh process so its peak RSS is its own):
 
-- ``ours STORE DATE``: ``validate_stream_day`` for both streams, then ``merge_symbol_day`` (the
+- ``ours STORE DATE``: ``validate_symbol_day`` for both streams, then ``merge_symbol_day`` (the
   pipeline's own pure functions, what the Dagster assets call), into the store's ``validated/``,
   ``merged/`` and ``state/``;
 - ``floor STORE DATE OUT``: read the same raw objects of both streams, decompress, parse them with the
@@ -37,13 +37,13 @@ def clean_outputs(store_root: Path) -> None:
 
 def run_ours(store_root: str, date: str) -> dict[str, Any]:
     from depth_core.merge import merge_symbol_day
-    from depth_core.validate import validate_stream_day
+    from depth_core.validate import validate_symbol_day
     from depth_store import open_store
 
     clean_outputs(Path(store_root))
     store = open_store(store_root)
     t0 = time.perf_counter()
-    reports = [validate_stream_day(store, "spot", s, SYMBOL, date) for s in STREAMS]
+    reports = [validate_symbol_day(store, "spot", s, SYMBOL, date) for s in STREAMS]
     t1 = time.perf_counter()
     merged = merge_symbol_day(store, "spot", SYMBOL, date, list(STREAMS))
     t2 = time.perf_counter()

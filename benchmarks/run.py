@@ -255,7 +255,7 @@ class Bench:
             "",
             "| step | wall s | CPU s | peak RSS MiB | rows written | ours ÷ this (CPU) | target |",
             "|---|---|---|---|---|---|---|",
-            f"| **ours**: `validate_stream_day` x2 + `merge_symbol_day` | {o_wall:.1f} (validate "
+            f"| **ours**: `validate_symbol_day` x2 + `merge_symbol_day` | {o_wall:.1f} (validate "
             f"{ours['validate_s']:.1f} + merge {ours['merge_s']:.1f}) | {o_cpu:.1f} | {ours['peak_rss_mib']:.0f} | "
             f"{ours.get('merged_rows', 0):,} | 1 | ≤ 90 s: {verdict(o_wall <= 90)} (wall, as loaded as this run was; "
             f"CPU {o_cpu:.0f} s); ≤ 4 GiB: {verdict(gib <= 4)} |",

@@ -45,15 +45,16 @@ from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import (
     BOOK_TICKERS_FILE,
     EVENTS_FILE,
-    REPORT_FILE,
     SNAPSHOT_LEVELS_FILE,
     SNAPSHOTS_FILE,
+    MissingStateError,
     date_of_day_index,
     day_index,
-    levels_part_key,
-    validated_day_prefix,
+    level_part_keys,
+    read_symbol_day_report,
+    validated_file_key,
 )
-from depth_store.base import ObjectStore, StoreError
+from depth_store.base import ObjectNotFoundError, ObjectStore, StoreError
 
 STATE_ROOT = "state"
 STATE_BOOK = "end_book.parquet"
@@ -216,20 +217,30 @@ class StreamInput:
 
 
 def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> StreamInput | None:
-    prefix = validated_day_prefix(market, stream, symbol, date)
-    if not store.exists(prefix + REPORT_FILE):
+    """The validated stream-symbol-day: exactly the files its committed ``report.json`` names.
+
+    None when there is no report (never validated). A file the report names that is missing is an error
+    (``MissingStateError``), never an empty stream: validated data may be the only copy after a cleanup.
+    """
+    committed = read_symbol_day_report(store, market, stream, symbol, date)
+    if committed is None:
         return None
-    report = get_json(store, prefix + REPORT_FILE)
-    events = read_parquet(store, prefix + EVENTS_FILE)
+    report = committed[0]
+
+    def read(name: str) -> pl.DataFrame:
+        key = validated_file_key(report, name)
+        try:
+            return read_parquet(store, key)
+        except ObjectNotFoundError as exc:
+            raise MissingStateError(f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
+                                    "(re-validate the stream-day; nothing was merged)") from exc
+
+    events = read(EVENTS_FILE)
     if "dup" in events.columns:
         events = events.filter(~pl.col("dup"))
     events = events.with_columns(lo_expr(market))
-    return StreamInput(
-        stream, report, events,
-        read_parquet(store, prefix + SNAPSHOTS_FILE),
-        read_parquet(store, prefix + SNAPSHOT_LEVELS_FILE),
-        read_parquet(store, prefix + BOOK_TICKERS_FILE),
-    )
+    return StreamInput(stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE),
+                       read(BOOK_TICKERS_FILE))
 
 
 @dataclass
@@ -502,14 +513,25 @@ def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: St
     """Level rows (k, ev, is_bid, price, qty) of the events ``ev`` (columns ev, part) from the level parts."""
     parts = sorted(set(ev["part"].to_list()))
     lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
+    part_keys = level_part_keys(s.report)  # exactly the parts the committed report names
     frames = []
     for part in parts:
-        key = levels_part_key(market, s.stream, symbol, date, part)
+        key = part_keys.get(part)
+        if key is None:
+            raise MissingStateError(f"validated {s.stream} {symbol} {date}: level part {part} of its events is "
+                                    "not named by its report")
         frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
     if not frames:
         return pl.DataFrame(schema={"k": pl.UInt32, "ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64,
                                     "qty": pl.Float64})
-    lv = pl.concat(frames).with_row_index("k").collect()
+    try:
+        lv = pl.concat(frames).with_row_index("k").collect()
+    except Exception as exc:
+        missing = [part_keys[p] for p in parts if not store.exists(part_keys[p])]
+        if missing:
+            raise MissingStateError(f"validated {s.stream} {symbol} {date}: level parts named by its report are "
+                                    f"missing: {', '.join(missing)}") from exc
+        raise
     return lv.join(ev.select("ev"), on="ev", how="semi")
 
 

@@ -436,7 +436,7 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
     and ``merged/.../_coverage_manifest.json`` (see depth_core.merge); a missing piece shows as no data.
     """
     from depth_core.storeio import read_parquet
-    from depth_core.validate import EVENTS_FILE, REPORT_FILE, validated_day_prefix
+    from depth_core.validate import EVENTS_FILE, REPORT_FILE, validated_day_prefix, validated_file_key
 
     market, symbol, date = validate_market(market), validate_symbol(symbol), validate_date(date)
     manifest = _get_json(store, merged_manifest_key(market, symbol, date)) or {}
@@ -446,7 +446,8 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
         prefix = validated_day_prefix(market, stream, symbol, date)
         report = _get_json(store, prefix + REPORT_FILE) or {}
         try:
-            events = read_parquet(store, prefix + EVENTS_FILE, ["E", "receive_ns", "u", "dup"])
+            events = read_parquet(store, validated_file_key(report, EVENTS_FILE, prefix),
+                                  ["E", "receive_ns", "u", "dup"])
             events = events.filter(~pl.col("dup")).sort("E")
         except ObjectNotFoundError:
             events = pl.DataFrame(schema={"E": pl.Int64, "receive_ns": pl.Int64, "u": pl.Int64})

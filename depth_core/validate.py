@@ -1,8 +1,13 @@
-"""Validate one stream-symbol-day: raw objects -> typed Parquet under ``validated/`` + a report.
+"""Validate a stream-day: raw objects -> typed Parquet per symbol under ``validated/`` + reports.
 
 Why a per-stream step: each stream (collector region) is checked on its own first — what it received, what
 was malformed, where its own id chain broke — so the merge works on clean typed columns and the report
 tells an operator which region had trouble.
+
+One pass per stream-day: a v2 raw object holds every symbol of its stream (v1 objects one symbol each), so
+:func:`validate_stream_day` reads each object of the stream-day once, however many symbols it holds, and
+splits every symbol into its own validated output (``validated/market=/stream=/symbol=/date=/``); merges
+stay per symbol-day. ``validate_symbol_day`` is the same pass restricted to one symbol.
 
 Day boundary: an event belongs to the UTC day of its exchange time ``E``; raw objects are filed by the day of
 their first *receive* time. So besides the objects of day D this reads the objects of D-1 that started in
@@ -10,22 +15,47 @@ its last hour and the objects of D+1 that started in its first hour (``EDGE_NS``
 events whose ``E`` falls on D. Each raw object read is listed with the set of event dates it holds, so the
 gated cleanup deletes an object only once every one of those days was merged.
 
-Memory: objects are processed in batches (``BATCH_BYTES`` of compressed input); levels go to one Parquet
-part per batch, so only the per-event table (a few tens of bytes per event) grows with the day.
+Memory: objects are processed in batches (``BATCH_BYTES`` of compressed input). Each symbol's rows wait in
+a buffer; level rows go to the symbol's next level part when its buffer reaches ``PART_ROWS``, and when all
+buffers together pass ``BUFFER_BYTES`` the largest are flushed (levels to a part, the other tables to spill
+files read back once at the end). So memory is bounded by one batch plus ``BUFFER_BYTES`` plus the largest
+symbol-day's event table, whatever the number of symbols.
+
+Run-unique names, committed by the report: every file a validation writes is named ``{run_id}-...``; the
+symbol-day's ``report.json``, written last (a compare-and-swap against the report it replaces where the store
+supports it), names them (``keys``); readers read exactly those. The files of the replaced report are deleted
+only after the new report is in place, and a run never deletes files it did not write or that no report it
+replaced named, so two validations of one day can never delete each other's files.
+
+Missing state is an error: after a cleanup the validated output is the only copy of the deleted raw objects.
+If a raw object that the previous report, the stream-day report or the merged manifest says held a
+symbol-day is gone and its rows cannot be carried over (the report or a file it names is missing or not the
+version recorded), validation stops with :class:`MissingStateError` naming the objects; nothing is deleted.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
+import re
+import secrets
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from depth_core.events import SYM_COLUMN, QuarantineEntry, join_objects, parse_objects
+from depth_core.events import (
+    BOOK_TICKER_SCHEMA,
+    SYM_COLUMN,
+    ParsedChunk,
+    QuarantineEntry,
+    join_objects,
+    parse_objects,
+)
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import (
@@ -34,15 +64,20 @@ from depth_core.raw_format import (
     decompress,
     stream_date_prefix,
     stream_day_prefix,
+    stream_prefix,
 )
-from depth_core.storeio import put_json, put_parquet, replace_prefix
-from depth_store.base import ObjectInfo, ObjectStore
+from depth_core.storeio import get_json, put_parquet, read_parquet
+from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
 VALIDATED_ROOT = "validated"
 EDGE_NS = 3600 * 10**9
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 8 << 20  # compressed raw input per batch
+PART_ROWS = 4_000_000  # level rows of one symbol per level part
+BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
 DAY_MS = 86_400_000
+REPORT_VERSION = 2
+ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
 
 EVENTS_FILE = "events.parquet"
 SNAPSHOTS_FILE = "snapshots.parquet"
@@ -51,9 +86,28 @@ BOOK_TICKERS_FILE = "book_tickers.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 META_FILE = "meta.parquet"
 REPORT_FILE = "report.json"
+STREAM_DAY_REPORT = "_stream_day.json"
+DATA_FILES = (EVENTS_FILE, SNAPSHOTS_FILE, SNAPSHOT_LEVELS_FILE, BOOK_TICKERS_FILE, QUARANTINE_FILE, META_FILE)
 
+LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
 QUARANTINE_SCHEMA = {"object_key": pl.String(), "line_no": pl.Int64(), "receive_ns": pl.Int64(),
                      "reason": pl.String(), "text": pl.Binary()}
+META_SCHEMA = {"receive_ns": pl.Int64, "text": pl.Binary}
+_PART_RE = re.compile(r"levels-(\d+)\.parquet$")
+
+
+class MissingStateError(RuntimeError):
+    """Validated state that is the only copy of deleted raw objects is missing or unreadable.
+
+    Raised before anything of the symbol-day is deleted: the day is never rebuilt from what raw is left.
+    """
+
+
+class ConcurrentValidationError(RuntimeError):
+    """Another validation committed the symbol-day's report while this one ran; this run's files were removed."""
+
+
+# ------------------------------------------------------------------------------------------------ keys
 
 
 def validated_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
@@ -61,8 +115,49 @@ def validated_day_prefix(market: Market, stream: str, symbol: str, date: str) ->
             f"symbol={validate_symbol(symbol)}/date={validate_date(date)}/")
 
 
-def levels_part_key(market: Market, stream: str, symbol: str, date: str, part: int) -> str:
-    return f"{validated_day_prefix(market, stream, symbol, date)}levels-{part:05d}.parquet"
+def validated_stream_day_prefix(market: Market, stream: str, date: str) -> str:
+    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
+            f"date={validate_date(date)}/")
+
+
+def stream_day_report_key(market: Market, stream: str, date: str) -> str:
+    """The stream-day report: every raw object read, the symbols and event dates it holds (cleanup gate)."""
+    return validated_stream_day_prefix(market, stream, date) + STREAM_DAY_REPORT
+
+
+def validated_file_key(report: dict[str, Any], name: str, prefix: str | None = None) -> str:
+    """The key of a validated data file (``events.parquet``, ...) that a symbol-day report names.
+
+    Reports since run-unique names list each file's key (``keys``); older ones used fixed names under their
+    ``prefix`` (or the ``prefix`` given).
+    """
+    keys = report.get("keys") or {}
+    if name in keys:
+        return str(keys[name])
+    return str(report.get("prefix") or prefix) + name
+
+
+def level_part_keys(report: dict[str, Any]) -> dict[int, str]:
+    """Level part number (the ``part`` column of events) -> key, from a symbol-day report."""
+    out: dict[int, str] = {}
+    for key in report.get("level_parts", []):
+        m = _PART_RE.search(key)
+        if m:
+            out[int(m.group(1))] = key
+    return out
+
+
+def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symbol: str,
+                           date: str) -> tuple[dict[str, Any], str | None] | None:
+    """The committed report of a validated symbol-day and its etag, or None if there is none."""
+    key = validated_day_prefix(market, stream, symbol, date) + REPORT_FILE
+    info = store.head(key)
+    if info is None:
+        return None
+    try:
+        return get_json(store, key), info.etag
+    except ObjectNotFoundError:
+        return None
 
 
 def day_index(date: str) -> int:
@@ -73,6 +168,14 @@ def date_of_day_index(idx: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=int(idx))).isoformat()
 
 
+def new_run_id() -> str:
+    """Sortable by start time, unique: ``YYYYmmddTHHMMSS`` + random."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + secrets.token_hex(4)
+
+
+# ------------------------------------------------------------------------------------------------ reports
+
+
 @dataclass
 class RawObjectRead:
     """One raw object read by validation (the cleanup deletes exactly the ones a merge consumed)."""
@@ -81,13 +184,15 @@ class RawObjectRead:
     size: int
     etag: str | None
     event_dates: list[str]
-    events: int = 0  # depth events in the object (all days)
-    quarantined: int = 0  # its lines in the quarantine
+    events: int = 0  # depth events of this symbol in the object (all days)
+    quarantined: int = 0  # its lines in this symbol's quarantine
     carried: bool = False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
 
 
 @dataclass
-class StreamDayReport:
+class SymbolDayReport:
+    """The validation of one stream-symbol-day (``report.json``)."""
+
     market: str
     stream: str
     symbol: str
@@ -116,9 +221,12 @@ class StreamDayReport:
     qty_decimals: int | None = None
     mixed_decimals_levels: int = 0
     objects: list[RawObjectRead] = field(default_factory=list)
-    level_parts: list[str] = field(default_factory=list)
-    files: dict[str, str | None] = field(default_factory=dict)  # etag of each file written (carry-over trust)
+    level_parts: list[str] = field(default_factory=list)  # keys, in part order
+    files: dict[str, str | None] = field(default_factory=dict)  # data file name -> etag of the version written
+    keys: dict[str, str] = field(default_factory=dict)  # data file name -> key (run-unique)
     prefix: str = ""
+    run_id: str = ""
+    version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -130,19 +238,92 @@ class StreamDayReport:
     def has_data(self) -> bool:
         return self.events > 0
 
+    def file_key(self, name: str) -> str:
+        return self.keys.get(name, self.prefix + name)
 
-def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str,
-                  date: str) -> list[tuple[ObjectInfo, RawObjectKey]]:
-    """Objects of day D plus D-1's last hour and D+1's first hour (by first receive time): the symbol's v1
-    objects and the stream's v2 objects, in order of first receive time."""
+
+StreamDayReport = SymbolDayReport  # the name before stream-day validation (one symbol of one stream-day)
+
+
+@dataclass
+class StreamObject:
+    """One raw object of the stream-day report: what the cleanup needs to know before deleting it."""
+
+    key: str
+    size: int
+    etag: str | None
+    layout: int
+    symbols: list[str] = field(default_factory=list)  # symbols whose lines it holds
+    event_dates: list[str] = field(default_factory=list)  # every event date it holds (any symbol)
+    symbol_event_dates: dict[str, list[str]] = field(default_factory=dict)  # per symbol
+    carried: bool = False  # gone from raw/; known from the previous stream-day report
+
+
+@dataclass
+class StreamDayValidation:
+    """Outcome of :func:`validate_stream_day` (its ``to_dict()`` is ``_stream_day.json``)."""
+
+    market: str
+    stream: str
+    date: str
+    run_id: str
+    symbols_filter: list[str] | None
+    reports: dict[str, SymbolDayReport] = field(default_factory=dict)  # the symbol-days validated by this run
+    objects: list[StreamObject] = field(default_factory=list)
+    symbols: dict[str, dict[str, Any]] = field(default_factory=dict)  # per symbol: counts, report key, run
+    unattributed_quarantined: int = 0  # v2 lines naming no symbol (bad header): kept in quarantine_key
+    quarantine_key: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)  # objects read, batches, bytes, buffer peak, flushes
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("reports")
+        out["version"] = REPORT_VERSION
+        return out
+
+    @property
+    def report_key(self) -> str:
+        return stream_day_report_key(self.market, self.stream, self.date)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ listing
+
+
+Listed = tuple[ObjectInfo, RawObjectKey]
+
+
+def _window(date: str) -> list[tuple[str, int, int]]:
+    """(receive day, lo, hi): objects of D, of D-1 that started in its last hour, of D+1 in its first hour."""
     start_ns = day_index(date) * DAY_MS * 10**6
     end_ns = start_ns + DAY_MS * 10**6
-    before = date_of_day_index(day_index(date) - 1)
-    after = date_of_day_index(day_index(date) + 1)
-    out: list[tuple[ObjectInfo, RawObjectKey]] = []
-    for day, lo, hi in ((before, start_ns - EDGE_NS, start_ns), (date, 0, 1 << 63),
-                        (after, end_ns, end_ns + EDGE_NS)):
-        for prefix in (stream_day_prefix(market, stream, symbol, day), stream_date_prefix(market, stream, day)):
+    return [(date_of_day_index(day_index(date) - 1), start_ns - EDGE_NS, start_ns), (date, 0, 1 << 63),
+            (date_of_day_index(day_index(date) + 1), end_ns, end_ns + EDGE_NS)]
+
+
+def _v1_symbols(store: ObjectStore, market: Market, stream: str) -> list[str]:
+    """Symbols with v1 objects under the stream (any day): one short listing per symbol (skip-scan)."""
+    base = stream_prefix(market, stream) + "symbol="
+    out: list[str] = []
+    after: str | None = None
+    while True:
+        first = next(iter(store.list(base, start_after=after)), None)
+        if first is None:
+            return out
+        sym = first.key[len(base):].split("/", 1)[0]
+        out.append(sym)
+        after = f"{base}{sym}0"  # '0' sorts right after '/': skips every key of this symbol
+
+
+def list_stream_day(store: ObjectStore, market: Market, stream: str, date: str,
+                    symbols: Collection[str] | None = None) -> list[Listed]:
+    """The raw objects of a stream-day (v2 objects, and v1 objects of ``symbols`` or of every symbol), with
+    the neighbouring hours across midnight, in order of first receive time."""
+    out: list[Listed] = []
+    v1_symbols = sorted(symbols) if symbols is not None else _v1_symbols(store, market, stream)
+    for day, lo, hi in _window(date):
+        prefixes = [stream_date_prefix(market, stream, day)]
+        prefixes += [stream_day_prefix(market, stream, s, day) for s in v1_symbols]
+        for prefix in prefixes:
             for info in store.list(prefix):
                 try:
                     key = RawObjectKey.parse(info.key)
@@ -154,245 +335,258 @@ def _list_objects(store: ObjectStore, market: Market, stream: str, symbol: str,
     return out
 
 
-def _fetch_batch(store: ObjectStore,
-                 batch: list[tuple[ObjectInfo, RawObjectKey]]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
-    """Get, gunzip and join one batch of objects (runs on the helper thread)."""
-    texts = [decompress(store.get_bytes(info.key)) for info, _key in batch]
-    return join_objects([t for t, _p in texts]), [p for _t, p in texts]
-
-
-def _batches(infos: list[tuple[ObjectInfo, RawObjectKey]]) -> list[list[tuple[ObjectInfo, RawObjectKey]]]:
-    out: list[list[tuple[ObjectInfo, RawObjectKey]]] = []
-    cur: list[tuple[ObjectInfo, RawObjectKey]] = []
+def _batches(infos: list[Listed], batch_bytes: int) -> list[list[Listed]]:
+    out: list[list[Listed]] = []
+    cur: list[Listed] = []
     size = 0
-    for info in infos:
-        if cur and size + info[0].size > BATCH_BYTES:
+    for item in infos:
+        if cur and size + item[0].size > batch_bytes:
             out.append(cur)
             cur, size = [], 0
-        cur.append(info)
-        size += info[0].size
+        cur.append(item)
+        size += item[0].size
     if cur:
         out.append(cur)
     return out
+
+
+def _fetch_batch(store: ObjectStore, batch: list[Listed]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
+    """Get, gunzip and join one batch of objects (runs on a helper thread)."""
+    texts = [decompress(store.get_bytes(info.key)) for info, _key in batch]
+    return join_objects([t for t, _p in texts]), [p for _t, p in texts]
 
 
 def _day_of(ms: pl.Expr) -> pl.Expr:
     return ms.floordiv(DAY_MS)
 
 
-def validate_stream_day(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> StreamDayReport:
-    """Read, check and type one stream-symbol-day; writes ``validated/...`` and returns the report."""
-    market = validate_market(market)
-    symbol = validate_symbol(symbol)
-    date = validate_date(date)
-    stream = validate_collector_id(stream)
-    prefix = validated_day_prefix(market, stream, symbol, date)
-    report = StreamDayReport(market, stream, symbol, date, prefix=prefix)
-    day = day_index(date)
-    infos = _list_objects(store, market, stream, symbol, date)
-
-    events_parts: list[pl.DataFrame] = []
-    snaps_parts: list[pl.DataFrame] = []
-    snap_lv_parts: list[pl.DataFrame] = []
-    bt_parts: list[pl.DataFrame] = []
-    quarantine: list[dict[str, Any]] = []
-    meta_rows: list[tuple[int, bytes]] = []
-    written: set[str] = set()
-    n_events = 0
-    n_snaps = 0
-    part = 0
-    price_dec: Counter[int] = Counter()
-    qty_dec: Counter[int] = Counter()
-    # raw objects the cleanup deleted since the last validation: their validated rows are carried over
-    from depth_core.carryover import load_carryover
-
-    carry = load_carryover(store, market, stream, symbol, date, [i for i, _k in infos])
-    n_events, n_snaps, part = carry.seed(report, events_parts, snaps_parts, snap_lv_parts, quarantine, written,
-                                         price_dec, qty_dec)
-    # helper threads: fetching + gunzip (zlib releases the GIL) and Parquet writes overlap the parsing
-    with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
-        writes: list[cf.Future[ObjectInfo]] = []
-        batches = _batches(infos)
-        # up to PREFETCH batches fetched ahead: gunzip is as costly as parsing, so two fetchers keep up
-        ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
-        for bi, batch in enumerate(batches):
-            fetched = ahead.pop(0).result()
-            if bi + PREFETCH < len(batches):
-                ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
-            joined, problems = fetched
-            del fetched
-            chunk = parse_objects(joined, [key.symbol for _i, key in batch])
-            del joined
-            # this symbol's lines only (a v2 object holds every symbol of the stream; stream-wide notes and v2
-            # lines whose header did not parse go to every symbol of the object)
-            tid = chunk.symbols.index(symbol) if symbol in chunk.symbols else -2
-            mine_q = [q for q in chunk.quarantine if q.sym in (tid, -1)]
-            mine_meta = [(o, ns, text) for o, ns, text, sid in chunk.meta if sid in (tid, -1)]
-            holds = np.array([key.symbol is not None or tid in chunk.object_symbols[i]
-                              for i, (_info, key) in enumerate(batch)], dtype=np.bool_)
-            sym_ev = chunk.events.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64)).filter(
-                pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
-            sym_sn = chunk.snapshots.with_row_index("local").with_columns(pl.col("local").cast(pl.Int64)).filter(
-                pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
-            sym_bt = chunk.book_tickers.filter(pl.col(SYM_COLUMN) == tid).drop(SYM_COLUMN)
-            obj_map = np.full(len(batch), -1, np.int32)
-            for i in np.flatnonzero(holds).tolist():
-                info = batch[i][0]
-                obj_map[i] = len(report.objects)
-                report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
-                if problems[i]:
-                    quarantine.append({"object_key": info.key, "line_no": 0, "receive_ns": None,
-                                       "reason": problems[i], "text": b""})
-            sym_ev = sym_ev.with_columns(pl.Series("obj", obj_map[sym_ev["obj"].to_numpy()], pl.Int32))
-            sym_sn = sym_sn.with_columns(pl.Series("obj", obj_map[sym_sn["obj"].to_numpy()], pl.Int32))
-            _record_object_dates(report, sym_ev, sym_sn)
-            for q in mine_q:
-                if obj_map[q.object_index] >= 0:
-                    quarantine.append(_q_row(q, batch))
-                    report.objects[obj_map[q.object_index]].quarantined += 1
-            meta_rows.extend((ns, text) for o, ns, text in mine_meta if obj_map[o] >= 0)
-            report.lines_read += (sym_ev.height + sym_sn.height + sym_bt.height
-                                  + sum(1 for q in mine_q if obj_map[q.object_index] >= 0)
-                                  + sum(1 for o, _n, _t in mine_meta if obj_map[o] >= 0))
-
-            # events of this day only; renumber globally
-            ev = sym_ev
-            in_day = ev.filter(_day_of(pl.col("E")) == day)
-            report.other_day_events += ev.height - in_day.height
-            in_day = in_day.with_columns(
-                (pl.int_range(pl.len(), dtype=pl.Int64) + n_events).alias("ev"),
-                pl.lit(part, pl.Int32).alias("part"),
-            )
-            if in_day.height:
-                if in_day.height == chunk.events.height:  # the usual batch, all of day D: renumbering is a shift
-                    lv = chunk.levels.with_columns((pl.col("ev") + n_events).alias("gev"))
-                else:
-                    lv = chunk.levels.join(in_day.select(pl.col("local").alias("ev"), pl.col("ev").alias("gev")),
-                                           on="ev", how="inner", maintain_order="left")
-                _count_small(price_dec, lv["price_dec"])
-                _count_small(qty_dec, lv["qty_dec"])
-                lv = lv.select(pl.col("gev").alias("ev"), "is_bid", "price", "qty")
-                key = levels_part_key(market, stream, symbol, date, part)
-                writes.append(pool.submit(put_parquet, store, key, lv, 131_072, True))
-                if len(writes) > 2:
-                    writes.pop(0).result()  # at most two parts in flight (bounded memory)
-                written.add(key)
-                report.level_parts.append(key)
-                report.levels += lv.height
-                events_parts.append(in_day.drop("local"))
-                n_events += in_day.height
-                part += 1
-
-            # snapshots and book tickers of this day (by E where given, else receive time)
-            sn = sym_sn.filter(_day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)) == day)
-            if sn.height:
-                sn = sn.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + n_snaps).alias("snap"))
-                slv = chunk.snapshot_levels.join(sn.select(pl.col("local").alias("snap"), pl.col("snap").alias("g")),
-                                                 on="snap", how="inner", maintain_order="left")
-                snap_lv_parts.append(slv.select(pl.col("g").alias("snap"), "is_bid", "price", "qty"))
-                snaps_parts.append(sn.drop("local"))
-                n_snaps += sn.height
-            # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
-            # match, and a ticker received before midnight may belong to an event of this day
-            bt = sym_bt
-            if bt.height:
-                bt_parts.append(bt)
-
-        for w in writes:
-            w.result()
-    events = pl.concat(events_parts) if events_parts else _empty_events()
-    # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
-    # keep the earliest receive
-    dup_keys = ["U", "u", "pu", "E", "n_levels", "levels_hash"]
-    order = events.select("ev", "receive_ns", *dup_keys).sort("receive_ns", "ev")
-    first = order.select("ev", pl.struct(dup_keys).is_first_distinct().alias("first"))
-    events = events.join(first, on="ev", how="left").with_columns((~pl.col("first")).alias("dup")).drop("first")
-    events = events.sort("ev")
-    report.duplicates = int(events["dup"].sum())
-    live = events.filter(~pl.col("dup"))
-    report.events = live.height
-    if live.height:
-        lo = live.select(lo_expr(market))["lo"].to_numpy()
-        hi = live["u"].to_numpy()
-        report.segments = union_ranges(lo, hi)
-        report.gaps = gaps_between(report.segments)
-        report.covered_ids = sum(h - lo_ for lo_, h in report.segments)
-        report.first_update_id = int(live["U"].min())  # type: ignore[arg-type]
-        report.last_update_id = int(live["u"].max())  # type: ignore[arg-type]
-        report.first_exchange_ms = int(live["E"].min())  # type: ignore[arg-type]
-        report.last_exchange_ms = int(live["E"].max())  # type: ignore[arg-type]
-        lat = ((live["receive_ns"] - live["E"] * 10**6) / 1e6).to_numpy()
-        report.latency_p50_ms = float(np.percentile(lat, 50))
-        report.latency_p99_ms = float(np.percentile(lat, 99))
-        report.clock_offset_ms = float(lat.min())
-    if price_dec:
-        report.price_decimals = max(price_dec)
-        report.qty_decimals = max(qty_dec)
-        report.mixed_decimals_levels = (sum(price_dec.values()) - price_dec[report.price_decimals]) + (
-            sum(qty_dec.values()) - qty_dec[report.qty_decimals])
-
-    snapshots = pl.concat(snaps_parts) if snaps_parts else _empty_snapshots()
-    snapshot_levels = pl.concat(snap_lv_parts) if snap_lv_parts else pl.DataFrame(
-        schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
-    book_tickers = carry.union_book_tickers(pl.concat(bt_parts) if bt_parts else pl.DataFrame(schema=_bt_schema()))
-    meta_rows = carry.union_meta(meta_rows)
-    report.snapshots = snapshots.height
-    report.book_tickers = book_tickers.height
-    report.meta_lines = len(meta_rows)
-    report.quarantined = len(quarantine)
-    report.quarantine_reasons = dict(Counter(_reason_class(q["reason"]) for q in quarantine))
-
-    for name, frame in (
-        (EVENTS_FILE, events), (SNAPSHOTS_FILE, snapshots), (SNAPSHOT_LEVELS_FILE, snapshot_levels),
-        (BOOK_TICKERS_FILE, book_tickers),
-        (QUARANTINE_FILE, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA)),
-        (META_FILE, pl.DataFrame(meta_rows, schema={"receive_ns": pl.Int64, "text": pl.Binary}, orient="row")),
-    ):
-        report.files[name] = put_parquet(store, prefix + name, frame).etag
-        written.add(prefix + name)
-    put_json(store, prefix + REPORT_FILE, report.to_dict())
-    written.add(prefix + REPORT_FILE)
-    replace_prefix(store, prefix, written)
-    return report
+def _snap_day() -> pl.Expr:
+    return _day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6))
 
 
-def _count_small(counter: Counter[int], values: pl.Series) -> None:
-    """Add the counts of small non-negative ints (decimals) to ``counter``: one bincount pass, no hashing."""
-    if not len(values):
-        return
-    arr = values.to_numpy()
-    if values.null_count() == 0 and int(arr.min()) >= 0:
-        for v, n in enumerate(np.bincount(arr.astype(np.int64)).tolist()):
-            if n:
-                counter[v] += n
-    else:
-        counter.update(dict(values.value_counts().iter_rows()))
+# ------------------------------------------------------------------------------------------------ one symbol
+
+
+class _Writer:
+    """The files one run writes (run-unique names), so that a failed run removes exactly its own."""
+
+    def __init__(self, store: ObjectStore, pool: cf.ThreadPoolExecutor) -> None:
+        self.store = store
+        self.pool = pool
+        self.written: set[str] = set()
+        self.pending: list[cf.Future[ObjectInfo]] = []
+
+    def parquet(self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True) -> ObjectInfo | None:
+        self.written.add(key)
+        if wait:
+            return put_parquet(self.store, key, frame, 131_072 if fast else 262_144, fast)
+        self.pending.append(self.pool.submit(put_parquet, self.store, key, frame, 131_072, fast))
+        while len(self.pending) > 2:  # at most two parts in flight (bounded memory)
+            self.pending.pop(0).result()
+        return None
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.pop(0).result()
+
+    def discard(self, keys: Iterable[str] | None = None) -> None:
+        """Remove files of this run (all of them by default); best effort: used on the way out of a failure."""
+        doomed = list(self.written if keys is None else keys)
+        for f in self.pending:
+            with contextlib.suppress(Exception):
+                f.result()
+        self.pending.clear()
+        if doomed:
+            with contextlib.suppress(StoreError):
+                self.store.delete_many(doomed)
+
+
+@dataclass
+class _Buffer:
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    spills: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.frames.append(frame)
+            self.bytes += int(frame.estimated_size())
+
+
+class _SymbolDay:
+    """Accumulates one symbol's rows across batches and writes its validated output."""
+
+    def __init__(self, market: Market, stream: str, symbol: str, date: str, run_id: str) -> None:
+        self.market, self.stream, self.symbol, self.date, self.run_id = market, stream, symbol, date, run_id
+        self.prefix = validated_day_prefix(market, stream, symbol, date)
+        self.report = SymbolDayReport(market, stream, symbol, date, prefix=self.prefix, run_id=run_id)
+        self.prev: dict[str, Any] | None = None
+        self.prev_etag: str | None = None
+        self.events = _Buffer()
+        self.levels = _Buffer()
+        self.snapshots = _Buffer()
+        self.snapshot_levels = _Buffer()
+        self.book_tickers = _Buffer()
+        self.level_rows = 0  # buffered level rows
+        self.quarantine: list[dict[str, Any]] = []
+        self.meta: list[tuple[int, bytes]] = []
+        self.n_events = 0
+        self.n_snaps = 0
+        self.part = 0
+        self.spill_no = 0
+        self.price_dec: Counter[int] = Counter()
+        self.qty_dec: Counter[int] = Counter()
+        self.omap: np.ndarray = np.zeros(0, np.int32)  # batch object index -> index into report.objects
+        self.carry: Any = None
+
+    @property
+    def buffered(self) -> int:
+        return (self.events.bytes + self.levels.bytes + self.snapshots.bytes + self.snapshot_levels.bytes
+                + self.book_tickers.bytes)
+
+    def part_key(self, part: int) -> str:
+        return f"{self.prefix}{self.run_id}-levels-{part:05d}.parquet"
+
+    def file_key(self, name: str) -> str:
+        return f"{self.prefix}{self.run_id}-{name}"
+
+    def take(self, events: pl.DataFrame, levels: pl.DataFrame, snaps: pl.DataFrame, snap_levels: pl.DataFrame,
+             book_tickers: pl.DataFrame) -> None:
+        """This symbol's rows of one batch, already numbered (``ev``/``snap``) and pointing at its objects."""
+        if events.height:
+            self.events.add(events)
+            self.levels.add(levels)
+            self.level_rows += levels.height
+            self.report.levels += levels.height
+            self.n_events += events.height
+        if snaps.height:
+            self.snapshots.add(snaps)
+            self.snapshot_levels.add(snap_levels)
+            self.n_snaps += snaps.height
+        # every bookTicker read (edge windows too): the check joins them on u, which only the day's events
+        # match, and a ticker received before midnight may belong to an event of this day
+        self.book_tickers.add(book_tickers)
+
+    def add_quarantine(self, q: QuarantineEntry, object_key: str) -> None:
+        self.quarantine.append({"object_key": object_key, "line_no": q.line_no, "receive_ns": q.receive_ns,
+                                "reason": q.reason, "text": q.text})
+        idx = self.omap[q.object_index]
+        if idx >= 0:
+            self.report.objects[idx].quarantined += 1
+        self.report.lines_read += 1
+
+    def add_meta(self, ns: int, text: bytes) -> None:
+        self.meta.append((ns, text))
+        self.report.lines_read += 1
+
+    def flush(self, writer: _Writer, spill: bool) -> None:
+        """Buffered levels -> the next level part; with ``spill`` also the other tables -> spill files."""
+        if self.levels.frames or any("part" not in f.columns for f in self.events.frames):
+            key = self.part_key(self.part)
+            frames = self.levels.frames or [pl.DataFrame(schema=LEVEL_COLUMNS)]
+            writer.parquet(key, pl.concat(frames), fast=True, wait=False)
+            self.report.level_parts.append(key)
+            self.events.frames = [f.with_columns(pl.lit(self.part, pl.Int32).alias("part"))
+                                  if "part" not in f.columns else f for f in self.events.frames]
+            self.part += 1
+            self.levels = _Buffer()
+            self.level_rows = 0
+        if spill:
+            for name, buf in (("events", self.events), ("snapshots", self.snapshots),
+                              ("snapshot_levels", self.snapshot_levels), ("book_tickers", self.book_tickers)):
+                if buf.frames:
+                    key = f"{self.prefix}{self.run_id}-spill-{name}-{self.spill_no:05d}.parquet"
+                    writer.parquet(key, pl.concat(buf.frames, how="diagonal_relaxed"), fast=True)
+                    buf.spills.append(key)
+                    buf.frames, buf.bytes = [], 0
+            self.spill_no += 1
+
+    def _gather(self, store: ObjectStore, buf: _Buffer, empty: pl.DataFrame) -> pl.DataFrame:
+        frames = [read_parquet(store, k) for k in buf.spills] + buf.frames
+        buf.frames, buf.bytes = [], 0
+        return pl.concat(frames, how="diagonal_relaxed") if frames else empty
+
+    def finish(self, store: ObjectStore, writer: _Writer) -> None:
+        """Write the data files and fill in the report (committed by the caller)."""
+        self.flush(writer, spill=False)
+        writer.drain()
+        rep = self.report
+        events = self._gather(store, self.events, _empty_events())
+        # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
+        # keep the earliest receive
+        dup_keys = ["U", "u", "pu", "E", "n_levels", "levels_hash"]
+        order = events.select("ev", "receive_ns", *dup_keys).sort("receive_ns", "ev")
+        first = order.select("ev", pl.struct(dup_keys).is_first_distinct().alias("first"))
+        events = events.join(first, on="ev", how="left").with_columns((~pl.col("first")).alias("dup")).drop("first")
+        events = events.sort("ev").select([*_empty_events().columns, "dup"])
+        rep.duplicates = int(events["dup"].sum())
+        live = events.filter(~pl.col("dup"))
+        rep.events = live.height
+        if live.height:
+            lo = live.select(lo_expr(self.market))["lo"].to_numpy()
+            hi = live["u"].to_numpy()
+            rep.segments = union_ranges(lo, hi)
+            rep.gaps = gaps_between(rep.segments)
+            rep.covered_ids = sum(h - lo_ for lo_, h in rep.segments)
+            rep.first_update_id = int(live["U"].min())  # type: ignore[arg-type]
+            rep.last_update_id = int(live["u"].max())  # type: ignore[arg-type]
+            rep.first_exchange_ms = int(live["E"].min())  # type: ignore[arg-type]
+            rep.last_exchange_ms = int(live["E"].max())  # type: ignore[arg-type]
+            lat = ((live["receive_ns"] - live["E"] * 10**6) / 1e6).to_numpy()
+            rep.latency_p50_ms = float(np.percentile(lat, 50))
+            rep.latency_p99_ms = float(np.percentile(lat, 99))
+            rep.clock_offset_ms = float(lat.min())
+        del live
+        if self.price_dec:
+            rep.price_decimals = max(self.price_dec)
+            rep.qty_decimals = max(self.qty_dec)
+            rep.mixed_decimals_levels = (sum(self.price_dec.values()) - self.price_dec[rep.price_decimals]) + (
+                sum(self.qty_dec.values()) - self.qty_dec[rep.qty_decimals])
+        snapshots = self._gather(store, self.snapshots, _empty_snapshots())
+        snapshot_levels = self._gather(store, self.snapshot_levels, pl.DataFrame(
+            schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}))
+        book_tickers = self._gather(store, self.book_tickers, pl.DataFrame(schema=BOOK_TICKER_SCHEMA))
+        meta = sorted(self.meta, key=lambda r: r[0])
+        if self.carry is not None:
+            book_tickers = self.carry.union_book_tickers(book_tickers)
+            meta = self.carry.union_meta(meta)
+        rep.snapshots = snapshots.height
+        rep.book_tickers = book_tickers.height
+        rep.meta_lines = len(meta)
+        rep.quarantined = len(self.quarantine)
+        rep.quarantine_reasons = dict(Counter(_reason_class(q["reason"]) for q in self.quarantine))
+        for name, frame in (
+            (EVENTS_FILE, events), (SNAPSHOTS_FILE, snapshots), (SNAPSHOT_LEVELS_FILE, snapshot_levels),
+            (BOOK_TICKERS_FILE, book_tickers),
+            (QUARANTINE_FILE, pl.DataFrame(self.quarantine, schema=QUARANTINE_SCHEMA)),
+            (META_FILE, pl.DataFrame(meta, schema=META_SCHEMA, orient="row")),
+        ):
+            key = self.file_key(name)
+            info = writer.parquet(key, frame)
+            assert info is not None
+            rep.files[name] = info.etag
+            rep.keys[name] = key
+        self.quarantine, self.meta = [], []
+
+    def spill_keys(self) -> list[str]:
+        return [k for b in (self.events, self.snapshots, self.snapshot_levels, self.book_tickers) for k in b.spills]
+
+
+_EMPTY = {
+    "ev": pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
+                               "T": pl.Int64, "U": pl.Int64, "u": pl.Int64, "pu": pl.Int64, "n_levels": pl.Int32,
+                               "levels_hash": pl.Int64, "ev": pl.Int64}),
+    "lv": pl.DataFrame(schema=LEVEL_COLUMNS),
+    "sn": pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
+                               "T": pl.Int64, "last_update_id": pl.Int64, "n_levels": pl.Int32, "snap": pl.Int64}),
+    "slv": pl.DataFrame(schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}),
+    "bt": pl.DataFrame(schema=BOOK_TICKER_SCHEMA),
+}
 
 
 def _reason_class(reason: str) -> str:
     """Group quarantine reasons for counting (drop the variable tail)."""
     return reason.split(":")[0][:60]
-
-
-def _q_row(q: QuarantineEntry, batch: list[tuple[ObjectInfo, RawObjectKey]]) -> dict[str, Any]:
-    return {"object_key": batch[q.object_index][0].key, "line_no": q.line_no, "receive_ns": q.receive_ns,
-            "reason": q.reason, "text": q.text}
-
-
-def _record_object_dates(report: StreamDayReport, events: pl.DataFrame, snapshots: pl.DataFrame) -> None:
-    """The set of event dates (E's UTC day; receive day where E is absent) each object holds (``obj``: the
-    index into ``report.objects``)."""
-    frames = [
-        events.select("obj", _day_of(pl.col("E")).alias("d")),
-        snapshots.select("obj", _day_of(pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6)).alias("d")),
-    ]
-    days = pl.concat(frames).unique().sort("obj", "d")
-    for obj, d in days.iter_rows():
-        report.objects[obj].event_dates.append(date_of_day_index(d))
-    objs = events["obj"].to_numpy()
-    if len(objs):
-        for obj in np.flatnonzero(counts := np.bincount(objs.astype(np.int64))).tolist():
-            report.objects[obj].events += int(counts[obj])
 
 
 def _empty_events() -> pl.DataFrame:
@@ -407,7 +601,419 @@ def _empty_snapshots() -> pl.DataFrame:
                                 "T": pl.Int64, "last_update_id": pl.Int64, "n_levels": pl.Int32, "snap": pl.Int64})
 
 
-def _bt_schema() -> dict[str, pl.DataType]:
-    from depth_core.events import BOOK_TICKER_SCHEMA
+# ------------------------------------------------------------------------------------------------ stream-day
 
-    return BOOK_TICKER_SCHEMA
+
+class _StreamDayRun:
+    """One validation of a stream-day (see :func:`validate_stream_day`)."""
+
+    def __init__(self, store: ObjectStore, market: Market, stream: str, date: str,
+                 symbols: Collection[str] | None) -> None:
+        self.store, self.market, self.stream, self.date = store, market, stream, date
+        self.filter = None if symbols is None else sorted({validate_symbol(s) for s in symbols})
+        self.run_id = new_run_id()
+        self.day = day_index(date)
+        self.result = StreamDayValidation(market, stream, date, self.run_id, self.filter)
+        self.builders: dict[str, _SymbolDay] = {}
+        self.present: set[str] = set()
+        self.prev_stream = self._read_prev_stream_report()
+        self.objects: dict[str, StreamObject] = {}
+        self.unattributed: list[dict[str, Any]] = []
+        self.stats = Counter[str]()
+        self.checked: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+        self._batch_keys: list[str] = []
+        self._names: list[str] = []
+
+    def _read_prev_stream_report(self) -> dict[str, Any]:
+        key = stream_day_report_key(self.market, self.stream, self.date)
+        try:
+            out: dict[str, Any] = get_json(self.store, key)
+            return out
+        except ObjectNotFoundError:
+            return {}
+
+    def wanted(self, symbol: str) -> bool:
+        return self.filter is None or symbol in self.filter
+
+    # -------------------------------------------------------------------- state checks
+
+    def _known_objects(self, symbol: str) -> dict[str, str]:
+        """Raw objects that some record says held this symbol-day of this stream -> where it says so."""
+        known: dict[str, str] = {}
+        for o in self.prev_stream.get("objects", []):
+            if symbol in o.get("symbols", []) and self.date in o.get("symbol_event_dates", {}).get(symbol, [self.date]):
+                known[o["key"]] = "the stream-day report"
+        from depth_core.schema import merged_manifest_key  # the merge's record of what it consumed
+
+        try:
+            manifest = get_json(self.store, merged_manifest_key(self.market, symbol, self.date))
+        except ObjectNotFoundError:
+            manifest = {}
+        for o in manifest.get("raw_objects", []):
+            if o.get("stream") == self.stream:
+                known.setdefault(o["key"], "the merged manifest")
+        return known
+
+    def builder(self, symbol: str, pool_writer: _Writer) -> _SymbolDay:
+        """The symbol-day's accumulator; on first use, checks its previous state and seeds the carry-over."""
+        b = self.builders.get(symbol)
+        if b is not None:
+            return b
+        from depth_core.carryover import load_carryover
+
+        b = _SymbolDay(self.market, self.stream, symbol, self.date, self.run_id)
+        b.prev, b.prev_etag = self._check_state(symbol)
+        b.carry = load_carryover(self.store, b, self.present, pool_writer)
+        self.builders[symbol] = b
+        return b
+
+    def _check_state(self, symbol: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The symbol-day's committed report (and etag); MissingStateError if a raw object some record says held
+        the symbol-day is gone and that report does not list it (its rows would be lost)."""
+        if symbol in self.checked:
+            return self.checked[symbol]
+        prev = read_symbol_day_report(self.store, self.market, self.stream, symbol, self.date)
+        report, etag = prev if prev is not None else (None, None)
+        gone_known = {k: where for k, where in self._known_objects(symbol).items() if k not in self.present}
+        listed = {o["key"] for o in (report or {}).get("objects", [])}
+        missing = {k: where for k, where in gone_known.items() if k not in listed}
+        if missing:
+            names = ", ".join(f"{k} (listed by {where})" for k, where in sorted(missing.items())[:20])
+            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+            state = ("its validated report.json is missing" if report is None
+                     else "its validated report.json does not list them")
+            raise MissingStateError(
+                f"validation of {self.stream} {symbol} {self.date} stopped: {len(missing)} raw object(s) of this "
+                f"symbol-day were deleted after a merge and {state}, so their rows exist nowhere else: "
+                f"{names}{more}. Restore validated/ (or the raw objects) before re-validating; nothing was "
+                "deleted")
+        self.checked[symbol] = (report, etag)
+        return report, etag
+
+    # -------------------------------------------------------------------- the pass
+
+    def run(self, batch_bytes: int, buffer_bytes: int, part_rows: int) -> StreamDayValidation:
+        store = self.store
+        listed = list_stream_day(store, self.market, self.stream, self.date, self.filter)
+        self.present = {info.key for info, _k in listed}
+        with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
+            writer = _Writer(store, pool)
+            try:
+                # before anything is read: the symbols named by the caller (written even without data), and
+                # every symbol whose objects the previous stream-day report lists as gone (state checked only)
+                if self.filter is not None:
+                    for sym in self.filter:
+                        self.builder(sym, writer)
+                else:
+                    for sym in sorted({s for o in self.prev_stream.get("objects", []) if o["key"] not in self.present
+                                       for s in o.get("symbols", [])}):
+                        self._check_state(sym)
+                batches = _batches(listed, batch_bytes)
+                ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
+                for bi, batch in enumerate(batches):
+                    fetched = ahead.pop(0).result()
+                    if bi + PREFETCH < len(batches):
+                        ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
+                    (joined, starts), problems = fetched
+                    del fetched
+                    self.stats["batches"] += 1
+                    self.stats["objects_read"] += len(batch)
+                    self.stats["bytes_read"] += sum(i.size for i, _k in batch)
+                    self.stats["max_batch_bytes"] = max(self.stats["max_batch_bytes"],
+                                                        sum(i.size for i, _k in batch))
+                    self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
+                    chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch])
+                    del joined
+                    self._split(chunk, batch, problems, writer)
+                    del chunk
+                    self._bound_memory(writer, buffer_bytes, part_rows)
+                self._finish(writer)
+            except BaseException:
+                writer.discard()
+                raise
+        return self.result
+
+    def _split(self, chunk: ParsedChunk, batch: list[Listed], problems: list[str | None], writer: _Writer) -> None:
+        """Hand every symbol its rows of one parsed batch, numbered in one vectorised pass over all symbols."""
+        names = chunk.symbols
+        n_sym, n_obj = len(names), len(batch)
+        self._names, self._batch_keys = names, [info.key for info, _k in batch]
+        held: list[set[int]] = []
+        for i, (_info, key) in enumerate(batch):
+            h = set(chunk.object_symbols[i])
+            if key.symbol is not None:
+                h.add(names.index(key.symbol))
+            held.append(h)
+        for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
+            self.objects[info.key] = StreamObject(info.key, info.size, info.etag, key.layout,
+                                                  sorted(names[s] for s in held[i]))
+        builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
+        wanted = np.zeros(n_sym + 1, np.bool_)
+        wanted[list(builders)] = True
+        # omap[sid, i]: index of batch object i in symbol sid's report.objects (-1: it holds none of it)
+        omap = np.full((n_sym + 1, n_obj), -1, np.int32)
+        for sid, b in builders.items():
+            objs = [i for i in range(n_obj) if sid in held[i]]
+            omap[sid, objs] = np.arange(len(b.report.objects), len(b.report.objects) + len(objs), dtype=np.int32)
+            b.report.objects.extend(RawObjectRead(batch[i][0].key, batch[i][0].size, batch[i][0].etag, [])
+                                    for i in objs)
+            b.omap = omap[sid]
+
+        events, levels = self._number(chunk.events, chunk.levels, "ev", pl.col("E"), builders, omap, wanted)
+        snaps, snap_levels = self._number(chunk.snapshots, chunk.snapshot_levels, "snap",
+                                          pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6), builders, omap,
+                                          wanted)
+        by = {name: frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False) if frame.height else {}
+              for name, frame in (("ev", events), ("lv", levels), ("sn", snaps), ("slv", snap_levels),
+                                  ("bt", chunk.book_tickers))}
+        if "lv" in by:
+            by["lv"] = {k: v.drop("price_dec", "qty_dec") for k, v in by["lv"].items()}
+        for sid, b in builders.items():
+            k = (sid,)
+            b.take(by["ev"].get(k, _EMPTY["ev"]), by["lv"].get(k, _EMPTY["lv"]), by["sn"].get(k, _EMPTY["sn"]),
+                   by["slv"].get(k, _EMPTY["slv"]), by["bt"].get(k, _EMPTY["bt"]))
+        if levels.height:
+            for col, counters in (("price_dec", "price_dec"), ("qty_dec", "qty_dec")):
+                for sid, dec, n in levels.group_by(SYM_COLUMN, col).len().iter_rows():
+                    getattr(builders[sid], counters)[dec] += n
+        bt_sym = chunk.book_tickers[SYM_COLUMN].to_numpy()
+        for sid, n in enumerate(np.bincount(bt_sym, minlength=n_sym).tolist() if len(bt_sym) else []):
+            if n and sid in builders:
+                builders[sid].report.lines_read += n
+
+        for i, problem in enumerate(problems):
+            if not problem:
+                continue
+            row = {"object_key": batch[i][0].key, "line_no": 0, "receive_ns": None, "reason": problem, "text": b""}
+            for sid in held[i]:
+                if sid in builders:
+                    builders[sid].quarantine.append(dict(row))
+                    builders[sid].report.objects[omap[sid, i]].quarantined += 1
+            if not held[i]:
+                self.unattributed.append(row)
+        for q in chunk.quarantine:
+            okey = batch[q.object_index][0].key
+            if q.sym >= 0:
+                if q.sym in builders:
+                    builders[q.sym].add_quarantine(q, okey)
+            else:  # a v2 line naming no symbol: the stream-day keeps it
+                self.unattributed.append({"object_key": okey, "line_no": q.line_no, "receive_ns": q.receive_ns,
+                                          "reason": q.reason, "text": q.text})
+        for o, ns, text, sid in chunk.meta:
+            for s in ([sid] if sid >= 0 else sorted(held[o])):  # a stream-wide note: every symbol of that object
+                if s in builders:
+                    builders[s].add_meta(ns, text)
+
+    def _number(self, head: pl.DataFrame, levels: pl.DataFrame, col: str, day_ms: pl.Expr,
+                builders: dict[int, _SymbolDay], omap: np.ndarray,
+                wanted: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Events (or snapshots) of day D of the wanted symbols, numbered per symbol after what each already
+        holds, ``obj`` pointing into each symbol's object list; their level rows renumbered alike. Also
+        records, per object, the event dates and event counts of every symbol it holds."""
+        empty_head = head.clear().drop(SYM_COLUMN).with_columns(pl.lit(0, pl.Int64).alias(col))
+        if not head.height:
+            return empty_head.with_columns(pl.lit(0, pl.Int32).alias(SYM_COLUMN)), levels.clear().with_columns(
+                pl.lit(0, pl.Int32).alias(SYM_COLUMN))
+        sym = head[SYM_COLUMN].to_numpy().astype(np.int64)
+        obj = head["obj"].to_numpy().astype(np.int64)
+        days = head.select(_day_of(day_ms).alias("d"))["d"].to_numpy()
+        # dates and counts per (object, symbol), for the stream-day report and the symbols' object lists
+        triples = np.unique(np.stack([obj, sym, days]), axis=1)
+        n_sym = omap.shape[0] - 1
+        batch_keys = list(self._batch_keys)
+        for o, s, d in triples.T.tolist():
+            date = date_of_day_index(d)
+            so = self.objects[batch_keys[o]]
+            dates = so.symbol_event_dates.setdefault(self._names[s], [])
+            if date not in dates:
+                dates.append(date)
+            if date not in so.event_dates:
+                so.event_dates.append(date)
+                so.event_dates.sort()
+            if s in builders:
+                ro = builders[s].report.objects[omap[s, o]]
+                if date not in ro.event_dates:
+                    ro.event_dates.append(date)
+                    ro.event_dates.sort()
+        keep = wanted[sym]
+        for s, n in enumerate(np.bincount(sym[keep], minlength=n_sym).tolist()):
+            if n:
+                builders[s].report.lines_read += n
+        if col == "ev":
+            pairs, counts = np.unique(np.stack([obj[keep], sym[keep]]), axis=1, return_counts=True)
+            for (o, s), n in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+                builders[s].report.objects[omap[s, o]].events += n
+            other = keep & (days != self.day)
+            for s, n in enumerate(np.bincount(sym[other], minlength=n_sym).tolist()):
+                if n:
+                    builders[s].report.other_day_events += n
+        sel = np.flatnonzero(keep & (days == self.day))
+        gmap = np.full(head.height, -1, np.int64)
+        if len(sel):
+            s_sel = sym[sel]
+            order = np.argsort(s_sel, kind="stable")
+            counts_s = np.bincount(s_sel, minlength=n_sym)
+            starts = np.concatenate([[0], np.cumsum(counts_s)[:-1]])
+            rank = np.empty(len(sel), np.int64)
+            rank[order] = np.arange(len(sel)) - starts[s_sel[order]]
+            base = np.array([(builders[s].n_events if col == "ev" else builders[s].n_snaps) if s in builders else 0
+                             for s in range(n_sym)], np.int64)
+            gmap[sel] = base[s_sel] + rank
+        out = head[sel].with_columns(
+            pl.Series(col, gmap[sel], pl.Int64),
+            pl.Series("obj", omap[sym[sel], obj[sel]], pl.Int32))
+        lv_ev = levels[col].to_numpy()
+        lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)
+        lmask = lg >= 0
+        lv = levels.filter(pl.Series(lmask)).with_columns(pl.Series(col, lg[lmask], pl.Int64),
+                                                          pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32))
+        extra = ["price_dec", "qty_dec"] if col == "ev" else []  # decimals are counted, then dropped
+        return out, lv.select(col, "is_bid", "price", "qty", SYM_COLUMN, *extra)
+
+    def _bound_memory(self, writer: _Writer, buffer_bytes: int, part_rows: int) -> None:
+        for b in self.builders.values():
+            if b.level_rows >= part_rows:
+                b.flush(writer, spill=False)
+                self.stats["part_flushes"] += 1
+        total = sum(b.buffered for b in self.builders.values())
+        self.stats["peak_buffered_bytes"] = max(self.stats["peak_buffered_bytes"], total)
+        if total > buffer_bytes:
+            for b in sorted(self.builders.values(), key=lambda x: x.buffered, reverse=True):
+                total -= b.buffered
+                b.flush(writer, spill=True)
+                self.stats["spills"] += 1
+                if total <= buffer_bytes // 2:
+                    break
+
+    # -------------------------------------------------------------------- commit
+
+    def _finish(self, writer: _Writer) -> None:
+        committed: list[_SymbolDay] = []
+        for sym in sorted(self.builders):
+            b = self.builders[sym]
+            b.finish(self.store, writer)
+            self._commit(b, writer)
+            committed.append(b)
+            self.result.reports[sym] = b.report
+        self._write_stream_report(writer)
+
+    def _commit(self, b: _SymbolDay, writer: _Writer) -> None:
+        """Write report.json last (compare-and-swap against the report read at the start), then delete the
+        files of the report it replaced and this run's spill files."""
+        import orjson
+
+        key = b.prefix + REPORT_FILE
+        data = orjson.dumps(b.report.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        try:
+            if b.prev is None:
+                ok = self.store.put_bytes_if_absent(key, data)
+            else:
+                ok = self.store.put_bytes_if_match(key, data, b.prev_etag or "")
+        except StoreError as exc:
+            if "does not support conditional" not in str(exc):
+                raise
+            ok = self.store.put_bytes(key, data)  # a store without conditional writes: last writer wins
+        mine = set(b.report.level_parts) | set(b.report.keys.values())
+        if ok is None:
+            writer.discard(mine | set(b.spill_keys()))
+            raise ConcurrentValidationError(
+                f"another validation of {self.stream} {b.symbol} {self.date} committed its report while this one "
+                f"(run {self.run_id}) ran; this run's files were removed and the other's output stands")
+        writer.written -= mine  # committed: no longer this run's to remove on a later failure
+        doomed = [k for k in _report_files(b.prev) if k not in mine] + b.spill_keys()
+        doomed += _orphans(self.store, b.prefix, mine | set(doomed), self.run_id)
+        if doomed:
+            self.store.delete_many(doomed)
+
+    def _write_stream_report(self, writer: _Writer) -> None:
+        res = self.result
+        prev_objects = {o["key"]: o for o in self.prev_stream.get("objects", [])}
+        objects = dict(self.objects)
+        for key, o in prev_objects.items():
+            if key in objects:
+                continue
+            if key not in self.present:  # deleted after a merge: keep the record (carried)
+                objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
+                                            list(o.get("symbols", [])), list(o.get("event_dates", [])),
+                                            dict(o.get("symbol_event_dates", {})), carried=True)
+            elif self.filter is not None:  # not read by this filtered run (a v1 object of another symbol)
+                objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
+                                            list(o.get("symbols", [])), list(o.get("event_dates", [])),
+                                            dict(o.get("symbol_event_dates", {})), carried=bool(o.get("carried")))
+        res.objects = sorted(objects.values(), key=lambda o: o.key)
+        res.symbols = {s: v for s, v in self.prev_stream.get("symbols", {}).items() if s not in self.builders}
+        for sym, b in self.builders.items():
+            r = b.report
+            res.symbols[sym] = {"events": r.events, "levels": r.levels, "snapshots": r.snapshots,
+                                "quarantined": r.quarantined, "duplicates": r.duplicates, "gaps": len(r.gaps),
+                                "objects": len(r.objects), "report": b.prefix + REPORT_FILE, "run_id": r.run_id}
+        # quarantine lines that name no symbol: this run's, plus those of deleted objects from the previous run
+        rows = list(self.unattributed)
+        prev_q = self.prev_stream.get("quarantine_key")
+        if prev_q:
+            try:
+                old = read_parquet(self.store, prev_q)
+                rows += old.filter(~pl.col("object_key").is_in(list(self.present))).to_dicts()
+            except ObjectNotFoundError as exc:
+                raise MissingStateError(f"the stream-day quarantine {prev_q} named by "
+                                        f"{stream_day_report_key(self.market, self.stream, self.date)} is missing"
+                                        ) from exc
+        res.unattributed_quarantined = len(rows)
+        if rows:
+            res.quarantine_key = (validated_stream_day_prefix(self.market, self.stream, self.date)
+                                  + f"{self.run_id}-{QUARANTINE_FILE}")
+            writer.parquet(res.quarantine_key, pl.DataFrame(rows, schema=QUARANTINE_SCHEMA))
+        res.stats = dict(self.stats)
+        import orjson
+
+        self.store.put_bytes(res.report_key, orjson.dumps(res.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        if prev_q and prev_q != res.quarantine_key:
+            self.store.delete(prev_q)
+
+
+def _report_files(report: dict[str, Any] | None) -> list[str]:
+    """Every data file a symbol-day report names (old reports: the fixed names and the carry copy)."""
+    if not report:
+        return []
+    out = list(report.get("level_parts", []))
+    keys = report.get("keys") or {}
+    prefix = str(report.get("prefix", ""))
+    if keys:
+        out += [str(k) for k in keys.values()]
+    elif prefix:
+        out += [prefix + name for name in DATA_FILES]
+        out += [prefix + "_carry_source/" + name for name in (*DATA_FILES, REPORT_FILE)]
+    return out
+
+
+def _orphans(store: ObjectStore, prefix: str, keep: set[str], run_id: str) -> list[str]:
+    """Files under the symbol-day no report names, left by a run that crashed more than ORPHAN_AGE ago."""
+    cutoff = dt.datetime.now(dt.UTC) - ORPHAN_AGE
+    return [i.key for i in store.list(prefix)
+            if i.key not in keep and not i.key.endswith("/" + REPORT_FILE)
+            and not i.key[len(prefix):].startswith(run_id) and i.last_modified < cutoff]
+
+
+def validate_stream_day(store: ObjectStore, market: Market, stream: str, date: str,
+                        symbols: Collection[str] | None = None, *, batch_bytes: int | None = None,
+                        buffer_bytes: int | None = None, part_rows: int | None = None) -> StreamDayValidation:
+    """Validate every symbol of one stream-day in one pass over its raw objects (v2 and v1).
+
+    Writes each symbol's ``validated/market=/stream=/symbol=/date=/`` (run-unique files committed by its
+    ``report.json``) and the stream-day report (:func:`stream_day_report_key`). ``symbols`` only filters which
+    symbols are written (a v2 object is read whole either way; v1 objects are listed for those symbols only);
+    a symbol named there is written even without data. A symbol of the day with no raw object left (all
+    merged and cleaned up) and no new one keeps its previous output untouched.
+
+    Raises :class:`MissingStateError` when validated state that is the only copy of deleted raw objects is
+    missing (nothing is deleted), :class:`ConcurrentValidationError` when another run committed a
+    symbol-day first.
+    """
+    run = _StreamDayRun(store, validate_market(market), validate_collector_id(stream), validate_date(date), symbols)
+    return run.run(batch_bytes or BATCH_BYTES, buffer_bytes or BUFFER_BYTES, part_rows or PART_ROWS)
+
+
+def validate_symbol_day(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> SymbolDayReport:
+    """Validate one stream-symbol-day (the stream-day pass restricted to one symbol)."""
+    symbol = validate_symbol(symbol)
+    return validate_stream_day(store, market, stream, date, [symbol]).reports[symbol]

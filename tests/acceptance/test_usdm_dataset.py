@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from depth_core.merge import merge_symbol_day
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from tests.core.synth import SyntheticExchange, stream_lines, write_stream
 
@@ -35,7 +35,7 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
     write_stream(store, "usdm", "eu-1", ex.symbol, eu, session="eu")
     write_stream(store, "usdm", "ap-1", ex.symbol, ap, session="ap")
     for stream in ("eu-1", "ap-1"):
-        validate_stream_day(store, "usdm", stream, ex.symbol, DATE)
+        validate_symbol_day(store, "usdm", stream, ex.symbol, DATE)
     merge_symbol_day(store, "usdm", ex.symbol, DATE, ["eu-1", "ap-1"])
 
     folder = tmp_path / "store" / f"merged/market=usdm/symbol={ex.symbol}/date={DATE}"

@@ -14,7 +14,7 @@ import pytest
 from depth_core import quality, reader
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey, encode_line
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 
@@ -52,7 +52,7 @@ def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp
     _write(store, "eu-1", [*eu, *snaps])
     _write(store, "ap-1", ap)
     for stream in ("eu-1", "ap-1"):
-        validate_stream_day(store, "spot", stream, "BTCUSDT", DATE)
+        validate_symbol_day(store, "spot", stream, "BTCUSDT", DATE)
     merge = merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1", "ap-1"])
     assert merge.gap_count == 0, merge.markdown()
 

@@ -14,7 +14,7 @@ from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind
 from depth_core.schema import merged_manifest_key
 from depth_core.storeio import put_parquet, read_parquet
-from depth_core.validate import validate_stream_day, validated_day_prefix
+from depth_core.validate import validate_symbol_day, validated_day_prefix
 from depth_store import open_store
 from depth_store.base import ObjectInfo, ObjectStore
 from depth_store.local import LocalStore
@@ -67,7 +67,7 @@ def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(
     on_time = [ln for ln in lines if not (ln[1] == LineKind.DEPTH and cut_lo <= _u(ln) <= late_hi)]
     on_time += _extras(ex, on_time[5][0])
     write_stream(store, "spot", "eu-1", SYM, on_time, per_object=40)
-    first = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    first = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert first.events == len(evs) - 40 and first.quarantined == 1 and first.book_tickers == 1
     _merge(store)
     deleted = _cleanup(store)
@@ -76,7 +76,7 @@ def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(
     # the cut-off collector uploads its spool: events 60..79, a day after the cleanup
     spool = [ln for ln in lines if ln[1] == LineKind.DEPTH and cut_lo <= _u(ln) <= cut_hi]
     write_stream(store, "spot", "eu-1", SYM, spool, session="late1")
-    second = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    second = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert second.events == len(evs) - 20
     assert sum(o.carried for o in second.objects) == len(deleted)
     assert {o.key for o in second.objects if o.carried} == set(deleted)
@@ -88,13 +88,13 @@ def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(
     _cleanup(store)
     spool2 = [ln for ln in lines if ln[1] == LineKind.DEPTH and cut_hi - 8 <= _u(ln) <= late_hi]
     write_stream(store, "spot", "eu-1", SYM, spool2, session="late2")
-    third = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    third = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert third.events == len(evs) and third.duplicates >= 2 and third.gaps == []
     assert third.quarantined == 1 and third.book_tickers == 1 and third.meta_lines == 1
     _merge(store)
     assert assert_exact(merged(store), ex) == len(evs) + 1  # every event plus the opening image
     # the old level parts were replaced, not left behind
-    listed = {i.key for i in store.list(third.prefix) if "/levels-" in i.key}
+    listed = {i.key for i in store.list(third.prefix) if "levels-" in i.key}
     assert listed == set(third.level_parts)
 
 
@@ -103,12 +103,15 @@ def test_revalidation_with_nothing_deleted_rebuilds_from_raw(store: ObjectStore)
     ex.run(120)
     evs = ex.events(3)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
-    a = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
-    b = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    a = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
+    b = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert not any(o.carried for o in b.objects)
     assert (a.events, a.levels, a.segments) == (b.events, b.levels, b.segments)
-    ev_a = read_parquet(store, a.prefix + "events.parquet")  # the file b rewrote
-    assert ev_a.height == b.events
+    ev_b = read_parquet(store, b.file_key("events.parquet"))
+    assert ev_b.height == b.events
+    # run-unique names: b wrote its own files and removed a's once its report was committed
+    assert a.run_id != b.run_id and not store.exists(a.file_key("events.parquet"))
+    assert {i.key for i in store.list(b.prefix)} == {*b.keys.values(), *b.level_parts, b.prefix + "report.json"}
 
 
 def test_untrusted_previous_output_is_refused_and_left_untouched(store: ObjectStore) -> None:
@@ -116,16 +119,16 @@ def test_untrusted_previous_output_is_refused_and_left_untouched(store: ObjectSt
     ex.run(120)
     evs = ex.events(3)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[0]]))
-    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    rep = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     _merge(store)
     _cleanup(store)
     # a half-written re-validation: events.parquet is not the one report.json describes
-    events = read_parquet(store, rep.prefix + "events.parquet")
-    put_parquet(store, rep.prefix + "events.parquet", events.head(5))
+    events = read_parquet(store, rep.file_key("events.parquet"))
+    put_parquet(store, rep.file_key("events.parquet"), events.head(5))
     before = {i.key: i.etag for i in store.list(rep.prefix)}
     # (and no copy was saved: the previous run carried nothing over)
     with pytest.raises(CarryOverError, match="cannot be trusted"):
-        validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+        validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert {i.key: i.etag for i in store.list(rep.prefix)} == before
 
 
@@ -138,12 +141,12 @@ def test_carried_rows_keep_their_object_provenance(store: ObjectStore) -> None:
     ex.run(200)
     evs = ex.events(2)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[:50], 20, snapshots=[ex.ids[0]]), per_object=10)
-    validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     _merge(store)
     _cleanup(store)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[50:], 20), per_object=10, session="late")
-    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
-    events = read_parquet(store, rep.prefix + "events.parquet")
+    rep = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
+    events = read_parquet(store, rep.file_key("events.parquet"))
     per_obj = events.group_by("obj").agg(pl.len().alias("n"), pl.col("u").min().alias("u0")).sort("obj")
     # every event points at the object it came from: carried objects first, then the late ones
     for obj, n, u0 in per_obj.iter_rows():
@@ -153,38 +156,47 @@ def test_carried_rows_keep_their_object_provenance(store: ObjectStore) -> None:
 
 
 class _CrashBeforeReport(LocalStore):
-    """A real local store whose next write of a validated ``report.json`` fails (a crash mid-validation)."""
+    """A real local store whose next commit of a validated ``report.json`` fails (a crash mid-validation)."""
 
     armed = False
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        if self.armed and key.startswith("validated/") and key.endswith("/report.json") and "_carry" not in key:
+    def _crash(self, key: str) -> None:
+        if self.armed and key.startswith("validated/") and key.endswith("/report.json"):
             self.armed = False
             raise OSError("crash before the report was written")
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        self._crash(key)
         return super().put_bytes(key, data)
 
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        self._crash(key)
+        return super().put_bytes_if_match(key, data, etag)
 
-def test_revalidation_crashed_before_its_report_is_recovered_from_the_saved_copy(tmp_path: Path) -> None:
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        self._crash(key)
+        return super().put_bytes_if_absent(key, data)
+
+
+def test_revalidation_crashed_before_its_report_leaves_the_previous_output_intact(tmp_path: Path) -> None:
     store = _CrashBeforeReport(tmp_path / "store")
     ex = SyntheticExchange(seed=25)
     ex.run(200)
     evs = ex.events(2)
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[:60], 20, snapshots=[ex.ids[0]]), per_object=15)
-    validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     _merge(store)
     _cleanup(store)
+    prefix = validated_day_prefix("spot", "eu-1", SYM, DATE)
+    before = {i.key: i.etag for i in store.list(prefix)}
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[60:80], 20), per_object=15, session="late")
     store.armed = True
     with pytest.raises(OSError, match="crash before the report"):
-        validate_stream_day(store, "spot", "eu-1", SYM, DATE)
-    # the day's files no longer match report.json; the saved copy still does
-    prefix = validated_day_prefix("spot", "eu-1", SYM, DATE)
-    recorded = json.loads(store.get_bytes(prefix + "report.json"))["files"]["events.parquet"]
-    assert store.head(prefix + "events.parquet").etag != recorded  # type: ignore[union-attr]
-    assert store.exists(prefix + "_carry_source/report.json")
+        validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
+    # the committed report and every file it names are as they were; the crashed run left nothing behind
+    assert {i.key: i.etag for i in store.list(prefix)} == before
     write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[80:], 20), per_object=15, session="late2")
-    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    rep = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert rep.events == len(evs) and rep.gaps == []
-    assert not any("_carry_source" in i.key for i in store.list(rep.prefix))
     _merge(store)
     assert assert_exact(merged(store), ex) == len(evs) + 1

@@ -16,7 +16,7 @@ import pytest
 from depth_core.checks import CheckOutcome
 from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.raw_format import LineKind
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import DAY0_MS, SyntheticExchange, stream_lines, write_stream
@@ -52,7 +52,7 @@ def merge_with(store: ObjectStore, ex: SyntheticExchange, anchor: dict[str, Any]
     write_stream(store, "spot", "eu-1", SYM, [*lines, snapshot_line(ex, anchor)])
     write_stream(store, "spot", "ap-1", SYM, [snapshot_line(ex, later)])
     for s in ("eu-1", "ap-1"):
-        validate_stream_day(store, "spot", s, SYM, DATE)
+        validate_symbol_day(store, "spot", s, SYM, DATE)
     report: MergeReport = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1", "ap-1"])
     assert report.opening["source"] == "snapshot:eu-1"
     return next(c for c in report.checks if c.name == "agrees_with_rest_snapshots")
@@ -126,7 +126,7 @@ def test_carried_day_compares_only_the_previous_anchor_band(store: ObjectStore) 
     reports: list[MergeReport] = []
     for date in (day1, day2):
         for s in ("eu-1", "ap-1"):
-            validate_stream_day(store, "spot", s, SYM, date)
+            validate_symbol_day(store, "spot", s, SYM, date)
         reports.append(merge_symbol_day(store, "spot", SYM, date, ["eu-1", "ap-1"]))
     assert reports[1].opening["source"] == f"carry:{day1}"
     outcome = next(c for c in reports[1].checks if c.name == "agrees_with_rest_snapshots")

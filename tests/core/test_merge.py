@@ -15,7 +15,7 @@ from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.raw_format import LineKind
 from depth_core.schema import MERGED_SCHEMA, merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import DAY0_MS, SyntheticExchange, depth_frame, stream_lines, write_stream
@@ -31,7 +31,7 @@ def store(tmp_path: Path) -> ObjectStore:
 
 def run(store: ObjectStore, streams: list[str], market: str = "spot", date: str = DATE) -> MergeReport:
     for s in streams:
-        validate_stream_day(store, market, s, SYM, date)  # type: ignore[arg-type]
+        validate_symbol_day(store, market, s, SYM, date)  # type: ignore[arg-type]
     return merge_symbol_day(store, market, SYM, date, streams)  # type: ignore[arg-type]
 
 
@@ -173,12 +173,12 @@ def test_malformed_lines_quarantined_day_still_merges(store: ObjectStore) -> Non
     import gzip
 
     store.put_bytes(key.key, gzip.compress(b"not-a-number D {}\n"))
-    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    rep = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert rep.quarantined == 6, rep.quarantine_reasons
     assert rep.events == len(evs)
     report = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
     assert report.blocking_passed, report.markdown()
-    q = pl.read_parquet(store.scan_location(rep.prefix + "quarantine.parquet")[0])
+    q = pl.read_parquet(store.scan_location(rep.file_key("quarantine.parquet"))[0])
     reasons = " | ".join(q["reason"].to_list())
     assert "invalid JSON" in reasons and "ETHUSDT" in reasons and "U 9 > u 8" in reasons
     assert "code -1003" in reasons and "receive time" in reasons
@@ -248,7 +248,7 @@ def test_rerun_replaces_files_consistently(store: ObjectStore) -> None:
 
 
 def test_no_raw_data_reports_zero_events(store: ObjectStore) -> None:
-    rep = validate_stream_day(store, "spot", "eu-1", SYM, DATE)
+    rep = validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     assert rep.events == 0 and rep.objects == []
     report = merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
     assert report.events == 0 and report.rows == 0
@@ -332,8 +332,8 @@ def test_reuploaded_segment_is_a_duplicate_and_objects_list_their_event_dates(st
     lines = stream_lines(ex, evs, -1500, snapshots=[ex.ids[0]])  # receive clock 1.5 s behind
     write_stream(store, "spot", "eu-1", SYM, lines, per_object=30)
     write_stream(store, "spot", "eu-1", SYM, lines[:30], per_object=30, session="again")  # re-uploaded
-    rep1 = validate_stream_day(store, "spot", "eu-1", SYM, "2025-11-24")
-    rep2 = validate_stream_day(store, "spot", "eu-1", SYM, "2025-11-25")
+    rep1 = validate_symbol_day(store, "spot", "eu-1", SYM, "2025-11-24")
+    rep2 = validate_symbol_day(store, "spot", "eu-1", SYM, "2025-11-25")
     assert rep1.duplicates == 30 and rep2.duplicates == 0  # the first 30 lines (events) came twice
     assert rep1.events + rep2.events == len(evs)
     assert rep1.other_day_events > 0  # day-2 events read from day-1 objects, kept for day 2 only

@@ -21,7 +21,7 @@ from depth_core.raw_format import (
     stream_date_prefix,
 )
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import SyntheticExchange, stream_lines, write_stream, write_stream_v2
@@ -105,8 +105,8 @@ def store(tmp_path: Path) -> ObjectStore:
 
 
 def _validated(store: ObjectStore, stream: str, symbol: str) -> tuple[dict[str, pl.DataFrame], object]:
-    rep = validate_stream_day(store, "spot", stream, symbol, DATE)
-    files = {name: read_parquet(store, rep.prefix + name)
+    rep = validate_symbol_day(store, "spot", stream, symbol, DATE)
+    files = {name: read_parquet(store, rep.file_key(name))
              for name in ("events.parquet", "snapshots.parquet", "snapshot_levels.parquet", "meta.parquet")}
     levels = pl.concat([read_parquet(store, k) for k in rep.level_parts]) if rep.level_parts else pl.DataFrame()
     files["levels"] = levels

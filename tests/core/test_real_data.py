@@ -12,7 +12,7 @@ import pytest
 from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.names import Market
 from depth_core.raw_format import LineKind
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import write_stream
@@ -93,7 +93,7 @@ def merge_days(store: ObjectStore, market: Market, dates: list[str]) -> list[Mer
     reports = []
     for date in dates:
         for s in ("eu-1", "ap-1"):
-            validate_stream_day(store, market, s, "BTCUSDT", date)
+            validate_symbol_day(store, market, s, "BTCUSDT", date)
         reports.append(merge_symbol_day(store, market, "BTCUSDT", date, ["eu-1", "ap-1"]))
     return reports
 

@@ -140,7 +140,7 @@ def test_hostile_raw_objects_are_quarantined_not_fatal(
     for k in foreign:
         store.put_bytes(k, b"not a raw object \x00\xff")
 
-    report = validate.validate_stream_day(store, "spot", STREAM, SYMBOL, DATE)
+    report = validate.validate_symbol_day(store, "spot", STREAM, SYMBOL, DATE)
 
     assert {o.key for o in report.objects} == {key.key}
     assert all(store.exists(k) for k in foreign)

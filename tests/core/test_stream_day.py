@@ -1,0 +1,323 @@
+"""Validation per stream-day: one pass over the stream-day's objects splits every symbol into its validated
+output (bounded memory, each object read once), a stream-day report for the cleanup, run-unique validated files
+committed by their report, and missing state as an error (issue 14, scenario 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+from depth_core.merge import merge_symbol_day
+from depth_core.raw_format import LineKind, RawObjectKey
+from depth_core.schema import merged_day_prefix, merged_manifest_key
+from depth_core.storeio import read_parquet
+from depth_core.validate import (
+    ConcurrentValidationError,
+    MissingStateError,
+    StreamDayValidation,
+    SymbolDayReport,
+    stream_day_report_key,
+    validate_stream_day,
+    validate_symbol_day,
+    validated_day_prefix,
+)
+from depth_store import open_store
+from depth_store.base import ObjectInfo, ObjectStore
+from depth_store.counting import CountingStore
+from depth_store.local import LocalStore
+from exchange_sim.replay import load_recording
+from tests.core.synth import SyntheticExchange, stream_lines, write_stream, write_stream_v2
+
+DATE = "2025-11-24"
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+DATA_FILES = ("events.parquet", "snapshots.parquet", "snapshot_levels.parquet", "book_tickers.parquet",
+              "quarantine.parquet", "meta.parquet")
+
+
+def _exchanges(n: int = 300) -> dict[str, SyntheticExchange]:
+    out = {}
+    for i, sym in enumerate(SYMBOLS):
+        ex = SyntheticExchange(symbol=sym, seed=60 + i, first_id=10_000 * (i + 1))
+        ex.run(n)
+        out[sym] = ex
+    return out
+
+
+def _lines(exes: dict[str, SyntheticExchange]) -> dict[str, list[tuple[int, LineKind, str]]]:
+    return {sym: stream_lines(ex, ex.events([2, 3, 5]), 20, snapshots=[ex.ids[0], ex.ids[len(ex.ids) // 2]])
+            for sym, ex in exes.items()}
+
+
+def _v2_lines(lines: dict[str, list[tuple[int, LineKind, str]]]) -> list[tuple[int, LineKind, str, str]]:
+    out = [(ns, k, sym, t) for sym, ls in lines.items() for ns, k, t in ls]
+    out.append((_note_ns(lines), LineKind.META, "-", '{"event":"connect"}'))  # a stream-wide note
+    return out
+
+
+def _note_ns(lines: dict[str, list[tuple[int, LineKind, str]]]) -> int:
+    return min(ln[0] for ls in lines.values() for ln in ls) - 1
+
+
+def _output(store: ObjectStore, rep: SymbolDayReport) -> dict[str, pl.DataFrame]:
+    """A symbol-day's validated content, without the columns that number objects and parts."""
+    out = {}
+    for name in DATA_FILES:
+        frame = read_parquet(store, rep.file_key(name))
+        out[name] = frame.drop([c for c in ("obj", "line_no", "part", "object_key") if c in frame.columns])
+    out["levels"] = pl.concat([read_parquet(store, k) for k in rep.level_parts])
+    return out
+
+
+def _assert_same(store_a: ObjectStore, a: SymbolDayReport, store_b: ObjectStore, b: SymbolDayReport) -> None:
+    fa, fb = _output(store_a, a), _output(store_b, b)
+    for name, frame in fa.items():
+        assert fb[name].equals(frame), (a.symbol, name)
+    for attr in ("events", "levels", "snapshots", "segments", "gaps", "quarantined", "duplicates", "meta_lines",
+                 "price_decimals", "qty_decimals", "first_update_id", "last_update_id", "latency_p50_ms"):
+        assert getattr(a, attr) == getattr(b, attr), (a.symbol, attr)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return open_store(str(tmp_path / "store"))
+
+
+def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_path: Path) -> None:
+    lines = _lines(_exchanges())
+    v1 = open_store(str(tmp_path / "v1"))
+    for sym, ls in lines.items():
+        write_stream(v1, "spot", "eu-1", sym, [*ls, (_note_ns(lines), LineKind.META, '{"event":"connect"}')],
+                     per_object=40)
+    v2 = CountingStore(open_store(str(tmp_path / "v2")))
+    keys = write_stream_v2(v2, "spot", "eu-1", _v2_lines(lines), per_object=70)
+    v2.snapshot_and_reset()
+
+    result = validate_stream_day(v2, "spot", "eu-1", DATE)
+    counts = v2.snapshot_and_reset()
+    # every raw object once, plus the previous stream-day report and each symbol's merged manifest (absent here)
+    assert counts["GET"] == len(keys) + 1 + len(SYMBOLS)
+    assert set(result.reports) == set(SYMBOLS)
+    for sym in SYMBOLS:
+        _assert_same(v1, validate_symbol_day(v1, "spot", "eu-1", sym, DATE), v2, result.reports[sym])
+        assert result.reports[sym].meta_lines == 1  # the stream-wide connect note reached every symbol of its object
+
+    # the stream-day report: every object with the symbols and event dates it holds
+    report = json.loads(v2.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
+    assert report == orjson.loads(orjson.dumps(result.to_dict()))
+    assert [o["key"] for o in report["objects"]] == sorted(keys)
+    for o in report["objects"]:
+        assert o["layout"] == 2 and o["event_dates"] == [DATE] and not o["carried"]
+        assert o["symbols"] and set(o["symbol_event_dates"]) <= set(o["symbols"])
+    assert set(SYMBOLS) == {s for o in report["objects"] for s in o["symbols"]}
+    assert {s: v["events"] for s, v in report["symbols"].items()} == {s: r.events for s, r in result.reports.items()}
+    assert report["stats"]["objects_read"] == len(keys)
+
+
+def test_symbols_only_filter(store: ObjectStore) -> None:
+    lines = _lines(_exchanges(100))
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(lines), per_object=50)
+    result = validate_stream_day(store, "spot", "eu-1", DATE, ["ETHUSDT", "DOGEUSDT"])
+    assert set(result.reports) == {"ETHUSDT", "DOGEUSDT"}
+    assert result.reports["DOGEUSDT"].events == 0  # named, no data: written and reported empty
+    assert not store.exists(validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE) + "report.json")
+    # the stream-day report still lists every symbol each object holds (the cleanup needs all of them)
+    assert {s for o in result.objects for s in o.symbols} == set(SYMBOLS)
+
+
+def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: Path) -> None:
+    lines = _lines(_exchanges(600))
+    plain = open_store(str(tmp_path / "plain"))
+    small = open_store(str(tmp_path / "small"))
+    for st in (plain, small):
+        write_stream_v2(st, "spot", "eu-1", _v2_lines(lines), per_object=60)
+    sizes = [i.size for i in small.list("raw/")]
+    batch = 3 * max(sizes)
+    full = validate_stream_day(plain, "spot", "eu-1", DATE)
+    bounded = validate_stream_day(small, "spot", "eu-1", DATE, batch_bytes=batch, buffer_bytes=64 << 10,
+                                  part_rows=300)
+    s = bounded.stats
+    assert full.stats["batches"] == 1 and s["batches"] >= sum(sizes) // batch
+    assert s["max_batch_bytes"] <= batch  # never more than a batch of raw input in memory
+    # buffered rows were flushed as soon as all symbols together passed the budget (one batch's rows at most on top)
+    assert s["spills"] > 0 and s["part_flushes"] > 0
+    assert s["peak_buffered_bytes"] <= (64 << 10) + 4 * s["max_batch_text_bytes"]
+    for sym in SYMBOLS:
+        assert len(bounded.reports[sym].level_parts) > 1
+        _assert_same(plain, full.reports[sym], small, bounded.reports[sym])
+    # spill files are gone once the reports are committed: only what the reports name is left
+    for sym, rep in bounded.reports.items():
+        left = {i.key for i in small.list(rep.prefix)}
+        assert left == {*rep.keys.values(), *rep.level_parts, rep.prefix + "report.json"}, sym
+
+
+def test_real_multi_symbol_recording_as_v2_validates_like_v1(real_data: Path, tmp_path: Path) -> None:
+    """cryptofeed's spot recording: four symbols at 100 ms on one connection, with their REST snapshots."""
+    messages, snaps = load_recording(real_data / "cryptofeed_BINANCE.ws.1.0")
+    kinds = {"depth": LineKind.DEPTH, "bookTicker": LineKind.BOOK_TICKER}
+    rows = [(m.recv_ns, kinds[m.kind], m.symbol, orjson.dumps({"stream": m.stream, "data": m.data}).decode())
+            for m in messages if m.kind in kinds]
+    rows += [(s.recv_ns, LineKind.SNAPSHOT, s.symbol, orjson.dumps(s.body).decode()) for s in snaps]
+    symbols = sorted({r[2] for r in rows})
+    assert len(symbols) == 4
+    date = RawObjectKey.for_stream_segment("spot", "eu-1", rows[0][0], "x", 0).date
+    v1 = open_store(str(tmp_path / "v1"))
+    v2 = open_store(str(tmp_path / "v2"))
+    for sym in symbols:
+        write_stream(v1, "spot", "eu-1", sym, [(ns, k, t) for ns, k, s, t in rows if s == sym], per_object=25)
+    write_stream_v2(v2, "spot", "eu-1", rows, per_object=40)
+    result = validate_stream_day(v2, "spot", "eu-1", date)
+    assert set(result.reports) == set(symbols)
+    for sym in symbols:
+        rep = result.reports[sym]
+        assert rep.events > 0 and rep.snapshots >= 1 and rep.quarantined == 0
+        _assert_same(v1, validate_symbol_day(v1, "spot", "eu-1", sym, date), v2, rep)
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+def _merge_and_clean(store: ObjectStore, symbol: str) -> list[str]:
+    report = merge_symbol_day(store, "spot", symbol, DATE, ["eu-1"])
+    assert report.blocking_passed, report.markdown()
+    manifest = json.loads(store.get_bytes(merged_manifest_key("spot", symbol, DATE)))
+    keys = [o["key"] for o in manifest["raw_objects"]]
+    for key in keys:
+        store.delete(key)
+    return keys
+
+
+def _files(store: ObjectStore, prefix: str) -> dict[str, str | None]:
+    return {i.key: i.etag for i in store.list(prefix)}
+
+
+def _scenario_2(store: ObjectStore) -> tuple[SyntheticExchange, list[tuple[int, LineKind, str]], list[str]]:
+    """Validated, merged, cleaned up; then validated/.../report.json is lost (a lifecycle rule, an operator)."""
+    ex = SyntheticExchange(seed=31)
+    ex.run(320)
+    evs = ex.events(4)
+    lines = stream_lines(ex, evs, 20, snapshots=[ex.ids[0]])
+    late = [ln for ln in lines if ln[1] == LineKind.DEPTH and int(orjson.loads(ln[2])["data"]["u"]) > ex.ids[239]]
+    on_time = [ln for ln in lines if ln not in late]
+    write_stream(store, "spot", "eu-1", "BTCUSDT", on_time, per_object=20)
+    validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    deleted = _merge_and_clean(store, "BTCUSDT")
+    store.delete(validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE) + "report.json")
+    # a late object: the events after id 240 with a snapshot, so a rebuilt day would pass its blocking checks
+    write_stream(store, "spot", "eu-1", "BTCUSDT", [*late, *stream_lines(ex, [], 20, snapshots=[ex.ids[239]])],
+                 session="late")
+    return ex, lines, deleted
+
+
+def test_missing_report_after_cleanup_stops_validation_naming_the_deleted_objects(store: ObjectStore) -> None:
+    """Issue 14 scenario 2: the day is never rebuilt from the late object alone (80 events -> 20 before)."""
+    _ex, _lines_, deleted = _scenario_2(store)
+    vprefix = validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE)
+    validated_before = _files(store, vprefix)
+    merged_before = _files(store, merged_day_prefix("spot", "BTCUSDT", DATE))
+    with pytest.raises(MissingStateError) as err:
+        validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    msg = str(err.value)
+    assert f"{len(deleted)} raw object(s)" in msg and "report.json is missing" in msg
+    assert all(k in msg for k in deleted[:20])
+    assert _files(store, vprefix) == validated_before  # the old validated files are all still there
+    assert _files(store, merged_day_prefix("spot", "BTCUSDT", DATE)) == merged_before
+    # the stream-day pass stops the same way
+    with pytest.raises(MissingStateError):
+        validate_stream_day(store, "spot", "eu-1", DATE)
+    assert _files(store, vprefix) == validated_before
+
+
+def test_missing_validated_file_after_cleanup_is_an_error_for_validation_and_merge(store: ObjectStore) -> None:
+    ex = SyntheticExchange(seed=32)
+    ex.run(200)
+    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]),
+                 per_object=20)
+    rep = validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    _merge_and_clean(store, "BTCUSDT")
+    store.delete(rep.level_parts[0])
+    with pytest.raises(MissingStateError, match="missing"):
+        merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1"])
+    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, [], 20, snapshots=[ex.ids[100]]),
+                 session="late")
+    before = _files(store, rep.prefix)
+    with pytest.raises(MissingStateError, match=r"cannot be trusted .*levels-00000.parquet is missing"):
+        validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    assert _files(store, rep.prefix) == before
+
+
+def test_stream_day_report_keeps_deleted_objects_and_late_data_is_carried(store: ObjectStore) -> None:
+    lines = _lines(_exchanges(200))
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(lines), per_object=60)
+    first = validate_stream_day(store, "spot", "eu-1", DATE)
+    for sym in SYMBOLS:
+        _merge_and_clean(store, sym)
+    assert not list(store.list("raw/"))
+    # a late v2 object holding one symbol: that symbol is re-validated with every row carried over
+    ex = SyntheticExchange(symbol="ETHUSDT", seed=61, first_id=20_000)
+    ex.run(200)
+    write_stream_v2(store, "spot", "eu-1", [(ns + 1, LineKind.SNAPSHOT, "ETHUSDT", t) for ns, _k, t in
+                                           stream_lines(ex, [], 20, snapshots=[ex.ids[150]])], session="late")
+    second = validate_stream_day(store, "spot", "eu-1", DATE)
+    assert set(second.reports) == {"ETHUSDT"}  # the others had nothing new: left as they were
+    eth = second.reports["ETHUSDT"]
+    assert eth.events == first.reports["ETHUSDT"].events and eth.snapshots == first.reports["ETHUSDT"].snapshots + 1
+    assert {o.key for o in eth.objects if o.carried} == {o.key for o in first.reports["ETHUSDT"].objects}
+    report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
+    carried = {o["key"] for o in report["objects"] if o["carried"]}
+    assert carried == {o.key for o in first.objects}
+    assert set(report["symbols"]) == set(SYMBOLS)
+    for sym in SYMBOLS:  # the symbols without new data kept their report and files
+        if sym != "ETHUSDT":
+            assert report["symbols"][sym]["run_id"] == first.run_id
+            assert read_parquet(store, first.reports[sym].file_key("events.parquet")).height == first.reports[sym].events
+    # losing a symbol's report now is an error even though the stream-day's raw objects are all gone
+    store.delete(validated_day_prefix("spot", "eu-1", "SOLUSDT", DATE) + "report.json")
+    with pytest.raises(MissingStateError, match="SOLUSDT"):
+        validate_stream_day(store, "spot", "eu-1", DATE)
+
+
+class _Interleaving(LocalStore):
+    """A real local store that runs a second validation just before the first commits its report."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.hook: Any = None
+
+    def _maybe(self, key: str) -> None:
+        if self.hook is not None and key.endswith("/report.json"):
+            hook, self.hook = self.hook, None
+            hook()
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        self._maybe(key)
+        return super().put_bytes_if_match(key, data, etag)
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
+        self._maybe(key)
+        return super().put_bytes_if_absent(key, data)
+
+
+def test_two_validations_of_one_day_never_delete_each_others_files(tmp_path: Path) -> None:
+    store = _Interleaving(tmp_path / "store")
+    ex = SyntheticExchange(seed=33)
+    ex.run(200)
+    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, ex.events(3), 20, snapshots=[ex.ids[0]]),
+                 per_object=20)
+    validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    inner: list[StreamDayValidation] = []
+    store.hook = lambda: inner.append(validate_stream_day(store, "spot", "eu-1", DATE))
+    with pytest.raises(ConcurrentValidationError):
+        validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
+    winner = inner[0].reports["BTCUSDT"]
+    prefix = validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE)
+    committed = json.loads(store.get_bytes(prefix + "report.json"))
+    assert committed["run_id"] == winner.run_id
+    # exactly the winner's files are there: the loser removed its own and nothing of the winner's
+    assert {i.key for i in store.list(prefix)} == {*winner.keys.values(), *winner.level_parts, prefix + "report.json"}
+    report = merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1"])
+    assert report.blocking_passed
