@@ -40,6 +40,8 @@ import contextlib
 import datetime as dt
 import re
 import secrets
+import threading
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
@@ -75,6 +77,7 @@ BATCH_BYTES = 8 << 20  # compressed raw input per batch
 PART_ROWS = 4_000_000  # level rows of one symbol per level part
 BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
+COMMIT_THREADS = 4  # symbol-days whose files are written and reports committed at once (many small PUTs)
 DAY_MS = 86_400_000
 REPORT_VERSION = 2
 ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
@@ -276,8 +279,8 @@ class StreamDayValidation:
     stats: dict[str, int] = field(default_factory=dict)  # objects read, batches, bytes, buffer peak, flushes
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("reports")
+        out = {k: v for k, v in self.__dict__.items() if k not in ("reports", "objects")}
+        out["objects"] = [dict(o.__dict__) for o in self.objects]  # asdict() is slow for 10^5 objects
         out["version"] = REPORT_VERSION
         return out
 
@@ -374,10 +377,12 @@ class _Writer:
         self.store = store
         self.pool = pool
         self.written: set[str] = set()
+        self.lock = threading.Lock()
         self.pending: list[cf.Future[ObjectInfo]] = []
 
     def parquet(self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True) -> ObjectInfo | None:
-        self.written.add(key)
+        with self.lock:
+            self.written.add(key)
         if wait:
             return put_parquet(self.store, key, frame, 131_072 if fast else 262_144, fast)
         self.pending.append(self.pool.submit(put_parquet, self.store, key, frame, 131_072, fast))
@@ -385,13 +390,18 @@ class _Writer:
             self.pending.pop(0).result()
         return None
 
+    def forget(self, keys: set[str]) -> None:
+        with self.lock:
+            self.written -= keys
+
     def drain(self) -> None:
         while self.pending:
             self.pending.pop(0).result()
 
     def discard(self, keys: Iterable[str] | None = None) -> None:
         """Remove files of this run (all of them by default); best effort: used on the way out of a failure."""
-        doomed = list(self.written if keys is None else keys)
+        with self.lock:
+            doomed = list(self.written if keys is None else keys)
         for f in self.pending:
             with contextlib.suppress(Exception):
                 f.result()
@@ -479,15 +489,22 @@ class _SymbolDay:
         self.meta.append((ns, text))
         self.report.lines_read += 1
 
-    def flush(self, writer: _Writer, spill: bool) -> None:
-        """Buffered levels -> the next level part; with ``spill`` also the other tables -> spill files."""
+    def flush(self, writer: _Writer, spill: bool, defer: list[tuple[str, pl.DataFrame, bool]] | None = None) -> None:
+        """Buffered levels -> the next level part; with ``spill`` also the other tables -> spill files.
+
+        ``defer``: append the level part there (key, frame, fast) instead of writing it now."""
         if self.levels.frames or any("part" not in f.columns for f in self.events.frames):
             key = self.part_key(self.part)
             frames = self.levels.frames or [pl.DataFrame(schema=LEVEL_COLUMNS)]
-            writer.parquet(key, pl.concat(frames), fast=True, wait=False)
+            if defer is not None:
+                defer.append((key, pl.concat(frames), True))
+            else:
+                writer.parquet(key, pl.concat(frames), fast=True, wait=False)
             self.report.level_parts.append(key)
-            self.events.frames = [f.with_columns(pl.lit(self.part, pl.Int32).alias("part"))
-                                  if "part" not in f.columns else f for f in self.events.frames]
+            fresh = [f for f in self.events.frames if "part" not in f.columns]
+            if fresh:  # one frame for the events of this part
+                tagged = pl.concat(fresh).with_columns(pl.lit(self.part, pl.Int32).alias("part"))
+                self.events.frames = [f for f in self.events.frames if "part" in f.columns] + [tagged]
             self.part += 1
             self.levels = _Buffer()
             self.level_rows = 0
@@ -506,19 +523,22 @@ class _SymbolDay:
         buf.frames, buf.bytes = [], 0
         return pl.concat(frames, how="diagonal_relaxed") if frames else empty
 
-    def finish(self, store: ObjectStore, writer: _Writer) -> None:
-        """Write the data files and fill in the report (committed by the caller)."""
-        self.flush(writer, spill=False)
-        writer.drain()
+    def finish(self, store: ObjectStore, writer: _Writer) -> list[tuple[str, pl.DataFrame, bool]]:
+        """Build the data files and fill in the report; returns the files to write (key, frame, fast): the last
+        level part, then the data files (:data:`DATA_FILES` order), committed by the caller."""
+        out: list[tuple[str, pl.DataFrame, bool]] = []
+        self.flush(writer, spill=False, defer=out)
         rep = self.report
         events = self._gather(store, self.events, _empty_events())
         # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
         # keep the earliest receive
         dup_keys = ["U", "u", "pu", "E", "n_levels", "levels_hash"]
+        events = events.sort("ev")  # ev is 0..n-1 (carried rows first): a row's ev is its position
         order = events.select("ev", "receive_ns", *dup_keys).sort("receive_ns", "ev")
-        first = order.select("ev", pl.struct(dup_keys).is_first_distinct().alias("first"))
-        events = events.join(first, on="ev", how="left").with_columns((~pl.col("first")).alias("dup")).drop("first")
-        events = events.sort("ev").select([*_empty_events().columns, "dup"])
+        first = order.select(pl.struct(dup_keys).is_first_distinct())[:, 0].to_numpy()
+        dup = np.empty(events.height, np.bool_)
+        dup[order["ev"].to_numpy()] = ~first
+        events = events.select(_empty_events().columns).with_columns(pl.Series("dup", dup))
         rep.duplicates = int(events["dup"].sum())
         live = events.filter(~pl.col("dup"))
         rep.events = live.height
@@ -561,12 +581,10 @@ class _SymbolDay:
             (QUARANTINE_FILE, pl.DataFrame(self.quarantine, schema=QUARANTINE_SCHEMA)),
             (META_FILE, pl.DataFrame(meta, schema=META_SCHEMA, orient="row")),
         ):
-            key = self.file_key(name)
-            info = writer.parquet(key, frame)
-            assert info is not None
-            rep.files[name] = info.etag
-            rep.keys[name] = key
+            rep.keys[name] = self.file_key(name)
+            out.append((rep.keys[name], frame, False))
         self.quarantine, self.meta = [], []
+        return out
 
     def spill_keys(self) -> list[str]:
         return [k for b in (self.events, self.snapshots, self.snapshot_levels, self.book_tickers) for k in b.spills]
@@ -722,11 +740,15 @@ class _StreamDayRun:
                     self.stats["max_batch_bytes"] = max(self.stats["max_batch_bytes"],
                                                         sum(i.size for i, _k in batch))
                     self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
+                    t0 = time.perf_counter()
                     chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch])
                     del joined
+                    t1 = time.perf_counter()
                     self._split(chunk, batch, problems, writer)
                     del chunk
                     self._bound_memory(writer, buffer_bytes, part_rows)
+                    self.stats["parse_ms"] += int((t1 - t0) * 1000)
+                    self.stats["split_ms"] += int((time.perf_counter() - t1) * 1000)
                 self._finish(writer)
             except BaseException:
                 writer.discard()
@@ -818,8 +840,11 @@ class _StreamDayRun:
         obj = head["obj"].to_numpy().astype(np.int64)
         days = head.select(_day_of(day_ms).alias("d"))["d"].to_numpy()
         # dates and counts per (object, symbol), for the stream-day report and the symbols' object lists
-        triples = np.unique(np.stack([obj, sym, days]), axis=1)
         n_sym = omap.shape[0] - 1
+        d0 = int(days.min())
+        width = int(days.max()) - d0 + 1
+        code = np.unique((obj * (n_sym + 1) + sym) * width + (days - d0))  # (object, symbol, day), one sort
+        triples = np.stack([code // width // (n_sym + 1), code // width % (n_sym + 1), code % width + d0])
         batch_keys = list(self._batch_keys)
         for o, s, d in triples.T.tolist():
             date = date_of_day_index(d)
@@ -840,8 +865,9 @@ class _StreamDayRun:
             if n:
                 builders[s].report.lines_read += n
         if col == "ev":
-            pairs, counts = np.unique(np.stack([obj[keep], sym[keep]]), axis=1, return_counts=True)
-            for (o, s), n in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+            pairs, counts = np.unique(obj[keep] * (n_sym + 1) + sym[keep], return_counts=True)
+            for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
+                o, s = divmod(pair, n_sym + 1)
                 builders[s].report.objects[omap[s, o]].events += n
             other = keep & (days != self.day)
             for s, n in enumerate(np.bincount(sym[other], minlength=n_sym).tolist()):
@@ -888,14 +914,40 @@ class _StreamDayRun:
     # -------------------------------------------------------------------- commit
 
     def _finish(self, writer: _Writer) -> None:
-        committed: list[_SymbolDay] = []
-        for sym in sorted(self.builders):
-            b = self.builders[sym]
-            b.finish(self.store, writer)
-            self._commit(b, writer)
-            committed.append(b)
-            self.result.reports[sym] = b.report
+        """Build each symbol's files (this thread) while earlier symbols' files are written and their reports
+        committed (helper threads): the writes are many small requests, the building is CPU."""
+        t0 = time.perf_counter()
+        writer.drain()  # every level part submitted during the pass is written before any report names it
+        with cf.ThreadPoolExecutor(max_workers=COMMIT_THREADS, thread_name_prefix="depth-validate-commit") as pool:
+            inflight: list[tuple[_SymbolDay, cf.Future[None]]] = []
+            try:
+                for sym in sorted(self.builders):
+                    b = self.builders[sym]
+                    files = b.finish(self.store, writer)
+                    inflight.append((b, pool.submit(self._write_and_commit, b, files, writer)))
+                    while len(inflight) > 2 * COMMIT_THREADS:  # bounded: a few symbols' frames in memory
+                        done, fut = inflight.pop(0)
+                        fut.result()
+                        self.result.reports[done.symbol] = done.report
+                for done, fut in inflight:
+                    fut.result()
+                    self.result.reports[done.symbol] = done.report
+            except BaseException:
+                for _b, fut in inflight:
+                    fut.cancel()
+                cf.wait([f for _b, f in inflight])
+                raise
+        self.stats["finish_ms"] = int((time.perf_counter() - t0) * 1000)
         self._write_stream_report(writer)
+
+    def _write_and_commit(self, b: _SymbolDay, files: list[tuple[str, pl.DataFrame, bool]], writer: _Writer) -> None:
+        names = {v: k for k, v in b.report.keys.items()}
+        for key, frame, fast in files:
+            info = writer.parquet(key, frame, fast=fast)
+            assert info is not None
+            if key in names:
+                b.report.files[names[key]] = info.etag
+        self._commit(b, writer)
 
     def _commit(self, b: _SymbolDay, writer: _Writer) -> None:
         """Write report.json last (compare-and-swap against the report read at the start), then delete the
@@ -919,7 +971,7 @@ class _StreamDayRun:
             raise ConcurrentValidationError(
                 f"another validation of {self.stream} {b.symbol} {self.date} committed its report while this one "
                 f"(run {self.run_id}) ran; this run's files were removed and the other's output stands")
-        writer.written -= mine  # committed: no longer this run's to remove on a later failure
+        writer.forget(mine)  # committed: no longer this run's to remove on a later failure
         doomed = [k for k in _report_files(b.prev) if k not in mine] + b.spill_keys()
         doomed += _orphans(self.store, b.prefix, mine | set(doomed), self.run_id)
         if doomed:

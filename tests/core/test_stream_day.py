@@ -215,7 +215,7 @@ def _scenario_2(store: ObjectStore) -> tuple[SyntheticExchange, list[tuple[int, 
 
 def test_missing_report_after_cleanup_stops_validation_naming_the_deleted_objects(store: ObjectStore) -> None:
     """Issue 14 scenario 2: the day is never rebuilt from the late object alone (80 events -> 20 before)."""
-    _ex, _lines_, deleted = _scenario_2(store)
+    _ex, _lines, deleted = _scenario_2(store)
     vprefix = validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE)
     validated_before = _files(store, vprefix)
     merged_before = _files(store, merged_day_prefix("spot", "BTCUSDT", DATE))
