@@ -16,7 +16,7 @@ from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.publish import manifest_id_ranges, shrink_against
 from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import DAY0_MS, SyntheticExchange, stream_lines, write_stream
@@ -33,7 +33,7 @@ def store(tmp_path: Path) -> ObjectStore:
 
 def merge(store: ObjectStore, streams: list[str], date: str = DAY1, **kw: Any) -> MergeReport:
     for s in streams:
-        validate_stream_day(store, "spot", s, SYM, date)
+        validate_symbol_day(store, "spot", s, SYM, date)
     return merge_symbol_day(store, "spot", SYM, date, streams, **kw)
 
 
