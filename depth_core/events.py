@@ -15,7 +15,7 @@ string back exactly (mantissas < 2**53; larger ones take the slow path).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -734,12 +734,15 @@ def _line_symbols(joined: bytes, buf: np.ndarray, obj: np.ndarray, ss: np.ndarra
     return lsym.astype(np.int32), names
 
 
-def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | Sequence[str | None]) -> ParsedChunk:
+def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | Sequence[str | None],
+                  only: Collection[str] | None = None) -> ParsedChunk:
     """Parse decompressed raw objects of one stream into typed columns; never raises for bad lines.
 
     ``datas``: the objects' texts, or what :func:`join_objects` made of them (so a helper thread can join).
     ``symbols``: per object, the symbol of a v1 object (from its key) or ``None`` for a v2 object (every line
     names its symbol); one string means every object is a v1 object of that symbol.
+    ``only``: parse the lines of these symbols only (and lines that name none: stream-wide notes, bad headers);
+    the others are skipped unparsed, though ``object_symbols`` still names every symbol an object holds.
     """
     quarantine: list[QuarantineEntry] = []
     joined, obj_starts = datas if isinstance(datas, tuple) else join_objects(datas)
@@ -751,6 +754,12 @@ def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | 
     buf = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
     obj, lno, ns, kind, ts, te, ss, se, ok = _split_lines(buf, obj_starts, np.flatnonzero(buf == 10), layouts)
     lsym, names = _line_symbols(joined, buf, obj, ss, se, ok, object_symbols)
+    n_lines = len(obj)
+    held = _held(obj, lsym, len(names), len(obj_starts))
+    if only is not None:
+        wanted = np.array([n in only for n in names] + [True], dtype=np.bool_)  # index -1: no symbol
+        take = wanted[lsym]
+        obj, lno, ns, kind, ts, te, ok, lsym = (a[take] for a in (obj, lno, ns, kind, ts, te, ok, lsym))
     for i in np.flatnonzero(~ok).tolist():
         line = joined[ts[i]:te[i]]
         quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), None,
@@ -767,13 +776,18 @@ def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | 
     book_tickers = _parse_book_tickers(lines, ok & (kind == KIND_BOOK_TICKER), quarantine)
     meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]], int(lsym[i]))
             for i in np.flatnonzero(ok & (kind == KIND_META)).tolist()]
-    held: list[list[int]] = [[] for _ in range(len(obj_starts))]
+    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, n_lines, names, held)
+
+
+def _held(obj: np.ndarray, lsym: np.ndarray, n_names: int, n_obj: int) -> list[list[int]]:
+    """Per object, the ids of the symbols its lines name."""
+    held: list[list[int]] = [[] for _ in range(n_obj)]
     named = lsym >= 0
     if named.any():
-        pairs = np.unique(obj[named].astype(np.int64) * (len(names) + 1) + lsym[named])
-        for o, sid in zip((pairs // (len(names) + 1)).tolist(), (pairs % (len(names) + 1)).tolist(), strict=True):
+        pairs = np.unique(obj[named].astype(np.int64) * (n_names + 1) + lsym[named])
+        for o, sid in zip((pairs // (n_names + 1)).tolist(), (pairs % (n_names + 1)).tolist(), strict=True):
             held[o].append(sid)
-    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, len(obj), names, held)
+    return held
 
 
 def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry]) -> pl.DataFrame:

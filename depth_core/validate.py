@@ -741,7 +741,7 @@ class _StreamDayRun:
                                                         sum(i.size for i, _k in batch))
                     self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
                     t0 = time.perf_counter()
-                    chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch])
+                    chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch], self.filter)
                     del joined
                     t1 = time.perf_counter()
                     self._split(chunk, batch, problems, writer)

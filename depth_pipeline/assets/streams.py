@@ -121,14 +121,13 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         context: dg.AssetExecutionContext, store: DepthStoreResource, settings: DepthSettingsResource
     ) -> dg.MaterializeResult:
         # the core loads only when a run needs it
-        from depth_core.carryover import CarryOverError
-        from depth_core.validate import validate_symbol_day
+        from depth_core.validate import MissingStateError, validate_symbol_day
 
         date, symbol = split_partition_key(context.partition_key)
         object_store = store.open()
         try:
             report = validate_symbol_day(object_store, settings.market_name, stream, symbol, date)
-        except CarryOverError as exc:  # nothing was written or deleted: the previous output stays as it is
+        except MissingStateError as exc:  # nothing was deleted: the previous output stays as it is
             raise dg.Failure(description=str(exc)) from exc
         carried = sum(1 for o in report.objects if o.carried)
         summary = report.to_dict()
