@@ -682,8 +682,8 @@ class Collector:
         # the line's time is taken now, on the loop thread, so journal times never go backwards (the
         # converter relies on it); the HTTP round trip's own times are in the note above
         if not self.spool.append(b"%s%d%s%s\n" % (st.head, time.time_ns(), st.tag_s, body)):
-            # the spool is over its disk budget: a snapshot that is not stored anchors nothing
-            st.dropped_lines += 1
+            # the spool is over its disk budget: a snapshot that is not stored anchors nothing (the line
+            # is counted in the spool's dropped lines; the per-symbol count is of depth frames)
             st.snapshot_errors += 1
             logs.warning("snapshot_not_spooled", symbol=st.symbol, reason=reason, message="spool full: retried in 2 s")
             self._retry_later(st, reason, 2.0)

@@ -35,8 +35,8 @@ VALID_DEPTH_LIMITS: dict[Market, tuple[int, ...]] = {
 }
 
 
-# v1 until the pipeline reads layout 2 (docs/raw-format.md); then v2
-DEFAULT_RAW_LAYOUT = 1
+# layout 2: one object per stream per flush (docs/raw-format.md); v1 stays selectable for old readers
+DEFAULT_RAW_LAYOUT = 2
 
 
 class ConfigError(ValueError):
@@ -81,7 +81,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("upload_concurrency", "--upload-concurrency", "DEPTH_UPLOAD_CONCURRENCY", "parallel uploads (default 4)", "N"),
     Flag("gzip_level", "--gzip-level", "DEPTH_GZIP_LEVEL", "gzip level of raw objects, 1-9 (default 1: cheapest CPU per message)", "N"),
     Flag("book_ticker", "--book-ticker", "DEPTH_BOOK_TICKER", "also record <symbol>@bookTicker (env: 1/true)", is_switch=True),
-    Flag("raw_layout", "--raw-layout", "DEPTH_RAW_LAYOUT", "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v1)", "v1|v2"),
+    Flag("raw_layout", "--raw-layout", "DEPTH_RAW_LAYOUT", "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v2)", "v1|v2"),
     Flag("log_format", "--log-format", "DEPTH_LOG_FORMAT", "json (default) or kv (key=value)", "FMT"),
     Flag("log_level", "--log-level", "DEPTH_LOG_LEVEL", "DEBUG, INFO (default), WARNING", "LEVEL"),
     Flag("clock_offset_warn", "--clock-offset-warn", "DEPTH_CLOCK_OFFSET_WARN", "warn when the clock offset to the exchange exceeds this many seconds (default 1.0)", "S"),

@@ -288,15 +288,18 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
             key = RawObjectKey.parse(info.key)
         except RawFormatError:
             continue
-        if key.symbol is None:
-            continue  # layout 2 (every symbol in one object): not read here yet
-        entry = stats.get((key.stream, key.symbol))
-        if entry is None:
+        if key.symbol is not None and (key.stream, key.symbol) not in stats:
             continue
-        entry.objects += 1
-        content = read_raw_object(store.get_bytes(info.key))
-        entry.problems += len(content.problems)
+        content = read_raw_object(store.get_bytes(info.key), key.layout)
+        counted: set[tuple[str, str]] = set()
         for line in content.lines:
+            symbol = key.symbol or line.symbol  # layout 2: each line names its symbol (None: stream-wide)
+            entry = stats.get((key.stream, symbol)) if symbol is not None else None
+            if entry is None or symbol is None:
+                continue
+            if (key.stream, symbol) not in counted:
+                counted.add((key.stream, symbol))
+                entry.objects += 1
             if line.kind is LineKind.DEPTH:
                 try:
                     data = orjson.loads(line.text).get("data", {})
@@ -307,13 +310,15 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     entry.problems += 1
                     continue
-                by_key[(key.stream, key.symbol)].append((first, last))
+                by_key[(key.stream, symbol)].append((first, last))
             elif line.kind is LineKind.SNAPSHOT:
                 entry.snapshots += 1
                 with contextlib.suppress(
                     orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError
                 ):
                     entry.snapshot_ids.append(int(orjson.loads(line.text)["lastUpdateId"]))
+        if content.problems and key.symbol is not None:
+            stats[(key.stream, key.symbol)].problems += len(content.problems)
     for k, intervals in by_key.items():
         entry = stats[k]
         unique = sorted(set(intervals))

@@ -128,9 +128,9 @@ def _stop(system: E2ESystem, stream: str) -> tuple[dict[str, float], str]:
 def _assert_accounted(inventory: RawInventory, stream: str, metrics: dict[str, float], session: str) -> None:
     """The collector's metrics account for every message: depth frames counted == lines stored + dropped."""
     stored = sum(
-        rec.depth_lines
+        rec.depth_lines_by_symbol.get(SYMBOL, 0)
         for rec in inventory.objects.values()
-        if rec.stream == stream and f"-{session}-" in rec.key and rec.symbol == SYMBOL
+        if rec.stream == stream and f"-{session}-" in rec.key
     )
     counted = metric_sum(metrics, "depth_collector_messages_total", symbol=SYMBOL, kind="depth")
     dropped = metric_sum(metrics, "depth_collector_spool_dropped_lines_by_symbol_total", symbol=SYMBOL)
