@@ -418,6 +418,14 @@ def cleanup_day(
             g.merged_at and retention_days > 0 and now < g.merged_at + dt.timedelta(days=retention_days)
         )
 
+    indexes: dict[tuple[str, str], dict[str, tuple[int, str | None]]] = {}
+
+    def listed_in(symbol: str, day: str) -> dict[str, tuple[int, str | None]]:
+        """key -> (size, etag) of the symbol-day's manifest (a dict: a v2 object is checked against hundreds)."""
+        if (symbol, day) not in indexes:
+            indexes[(symbol, day)] = {o.key: (o.size, o.etag) for o in gate(symbol, day).objects}
+        return indexes[(symbol, day)]
+
     out = DayCleanup(date)
     owners: dict[str, list[str]] = defaultdict(list)  # candidate key -> requested symbols listing it
     manifest_entry: dict[str, ManifestObject] = {}
@@ -471,11 +479,10 @@ def cleanup_day(
                     out.results[symbol].kept_other_date_pending.append(key)
                 continue
             holdings = found
-        current_obj = ManifestObject(key, info.size, info.etag, obj.event_dates)
         why = ""
         for symbol, day in sorted(holdings):
             g = gate(symbol, day)
-            if not (g.ok and g.lists(current_obj)):
+            if not (g.ok and listed_in(symbol, day).get(key) == (info.size, info.etag)):
                 why = f"{symbol} {day}: {g.reason if not g.ok else 'its manifest does not list it'}"
                 break
             if held(g):
