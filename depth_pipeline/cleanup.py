@@ -29,6 +29,7 @@ import dagster as dg
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
 from depth_core.schema import merged_manifest_key
+from depth_core.validate import stream_day_report_key
 from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, META_MANIFEST_ETAG, TAG_KIND
 from depth_pipeline.partitions import partition_key
 from depth_store import ObjectInfo, ObjectNotFoundError, ObjectStore
@@ -301,13 +302,6 @@ def deleted_merged_objects(
 
 # ------------------------------------------------------------------------------------- batched, per date
 
-STREAM_DAY_REPORT = "_stream_day.json"
-
-
-def stream_day_report_key(market: Market, stream: str, date: str) -> str:
-    """``validated/market=/stream=/date=/_stream_day.json``: every raw object a stream-day validation read,
-    with the symbols and event dates it holds (``depth_core/validate.py`` writes it)."""
-    return f"validated/market={market}/stream={stream}/date={date}/{STREAM_DAY_REPORT}"
 
 
 @dataclass
