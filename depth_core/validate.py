@@ -78,6 +78,7 @@ PART_ROWS = 4_000_000  # level rows of one symbol per level part
 BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
 COMMIT_THREADS = 4  # symbol-days whose files are written and reports committed at once (many small PUTs)
+STATE_THREADS = 8  # symbol-days whose previous state (report, merged manifest) is read at once
 DAY_MS = 86_400_000
 REPORT_VERSION = 2
 ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
@@ -152,15 +153,24 @@ def level_part_keys(report: dict[str, Any]) -> dict[int, str]:
 
 def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symbol: str,
                            date: str) -> tuple[dict[str, Any], str | None] | None:
-    """The committed report of a validated symbol-day and its etag, or None if there is none."""
+    """The committed report of a validated symbol-day and its etag, or None if there is none.
+
+    The etag is the version read (the same before and after the read), so a compare-and-swap against it
+    replaces exactly the report whose files were used.
+    """
     key = validated_day_prefix(market, stream, symbol, date) + REPORT_FILE
-    info = store.head(key)
-    if info is None:
-        return None
-    try:
-        return get_json(store, key), info.etag
-    except ObjectNotFoundError:
-        return None
+    for _ in range(5):
+        before = store.head(key)
+        if before is None:
+            return None
+        try:
+            data = get_json(store, key)
+        except ObjectNotFoundError:
+            return None
+        after = store.head(key)
+        if after is not None and after.etag == before.etag:
+            return data, before.etag
+    raise ConcurrentValidationError(f"{key} keeps changing while it is read (another validation is committing)")
 
 
 def day_index(date: str) -> int:
@@ -719,13 +729,13 @@ class _StreamDayRun:
             try:
                 # before anything is read: the symbols named by the caller (written even without data), and
                 # every symbol whose objects the previous stream-day report lists as gone (state checked only)
-                if self.filter is not None:
-                    for sym in self.filter:
-                        self.builder(sym, writer)
-                else:
-                    for sym in sorted({s for o in self.prev_stream.get("objects", []) if o["key"] not in self.present
-                                       for s in o.get("symbols", [])}):
-                        self._check_state(sym)
+                first = (self.filter if self.filter is not None else
+                         sorted({s for o in self.prev_stream.get("objects", []) if o["key"] not in self.present
+                                 for s in o.get("symbols", [])}))
+                with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as sp:
+                    list(sp.map(self._check_state, first))
+                for sym in self.filter or []:
+                    self.builder(sym, writer)
                 batches = _batches(listed, batch_bytes)
                 ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
                 for bi, batch in enumerate(batches):
@@ -769,6 +779,10 @@ class _StreamDayRun:
         for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
             self.objects[info.key] = StreamObject(info.key, info.size, info.etag, key.layout,
                                                   sorted(names[s] for s in held[i]))
+        new = [n for n in names if self.wanted(n) and n not in self.builders and n not in self.checked]
+        if len(new) > 1:  # first sight of these symbols: their previous state is read concurrently (requests)
+            with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as pool:
+                list(pool.map(self._check_state, new))
         builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
         wanted = np.zeros(n_sym + 1, np.bool_)
         wanted[list(builders)] = True

@@ -142,3 +142,32 @@ def test_v1_and_v2_objects_of_one_stream_day_validate_like_v1_only(tmp_path: Pat
             assert getattr(rep_a, attr) == getattr(rep_b, attr), (sym, attr)
         # every object listed holds this symbol; v2 objects are listed by each symbol they hold
         assert all(o.events > 0 for o in rep_b.objects)  # type: ignore[attr-defined]
+
+
+def test_stream_day_pass_finds_v1_symbols_without_a_filter(tmp_path: Path) -> None:
+    """No ``symbols``: the v1 symbols of the stream are found by a skip-scan listing, v2 ones by reading."""
+    from depth_core.validate import validate_stream_day
+    from depth_store.counting import CountingStore
+
+    exes = {sym: SyntheticExchange(symbol=sym, seed=i + 50, first_id=1000 * (i + 1)) for i, sym in
+            enumerate(("ADAUSDT", "BTCUSDT", "BTCUSDT2", "ETHUSDT"))}
+    store = CountingStore(open_store(str(tmp_path / "mixed")))
+    v1_only = open_store(str(tmp_path / "v1"))
+    for i, (sym, ex) in enumerate(exes.items()):
+        ex.run(120)
+        ls = stream_lines(ex, ex.events(3), 20, snapshots=[ex.ids[0]])
+        write_stream(v1_only, "spot", "eu-1", sym, ls, per_object=20)
+        if sym != "ETHUSDT":  # v1 (BTCUSDT beside BTCUSDT2: the skip-scan must not skip the longer name)
+            write_stream(store, "spot", "eu-1", sym, ls, per_object=20)
+        else:
+            write_stream_v2(store, "spot", "eu-1", [(ns, k, sym, t) for ns, k, t in ls], per_object=20,
+                            session=f"v{i}")
+    store.snapshot_and_reset()
+    result = validate_stream_day(store, "spot", "eu-1", DATE)
+    assert set(result.reports) == set(exes)
+    assert store.snapshot()["GET"] == len(list(store.inner.list("raw/"))) + 1 + len(exes)
+    for sym in exes:
+        want = validate_symbol_day(v1_only, "spot", "eu-1", sym, DATE)
+        got = result.reports[sym]
+        assert (got.events, got.levels, got.snapshots, got.segments) == (want.events, want.levels, want.snapshots,
+                                                                         want.segments)
