@@ -651,6 +651,7 @@ class _StreamDayRun:
         self.checked: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
         self._batch_keys: list[str] = []
         self._names: list[str] = []
+        self.finish_bytes = BUFFER_BYTES // 2  # built files waiting for their writes, at most (one symbol always)
 
     def _read_prev_stream_report(self) -> dict[str, Any]:
         key = stream_day_report_key(self.market, self.stream, self.date)
@@ -722,6 +723,7 @@ class _StreamDayRun:
 
     def run(self, batch_bytes: int, buffer_bytes: int, part_rows: int) -> StreamDayValidation:
         store = self.store
+        self.finish_bytes = buffer_bytes // 2
         listed = list_stream_day(store, self.market, self.stream, self.date, self.filter)
         self.present = {info.key for info, _k in listed}
         with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
@@ -933,23 +935,27 @@ class _StreamDayRun:
         t0 = time.perf_counter()
         writer.drain()  # every level part submitted during the pass is written before any report names it
         with cf.ThreadPoolExecutor(max_workers=COMMIT_THREADS, thread_name_prefix="depth-validate-commit") as pool:
-            inflight: list[tuple[_SymbolDay, cf.Future[None]]] = []
+            inflight: list[tuple[_SymbolDay, cf.Future[None], int]] = []
             try:
                 for sym in sorted(self.builders):
                     b = self.builders[sym]
                     files = b.finish(self.store, writer)
-                    inflight.append((b, pool.submit(self._write_and_commit, b, files, writer)))
-                    while len(inflight) > 2 * COMMIT_THREADS:  # bounded: a few symbols' frames in memory
-                        done, fut = inflight.pop(0)
+                    size = sum(int(f.estimated_size()) for _k, f, _fast in files)
+                    inflight.append((b, pool.submit(self._write_and_commit, b, files, writer), size))
+                    del files
+                    # bounded: a few symbols' frames in memory (by count and by bytes)
+                    while len(inflight) > 2 * COMMIT_THREADS or (
+                            len(inflight) > 1 and sum(x[2] for x in inflight) > self.finish_bytes):
+                        done, fut, _size = inflight.pop(0)
                         fut.result()
                         self.result.reports[done.symbol] = done.report
-                for done, fut in inflight:
+                for done, fut, _size in inflight:
                     fut.result()
                     self.result.reports[done.symbol] = done.report
             except BaseException:
-                for _b, fut in inflight:
+                for _b, fut, _size in inflight:
                     fut.cancel()
-                cf.wait([f for _b, f in inflight])
+                cf.wait([f for _b, f, _size in inflight])
                 raise
         self.stats["finish_ms"] = int((time.perf_counter() - t0) * 1000)
         self._write_stream_report(writer)
