@@ -600,6 +600,16 @@ class _SymbolDay:
         return [k for b in (self.events, self.snapshots, self.snapshot_levels, self.book_tickers) for k in b.spills]
 
 
+def _by_symbol(frame: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """Rows per symbol id (without the id column); no copy when one symbol has them all (a v1 batch)."""
+    if not frame.height:
+        return {}
+    first = frame[SYM_COLUMN][0]
+    if frame[SYM_COLUMN].n_unique() == 1:
+        return {(first,): frame.drop(SYM_COLUMN)}
+    return frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False)
+
+
 _EMPTY = {
     "ev": pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
                                "T": pl.Int64, "U": pl.Int64, "u": pl.Int64, "pu": pl.Int64, "n_levels": pl.Int32,
@@ -801,19 +811,20 @@ class _StreamDayRun:
         snaps, snap_levels = self._number(chunk.snapshots, chunk.snapshot_levels, "snap",
                                           pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6), builders, omap,
                                           wanted)
-        by = {name: frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False) if frame.height else {}
-              for name, frame in (("ev", events), ("lv", levels), ("sn", snaps), ("slv", snap_levels),
-                                  ("bt", chunk.book_tickers))}
-        if "lv" in by:
-            by["lv"] = {k: v.drop("price_dec", "qty_dec") for k, v in by["lv"].items()}
+        if levels.height:  # decimals per symbol: one bincount over (symbol, decimals)
+            lsym = levels[SYM_COLUMN].to_numpy().astype(np.int64)
+            for col in ("price_dec", "qty_dec"):
+                dec = levels[col].to_numpy().astype(np.int64)
+                counts = np.bincount(lsym * 64 + np.clip(dec, 0, 63), minlength=(n_sym + 1) * 64)
+                for code in np.flatnonzero(counts).tolist():
+                    getattr(builders[code // 64], col)[code % 64] += int(counts[code])
+        levels = levels.drop("price_dec", "qty_dec")
+        by = {name: _by_symbol(frame) for name, frame in (("ev", events), ("lv", levels), ("sn", snaps),
+                                                          ("slv", snap_levels), ("bt", chunk.book_tickers))}
         for sid, b in builders.items():
             k = (sid,)
             b.take(by["ev"].get(k, _EMPTY["ev"]), by["lv"].get(k, _EMPTY["lv"]), by["sn"].get(k, _EMPTY["sn"]),
                    by["slv"].get(k, _EMPTY["slv"]), by["bt"].get(k, _EMPTY["bt"]))
-        if levels.height:
-            for col, counters in (("price_dec", "price_dec"), ("qty_dec", "qty_dec")):
-                for sid, dec, n in levels.group_by(SYM_COLUMN, col).len().iter_rows():
-                    getattr(builders[sid], counters)[dec] += n
         bt_sym = chunk.book_tickers[SYM_COLUMN].to_numpy()
         for sid, n in enumerate(np.bincount(bt_sym, minlength=n_sym).tolist() if len(bt_sym) else []):
             if n and sid in builders:
@@ -907,8 +918,11 @@ class _StreamDayRun:
         lv_ev = levels[col].to_numpy()
         lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)
         lmask = lg >= 0
-        lv = levels.filter(pl.Series(lmask)).with_columns(pl.Series(col, lg[lmask], pl.Int64),
-                                                          pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32))
+        if lmask.all():  # the usual batch: every level row is of day D and of a wanted symbol (no copy)
+            lv = levels.with_columns(pl.Series(col, lg, pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32))
+        else:
+            lv = levels.filter(pl.Series(lmask)).with_columns(pl.Series(col, lg[lmask], pl.Int64),
+                                                              pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32))
         extra = ["price_dec", "qty_dec"] if col == "ev" else []  # decimals are counted, then dropped
         return out, lv.select(col, "is_bid", "price", "qty", SYM_COLUMN, *extra)
 
