@@ -158,19 +158,8 @@ def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symb
     The etag is the version read (the same before and after the read), so a compare-and-swap against it
     replaces exactly the report whose files were used.
     """
-    key = validated_day_prefix(market, stream, symbol, date) + REPORT_FILE
-    for _ in range(5):
-        before = store.head(key)
-        if before is None:
-            return None
-        try:
-            data = get_json(store, key)
-        except ObjectNotFoundError:
-            return None
-        after = store.head(key)
-        if after is not None and after.etag == before.etag:
-            return data, before.etag
-    raise ConcurrentValidationError(f"{key} keeps changing while it is read (another validation is committing)")
+    data, etag = _read_json_version(store, validated_day_prefix(market, stream, symbol, date) + REPORT_FILE)
+    return None if data is None else (data, etag)
 
 
 def day_index(date: str) -> int:
@@ -1012,22 +1001,47 @@ class _StreamDayRun:
             self.store.delete_many(doomed)
 
     def _write_stream_report(self, writer: _Writer) -> None:
+        """Write ``_stream_day.json``: compare-and-swap against the latest report, rebuilt and retried if
+        another validation of the stream-day wrote one meanwhile (its entries are kept, this run's override)."""
+        import orjson
+
+        key = stream_day_report_key(self.market, self.stream, self.date)
+        for _attempt in range(5):
+            latest, etag = _read_json_version(self.store, key)
+            q_key = self._build_stream_report(latest or {}, writer)
+            data = orjson.dumps(self.result.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+            try:
+                ok = (self.store.put_bytes_if_absent(key, data) if latest is None
+                      else self.store.put_bytes_if_match(key, data, etag or ""))
+            except StoreError as exc:
+                if "does not support conditional" not in str(exc):
+                    raise
+                ok = self.store.put_bytes(key, data)
+            if ok is not None:
+                prev_q = (latest or {}).get("quarantine_key")
+                if prev_q and prev_q != q_key:
+                    self.store.delete(prev_q)
+                writer.forget({q_key} if q_key else set())
+                return
+            if q_key:  # lost the race: rebuild from the report that won
+                self.store.delete(q_key)
+        raise ConcurrentValidationError(f"{key} kept changing while this validation (run {self.run_id}) wrote it")
+
+    def _build_stream_report(self, prev: dict[str, Any], writer: _Writer) -> str | None:
         res = self.result
-        prev_objects = {o["key"]: o for o in self.prev_stream.get("objects", [])}
+        seen_before = {o["key"] for o in self.prev_stream.get("objects", [])}  # listed before this run's listing
         objects = dict(self.objects)
-        for key, o in prev_objects.items():
+        for key, o in ((o["key"], o) for o in prev.get("objects", [])):
             if key in objects:
                 continue
-            if key not in self.present:  # deleted after a merge: keep the record (carried)
-                objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
-                                            list(o.get("symbols", [])), list(o.get("event_dates", [])),
-                                            dict(o.get("symbol_event_dates", {})), carried=True)
-            elif self.filter is not None:  # not read by this filtered run (a v1 object of another symbol)
-                objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
-                                            list(o.get("symbols", [])), list(o.get("event_dates", [])),
-                                            dict(o.get("symbol_event_dates", {})), carried=bool(o.get("carried")))
+            # gone since a report listed it before this run's listing: deleted after a merge (carried); else
+            # another run's entry (a filtered run's v1 objects, or an object newer than this run's listing)
+            carried = (key not in self.present and key in seen_before) or bool(o.get("carried"))
+            objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
+                                        list(o.get("symbols", [])), list(o.get("event_dates", [])),
+                                        dict(o.get("symbol_event_dates", {})), carried=carried)
         res.objects = sorted(objects.values(), key=lambda o: o.key)
-        res.symbols = {s: v for s, v in self.prev_stream.get("symbols", {}).items() if s not in self.builders}
+        res.symbols = {s: v for s, v in prev.get("symbols", {}).items() if s not in self.builders}
         for sym, b in self.builders.items():
             r = b.report
             res.symbols[sym] = {"events": r.events, "levels": r.levels, "snapshots": r.snapshots,
@@ -1035,7 +1049,7 @@ class _StreamDayRun:
                                 "objects": len(r.objects), "report": b.prefix + REPORT_FILE, "run_id": r.run_id}
         # quarantine lines that name no symbol: this run's, plus those of deleted objects from the previous run
         rows = list(self.unattributed)
-        prev_q = self.prev_stream.get("quarantine_key")
+        prev_q = prev.get("quarantine_key")
         if prev_q:
             try:
                 old = read_parquet(self.store, prev_q)
@@ -1045,16 +1059,29 @@ class _StreamDayRun:
                                         f"{stream_day_report_key(self.market, self.stream, self.date)} is missing"
                                         ) from exc
         res.unattributed_quarantined = len(rows)
+        res.quarantine_key = None
         if rows:
             res.quarantine_key = (validated_stream_day_prefix(self.market, self.stream, self.date)
-                                  + f"{self.run_id}-{QUARANTINE_FILE}")
+                                  + f"{self.run_id}-{secrets.token_hex(2)}-{QUARANTINE_FILE}")
             writer.parquet(res.quarantine_key, pl.DataFrame(rows, schema=QUARANTINE_SCHEMA))
         res.stats = dict(self.stats)
-        import orjson
+        return res.quarantine_key
 
-        self.store.put_bytes(res.report_key, orjson.dumps(res.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-        if prev_q and prev_q != res.quarantine_key:
-            self.store.delete(prev_q)
+
+def _read_json_version(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object and the etag of the version read (head, get, head agree), or (None, None) if absent."""
+    for _ in range(5):
+        before = store.head(key)
+        if before is None:
+            return None, None
+        try:
+            data: dict[str, Any] = get_json(store, key)
+        except ObjectNotFoundError:
+            continue
+        after = store.head(key)
+        if after is not None and after.etag == before.etag:
+            return data, before.etag
+    raise ConcurrentValidationError(f"{key} keeps changing while it is read (another validation is writing it)")
 
 
 def _report_files(report: dict[str, Any] | None) -> list[str]:

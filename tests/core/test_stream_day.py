@@ -284,12 +284,13 @@ def test_stream_day_report_keeps_deleted_objects_and_late_data_is_carried(store:
 class _Interleaving(LocalStore):
     """A real local store that runs a second validation just before the first commits its report."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, suffix: str = "/report.json") -> None:
         super().__init__(root)
         self.hook: Any = None
+        self.suffix = suffix
 
     def _maybe(self, key: str) -> None:
-        if self.hook is not None and key.endswith("/report.json"):
+        if self.hook is not None and key.endswith(self.suffix):
             hook, self.hook = self.hook, None
             hook()
 
@@ -321,3 +322,18 @@ def test_two_validations_of_one_day_never_delete_each_others_files(tmp_path: Pat
     assert {i.key for i in store.list(prefix)} == {*winner.keys.values(), *winner.level_parts, prefix + "report.json"}
     report = merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1"])
     assert report.blocking_passed
+
+
+def test_concurrent_stream_day_reports_keep_both_runs_entries(tmp_path: Path) -> None:
+    """Two filtered runs of one stream-day write _stream_day.json at once: the later one rebuilds on the
+    earlier one's report (compare-and-swap), so neither's symbols are lost."""
+    store = _Interleaving(tmp_path / "store", suffix="/_stream_day.json")
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(_lines(_exchanges(100))), per_object=50)
+    inner: list[StreamDayValidation] = []
+    store.hook = lambda: inner.append(validate_stream_day(store, "spot", "eu-1", DATE, ["ETHUSDT"]))
+    outer = validate_stream_day(store, "spot", "eu-1", DATE, ["BTCUSDT"])
+    report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
+    assert report["run_id"] == outer.run_id
+    assert report["symbols"]["BTCUSDT"]["run_id"] == outer.run_id
+    assert report["symbols"]["ETHUSDT"]["run_id"] == inner[0].run_id
+    assert {o["key"] for o in report["objects"]} == {i.key for i in store.list("raw/")}
