@@ -5,7 +5,7 @@ stream (``bench-v2``) of v2 raw objects: every symbol's own synthetic book (:mod
 events/s, one object per 10 s of receive time holding every symbol (as the collector writes v2), gzip level
 3, a REST snapshot per symbol at its start.
 
-``python -m benchmarks.bench_stream_day run STORE [--symbols-filter N]`` validates that stream-day in this
+``python -m benchmarks.bench_stream_day run STORE [--symbols-filter N] [--buffer-mib M]`` validates that stream-day in this
 process (run it in a fresh one) and prints one JSON line: objects read, requests by kind (the
 request-counting store), wall, CPU (user+sys of the process, threads included), peak RSS, events and level
 rows written, the batch/buffer figures of the stream-day report.
@@ -97,7 +97,7 @@ def generate(store_url: str, n_symbols: int, n_events: int, mu: float, sigma: fl
     return out
 
 
-def run(store_url: str, symbols_filter: int | None) -> dict[str, object]:
+def run(store_url: str, symbols_filter: int | None, buffer_mib: int | None = None) -> dict[str, object]:
     from depth_core.validate import validate_stream_day
     from depth_store import open_store
     from depth_store.counting import CountingStore
@@ -105,7 +105,8 @@ def run(store_url: str, symbols_filter: int | None) -> dict[str, object]:
     store = CountingStore(open_store(store_url))
     wanted = _symbols(symbols_filter) if symbols_filter else None
     t0, c0 = time.perf_counter(), time.process_time()
-    result = validate_stream_day(store, "spot", STREAM, DATE, wanted)
+    result = validate_stream_day(store, "spot", STREAM, DATE, wanted,
+                                 buffer_bytes=buffer_mib << 20 if buffer_mib else None)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out: dict[str, object] = {
@@ -133,11 +134,12 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("store")
     r.add_argument("--symbols-filter", type=int, default=None, help="validate only the first N symbols")
+    r.add_argument("--buffer-mib", type=int, default=None, help="BUFFER_BYTES for this run (default 512)")
     args = ap.parse_args()
     if args.cmd == "gen":
         generate(args.store, args.symbols, args.events, args.mu, args.sigma)
     else:
-        run(args.store, args.symbols_filter)
+        run(args.store, args.symbols_filter, args.buffer_mib)
 
 
 if __name__ == "__main__":
