@@ -153,3 +153,53 @@ def test_hostile_raw_objects_are_quarantined_not_fatal(
     else:
         assert report.events + report.duplicates <= len(lines) - bad
         assert report.quarantined >= 1, "a truncated object must leave a quarantine entry saying so"
+
+
+def _as_v2(line: bytes, symbol: bytes) -> bytes:
+    ns, kind, rest = line.split(b" ", 2)
+    return b" ".join((ns, kind, symbol, rest))
+
+
+hostile_symbols = st.one_of(st.sampled_from([b"btcusdt", b"B", b"", b"-", b"BTC/USDT", b"A" * 31]),
+                            st.binary(min_size=1, max_size=12).filter(lambda b: b" " not in b and b"\n" not in b
+                                                                      and b"\r" not in b))
+
+
+@FUZZ
+@given(raw_objects(), st.lists(hostile_symbols, max_size=6), st.integers(0, 3))
+def test_hostile_v2_objects_split_by_symbol_are_quarantined_not_fatal(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[bytes], int, int], symbols: list[bytes], cut: int
+) -> None:
+    """A v2 object (every symbol of the stream): this symbol's hostile lines, another symbol's good ones and
+    lines whose symbol field is garbage. Every line lands in its symbol's output or the stream-day quarantine."""
+    lines, good, bad = case
+    mine = [_as_v2(ln, SYMBOL.encode()) for ln in lines]
+    other = [encode_line((DAY_MS + 2000 + i) * 10**6, LineKind.DEPTH, _frame(_event(5000 + i, 5000 + i,
+                                                                                    DAY_MS + 2000 + i,
+                                                                                    symbol="ETHUSDT"), "ETHUSDT"))
+             for i in range(3)]
+    other = [_as_v2(ln, b"ETHUSDT") for ln in other]
+    garbage = [_as_v2(encode_line((DAY_MS + 3000) * 10**6, LineKind.DEPTH, b"{}"), s) for s in symbols
+               if s != b"-" and not (2 <= len(s) <= 30 and s.isalnum() and s.upper() == s and s.isascii())]
+    garbage += [_as_v2(encode_line((DAY_MS + 3001) * 10**6, LineKind.DEPTH, b"{}"), b"-")] if b"-" in symbols else []
+    root: Path = tmp_path_factory.mktemp("validate2") / uuid.uuid4().hex
+    store = open_store(str(root))
+    key = RawObjectKey.for_stream_segment("spot", STREAM, (DAY_MS + 1000) * 10**6, "fuzz", 1)
+    blob = gzip.compress(b"".join(mine + other + garbage))
+    if cut:
+        blob = blob[: max(10, len(blob) - cut * 7)]
+    store.put_bytes(key.key, blob)
+
+    result = validate.validate_stream_day(store, "spot", STREAM, DATE)
+
+    report = result.reports.get(SYMBOL)
+    if not cut:
+        assert report is not None and {o.key for o in report.objects} == {key.key}
+        assert report.lines_read == len(lines)
+        assert report.events >= good and report.events + report.duplicates <= len(lines) - bad
+        assert report.quarantined >= bad
+        assert result.reports["ETHUSDT"].events == 3
+        assert result.unattributed_quarantined == len(garbage)
+        assert [o.key for o in result.objects] == [key.key]
+    elif report is not None:
+        assert report.events + report.duplicates <= len(lines) - bad
