@@ -61,10 +61,14 @@ _ROWS = ["exchange_time", "receive_time", "is_snapshot", "last_update_id", "side
 
 
 def _day_frames(store: ObjectStore, symbol: str, date: str, market: Market) -> Iterator[pl.DataFrame]:
-    """The day's rows, one Parquet file at a time, in row order; an image is never split between frames."""
+    """The day's rows, one Parquet file at a time, in row order; an image is never split between frames.
+
+    Rows with ``book_exact`` false are left out: neither format can mark a book as unknown, and applying
+    them would present a wrong book as real until the next image (which resets it anyway).
+    """
     carry: pl.DataFrame | None = None  # an image at the end of a file may continue in the next one
     for key in day_files(store, symbol, date, market):
-        frame = scan_keys(store, [key]).select(_ROWS).collect()
+        frame = scan_keys(store, [key]).filter(pl.col("book_exact")).select(_ROWS).collect()
         if carry is not None:
             frame = pl.concat([carry, frame])
             carry = None
@@ -176,6 +180,7 @@ def read_tardis_csv(path: Path | str, symbol: str | None = None) -> pl.DataFrame
         pl.col("price"),
         pl.col("amount").alias("qty"),
         pl.lit("tardis").alias("source"),
+        pl.lit(True).alias("book_exact"),  # the export holds only exact rows
     ).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
 
 

@@ -58,3 +58,25 @@ def intersect_length(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
 def gaps_between(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Holes ``(lo, hi]`` between consecutive covered ranges."""
     return [(ranges[i][1], ranges[i + 1][0]) for i in range(len(ranges) - 1)]
+
+
+def subtract_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``a \\ b`` for sorted ``(lo, hi]`` ranges (``b`` disjoint, as from :func:`union_ranges`)."""
+    out: list[tuple[int, int]] = []
+    j = 0
+    for lo, hi in a:
+        cur = lo
+        while j < len(b) and b[j][1] <= cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] < hi:
+            blo, bhi = b[k]
+            if blo > cur:
+                out.append((cur, min(blo, hi)))
+            cur = max(cur, bhi)
+            if cur >= hi:
+                break
+            k += 1
+        if cur < hi:
+            out.append((cur, hi))
+    return out

@@ -64,6 +64,8 @@ ROW_GROUP = 262_144
 MANIFEST_VERSION = 2
 
 KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
+_WALK_GAP = 3  # a walk row recording ids no stream received (becomes a GapRecord, not a plan item)
+_NO_TARGET = np.iinfo(np.int64).max  # an inexact stretch with no snapshot after it runs to the day's end
 
 
 def state_day_prefix(market: Market, symbol: str, date: str) -> str:
@@ -84,7 +86,9 @@ class GapRecord:
     last_id: int
     reanchored_at: int | None
     snapshot_source: str | None
-    skipped_ids: int  # ids after the hole that streams had but that precede the re-anchoring snapshot
+    # ids after the hole that streams had but that are not in the output: always 0 since events after a gap are
+    # kept as rows with book_exact false up to the re-anchoring image (kept for readers of older manifests)
+    skipped_ids: int = 0
 
     @property
     def length(self) -> int:
@@ -311,30 +315,43 @@ class Plan:
     lo: np.ndarray  # lo of events, L of images
     gaps: list[GapRecord]
     opening: dict[str, Any]
-    unanchored_events: int  # events before the first anchor (not chained, no usable snapshot yet)
+    unanchored_events: int  # events before the first image (book_exact false: no carry, no usable snapshot yet)
+    exact: np.ndarray  # per item: the book after it is the exchange's (images, and events chained from one)
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int,
-          snap_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids: np.ndarray,
+          exact_start: bool, first_target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The walk along the id line (events sorted by lo; usable snapshot ids ascending).
 
-    Output rows: (KIND_EVENT, event index, 0, 0) for a chosen event; (KIND_SNAPSHOT, snapshot index, first
-    missing id, last missing id) for a gap re-anchored from a snapshot; (KIND_CARRY, next event index, first,
-    last missing id) for a final gap no snapshot recovers. A binary heap keyed by receive time holds the
-    applicable events.
+    Exact mode (the book is known at ``last``): take the earliest-received applicable event. When none
+    applies, ids ``last+1..next_lo`` are a gap: record it and go inexact. Inexact mode (after a gap, or
+    before the first image of a day without a carried book): keep tiling the id line with the received
+    events that end at or before the target snapshot (the earliest usable one after the gap; none: the
+    rest of the day), flagged inexact; ids no event has are recorded as gaps too; then emit the target
+    image and go exact. ``first_target``: index of the target snapshot when starting inexact (-1: none).
+
+    Output rows (kind, ref, a, b, exact): (KIND_EVENT, event index, 0, 0, exact flag); (KIND_SNAPSHOT,
+    snapshot index, 0, 0, 1) for an image; (_WALK_GAP, target snapshot index or -1, first missing id, last
+    missing id, 0). A binary heap keyed by receive time holds the applicable events.
     """
     n = lo.shape[0]
-    out_kind = np.empty(n + snap_ids.shape[0] + 1, np.int8)
-    out_ref = np.empty(n + snap_ids.shape[0] + 1, np.int64)
-    out_a = np.zeros(n + snap_ids.shape[0] + 1, np.int64)
-    out_b = np.zeros(n + snap_ids.shape[0] + 1, np.int64)
+    m = 2 * n + snap_ids.shape[0] + 2
+    out_kind = np.empty(m, np.int8)
+    out_ref = np.empty(m, np.int64)
+    out_a = np.zeros(m, np.int64)
+    out_b = np.zeros(m, np.int64)
+    out_exact = np.zeros(m, np.bool_)
     heap_r = np.empty(n + 1, np.int64)
     heap_i = np.empty(n + 1, np.int64)
+    stash = np.empty(n + 1, np.int64)
     size = 0
     k = 0
     p = 0
     last = start
+    exact = exact_start
+    tj = first_target
+    target = snap_ids[tj] if tj >= 0 else _NO_TARGET
     while True:
         while p < n and lo[p] <= last:
             if hi[p] > last:
@@ -351,8 +368,10 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int,
                 heap_r[j] = recv[p]
                 heap_i[j] = p
             p += 1
-        # pop until the top is applicable (stale ones have hi <= last); take the top
+        # pop until the top is applicable (stale ones have hi <= last); inexact: set aside those ending past
+        # the target (they apply after its image)
         chosen = -1
+        n_stash = 0
         while size > 0:
             top = heap_i[0]
             # remove the root
@@ -375,33 +394,68 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int,
             if size > 0:
                 heap_r[j] = r_last
                 heap_i[j] = i_last
-            if hi[top] > last:
-                chosen = top
-                break
+            if hi[top] <= last:
+                continue
+            if not exact and hi[top] > target:
+                stash[n_stash] = top
+                n_stash += 1
+                continue
+            chosen = top
+            break
+        for t in range(n_stash):
+            q = stash[t]
+            j = size
+            size += 1
+            while j > 0:
+                parent = (j - 1) >> 1
+                if heap_r[parent] < recv[q] or (heap_r[parent] == recv[q] and heap_i[parent] < q):
+                    break
+                heap_r[j] = heap_r[parent]
+                heap_i[j] = heap_i[parent]
+                j = parent
+            heap_r[j] = recv[q]
+            heap_i[j] = q
         if chosen >= 0:
             out_kind[k] = KIND_EVENT
             out_ref[k] = chosen
+            out_exact[k] = exact
             k += 1
             last = hi[chosen]
             continue
-        if p >= n:
-            break
-        next_lo = lo[p]
-        js = np.searchsorted(snap_ids, last, side="right")
-        if js >= snap_ids.shape[0]:
-            out_kind[k] = KIND_CARRY
-            out_ref[k] = p
+        if exact:
+            if p >= n:
+                break
+            # a gap: ids last+1..next_lo no stream received; the book is unknown until the next usable snapshot
+            tj = int(np.searchsorted(snap_ids, last, side="right"))
+            if tj >= snap_ids.shape[0]:
+                tj = -1
+            target = snap_ids[tj] if tj >= 0 else _NO_TARGET
+            out_kind[k] = _WALK_GAP
+            out_ref[k] = tj
             out_a[k] = last + 1
-            out_b[k] = next_lo
+            out_b[k] = lo[p]
             k += 1
+            last = lo[p]
+            exact = False
+            continue
+        if p < n and lo[p] < target:
+            if size == 0:  # no event has ids last+1..lo[p]: another hole inside the inexact stretch
+                out_kind[k] = _WALK_GAP
+                out_ref[k] = tj
+                out_a[k] = last + 1
+                out_b[k] = lo[p]
+                k += 1
+            last = lo[p]
+            continue
+        if tj < 0:
             break
         out_kind[k] = KIND_SNAPSHOT
-        out_ref[k] = js
-        out_a[k] = last + 1
-        out_b[k] = next_lo
+        out_ref[k] = tj
+        out_exact[k] = True
         k += 1
-        last = snap_ids[js]
-    return out_kind[:k], out_ref[:k], out_a[:k], out_b[:k]
+        last = target
+        exact = True
+    return out_kind[:k], out_ref[:k], out_a[:k], out_b[:k], out_exact[:k]
 
 
 def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState | None) -> Plan:
@@ -429,7 +483,7 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         usable = (idx >= 0) & (run_hi[np.maximum(idx, 0)] > sn_L)
     else:
         usable = np.zeros(len(sn_L), dtype=bool)
-    u_L = sn_L[usable]
+    u_L = np.ascontiguousarray(sn_L[usable], dtype=np.int64)
     u_s = sn["s"].to_numpy()[usable] if sn.height else np.zeros(0, np.int32)
     u_ref = sn["snap"].to_numpy()[usable] if sn.height else np.zeros(0, np.int64)
 
@@ -441,64 +495,63 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
     gaps: list[GapRecord] = []
     opening: dict[str, Any] = {}
 
-    def first_snapshot_after(last: int) -> int | None:
-        j = int(np.searchsorted(u_L, last, side="right"))
-        return j if j < len(u_L) else None
-
     carried = False
-    last = 0
     if carry is not None and len(lo):
         j = int(np.searchsorted(lo, carry.last_update_id, side="right")) - 1
         if j >= 0 and run_hi[j] > carry.last_update_id:
             carried = True
-            last = carry.last_update_id
             kinds.append(KIND_CARRY)
             srcs.append(-1)
             refs.append(-1)
-            uids.append(last)
-            los.append(last)
-            opening = {"kind": "carry", "source": f"carry:{carry.date}", "update_id": last}
-    if not carried:
-        if not len(u_L):
-            z = np.zeros(0, np.int64)
-            return Plan(z.astype(np.int8), z.astype(np.int32), z, z, z, [],
-                        {"kind": "none", "source": None, "update_id": None,
-                         "reason": "no snapshot from which the id chain can start"}, len(lo))
-        last = int(u_L[0])
-        kinds.append(KIND_SNAPSHOT)
-        srcs.append(int(u_s[0]))
-        refs.append(int(u_ref[0]))
-        uids.append(last)
-        los.append(last)
-        opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[0])].stream}", "update_id": last}
-    # events wholly before the opening image (received, but nothing to apply them to)
-    unanchored = 0 if carried else int(np.count_nonzero(hi <= last))
-
-    w_kind, w_ref, w_a, w_b = _walk(lo, hi, recv, last, u_L)
-    for k in np.flatnonzero(w_kind != KIND_EVENT).tolist():
+            uids.append(carry.last_update_id)
+            los.append(carry.last_update_id)
+            opening = {"kind": "carry", "source": f"carry:{carry.date}", "update_id": carry.last_update_id}
+    if carried:
+        assert carry is not None
+        w = _walk(lo, hi, recv, carry.last_update_id, u_L, True, -1)
+    elif len(lo):
+        # no carried book: events before the first usable snapshot are kept, inexact, then its image
+        w = _walk(lo, hi, recv, int(lo[0]), u_L, False, 0 if len(u_L) else -1)
+    else:
+        w = _walk(lo, hi, recv, 0, u_L, True, -1)
+    w_kind, w_ref, w_a, w_b, w_exact = w
+    for k in np.flatnonzero(w_kind == _WALK_GAP).tolist():
         ref, a, b = int(w_ref[k]), int(w_a[k]), int(w_b[k])
-        if w_kind[k] == KIND_SNAPSHOT:  # a gap (ids a..b), re-anchored from usable snapshot ref
-            L = int(u_L[ref])
-            gaps.append(GapRecord(a, b, L, f"snapshot:{streams[int(u_s[ref])].stream}", L - b))
-        else:  # a gap with no snapshot after it: the rest of the day cannot be replayed
-            gaps.append(GapRecord(a, b, None, None, int(hi[ref:].max()) - b if ref < len(hi) else 0))
-    keep = w_kind != KIND_CARRY
-    w_kind, w_ref = w_kind[keep], w_ref[keep]
+        if ref >= 0:
+            gaps.append(GapRecord(a, b, int(u_L[ref]), f"snapshot:{streams[int(u_s[ref])].stream}"))
+        else:  # no snapshot after it: the rest of the day stays inexact
+            gaps.append(GapRecord(a, b, None, None))
+    keep = w_kind != _WALK_GAP
+    w_kind, w_ref, w_exact = w_kind[keep], w_ref[keep], w_exact[keep]
     is_ev = w_kind == KIND_EVENT
     ev_i = np.where(is_ev, w_ref, 0)
     sn_i = np.where(is_ev, 0, w_ref)
+    unanchored = 0
+    if not carried:
+        images = np.flatnonzero(~is_ev)
+        first_image = int(images[0]) if len(images) else len(w_kind)
+        unanchored = first_image  # the inexact events before the first image
+        if len(images):
+            ref = int(w_ref[first_image])
+            opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[ref])].stream}",
+                       "update_id": int(u_L[ref])}
+        else:
+            opening = {"kind": "none", "source": None, "update_id": None,
+                       "reason": "no snapshot from which the id chain can start: every row is book_exact false"}
 
     def pick(ev_col: np.ndarray, sn_col: np.ndarray) -> np.ndarray:
         """Per walk row: the event's value for events, the snapshot's for images."""
         return np.where(is_ev, ev_col[ev_i] if len(ev_col) else 0, sn_col[sn_i] if len(sn_col) else 0)
 
+    head = np.ones(len(kinds), dtype=bool)
     return Plan(
         np.concatenate([np.array(kinds, np.int8), w_kind.astype(np.int8)]),
         np.concatenate([np.array(srcs, np.int32), pick(s_idx, u_s).astype(np.int32)]),
         np.concatenate([np.array(refs, np.int64), pick(ev_ref, u_ref).astype(np.int64)]),
         np.concatenate([np.array(uids, np.int64), pick(hi, u_L).astype(np.int64)]),
         np.concatenate([np.array(los, np.int64), pick(lo, u_L).astype(np.int64)]),
-        gaps, opening, unanchored)
+        gaps, opening, unanchored,
+        np.concatenate([head, w_exact.astype(bool)]))
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -543,7 +596,7 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int)
     """
     if len(inputs) < 2:
         return [None] * len(inputs)
-    ev_mask = plan.kind[a:b] == KIND_EVENT
+    ev_mask = (plan.kind[a:b] == KIND_EVENT) & plan.exact[a:b]  # an inexact event's book is unknown
     if not ev_mask.any():
         return [None] * len(inputs)
     ends = pl.DataFrame({"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask],
@@ -572,7 +625,7 @@ def _event_rows(market: Market, symbol: str, s: StreamInput, ev: pl.DataFrame, l
 
     ``lv``: level rows (k, ev, ...) read for at least these events (other events' rows drop out here).
     """
-    lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu"), on="ev", how="inner")
+    lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu", "book_exact"), on="ev", how="inner")
     return lv.select(
         "pos", "k",
         pl.lit(symbol).alias("symbol"),
@@ -587,6 +640,7 @@ def _event_rows(market: Market, symbol: str, s: StreamInput, ev: pl.DataFrame, l
         pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
         "price", "qty",
         pl.lit(s.stream).alias("source"),
+        "book_exact",
     )
 
 
@@ -608,6 +662,7 @@ def _image_rows(pos: int, symbol: str, levels: pl.DataFrame, update_id: int, exc
         pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
         "price", "qty",
         pl.lit(source).alias("source"),
+        pl.lit(True).alias("book_exact"),
     )
 
 
@@ -654,9 +709,10 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     report.unanchored_events = plan.unanchored_events
     if plan.unanchored_events and plan.opening.get("kind") == "snapshot":
         report.problems.append(f"{plan.unanchored_events} events precede the first usable snapshot and the day has "
-                               "no carried state: they cannot be replayed")
-    if plan.opening.get("kind") == "none" and any(s.events.height for s in inputs):
-        report.problems.append("no usable snapshot: the day cannot be anchored")
+                               "no carried state: kept as rows with book_exact false")
+    if plan.opening.get("kind") == "none":
+        report.problems.append(f"{plan.unanchored_events} events, not anchored: no usable snapshot and no carried "
+                               "state, every row has book_exact false")
 
     decimals = [(s.report.get("price_decimals"), s.report.get("qty_decimals")) for s in inputs]
     pdec = [d[0] for d in decimals if d[0] is not None]
@@ -676,9 +732,10 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     counts = np.zeros(n_items, np.int64)
     chosen: list[pl.DataFrame] = []  # per stream: its chosen events with their plan position, by position
     items = pl.DataFrame({"pos": np.arange(n_items, dtype=np.int64), "kind": plan.kind, "s": plan.stream,
-                          "ref": plan.ref})
+                          "ref": plan.ref, "book_exact": plan.exact})
     for i, s in enumerate(inputs):
-        mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select("pos", pl.col("ref").alias("ev"))
+        mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select(
+            "pos", pl.col("ref").alias("ev"), "book_exact")
         ch = s.events.join(mine, on="ev", how="inner").sort("pos")
         chosen.append(ch)
         counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
@@ -712,7 +769,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             "version": report.version, "book_key": book_key, "book_etag": book_info.etag,
             "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
             "levels": book.height, "anchor_band": _json_band(checker.anchor_band),
-            "book_exact": True,
+            "book_exact": bool(plan.exact[-1]) if len(plan.exact) else True,
         }
         manifest = build_manifest(report, inputs, plan, report.files)
         manifest["end_state"] = end_state
@@ -907,20 +964,27 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
     """The coverage manifest (docs/merge.md documents every field)."""
     covered = []
     names = [s.stream for s in inputs]
-    # runs of consecutive chosen events from one stream -> one covered range
+    # runs of consecutive chosen events from one stream, all exact or all not -> one covered range
     k = 0
     n = len(plan.kind)
     while k < n:
         if plan.kind[k] != KIND_EVENT:
             k += 1
             continue
-        start_from = int(plan.update_id[k - 1]) if k else int(plan.lo[k])
+        if k == 0:
+            start_from = int(plan.lo[k])
+        elif plan.kind[k - 1] != KIND_EVENT:
+            start_from = min(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after an image: the event's own ids
+        else:
+            start_from = max(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after a hole: from its own lo
         s = int(plan.stream[k])
+        ex = bool(plan.exact[k])
         j = k
-        while j + 1 < n and plan.kind[j + 1] == KIND_EVENT and plan.stream[j + 1] == s:
+        while (j + 1 < n and plan.kind[j + 1] == KIND_EVENT and plan.stream[j + 1] == s
+               and bool(plan.exact[j + 1]) == ex and plan.lo[j + 1] <= plan.update_id[j]):
             j += 1
         covered.append({"first_id": start_from + 1, "last_id": int(plan.update_id[j]), "stream": names[s],
-                        "events": j - k + 1})
+                        "events": j - k + 1, "book_exact": ex})
         k = j + 1
     images = [
         {"update_id": int(plan.update_id[k]),
@@ -943,6 +1007,7 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
         "first_update_id": report.first_update_id, "last_update_id": report.last_update_id,
         "price_decimals": report.price_decimals, "qty_decimals": report.qty_decimals,
         "rows": report.rows, "events": report.events, "unanchored_events": report.unanchored_events,
+        "inexact_events": int(np.count_nonzero((plan.kind == KIND_EVENT) & ~plan.exact)),
         "opening": report.opening,
         "images": images,
         "covered": covered,

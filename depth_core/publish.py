@@ -13,7 +13,8 @@ checks while writing, and only then publishes:
    *conditionally* on the etag of the manifest the merge started from (compare-and-swap; create-if-absent
    for a first publish) — a racing merge of the same day that published meanwhile makes this fail, and
    the loser withdraws its copies;
-4. delete the previous version's files and end state, and any orphan left by a crashed publish.
+4. delete the previous version's files and end state, and any orphan left by a crashed publish (an
+   unlisted file of a version that started before this merge: it can never be published any more).
 
 Window: between step 2 and step 4 (seconds) a plain glob of the day folder sees both versions' rows;
 the manifest's ``files`` is exact at every instant (docs/merge.md §4). A merge that fails or is refused
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from depth_core.idline import union_ranges
+from depth_core.idline import subtract_ranges, union_ranges
 from depth_core.names import Market, validate_date, validate_market, validate_symbol
 from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_store.base import ObjectInfo, ObjectStore, StoreError
@@ -39,10 +41,9 @@ from depth_store.base import ObjectInfo, ObjectStore, StoreError
 log = logging.getLogger("depth_core.publish")
 
 STAGING_ROOT = "staging"
-ORPHAN_GRACE = dt.timedelta(minutes=2)
-"""An unlisted file in a day folder is an orphan (a crashed publish) only if older than the publishing
-merge's start by this much: clock skew between this host and the store never makes a racing merge's
-fresh copies look old."""
+ORPHAN_GRACE = dt.timedelta(seconds=5)
+"""Clock skew allowed between pipeline hosts when retiring orphans (see :func:`publish_version`)."""
+_VERSION_FILE_RE = re.compile(r"/part-(\d{8}T\d{6}Z)-[0-9a-f]{8}-\d{5}\.parquet$")
 MAX_LISTED = 20
 
 
@@ -92,14 +93,17 @@ def read_published(store: ObjectStore, market: Market, symbol: str, date: str) -
     return PublishedDay(manifest, info.etag)
 
 
-def manifest_id_ranges(manifest: dict[str, Any]) -> list[tuple[int, int]]:
+def manifest_id_ranges(manifest: dict[str, Any], *, exact_only: bool = False) -> list[tuple[int, int]]:
     """Update ids a manifest's rows cover, as a disjoint union of ``(lo, hi]`` ranges.
 
-    From ``covered`` (inclusive ``first_id..last_id`` runs, exact or not); an image covers its own id.
+    From ``covered`` (inclusive ``first_id..last_id`` runs; ``exact_only``: only runs whose book is exact,
+    which every run of a manifest without ``book_exact`` was); an image covers its own id.
     """
     los: list[int] = []
     his: list[int] = []
     for c in manifest.get("covered", []) or []:
+        if exact_only and not c.get("book_exact", True):
+            continue
         los.append(int(c["first_id"]) - 1)
         his.append(int(c["last_id"]))
     for img in manifest.get("images", []) or []:
@@ -108,28 +112,6 @@ def manifest_id_ranges(manifest: dict[str, Any]) -> list[tuple[int, int]]:
             los.append(int(uid) - 1)
             his.append(int(uid))
     return union_ranges(np.array(los, np.int64), np.array(his, np.int64))
-
-
-def _minus(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``a \\ b`` for disjoint sorted ``(lo, hi]`` unions."""
-    out: list[tuple[int, int]] = []
-    j = 0
-    for lo, hi in a:
-        cur = lo
-        while j < len(b) and b[j][1] <= cur:
-            j += 1
-        k = j
-        while k < len(b) and b[k][0] < hi:
-            blo, bhi = b[k]
-            if blo > cur:
-                out.append((cur, blo))
-            cur = max(cur, bhi)
-            if cur >= hi:
-                break
-            k += 1
-        if cur < hi:
-            out.append((cur, hi))
-    return out
 
 
 def streams_used(manifest: dict[str, Any]) -> set[str]:
@@ -144,13 +126,19 @@ class ShrinkFinding:
 
     lost_ranges: list[tuple[int, int]] = field(default_factory=list)  # (lo, hi]: ids lo+1..hi
     lost_streams: list[str] = field(default_factory=list)
+    # ids still present but whose book would no longer be exact (e.g. a re-merge that cannot anchor)
+    lost_exact_ranges: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def lost_ids(self) -> int:
         return sum(hi - lo for lo, hi in self.lost_ranges)
 
+    @property
+    def lost_exact_ids(self) -> int:
+        return sum(hi - lo for lo, hi in self.lost_exact_ranges)
+
     def __bool__(self) -> bool:
-        return bool(self.lost_ranges or self.lost_streams)
+        return bool(self.lost_ranges or self.lost_streams or self.lost_exact_ranges)
 
     def describe(self) -> str:
         parts = []
@@ -160,18 +148,26 @@ class ShrinkFinding:
             parts.append(f"{self.lost_ids} update ids the published version covers ({shown}{more})")
         if self.lost_streams:
             parts.append(f"stream(s) {', '.join(self.lost_streams)} that the published version used")
+        if self.lost_exact_ranges:
+            shown = ", ".join(f"{lo + 1}..{hi}" for lo, hi in self.lost_exact_ranges[:5])
+            parts.append(f"the exact book at {self.lost_exact_ids} update ids ({shown}; kept only as book_exact "
+                         "false rows)")
         return "it would lose " + " and ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lost_ids": self.lost_ids, "lost_ranges": [[lo + 1, hi] for lo, hi in self.lost_ranges[:MAX_LISTED]],
-                "lost_range_count": len(self.lost_ranges), "lost_streams": self.lost_streams}
+                "lost_range_count": len(self.lost_ranges), "lost_streams": self.lost_streams,
+                "lost_exact_ids": self.lost_exact_ids,
+                "lost_exact_ranges": [[lo + 1, hi] for lo, hi in self.lost_exact_ranges[:MAX_LISTED]]}
 
 
 def shrink_against(published: dict[str, Any], new: dict[str, Any]) -> ShrinkFinding:
     """Ids and streams of the published manifest that the new one lacks."""
-    lost = _minus(manifest_id_ranges(published), manifest_id_ranges(new))
+    lost = subtract_ranges(manifest_id_ranges(published), manifest_id_ranges(new))
     lost_streams = sorted(streams_used(published) - streams_used(new))
-    return ShrinkFinding(lost, lost_streams)
+    lost_exact = subtract_ranges(subtract_ranges(manifest_id_ranges(published, exact_only=True),
+                               manifest_id_ranges(new, exact_only=True)), lost)
+    return ShrinkFinding(lost, lost_streams, lost_exact)
 
 
 @dataclass
@@ -231,12 +227,26 @@ def publish_version(
     new_files = set(manifest.get("files", []))
     old_files = set((previous.manifest or {}).get("files", [])) - new_files
     old_state = _state_keys(previous.manifest) - set(version_state_keys)
-    cutoff = started_at - ORPHAN_GRACE
     orphans = [i.key for i in store.list(merged_day_prefix(market, symbol, date))
                if i.key != manifest_key and i.key not in new_files and i.key not in old_files
-               and i.last_modified < cutoff]
+               and _is_orphan(i, started_at)]
     removed = _delete_quietly(store, sorted(old_files) + sorted(old_state) + orphans)
     return PublishOutcome(True, info.etag, None, removed)
+
+
+def _is_orphan(info: ObjectInfo, started_at: dt.datetime) -> bool:
+    """An unlisted file of a version that started before this merge: that merge can never publish any more.
+
+    Once this merge's compare-and-swap succeeded, every merge that read the manifest before it (all that
+    started before this one did) is refused at its own compare-and-swap; its copies are left-overs of a
+    crash or about to be withdrawn. A version's start time is in its name; other unlisted files go by
+    their age. ``ORPHAN_GRACE`` absorbs clock skew between hosts.
+    """
+    cutoff = started_at - ORPHAN_GRACE
+    m = _VERSION_FILE_RE.search(info.key)
+    if m is not None:
+        return dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC) < cutoff
+    return info.last_modified < cutoff
 
 
 def _state_keys(manifest: dict[str, Any] | None) -> set[str]:

@@ -72,6 +72,7 @@ class QualityInput:
     merged_coverage: float | None = None
     images: int = 0  # book images in the merged day (1 = only the opening one)
     reanchor_ids: list[int] = field(default_factory=list)  # update ids of the images after the opening one
+    inexact_events: int = 0  # merged events kept with book_exact false (after a gap, before its re-anchoring image)
 
 
 @dataclass
@@ -364,7 +365,9 @@ def render_markdown(inp: QualityInput, summaries: list[StreamSummary]) -> str:
         f"Merged coverage **{merged_cov}** of the day's update ids; gaps no stream covered: "
         f"**{len(inp.merged_gaps)}**"
         + (f" ({sum(b - a + 1 for a, b in inp.merged_gaps):,} ids)" if inp.merged_gaps else "")
-        + f"; book images: {inp.images}.",
+        + f"; book images: {inp.images}"
+        + (f"; events kept with an inexact book (`book_exact` false, after a gap until the next image): "
+           f"**{inp.inexact_events:,}**" if inp.inexact_events else "") + ".",
         "",
         "| stream | events | coverage | outages | outage time | id gaps | missing ids | latency p50 ms | "
         "p99 ms | clock offset ms | peak ev/s | quarantined |",
@@ -395,6 +398,7 @@ def build_report(inp: QualityInput) -> QualityReport:
     summary = {
         "market": inp.market, "symbol": inp.symbol, "date": inp.date,
         "merged_coverage": inp.merged_coverage, "merged_gaps": len(inp.merged_gaps), "images": inp.images,
+        "inexact_events": inp.inexact_events,
         "streams": {
             s.stream: {
                 "events": s.events, "coverage": s.coverage, "outages": len(s.outages),
@@ -471,4 +475,5 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
         merged_coverage=manifest.get("coverage"),
         images=len(manifest.get("images", [])),
         reanchor_ids=[int(i["update_id"]) for i in manifest.get("images", [])[1:] if "update_id" in i],
+        inexact_events=int(manifest.get("inexact_events", 0) or 0),
     )

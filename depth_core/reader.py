@@ -158,7 +158,7 @@ def load_deltas(
     return lf
 
 
-_REPLAY_COLUMNS = ["exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty"]
+_REPLAY_COLUMNS = ["exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty", "book_exact"]
 
 
 def iter_frames(
@@ -185,8 +185,15 @@ def iter_frames(
             yield (lf.select(columns) if columns else lf).collect()
 
 
+class InexactBookError(NoDataError):
+    """The cut falls where the merged book is not exact (``book_exact`` false: after ids no stream received,
+    before the image that re-anchors the book)."""
+
+
 def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int | None) -> pl.DataFrame | None:
-    """Rows from the last image at or before the cut to the cut, or None if no image precedes the cut."""
+    """Rows from the last image at or before the cut to the cut, or None if no image precedes the cut.
+
+    Raises :class:`InexactBookError` when the last row before the cut has ``book_exact`` false."""
     cut = pl.lit(True)
     if when is not None:
         cut = pl.col("exchange_time") <= when + _TIME_SLACK
@@ -197,10 +204,22 @@ def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int |
         images = images.filter(pl.col("exchange_time") <= when)
     image_id = images.select(pl.col("last_update_id").max()).collect().item()
     if image_id is None:
+        # before the day's first image: a day without a carried book may have inexact rows there, and then
+        # the previous day's book would be a wrong answer
+        early = lf.filter(cut & ~pl.col("book_exact"))
+        if when is not None:
+            early = early.filter(pl.col("exchange_time") <= when)
+        if early.select(pl.len()).collect().item():
+            raise InexactBookError("the merged book is not exact before the day's first image (no carried book: "
+                                   "rows with book_exact false)")
         return None
     rows = lf.filter(cut & (pl.col("last_update_id") >= image_id)).select(_REPLAY_COLUMNS).collect()
     if when is not None:  # exact cut: the contiguous prefix whose running max of E is <= when
         rows = rows.filter(pl.col("exchange_time").cum_max() <= when)
+    if rows.height and not rows["book_exact"][-1]:
+        raise InexactBookError(
+            f"the merged book is not exact at update id {rows['last_update_id'][-1]}: it follows ids no stream "
+            "received and precedes the image that re-anchors the book (rows with book_exact false)")
     return rows
 
 
@@ -306,9 +325,10 @@ def iter_books(
 ) -> Iterator[BookSample]:
     """Yield the top ``depth`` levels at ``start, start + every, ...`` (< ``end``), day by day.
 
-    Memory stays at one day of rows. Grid times before the first book image of the data, and in days
-    without merged data, are yielded with empty arrays; the book carries across days (each day's image
-    re-anchors it anyway).
+    Memory stays at one day of rows. Grid times before the first book image of the data, in days
+    without merged data, and where the book is not exact (``book_exact`` false: after a gap no stream
+    covered, until the re-anchoring image) are yielded with empty arrays; the book carries across days
+    (each day's image re-anchors it anyway).
     """
     st = resolve_store(store)
     symbol = validate_symbol(symbol)
@@ -322,7 +342,10 @@ def iter_books(
     prev = (dt.date.fromisoformat(days[0]) - dt.timedelta(days=1)).isoformat()
     prev_keys = day_files(st, symbol, prev, market)
     if prev_keys:
-        rows = _day_rows_up_to(scan_keys(st, prev_keys), t0, None)
+        try:
+            rows = _day_rows_up_to(scan_keys(st, prev_keys), t0, None)
+        except InexactBookError:
+            rows = None
         if rows is not None:
             _replay_rows(rows, book)
     for day in days:
@@ -344,8 +367,13 @@ def iter_books(
             (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
             rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), sample_rows, depth, book,
         )
+        exact_rows = rows["book_exact"].to_numpy()
+        exact_at = np.where(sample_rows > 0, exact_rows[np.maximum(sample_rows - 1, 0)], True)
         # the day's rows continue after the last grid time; the carried book is rebuilt by the next image
         for j, t in enumerate(day_grid):
+            if not exact_at[j]:
+                yield BookSample(_from_ns(int(t)), np.zeros((0, 2)), np.zeros((0, 2)))
+                continue
             nb = int(np.count_nonzero(~np.isnan(tops.bid_qty[j])))
             na = int(np.count_nonzero(~np.isnan(tops.ask_qty[j])))
             yield BookSample(

@@ -23,6 +23,9 @@ MERGED_SCHEMA: dict[str, pl.DataType] = {
     "price": pl.Float64(),
     "qty": pl.Float64(),
     "source": pl.String(),
+    # false on event rows whose book is unknown: after ids no stream received, until the image that re-anchors
+    # the book (or the day's end), and before the first image of a day without a carried book
+    "book_exact": pl.Boolean(),
 }
 MERGED_COLUMNS: list[str] = list(MERGED_SCHEMA)
 SIDE_BID = "bid"

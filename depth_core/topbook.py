@@ -42,7 +42,7 @@ TOP_SCHEMA: dict[str, pl.DataType] = {
     "qty": pl.Float64(),
     "last_update_id": pl.Int64(),
 }
-_NEEDED = ["symbol", "exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty"]
+_NEEDED = ["symbol", "exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty", "book_exact"]
 _DAY_NS = 86_400 * 1_000_000_000
 
 
@@ -83,10 +83,13 @@ def compute_top_levels(
     )
     ids = rows["last_update_id"].to_numpy()
     sample_id = np.where(sample_rows > 0, ids[np.maximum(sample_rows - 1, 0)], -1)
+    # no levels where the book is not exact (book_exact false: after a gap, before the re-anchoring image)
+    exact_rows = rows["book_exact"].to_numpy()
+    sample_exact = np.where(sample_rows > 0, exact_rows[np.maximum(sample_rows - 1, 0)], True)
     # (time, side, level) arrays with "ask" before "bid": np.nonzero walks them in the table's sort order
     prices = np.stack([tops.ask_price, tops.bid_price], axis=1)
     qtys = np.stack([tops.ask_qty, tops.bid_qty], axis=1)
-    present = ~np.isnan(qtys)
+    present = ~np.isnan(qtys) & sample_exact[:, None, None]
     t_idx, side_idx, level = np.nonzero(present)
     out = pl.DataFrame({
         "time": grid[t_idx] // 1_000_000,

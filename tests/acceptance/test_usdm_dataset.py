@@ -63,7 +63,8 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
         assert receive_ns[i] == (int((e_ms + 25) * 1_000_000) if expected == "ap-1" else int((e_ms + 20.0) * 1_000_000))
         assert r["first_update_id"] == ev["U"] and r["prev_update_id"] == ev["pu"]
         assert r["transaction_time"] is not None and int(r["transaction_time"].timestamp() * 1000) == ev["T"]
-        assert not (gap[0] <= r["last_update_id"] <= early), "nothing between the gap and the re-anchoring image"
+        # events between the gap and the re-anchoring image are kept, flagged: their book is unknown
+        assert r["book_exact"] == (not (gap[0] <= r["last_update_id"] <= early)), r["last_update_id"]
 
     # replay: the exchange's book after every event
     book: dict[tuple[str, float], float] = {}
@@ -78,7 +79,7 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
         else:
             book[(r["side"], r["price"])] = r["qty"]
         end_of_group = i + 1 == len(rows) or rows[i + 1]["last_update_id"] != r["last_update_id"]
-        if end_of_group:
+        if end_of_group and r["book_exact"]:
             bids, asks = ex.books[r["last_update_id"]]
             assert book == {("bid", p): q for p, q in bids.items()} | {("ask", p): q for p, q in asks.items()}, (
                 f"book after u={r['last_update_id']}"
@@ -88,4 +89,6 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
     assert len(manifest["gaps"]) == 1
     g = manifest["gaps"][0]
     assert g["reanchored_at"] == early and "ap-1" in str(g["snapshot_source"])
-    assert g["skipped_ids"] > 0, "received ids between the gap and the re-anchoring image are counted"
+    assert g["skipped_ids"] == 0, "received ids between the gap and the re-anchoring image are kept as rows"
+    kept = {r["last_update_id"] for r in rows if not r["book_exact"]}
+    assert kept == {int(e["u"]) for e in events if g["last_id"] < int(e["u"]) <= early}  # type: ignore[call-overload]

@@ -59,6 +59,7 @@ def load_recording(path: Path, market: str) -> Recording:
         rows["price"].append(float(price))
         rows["qty"].append(float(qty))
         rows["source"].append(source)
+        rows["book_exact"].append(True)
 
     snap_e = int(snapshot.get("E", snapshot_ns // 1_000_000))
     for side, key in (("bid", "bids"), ("ask", "asks")):

@@ -84,6 +84,7 @@ def generate(
         r["price"].append(_fmt(price, tick_dec))
         r["qty"].append(_fmt(qty, lot_dec))
         r["source"].append(source)
+        r["book_exact"].append(True)
 
     def image(day: str, e_ms: int, image_id: int, source: str) -> None:
         for p in sorted(bids, reverse=True):

@@ -72,6 +72,7 @@ def test_book_at_equals_simulator_book(market: Market, tmp_path: object) -> None
                 "is_snapshot", "side", "price", "qty", "source"],
     ).with_columns(
         pl.lit("BTCUSDT").alias("symbol"),
+        pl.lit(True).alias("book_exact"),
         pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
         pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
         (pl.col("exchange_time").cast(pl.Int64) * 1_000_000 + 30_000_000).cast(pl.Datetime("ns", "UTC"))
