@@ -218,11 +218,13 @@ class MergeChecker:
         rows = []
         uid = plan.update_id
         book_exact = plan.exact
+        images = np.flatnonzero(plan.kind != 0)
+        first_image = int(images[0]) if len(images) else len(uid)
         for si, s in enumerate(self.inputs):
             for snap, L in s.snapshots.select("snap", "last_update_id").iter_rows():
                 j = int(np.searchsorted(uid, L, side="right"))
                 exact = bool(j > 0 and uid[j - 1] == L)
-                if j == 0 or not np.any(plan.kind[:j] != 0):
+                if j <= first_image:
                     status = "before the day's first image"
                 elif not book_exact[j - 1]:
                     status = "in a gap (the book is not exact there)"

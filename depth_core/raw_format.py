@@ -303,29 +303,79 @@ def decode_lines(data: bytes, content: RawObjectContent | None = None, layout: i
     return out
 
 
-def decompress(data: bytes) -> tuple[bytes, str | None]:
-    """Gunzip one raw object; a truncated/corrupt one keeps its complete lines and says why.
+_GZIP_MAGIC = b"\x1f\x8b"
+_FEED = 1 << 20  # the salvage path feeds a damaged member in pieces, to keep what decoded before the damage
 
-    The fast path is ISA-L (same bytes as zlib, ~2x less CPU); any failure is redone with zlib so the
-    salvage of complete lines and the reason text do not depend on which library is installed.
+
+def _gunzip_members(lib: Any, data: bytes) -> tuple[list[bytes], bytes]:
+    """Every gzip member of ``data`` in one call each; (outputs, bytes after the last member that are not
+    gzip). Raises on a corrupt or truncated member (the caller's salvage path explains it)."""
+    out: list[bytes] = []
+    rest = data
+    while rest:
+        if not rest.startswith(_GZIP_MAGIC) and out:
+            return out, rest
+        d = lib.decompressobj(16 + zlib.MAX_WBITS)
+        out.append(d.decompress(rest))
+        if not d.eof:
+            raise zlib.error("incomplete or truncated stream")
+        rest = d.unused_data
+    return out, b""
+
+
+def _trailing_problem(members: int, size: int, trailing: bytes) -> str:
+    return (f"{len(trailing)} bytes after the last of {members} gzip member(s) are not gzip (at byte "
+            f"{size - len(trailing)}, starting {trailing[:16].hex()}); kept every line of the members before them")
+
+
+def decompress(data: bytes) -> tuple[bytes, str | None]:
+    """Gunzip one raw object: **every** gzip member (RFC 1952 allows several: ``cat a.gz b.gz`` is valid).
+
+    A corrupt or truncated member keeps the complete lines decoded before the damage and says why; bytes
+    after the last member that are not gzip are reported the same way (validation makes each such reason a
+    quarantine entry of the object, so it is visible and the object's valid lines are merged). The fast
+    path is ISA-L (same bytes as zlib, ~2x less CPU); any failure is redone with zlib so the salvage of
+    complete lines and the reason text do not depend on which library is installed.
     """
     if _fast_zlib is not None:
         try:
-            return _fast_zlib.decompress(data, 16 + zlib.MAX_WBITS), None
+            parts, trailing = _gunzip_members(_fast_zlib, data)
         except Exception:  # any ISA-L failure: zlib below decides and explains
             pass
-    try:
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS), None
-    except zlib.error as exc:
+        else:
+            text = parts[0] if len(parts) == 1 else b"".join(parts)
+            return text, (_trailing_problem(len(parts), len(data), trailing) if trailing else None)
+    return _salvage(data)
+
+
+def _salvage(data: bytes) -> tuple[bytes, str | None]:
+    """zlib, member by member and piece by piece: keeps everything decoded before any damage."""
+    out: list[bytes] = []
+    pos = 0
+    members = 0
+    while pos < len(data):
+        if members and not data.startswith(_GZIP_MAGIC, pos):
+            return b"".join(out), _trailing_problem(members, len(data), data[pos:])
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        fed = 0
+        problem: str | None = None
         try:
-            text = d.decompress(data)
-        except zlib.error:
-            text = b""
-        # drop the last, possibly cut, line
-        cut = text.rfind(b"\n")
-        text = text[: cut + 1] if cut >= 0 else b""
-        return text, f"corrupt or truncated gzip ({exc}); kept {len(text)} decoded bytes"
+            while pos + fed < len(data) and not d.eof:
+                piece = data[pos + fed: pos + fed + _FEED]
+                out.append(d.decompress(piece))
+                fed += len(piece)
+        except zlib.error as exc:
+            problem = f"corrupt gzip member {members + 1} at byte {pos} ({exc})"
+        if problem is None and not d.eof:
+            problem = f"truncated gzip member {members + 1} at byte {pos} (incomplete or truncated stream)"
+        if problem is not None:
+            text = b"".join(out)
+            cut = text.rfind(b"\n")  # drop the last, possibly cut, line
+            text = text[: cut + 1] if cut >= 0 else b""
+            return text, f"corrupt or truncated gzip: {problem}; kept {len(text)} decoded bytes"
+        members += 1
+        pos += fed - len(d.unused_data)
+    return b"".join(out), None
 
 
 def read_raw_object(data: bytes, layout: int = 1) -> RawObjectContent:

@@ -161,3 +161,34 @@ def test_shrink_comparison_of_manifests() -> None:
     assert finding.lost_ranges == [(14, 17)] and finding.lost_ids == 3 and finding.lost_streams == ["b"]
     assert "15..17" in finding.describe()
     assert not shrink_against(new, old).lost_ranges
+
+
+def test_racing_publishes_of_one_day_have_one_winner(store: ObjectStore) -> None:
+    """Two merges that read the same published manifest: the second compare-and-swap is refused and
+    withdraws its copies, so the day folder holds exactly the winner's files."""
+    import datetime as dt
+
+    from depth_core.publish import publish_version, published_file_key, read_published
+
+    ex = SyntheticExchange(seed=35)
+    ex.run(100)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]))
+    first = merge(store, ["eu-1"])
+    seen_by_both = read_published(store, "spot", SYM, DAY1)
+    outcomes = []
+    for version in ("20991231T000000Z-0000000a", "20991231T000000Z-0000000b"):
+        src = f"staging/test/{version}.parquet"
+        store.put_bytes(src, version.encode())
+        dst = published_file_key("spot", SYM, DAY1, version, 0)
+        body = {**(seen_by_both.manifest or {}), "files": [dst], "version_id": version}
+        outcomes.append(publish_version(store, "spot", SYM, DAY1, staged=[(src, dst)], manifest=body,
+                                        previous=seen_by_both, version_state_keys=[],
+                                        started_at=dt.datetime.now(dt.UTC)))
+    assert outcomes[0].published and not outcomes[1].published
+    assert "another merge of this symbol-day published" in (outcomes[1].refused_reason or "")
+    day = sorted(i.key for i in store.list(merged_day_prefix("spot", SYM, DAY1)))
+    assert day == sorted([published_file_key("spot", SYM, DAY1, "20991231T000000Z-0000000a", 0),
+                          merged_manifest_key("spot", SYM, DAY1)])
+    assert manifest(store)["version_id"] == "20991231T000000Z-0000000a" != first.version
+    info = store.head(merged_manifest_key("spot", SYM, DAY1))
+    assert info is not None and outcomes[0].manifest_etag == info.etag
