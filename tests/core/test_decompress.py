@@ -20,7 +20,7 @@ from depth_core import raw_format
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import RawObjectKey, decompress, encode_line
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from tests.core.synth import SyntheticExchange, stream_lines
 
@@ -79,9 +79,9 @@ def test_multi_member_object_is_validated_and_merged_whole(tmp_path: Path) -> No
     data = gzip.compress(b"".join(body[:half])) + gzip.compress(b"".join(body[half:])) + b"\x00garbage"
     key = RawObjectKey.for_segment("spot", "eu-1", "BTCUSDT", sorted(lines)[0][0], "s1", 0).key
     store.put_bytes(key, data)
-    rep = validate_stream_day(store, "spot", "eu-1", "BTCUSDT", "2025-11-24")
+    rep = validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", "2025-11-24")
     assert rep.events == len(evs)  # the old reader saw only the first member's events
-    q = read_parquet(store, rep.prefix + "quarantine.parquet")
+    q = read_parquet(store, rep.file_key("quarantine.parquet"))
     reasons = q.filter(pl.col("object_key") == key)["reason"].to_list()
     assert any("not gzip" in r for r in reasons), reasons
     report = merge_symbol_day(store, "spot", "BTCUSDT", "2025-11-24", ["eu-1"])

@@ -22,7 +22,7 @@ from depth_core.checks import MergeChecker
 from depth_core.merge import KIND_EVENT, KIND_SNAPSHOT, MergeReport, Plan, merge_symbol_day
 from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_stream_day
+from depth_core.validate import validate_symbol_day
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import SyntheticExchange, stream_lines, write_stream
@@ -38,7 +38,7 @@ def store(tmp_path: Path) -> ObjectStore:
 
 def merge(store: ObjectStore, streams: list[str]) -> MergeReport:
     for s in streams:
-        validate_stream_day(store, "spot", s, SYM, DATE)
+        validate_symbol_day(store, "spot", s, SYM, DATE)
     return merge_symbol_day(store, "spot", SYM, DATE, streams)
 
 
