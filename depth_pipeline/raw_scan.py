@@ -38,8 +38,8 @@ from depth_store import ObjectInfo, ObjectStore
 
 LAG_SECONDS = 900.0
 """How far before the newest key the head listing starts: uploads out of order by less are found at once."""
-SWEEP_KEYS_PER_TICK = 2000
-"""Keys the sweep lists per stream and tick (two S3 pages)."""
+SWEEP_KEYS_PER_TICK = 1000
+"""Keys the sweep lists per stream and tick (one S3 page)."""
 CLOCK_MARGIN_SECONDS = 300.0
 """Allowed disagreement between this host's clock and the store's ``LastModified``."""
 
@@ -71,6 +71,8 @@ class StreamScan:
     passes: int = 0  # completed sweep passes
     pass_dates: list[str] = field(default_factory=list)  # raw date folders met in the running pass
     dates: list[str] = field(default_factory=list)  # raw date folders of the last complete pass
+    pass_v1_dates: list[str] = field(default_factory=list)  # dates with layout-1 objects, running pass
+    v1_dates: list[str] = field(default_factory=list)  # dates with layout-1 objects, last complete pass
     retry: list[list[Any]] = field(default_factory=list)  # [key, size, etag, LastModified] handed back
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +86,8 @@ class StreamScan:
             "passes": self.passes,
             "pass_dates": self.pass_dates,
             "dates": self.dates,
+            "pass_v1_dates": self.pass_v1_dates,
+            "v1_dates": self.v1_dates,
             "retry": self.retry,
         }
 
@@ -102,6 +106,8 @@ class StreamScan:
                 passes=int(value.get("passes", 0)),
                 pass_dates=[str(d) for d in value.get("pass_dates", [])],
                 dates=[str(d) for d in value.get("dates", [])],
+                pass_v1_dates=[str(d) for d in value.get("pass_v1_dates", [])],
+                v1_dates=[str(d) for d in value.get("v1_dates", [])],
                 retry=[list(e) for e in value.get("retry", [])],
             )
         except (TypeError, ValueError):
@@ -196,6 +202,8 @@ def scan_stream(
             continue
         if key.date not in state.pass_dates:
             state.pass_dates.append(key.date)
+        if key.layout == 1 and key.date not in state.pass_v1_dates:
+            state.pass_v1_dates.append(key.date)
         if edge_seconds and key.first_receive_ns / 1e9 - _midnight_of(key.date) < edge_seconds:
             before = (dt.date.fromisoformat(key.date) - dt.timedelta(days=1)).isoformat()
             if before not in state.pass_dates:
@@ -209,6 +217,8 @@ def scan_stream(
         state.sweep_after = None
         state.dates = sorted(state.pass_dates)
         state.pass_dates = []
+        state.v1_dates = sorted(state.pass_v1_dates)
+        state.pass_v1_dates = []
     _prune(state, market, stream, lag_seconds)
     return found, state
 
