@@ -344,36 +344,36 @@ GateLookup = Callable[[str, str], MergeGate]
 
 
 def _holdings(
-    store: ObjectStore, market: Market, stream: str, obj: ManifestObject, reports: dict[tuple[str, str], dict[str, Any] | None]
-) -> set[tuple[str, str]] | None:
-    """Every (symbol, event date) a layout-2 object holds, from the stream-day reports of its event dates (each
-    report that lists it). None when no report lists it: its holdings are unknown, so it is kept."""
+    store: ObjectStore,
+    market: Market,
+    stream: str,
+    obj: ManifestObject,
+    reports: dict[tuple[str, str], dict[str, dict[str, Any]] | None],
+) -> list[dict[str, list[str]]] | None:
+    """What a layout-2 object holds — ``{symbol: [event dates]}``, one per stream-day report of its event
+    dates that lists it. None when no report lists it: its holdings are unknown, so it is kept."""
     dates = set(obj.event_dates)
     try:
         dates.add(RawObjectKey.parse(obj.key).date)
     except RawFormatError:
         return None
-    pairs: set[tuple[str, str]] = set()
-    listed = False
+    found: list[dict[str, list[str]]] = []
     for date in sorted(dates):
         if (stream, date) not in reports:
             try:
-                reports[(stream, date)] = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
+                report = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
+                reports[(stream, date)] = {o["key"]: o for o in report.get("objects", [])}
             except (ObjectNotFoundError, ValueError):
                 reports[(stream, date)] = None
-        report = reports[(stream, date)]
-        if not report:
-            continue
-        index = report.setdefault("_by_key", {o["key"]: o for o in report.get("objects", [])})
-        entry = index.get(obj.key)
+        index = reports[(stream, date)]
+        entry = index.get(obj.key) if index else None
         if entry is None:
             continue
-        listed = True
-        for symbol, symbol_dates in (entry.get("symbol_event_dates") or {}).items():
-            pairs.update((symbol, d) for d in symbol_dates)
-        if not entry.get("symbol_event_dates"):
-            pairs.update((s, d) for s in entry.get("symbols", []) for d in entry.get("event_dates", []))
-    return pairs if listed else None
+        held = entry.get("symbol_event_dates") or {
+            s: list(entry.get("event_dates", [])) for s in entry.get("symbols", [])
+        }
+        found.append(held)
+    return found or None
 
 
 def cleanup_day(
@@ -414,10 +414,16 @@ def cleanup_day(
 
     indexes: dict[tuple[str, str], dict[str, tuple[int, str | None]]] = {}
 
+    retained: set[tuple[str, str]] = set()
+
     def listed_in(symbol: str, day: str) -> dict[str, tuple[int, str | None]]:
-        """key -> (size, etag) of the symbol-day's manifest (a dict: a v2 object is checked against hundreds)."""
+        """key -> (size, etag) of the symbol-day's manifest if its gate passes, else empty (a dict: a v2
+        object is checked against hundreds)."""
         if (symbol, day) not in indexes:
-            indexes[(symbol, day)] = {o.key: (o.size, o.etag) for o in gate(symbol, day).objects}
+            g = gate(symbol, day)
+            indexes[(symbol, day)] = {o.key: (o.size, o.etag) for o in g.objects} if g.ok else {}
+            if g.ok and held(g):
+                retained.add((symbol, day))
         return indexes[(symbol, day)]
 
     out = DayCleanup(date)
@@ -447,7 +453,7 @@ def cleanup_day(
         for listed in store.list(folder):
             current[listed.key] = listed
 
-    reports: dict[tuple[str, str], dict[str, Any] | None] = {}
+    reports: dict[tuple[str, str], dict[str, dict[str, Any]] | None] = {}
     to_delete: list[str] = []
     for key in sorted(owners):
         obj = manifest_entry[key]
@@ -463,8 +469,9 @@ def cleanup_day(
                 out.results[symbol].kept_changed.append(key)
             continue
         parsed = RawObjectKey.parse(key)
+        holdings: list[dict[str, list[str]]]
         if parsed.layout == 1:
-            holdings = {(parsed.symbol or "", d) for d in (obj.event_dates or (date,))}
+            holdings = [{parsed.symbol or "": list(obj.event_dates or (date,))}]
         else:
             found = _holdings(store, market, parsed.stream, obj, reports)
             if found is None:
@@ -473,14 +480,25 @@ def cleanup_day(
                     out.results[symbol].kept_other_date_pending.append(key)
                 continue
             holdings = found
+        # every (symbol, date) it holds must list it as it is now (a v2 object: hundreds of pairs, a tight loop)
+        as_listed = (info.size, info.etag)
         why = ""
-        for symbol, day in sorted(holdings):
-            g = gate(symbol, day)
-            if not (g.ok and listed_in(symbol, day).get(key) == (info.size, info.etag)):
-                why = f"{symbol} {day}: {g.reason if not g.ok else 'its manifest does not list it'}"
-                break
-            if held(g):
-                why = f"{symbol} {day}: under retention"
+        for held_by in holdings:
+            for symbol, days in held_by.items():
+                for day in days:
+                    index = indexes.get((symbol, day))
+                    if index is None:
+                        index = listed_in(symbol, day)
+                    if index.get(key) != as_listed:
+                        g = gate(symbol, day)
+                        why = f"{symbol} {day}: {g.reason if not g.ok else 'its manifest does not list it'}"
+                        break
+                    if (symbol, day) in retained:
+                        why = f"{symbol} {day}: under retention"
+                        break
+                if why:
+                    break
+            if why:
                 break
         if why:
             out.kept_holdings_pending[key] = why
