@@ -37,10 +37,13 @@ EXIT_OK = 0
 EXIT_INVALID_SYMBOL = 2
 _ALNUM = string.ascii_lowercase + string.digits
 _PREFIX_LEN = len(STREAM_PREFIX)
-# Binance: 300 connection attempts per 5 minutes per IP; keep a margin for a second process.
-CONNECT_ATTEMPTS_PER_5MIN = 250
+# Binance: 300 connection attempts per 5 minutes per IP; two processes on one IP stay within it.
+CONNECT_ATTEMPTS_PER_5MIN = 150
 # a symbol the exchange does not know (-1121: unknown or delisted) is asked about again this rarely
 UNKNOWN_SYMBOL_RETRY_S = 600.0
+# websockets servers refuse a request line over 8,192 bytes (Binance's limit is not published): every
+# connection URL stays under this, the request line's "GET " and " HTTP/1.1" included with room to spare
+MAX_URL_BYTES = 8000
 
 
 def new_session_id() -> str:
@@ -80,16 +83,46 @@ class Connection:
 
 
 class ConnectionGroup:
-    """The symbols of one websocket connection (at most ``max_streams_per_connection`` streams)."""
+    """The symbols of one websocket connection: at most ``max_streams`` streams and a URL of at most
+    ``MAX_URL_BYTES`` (the connection's URL is built from the symbols at each connect, so symbols added
+    or removed while running are in the next connection's URL)."""
 
-    def __init__(self, index: int, symbols: list[SymbolState], url: str) -> None:
+    def __init__(self, index: int, base_url: str, suffixes: tuple[str, ...], max_streams: int) -> None:
         self.index = index
-        self.symbols = symbols
-        self.url = url
+        self.base_url = base_url  # "{ws-url}/stream?streams="
+        self.suffixes = suffixes  # stream name suffixes of one symbol ("@depth@100ms", "@bookTicker")
+        self.max_streams = max_streams
+        self.symbols: list[SymbolState] = []
+        self.url_bytes = len(base_url)
+        self.task: asyncio.Task[None] | None = None
         self.current: Connection | None = None
         self.replace_requested = asyncio.Event()
         self.wake = asyncio.Event()  # set on close, replace request and stop: the supervisor looks again
         self.replace_reason = ""
+
+    def stream_names(self, st: SymbolState) -> list[str]:
+        low = st.symbol.lower()
+        return [low + suffix for suffix in self.suffixes]
+
+    def _added_bytes(self, st: SymbolState) -> int:
+        return sum(len(n) + 1 for n in self.stream_names(st)) - (0 if self.symbols else 1)
+
+    def has_room(self, st: SymbolState) -> bool:
+        return (len(self.symbols) + 1) * len(self.suffixes) <= self.max_streams and (
+            not self.symbols or self.url_bytes + self._added_bytes(st) <= MAX_URL_BYTES
+        )
+
+    def add(self, st: SymbolState) -> None:
+        self.url_bytes += self._added_bytes(st)
+        self.symbols.append(st)
+
+    def remove(self, st: SymbolState) -> None:
+        self.symbols.remove(st)
+        self.url_bytes = len(self.url)
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/".join(n for st in self.symbols for n in self.stream_names(st))
 
 
 class Collector:
@@ -133,7 +166,8 @@ class Collector:
         for st in self.symbols.values():
             self.snapshots.add_symbol(st)
         self.unknown_symbol_retry_s = UNKNOWN_SYMBOL_RETRY_S
-        self.groups = self._make_groups()
+        self.groups: list[ConnectionGroup] = []
+        self._make_groups()
         self.started_monotonic = time.monotonic()
         self.stop_event = asyncio.Event()
         self.exit_code = EXIT_OK
@@ -155,28 +189,26 @@ class Collector:
     # ---- setup ----------------------------------------------------------------------------------
 
     def _make_groups(self) -> list[ConnectionGroup]:
-        per_conn = max(1, self.config.max_streams_per_connection // self.config.streams_per_symbol)
-        states = list(self.symbols.values())
-        groups: list[ConnectionGroup] = []
-        for i in range(0, len(states), per_conn):
-            chunk = states[i : i + per_conn]
-            names: list[str] = []
-            for st in chunk:
-                low = st.symbol.lower()
-                names.append(low + self.config.depth_stream_suffix)
-                if self.config.book_ticker:
-                    names.append(low + "@bookTicker")
-            url = f"{self.config.ws_url}/stream?streams={'/'.join(names)}"
-            groups.append(ConnectionGroup(len(groups), chunk, url))
-        return groups
+        self.groups = []
+        for st in self.symbols.values():
+            self._group_for(st).add(st)
+        return self.groups
+
+    def _group_for(self, st: SymbolState) -> ConnectionGroup:
+        """The first group with room for ``st`` (streams and URL length), else a new one."""
+        for g in self.groups:
+            if g.has_room(st):
+                return g
+        suffixes = (self.config.depth_stream_suffix, "@bookTicker") if self.config.book_ticker else (self.config.depth_stream_suffix,)
+        group = ConnectionGroup(len(self.groups), f"{self.config.ws_url}/stream?streams=", suffixes, self.config.max_streams_per_connection)
+        self.groups.append(group)
+        return group
 
     def _stream_map(self, group: ConnectionGroup) -> dict[bytes, ConnStream]:
         out: dict[bytes, ConnStream] = {}
         for st in group.symbols:
-            low = st.symbol.lower()
-            out[(low + self.config.depth_stream_suffix).encode()] = ConnStream(st, True)
-            if self.config.book_ticker:
-                out[(low + "@bookTicker").encode()] = ConnStream(st, False)
+            for name in group.stream_names(st):
+                out[name.encode()] = ConnStream(st, not name.endswith("@bookTicker"))
         return out
 
     # ---- notes ----------------------------------------------------------------------------------
@@ -354,9 +386,10 @@ class Collector:
     async def _open(self, group: ConnectionGroup) -> Connection:
         await self._connect_slot()
         self._conn_seq += 1
-        conn = Connection(self._conn_seq, group.index, group.url, self._stream_map(group))
+        url = group.url
+        conn = Connection(self._conn_seq, group.index, url, self._stream_map(group))
         conn.ws = await connect(
-            group.url,
+            url,
             compression=None,
             max_size=2**25,
             max_queue=4096,

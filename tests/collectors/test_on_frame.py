@@ -93,3 +93,26 @@ def test_usdm_chains_on_pu(tmp_path: Path) -> None:
         assert sum(1 for _, k, _ in lines(c) if k == "D") == 4
 
     asyncio.run(go())
+
+
+def test_streams_are_split_so_every_url_stays_under_8_kb_and_1024_streams(tmp_path: Path) -> None:
+    from collectors.collector import MAX_URL_BYTES
+
+    symbols = ",".join(f"SYM{i:04d}LONGNAMEUSDT" for i in range(1000))
+    for extra, per_symbol in (([], 1), (["--book-ticker"], 2)):
+        cfg = parse_config(
+            ["--collector-id", "t-1", "--symbols", symbols, "--store", str(tmp_path / "store"),
+             "--spool-dir", str(tmp_path / "spool"), "--ws-url", "wss://stream.binance.com:9443", *extra],
+            env={},
+        )
+        c = Collector(cfg, lambda: open_store(str(tmp_path / "store")))
+        assert sum(len(g.symbols) for g in c.groups) == 1000
+        assert len(c.groups) > 1
+        for g in c.groups:
+            url = g.url
+            assert len(f"GET {url} HTTP/1.1") < 8192 and len(url) <= MAX_URL_BYTES
+            assert g.url_bytes == len(url)
+            assert len(url.split("streams=")[1].split("/")) == len(g.symbols) * per_symbol <= 1024
+    few = parse_config(["--collector-id", "t-1", "--symbols", "BTCUSDT,ETHUSDT", "--store", str(tmp_path / "s")], env={})
+    c = Collector(few, lambda: open_store(str(tmp_path / "s")))
+    assert [g.url for g in c.groups] == ["wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"]
