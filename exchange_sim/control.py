@@ -75,3 +75,11 @@ class SimControl:
 
     def reset_weights(self) -> None:
         self._call("POST", "reset_weights")
+
+    def list_symbol(self, symbol: str, rate: float | None = None) -> bool:
+        """List a symbol while running: it trades (events, snapshots, exchangeInfo TRADING) from now on."""
+        return bool(self._call("POST", "list", symbol=symbol, rate=rate)["listed"])
+
+    def delist_symbol(self, symbol: str) -> bool:
+        """Delist a symbol: no more events, exchangeInfo status BREAK, REST depth -1121."""
+        return bool(self._call("POST", "delist", symbol=symbol)["delisted"])

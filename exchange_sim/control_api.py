@@ -6,6 +6,7 @@ parameter (``params`` may carry a JSON object of extra fault parameters).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,16 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
         sim.weights.violations.clear()
         sim.weights.banned_until.clear()
         return {"reset": True}
+    if name in ("list", "delist"):
+        if method not in ("POST", "GET"):
+            raise ControlError(405, "use POST")
+        sym = query.get("symbol", "").upper()
+        if not re.fullmatch(r"[A-Z0-9]{2,30}", sym):
+            raise ControlError(400, f"invalid symbol {sym!r}")
+        if name == "list":
+            rate = float(query["rate"]) if query.get("rate") else None
+            return {"symbol": sym, "listed": sim.list_symbol(sym, rate)}
+        return {"symbol": sym, "delisted": sim.delist_symbol(sym)}
     if name == "last_update_id":
         sym = _symbol(sim, query)
         if sim.replay is not None:

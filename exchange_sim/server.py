@@ -85,6 +85,9 @@ class SimConfig:
     # that clients keep the path of their base URLs.
     path_prefix: str = ""
     request_log_size: int = 10_000  # the last HTTP request paths (with query), upgrades included
+    # Per-symbol event rates (events/s, at most one per event_interval_ms): quiet symbols send fewer
+    # @depth@100ms messages, as on Binance. A symbol not named publishes every event_interval_ms.
+    rates: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.market not in ("spot", "usdm"):
@@ -225,6 +228,9 @@ class SymbolState:
     pending: CanonicalEvent | None = None
     event_index: int = 0
     group_buffers: dict[int, list[CanonicalEvent]] = field(default_factory=dict)  # canonical grouping
+    status: str = "TRADING"  # exchangeInfo status; anything else: not published, REST answers -1121
+    rate: float | None = None  # events per second (None: one every event_interval_ms)
+    credit: float = 0.0  # events owed at ``rate`` (one is published per whole unit)
 
 
 class WeightBudget:
@@ -239,9 +245,9 @@ class WeightBudget:
 
     def charge(self, ip: str, weight: int) -> tuple[int, int, float]:
         """Returns (status, used weight, retry-after seconds): status 200, 429 or 418."""
-        now = time.monotonic()
-        window = int((now - self.t0) // self.window_s)
-        window_end = self.t0 + (window + 1) * self.window_s
+        now = time.time()  # windows are wall-clock intervals (Binance: calendar minutes)
+        window = int(now // self.window_s)
+        window_end = (window + 1) * self.window_s
         ban = self.banned_until.get(ip, 0.0)
         if ban > now:
             return 418, self.used.get(ip, (window, 0))[1], ban - now
@@ -259,6 +265,9 @@ class WeightBudget:
             self.banned_until[ip] = now + self.ban_s
             return 418, used, self.ban_s
         return 429, used, window_end - now
+
+
+_QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
 def spot_weight(limit: int) -> int:
@@ -305,25 +314,75 @@ class ExchangeSimulator:
         self.subscribers: dict[str, set[SimConnection]] = {}
         self.weights = WeightBudget(cfg.weight_limit_per_minute, cfg.weight_window_s, cfg.ban_after_violations,
                                     cfg.ban_seconds)
+        self._tick = 0  # ticks of the canonical clock (event_interval_ms each) since the start
         self.paused = asyncio.Event()  # set = paused
         self._snap_rng = random.Random(cfg.seed)
         self.replay: Any = None
         self.firehose: dict[str, Any] = {}  # symbol -> FirehosePool in firehose mode
         self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
         self._mono0 = time.monotonic()  # wall reference of start_ms for the compressed exchange clock
-        self._e_anchor = (0, self.start_ms)  # (event index, E): event k gets E = anchor E + (k - index) * interval
+        self._e_anchor = (0, self.start_ms)  # (tick, E): an event of tick k gets E = anchor E + (k - tick) * interval
         self.events_generated = 0
         # Every HTTP request path as received (websocket upgrades included), newest last: tests check
         # which URLs a client really asked for.
         self.request_log: collections.deque[str] = collections.deque(maxlen=cfg.request_log_size)
         if cfg.replay_path is None:
             for sym in cfg.symbols:
-                spec = cfg.specs.get(sym) or spec_for(sym, cfg.market)
-                gen = BookGenerator(spec, cfg.market, cfg.seed)
-                bids, asks = gen.snapshot_levels()
-                truth = TruthLog(sym, bids, asks, gen.last_update_id, cfg.truth_max_events)
-                self.symbols[sym] = SymbolState(spec, Formatter(spec), gen, truth)
-                self.subscribers[sym] = set()
+                self._new_symbol(sym, cfg.rates.get(sym))
+
+    def _new_symbol(self, sym: str, rate: float | None) -> SymbolState:
+        cfg = self.config
+        spec = cfg.specs.get(sym) or spec_for(sym, cfg.market)
+        gen = BookGenerator(spec, cfg.market, cfg.seed)
+        bids, asks = gen.snapshot_levels()
+        truth = TruthLog(sym, bids, asks, gen.last_update_id, cfg.truth_max_events)
+        st = self.symbols[sym] = SymbolState(spec, Formatter(spec), gen, truth, rate=rate)
+        self.subscribers.setdefault(sym, set())
+        return st
+
+    def list_symbol(self, symbol: str, rate: float | None = None) -> bool:
+        """List a symbol while running (generated mode): it trades from now on. False if already trading."""
+        if self.replay is not None or self.config.firehose_rate:
+            raise ValueError("symbols can be listed at runtime only in generated mode")
+        sym = symbol.upper()
+        st = self.symbols.get(sym)
+        if st is not None and st.status == "TRADING":
+            return False
+        if st is None:
+            st = self._new_symbol(sym, rate)
+            st.pending = st.gen.next_event(self.now_ms())
+        else:
+            st.status = "TRADING"  # a relisting resumes the same book and ids
+        return True
+
+    def delist_symbol(self, symbol: str) -> bool:
+        """Delist: no more events, exchangeInfo says BREAK, REST depth answers -1121. False if not trading."""
+        st = self.symbols.get(symbol.upper())
+        if st is None or st.status != "TRADING":
+            return False
+        st.status = "BREAK"
+        return True
+
+    def exchange_info(self) -> dict[str, Any]:
+        """``exchangeInfo``: every symbol with its status and assets (spot ``/api/v3``, usdm ``/fapi/v1``)."""
+        usdm = self.config.market == "usdm"
+        names = list(self.replay.symbols) if self.replay is not None else list(self.symbols)
+        out = []
+        for sym in names:
+            st = self.symbols.get(sym)
+            quote = next((q for q in _QUOTE_ASSETS if sym.endswith(q) and len(sym) > len(q)), "USDT")
+            entry: dict[str, Any] = {
+                "symbol": sym,
+                "status": st.status if st is not None else "TRADING",
+                "baseAsset": sym[: -len(quote)] if sym.endswith(quote) else sym,
+                "quoteAsset": quote,
+            }
+            if usdm:
+                entry["contractType"] = "PERPETUAL"
+            out.append(entry)
+        return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": self.config.weight_limit_per_minute}], "symbols": out}
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -390,8 +449,7 @@ class ExchangeSimulator:
                     await asyncio.sleep(0.01)
                 next_t = loop.time() + period
                 # exchange time went on during the pause: the next event carries the current time
-                k_next = max((st.event_index for st in self.symbols.values()), default=0)
-                self._e_anchor = (k_next, self.now_ms())
+                self._e_anchor = (self._tick, self.now_ms())
             delay = next_t - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -399,9 +457,18 @@ class ExchangeSimulator:
                 continue
             behind = int((loop.time() - next_t) / period)
             steps = 1 + min(max(behind, 0), 50)  # catch up a little when the loop was busy
+            full_rate = 1000.0 / cfg.event_interval_ms
             for _ in range(steps):
-                for st in self.symbols.values():
+                for st in list(self.symbols.values()):
+                    if st.status != "TRADING":
+                        continue
+                    if st.rate is not None and st.rate < full_rate:
+                        st.credit += st.rate / full_rate
+                        if st.credit < 1.0:
+                            continue
+                        st.credit -= 1.0
                     self._publish(st)
+                self._tick += 1
             next_t += period * steps
 
     def _publish(self, st: SymbolState) -> None:
@@ -410,15 +477,15 @@ class ExchangeSimulator:
         ev = st.pending
         assert ev is not None
         k = st.event_index
-        anchor_k, anchor_ms = self._e_anchor
-        e_ms = anchor_ms + (k - anchor_k) * cfg.event_interval_ms
+        anchor_tick, anchor_ms = self._e_anchor
+        e_ms = anchor_ms + (self._tick - anchor_tick) * cfg.event_interval_ms
         ev.transaction_time_ms = e_ms - (ev.event_time_ms - ev.transaction_time_ms)
         ev.event_time_ms = e_ms
         st.truth.append(ev)
         st.event_index += 1
         self.events_generated += 1
         top = (st.gen.best_bid, st.gen.bids.get(st.gen.best_bid, 0), st.gen.best_ask, st.gen.asks.get(st.gen.best_ask, 0))
-        st.pending = st.gen.next_event(self.start_ms + (k + 1) * cfg.event_interval_ms)
+        st.pending = st.gen.next_event(e_ms + cfg.event_interval_ms)
         subs = self.subscribers.get(st.spec.symbol)
         if not subs:
             st.group_buffers.clear()
@@ -767,6 +834,15 @@ class ExchangeSimulator:
                 return json_response(200, {})
             if route == "/api/v3/time" or route == "/fapi/v1/time":
                 return json_response(200, {"serverTime": int(time.time() * 1000)})
+            if route in ("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo"):
+                remote = connection.remote_address
+                weight = 20 if route.startswith("/api/") else 1
+                status, used, retry = self.weights.charge(remote[0] if remote else "?", weight)
+                hdr = {"X-MBX-USED-WEIGHT-1M": str(used)}
+                if status != 200:
+                    hdr["Retry-After"] = str(max(1, math.ceil(retry)))
+                    return binance_error(status, -1003, "Too many requests.", hdr)
+                return json_response(200, self.exchange_info(), hdr)
             return binance_error(404, -1, f"Unknown path {route}")
         except Exception as exc:  # a bug here must answer 500, never kill the server
             log.exception("request %s failed", request.path)
@@ -808,7 +884,7 @@ class ExchangeSimulator:
                 return binance_error(400, -1121, "Invalid symbol.", hdr)
             return json_response(200, body, hdr)
         st = self.symbols.get(symbol)
-        if st is None:
+        if st is None or st.status != "TRADING":
             return binance_error(400, -1121, "Invalid symbol.", hdr)
         if cfg.firehose_rate:
             from exchange_sim.firehose import firehose_snapshot
