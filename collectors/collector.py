@@ -166,6 +166,10 @@ class Collector:
         for st in self.symbols.values():
             self.snapshots.add_symbol(st)
         self.unknown_symbol_retry_s = UNKNOWN_SYMBOL_RETRY_S
+        self.listed = 0  # symbols started while running (--symbols-from exchange)
+        self.delisted = 0
+        self._ws_request_id = 0
+        self._control_tasks: set[asyncio.Task[None]] = set()
         self.groups: list[ConnectionGroup] = []
         self._make_groups()
         self.started_monotonic = time.monotonic()
@@ -466,6 +470,11 @@ class Collector:
         reader: asyncio.Task[None] | None = None
         conn: Connection | None = None
         while not self.stop_event.is_set():
+            if conn is None and not group.symbols:  # every symbol of this group was delisted
+                group.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(group.wake.wait(), 5.0)
+                continue
             if conn is None:
                 try:
                     conn = await self._open(group)
@@ -494,6 +503,17 @@ class Collector:
             outcome = await self._supervise(group, conn)
             if outcome == "stop":
                 break
+            if outcome == "empty":
+                conn.close_reason = "no symbols left"
+                await self._close(conn, "no symbols left")
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                self._disconnected(group, conn, planned=True)
+                group.current = None
+                conn = None
+                reader = None
+                continue
             if outcome in ("max_age", "server_shutdown"):
                 new_conn, new_reader = await self._make_before_break(group, conn, reader, outcome)
                 if new_conn is not None and new_reader is not None:
@@ -540,6 +560,8 @@ class Collector:
                 return "stop"
             if conn.closed.is_set():
                 return "closed"
+            if not group.symbols:
+                return "empty"
             if group.replace_requested.is_set():
                 group.replace_requested.clear()
                 return group.replace_reason or "server_shutdown"
@@ -624,6 +646,9 @@ class Collector:
                 if gap is not None:
                     self._on_gap(new, cs.state, gap, cs.first_start, cs.last_id)
         group.current = new
+        joined = [st for st in group.symbols if group.stream_names(st)[0].encode() not in new.streams]
+        if joined:  # listed while the new connection was opening
+            self._subscribe(group, new, joined)
         await self._close(old, f"planned_{reason}")
         old_reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -644,10 +669,119 @@ class Collector:
 
     def request_snapshot(self, st: SymbolState, reason: str) -> None:
         """Queue a snapshot (collectors.snapshots): a symbol already waiting gets one for every reason."""
-        self.snapshots.request(st, reason)
+        if self.symbols.get(st.symbol) is st:  # not for a symbol that left the stream
+            self.snapshots.request(st, reason)
 
     def request_snapshots(self, states: list[SymbolState], reason: str) -> None:
-        self.snapshots.request_many(states, reason)
+        for st in states:
+            self.request_snapshot(st, reason)
+
+    # ---- live symbol set (--symbols-from exchange) ------------------------------------------------
+
+    def _start_groups(self) -> None:
+        """Start the connection loop of every group that has none yet."""
+        for g in self.groups:
+            if g.task is None and g.symbols:
+                g.task = asyncio.create_task(self._run_group_forever(g), name=f"group-{g.index}")
+
+    async def _follow_exchange(self) -> None:
+        """Take the symbols from exchangeInfo, then refresh every ``--symbols-refresh`` seconds."""
+        failures = 0
+        first = True
+        while not self.stop_event.is_set():
+            try:
+                wanted = await self.rest.trading_symbols(self.config.quote_asset)
+            except RestError as exc:
+                failures += 1
+                (logs.error if first else logs.warning)(
+                    "exchange_info_failed", error=str(exc)[:300], attempt=failures,
+                    message="cannot read the symbol list; retrying" + (" (nothing is captured yet)" if first else ""),
+                )
+                delay = min(60.0, 2.0 * failures) if first else min(self.config.symbols_refresh, 30.0)
+            else:
+                failures = 0
+                if not wanted:
+                    logs.error("exchange_info_no_symbols", quote_asset=self.config.quote_asset,
+                               message="exchangeInfo lists no TRADING symbol of this quote asset; keeping the current set")
+                else:
+                    self.apply_symbol_set(wanted, initial=first)
+                    first = False
+                delay = self.config.symbols_refresh
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+
+    def apply_symbol_set(self, wanted: list[str], *, initial: bool = False) -> None:
+        """Start the symbols that are new, stop the ones that left: no restart, and snapshots only of new ones."""
+        keep = set(wanted)
+        gone = [sym for sym in self.symbols if sym not in keep]
+        new = [sym for sym in dict.fromkeys(wanted) if sym not in self.symbols]
+        for sym in gone:
+            self._remove_symbol(sym)
+        added: dict[int, list[SymbolState]] = {}
+        for sym in new:
+            st = SymbolState(sym, self.layout)
+            self.symbols[sym] = st
+            self.snapshots.add_symbol(st)
+            group = self._group_for(st)
+            group.add(st)
+            added.setdefault(group.index, []).append(st)
+        for index, states in added.items():
+            group = self.groups[index]
+            conn = group.current
+            if conn is not None and conn.ws is not None:
+                self._subscribe(group, conn, states)
+                self.note_all(states, "listed", conn=conn.conn_id, group=group.index)
+                self.request_snapshots(states, "listed")
+            # else: a group not yet connected (new, or reconnecting) asks for every snapshot when it connects
+            group.wake.set()
+        self._start_groups()
+        self.listed += len(new) if not initial else 0
+        self.delisted += len(gone)
+        if new or gone:
+            logs.info("symbols", listed=len(new), delisted=len(gone), total=len(self.symbols), initial=initial,
+                      connections=len(self.groups), new=new[:20], gone=gone[:20])
+
+    def _remove_symbol(self, sym: str) -> None:
+        st = self.symbols.pop(sym)
+        self.snapshots.forget(sym)
+        st.next_periodic = None
+        for group in self.groups:
+            if st in group.symbols:
+                group.remove(st)
+                conn = group.current
+                if conn is not None and conn.ws is not None:
+                    # frames still in flight are recorded as usual (its streams stay known to this connection)
+                    self._send_control(conn, "UNSUBSCRIBE", group.stream_names(st))
+        self.note(st, "delisted")
+
+    def _subscribe(self, group: ConnectionGroup, conn: Connection, states: list[SymbolState]) -> None:
+        names: list[str] = []
+        for st in states:
+            for name in group.stream_names(st):
+                if name.encode() not in conn.streams:
+                    conn.streams[name.encode()] = ConnStream(st, not name.endswith("@bookTicker"))
+                    names.append(name)
+        if names:
+            self._send_control(conn, "SUBSCRIBE", names)
+
+    def _send_control(self, conn: Connection, method: str, names: list[str]) -> None:
+        """SUBSCRIBE/UNSUBSCRIBE in messages of at most 200 streams, at most 4 a second (Binance allows 5)."""
+        ws = conn.ws
+        assert ws is not None
+
+        async def send() -> None:
+            for i in range(0, len(names), 200):
+                self._ws_request_id += 1
+                msg = orjson.dumps({"method": method, "params": names[i : i + 200], "id": self._ws_request_id})
+                try:
+                    await ws.send(msg.decode())
+                except ConnectionClosed:
+                    return  # the next connection's URL holds the group's current symbols
+                await asyncio.sleep(0.25)
+
+        task = asyncio.create_task(send(), name=f"ws-{method.lower()}-{conn.conn_id}")
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
 
     def _periodic_candidates(self) -> list[SymbolState]:
         return [st for st in self.symbols.values() if not st.unknown]
@@ -733,6 +867,8 @@ class Collector:
         """Every configured symbol unknown to the exchange and none ever snapshotted: a configuration
         error (exit 2, naming them), not a delisting."""
         states = list(self.symbols.values())
+        if self.config.symbols_from is not None:
+            return  # the exchange named them: a race with a delisting, which the next refresh settles
         if states and all(st.unknown and not st.first_snapshot_done for st in states):
             names = ",".join(st.symbol for st in states[:10])
             self.fatal(EXIT_INVALID_SYMBOL, f"no symbol is known to the exchange: {names} (-1121 invalid symbol)")
@@ -826,17 +962,24 @@ class Collector:
             rest_url=self.config.rest_url,
             spool_dir=str(self.config.spool_dir),
         )
-        tasks = [asyncio.create_task(self._run_group_forever(g), name=f"group-{g.index}") for g in self.groups]
         helpers = [
             asyncio.create_task(self.snapshots.run(self.stop_event), name="snapshots"),
             asyncio.create_task(self._clock_watch(), name="clock"),
             asyncio.create_task(self._spool_watch(), name="spool-watch"),
         ]
+        if self.config.symbols_from == "exchange":
+            helpers.append(asyncio.create_task(self._follow_exchange(), name="symbols-from-exchange"))
+        else:
+            self._start_groups()
         await self.stop_event.wait()
         logs.info("stopping", reason=self.fatal_message or "signal")
         for t in helpers:
             t.cancel()
         # connections close and note it; one stuck in a handshake is cancelled after a while
+        tasks = [g.task for g in self.groups if g.task is not None]
+        if not tasks:
+            await asyncio.gather(*helpers, return_exceptions=True)
+            return await asyncio.to_thread(self.finish)
         _, stuck = await asyncio.wait(tasks, timeout=10)
         for t in stuck:
             t.cancel()

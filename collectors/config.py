@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,10 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("collector_id", "--collector-id", "DEPTH_COLLECTOR_ID", "stream name, ^[a-z0-9][a-z0-9_-]{0,31}$ (required)", "ID"),
-    Flag("symbols", "--symbols", "DEPTH_SYMBOLS", "comma-separated symbols, e.g. BTCUSDT,ETHUSDT (required)", "LIST"),
+    Flag("symbols", "--symbols", "DEPTH_SYMBOLS", "comma-separated symbols, e.g. BTCUSDT,ETHUSDT (this or --symbols-from)", "LIST"),
+    Flag("symbols_from", "--symbols-from", "DEPTH_SYMBOLS_FROM", "'exchange': every TRADING symbol of --quote-asset from exchangeInfo, followed while running (instead of --symbols)", "SOURCE"),
+    Flag("quote_asset", "--quote-asset", "DEPTH_QUOTE_ASSET", "quote asset of --symbols-from exchange (default USDT)", "ASSET"),
+    Flag("symbols_refresh", "--symbols-refresh", "DEPTH_SYMBOLS_REFRESH", "seconds between exchangeInfo refreshes with --symbols-from exchange (default 300)", "S"),
     Flag("store", "--store", "DEPTH_STORE_URL", "s3://bucket/prefix, a local path or file:///abs/path (required)", "URL"),
     Flag("market", "--market", "DEPTH_MARKET", "spot (default) or usdm", "MARKET"),
     Flag("ws_url", "--ws-url", "DEPTH_WS_URL", "websocket base URL (default: Binance's public endpoint)", "URL"),
@@ -93,8 +97,11 @@ class CollectorConfig:
     """Everything one collector process needs, validated."""
 
     collector_id: str
-    symbols: tuple[str, ...]
+    symbols: tuple[str, ...]  # empty with symbols_from="exchange" (the exchange names them at start)
     store: str
+    symbols_from: str | None = None  # "exchange": follow exchangeInfo
+    quote_asset: str = "USDT"
+    symbols_refresh: float = 300.0
     market: Market = "spot"
     ws_url: str = ""
     rest_url: str = ""
@@ -225,10 +232,27 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         collector_id = validate_collector_id(need("collector_id"))
     except InvalidNameError as exc:
         raise ConfigError(f"--collector-id: {exc}") from None
-    try:
-        symbols = tuple(parse_symbols(need("symbols")))
-    except InvalidNameError as exc:
-        raise ConfigError(f"--symbols: {exc}") from None
+    # --symbols or --symbols-from: a flag beats the other's environment variable; two flags are an error
+    symbols_from: str | None = None
+    symbols: tuple[str, ...] = ()
+    from_flag, symbols_flag = ns.symbols_from is not None, ns.symbols is not None
+    if from_flag and symbols_flag:
+        raise ConfigError("give --symbols or --symbols-from, not both")
+    use_from = from_flag or (not symbols_flag and bool(raw.get("symbols_from", "").strip()))
+    if use_from:
+        symbols_from = raw["symbols_from"].strip().lower()
+        if symbols_from != "exchange":
+            raise ConfigError(f"--symbols-from: {raw['symbols_from']!r} must be 'exchange'")
+    else:
+        if "symbols" not in raw or not raw["symbols"].strip():
+            raise ConfigError("--symbols (or DEPTH_SYMBOLS) or --symbols-from exchange is required")
+        try:
+            symbols = tuple(parse_symbols(raw["symbols"]))
+        except InvalidNameError as exc:
+            raise ConfigError(f"--symbols: {exc}") from None
+    quote_asset = raw.get("quote_asset", "USDT").strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{2,12}", quote_asset):
+        raise ConfigError(f"--quote-asset: {quote_asset!r} is not an asset name (e.g. USDT)")
     store = need("store").strip()
     try:
         market = validate_market(raw.get("market", "spot").strip().lower())
@@ -275,6 +299,9 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         collector_id=collector_id,
         symbols=symbols,
         store=store,
+        symbols_from=symbols_from,
+        quote_asset=quote_asset,
+        symbols_refresh=num("symbols_refresh", 300.0, minimum=0.1),
         market=market,
         ws_url=ws_url,
         rest_url=rest_url,

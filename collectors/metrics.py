@@ -127,6 +127,8 @@ class CollectorMetrics(PromCollector):
                 first.add_metric([st.symbol], st.first_snapshot_s)
         yield first
         yield GaugeMetricFamily(P + "symbols", "symbols being captured", value=len(c.symbols))
+        yield CounterMetricFamily(P + "symbols_listed", "symbols started while running (--symbols-from exchange)", value=c.listed)
+        yield CounterMetricFamily(P + "symbols_delisted", "symbols stopped while running (left exchangeInfo)", value=c.delisted)
         yield GaugeMetricFamily(P + "symbols_anchored", "symbols with at least one stored snapshot", value=anchored)
         yield GaugeMetricFamily(
             P + "symbols_unknown", "symbols the exchange answered -1121 (unknown/delisted) for", value=sum(st.unknown for st in c.symbols.values())

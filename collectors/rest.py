@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from collectors import logs
-from depth_core.names import Market
+from depth_core.names import SYMBOL_RE, Market
 
 
 def depth_weight(market: Market, limit: int) -> int:
@@ -44,6 +44,14 @@ def depth_weight(market: Market, limit: int) -> int:
 
 def depth_path(market: Market) -> str:
     return "/api/v3/depth" if market == "spot" else "/fapi/v1/depth"
+
+
+def exchange_info_path(market: Market) -> str:
+    return "/api/v3/exchangeInfo" if market == "spot" else "/fapi/v1/exchangeInfo"
+
+
+# Binance's weight of a full exchangeInfo: 20 on spot, 1 on USD-M
+EXCHANGE_INFO_WEIGHT: dict[str, int] = {"spot": 20, "usdm": 1}
 
 
 def time_path(market: Market) -> str:
@@ -224,6 +232,21 @@ class RestClient:
     async def snapshot(self, symbol: str, limit: int, *, charged: bool = False) -> RestResponse:
         path = f"{depth_path(self.market)}?symbol={symbol}&limit={limit}"
         return await self.get(path, depth_weight(self.market, limit), charged=charged)
+
+    async def trading_symbols(self, quote_asset: str) -> list[str]:
+        """Every symbol ``exchangeInfo`` lists as TRADING with this quote asset (canonical names only)."""
+        resp = await self.get(exchange_info_path(self.market), EXCHANGE_INFO_WEIGHT[self.market])
+        try:
+            doc = orjson.loads(resp.body)
+            entries = doc["symbols"]
+            out = [
+                str(e["symbol"])
+                for e in entries
+                if e.get("status") == "TRADING" and e.get("quoteAsset") == quote_asset
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RestError(f"exchangeInfo: unexpected body ({exc!r})") from exc
+        return [s for s in out if SYMBOL_RE.fullmatch(s)]
 
     async def server_time_offset(self) -> tuple[float, float]:
         """(offset seconds = server - local at the midpoint, round trip seconds)."""

@@ -395,3 +395,40 @@ def test_planned_reconnect_of_quiet_symbols_does_not_wait_for_an_event(
     for symbol in ("BTCUSDT", "ETHUSDT"):
         check_symbol(simulator, stored, symbol, expect_loss=False)
         assert not notes(stored[symbol], "gap")
+
+
+def test_symbols_from_exchange_follow_listings_and_delistings_without_restart_or_storm(
+    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+) -> None:
+    sim = make_simulator(symbols=["BTCUSDT", "ETHUSDT", "ETHBTC"])
+    cfg = parse_config(
+        [
+            "--collector-id", "eu-1", "--symbols-from", "exchange", "--quote-asset", "USDT",
+            "--symbols-refresh", "0.3", "--store", str(tmp_path / "store"), "--ws-url", sim.ws_url,
+            "--rest-url", sim.rest_url, "--spool-dir", str(tmp_path / "spool"), "--flush-seconds", "0.5",
+            "--shutdown-grace", "20", "--stall-timeout", "0",
+        ],
+        env={},
+    )
+    c = in_process_collector(cfg)
+    wait_until("both USDT symbols anchored", lambda: all(
+        st.first_snapshot_done for st in list(c.collector.symbols.values())) and len(c.collector.symbols) == 2, 20)
+    assert set(c.collector.symbols) == {"BTCUSDT", "ETHUSDT"}  # ETHBTC is not of the quote asset
+    wait_messages(c, 10)
+    assert sim.control.list_symbol("NEWUSDT")
+    assert sim.control.delist_symbol("ETHUSDT")
+    wait_until("the listing captured", lambda: "NEWUSDT" in c.collector.symbols
+               and c.collector.symbols["NEWUSDT"].first_snapshot_done and c.collector.symbols["NEWUSDT"].messages > 30, 30)
+    wait_until("the delisting stopped", lambda: "ETHUSDT" not in c.collector.symbols, 20)
+    wait_snapshots_done(c)
+    assert c.collector.reconnects["unplanned"] == 0 and c.collector.reconnects["planned"] == 0
+    assert len(sim.control.connections()) == 1  # subscribed on the open connection: no restart
+    assert (c.collector.listed, c.collector.delisted) == (1, 1)
+    stored = stop_and_read(c, cfg)
+    # no snapshot storm: BTCUSDT had its start snapshot only, NEWUSDT one at its listing
+    assert [n["reason"] for n in notes(stored["BTCUSDT"], "snapshot")] == ["start"]
+    assert [n["reason"] for n in notes(stored["NEWUSDT"], "snapshot")] == ["listed"]
+    check_symbol(sim, stored, "NEWUSDT", expect_loss=False)
+    check_symbol(sim, stored, "BTCUSDT", expect_loss=False)
+    assert notes(stored["ETHUSDT"], "delisted")
+    assert "ETHBTC" not in stored

@@ -128,3 +128,21 @@ def test_raw_layout_flag_and_env() -> None:
     assert parse_config([*BASE, "--raw-layout", "V2"], env={"DEPTH_RAW_LAYOUT": "v1"}).raw_layout == 2
     with pytest.raises(ConfigError, match="--raw-layout"):
         parse_config([*BASE, "--raw-layout", "v3"], env={})
+
+
+def test_symbols_from_exchange() -> None:
+    base = ["--collector-id", "eu-1", "--store", "/tmp/store"]
+    cfg = parse_config([*base, "--symbols-from", "exchange"], env={"DEPTH_SYMBOLS": "BTCUSDT"})  # the flag wins
+    assert (cfg.symbols_from, cfg.symbols, cfg.quote_asset, cfg.symbols_refresh) == ("exchange", (), "USDT", 300.0)
+    cfg = parse_config([*base, "--symbols", "btcusdt"], env={"DEPTH_SYMBOLS_FROM": "exchange"})
+    assert (cfg.symbols_from, cfg.symbols) == (None, ("BTCUSDT",))
+    cfg = parse_config(base, env={"DEPTH_SYMBOLS_FROM": "exchange", "DEPTH_QUOTE_ASSET": "fdusd"})
+    assert (cfg.symbols_from, cfg.quote_asset) == ("exchange", "FDUSD")
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config([*base, "--symbols", "BTCUSDT", "--symbols-from", "exchange"], env={})
+    with pytest.raises(ConfigError, match="--symbols-from"):
+        parse_config([*base, "--symbols-from", "file"], env={})
+    with pytest.raises(ConfigError, match="--symbols"):
+        parse_config(base, env={})
+    with pytest.raises(ConfigError, match="--quote-asset"):
+        parse_config([*base, "--symbols-from", "exchange", "--quote-asset", "US/DT"], env={})

@@ -44,7 +44,7 @@ def test_exchange_info_lists_symbols_and_follows_listings_and_delistings(make_si
 
 def test_usdm_exchange_info(make_simulator: Any) -> None:
     sim = make_simulator(market="usdm", symbols=["BTCUSDT"])
-    headers, info = get_json(sim.rest_url + "/fapi/v1/exchangeInfo")
+    _, info = get_json(sim.rest_url + "/fapi/v1/exchangeInfo")
     assert info["symbols"] == [
         {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT", "contractType": "PERPETUAL"}
     ]
