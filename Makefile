@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo ui collect bench sim clean soak
+.PHONY: install test lint demo ui collect bench sim clean soak universe
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -47,6 +47,14 @@ bench: install
 
 soak: install
 	$(VENV)/bin/pytest -m soak tests/e2e $(PYTEST_ARGS)
+
+# 400 symbols, two collectors, Binance's weight budget, 8 minutes at the default snapshot depth (issue 12);
+# make test runs the same test for 1 minute at depth 100. Figures: artifacts/universe.json
+UNIVERSE_SECONDS ?= 480
+UNIVERSE_DEPTH ?= 1000
+universe: install
+	DEPTH_UNIVERSE_SECONDS=$(UNIVERSE_SECONDS) DEPTH_UNIVERSE_DEPTH=$(UNIVERSE_DEPTH) \
+	  $(VENV)/bin/pytest -s tests/collectors/test_universe.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) artifacts .mypy_cache .ruff_cache .pytest_cache

@@ -1,8 +1,9 @@
 """``make bench``: run every benchmark once, side by side, and write ``BENCHMARKS.md``.
 
-``python -m benchmarks.run [--only collector,realrate,lag,merge,book,storage,scaling] [--quick]
-[--output PATH]``. A full run (no ``--only``, no ``--quick``) writes ``BENCHMARKS.md`` at the repo
-root; partial or quick runs write ``artifacts/BENCHMARKS.partial.md`` unless ``--output`` says
+``python -m benchmarks.run [--only collector,realrate,lag,universe_collector,merge,book,storage,scaling,universe]
+[--quick] [--universe-seconds S] [--output PATH]`` (the collector's universe run alone:
+``make bench BENCH_ARGS="--only universe_collector --universe-seconds 600"``). A full run (no ``--only``, no
+``--quick``) writes ``BENCHMARKS.md`` at the repo root; partial or quick runs write ``artifacts/BENCHMARKS.partial.md`` unless ``--output`` says
 otherwise. Raw figures go to ``artifacts/bench-results.json``. A section whose code has not landed or
 cannot run here prints "not available: <reason>" and the run goes on.
 """
@@ -33,7 +34,8 @@ from benchmarks.common import (
     run_child,
 )
 
-SECTIONS = ("collector", "realrate", "lag", "merge", "book", "storage", "codec", "scaling", "universe")
+SECTIONS = ("collector", "realrate", "lag", "universe_collector", "merge", "book", "storage", "codec", "scaling",
+            "universe")
 VERSIONED = ("websockets", "orjson", "polars", "pyarrow", "numpy", "numba", "boto3", "moto", "cryptofeed",
              "order-book", "sortedcontainers", "dagster")
 _T0 = time.perf_counter()
@@ -60,8 +62,9 @@ def verdict(ok: bool | None) -> str:
 class Bench:
     """Holds the options, the raw results and the markdown of each section."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, universe_seconds: float | None = None) -> None:
         self.quick = quick
+        self.universe_seconds = universe_seconds or (120.0 if quick else 600.0)
         self.results: dict[str, Any] = {}
         self.md: dict[str, str] = {}
         self.runs = 1 if quick else 3
@@ -199,6 +202,13 @@ class Bench:
         )
 
     # ------------------------------------------------------------------ merge
+    def universe_collector(self) -> str:
+        from benchmarks import bench_universe_collector
+
+        r = bench_universe_collector.run(self.universe_seconds)
+        self.results["universe_collector"] = r
+        return bench_universe_collector.markdown(r)
+
     def _dataset(self, fraction: float) -> dayset.Dataset:
         t0 = time.perf_counter()
         ds = dayset.build(dayset.params_for(fraction, self.quick), log=log)
@@ -508,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes, one run each (a smoke test)")
     ap.add_argument("--output", type=Path, default=None)
+    ap.add_argument("--universe-seconds", type=float, default=None,
+                    help="length of the universe-collector run (default 600; 120 with --quick)")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     unknown = [s for s in only if s not in SECTIONS]
@@ -519,11 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     started = dt.datetime.now(dt.UTC)
     load0 = load_avg()
-    b = Bench(args.quick)
+    b = Bench(args.quick, args.universe_seconds)
     titles = {
         "collector": "Collector: throughput and CPU per message",
         "realrate": "Collector at the real rate",
         "lag": "Collector: receive-to-store lag (moto S3)",
+        "universe_collector": "Universe collector: 400 symbols, two collectors, weight budget enforced",
         "merge": "Validate + merge of a real-sized day",
         "book": "Reconstruction (book replay)",
         "storage": "Storage: bytes per level row",

@@ -32,6 +32,7 @@ from collectors.spool import OutboxObject, Spool
 from collectors.state import SymbolState
 from collectors.uploader import Uploader
 from depth_store.base import ObjectStore
+from depth_store.counting import CountingStore
 
 EXIT_OK = 0
 EXIT_INVALID_SYMBOL = 2
@@ -140,7 +141,16 @@ class Collector:
         self.usdm = config.market == "usdm"
         self.layout = config.raw_layout
         self.symbols = {s: SymbolState(s, self.layout) for s in config.symbols}
-        self.uploader = Uploader(open_store, concurrency=config.upload_concurrency, on_uploaded=self._uploaded)
+        # every store request the collector makes is counted (metrics, the stop report): what it costs
+        self.store_requests: CountingStore | None = None
+
+        def open_counted() -> ObjectStore:
+            counted = CountingStore(open_store(), counts_from=self.store_requests)
+            if self.store_requests is None:
+                self.store_requests = counted
+            return counted
+
+        self.uploader = Uploader(open_counted, concurrency=config.upload_concurrency, on_uploaded=self._uploaded)
         self.spool = Spool(
             config.spool_dir,
             market=config.market,
@@ -166,6 +176,7 @@ class Collector:
         for st in self.symbols.values():
             self.snapshots.add_symbol(st)
         self.unknown_symbol_retry_s = UNKNOWN_SYMBOL_RETRY_S
+        self._all_anchored_logged = False
         self.listed = 0  # symbols started while running (--symbols-from exchange)
         self.delisted = 0
         self._ws_request_id = 0
@@ -858,10 +869,21 @@ class Collector:
         now = time.monotonic()
         st.snapshots += 1
         st.last_snapshot_ok = now
-        if not st.first_snapshot_done:
+        first = not st.first_snapshot_done
+        if first:
             st.first_snapshot_done = True
             st.first_snapshot_s = now - st.added_monotonic
         logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
+        if first and not self._all_anchored_logged and all(s.first_snapshot_done for s in self.symbols.values()):
+            self._all_anchored_logged = True
+            logs.info(
+                "all_symbols_anchored",
+                symbols=len(self.symbols),
+                seconds=round(now - self.started_monotonic, 3),
+                slowest_s=round(max(s.first_snapshot_s or 0.0 for s in self.symbols.values()), 3),
+                rest_429=self.budget.rate_limited,
+                rest_418=self.budget.banned,
+            )
 
     def _check_any_symbol_known(self) -> None:
         """Every configured symbol unknown to the exchange and none ever snapshotted: a configuration
@@ -1002,6 +1024,16 @@ class Collector:
             "spool_dir": str(self.config.spool_dir),
             "seconds": round(time.monotonic() - t0, 3),
             "exit_code": self.exit_code,
+            # the session's totals: every depth frame received is stored unless counted as not spooled
+            "symbols": len(self.symbols),
+            "depth_frames": sum(st.messages for st in self.symbols.values()),
+            "depth_frames_not_spooled": sum(st.dropped_lines for st in self.symbols.values()),
+            "snapshots": sum(st.snapshots for st in self.symbols.values()),
+            "symbols_anchored": sum(st.first_snapshot_done for st in self.symbols.values()),
+            "rest_429": self.budget.rate_limited,
+            "rest_418": self.budget.banned,
+            "uploaded_objects": self.uploader.uploaded_objects,
+            "store_requests": self.store_requests.snapshot() if self.store_requests is not None else {},
         }
         if complete:
             logs.info("stopped", **self.shutdown_report)

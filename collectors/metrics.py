@@ -104,6 +104,11 @@ class CollectorMetrics(PromCollector):
             "age of the oldest receive time not yet in the store (0 when nothing waits)",
             value=0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9),
         )
+        reqs = CounterMetricFamily(P + "store_requests", "object store requests by kind (S3 bills them)", labels=["kind"])
+        if c.store_requests is not None:
+            for kind, n in sorted(c.store_requests.snapshot().items()):
+                reqs.add_metric([kind], n)
+        yield reqs
         yield CounterMetricFamily(P + "uploaded_objects", "raw objects confirmed by the store", value=up.uploaded_objects)
         yield CounterMetricFamily(P + "uploaded_bytes", "raw object bytes confirmed by the store", value=up.uploaded_bytes)
         yield CounterMetricFamily(P + "upload_failures", "failed upload attempts", value=up.failures)

@@ -34,12 +34,16 @@ REQUEST_KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE")
 class CountingStore(ObjectStore):
     """Forward every call to ``inner`` and count it by request kind (see the module docstring)."""
 
-    def __init__(self, inner: ObjectStore) -> None:
+    def __init__(self, inner: ObjectStore, *, counts_from: CountingStore | None = None) -> None:
+        """``counts_from``: add to that wrapper's counts (a store re-opened after failures keeps counting)."""
         self.inner = inner
         self.url = inner.url
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._bytes: Counter[str] = Counter()
+        if counts_from is None:
+            self._lock = threading.Lock()
+            self._counts: Counter[str] = Counter()
+            self._bytes: Counter[str] = Counter()
+        else:
+            self._lock, self._counts, self._bytes = counts_from._lock, counts_from._counts, counts_from._bytes
 
     def __repr__(self) -> str:
         return f"CountingStore({self.inner!r})"

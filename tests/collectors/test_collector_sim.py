@@ -384,6 +384,13 @@ def test_planned_reconnect_of_quiet_symbols_does_not_wait_for_an_event(
     wait_messages(c, 20)
     simulator.control.pause()  # no events at all: nothing can be in flight on the old connection
     try:
+
+        def drained() -> bool:  # every frame sent before the pause has been received
+            conns = simulator.control.connections()
+            cur = c.collector.groups[0].current
+            return len(conns) == 1 and conns[0]["queued"] == 0 and cur is not None and cur.frames == conns[0]["sent"]
+
+        wait_until("the frames sent before the pause", drained, 20)
         frames_before = c.collector.symbols["BTCUSDT"].messages
         simulator.control.fault("shutdown_notice", "all")
         wait_until("the planned reconnect", lambda: c.collector.reconnects["planned"] >= 1, 30)
