@@ -651,6 +651,7 @@ class _StreamDayRun:
         self._batch_keys: list[str] = []
         self._names: list[str] = []
         self.finish_bytes = BUFFER_BYTES // 2  # built files waiting for their writes, at most (one symbol always)
+        self.buffer_bytes, self.part_rows = BUFFER_BYTES, PART_ROWS
 
     def _read_prev_stream_report(self) -> dict[str, Any]:
         key = stream_day_report_key(self.market, self.stream, self.date)
@@ -682,17 +683,25 @@ class _StreamDayRun:
                 known.setdefault(o["key"], "the merged manifest")
         return known
 
-    def builder(self, symbol: str, pool_writer: _Writer) -> _SymbolDay:
+    def builder(self, symbol: str, writer: _Writer) -> _SymbolDay:
         """The symbol-day's accumulator; on first use, checks its previous state and seeds the carry-over."""
         b = self.builders.get(symbol)
-        if b is not None:
-            return b
+        if b is None:
+            b = self._register(self._make_builder(symbol, writer), writer)
+        return b
+
+    def _make_builder(self, symbol: str, writer: _Writer) -> _SymbolDay:
         from depth_core.carryover import load_carryover
 
         b = _SymbolDay(self.market, self.stream, symbol, self.date, self.run_id)
         b.prev, b.prev_etag = self._check_state(symbol)
-        b.carry = load_carryover(self.store, b, self.present, pool_writer)
-        self.builders[symbol] = b
+        b.carry = load_carryover(self.store, b, self.present, writer)
+        return b
+
+    def _register(self, b: _SymbolDay, writer: _Writer) -> _SymbolDay:
+        self.builders[b.symbol] = b
+        if b.carry is not None:  # carried rows wait in its buffers: keep all buffers within the budget
+            self._bound_memory(writer, self.buffer_bytes, self.part_rows)
         return b
 
     def _check_state(self, symbol: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -722,7 +731,7 @@ class _StreamDayRun:
 
     def run(self, batch_bytes: int, buffer_bytes: int, part_rows: int) -> StreamDayValidation:
         store = self.store
-        self.finish_bytes = buffer_bytes // 2
+        self.buffer_bytes, self.part_rows, self.finish_bytes = buffer_bytes, part_rows, buffer_bytes // 2
         listed = list_stream_day(store, self.market, self.stream, self.date, self.filter)
         self.present = {info.key for info, _k in listed}
         with cf.ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="depth-validate") as pool:
@@ -780,10 +789,21 @@ class _StreamDayRun:
         for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
             self.objects[info.key] = StreamObject(info.key, info.size, info.etag, key.layout,
                                                   sorted(names[s] for s in held[i]))
-        new = [n for n in names if self.wanted(n) and n not in self.builders and n not in self.checked]
-        if len(new) > 1:  # first sight of these symbols: their previous state is read concurrently (requests)
+        new = [n for n in names if self.wanted(n) and n not in self.builders]
+        if len(new) > 1:  # first sight of these symbols: previous state and carry-over read concurrently
             with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as pool:
-                list(pool.map(self._check_state, new))
+                todo = list(reversed(new))
+                futures: list[cf.Future[_SymbolDay]] = []
+                try:
+                    while todo or futures:
+                        while todo and len(futures) < 2 * STATE_THREADS:  # a window: carried rows bounded
+                            futures.append(pool.submit(self._make_builder, todo.pop(), writer))
+                        # registered in order, the buffers bounded after each carried one
+                        self._register(futures.pop(0).result(), writer)
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
         builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
         wanted = np.zeros(n_sym + 1, np.bool_)
         wanted[list(builders)] = True

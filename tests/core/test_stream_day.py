@@ -337,3 +337,25 @@ def test_concurrent_stream_day_reports_keep_both_runs_entries(tmp_path: Path) ->
     assert report["symbols"]["BTCUSDT"]["run_id"] == outer.run_id
     assert report["symbols"]["ETHUSDT"]["run_id"] == inner[0].run_id
     assert {o["key"] for o in report["objects"]} == {i.key for i in store.list("raw/")}
+
+
+def test_carried_rows_of_many_symbols_stay_within_the_buffer_budget(store: ObjectStore) -> None:
+    """After a cleanup, a late v2 object holding every symbol carries every symbol's day over: the carried rows
+    are spilled as they come in, not all held at once."""
+    exes = _exchanges(200)
+    lines = _lines(exes)
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(lines), per_object=60)
+    first = validate_stream_day(store, "spot", "eu-1", DATE)
+    for sym in SYMBOLS:
+        _merge_and_clean(store, sym)
+    late = [(ns + 1, LineKind.SNAPSHOT, sym, t) for sym, ex in exes.items()
+            for ns, _k, t in stream_lines(ex, [], 20, snapshots=[ex.ids[150]])]
+    write_stream_v2(store, "spot", "eu-1", late, session="late")
+    second = validate_stream_day(store, "spot", "eu-1", DATE, buffer_bytes=1 << 10)
+    assert second.stats["spills"] >= len(SYMBOLS) - 1
+    for sym in SYMBOLS:
+        rep = second.reports[sym]
+        assert rep.events == first.reports[sym].events and rep.snapshots == first.reports[sym].snapshots + 1
+        assert all(o.carried for o in rep.objects[:-1]) and not rep.objects[-1].carried
+        report = merge_symbol_day(store, "spot", sym, DATE, ["eu-1"])
+        assert report.blocking_passed, report.markdown()
