@@ -775,14 +775,18 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         manifest["end_state"] = end_state
         report.refused_reason = _refusal(report, previous, manifest, allow_shrink)
         if report.refused_reason is None:
+            # from here a failure may leave the manifest moved (a lost response): keep the version's end book,
+            # which such a manifest names; an unneeded one under state/ is harmless
+            state_keys = []
             outcome = publish_version(store, market, symbol, date, staged=staged, manifest=manifest,
-                                      previous=previous, version_state_keys=state_keys, started_at=started_at)
+                                      previous=previous, version_state_keys=[book_key], started_at=started_at)
             report.published = outcome.published
             report.refused_reason = outcome.refused_reason
             report.manifest_etag = outcome.manifest_etag
             if outcome.published:
-                state_keys = []  # the published version's end book stays
                 _drop_legacy_state(store, market, symbol, date, previous)
+            else:
+                state_keys = [book_key]  # refused at the compare-and-swap: nothing names it
     finally:
         # the staged copies are never needed again; a version not published leaves nothing behind
         for key in [src for src, _ in staged] + state_keys:

@@ -209,9 +209,15 @@ def publish_version(
     """
     manifest_key = merged_manifest_key(market, symbol, date)
     copied: list[str] = []
-    for src, dst in staged:
-        store.copy(src, dst)
-        copied.append(dst)
+    try:
+        for src, dst in staged:
+            store.copy(src, dst)
+            copied.append(dst)
+    except BaseException:
+        _delete_quietly(store, copied + list(version_state_keys))  # no manifest names them yet
+        raise
+    # a failure of the manifest write below may have landed it (a lost response): the copies then stay
+    # (the manifest may name them); if it did not land they are orphans the next publish removes
     body = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     info: ObjectInfo | None
     if previous.etag is None:

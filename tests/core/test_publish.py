@@ -192,3 +192,32 @@ def test_racing_publishes_of_one_day_have_one_winner(store: ObjectStore) -> None
     assert manifest(store)["version_id"] == "20991231T000000Z-0000000a" != first.version
     info = store.head(merged_manifest_key("spot", SYM, DAY1))
     assert info is not None and outcomes[0].manifest_etag == info.etag
+
+
+def test_store_failure_while_publishing_leaves_the_published_day(store: ObjectStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that fails half-way withdraws the copies made; the published version stays as it was."""
+    from depth_store.base import StoreUnavailableError
+
+    ex = SyntheticExchange(seed=36)
+    ex.run(100)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]))
+    assert merge(store, ["eu-1"]).published
+    before = published_bytes(store)
+    monkeypatch.setattr("depth_core.merge.ROWS_PER_FILE", 20)  # several files, so the copy fails half-way
+    real_copy = store.copy
+    calls = 0
+
+    def flaky_copy(src: str, dst: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StoreUnavailableError("store link cut")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(store, "copy", flaky_copy)
+    with pytest.raises(StoreUnavailableError):
+        merge(store, ["eu-1"])
+    assert calls == 3
+    assert published_bytes(store) == before
+    assert list(store.list("staging/")) == []
