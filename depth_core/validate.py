@@ -698,6 +698,27 @@ class _StreamDayRun:
         b.carry = load_carryover(self.store, b, self.present, writer)
         return b
 
+    def _create_builders(self, symbols: list[str], writer: _Writer) -> None:
+        """First sight of these symbols: previous state and carry-over read concurrently (many small requests),
+        a window at a time (carried rows bounded), registered in order with the buffers bounded after each."""
+        new = [n for n in symbols if n not in self.builders]
+        if len(new) <= 1:
+            for n in new:
+                self.builder(n, writer)
+            return
+        with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as pool:
+            todo = list(reversed(new))
+            futures: list[cf.Future[_SymbolDay]] = []
+            try:
+                while todo or futures:
+                    while todo and len(futures) < 2 * STATE_THREADS:
+                        futures.append(pool.submit(self._make_builder, todo.pop(), writer))
+                    self._register(futures.pop(0).result(), writer)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
     def _register(self, b: _SymbolDay, writer: _Writer) -> _SymbolDay:
         self.builders[b.symbol] = b
         if b.carry is not None:  # carried rows wait in its buffers: keep all buffers within the budget
@@ -744,8 +765,7 @@ class _StreamDayRun:
                                  for s in o.get("symbols", [])}))
                 with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as sp:
                     list(sp.map(self._check_state, first))
-                for sym in self.filter or []:
-                    self.builder(sym, writer)
+                self._create_builders(list(self.filter or []), writer)
                 batches = _batches(listed, batch_bytes)
                 ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
                 for bi, batch in enumerate(batches):
@@ -789,21 +809,7 @@ class _StreamDayRun:
         for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
             self.objects[info.key] = StreamObject(info.key, info.size, info.etag, key.layout,
                                                   sorted(names[s] for s in held[i]))
-        new = [n for n in names if self.wanted(n) and n not in self.builders]
-        if len(new) > 1:  # first sight of these symbols: previous state and carry-over read concurrently
-            with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as pool:
-                todo = list(reversed(new))
-                futures: list[cf.Future[_SymbolDay]] = []
-                try:
-                    while todo or futures:
-                        while todo and len(futures) < 2 * STATE_THREADS:  # a window: carried rows bounded
-                            futures.append(pool.submit(self._make_builder, todo.pop(), writer))
-                        # registered in order, the buffers bounded after each carried one
-                        self._register(futures.pop(0).result(), writer)
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+        self._create_builders([n for n in names if self.wanted(n)], writer)
         builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
         wanted = np.zeros(n_sym + 1, np.bool_)
         wanted[list(builders)] = True
