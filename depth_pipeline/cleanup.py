@@ -30,8 +30,14 @@ from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
 from depth_core.schema import merged_manifest_key
 from depth_core.validate import stream_day_report_key
-from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, META_MANIFEST_ETAG, TAG_KIND
-from depth_pipeline.partitions import partition_key
+from depth_pipeline.keys import (
+    MERGED_DEPTH,
+    META_BLOCKING_PASSED,
+    META_MANIFEST_ETAG,
+    META_SYMBOL_OUTCOMES,
+    TAG_KIND,
+    TAG_SYMBOLS,
+)
 from depth_store import ObjectInfo, ObjectNotFoundError, ObjectStore
 
 
@@ -80,10 +86,16 @@ class MergeGate:
         return any(o.key == obj.key and o.size == obj.size and o.etag == obj.etag for o in self.objects)
 
 
-def _latest_merge_attempt(instance: dg.DagsterInstance, pk: str) -> dg.DagsterRun | None:
-    """The newest run of this partition that targeted ``merged_depth`` (cleanup runs are not attempts)."""
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": pk}), limit=50):
-        if run.tags.get(TAG_KIND) == "cleanup":
+def _asks_for(run: dg.DagsterRun, symbol: str) -> bool:
+    """Whether a run of the date was asked to merge ``symbol`` (``depth/symbols``: "*" or a list)."""
+    wanted = run.tags.get(TAG_SYMBOLS, "*")
+    return wanted == "*" or symbol in wanted.split(",")
+
+
+def _latest_merge_attempt(instance: dg.DagsterInstance, date: str, symbol: str) -> dg.DagsterRun | None:
+    """The newest run of the date that targeted ``merged_depth`` for ``symbol`` (cleanup runs are not)."""
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}), limit=100):
+        if run.tags.get(TAG_KIND) == "cleanup" or not _asks_for(run, symbol):
             continue
         if run.asset_selection and MERGED_DEPTH not in run.asset_selection:  # empty: the whole job
             continue
@@ -91,28 +103,53 @@ def _latest_merge_attempt(instance: dg.DagsterInstance, pk: str) -> dg.DagsterRu
     return None
 
 
+def _symbol_entry(instance: dg.DagsterInstance, date: str, symbol: str) -> tuple[Any, dict[str, Any]] | None:
+    """The newest ``merged_depth`` materialization of ``date`` whose day table names ``symbol``, and that
+    symbol's entry (a run of chosen symbols records only those)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=MERGED_DEPTH, asset_partitions=[date]), limit=100
+    ).records
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        meta = materialization.metadata if materialization else {}
+        table = meta.get(META_SYMBOL_OUTCOMES)
+        entries: Any = table.value if table is not None else {}
+        if isinstance(entries, dict) and symbol in entries:
+            return record.event_log_entry, dict(entries[symbol])
+    return None
+
+
+def symbols_merged_on(instance: dg.DagsterInstance, date: str) -> list[str]:
+    """Every symbol some recorded merge of ``date`` names (what a cleanup of the whole date looks at)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=MERGED_DEPTH, asset_partitions=[date]), limit=100
+    ).records
+    found: set[str] = set()
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        table = materialization.metadata.get(META_SYMBOL_OUTCOMES) if materialization else None
+        if table is not None and isinstance(table.value, dict):
+            found.update(table.value)
+    return sorted(found)
+
+
 def merge_gate(
     instance: dg.DagsterInstance, store: ObjectStore, market: Market, symbol: str, date: str
 ) -> MergeGate:
     """Check the latest recorded merge of ``symbol`` on ``date`` (see the module docstring)."""
-    pk = partition_key(date, symbol)
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=MERGED_DEPTH, asset_partitions=[str(pk)]), limit=1
-    ).records
-    if not records:
+    found = _symbol_entry(instance, date, symbol)
+    if found is None:
         return MergeGate(date, symbol, False, f"no merge of {symbol} {date} is recorded")
-    entry = records[0].event_log_entry
+    entry, metadata = found
     run_id = entry.run_id
     merged_at = dt.datetime.fromtimestamp(entry.timestamp, tz=dt.UTC)
-    materialization = entry.asset_materialization
-    metadata = materialization.metadata if materialization else {}
     run = instance.get_run_by_id(run_id)
-    if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+    if run is None or run.status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
         status = run.status.value if run else "missing"
         return MergeGate(
             date, symbol, False, f"the latest merge of {symbol} {date} (run {run_id}) is {status}", run_id
         )
-    latest = _latest_merge_attempt(instance, str(pk))
+    latest = _latest_merge_attempt(instance, date, symbol)
     if latest is not None and latest.run_id != run_id:
         return MergeGate(
             date,
@@ -121,21 +158,17 @@ def merge_gate(
             f"a later merge attempt of {symbol} {date} (run {latest.run_id}) is {latest.status.value}",
             run_id,
         )
-    blocking = metadata.get(META_BLOCKING_PASSED)
-    if blocking is None or not bool(blocking.value):
+    if not metadata.get("ok") or not metadata.get(META_BLOCKING_PASSED):
+        why = metadata.get("reason") or "a blocking check failed"
         return MergeGate(
-            date,
-            symbol,
-            False,
-            f"a blocking check failed in the latest merge of {symbol} {date} (run {run_id})",
-            run_id,
+            date, symbol, False, f"the latest merge of {symbol} {date} (run {run_id}) failed: {why}", run_id
         )
     manifest_key = merged_manifest_key(market, symbol, date)
     info = store.head(manifest_key)
     recorded_etag = metadata.get(META_MANIFEST_ETAG)
     if info is None:
         return MergeGate(date, symbol, False, f"the coverage manifest {manifest_key} is missing", run_id)
-    if recorded_etag is None or str(recorded_etag.value) != (info.etag or ""):
+    if recorded_etag is None or str(recorded_etag) != (info.etag or ""):
         return MergeGate(
             date,
             symbol,

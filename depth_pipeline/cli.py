@@ -1,8 +1,10 @@
-"""``depth-pipeline``: run, back-fill and clean up symbol-days through the Dagster instance in DAGSTER_HOME.
+"""``depth-pipeline``: run, back-fill and clean up dates through the Dagster instance in DAGSTER_HOME.
 
-Runs execute in this process but are recorded in the instance, so they show in the UI like any other run.
-Exit status: 0 when every symbol-day succeeded, 1 when any failed (or had no raw data, or its cleanup was
-refused), 2 for bad arguments or configuration.
+One run per date: its symbols fan out as steps on the job's executor (``multiprocess_executor``, up to
+``DEPTH_MAX_PARALLEL_STEPS`` processes; 1 runs in this process). Runs are recorded in the instance, so they
+show in the UI like any other run. One line per symbol-day is printed. Exit status: 0 when every
+symbol-day succeeded, 1 when any failed (or a named symbol had no raw data, or its cleanup was refused, or
+another run holds the date), 2 for bad arguments or configuration.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ import dagster as dg
 
 from depth_core.names import InvalidNameError, parse_symbols, validate_date
 from depth_pipeline.config import ConfigError, PipelineConfig, load_config
-from depth_pipeline.keys import MERGED_DEPTH, META_NO_RAW_DATA, TAG_KIND
-from depth_pipeline.partitions import partition_key
+from depth_pipeline.daydata import record_first_date
+from depth_pipeline.jobs import (
+    CLEANUP_JOB_NAME,
+    DAILY_JOB_NAME,
+    cleanup_run_config,
+    day_run_config,
+    day_run_tags,
+)
+from depth_pipeline.keys import MERGED_DEPTH
+from depth_pipeline.resources import load_step_result
+from depth_store import open_store
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 FALLBACK_DAGSTER_YAML = """\
@@ -56,7 +67,7 @@ def ensure_dagster_home() -> Path:
 
 @dataclass
 class DayOutcome:
-    """The result of one symbol-day: ``ok``, a one-line message, and the run id."""
+    """The result of one symbol-day (or of a whole date, ``symbol`` "*", when its run recorded none)."""
 
     date: str
     symbol: str
@@ -65,136 +76,142 @@ class DayOutcome:
     run_id: str
 
 
-def _failure_text(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
-    """(why the run failed, whether it is the no-raw-data case)."""
+def daily_job() -> dg.JobDefinition:
+    """The daily job of this process's configuration; module-level so Dagster can rebuild it in each step
+    process of the multiprocess executor (``dg.reconstructable``)."""
+    from depth_pipeline.definitions import build_definitions
+
+    return build_definitions(load_config()).resolve_job_def(DAILY_JOB_NAME)
+
+
+def cleanup_job() -> dg.JobDefinition:
+    from depth_pipeline.definitions import build_definitions
+
+    return build_definitions(load_config()).resolve_job_def(CLEANUP_JOB_NAME)
+
+
+def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why a run failed: its step failures (user descriptions first) and failed blocking checks."""
     messages: list[str] = []
-    no_data = False
-    for event in result.all_events:
-        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
-            continue
-        data: Any = event.event_specific_data
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        data: Any = event.event_specific_data if event else None
         user = getattr(data, "user_failure_data", None)
         if user is not None:
-            meta = user.metadata or {}
-            if META_NO_RAW_DATA in meta:
-                no_data = True
             messages.append(user.description or "failed")
         elif getattr(data, "error", None) is not None:
-            messages.append(f"{event.step_key}: {data.error.message.strip().splitlines()[0]}")
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation: Any = event.event_specific_data
-            if not evaluation.passed and evaluation.blocking:
-                messages.append(f"blocking check {evaluation.check_name} failed")
-    return "; ".join(messages) or "run failed", no_data
+            messages.append(f"{event.step_key if event else '?'}: {data.error.message.strip().splitlines()[0]}")
+    return "; ".join(messages) or "run failed"
 
 
-def _merge_summary(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.get_asset_materialization_events():
-        data: Any = event.event_specific_data
-        materialization: dg.AssetMaterialization | None = getattr(data, "materialization", None)
+def _day_table(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
+    """The per-symbol rows the run recorded on ``merged_depth`` (empty if it recorded none)."""
+    for record in instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+        materialization = record.event_log_entry.asset_materialization
         if materialization is None or materialization.asset_key != MERGED_DEPTH:
             continue
-        meta = materialization.metadata
-        parts = []
-        for name in ("dagster/row_count", "events", "gaps", "gap_count"):
-            if name in meta:
-                parts.append(f"{name.removeprefix('dagster/')}={meta[name].value}")
-        return ", ".join(parts) or "merged"
-    return "succeeded"
+        table: Any = materialization.metadata.get("symbol_outcomes")
+        if table is not None:
+            return [dict(r.data) for r in table.value.records]
+    return []
+
+
+def _launch(
+    instance: dg.DagsterInstance, job_fn: Any, date: str, run_config: dict[str, Any], tags: dict[str, str]
+) -> str:
+    """Execute one date's run through the instance (the job's own executor: multiprocess fan-out, or
+    in-process with DEPTH_MAX_PARALLEL_STEPS=1); returns the run id."""
+    result = dg.execute_job(
+        dg.reconstructable(job_fn),
+        instance=instance,
+        run_config=run_config,
+        tags={**tags, "dagster/partition": date},
+        raise_on_error=False,
+    )
+    return result.run_id
 
 
 def run_days(
-    config: PipelineConfig,
     instance: dg.DagsterInstance,
     dates: Sequence[str],
-    symbols: Sequence[str],
+    symbols: Sequence[str] | None,
     kind: str = "merge",
+    allow_shrink: str = "",
 ) -> list[DayOutcome]:
-    """Validate + merge each symbol-day, dates in order (a day's merge carries into the next)."""
-    from depth_pipeline.definitions import build_definitions
-
-    job = build_definitions(config).resolve_job_def("depth_daily")
+    """One run per date, dates in order (a day's merge carries into the next); one outcome per symbol."""
     outcomes: list[DayOutcome] = []
     for date in dates:
-        for symbol in symbols:
-            try:
-                result = job.execute_in_process(
-                    instance=instance,
-                    partition_key=str(partition_key(date, symbol)),
-                    tags={TAG_KIND: kind},
-                    raise_on_error=False,
-                )
-            except Exception as exc:  # a run that could not even start: report it, go on with the rest
-                outcome = DayOutcome(date, symbol, False, f"could not run: {exc}", "-")
-                print(f"FAIL {date} {symbol}: {outcome.message}", flush=True)
-                outcomes.append(outcome)
-                continue
-            if result.success:
-                outcome = DayOutcome(date, symbol, True, _merge_summary(result), result.run_id)
-            else:
-                why, no_data = _failure_text(result)
-                message = f"no raw data: {why}" if no_data else why
-                outcome = DayOutcome(date, symbol, False, message, result.run_id)
-            print(
-                f"{'ok  ' if outcome.ok else 'FAIL'} {date} {symbol} run {outcome.run_id}: {outcome.message}",
-                flush=True,
+        try:
+            run_id = _launch(
+                instance, daily_job, date, day_run_config(symbols, allow_shrink), day_run_tags(date, symbols, kind)
             )
+        except Exception as exc:  # a run that could not even start: report it, go on with the rest
+            outcome = DayOutcome(date, "*", False, f"could not run: {exc}", "-")
+            print(f"FAIL {date}: {outcome.message}", flush=True)
             outcomes.append(outcome)
+            continue
+        run = instance.get_run_by_id(run_id)
+        rows = _day_table(instance, run_id)
+        day: list[DayOutcome] = []
+        for row in rows:
+            ok = row["status"] == "ok"
+            message = (
+                f"rows={row['rows']}, events={row['events']}, gaps={row['gaps']}, coverage={row['coverage']}"
+                if ok
+                else f"{row['status']}: {row['reason']}" if row["status"] != "no raw data" else str(row["reason"])
+            )
+            day.append(DayOutcome(date, str(row["symbol"]), ok, message, run_id))
+        if not day or (run is not None and run.status != dg.DagsterRunStatus.SUCCESS and all(o.ok for o in day)):
+            ok = run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+            day.append(DayOutcome(date, "*", ok, "succeeded" if ok else _failure_text(instance, run_id), run_id))
+        for o in day:
+            print(f"{'ok  ' if o.ok else 'FAIL'} {date} {o.symbol} run {o.run_id}: {o.message}", flush=True)
+        outcomes.extend(day)
     return outcomes
 
 
 def cleanup_days(
-    config: PipelineConfig,
-    instance: dg.DagsterInstance,
-    date: str,
-    symbols: Sequence[str],
-    retention_days: float | None = None,
+    instance: dg.DagsterInstance, date: str, symbols: Sequence[str] | None, retention_days: float
 ) -> list[DayOutcome]:
-    """Run the gated cleanup job for each symbol of ``date``."""
-    from depth_pipeline.definitions import build_definitions
+    """The gated cleanup of ``date`` (the symbols named, or every symbol a merge of the date recorded)."""
+    from depth_pipeline.cleanup import CleanupResult
 
-    job = build_definitions(config).resolve_job_def("depth_cleanup")
-    retention = config.retention_days if retention_days is None else retention_days
+    run_id = _launch(
+        instance,
+        cleanup_job,
+        date,
+        cleanup_run_config(symbols, retention_days),
+        day_run_tags(date, symbols, "cleanup"),
+    )
     outcomes: list[DayOutcome] = []
-    for symbol in symbols:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=str(partition_key(date, symbol)),
-            run_config={"ops": {"cleanup_raw": {"config": {"retention_days": retention}}}},
-            raise_on_error=False,
-        )
-        if result.success:
-            summary = result.output_for_node("cleanup_raw")
-            from depth_pipeline.cleanup import CleanupResult
-
-            message = CleanupResult(**summary).summary()
-            outcome = DayOutcome(date, symbol, True, message, result.run_id)
-        else:
-            outcome = DayOutcome(date, symbol, False, _failure_text(result)[0], result.run_id)
-        print(
-            f"{'ok  ' if outcome.ok else 'FAIL'} cleanup {date} {symbol} run {outcome.run_id}: {outcome.message}",
-            flush=True,
-        )
-        outcomes.append(outcome)
+    results: dict[str, Any] = load_step_result(load_config().store_url, run_id, "cleanup_raw") or {}
+    refused = _failure_text(instance, run_id) if not results else ""
+    for symbol, r in sorted(results.items()):
+        result = CleanupResult(**r)
+        ok = result.ok and not result.kept_changed
+        outcomes.append(DayOutcome(date, symbol, ok, result.summary(), run_id))
+    if not outcomes:
+        outcomes.append(DayOutcome(date, "*", False, refused, run_id))
+    for o in outcomes:
+        print(f"{'ok  ' if o.ok else 'FAIL'} cleanup {date} {o.symbol} run {o.run_id}: {o.message}", flush=True)
     return outcomes
 
 
-def _symbols(arg: str | None, config: PipelineConfig) -> list[str]:
+def _symbols(arg: str | None, config: PipelineConfig) -> list[str] | None:
     if not arg:
-        return list(config.symbols)
+        return None
     chosen = parse_symbols(arg)
-    unknown = [s for s in chosen if s not in config.symbols]
-    if unknown:
+    filtered = [s for s in chosen if not config.wants(s)]
+    if filtered:
         raise UsageError(
-            f"symbols {', '.join(unknown)} are not partition keys (DEPTH_SYMBOLS={','.join(config.symbols)})"
+            f"symbols {', '.join(filtered)} are filtered out by DEPTH_SYMBOLS={','.join(config.symbols)}"
         )
     return chosen
 
 
 def _date(text: str, config: PipelineConfig) -> str:
     date = validate_date(text)
-    if date < config.start_date:
+    if config.start_date and date < config.start_date:
         raise UsageError(f"date {date} is before DEPTH_START_DATE={config.start_date}")
     today = dt.datetime.now(dt.UTC).date().isoformat()
     if date > today:
@@ -209,9 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
         "DAGSTER_HOME (configuration from DEPTH_STORE_URL, DEPTH_STREAMS, DEPTH_SYMBOLS, DEPTH_MARKET).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="validate every stream and merge one date, one run per symbol")
+    run = sub.add_parser("run", help="validate every stream-day and merge every symbol of one date (one run)")
     run.add_argument("--date", required=True, help="UTC date YYYY-MM-DD")
-    run.add_argument("--symbols", help="comma-separated subset of DEPTH_SYMBOLS (default: all)")
+    run.add_argument(
+        "--symbols", help="comma-separated symbols to re-run (default: every symbol the day's raw data holds)"
+    )
+    run.add_argument(
+        "--allow-shrink",
+        metavar="REASON",
+        default="",
+        help="publish a re-merge even if it covers fewer update ids or streams than the published day "
+        "(the reason is recorded in the manifest)",
+    )
     backfill = sub.add_parser(
         "backfill", help="run every date from --start to --end (inclusive), in date order"
     )
@@ -220,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--symbols")
     cleanup = sub.add_parser("cleanup", help="gated deletion of the raw objects a verified merge consumed")
     cleanup.add_argument("--date", required=True)
-    cleanup.add_argument("--symbols")
+    cleanup.add_argument("--symbols", help="comma-separated symbols (default: every symbol merged that day)")
     cleanup.add_argument("--retention-days", type=float, help="keep raw objects this long after the merge")
     return parser
 
@@ -246,12 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     home = ensure_dagster_home()
     print(f"Dagster instance: {home}", flush=True)
+    # the first date partition must reach back to the dates asked for (a new install starts at its data)
+    store = open_store(config.store_url)
+    record_first_date(store, config.market, dates[0])
     with dg.DagsterInstance.get() as instance:
         if args.command == "cleanup":
-            outcomes = cleanup_days(config, instance, dates[0], symbols, args.retention_days)
+            retention = config.retention_days if args.retention_days is None else args.retention_days
+            outcomes = cleanup_days(instance, dates[0], symbols, retention)
         else:
             outcomes = run_days(
-                config, instance, dates, symbols, "backfill" if args.command == "backfill" else "merge"
+                instance,
+                dates,
+                symbols,
+                "backfill" if args.command == "backfill" else "merge",
+                getattr(args, "allow_shrink", "") or "",
             )
     failed = [o for o in outcomes if not o.ok]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} succeeded", flush=True)

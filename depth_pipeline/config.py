@@ -1,13 +1,13 @@
 """Pipeline configuration read from the environment (interfaces §2), once, at code-location load.
 
-The stream list and the symbol list shape the asset graph and the partition keys, so they must be known
-when the definitions are built; everything else (store URL, thresholds, notifier) is also read here so one
-place documents every variable the pipeline honours.
+The stream list shapes the asset graph, so it must be known when the definitions are built. The symbols of
+a day are not configuration: they are whatever the day's raw data holds (``DEPTH_SYMBOLS`` only filters
+them). Everything else (store URL, thresholds, notifier, fan-out) is also read here so one place documents
+every variable the pipeline honours.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +22,8 @@ from depth_core.names import (
 
 DEFAULT_STORE_URL = "./depth-store"
 DEFAULT_STREAMS = "eu-1,ap-1"
-DEFAULT_SYMBOLS = "BTCUSDT"
-DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_SCHEDULE_TIME = "00:30"
+DEFAULT_PARALLEL_STEPS = max(1, os.cpu_count() or 1)
 
 
 class ConfigError(ValueError):
@@ -60,21 +59,26 @@ class PipelineConfig:
     """Everything the code location reads from the environment.
 
     ``store_url`` is where raw objects are and outputs go; ``streams`` the collector ids merged;
-    ``symbols`` the keys of the ``symbol`` partition dimension; ``market`` spot or usdm;
-    ``start_date`` the first ``date`` partition; ``schedule_hour``/``schedule_minute`` when (UTC) the
+    ``symbols`` an optional filter of the symbols merged (empty: every symbol the day's raw data holds);
+    ``market`` spot or usdm; ``start_date`` the first ``date`` partition (None: the first date the store
+    holds data for, see ``depth_pipeline.daydata.first_date``); ``schedule_hour``/``schedule_minute`` when (UTC) the
     daily run for the previous day starts; ``silence_seconds`` how long a stream may deliver nothing
     before the gap sensor alerts; ``retention_days`` how long cleanup keeps merged raw objects;
     ``late_lookback_days`` how far back the late-data sensor compares raw objects with manifests
     (every ``late_interval_seconds``);
     ``alert_webhook_url`` where alerts are POSTed besides the log; ``derived_assets`` whether the
-    top-25 book and quality report are built in the same runs (``DEPTH_DERIVED_ASSETS=0`` leaves them out).
+    top-25 book and quality report are built in the same runs (``DEPTH_DERIVED_ASSETS=0`` leaves them out);
+    ``symbols_per_step`` how many symbols one merge step takes (the fan-out unit of a day run);
+    ``max_parallel_steps`` how many steps of a run the multiprocess executor runs at once (1: in-process);
+    ``lease_seconds`` how long the store lease of a day stays valid without renewal; ``executor``
+    ``multiprocess`` (one box) or ``k8s`` (a pod per step, deploy/k8s/).
     """
 
     store_url: str = DEFAULT_STORE_URL
     streams: tuple[str, ...] = ("eu-1", "ap-1")
-    symbols: tuple[str, ...] = ("BTCUSDT",)
+    symbols: tuple[str, ...] = ()
     market: Market = "spot"
-    start_date: str = DEFAULT_START_DATE
+    start_date: str | None = None
     schedule_hour: int = 0
     schedule_minute: int = 30
     silence_seconds: float = 60.0
@@ -84,6 +88,10 @@ class PipelineConfig:
     late_interval_seconds: int = 300
     alert_webhook_url: str | None = None
     derived_assets: bool = True
+    symbols_per_step: int = 25
+    max_parallel_steps: int = DEFAULT_PARALLEL_STEPS
+    lease_seconds: float = 600.0
+    executor: str = "multiprocess"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -94,9 +102,9 @@ class PipelineConfig:
             return cls(
                 store_url=e.get("DEPTH_STORE_URL", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
                 streams=tuple(parse_streams(e.get("DEPTH_STREAMS", DEFAULT_STREAMS))),
-                symbols=tuple(parse_symbols(e.get("DEPTH_SYMBOLS", DEFAULT_SYMBOLS))),
+                symbols=tuple(parse_symbols(e.get("DEPTH_SYMBOLS", ""))) if e.get("DEPTH_SYMBOLS", "").strip() else (),
                 market=validate_market(e.get("DEPTH_MARKET", "spot") or "spot"),
-                start_date=validate_date(e.get("DEPTH_START_DATE", DEFAULT_START_DATE)),
+                start_date=validate_date(e["DEPTH_START_DATE"]) if e.get("DEPTH_START_DATE", "").strip() else None,
                 schedule_hour=hour,
                 schedule_minute=minute,
                 silence_seconds=float(e.get("DEPTH_GAP_SILENCE_SECONDS", "60")),
@@ -107,13 +115,31 @@ class PipelineConfig:
                 alert_webhook_url=e.get("DEPTH_ALERT_WEBHOOK_URL") or None,
                 derived_assets=e.get("DEPTH_DERIVED_ASSETS", "1").strip().lower()
                 not in ("0", "false", "no", "off"),
+                symbols_per_step=_positive_int(e, "DEPTH_SYMBOLS_PER_STEP", 25),
+                max_parallel_steps=_positive_int(e, "DEPTH_MAX_PARALLEL_STEPS", DEFAULT_PARALLEL_STEPS),
+                lease_seconds=float(e.get("DEPTH_LEASE_SECONDS", "600")),
+                executor=_executor(e.get("DEPTH_EXECUTOR", "multiprocess")),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid pipeline configuration: {exc}") from exc
 
-    @property
-    def first_date(self) -> dt.date:
-        return dt.date.fromisoformat(self.start_date)
+    def wants(self, symbol: str) -> bool:
+        """Whether ``DEPTH_SYMBOLS`` (when set) lets ``symbol`` through."""
+        return not self.symbols or symbol in self.symbols
+
+
+def _executor(value: str) -> str:
+    value = (value or "multiprocess").strip().lower()
+    if value not in ("multiprocess", "k8s"):
+        raise ConfigError(f"DEPTH_EXECUTOR must be multiprocess or k8s, not {value!r}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = int(env.get(name, str(default)) or default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}")
+    return value
 
 
 def load_config() -> PipelineConfig:

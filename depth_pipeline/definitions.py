@@ -1,6 +1,7 @@
 """The Dagster code location ``depth_pipeline.definitions`` (interfaces §2): one ``Definitions`` wiring
-the per-domain modules — partitions, resources, the per-stream asset factory, ``merged_depth`` and its
-derived assets, the jobs, the daily schedule and the sensors — from the ``DEPTH_*`` environment.
+the per-domain modules — date partitions, resources, the per-stream asset factory, the day's fanned-out
+``merged_depth`` (with its derived assets), the jobs, the daily schedule and the sensors — from the
+``DEPTH_*`` environment.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from depth_pipeline.assets.derived import build_derived_assets
 from depth_pipeline.assets.merged import build_merged_asset
 from depth_pipeline.assets.streams import build_stream_assets
 from depth_pipeline.config import PipelineConfig, load_config
-from depth_pipeline.jobs import build_cleanup_job, build_daily_job
-from depth_pipeline.keys import MERGED_DEPTH, validated_key
+from depth_pipeline.daydata import partition_start
+from depth_pipeline.jobs import build_cleanup_job, build_daily_job, build_executor
 from depth_pipeline.notify import Notifier
 from depth_pipeline.partitions import build_partitions
 from depth_pipeline.resources import build_resources
@@ -23,22 +24,28 @@ from depth_pipeline.sensors import (
     build_late_data_sensor,
     build_raw_arrival_sensor,
 )
+from depth_store import open_store
 
 
 def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) -> dg.Definitions:
-    """Everything the pipeline defines, for one configuration (tests build their own)."""
-    partitions_def = build_partitions(config)
+    """Everything the pipeline defines, for one configuration (tests build their own).
+
+    The first date partition is ``DEPTH_START_DATE`` or the store's first data date (one small GET)."""
+    start = partition_start(open_store(config.store_url), config.market, config.streams, config.start_date)
+    partitions_def = build_partitions(start)
     stream_assets = build_stream_assets(config.streams, partitions_def)
-    merged = build_merged_asset(config.streams, partitions_def)
-    derived = build_derived_assets(partitions_def, config.streams) if config.derived_assets else []
-    daily_selection = dg.AssetSelection.assets(
-        *(validated_key(s) for s in config.streams), MERGED_DEPTH, *(a.key for a in derived)
-    )
-    daily_job = build_daily_job(daily_selection)
+    day = [build_merged_asset(config.streams, partitions_def, symbols_per_step=config.symbols_per_step)]
+    if config.derived_assets:
+        day.append(build_derived_assets(partitions_def, config.streams, symbols_per_step=config.symbols_per_step))
+    executor = build_executor(config.executor, config.max_parallel_steps)
+    validated = [a for a in stream_assets if isinstance(a, dg.AssetsDefinition)]
+    daily_selection = dg.AssetSelection.assets(*validated, *day)
+    daily_job = build_daily_job(daily_selection, executor)
     cleanup_job = build_cleanup_job(partitions_def, config.retention_days)
     return dg.Definitions(
-        assets=[*stream_assets, merged, *derived],
+        assets=[*stream_assets, *day],
         jobs=[daily_job, cleanup_job],
+        executor=executor,
         schedules=[
             build_daily_schedule(config, daily_job),
             build_retention_cleanup_schedule(config, cleanup_job),

@@ -1,86 +1,193 @@
-"""Jobs: the daily asset job (validate every stream, merge, derive) and the gated cleanup job.
+"""Jobs and run requests: the daily asset job (validate every stream-day, merge the day's symbols fanned out
+as steps, derive), the gated cleanup job, and the one way to ask for a run of a date.
 
-Both are partitioned like the assets (``date|symbol``), so a run is one symbol-day, a backfill is a
-date range x symbols, and the run queue's tag limits bound how many merges run at once.
+Both jobs are partitioned by ``date``: one run per date, whatever its number of symbols. A run of chosen
+symbols of a date sets ``resources.day_run.config.symbols`` (the launchpad, ``depth-pipeline run --symbols``,
+the sensors through :func:`day_run_request`). Every run carries the tag ``depth/date``: the run queue lets
+one run per date go at a time (dagster.yaml), and the store lease (``depth_pipeline.lease``) guards the
+runs that do not go through the queue.
 """
+
+
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from depth_pipeline.cleanup import cleanup_symbol_day
-from depth_pipeline.keys import TAG_KIND
-from depth_pipeline.partitions import split_partition_key
+from depth_core.names import parse_symbols, validate_date
+from depth_pipeline.cleanup import cleanup_symbol_day, symbols_merged_on
+from depth_pipeline.keys import TAG_DATE, TAG_KIND, TAG_SYMBOLS
+from depth_pipeline.lease import day_lease
+from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
 
 DAILY_JOB_NAME = "depth_daily"
 CLEANUP_JOB_NAME = "depth_cleanup"
 
 
-class CleanupConfig(dg.Config):
-    """``retention_days``: keep merged raw objects this long after the merge (0 deletes at once)."""
+def day_run_config(symbols: Sequence[str] | None = None, allow_shrink: str = "") -> dict[str, Any]:
+    """Run config of a day run: which symbols (None or empty: every symbol of the day) and an operator's
+    reason to publish a smaller re-merge (empty: refuse)."""
+    config: dict[str, Any] = {"symbols": parse_symbols(",".join(symbols)) if symbols else []}
+    if allow_shrink:
+        config["allow_shrink"] = allow_shrink
+    return {"resources": {"day_run": {"config": config}}}
 
-    retention_days: float = 0.0
+
+def day_run_tags(date: str, symbols: Sequence[str] | None = None, kind: str = "merge") -> dict[str, str]:
+    """Tags of every run of a date: what it is, which date (the queue's one-run-per-date key), which symbols."""
+    return {
+        TAG_KIND: kind,
+        TAG_DATE: validate_date(date),
+        TAG_SYMBOLS: ",".join(parse_symbols(",".join(symbols))) if symbols else "*",
+    }
 
 
-def build_daily_job(selection: dg.AssetSelection) -> UnresolvedAssetJobDefinition:
-    """Validate every stream, merge, and derive, for one symbol-day per run."""
-    return dg.define_asset_job(
-        DAILY_JOB_NAME,
-        selection=selection,
-        tags={TAG_KIND: "merge", "depth/merge": "1"},
-        description="Validate every stream, merge them by update id, and derive outputs for one symbol-day.",
+def day_run_request(
+    date: str,
+    symbols: Sequence[str] | None = None,
+    *,
+    reason: str = "merge",
+    allow_shrink: str = "",
+    run_key: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.RunRequest:
+    """A request for the daily job on ``date`` (all its symbols, or the ones named), for schedules and
+    sensors. ``reason`` becomes the ``depth/kind`` tag (``merge``, ``remerge``, ``reconcile`` ...);
+    ``run_key`` defaults to one per date, reason and symbol set, so a tick is never doubled."""
+    date = validate_date(date)
+    chosen = parse_symbols(",".join(symbols)) if symbols else []
+    key = run_key or f"{reason}:{date}:{','.join(chosen) or '*'}"
+    return dg.RunRequest(
+        run_key=key,
+        partition_key=date,
+        run_config=day_run_config(chosen, allow_shrink),
+        tags={**day_run_tags(date, chosen, reason), **(tags or {})},
+        job_name=DAILY_JOB_NAME,
     )
 
 
+def cleanup_run_request(
+    date: str, symbols: Sequence[str] | None = None, *, run_key: str | None = None, retention_days: float = 0.0
+) -> dg.RunRequest:
+    """A request for the gated cleanup of ``date`` (the symbols named, or every symbol merged that day)."""
+    date = validate_date(date)
+    chosen = parse_symbols(",".join(symbols)) if symbols else []
+    return dg.RunRequest(
+        run_key=run_key or f"cleanup:{date}:{','.join(chosen) or '*'}",
+        partition_key=date,
+        run_config=cleanup_run_config(chosen, retention_days),
+        tags=day_run_tags(date, chosen, "cleanup"),
+        job_name=CLEANUP_JOB_NAME,
+    )
+
+
+def build_executor(kind: str, max_parallel_steps: int) -> dg.ExecutorDefinition:
+    """``multiprocess`` (one box: up to ``max_parallel_steps`` step processes; 1 runs in-process) or
+    ``k8s`` (dagster-k8s ``k8s_job_executor``: a pod per step, deploy/k8s/)."""
+    if kind == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({"max_concurrent": max_parallel_steps}, name="depth_k8s_executor")
+    if max_parallel_steps <= 1:
+        return dg.in_process_executor
+    return dg.multiprocess_executor.configured(
+        {"max_concurrent": max_parallel_steps}, name="depth_multiprocess_executor"
+    )
+
+
+def build_daily_job(selection: dg.AssetSelection, executor: dg.ExecutorDefinition) -> UnresolvedAssetJobDefinition:
+    """Validate every stream-day, merge the day's symbols (fanned out as steps) and derive, for one date."""
+    return dg.define_asset_job(
+        DAILY_JOB_NAME,
+        selection=selection,
+        executor_def=executor,
+        tags={TAG_KIND: "merge"},
+        description="One date: validate every stream-day, merge every symbol of the day (or the ones in "
+        "resources.day_run.config.symbols) in parallel steps, derive, and record one row per symbol.",
+    )
+
+
+class CleanupConfig(dg.Config):
+    """``symbols``: clean these symbols of the date (empty: every symbol a merge of the date recorded);
+    ``retention_days``: keep merged raw objects this long after the merge (0 deletes at once)."""
+
+    symbols: list[str] = []
+    retention_days: float = 0.0
+
+
+def cleanup_run_config(symbols: Sequence[str] | None = None, retention_days: float = 0.0) -> dict[str, Any]:
+    config = {"symbols": list(symbols or []), "retention_days": retention_days}
+    return {"ops": {"cleanup_raw": {"config": config}}}
+
+
 @dg.op(
-    description="Delete the raw objects of this symbol-day's verified merge (manifest key + size/etag), "
-    "keeping anything that arrived later; deletes nothing unless the merge succeeded with blocking checks "
-    "passed.",
+    out=dg.Out(dict),
+    description="Delete the raw objects of each symbol-day's verified merge (manifest key + size/etag), "
+    "keeping anything that arrived later; deletes nothing of a symbol-day unless its merge succeeded with "
+    "blocking checks passed.",
 )
 def cleanup_raw(
     context: dg.OpExecutionContext,
     config: CleanupConfig,
     store: DepthStoreResource,
     settings: DepthSettingsResource,
-) -> dict:
-    date, symbol = split_partition_key(context.partition_key)
-    result = cleanup_symbol_day(
-        context.instance,
-        store.open(),
-        settings.market_name,
-        settings.streams,
-        symbol,
-        date,
-        retention_days=config.retention_days,
+) -> Any:
+    date = date_of(context.partition_key)
+    object_store = store.open()
+    symbols = parse_symbols(",".join(config.symbols)) if config.symbols else symbols_merged_on(
+        context.instance, date
     )
-    context.log.info(result.summary())
-    context.add_output_metadata(
-        {
-            "summary": result.summary(),
-            "deleted": len(result.deleted),
-            "already_absent": len(result.already_absent),
-            "kept_later_arrivals": len(result.kept_later_arrivals),
-            "kept_other_date_pending": len(result.kept_other_date_pending),
-            "kept_retention": len(result.kept_retention),
-            "kept_changed": len(result.kept_changed),
-        }
+    if not symbols:
+        raise dg.Failure(description=f"no merge of {date} is recorded: nothing may be deleted")
+    results: dict[str, dict] = {}
+    with day_lease(object_store, settings.market_name, date, context, release=True):
+        for symbol in symbols:
+            result = cleanup_symbol_day(
+                context.instance,
+                object_store,
+                settings.market_name,
+                settings.streams,
+                symbol,
+                date,
+                retention_days=config.retention_days,
+            )
+            context.log.info(result.summary())
+            results[symbol] = result.to_dict()
+    refused = {s: r for s, r in results.items() if not r["ok"] or r["kept_changed"]}
+    # the per-symbol results are the output (stored even when the step then fails: the CLI prints them)
+    yield dg.Output(
+        results,
+        metadata={
+            "symbols": len(results),
+            "deleted": sum(len(r["deleted"]) for r in results.values()),
+            "already_absent": sum(len(r["already_absent"]) for r in results.values()),
+            "kept_later_arrivals": sum(len(r["kept_later_arrivals"]) for r in results.values()),
+            "kept_other_date_pending": sum(len(r["kept_other_date_pending"]) for r in results.values()),
+            "kept_retention": sum(len(r["kept_retention"]) for r in results.values()),
+            "refused": dg.MetadataValue.json({s: r["reason"] for s, r in refused.items()}),
+        },
     )
-    if not result.ok:
-        raise dg.Failure(description=result.summary(), metadata={"reason": result.reason})
-    if result.kept_changed:
-        raise dg.Failure(description=result.summary(), metadata={"changed": result.kept_changed})
-    return result.to_dict()
+    if refused:
+        from depth_pipeline.cleanup import CleanupResult
+
+        raise dg.Failure(
+            description="; ".join(CleanupResult(**r).summary() for r in refused.values()),
+            metadata={"refused": dg.MetadataValue.json({s: r["reason"] for s, r in refused.items()})},
+        )
 
 
 def build_cleanup_job(partitions_def: dg.PartitionsDefinition, retention_days: float) -> dg.JobDefinition:
-    """The cleanup of one symbol-day, partitioned like the assets."""
+    """The cleanup of one date (its symbols in one step: deletions are cheap next to merges)."""
 
     @dg.job(
         name=CLEANUP_JOB_NAME,
         partitions_def=partitions_def,
         tags={TAG_KIND: "cleanup"},
-        config={"ops": {"cleanup_raw": {"config": {"retention_days": retention_days}}}},
-        description="Gated deletion of merged raw objects for one symbol-day.",
+        config=cleanup_run_config(None, retention_days),
+        executor_def=dg.in_process_executor,
+        description="Gated deletion of merged raw objects for one date (every merged symbol or the ones named).",
     )
     def depth_cleanup() -> None:
         cleanup_raw()

@@ -13,9 +13,14 @@ META_BLOCKING_PASSED = "blocking_checks_passed"
 META_MANIFEST_KEY = "manifest_key"
 META_MANIFEST_ETAG = "manifest_etag"
 META_NO_RAW_DATA = "no_raw_data"
+# the day's machine-readable outcome per symbol (JSON: symbol -> ok, blocking_checks_passed, published,
+# manifest_key, manifest_etag); the cleanup gate reads it
+META_SYMBOL_OUTCOMES = "symbol_outcomes_json"
 
 TAG_KIND = "depth/kind"  # merge | remerge | cleanup | backfill
 TAG_LATE_OBJECTS = "depth/late_objects"
+TAG_DATE = "depth/date"  # every run of a date carries it: the run queue allows one run per value
+TAG_SYMBOLS = "depth/symbols"  # the symbols a run was asked for ("*": every symbol of the day)
 
 
 def raw_key(stream: str) -> dg.AssetKey:

@@ -1,8 +1,12 @@
-"""The one partitioning of every pipeline asset: UTC ``date`` x ``symbol`` (interfaces §2).
+"""The one partitioning of every pipeline asset: the UTC ``date`` (interfaces §2), keys ``YYYY-MM-DD``.
 
-A partition key reads ``2026-11-24|BTCUSDT``. The ``date`` dimension runs from ``DEPTH_START_DATE`` to
-today (``end_offset=1``) so the raw-arrival sensor can record what the collectors deliver for the day in
-progress; the schedule and the CLI only ever merge completed days.
+The symbols of a day live inside its run (the day's raw data names them), not in the partition key: 600
+symbols over three years are 1,096 partitions per asset instead of 657,600 (Dagster recommends at most
+100,000), and a new symbol needs no code-location reload. See docs/orchestration.md for the run model.
+
+The dates run from ``DEPTH_START_DATE`` or, when it is unset, from the first date the store holds data for
+(``depth_pipeline.daydata.first_date``; today on an empty store), to today (``end_offset=1``, so the
+raw-arrival sensor can record what the collectors deliver for the day in progress).
 """
 
 from __future__ import annotations
@@ -12,57 +16,33 @@ import warnings
 
 import dagster as dg
 
-from depth_core.names import validate_date, validate_symbol
-from depth_pipeline.config import PipelineConfig
+from depth_core.names import validate_date
 
 DATE_DIM = "date"
-SYMBOL_DIM = "symbol"
 
 
-def build_partitions(config: PipelineConfig) -> dg.MultiPartitionsDefinition:
-    """Daily (UTC) dates from the configured start, crossed with the configured symbols."""
-    return dg.MultiPartitionsDefinition(
-        {
-            DATE_DIM: dg.DailyPartitionsDefinition(
-                start_date=config.start_date, timezone="UTC", end_offset=1
-            ),
-            SYMBOL_DIM: dg.StaticPartitionsDefinition(list(config.symbols)),
-        }
-    )
+def build_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """Daily (UTC) dates from ``start_date`` to today."""
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC", end_offset=1)
 
 
-def partition_key(date: str | dt.date, symbol: str) -> dg.MultiPartitionKey:
-    """The key of one symbol-day, e.g. ``2026-11-24|BTCUSDT``."""
-    return dg.MultiPartitionKey({DATE_DIM: validate_date(date), SYMBOL_DIM: validate_symbol(symbol)})
+def partition_key(date: str | dt.date) -> str:
+    """The key of one day, e.g. ``2026-11-24`` (validated)."""
+    return validate_date(date.isoformat() if isinstance(date, dt.date) else date)
 
 
-def split_partition_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
-    """(date, symbol) of a ``date|symbol`` key; validates both parts."""
-    if isinstance(key, dg.MultiPartitionKey):
-        dims = key.keys_by_dimension
-        return validate_date(dims[DATE_DIM]), validate_symbol(dims[SYMBOL_DIM])
-    date_text, sep, symbol_text = key.partition("|")
-    if not sep:
-        raise ValueError(f"partition key {key!r} is not 'date|symbol'")
-    return validate_date(date_text), validate_symbol(symbol_text)
+def date_of(key: str | dg.MultiPartitionKey) -> str:
+    """The date of a partition key (``2026-11-24``)."""
+    text = str(key)
+    if "|" in text:  # a date|symbol key recorded before the date-only partitions
+        text = text.split("|", 1)[0]
+    return validate_date(text)
 
 
-def previous_day_mapping() -> dg.MultiPartitionMapping:
-    """Same symbol, previous date: how ``merged_depth`` depends on its own previous day."""
-    with warnings.catch_warnings():  # both are marked beta in Dagster 1.13; verified to work here
+def previous_day_mapping() -> dg.TimeWindowPartitionMapping:
+    """Previous date: how ``merged_depth`` depends on its own previous day (the carried book)."""
+    with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is beta in 1.13; verified here
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _previous_day_mapping()
-
-
-def _previous_day_mapping() -> dg.MultiPartitionMapping:
-    return dg.MultiPartitionMapping(
-        {
-            DATE_DIM: dg.DimensionPartitionMapping(
-                DATE_DIM,
-                dg.TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-                ),
-            ),
-            SYMBOL_DIM: dg.DimensionPartitionMapping(SYMBOL_DIM, dg.IdentityPartitionMapping()),
-        }
-    )
+        return dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+        )

@@ -1,4 +1,4 @@
-"""The daily schedule: shortly after midnight UTC, one run per symbol for the previous day."""
+"""The daily schedule: shortly after midnight UTC, one run for the previous day (all its symbols)."""
 
 import datetime as dt
 
@@ -6,31 +6,23 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from depth_pipeline.config import PipelineConfig
-from depth_pipeline.keys import TAG_KIND
-from depth_pipeline.partitions import partition_key
+from depth_pipeline.jobs import cleanup_run_request, day_run_request
 
 
 def build_daily_schedule(config: PipelineConfig, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """At ``DEPTH_SCHEDULE_TIME`` (UTC, default 00:30) request the previous day for every symbol."""
+    """At ``DEPTH_SCHEDULE_TIME`` (UTC, default 00:30) request the previous day: one run, every symbol."""
 
     @dg.schedule(
         name="depth_daily_schedule",
         job=job,
         cron_schedule=f"{config.schedule_minute} {config.schedule_hour} * * *",
         execution_timezone="UTC",
-        description="Merge yesterday (UTC) for every configured symbol, one run per symbol.",
+        description="Merge yesterday (UTC): one run, every symbol its raw data holds (DEPTH_SYMBOLS filters).",
     )
     def depth_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         day = (tick.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
-        return [
-            dg.RunRequest(
-                run_key=f"daily:{day}|{symbol}",
-                partition_key=str(partition_key(day, symbol)),
-                tags={TAG_KIND: "merge"},
-            )
-            for symbol in config.symbols
-        ]
+        return [day_run_request(day, reason="merge", run_key=f"daily:{day}")]
 
     return depth_daily_schedule
 
@@ -59,13 +51,6 @@ def build_retention_cleanup_schedule(
         tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         lag = int(config.retention_days) + (0 if config.retention_days.is_integer() else 1) + 1
         day = (tick.astimezone(dt.UTC).date() - dt.timedelta(days=lag)).isoformat()
-        return [
-            dg.RunRequest(
-                run_key=f"retention-cleanup:{day}|{symbol}",
-                partition_key=str(partition_key(day, symbol)),
-                tags={TAG_KIND: "cleanup"},
-            )
-            for symbol in config.symbols
-        ]
+        return [cleanup_run_request(day, run_key=f"retention-cleanup:{day}", retention_days=config.retention_days)]
 
     return depth_retention_cleanup_schedule

@@ -21,9 +21,17 @@ from depth_core.raw_format import LineKind, RawFormatError, RawObjectKey, read_r
 from depth_core.schema import merged_manifest_key
 from depth_pipeline.cleanup import parse_manifest_objects
 from depth_pipeline.config import PipelineConfig
-from depth_pipeline.keys import MERGED_DEPTH, META_BLOCKING_PASSED, TAG_KIND, TAG_LATE_OBJECTS, raw_key
+from depth_pipeline.daydata import v1_symbols
+from depth_pipeline.jobs import cleanup_run_request, day_run_request
+from depth_pipeline.keys import (
+    MERGED_DEPTH,
+    META_BLOCKING_PASSED,
+    META_SYMBOL_OUTCOMES,
+    TAG_LATE_OBJECTS,
+    raw_key,
+)
 from depth_pipeline.notify import Alert, Notifier, build_notifier
-from depth_pipeline.partitions import partition_key, split_partition_key
+from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectInfo, ObjectStore
 
@@ -49,6 +57,16 @@ def list_raw(
             yield RawObjectKey.parse(info.key), info
         except RawFormatError:
             continue
+
+
+def watched_symbols(store: ObjectStore, market: Market, streams: list[str], symbols: list[str]) -> list[str]:
+    """``DEPTH_SYMBOLS`` when set, else every symbol with a layout-v1 folder in some stream."""
+    if symbols:
+        return list(symbols)
+    found: set[str] = set()
+    for stream in streams:
+        found.update(v1_symbols(store, market, stream))
+    return sorted(found)
 
 
 def _load_cursor(cursor: str | None) -> dict[str, Any]:
@@ -80,16 +98,15 @@ def build_raw_arrival_sensor(config: PipelineConfig) -> dg.SensorDefinition:
         cursor = _load_cursor(context.cursor)
         object_store = store.open()
         today = _today()
-        first_allowed = config.first_date
         events: list[dg.AssetMaterialization] = []
+        symbols = watched_symbols(object_store, settings.market_name, settings.streams, settings.symbols)
         for stream in settings.streams:
-            for symbol in settings.symbols:
+            for symbol in symbols:
                 slot = f"{stream}/{symbol}"
                 last_key: str | None = cursor.get(slot)
                 start = today - dt.timedelta(days=1)
                 if last_key:
                     start = min(start, dt.date.fromisoformat(RawObjectKey.parse(last_key).date))
-                start = max(start, first_allowed)
                 if start > today:
                     continue
                 for date in _iso_days(start, today):
@@ -104,9 +121,10 @@ def build_raw_arrival_sensor(config: PipelineConfig) -> dg.SensorDefinition:
                     events.append(
                         dg.AssetMaterialization(
                             asset_key=raw_key(stream),
-                            partition=str(partition_key(date, symbol)),
-                            description=f"{len(fresh)} raw objects landed from {stream}",
+                            partition=date,
+                            description=f"{len(fresh)} raw objects of {symbol} landed from {stream}",
                             metadata={
+                                "symbol": symbol,
                                 "objects": len(fresh),
                                 "bytes": sum(i.size for _, i in fresh),
                                 "newest_object": newest_info.key,
@@ -241,11 +259,12 @@ def build_gap_sensor(config: PipelineConfig, notifier: Notifier | None = None) -
     def stream_gap_sensor(
         context: dg.SensorEvaluationContext, store: DepthStoreResource, settings: DepthSettingsResource
     ) -> dg.SensorResult:
+        object_store = store.open()
         alerts, cursor, silence = evaluate_stream_gaps(
-            store.open(),
+            object_store,
             settings.market_name,
             settings.streams,
-            settings.symbols,
+            watched_symbols(object_store, settings.market_name, settings.streams, settings.symbols),
             config.silence_seconds,
             _load_cursor(context.cursor),
         )
@@ -254,15 +273,14 @@ def build_gap_sensor(config: PipelineConfig, notifier: Notifier | None = None) -
         for alert in alerts:
             sink.send(alert)
             context.log.warning(f"[{alert.kind}] {alert.stream}: {alert.message}")
-            for symbol in [alert.symbol] if alert.symbol else settings.symbols:
-                observations.append(
-                    dg.AssetObservation(
-                        asset_key=raw_key(alert.stream),
-                        partition=str(partition_key(today, symbol)),
-                        description=f"[{alert.kind}] {alert.message}",
-                        metadata={"alert": alert.kind, "message": alert.message},
-                    )
+            observations.append(
+                dg.AssetObservation(
+                    asset_key=raw_key(alert.stream),
+                    partition=today,
+                    description=f"[{alert.kind}] {alert.message}",
+                    metadata={"alert": alert.kind, "message": alert.message, "symbol": alert.symbol or ""},
                 )
+            )
         status = ", ".join(
             f"{s}: newest object {v:.0f} s old" if v != float("inf") else f"{s}: no object"
             for s, v in silence.items()
@@ -362,21 +380,30 @@ def build_late_data_sensor(config: PipelineConfig, job: UnresolvedAssetJobDefini
         context: dg.SensorEvaluationContext, store: DepthStoreResource, settings: DepthSettingsResource
     ) -> dg.SensorResult:
         today = _today()
-        first = max(config.first_date, today - dt.timedelta(days=config.late_lookback_days))
-        late = find_late_objects(
-            store.open(), settings.market_name, settings.streams, settings.symbols, first, today
-        )
+        first = today - dt.timedelta(days=config.late_lookback_days)
+        object_store = store.open()
+        symbols = watched_symbols(object_store, settings.market_name, settings.streams, settings.symbols)
+        late = find_late_objects(object_store, settings.market_name, settings.streams, symbols, first, today)
+        by_date: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        for (date, symbol), keys in late.items():
+            by_date[date][symbol] = keys
         requests: list[dg.RunRequest] = []
-        for (date, symbol), keys in sorted(late.items()):
-            digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+        for date, per_symbol in sorted(by_date.items()):
+            all_keys = sorted(k for keys in per_symbol.values() for k in keys)
+            digest = hashlib.sha256("\n".join(all_keys).encode()).hexdigest()[:16]
             requests.append(
-                dg.RunRequest(
-                    run_key=f"late:{date}|{symbol}:{digest}",
-                    partition_key=str(partition_key(date, symbol)),
-                    tags={TAG_KIND: "remerge", TAG_LATE_OBJECTS: str(len(keys))},
+                day_run_request(
+                    date,
+                    sorted(per_symbol),
+                    reason="remerge",
+                    run_key=f"late:{date}:{digest}",
+                    tags={TAG_LATE_OBJECTS: str(len(all_keys))},
                 )
             )
-            context.log.info(f"{len(keys)} raw objects arrived after the merge of {symbol} {date}: re-merge")
+            context.log.info(
+                f"{len(all_keys)} raw objects arrived after the merge of {date} "
+                f"({', '.join(sorted(per_symbol))}): re-merge"
+            )
         return dg.SensorResult(
             run_requests=requests,
             skip_reason=None if requests else "no raw object arrived after a merge",
@@ -388,12 +415,13 @@ def build_late_data_sensor(config: PipelineConfig, job: UnresolvedAssetJobDefini
 # -------------------------------------------------------------------------------------------------- cleanup
 
 
-def merged_partitions_of_run(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Partitions of ``merged_depth`` that a run materialized with every blocking check passed."""
+def merged_partitions_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, list[str]]]:
+    """(date, symbols) of each ``merged_depth`` day a run materialized, with the symbols whose merge passed
+    every blocking check (a day with none is left out)."""
     records = instance.get_records_for_run(
         run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
-    out: list[str] = []
+    out: list[tuple[str, list[str]]] = []
     for record in records:
         materialization = record.event_log_entry.asset_materialization
         if (
@@ -402,10 +430,11 @@ def merged_partitions_of_run(instance: dg.DagsterInstance, run_id: str) -> list[
             or not materialization.partition
         ):
             continue
-        passed = materialization.metadata.get(META_BLOCKING_PASSED)
-        if passed is not None and bool(passed.value):
-            split_partition_key(materialization.partition)
-            out.append(materialization.partition)
+        table = materialization.metadata.get(META_SYMBOL_OUTCOMES)
+        entries: Any = table.value if table is not None else {}
+        passed = sorted(s for s, e in entries.items() if e.get("ok") and e.get(META_BLOCKING_PASSED))
+        if passed:
+            out.append((date_of(materialization.partition), passed))
     return out
 
 
@@ -431,8 +460,8 @@ def build_cleanup_sensor(cleanup_job: dg.JobDefinition) -> dg.SensorDefinition:
     def cleanup_after_merge_sensor(context: dg.RunStatusSensorContext) -> list[dg.RunRequest]:
         run_id = context.dagster_run.run_id
         return [
-            dg.RunRequest(run_key=f"cleanup:{run_id}:{pk}", partition_key=pk, tags={TAG_KIND: "cleanup"})
-            for pk in merged_partitions_of_run(context.instance, run_id)
+            cleanup_run_request(date, symbols, run_key=f"cleanup:{run_id}:{date}")
+            for date, symbols in merged_partitions_of_run(context.instance, run_id)
         ]
 
     return cleanup_after_merge_sensor

@@ -7,6 +7,7 @@ never address anything outside that prefix.
 from __future__ import annotations
 
 import abc
+import builtins
 import datetime as dt
 import os
 import re
@@ -148,6 +149,18 @@ class ObjectStore(abc.ABC):
         after it: on S3 the server skips the rest (``ListObjectsV2`` ``StartAfter``), so a cursor over an
         ever-growing prefix costs requests for the new keys only.
         """
+
+    def list_folders(self, prefix: str) -> builtins.list[str]:
+        """The "folders" one level below ``prefix`` (which ends with ``/``): each ``prefix + name + '/'``
+        that some key starts with, sorted. Backends answer it without listing every key under them (S3
+        ``Delimiter``); this fallback lists everything and is only for wrappers that do not override it."""
+        validate_key(prefix, allow_prefix=True)
+        found = {
+            prefix + info.key[len(prefix) :].split("/", 1)[0] + "/"
+            for info in self.list(prefix)
+            if "/" in info.key[len(prefix) :]
+        }
+        return sorted(found)
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

@@ -10,6 +10,7 @@ when the writer is killed (a killed writer leaves at most an orphan temp file, w
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import errno
@@ -58,6 +59,11 @@ def _md5_of_file(path: Path) -> str:
 def _folder_before(folder_prefix: str, start_after: str) -> bool:
     """Whether every key starting with ``folder_prefix`` (``a/b/``) sorts at or before ``start_after``."""
     return folder_prefix < start_after and not start_after.startswith(folder_prefix)
+
+
+def _holds_a_file(folder: Path) -> bool:
+    """Whether any regular file lies under ``folder`` (stops at the first; deletes leave empty folders)."""
+    return any(filenames for _dirpath, _dirnames, filenames in os.walk(folder))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -364,6 +370,18 @@ class LocalStore(ObjectStore):
             return self._info(key, path, st)
         except FileNotFoundError:
             return None  # deleted meanwhile
+
+    def list_folders(self, prefix: str) -> builtins.list[str]:
+        """Sub-folders of ``prefix`` that hold at least one object (one directory read, not a walk)."""
+        validate_key(prefix, allow_prefix=True)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidKeyError(f"folder prefix {prefix!r} must end with '/'")
+        base = self._path(prefix.rstrip("/"), allow_prefix=True) if prefix else self.root
+        try:
+            names = sorted(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [f"{prefix}{n}/" for n in names if n != TEMP_DIR_NAME and _holds_a_file(base / n)]
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         validate_key(prefix, allow_prefix=True)

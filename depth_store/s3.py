@@ -549,6 +549,25 @@ class S3Store(ObjectStore):
             raise
         return resp
 
+    def list_folders(self, prefix: str) -> builtins.list[str]:
+        """``list_objects_v2`` with ``Delimiter='/'``: one request per 1,000 folders, whatever they hold."""
+        validate_key(prefix, allow_prefix=True)
+        full_prefix = (f"{self.prefix}/" if self.prefix else "") + prefix
+        token: str | None = None
+        out: builtins.list[str] = []
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page: dict[str, Any] = self._call(
+                "list", full_prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+            )
+            self._bucket_checked = True
+            out.extend(self._rel_key(str(p["Prefix"])) for p in page.get("CommonPrefixes", []) or [])
+            if not page.get("IsTruncated"):
+                return sorted(out)
+            token = page.get("NextContinuationToken")
+
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """Pages of ``list_objects_v2`` (1,000 keys each), each page retried on its own.
 

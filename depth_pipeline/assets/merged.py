@@ -1,116 +1,452 @@
-"""``merged_depth``: the verified, gap-free symbol-day that analysts load (interfaces §3).
+"""``merged_depth``: one run per date, the day's symbols fanned out as steps.
 
-Every validated stream of the symbol-day is arbitrated along the update-id line: each id range is taken
-from whichever stream has it (earliest receive wins), ids no stream has are a recorded gap re-anchored
-from the next usable snapshot, and the day opens with a book image carried from the previous day's end
-state (hence the dependency on its own previous date partition) or from the day's first snapshot. The
-Parquet and the ``_coverage_manifest.json`` (every raw object consumed, with size and etag) are written to
+Every validated stream of a symbol-day is arbitrated along the update-id line (``depth_core.merge``): each
+id range from whichever stream has it (earliest receive wins), ids no stream has are a recorded gap, and
+the day opens with the book carried from the previous day (hence the dependency on its own previous date)
+or the day's first usable snapshot. The Parquet and ``_coverage_manifest.json`` go to
 ``merged/market=/symbol=/date=/``; the manifest is what the gated cleanup deletes by.
+
+The asset is graph-backed so that one date's symbols run as parallel steps (docs/orchestration.md):
+
+    plan_day ──► merge_symbols[b0] ─┐
+             ├─► merge_symbols[b1] ─┼─► record_day ──► merged_depth and the day's checks
+             └─► ...               ─┘
+
+``plan_day`` takes the day's symbols (the run's ``day_run.symbols``, else every symbol the validated
+streams reported, filtered by ``DEPTH_SYMBOLS``) and yields batches of ``DEPTH_SYMBOLS_PER_STEP``;
+``merge_symbols`` merges each symbol of a batch in one process, so process start, imports and
+numba's cached compilation are paid once per batch, not per symbol; ``record_day`` writes the day's
+materializations: one table row per symbol (rows, gaps, coverage, checks, published or why not) and one
+result per declared check, summarised over the symbols (the failing ones named). A symbol that failed
+fails the run after everything else was recorded.
 """
 
+
+import inspect
+import logging
+import traceback
 from typing import Any
 
 import dagster as dg
 
-from depth_core.schema import merged_manifest_key
-from depth_pipeline.checks import MERGED_CHECKS, check_results, check_specs
+from depth_core.names import Market
+from depth_pipeline.checks import CATCH_ALL, MERGED_CHECKS, CheckDecl, check_specs, outcome_fields
+from depth_pipeline.daydata import record_first_date
 from depth_pipeline.keys import (
     MERGED_DEPTH,
     META_BLOCKING_PASSED,
     META_MANIFEST_ETAG,
     META_MANIFEST_KEY,
     META_NO_RAW_DATA,
+    META_SYMBOL_OUTCOMES,
     validated_key,
 )
-from depth_pipeline.metadata import frame_preview, report_metadata
-from depth_pipeline.partitions import previous_day_mapping, split_partition_key
-from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
+from depth_pipeline.lease import day_lease, release_day_lease
+from depth_pipeline.metadata import report_metadata
+from depth_pipeline.partitions import date_of, previous_day_mapping
+from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
+from depth_store import ObjectStore
+
+log = logging.getLogger("depth_pipeline")
 
 
-def _markdown(report: Any, symbol: str, date: str) -> str:
-    md = getattr(report, "markdown", None) or getattr(report, "summary_markdown", None)
-    if callable(md):
-        md = md()
-    if md:
-        return str(md)
-    return f"**{symbol} {date}**: {getattr(report, 'rows', 0)} rows, {getattr(report, 'events', 0)} events"
+OUTCOME_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("symbol", "string"),
+        dg.TableColumn("status", "string", description="ok, FAILED, no raw data, not validated"),
+        dg.TableColumn("rows", "int"),
+        dg.TableColumn("events", "int"),
+        dg.TableColumn("gaps", "int"),
+        dg.TableColumn("coverage", "float"),
+        dg.TableColumn("checks", "string", description="blocking checks passed, or the failed ones"),
+        dg.TableColumn("published", "bool"),
+        dg.TableColumn("reason", "string", description="why the symbol-day failed or was not published"),
+    ]
+)
+
+
+def _merge_accepts_allow_shrink() -> bool:
+    from depth_core.merge import merge_symbol_day
+
+    return "allow_shrink" in inspect.signature(merge_symbol_day).parameters
+
+
+def merge_one(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    streams: list[str],
+    *,
+    allow_shrink: str = "",
+) -> dict[str, Any]:
+    """Merge one symbol-day; the outcome as plain JSON (never raises for the symbol's own failure: the
+    day records it and goes on with the other symbols)."""
+    from depth_core.merge import merge_symbol_day  # the core loads only when a run needs it
+
+    out: dict[str, Any] = {"symbol": symbol, "ok": False, "published": False, "reason": ""}
+    try:
+        kwargs: dict[str, Any] = {"allow_shrink": allow_shrink or None} if _merge_accepts_allow_shrink() else {}
+        report = merge_symbol_day(store, market, symbol, date, streams, **kwargs)
+    except Exception as exc:
+        log.error("merge of %s %s failed:\n%s", symbol, date, traceback.format_exc())
+        out["reason"] = f"merge failed: {type(exc).__name__}: {exc}"
+        return out
+    summary = report.to_dict()
+    events = int(summary.get("events", 0) or 0)
+    received = int(summary.get("events_received", events) or 0)
+    out.update(
+        rows=int(summary.get("rows", 0) or 0),
+        events=events,
+        events_received=received,
+        gaps=int(summary.get("gap_count", 0) or 0),
+        coverage=float(summary.get("coverage", 0.0) or 0.0),
+        opening=summary.get("opening") or {},
+        problems=list(summary.get("problems") or []),
+    )
+    checks: list[dict[str, Any]] = []
+    for outcome in getattr(report, "checks", []) or []:
+        name, passed, blocking, description, _meta = outcome_fields(outcome)
+        checks.append({"name": name, "passed": passed, "blocking": blocking, "description": description})
+    out["checks"] = checks
+    blocking_ok = all(c["passed"] for c in checks if c["blocking"])
+    out[META_BLOCKING_PASSED] = blocking_ok and received > 0
+    if received == 0:
+        out[META_NO_RAW_DATA] = True
+        out["reason"] = f"no raw data: no stream of {', '.join(streams)} has a diff-depth event for {symbol} {date}"
+        return out
+    published = bool(getattr(report, "published", blocking_ok))
+    refused = str(getattr(report, "refused_reason", "") or "")
+    out["published"] = published
+    out["refused_reason"] = refused
+    manifest_key = str(summary.get("manifest_key") or "")
+    etag = getattr(report, "manifest_etag", None)
+    if etag is None and manifest_key:
+        info = store.head(manifest_key)
+        etag = info.etag if info else None
+    out[META_MANIFEST_KEY] = manifest_key
+    out[META_MANIFEST_ETAG] = etag or ""
+    if not blocking_ok:
+        failed = [str(c["name"]) for c in checks if c["blocking"] and not c["passed"]]
+        out["reason"] = "blocking checks failed: " + ", ".join(failed)
+        return out
+    if not published:
+        out["reason"] = f"not published: {refused or 'refused by the publish step'}"
+        return out
+    out["ok"] = True
+    return out
+
+
+def _status(outcome: dict[str, Any]) -> str:
+    if outcome.get("ok"):
+        return "ok"
+    if outcome.get(META_NO_RAW_DATA):
+        return "no raw data"
+    if outcome.get("not_validated"):
+        return "not validated"
+    return "FAILED"
+
+
+def _checks_text(outcome: dict[str, Any]) -> str:
+    checks = outcome.get("checks") or []
+    if not checks:
+        return "-"
+    failed = [c["name"] for c in checks if not c["passed"] and c["blocking"]]
+    warned = [c["name"] for c in checks if not c["passed"] and not c["blocking"]]
+    blocking = [c for c in checks if c["blocking"]]
+    text = f"{len(blocking) - len(failed)}/{len(blocking)} blocking passed"
+    if failed:
+        text += "; FAILED " + ", ".join(failed)
+    if warned:
+        text += "; warn " + ", ".join(warned)
+    return text
+
+
+def outcome_table(outcomes: list[dict[str, Any]]) -> dg.MetadataValue:
+    """One row per symbol-day: what the UI shows on the day's materialization."""
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "symbol": o["symbol"],
+                    "status": _status(o),
+                    "rows": int(o.get("rows", 0) or 0),
+                    "events": int(o.get("events", 0) or 0),
+                    "gaps": int(o.get("gaps", 0) or 0),
+                    "coverage": round(float(o.get("coverage", 0.0) or 0.0), 6),
+                    "checks": _checks_text(o),
+                    "published": bool(o.get("published")),
+                    "reason": str(o.get("reason") or "")[:300],
+                }
+            )
+            for o in outcomes
+        ],
+        schema=OUTCOME_SCHEMA,
+    )
+
+
+def day_check_results(
+    asset_key: dg.AssetKey, decls: tuple[CheckDecl, ...], outcomes: list[dict[str, Any]]
+) -> list[dg.AssetCheckResult]:
+    """One result per declared check for the whole day: it passes only if it passed for every symbol
+    that was merged; the symbols it failed for are named (description and metadata)."""
+    declared = {d.name for d in decls}
+    results = []
+    merged = [o for o in outcomes if o.get("checks")]
+    for decl in decls:
+        failing: dict[str, str] = {}
+        evaluated = 0
+        for o in merged:
+            if decl.name == CATCH_ALL:
+                mine = [c for c in o["checks"] if c["name"] not in declared or c["name"] == CATCH_ALL]
+                bad = [c for c in mine if not c["passed"] and c["blocking"]]
+            else:
+                mine = [c for c in o["checks"] if c["name"] == decl.name]
+                bad = [c for c in mine if not c["passed"]]
+            evaluated += bool(mine)
+            if bad:
+                failing[o["symbol"]] = "; ".join(f"{c['name']}: {c['description']}" for c in bad)
+        if failing:
+            description = f"failed for {len(failing)} of {len(merged)} symbols: " + "; ".join(
+                f"{s} ({why})" for s, why in list(failing.items())[:10]
+            )
+        elif evaluated:
+            description = f"passed for all {evaluated} symbols where it applies"
+        else:
+            description = "not evaluated for this day (does not apply)"
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=asset_key,
+                check_name=decl.name,
+                passed=not failing,
+                severity=dg.AssetCheckSeverity.ERROR if decl.blocking else dg.AssetCheckSeverity.WARN,
+                description=description[:2000],
+                metadata=report_metadata(
+                    {"failed_symbols": sorted(failing), "symbols_evaluated": evaluated, "symbols": len(merged)}
+                ),
+            )
+        )
+    return results
+
+
+def _latest_stream_day(instance: dg.DagsterInstance, stream: str, date: str) -> dict[str, Any]:
+    """``symbols`` and ``failed_symbols`` of the latest ``validated/<stream>`` materialization of ``date``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=validated_key(stream), asset_partitions=[date]), limit=1
+    ).records
+    if not records:
+        return {}
+    materialization = records[0].event_log_entry.asset_materialization
+    meta = materialization.metadata if materialization else {}
+    return {
+        "symbols": list(meta["symbols"].value) if "symbols" in meta else [],  # type: ignore[arg-type]
+        "failed": dict(meta["failed_symbols"].value) if "failed_symbols" in meta else {},  # type: ignore[arg-type]
+    }
+
+
+class PlanConfig(dg.Config):
+    """How many symbols one step takes (``DEPTH_SYMBOLS_PER_STEP``)."""
+
+    symbols_per_step: int = 25
+
+
+def batches_of(symbols: list[str], size: int) -> list[list[str]]:
+    """The day's symbols in steps of at most ``size`` (in order: a re-run of one date batches alike)."""
+    size = max(1, size)
+    return [symbols[i : i + size] for i in range(0, len(symbols), size)]
+
+
+def graph_signature(fn: Any, names: list[str]) -> Any:
+    """Give a ``**kwargs`` graph function the named parameters Dagster maps the asset inputs onto."""
+    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+    return fn
 
 
 def build_merged_asset(
-    streams: list[str] | tuple[str, ...], partitions_def: dg.PartitionsDefinition
+    streams: list[str] | tuple[str, ...], partitions_def: dg.PartitionsDefinition, *, symbols_per_step: int
 ) -> dg.AssetsDefinition:
-    """The ``merged_depth`` asset over the given streams."""
+    """``merged_depth`` over ``streams``: a graph-backed asset fanning the day's symbols out as steps."""
+    stream_list = list(streams)
+    ins: dict[str, dg.AssetIn] = {
+        f"validated_{i}": dg.AssetIn(validated_key(s), dagster_type=dg.Nothing) for i, s in enumerate(stream_list)
+    }
+    ins["previous_day"] = dg.AssetIn(MERGED_DEPTH, partition_mapping=previous_day_mapping(), dagster_type=dg.Nothing)
 
-    @dg.asset(
-        key=MERGED_DEPTH,
-        deps=[
-            *(validated_key(s) for s in streams),
-            dg.AssetDep(MERGED_DEPTH, partition_mapping=previous_day_mapping()),
-        ],
-        partitions_def=partitions_def,
-        group_name="merged",
-        kinds={"parquet", "polars"},
-        pool="depth_merge",
-        op_tags={"depth/merge": "1"},
-        check_specs=check_specs(MERGED_DEPTH, MERGED_CHECKS),
-        description=(
-            "Order-book deltas of one symbol-day merged across all collector streams by update id: one "
-            "row per price-level change (interfaces §3), sorted by last_update_id, opening with a book "
-            "image; each id range from the stream that received it first; gaps only where no stream had "
-            "the ids. Beside it, `_coverage_manifest.json` lists covered ranges, gaps and every raw "
-            "object consumed."
-        ),
+    @dg.op(
+        out={"batches": dg.DynamicOut(dict), "skipped": dg.Out(list)},
+        ins={name: dg.In(dg.Nothing) for name in ins},
+        tags={"depth/step": "plan"},
     )
-    def merged_depth(
-        context: dg.AssetExecutionContext, store: DepthStoreResource, settings: DepthSettingsResource
-    ) -> dg.MaterializeResult:
-        from depth_core.merge import merge_symbol_day  # the core loads only when a run needs it
-
-        date, symbol = split_partition_key(context.partition_key)
+    def plan_day(
+        context: dg.OpExecutionContext,
+        config: PlanConfig,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
+        day_run: DayRunResource,
+    ) -> Any:
+        """The day's symbols in batches; symbols a stream could not validate are recorded, not merged."""
+        date = date_of(context.partition_key)
         object_store = store.open()
-        report = merge_symbol_day(object_store, settings.market_name, symbol, date, list(streams))
-        summary = report.to_dict()
-        events = int(getattr(report, "events", summary.get("events", 0)) or 0)
-        if events == 0:
-            raise dg.Failure(
-                description=f"no raw data for {symbol} {date}: no stream of {', '.join(streams)} has a "
-                "diff-depth event for this symbol-day",
-                metadata={META_NO_RAW_DATA: True, "symbol": symbol, "date": date},
-            )
-        results, blocking_ok = check_results(MERGED_DEPTH, MERGED_CHECKS, getattr(report, "checks", []))
-        manifest_key = merged_manifest_key(settings.market_name, symbol, date)
-        if blocking_ok and not report.published:
-            # checks passed but the version was refused (smaller than the published one, or a racing
-            # publish): fail loudly; the published day is untouched
-            raise dg.Failure(
-                description=f"merge of {symbol} {date} not published: {report.refused_reason}",
-                metadata={"refused_reason": str(report.refused_reason), "shrink": summary.get("shrink") or {},
-                          "version": report.version, "symbol": symbol, "date": date},
-            )
-        # the summary and the figures people look for first, then every field of the report
-        metadata: dict[str, dg.MetadataValue] = {
-            "summary": dg.MetadataValue.md(_markdown(report, symbol, date)),
-            "dagster/row_count": dg.MetadataValue.int(int(getattr(report, "rows", 0) or 0)),
-            "events": dg.MetadataValue.int(events),
-            "gap_count": dg.MetadataValue.int(int(summary.get("gap_count", 0) or 0)),
-            "coverage": dg.MetadataValue.float(float(summary.get("coverage", 0.0) or 0.0)),
-        }
-        preview = getattr(report, "preview", None)
-        if preview is not None:
-            metadata["preview"] = frame_preview(preview)
-        for name, value in report_metadata(summary, skip=("preview", "markdown", "checks")).items():
-            metadata.setdefault(name, value)
-        metadata.update(
-            {
-                META_BLOCKING_PASSED: dg.MetadataValue.bool(blocking_ok),
-                META_MANIFEST_KEY: dg.MetadataValue.text(manifest_key),
-                # the etag returned by this run's own manifest write (empty if it published nothing)
-                META_MANIFEST_ETAG: dg.MetadataValue.text(report.manifest_etag or ""),
-            }
-        )
+        with day_lease(object_store, settings.market_name, date, context):
+            record_first_date(object_store, settings.market_name, date)
+        requested = day_run.requested()
+        known: set[str] = set()
+        failed: dict[str, str] = {}
+        for stream in stream_list:
+            day = _latest_stream_day(context.instance, stream, date)
+            known.update(day.get("symbols", []))
+            for symbol, why in day.get("failed", {}).items():
+                failed[symbol] = f"{stream}: {why}"
+        symbols = requested or sorted(s for s in known | set(failed) if settings.wants(s))
+        skipped: list[dict[str, Any]] = [
+            {"symbol": s, "ok": False, "not_validated": True, "published": False,
+             "reason": f"not validated ({failed[s]}); its published day is unchanged"}
+            for s in symbols if s in failed
+        ]
+        todo = [s for s in symbols if s not in failed]
+        batches = batches_of(todo, config.symbols_per_step)
         context.log.info(
-            f"merged {symbol} {date}: {events} events, blocking checks {'passed' if blocking_ok else 'FAILED'}"
+            f"{date}: {len(todo)} symbols to merge in {len(batches)} steps of up to {config.symbols_per_step}"
+            + (f"; {len(skipped)} not validated: {', '.join(s['symbol'] for s in skipped)}" if skipped else "")
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=results)
+        for i, batch in enumerate(batches):
+            yield dg.DynamicOutput({"symbols": batch}, output_name="batches", mapping_key=f"b{i:04d}")
+        yield dg.Output(skipped, output_name="skipped")
 
-    return merged_depth
+    @dg.op(pool="depth_merge", tags={"depth/step": "merge"})
+    def merge_symbols(
+        context: dg.OpExecutionContext,
+        batch: dict,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
+        day_run: DayRunResource,
+    ) -> list:
+        """Merge each symbol of the batch in this one process (imports and numba paid once per batch)."""
+        date = date_of(context.partition_key)
+        object_store = store.open()
+        outcomes = []
+        with day_lease(object_store, settings.market_name, date, context):
+            for symbol in batch["symbols"]:
+                outcome = merge_one(
+                    object_store, settings.market_name, symbol, date, stream_list, allow_shrink=day_run.allow_shrink
+                )
+                context.log.info(
+                    f"{'ok  ' if outcome['ok'] else 'FAIL'} {symbol} {date}: "
+                    f"{outcome.get('rows', 0)} rows, {outcome.get('gaps', 0)} gaps"
+                    + (f" — {outcome['reason']}" if outcome.get("reason") else "")
+                )
+                outcomes.append(outcome)
+        return outcomes
+
+    check_out_names = [f"merged_depth_{d.name}" for d in MERGED_CHECKS]
+
+    @dg.op(
+        out={"merged_depth": dg.Out(dg.Nothing), **{n: dg.Out(dg.Nothing) for n in check_out_names}},
+        tags={"depth/step": "record"},
+    )
+    def record_day(
+        context: dg.OpExecutionContext,
+        results: list,
+        skipped: list,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
+    ) -> Any:
+        """The day's materialization (a row per symbol) and checks; fails the run if a symbol failed."""
+        date = date_of(context.partition_key)
+        object_store = store.open()
+        outcomes = sorted([o for batch in results for o in batch] + list(skipped), key=lambda o: o["symbol"])
+        try:
+            if not outcomes:
+                raise dg.Failure(
+                    description=f"no raw data for {date}: no stream of {', '.join(stream_list)} holds a "
+                    "symbol for this day" + (" that DEPTH_SYMBOLS lets through" if settings.symbols else ""),
+                    metadata={META_NO_RAW_DATA: True, "date": date},
+                )
+            yield from _day_outputs(date, outcomes)
+        finally:  # the run's last writing step: let the next run of the date in
+            release_day_lease(object_store, settings.market_name, date, context.run.run_id)
+            _drop_step_results(object_store, context.run.run_id)
+        failed = [o for o in outcomes if not o.get("ok")]
+        if failed:
+            raise dg.Failure(
+                description=f"{len(failed)} of {len(outcomes)} symbols of {date} failed: "
+                + "; ".join(f"{o['symbol']}: {o.get('reason')}" for o in failed[:20]),
+                metadata={
+                    "failed_symbols": dg.MetadataValue.json({o["symbol"]: o.get("reason") for o in failed}),
+                    META_NO_RAW_DATA: all(o.get(META_NO_RAW_DATA) for o in failed),
+                },
+            )
+
+
+    def merged_day(**upstream: Any) -> Any:
+        plan = plan_day(**upstream)
+        recorded = record_day(plan.batches.map(merge_symbols).collect(), plan.skipped)
+        return dict(zip(["merged_depth", *check_out_names], recorded, strict=True))
+
+    return dg.graph_multi_asset(
+        name="merged_depth_day",
+        outs={
+            "merged_depth": dg.AssetOut(
+                key=MERGED_DEPTH,
+                group_name="merged",
+                kinds={"parquet", "polars"},
+                description=(
+                    "Order-book deltas of each symbol-day of the date merged across all collector streams by "
+                    "update id: one row per price-level change (interfaces §3), sorted by last_update_id, "
+                    "opening with a book image; each id range from the stream that received it first; gaps "
+                    "only where no stream had the ids. Per symbol under `merged/market=/symbol=/date=/` with "
+                    "`_coverage_manifest.json`. The materialization's table `symbol_outcomes` has one row per "
+                    "symbol-day (rows, events, gaps, coverage, checks, published or why not)."
+                ),
+            )
+        },
+        ins=ins,
+        partitions_def=partitions_def,
+        check_specs=check_specs(MERGED_DEPTH, MERGED_CHECKS),
+        config={"plan_day": {"config": {"symbols_per_step": symbols_per_step}}},
+    )(graph_signature(merged_day, list(ins)))
+
+
+def _day_outputs(date: str, outcomes: list[dict[str, Any]]) -> Any:
+    ok = [o for o in outcomes if o.get("ok")]
+    failed = [o for o in outcomes if not o.get("ok")]
+    summary = (
+        f"### merged_depth · {date}\n\n{len(ok)} of {len(outcomes)} symbols ok"
+        + (f"; **failed**: {', '.join(o['symbol'] for o in failed)}" if failed else "")
+    )
+    machine = {
+        o["symbol"]: {
+            "ok": bool(o.get("ok")),
+            META_BLOCKING_PASSED: bool(o.get(META_BLOCKING_PASSED)),
+            "published": bool(o.get("published")),
+            META_MANIFEST_KEY: o.get(META_MANIFEST_KEY, ""),
+            META_MANIFEST_ETAG: o.get(META_MANIFEST_ETAG, ""),
+            "reason": str(o.get("reason") or "")[:500],
+        }
+        for o in outcomes
+    }
+    yield dg.Output(
+        None,
+        output_name="merged_depth",
+        metadata={
+            "summary": dg.MetadataValue.md(summary),
+            "symbol_outcomes": outcome_table(outcomes),
+            META_SYMBOL_OUTCOMES: dg.MetadataValue.json(machine),
+            "symbols": dg.MetadataValue.int(len(outcomes)),
+            "symbols_ok": dg.MetadataValue.int(len(ok)),
+            "failed_symbols": dg.MetadataValue.json(sorted(o["symbol"] for o in failed)),
+            "dagster/row_count": dg.MetadataValue.int(sum(int(o.get("rows", 0) or 0) for o in outcomes)),
+            "events": dg.MetadataValue.int(sum(int(o.get("events", 0) or 0) for o in outcomes)),
+            "gap_count": dg.MetadataValue.int(sum(int(o.get("gaps", 0) or 0) for o in outcomes)),
+            META_BLOCKING_PASSED: dg.MetadataValue.bool(all(o.get(META_BLOCKING_PASSED) for o in outcomes)),
+        },
+    )
+    yield from day_check_results(MERGED_DEPTH, MERGED_CHECKS, outcomes)
+
+
+def _drop_step_results(store: ObjectStore, run_id: str) -> None:
+    """The steps' results (small JSON) are not needed once the day is recorded."""
+    from depth_pipeline.resources import STEP_IO_ROOT
+
+    for info in list(store.list(f"{STEP_IO_ROOT}/run={run_id}/merged_depth_day.")):
+        store.delete(info.key)

@@ -12,16 +12,18 @@ arrived, the late-data sensor asked for a re-merge) carries the deleted objects'
 a fresh parse of the raw objects present now (``depth_core/carryover.py``), so the re-merged day holds both.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
+from depth_core.names import Market
 from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
+from depth_pipeline.daydata import raw_day_symbols
 from depth_pipeline.keys import raw_key, validated_key
-from depth_pipeline.metadata import PREVIEW_ROWS, frame_preview, report_metadata
-from depth_pipeline.partitions import split_partition_key
-from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
+from depth_pipeline.lease import day_lease
+from depth_pipeline.partitions import date_of
+from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
 
 
@@ -33,73 +35,132 @@ def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSp
         group_name="raw",
         kinds={"ndjson"},
         description=(
-            f"Raw objects of collector stream `{stream}`: gzip NDJSON lines `<receive_ns> <kind> <text>` "
-            "exactly as received from Binance, one symbol per object, under "
-            f"`raw/market=/stream={stream}/symbol=/date=/`. Written by the collector, recorded by the "
-            "raw-arrival sensor, deleted only by the gated cleanup."
+            f"Raw objects of collector stream `{stream}`: gzip NDJSON lines exactly as received from "
+            f"Binance, under `raw/market=/stream={stream}/date=/` (layout v2, every symbol of the stream "
+            "per object) or `raw/market=/stream=/symbol=/date=/` (v1). Written by the collector, recorded "
+            "by the raw-arrival sensor, deleted only by the gated cleanup."
         ),
     )
 
 
-def stream_markdown(summary: dict[str, Any]) -> str:
-    """A short table of what the stream delivered for the symbol-day."""
-    rows = [
-        ("events", summary.get("events")),
-        ("update ids covered", summary.get("covered_ids")),
-        ("gaps (id holes)", len(summary.get("gaps", []))),
-        ("duplicates dropped", summary.get("duplicates")),
-        ("snapshots", summary.get("snapshots")),
-        ("lines quarantined", summary.get("quarantined")),
-        (
-            "receive latency p50 / p99 ms",
-            f"{summary.get('latency_p50_ms')} / {summary.get('latency_p99_ms')}",
-        ),
-        ("clock offset ms", summary.get("clock_offset_ms")),
-        ("raw objects read", len(summary.get("objects", []))),
+def validate_stream_symbols(
+    store: ObjectStore, market: Market, stream: str, date: str, symbols: list[str] | None,
+    wants: Callable[[str], bool],
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Validate one stream-day: every symbol its raw data holds (``symbols=None``, filtered by ``wants``)
+    or the ones named. Returns (report dict per symbol, error per symbol that could not be validated).
+
+    One symbol's failure (e.g. untrusted carry-over state) never stops the others: it is reported, and the
+    merge step leaves that symbol out (its published day stays as it is)."""
+    from depth_core.carryover import CarryOverError
+    from depth_core.validate import validate_stream_day
+
+    chosen = symbols if symbols is not None else [s for s in raw_day_symbols(store, market, stream, date) if wants(s)]
+    reports: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for symbol in chosen:
+        try:
+            report = validate_stream_day(store, market, stream, symbol, date)
+        except CarryOverError as exc:  # nothing was written or deleted: the previous output stays as it is
+            errors[symbol] = str(exc)
+            continue
+        summary = report.to_dict()
+        summary["objects_carried_over"] = sum(1 for o in report.objects if o.carried)
+        reports[symbol] = summary
+    return reports, errors
+
+
+SYMBOL_TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("symbol", "string"),
+        dg.TableColumn("events", "int"),
+        dg.TableColumn("gaps", "int"),
+        dg.TableColumn("duplicates", "int"),
+        dg.TableColumn("quarantined", "int"),
+        dg.TableColumn("objects", "int"),
+        dg.TableColumn("carried_over", "int"),
+        dg.TableColumn("error", "string"),
     ]
-    head = f"### {summary.get('stream')} · {summary.get('symbol')} · {summary.get('date')}\n\n"
-    return head + "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+)
 
 
-def validated_preview(store: ObjectStore, prefix: str) -> pl.DataFrame | None:
-    """The first events of the validated Parquet (None if there is none to show)."""
-    if not prefix:
-        return None
-    try:
-        location, options = store.scan_location(prefix.rstrip("/") + "/events.parquet")
-        return pl.scan_parquet(location, storage_options=options).head(PREVIEW_ROWS).collect()
-    except Exception:  # a preview is a nicety: never fail the asset over it
-        return None
-
-
-def _stream_outcomes(report: Any, lines_total: int) -> list[dict[str, Any]]:
-    events = int(getattr(report, "events", 0) or 0)
-    quarantined = int(getattr(report, "quarantined", 0) or 0)
-    outcomes: list[dict[str, Any]] = list(getattr(report, "checks", []) or [])
-    outcomes.append(
+def _stream_outcomes(reports: dict[str, dict[str, Any]], errors: dict[str, str]) -> list[dict[str, Any]]:
+    """The day's warn checks, summarised over its symbols (the ones that fail are named)."""
+    empty = sorted(s for s, r in reports.items() if not r.get("events"))
+    quarantined = sum(int(r.get("quarantined", 0) or 0) for r in reports.values())
+    lines_total = sum(int(r.get("lines_read", 0) or 0) for r in reports.values())
+    share = quarantined / lines_total if lines_total else 0.0
+    return [
         {
             "name": "raw_data_present",
-            "passed": events > 0,
+            "passed": not empty and not errors and bool(reports),
             "blocking": False,
-            "description": f"{events} events" if events else "no diff-depth event for this symbol-day",
-            "metadata": {"events": events},
-        }
-    )
-    share = quarantined / lines_total if lines_total else 0.0
-    outcomes.append(
+            "description": (
+                f"{len(reports) - len(empty)} of {len(reports) + len(errors)} symbols have events"
+                + (f"; none for {', '.join(empty[:20])}" if empty else "")
+                + (f"; not validated: {', '.join(sorted(errors)[:20])}" if errors else "")
+            ),
+            "metadata": {"symbols_without_events": empty, "symbols_not_validated": sorted(errors)},
+        },
         {
             "name": "quarantine_small",
             "passed": share < 0.01,
             "blocking": False,
             "description": f"{quarantined} of {lines_total} lines quarantined",
             "metadata": {"quarantined": quarantined, "share": share},
-        }
+        },
+    ]
+
+
+def stream_day_metadata(
+    stream: str, date: str, reports: dict[str, dict[str, Any]], errors: dict[str, str]
+) -> dict[str, dg.MetadataValue]:
+    """The stream-day's materialization metadata: one table row per symbol, totals, the symbol list the
+    merge step fans out over (``symbols``) and the symbols that could not be validated (``failed_symbols``)."""
+    records = [
+        dg.TableRecord(
+            {
+                "symbol": symbol,
+                "events": int(r.get("events", 0) or 0),
+                "gaps": len(r.get("gaps", []) or []),
+                "duplicates": int(r.get("duplicates", 0) or 0),
+                "quarantined": int(r.get("quarantined", 0) or 0),
+                "objects": len(r.get("objects", []) or []),
+                "carried_over": int(r.get("objects_carried_over", 0) or 0),
+                "error": "",
+            }
+        )
+        for symbol, r in sorted(reports.items())
+    ]
+    records += [
+        dg.TableRecord(
+            {"symbol": s, "events": 0, "gaps": 0, "duplicates": 0, "quarantined": 0, "objects": 0,
+             "carried_over": 0, "error": e[:300]}
+        )
+        for s, e in sorted(errors.items())
+    ]
+    events = sum(int(r.get("events", 0) or 0) for r in reports.values())
+    head = (
+        f"### {stream} · {date}\n\n{len(reports)} symbols validated, {events} events"
+        + (f", **{len(errors)} not validated**: {', '.join(sorted(errors))}" if errors else "")
     )
-    return outcomes
+    return {
+        "summary": dg.MetadataValue.md(head),
+        "symbol_outcomes": dg.MetadataValue.table(records=records, schema=SYMBOL_TABLE_SCHEMA),
+        "symbols": dg.MetadataValue.json(sorted(reports)),
+        "failed_symbols": dg.MetadataValue.json(dict(sorted(errors.items()))),
+        "symbol_count": dg.MetadataValue.int(len(reports)),
+        "events": dg.MetadataValue.int(events),
+        "gap_count": dg.MetadataValue.int(sum(len(r.get("gaps", []) or []) for r in reports.values())),
+        "objects_read": dg.MetadataValue.int(sum(len(r.get("objects", []) or []) for r in reports.values())),
+        "objects_carried_over": dg.MetadataValue.int(
+            sum(int(r.get("objects_carried_over", 0) or 0) for r in reports.values())
+        ),
+    }
 
 
 def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """The ``validated/<stream>`` asset of one collector stream."""
+    """The ``validated/<stream>`` asset of one collector stream: one step per stream-day."""
     key = validated_key(stream)
 
     @dg.asset(
@@ -111,45 +172,38 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         pool="depth_validate",
         check_specs=check_specs(key, VALIDATED_CHECKS),
         description=(
-            f"Stream `{stream}` of one symbol-day after validation: typed Parquet of its diff-depth "
+            f"Stream `{stream}` of one day after validation, per symbol: typed Parquet of its diff-depth "
             "events (UTC day of exchange time E, neighbouring objects across midnight read), malformed "
-            "lines quarantined with their reason, exact duplicates dropped; continuity segments, gaps, "
-            "receive latency and clock offset in the metadata."
+            "lines quarantined with their reason, exact duplicates dropped. The metadata table has one row "
+            "per symbol (events, gaps, duplicates, quarantined lines, objects read)."
         ),
     )
     def validated(
-        context: dg.AssetExecutionContext, store: DepthStoreResource, settings: DepthSettingsResource
+        context: dg.AssetExecutionContext,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
+        day_run: DayRunResource,
     ) -> dg.MaterializeResult:
-        # the core loads only when a run needs it
-        from depth_core.validate import MissingStateError, validate_symbol_day
-
-        date, symbol = split_partition_key(context.partition_key)
+        date = date_of(context.partition_key)
         object_store = store.open()
-        try:
-            report = validate_symbol_day(object_store, settings.market_name, stream, symbol, date)
-        except MissingStateError as exc:  # nothing was deleted: the previous output stays as it is
-            raise dg.Failure(description=str(exc)) from exc
-        carried = sum(1 for o in report.objects if o.carried)
-        summary = report.to_dict()
-        lines_total = int(summary.get("lines_read", 0) or 0)
-        results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(report, lines_total))
-        metadata: dict[str, dg.MetadataValue] = {
-            "summary": dg.MetadataValue.md(stream_markdown(summary)),
-            "events": dg.MetadataValue.int(int(report.events)),
-            "gap_count": dg.MetadataValue.int(len(summary.get("gaps", []))),
-            "objects_read": dg.MetadataValue.int(len(summary.get("objects", []))),
-            "objects_carried_over": dg.MetadataValue.int(carried),
-        }
-        preview = validated_preview(object_store, summary.get("prefix", ""))
-        if preview is not None:
-            metadata["preview"] = frame_preview(preview)
-        for name, value in report_metadata(summary, skip=("preview", "objects", "level_parts", "files")).items():
-            metadata.setdefault(name, value)
+        with day_lease(object_store, settings.market_name, date, context):
+            reports, errors = validate_stream_symbols(
+                object_store, settings.market_name, stream, date, day_run.requested() or None, settings.wants
+            )
+        results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(reports, errors))
         context.log.info(
-            f"validated {stream} {symbol} {date}: {report.events} events"
-            + (f" ({carried} raw objects deleted after a merge carried over from validated/)" if carried else "")
+            f"validated {stream} {date}: {len(reports)} symbols"
+            + (f"; NOT validated: {errors}" if errors else "")
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=results)
+        if errors and not reports:
+            raise dg.Failure(
+                description=f"no symbol of {stream} {date} could be validated: "
+                + "; ".join(f"{s}: {e}" for s, e in sorted(errors.items())),
+                metadata={"failed_symbols": dg.MetadataValue.json(errors)},
+            )
+        return dg.MaterializeResult(
+            metadata=stream_day_metadata(stream, date, reports, errors), check_results=results
+        )
 
     return validated
 

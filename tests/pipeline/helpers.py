@@ -1,4 +1,5 @@
-"""Shared steps of the pipeline tests: build the definitions, run a symbol-day, read what it recorded."""
+"""Shared steps of the pipeline tests: build the definitions, run a date (or chosen symbols of it), read
+what it recorded."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import dagster as dg
 from depth_core.schema import merged_manifest_key
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.definitions import build_definitions
-from depth_pipeline.keys import TAG_KIND
+from depth_pipeline.jobs import cleanup_run_config, day_run_config, day_run_tags
 from depth_store import ObjectStore, open_store
 from tests.pipeline.rawgen import DayPlan, write_stream_day
 
 STREAMS = ("eu-1", "ap-1")
 
 
-def make_config(store_url: str, symbols: tuple[str, ...] = ("BTCUSDT",), **kw: Any) -> PipelineConfig:
-    """A config over ``store_url``; the derived assets (a full-day 1 s grid: slow) only where asked for."""
+def make_config(store_url: str, symbols: tuple[str, ...] = (), **kw: Any) -> PipelineConfig:
+    """A config over ``store_url`` (``symbols``: the DEPTH_SYMBOLS filter, none by default); the derived
+    assets (a full-day 1 s grid: slow) only where asked for."""
     kw.setdefault("derived_assets", False)
     return PipelineConfig(store_url=store_url, streams=STREAMS, symbols=symbols, **kw)
 
@@ -31,10 +33,16 @@ def write_day(store: ObjectStore, plan: DayPlan, with_snapshot: bool = True) -> 
 
 
 def run_partition(
-    defs: dg.Definitions, instance: dg.DagsterInstance, date: str, symbol: str, kind: str = "merge"
+    defs: dg.Definitions, instance: dg.DagsterInstance, date: str, symbol: str | None = None, kind: str = "merge"
 ) -> dg.ExecuteInProcessResult:
+    """One run of ``date``: the symbol named (as ``depth-pipeline run --symbols`` does), or all of them."""
+    symbols = [symbol] if symbol else None
     return defs.resolve_job_def("depth_daily").execute_in_process(
-        instance=instance, partition_key=f"{date}|{symbol}", tags={TAG_KIND: kind}, raise_on_error=False
+        instance=instance,
+        partition_key=date,
+        run_config=day_run_config(symbols),
+        tags=day_run_tags(date, symbols, kind),
+        raise_on_error=False,
     )
 
 
@@ -43,15 +51,23 @@ def run_cleanup(
 ) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("depth_cleanup").execute_in_process(
         instance=instance,
-        partition_key=f"{date}|{symbol}",
-        run_config={"ops": {"cleanup_raw": {"config": {"retention_days": retention_days}}}},
+        partition_key=date,
+        run_config=cleanup_run_config([symbol], retention_days),
+        tags=day_run_tags(date, [symbol], "cleanup"),
         raise_on_error=False,
     )
 
 
-def cleanup_output(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    out: dict[str, Any] = result.output_for_node("cleanup_raw")
+def cleanup_output(result: dg.ExecuteInProcessResult, symbol: str = "BTCUSDT") -> dict[str, Any]:
+    out: dict[str, Any] = result.output_for_node("cleanup_raw")[symbol]
     return out
+
+
+def day_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """The per-symbol outcome table of the run's ``merged_depth`` materialization, by symbol."""
+    (mat,) = [m for m in result.asset_materializations_for_node("merged_depth_day") if m.asset_key.path == ["merged_depth"]]
+    table: Any = mat.metadata["symbol_outcomes"].value
+    return {r.data["symbol"]: dict(r.data) for r in table.records}
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

@@ -47,18 +47,24 @@ def test_dagster_cli_and_depth_pipeline_run_and_cleanup_on_a_fresh_home(tmp_path
             "--select",
             "*",
             "--partition",
-            f"{DATE}|BTCUSDT",
+            DATE,
         ],
         env,
     )
     assert materialize.returncode == 0, materialize.stderr[-3000:]
     assert {o["key"] for o in manifest(store, DATE)["raw_objects"]} == written
 
+    # the day's symbols are those its raw data holds: DEPTH_SYMBOLS only filters
     run = _run([str(BIN / "depth-pipeline"), "run", "--date", DATE], env)
-    assert run.returncode == 1, run.stdout + run.stderr[-3000:]  # ETHUSDT has no raw data
-    assert f"ok   {DATE} BTCUSDT" in run.stdout
-    assert f"FAIL {DATE} ETHUSDT" in run.stdout and "no raw data" in run.stdout
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    assert f"ok   {DATE} BTCUSDT" in run.stdout and "ETHUSDT" not in run.stdout
     assert (home / "dagster.yaml").read_text() == (REPO / "dagster.yaml").read_text()
+
+    # a named symbol without raw data is reported as such: exit 1
+    named = _run([str(BIN / "depth-pipeline"), "run", "--date", DATE, "--symbols", "BTCUSDT,ETHUSDT"], env)
+    assert named.returncode == 1, named.stdout + named.stderr[-3000:]
+    assert f"ok   {DATE} BTCUSDT" in named.stdout
+    assert f"FAIL {DATE} ETHUSDT" in named.stdout and "no raw data" in named.stdout
 
     # one symbol-day merged and verified, the other never merged: delete the first, refuse the second
     cleanup = _run([str(BIN / "depth-pipeline"), "cleanup", "--date", DATE], env)
@@ -70,7 +76,8 @@ def test_dagster_cli_and_depth_pipeline_run_and_cleanup_on_a_fresh_home(tmp_path
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the UI's instance shows every run
         runs = instance.get_runs()
         kinds = sorted(r.tags.get("depth/kind", "asset") for r in runs)
-        assert kinds == ["asset", "cleanup", "cleanup", "merge", "merge"]
+        assert kinds == ["asset", "cleanup", "merge", "merge"]
+        assert {r.tags.get("dagster/partition") for r in runs} == {DATE}
 
 
 def test_usage_errors_exit_2(
@@ -81,8 +88,9 @@ def test_usage_errors_exit_2(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     assert cli.main(["run", "--date", "2024-13-01"]) == 2
     assert "invalid date" in capsys.readouterr().err
+    monkeypatch.setenv("DEPTH_SYMBOLS", "BTCUSDT")
     assert cli.main(["cleanup", "--date", DATE, "--symbols", "XRPUSDT"]) == 2
-    assert "not partition keys" in capsys.readouterr().err
+    assert "filtered out by DEPTH_SYMBOLS" in capsys.readouterr().err
     assert cli.main(["backfill", "--start", DATE, "--end", "2024-01-02"]) == 2
     assert "before --start" in capsys.readouterr().err
     assert cli.main(["run", "--date", (TODAY + dt.timedelta(days=1)).isoformat()]) == 2
@@ -113,7 +121,7 @@ def test_backfill_three_days_two_symbols_runs_in_date_order(tmp_path: Path) -> N
         records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
         runs = [r.dagster_run for r in records]
         order = [r.tags["dagster/partition"] for r in runs]
-    assert order == [f"{d}|{s}" for d in days for s in ("BTCUSDT", "ETHUSDT")]
+    assert order == days  # one run per date, both symbols inside it
     for symbol in ("BTCUSDT", "ETHUSDT"):
         assert manifest(store, days[0], symbol)["opening"]["source"].startswith("snapshot:")
         for day in days[1:]:

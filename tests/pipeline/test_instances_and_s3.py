@@ -72,5 +72,5 @@ def test_postgres_backed_production_instance_runs_the_pipeline(
     ) as reopened:  # recorded in PostgreSQL, seen by a new process
         statuses = sorted((r.job_name, r.status.value) for r in reopened.get_runs())
         assert statuses == [("depth_cleanup", "SUCCESS"), ("depth_daily", "SUCCESS")]
-        assert reopened.get_materialized_partitions(dg.AssetKey("merged_depth")) == {f"{DATE}|BTCUSDT"}
+        assert reopened.get_materialized_partitions(dg.AssetKey("merged_depth")) == {DATE}
     assert raw_keys(store) == set()

@@ -24,6 +24,7 @@ from depth_pipeline.sensors import merged_partitions_of_run
 from depth_store import ObjectStore, open_store
 from tests.pipeline.helpers import (
     cleanup_output,
+    day_outcomes,
     evaluate,
     failure_message,
     make_config,
@@ -39,7 +40,7 @@ from tests.pipeline.rawgen import DayPlan, write_object
 # a recent day: the late-data sensor looks back DEPTH_LATE_LOOKBACK_DAYS (7) days
 DATE = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
 NEXT_DATE = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()
-PK = f"{DATE}|BTCUSDT"
+PK = DATE
 MANIFEST = f"merged/market=spot/symbol=BTCUSDT/date={DATE}/_coverage_manifest.json"
 
 
@@ -70,21 +71,28 @@ def test_materialize_partition_writes_merged_day_with_checks_and_metadata(
     assert any(
         i.key.endswith(".parquet") for i in store.list(f"merged/market=spot/symbol=BTCUSDT/date={DATE}/")
     )
-    (mat,) = [m for m in result.asset_materializations_for_node("merged_depth")]
-    meta = mat.metadata
+    mats = {
+        m.asset_key: m
+        for node in ("merged_depth_day", "derived_day")
+        for m in result.asset_materializations_for_node(node)
+    }
+    meta = mats[MERGED_DEPTH].metadata
     assert meta["events"].value == 60 and meta["gap_count"].value == 0  # disjoint outages: no gap
     assert meta["blocking_checks_passed"].value is True
     assert int(meta["dagster/row_count"].value) > 60  # type: ignore[arg-type]
-    assert "eu-1" in str(meta["summary"].value) and "| symbol |" in str(meta["preview"].value)
+    # one row per symbol-day in the day's table: what the UI shows
+    (row,) = day_outcomes(result).values()
+    assert row["symbol"] == "BTCUSDT" and row["status"] == "ok" and row["published"] is True
+    assert row["events"] == 60 and row["gaps"] == 0 and "blocking passed" in row["checks"]
     evaluations = result.get_asset_check_evaluations()
     merged_checks = {e.check_name: e.passed for e in evaluations if e.asset_key == MERGED_DEPTH}
     assert merged_checks["gaps_missed_by_every_stream"] and merged_checks["streams_agree"]
     assert all(merged_checks.values()) and len(merged_checks) >= 9
     # the derived assets read the merged day: top-25 book per second and the quality report
-    (top,) = result.asset_materializations_for_node("book_top25_1s")
+    top = mats[dg.AssetKey("book_top25_1s")]
     assert int(top.metadata["dagster/row_count"].value) > 0  # type: ignore[arg-type]
     assert store.exists(f"quality/market=spot/symbol=BTCUSDT/date={DATE}/quality.png")
-    (quality,) = result.asset_materializations_for_node("depth_quality_report")
+    quality = mats[dg.AssetKey("depth_quality_report")]
     assert "data:image/png;base64," in str(quality.metadata["report"].value)
 
 
@@ -193,7 +201,9 @@ def test_cleanup_deletes_nothing_when_the_merge_failed(
     assert not merge.success
     cleanup = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
     assert not cleanup.success
-    assert f"no merge of BTCUSDT {DATE} is recorded" in failure_message(cleanup)
+    assert f"the latest merge of BTCUSDT {DATE} (run {merge.run_id}) failed: merge failed" in failure_message(
+        cleanup
+    )
     assert raw_keys(store) == written
 
     # a verified merge, then a failed re-merge attempt: still nothing is deleted

@@ -1,4 +1,5 @@
-"""The daily schedule asks for the previous UTC day, one run per symbol; configuration errors are named."""
+"""The daily schedule asks for the previous UTC day, one run for all its symbols; configuration errors are
+named."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from depth_pipeline.config import ConfigError, PipelineConfig
 from depth_pipeline.definitions import build_definitions
 
 
-def test_schedule_requests_previous_day_one_run_per_symbol(
+def test_schedule_requests_previous_day_one_run_for_all_symbols(
     tmp_path: Path, dagster_instance: dg.DagsterInstance
 ) -> None:
     config = PipelineConfig.from_env(
-        {"DEPTH_STORE_URL": str(tmp_path), "DEPTH_SYMBOLS": "btcusdt,ETHUSDT", "DEPTH_SCHEDULE_TIME": "01:15"}
+        {
+            "DEPTH_STORE_URL": str(tmp_path),
+            "DEPTH_SYMBOLS": "btcusdt,ETHUSDT",
+            "DEPTH_SCHEDULE_TIME": "01:15",
+            "DEPTH_START_DATE": "2026-11-01",
+        }
     )
     repository = build_definitions(config).get_repository_def()
     schedule = repository.get_schedule_def("depth_daily_schedule")
@@ -26,8 +32,10 @@ def test_schedule_requests_previous_day_one_run_per_symbol(
         instance=dagster_instance, scheduled_execution_time=tick, repository_def=repository
     )
     requests = schedule.evaluate_tick(context).run_requests or []
-    assert [r.partition_key for r in requests] == ["2026-11-24|BTCUSDT", "2026-11-24|ETHUSDT"]
-    assert len({r.run_key for r in requests}) == 2
+    assert [r.partition_key for r in requests] == ["2026-11-24"]
+    # every symbol the day's raw data holds (DEPTH_SYMBOLS filters inside the run), one writer per date
+    assert requests[0].run_config == {"resources": {"day_run": {"config": {"symbols": []}}}}
+    assert requests[0].tags["depth/date"] == "2026-11-24" and requests[0].tags["depth/symbols"] == "*"
 
 
 def test_retention_cleanup_schedule_requests_days_past_retention(
@@ -35,14 +43,14 @@ def test_retention_cleanup_schedule_requests_days_past_retention(
 ) -> None:
     tick = dt.datetime(2026, 11, 25, 2, 30, tzinfo=dt.UTC)
     for retention, expected in ((0.0, None), (1.0, "2026-11-23"), (2.5, "2026-11-21")):
-        config = PipelineConfig(store_url=str(tmp_path), symbols=("BTCUSDT",), retention_days=retention)
+        config = PipelineConfig(store_url=str(tmp_path), start_date="2026-11-01", retention_days=retention)
         repository = build_definitions(config).get_repository_def()
         schedule = repository.get_schedule_def("depth_retention_cleanup_schedule")
         context = dg.build_schedule_context(
             instance=dagster_instance, scheduled_execution_time=tick, repository_def=repository
         )
         requests = schedule.evaluate_tick(context).run_requests or []
-        assert [r.partition_key for r in requests] == ([] if expected is None else [f"{expected}|BTCUSDT"])
+        assert [r.partition_key for r in requests] == ([] if expected is None else [expected])
 
 
 @pytest.mark.parametrize(
@@ -62,6 +70,30 @@ def test_invalid_configuration_is_refused_with_the_variable(env: dict[str, str],
 
 def test_defaults() -> None:
     config = PipelineConfig.from_env({})
-    assert (config.streams, config.symbols, config.market) == (("eu-1", "ap-1"), ("BTCUSDT",), "spot")
+    # no symbol list: every symbol the day's raw data holds; no start date: the store's first data date
+    assert (config.streams, config.symbols, config.market) == (("eu-1", "ap-1"), (), "spot")
+    assert config.start_date is None and config.symbols_per_step >= 1 and config.executor == "multiprocess"
     assert (config.schedule_hour, config.schedule_minute, config.retention_days) == (0, 30, 0.0)
     assert config.silence_seconds + config.sensor_interval_seconds <= 120
+
+
+def test_partitions_start_at_the_stores_data_and_stay_under_100k_keys(tmp_path: Path) -> None:
+    """A new install's dates start the day before its first raw folder (an object filed under a date may
+    hold the previous day's events), a run's marker keeps them there after cleanup, and three years of
+    days are about a thousand keys per asset whatever the number of symbols."""
+    from depth_pipeline.daydata import first_date, record_first_date
+    from depth_store import open_store
+    from tests.pipeline.helpers import write_day
+    from tests.pipeline.rawgen import DayPlan
+
+    store = open_store(str(tmp_path / "store"))
+    assert first_date(store, "spot", ["eu-1", "ap-1"]) is None
+    write_day(store, DayPlan("2026-11-20"))
+    assert first_date(store, "spot", ["eu-1", "ap-1"]) == "2026-11-19"
+    config = PipelineConfig(store_url=str(tmp_path / "store"))
+    partitions = build_definitions(config).resolve_job_def("depth_daily").partitions_def
+    assert partitions is not None and partitions.get_partition_keys()[0] == "2026-11-19"
+    record_first_date(store, "spot", "2026-11-15")
+    assert first_date(store, "spot", ["eu-1", "ap-1"]) == "2026-11-15"
+    three_years = dg.DailyPartitionsDefinition(start_date="2023-12-06", timezone="UTC", end_offset=1)
+    assert len(three_years.get_partition_keys()) < 1_200  # per asset, for 1 or 600 symbols alike

@@ -1,5 +1,6 @@
-"""UI proof: a real ``dagster-webserver`` on loopback serves the asset graph, partitions, checks, sensors
-and schedule (GraphQL), and headless Chromium renders the lineage and the merged asset's page."""
+"""UI proof: a real ``dagster-webserver`` on loopback serves the asset graph, date partitions, checks,
+sensors and schedule, and a day's symbols with their outcomes (GraphQL), and headless Chromium renders the
+lineage and the merged asset's page."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ ASSET_QUERY = """
     assetKey { path }
     dependencyKeys { path }
     isMaterializable
-    partitionDefinition { type dimensionTypes { name } }
+    partitionDefinition { type }
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
   }
 }
@@ -55,7 +56,10 @@ query($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
     ... on AssetNode {
       partitionStats { numMaterialized numPartitions }
-      assetMaterializations(limit: 1) { partition metadataEntries { label } }
+      assetMaterializations(limit: 1) {
+        partition
+        metadataEntries { label ... on TableMetadataEntry { table { records } } }
+      }
     }
   }
 }
@@ -76,16 +80,15 @@ def webserver() -> Iterator[Webserver]:
     home = root / "home"
     home.mkdir()
     copy_repo_instance_config(home)
-    env = pipeline_env(
-        str(root / "store"), streams="eu-1,ap-1", symbols="BTCUSDT,ETHUSDT", start_date="2026-11-01"
-    )
+    env = pipeline_env(str(root / "store"), streams="eu-1,ap-1", start_date="2026-11-01")
     env["DEPTH_DERIVED_ASSETS"] = "1"
-    # one merged partition in the instance, so the asset page shows a materialization with its metadata
+    # one merged day of two symbols in the instance, so the asset page shows the day's table of symbols
     store = open_store(str(root / "store"))
     write_day(store, DayPlan(MERGED_DATE))
+    write_day(store, DayPlan(MERGED_DATE, symbol="ETHUSDT"))
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        config = make_config(str(root / "store"), symbols=("BTCUSDT", "ETHUSDT"), start_date="2026-11-01")
-        assert run_partition(build_definitions(config), instance, MERGED_DATE, "BTCUSDT").success
+        config = make_config(str(root / "store"), start_date="2026-11-01")
+        assert run_partition(build_definitions(config), instance, MERGED_DATE).success
     server = Webserver(home, env, root / "webserver.log")
     try:
         server.wait_ready()
@@ -104,9 +107,8 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
         assert [d["path"] for d in nodes[f"validated/{stream}"]["dependencyKeys"]] == [["raw", stream]]
     merged_deps = {"/".join(d["path"]) for d in nodes["merged_depth"]["dependencyKeys"]}
     assert merged_deps == {"validated/eu-1", "validated/ap-1", "merged_depth"}  # + its own previous day
-    for node in nodes.values():
-        assert node["partitionDefinition"]["type"] == "MULTIPARTITIONED"
-        assert [d["name"] for d in node["partitionDefinition"]["dimensionTypes"]] == ["date", "symbol"]
+    for node in nodes.values():  # one daily dimension: the symbols of a day are inside its run
+        assert node["partitionDefinition"]["type"] == "TIME_WINDOW"
     checks = {c["name"]: c["blocking"] for c in nodes["merged_depth"]["assetChecksOrError"]["checks"]}
     assert checks["gaps_missed_by_every_stream"] is True and checks["book_never_crossed"] is True
     assert "raw_data_present" in {c["name"] for c in nodes["validated/eu-1"]["assetChecksOrError"]["checks"]}
@@ -114,14 +116,15 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
     stats = webserver.graphql(MATERIALIZED_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
     assert stats["partitionStats"]["numMaterialized"] == 1
     (latest,) = stats["assetMaterializations"]
-    assert latest["partition"] == f"{MERGED_DATE}|BTCUSDT"
+    assert latest["partition"] == MERGED_DATE
     entries = {e["label"] for e in latest["metadataEntries"]}
-    assert {"events", "blocking_checks_passed", "summary", "preview", "dagster/row_count"} <= entries
+    assert {"events", "blocking_checks_passed", "summary", "symbol_outcomes", "dagster/row_count"} <= entries
 
     dims = webserver.graphql(PARTITION_KEYS_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
-    by_dim = {d["name"]: d["partitionKeys"] for d in dims["partitionKeysByDimension"]}
-    assert by_dim["symbol"] == ["BTCUSDT", "ETHUSDT"]
-    assert by_dim["date"][0] == "2026-11-01"
+    (keys,) = [d["partitionKeys"] for d in dims["partitionKeysByDimension"]]
+    assert keys[0] == "2026-11-01" and MERGED_DATE in keys and all("|" not in k for k in keys)
+
+    (repo,) = webserver.graphql(REPO_QUERY)["repositoriesOrError"]["nodes"]
 
     (repo,) = webserver.graphql(REPO_QUERY)["repositoriesOrError"]["nodes"]
     sensors = {s["name"]: s["sensorType"] for s in repo["sensors"]}
@@ -137,6 +140,20 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
         "depth_retention_cleanup_schedule": ("30 2 * * *", "UTC"),
     }
     assert {"depth_daily", "depth_cleanup"} <= {j["name"] for j in repo["jobs"]}
+
+
+def test_graphql_shows_a_days_symbols_with_their_outcomes(webserver: Webserver) -> None:
+    """The day's materialization carries one table row per symbol: what the asset page shows."""
+    import json
+
+    stats = webserver.graphql(MATERIALIZED_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
+    (latest,) = stats["assetMaterializations"]
+    (table,) = [e["table"] for e in latest["metadataEntries"] if e["label"] == "symbol_outcomes"]
+    rows = {r["symbol"]: r for r in map(json.loads, table["records"])}
+    assert set(rows) == {"BTCUSDT", "ETHUSDT"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["published"] is True and row["events"] == 60
+        assert "blocking passed" in row["checks"] and row["gaps"] == 0
 
 
 BACKFILL_MUTATION = """
@@ -159,8 +176,8 @@ query($id: String!) {
 """
 
 
-def test_ui_accepts_a_date_range_by_symbol_backfill(webserver: Webserver) -> None:
-    names = [f"2026-11-0{d}|{s}" for d in (2, 3, 4) for s in ("BTCUSDT", "ETHUSDT")]
+def test_ui_accepts_a_date_range_backfill(webserver: Webserver) -> None:
+    names = [f"2026-11-0{d}" for d in (2, 3, 4)]  # one run per date, every symbol inside it
     params = {
         "partitionNames": names,
         "assetSelection": [
@@ -173,7 +190,7 @@ def test_ui_accepts_a_date_range_by_symbol_backfill(webserver: Webserver) -> Non
     launched = webserver.graphql(BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill = webserver.graphql(BACKFILL_QUERY, {"id": launched["backfillId"]})["partitionBackfillOrError"]
-    assert backfill["status"] == "REQUESTED" and backfill["numPartitions"] == 6
+    assert backfill["status"] == "REQUESTED" and backfill["numPartitions"] == 3
     assert ["merged_depth"] in [a["path"] for a in backfill["assetSelection"]]
 
 
@@ -241,7 +258,7 @@ def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) ->
         assert dom.returncode == 0, dom.stderr[-1000:]
         assert "merged_depth" in dom.stdout
         if "merged-depth" in name:  # the latest materialization and its metadata are on the page
-            assert MERGED_DATE in dom.stdout and "blocking_checks_passed" in dom.stdout
+            assert MERGED_DATE in dom.stdout and "symbol_outcomes" in dom.stdout
         if "lineage" in name:  # nodes render as their last path part inside their group box
             for label in ("raw", "validated", "merged", "eu-1", "ap-1"):
                 assert label in dom.stdout, label
