@@ -3,7 +3,8 @@
 One module-scoped scenario drives the real commands on a fresh DAGSTER_HOME over a local store:
 day A (2026-11-23) with a snapshot in both streams and disjoint outages, day B (2026-11-24) that only
 chains into A (its image must be the carry), a day C (2026-11-22) that is never merged, and ETHUSDT
-configured but without raw data. The checks then read the outputs as an analyst would.
+named but without raw data. Partitions are dates; a day's symbols are those its raw data holds. The checks
+then read the outputs as an analyst would.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     results["run_a"] = run([str(BIN / "depth-pipeline"), "run", "--date", DAY_A, "--symbols", "BTCUSDT"], env)
     results["materialize_b"] = run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "depth_pipeline.definitions", "--select", "*",
-         "--partition", f"{DAY_B}|BTCUSDT"],
+         "--partition", DAY_B],
         env,
     )
     # a raw object of day A that arrives after A's merge: events eu-1 had missed
@@ -108,8 +109,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     late_key = write_object(store, "eu-1", "BTCUSDT", late_lines, session="eulate").key
     results["cleanup_a"] = run([str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_A, "--symbols", "BTCUSDT"], env)
     raw_after_cleanup_a = {i.key for i in store.list("raw/")}
-    # every configured symbol: BTCUSDT is merged again (after the cleanup), ETHUSDT has no raw data
-    results["run_b"] = run([str(BIN / "depth-pipeline"), "run", "--date", DAY_B], env)
+    # both symbols named: BTCUSDT is merged again (after the cleanup), ETHUSDT has no raw data
+    results["run_b"] = run(
+        [str(BIN / "depth-pipeline"), "run", "--date", DAY_B, "--symbols", "BTCUSDT,ETHUSDT"], env
+    )
     results["cleanup_c"] = run([str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_C, "--symbols", "btcusdt"], env)
     return Scenario(store_dir, home, env, results, raw_a, raw_b, raw_c, late_key, raw_after_cleanup_a)
 
@@ -140,10 +143,11 @@ def test_workspace_loads_the_code_location_and_instance_config_is_sqlite_default
     assert not {"storage", "run_storage", "event_log_storage", "schedule_storage"} & set(instance)
 
 
-def test_every_asset_is_partitioned_by_date_and_symbol(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_asset_is_partitioned_by_date(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DEPTH_STORE_URL", str(tmp_path))
     monkeypatch.setenv("DEPTH_STREAMS", "eu-1,ap-1")
     monkeypatch.setenv("DEPTH_SYMBOLS", "BTCUSDT,ETHUSDT")
+    monkeypatch.setenv("DEPTH_START_DATE", "2026-11-01")
     monkeypatch.setenv("DEPTH_MARKET", "spot")
     monkeypatch.delenv("DEPTH_DERIVED_ASSETS", raising=False)
     import importlib.util
@@ -160,14 +164,11 @@ def test_every_asset_is_partitioned_by_date_and_symbol(monkeypatch: pytest.Monke
     graph = defs.resolve_asset_graph()
     keys = list(graph.get_all_asset_keys())
     assert len(keys) >= 3  # a validated asset per stream and the merge at least
-    for key in keys:
+    for key in keys:  # the symbols of a day are processed inside its run (docs/orchestration.md)
         pdef = graph.get(key).partitions_def
-        assert isinstance(pdef, dg.MultiPartitionsDefinition), f"{key} is not multi-partitioned"
-        dims = {d.name: d.partitions_def for d in pdef.partitions_defs}
-        assert set(dims) == {"date", "symbol"}, key
-        assert isinstance(dims["date"], dg.DailyPartitionsDefinition) and dims["date"].timezone in (None, "UTC")
-        assert set(dims["symbol"].get_partition_keys()) == {"BTCUSDT", "ETHUSDT"}
-        assert f"{DAY_B}|BTCUSDT" in pdef.get_partition_keys() or pdef.has_partition_key(f"{DAY_B}|BTCUSDT")
+        assert isinstance(pdef, dg.DailyPartitionsDefinition), f"{key} is not partitioned by date"
+        assert pdef.timezone in (None, "UTC")
+        assert pdef.get_partition_keys()[0] == "2026-11-01" and DAY_B in pdef.get_partition_keys()
 
 
 def partition_runs(s: Scenario, pk: str) -> list[dg.DagsterRun]:
@@ -184,7 +185,7 @@ def test_standard_dagster_command_materializes_a_symbol_day(scenario: Scenario) 
     )
     assert manifest["blocking_passed"] is True and manifest["gaps"] == []
     assert {r["stream"] for r in manifest["covered"]} <= set(STREAMS)
-    runs = partition_runs(scenario, f"{DAY_B}|BTCUSDT")
+    runs = partition_runs(scenario, DAY_B)
     assert [r.status for r in runs if r.job_name == "__ASSET_JOB"] == [dg.DagsterRunStatus.SUCCESS]
 
 
@@ -192,7 +193,7 @@ def test_run_exits_0_when_every_run_succeeded_and_records_it(scenario: Scenario)
     done = scenario.results["run_a"]
     assert done.returncode == 0, done.stdout + done.stderr
     assert merged_files(scenario, DAY_A)
-    assert [r.status for r in partition_runs(scenario, f"{DAY_A}|BTCUSDT") if r.job_name == "depth_daily"] == [
+    assert [r.status for r in partition_runs(scenario, DAY_A) if r.job_name == "depth_daily"] == [
         dg.DagsterRunStatus.SUCCESS
     ]
 
@@ -205,8 +206,11 @@ def test_run_reports_a_symbol_day_without_raw_data_and_exits_1(scenario: Scenari
     btc = [ln for ln in out.splitlines() if "BTCUSDT" in ln and DAY_B in ln]
     assert any("no raw data" in ln.lower() for ln in eth), out
     assert btc and btc[0].startswith("ok"), f"re-merging a day after a cleanup works: {out}"
-    assert [r.status for r in partition_runs(scenario, f"{DAY_B}|ETHUSDT")] == [dg.DagsterRunStatus.FAILURE]
-    assert [r.status for r in partition_runs(scenario, f"{DAY_B}|BTCUSDT")] == [dg.DagsterRunStatus.SUCCESS] * 2
+    # one run per date: the named symbol without raw data fails the run (after BTCUSDT was merged)
+    assert [r.status for r in partition_runs(scenario, DAY_B)] == [
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.SUCCESS,
+    ]
 
 
 def test_a_symbol_day_without_raw_data_leaves_no_merged_output(scenario: Scenario) -> None:
