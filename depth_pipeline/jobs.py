@@ -16,7 +16,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from depth_core.names import parse_symbols, validate_date
-from depth_pipeline.cleanup import cleanup_symbol_day, symbols_merged_on
+from depth_pipeline.cleanup import cleanup_day, symbols_merged_on
 from depth_pipeline.keys import TAG_DATE, TAG_KIND, TAG_SYMBOLS
 from depth_pipeline.lease import day_lease
 from depth_pipeline.partitions import date_of
@@ -124,9 +124,9 @@ def cleanup_run_config(symbols: Sequence[str] | None = None, retention_days: flo
 
 @dg.op(
     out=dg.Out(dict),
-    description="Delete the raw objects of each symbol-day's verified merge (manifest key + size/etag), "
-    "keeping anything that arrived later; deletes nothing of a symbol-day unless its merge succeeded with "
-    "blocking checks passed.",
+    description="Delete the raw objects of each symbol-day's verified merge (manifest key + size/etag, one "
+    "LIST per folder, DeleteObjects in batches), keeping anything that arrived later; deletes nothing of a "
+    "symbol-day unless its merge succeeded with blocking checks passed.",
 )
 def cleanup_raw(
     context: dg.OpExecutionContext,
@@ -141,20 +141,22 @@ def cleanup_raw(
     )
     if not symbols:
         raise dg.Failure(description=f"no merge of {date} is recorded: nothing may be deleted")
-    results: dict[str, dict] = {}
     with day_lease(object_store, settings.market_name, date, context, release=True):
-        for symbol in symbols:
-            result = cleanup_symbol_day(
-                context.instance,
-                object_store,
-                settings.market_name,
-                settings.streams,
-                symbol,
-                date,
-                retention_days=config.retention_days,
-            )
-            context.log.info(result.summary())
-            results[symbol] = result.to_dict()
+        day = cleanup_day(
+            context.instance,
+            object_store,
+            settings.market_name,
+            settings.streams,
+            date,
+            symbols,
+            retention_days=config.retention_days,
+        )
+    context.log.info(day.summary())
+    for result in day.results.values():
+        context.log.info(result.summary())
+    results = {s: r.to_dict() for s, r in day.results.items()}
+    for key, why in day.delete_errors.items():
+        context.log.error(f"the store refused to delete {key}: {why}")
     refused = {s: r for s, r in results.items() if not r["ok"] or r["kept_changed"]}
     # the per-symbol results are the output (stored even when the step then fails: the CLI prints them)
     yield dg.Output(
@@ -167,13 +169,16 @@ def cleanup_raw(
             "kept_other_date_pending": sum(len(r["kept_other_date_pending"]) for r in results.values()),
             "kept_retention": sum(len(r["kept_retention"]) for r in results.values()),
             "refused": dg.MetadataValue.json({s: r["reason"] for s, r in refused.items()}),
+            "summary": day.summary(),
+            "store_requests": dg.MetadataValue.json(day.requests),
         },
     )
-    if refused:
+    if refused or day.delete_errors:
         from depth_pipeline.cleanup import CleanupResult
 
         raise dg.Failure(
-            description="; ".join(CleanupResult(**r).summary() for r in refused.values()),
+            description="; ".join(CleanupResult(**r).summary() for r in refused.values())
+            or f"the store refused to delete {len(day.delete_errors)} objects",
             metadata={"refused": dg.MetadataValue.json({s: r["reason"] for s, r in refused.items()})},
         )
 

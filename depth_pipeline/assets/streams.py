@@ -12,6 +12,7 @@ arrived, the late-data sensor asked for a re-merge) carries the deleted objects'
 a fresh parse of the raw objects present now (``depth_core/carryover.py``), so the re-merged day holds both.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -50,24 +51,40 @@ def validate_stream_symbols(
     """Validate one stream-day: every symbol its raw data holds (``symbols=None``, filtered by ``wants``)
     or the ones named. Returns (report dict per symbol, error per symbol that could not be validated).
 
-    One symbol's failure (e.g. untrusted carry-over state) never stops the others: it is reported, and the
-    merge step leaves that symbol out (its published day stays as it is)."""
+    With the core's stream-day pass (``validate_stream_day(store, market, stream, date, symbols)``) each raw
+    object is read once whatever the number of symbols it holds; with the per-symbol one, the v1 symbols
+    of the day are validated one by one. One symbol's failure never stops the others: it is reported, and
+    the merge step leaves that symbol out (its published day stays as it is)."""
+    from depth_core import validate
+
+    validate_fn: Any = validate.validate_stream_day  # either signature (see the docstring)
+    if list(inspect.signature(validate_fn).parameters)[3] == "date":
+        result = validate_fn(store, market, stream, date, symbols)
+        reports = {
+            s: _with_carried(r)
+            for s, r in result.reports.items()
+            if symbols is not None or wants(s)
+        }
+        return reports, {}
     from depth_core.carryover import CarryOverError
-    from depth_core.validate import validate_stream_day
 
     chosen = symbols if symbols is not None else [s for s in raw_day_symbols(store, market, stream, date) if wants(s)]
-    reports: dict[str, dict[str, Any]] = {}
+    reports = {}
     errors: dict[str, str] = {}
     for symbol in chosen:
         try:
-            report = validate_stream_day(store, market, stream, symbol, date)
+            report = validate_fn(store, market, stream, symbol, date)
         except CarryOverError as exc:  # nothing was written or deleted: the previous output stays as it is
             errors[symbol] = str(exc)
             continue
-        summary = report.to_dict()
-        summary["objects_carried_over"] = sum(1 for o in report.objects if o.carried)
-        reports[symbol] = summary
+        reports[symbol] = _with_carried(report)
     return reports, errors
+
+
+def _with_carried(report: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = report.to_dict()
+    summary["objects_carried_over"] = sum(1 for o in getattr(report, "objects", []) if getattr(o, "carried", False))
+    return summary
 
 
 SYMBOL_TABLE_SCHEMA = dg.TableSchema(
