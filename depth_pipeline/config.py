@@ -71,7 +71,8 @@ class PipelineConfig:
     ``symbols_per_step`` how many symbols one merge step takes (the fan-out unit of a day run);
     ``max_parallel_steps`` how many steps of a run the multiprocess executor runs at once (1: in-process);
     ``lease_seconds`` how long the store lease of a day stays valid without renewal; ``executor``
-    ``multiprocess`` (one box) or ``k8s`` (a pod per step, deploy/k8s/).
+    ``multiprocess`` (one box) or ``k8s`` (a pod per step, deploy/k8s/); ``step_cpu``, ``step_memory``,
+    ``step_memory_limit`` the requests and limit of each step pod (``k8s`` only).
     """
 
     store_url: str = DEFAULT_STORE_URL
@@ -92,6 +93,9 @@ class PipelineConfig:
     max_parallel_steps: int = DEFAULT_PARALLEL_STEPS
     lease_seconds: float = 600.0
     executor: str = "multiprocess"
+    step_cpu: str = "1"
+    step_memory: str = "4Gi"
+    step_memory_limit: str = "6Gi"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -119,6 +123,9 @@ class PipelineConfig:
                 max_parallel_steps=_positive_int(e, "DEPTH_MAX_PARALLEL_STEPS", DEFAULT_PARALLEL_STEPS),
                 lease_seconds=float(e.get("DEPTH_LEASE_SECONDS", "600")),
                 executor=_executor(e.get("DEPTH_EXECUTOR", "multiprocess")),
+                step_cpu=e.get("DEPTH_STEP_CPU", "1") or "1",
+                step_memory=e.get("DEPTH_STEP_MEMORY", "4Gi") or "4Gi",
+                step_memory_limit=e.get("DEPTH_STEP_MEMORY_LIMIT", "6Gi") or "6Gi",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid pipeline configuration: {exc}") from exc

@@ -37,7 +37,7 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
     day = [build_merged_asset(config.streams, partitions_def, symbols_per_step=config.symbols_per_step)]
     if config.derived_assets:
         day.append(build_derived_assets(partitions_def, config.streams, symbols_per_step=config.symbols_per_step))
-    executor = build_executor(config.executor, config.max_parallel_steps)
+    executor = build_executor(config)
     validated = [a for a in stream_assets if isinstance(a, dg.AssetsDefinition)]
     daily_selection = dg.AssetSelection.assets(*validated, *day)
     daily_job = build_daily_job(daily_selection, executor)

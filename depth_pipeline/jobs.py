@@ -17,6 +17,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from depth_core.names import parse_symbols, validate_date
 from depth_pipeline.cleanup import cleanup_day, symbols_merged_on
+from depth_pipeline.config import PipelineConfig
 from depth_pipeline.keys import TAG_DATE, TAG_KIND, TAG_SYMBOLS
 from depth_pipeline.lease import day_lease
 from depth_pipeline.partitions import date_of
@@ -83,13 +84,24 @@ def cleanup_run_request(
     )
 
 
-def build_executor(kind: str, max_parallel_steps: int) -> dg.ExecutorDefinition:
+def build_executor(config: PipelineConfig) -> dg.ExecutorDefinition:
     """``multiprocess`` (one box: up to ``max_parallel_steps`` step processes; 1 runs in-process) or
-    ``k8s`` (dagster-k8s ``k8s_job_executor``: a pod per step, deploy/k8s/)."""
-    if kind == "k8s":
+    ``k8s`` (dagster-k8s ``k8s_job_executor``: a pod per step with the step requests, deploy/k8s/)."""
+    max_parallel_steps = config.max_parallel_steps
+    if config.executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured({"max_concurrent": max_parallel_steps}, name="depth_k8s_executor")
+        resources = {
+            "requests": {"cpu": config.step_cpu, "memory": config.step_memory},
+            "limits": {"memory": config.step_memory_limit},
+        }
+        return k8s_job_executor.configured(
+            {
+                "max_concurrent": max_parallel_steps,
+                "step_k8s_config": {"container_config": {"resources": resources}},
+            },
+            name="depth_k8s_executor",
+        )
     if max_parallel_steps <= 1:
         return dg.in_process_executor
     return dg.multiprocess_executor.configured(

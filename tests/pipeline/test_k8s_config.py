@@ -58,11 +58,11 @@ def test_k8s_instance_config_builds_one_job_per_partition_run(
     }
     launcher = K8sRunLauncher(**settings)
     jobs = []
-    for symbol in ("BTCUSDT", "ETHUSDT"):
+    for symbol in ("BTCUSDT", "ETHUSDT"):  # two date runs
         run = dg.DagsterRun(
             job_name="depth_daily",
             run_id=f"{symbol.lower()}-0000-0000-0000-000000000000",
-            tags={"dagster/partition": f"2026-11-24|{symbol}"},
+            tags={"dagster/partition": f"2026-11-2{4 if symbol == 'BTCUSDT' else 5}"},
         )
         context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
         job_config = context.get_k8s_job_config(job_image=None, run_launcher=launcher)
@@ -99,4 +99,33 @@ def test_helm_values_match_the_instance_config() -> None:
         "depth_pipeline.definitions",
     ]
     env = yaml.safe_load((K8S / "config-env.yaml").read_text())["data"]
-    assert {"DEPTH_STORE_URL", "DEPTH_STREAMS", "DEPTH_SYMBOLS", "DEPTH_MARKET"} <= set(env)
+    assert {"DEPTH_STORE_URL", "DEPTH_STREAMS", "DEPTH_SYMBOLS", "DEPTH_MARKET", "DEPTH_EXECUTOR"} <= set(env)
+    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
+        instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    )
+
+
+def test_k8s_executor_runs_each_step_as_a_pod_with_the_step_requests(tmp_path: Path) -> None:
+    """With deploy/k8s/config-env.yaml's environment the daily job runs on dagster-k8s's k8s_job_executor
+    (a pod per step: a stream-day validation, a batch of merges) with the step pods' requests."""
+    from depth_pipeline.config import PipelineConfig
+    from depth_pipeline.definitions import build_definitions
+
+    env = yaml.safe_load((K8S / "config-env.yaml").read_text())["data"]
+    env = {k: str(v) for k, v in env.items() if k.startswith("DEPTH_")}
+    env["DEPTH_STORE_URL"] = str(tmp_path / "store")  # the code location reads one marker object at load
+    config = PipelineConfig.from_env(env)
+    job = build_definitions(config).resolve_job_def("depth_daily")
+    assert job.executor_def.name == "depth_k8s_executor"
+    resolved = job.executor_def.config_schema.resolve_config({})
+    assert resolved.success, resolved.errors
+    step = resolved.value["config"]  # type: ignore[index]
+    assert step["max_concurrent"] == int(env["DEPTH_MAX_PARALLEL_STEPS"])
+    assert step["step_k8s_config"]["container_config"]["resources"] == {
+        "requests": {"cpu": env["DEPTH_STEP_CPU"], "memory": env["DEPTH_STEP_MEMORY"]},
+        "limits": {"memory": env["DEPTH_STEP_MEMORY_LIMIT"]},
+    }
+    dockerfile = (K8S / "Dockerfile").read_text()
+    assert "python -m depth_pipeline.warm" in dockerfile and "NUMBA_CACHE_DIR" in dockerfile
