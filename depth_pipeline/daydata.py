@@ -1,10 +1,8 @@
-"""What the store holds for a day: the symbols in its raw data, and the first date the pipeline has data for.
+"""What the store holds: the symbols with layout-v1 folders, and the first date the pipeline has data for.
 
 Symbols are not configuration (``DEPTH_SYMBOLS`` only filters): a day's symbols are those its raw data
-holds. Layout v1 (``raw/market=/stream=/symbol=/date=/``) names them in its folders, one delimiter listing
-per stream plus one per symbol folder; layout v2 objects (``raw/market=/stream=/date=/``, several symbols
-each) name them only inside, so the stream-day validation reports them (its materialization metadata
-``symbols`` is what the merge step fans out over).
+holds, which the stream-day validation reports (layout v2 objects name them only inside); its
+materialization metadata ``symbols`` is what the merge step fans out over.
 
 The first date is kept in a small marker object (``state/market=/_first_date``): every day run lowers it
 to its date, so the partitions keep starting at the first merged day after its raw objects are cleaned up.
@@ -43,24 +41,6 @@ def v1_symbols(store: ObjectStore, market: Market, stream: str) -> list[str]:
         except InvalidNameError:
             continue
     return out
-
-
-def raw_day_symbols(store: ObjectStore, market: Market, stream: str, date: str) -> list[str]:
-    """Symbols with layout-v1 raw objects in the stream's folder of ``date`` (v2 objects: see the module)."""
-    date = validate_date(date)
-    out = []
-    for symbol in v1_symbols(store, market, stream):
-        folders = store.list_folders(f"{stream_prefix(market, stream)}symbol={symbol}/")
-        if any(_folder_value(f, "date") == date for f in folders):
-            out.append(symbol)
-    return out
-
-
-def has_v2_objects(store: ObjectStore, market: Market, stream: str, date: str) -> bool:
-    """Whether the stream has layout-v2 objects (several symbols each) filed under ``date``."""
-    return f"{stream_prefix(market, stream)}date={validate_date(date)}/" in store.list_folders(
-        stream_prefix(market, stream)
-    )
 
 
 def _raw_dates(store: ObjectStore, market: Market, stream: str) -> set[str]:

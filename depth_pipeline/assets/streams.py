@@ -12,7 +12,6 @@ arrived, the late-data sensor asked for a re-merge) carries the deleted objects'
 a fresh parse of the raw objects present now (``depth_core/carryover.py``), so the re-merged day holds both.
 """
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,6 @@ import dagster as dg
 
 from depth_core.names import Market
 from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
-from depth_pipeline.daydata import raw_day_symbols
 from depth_pipeline.keys import raw_key, validated_key
 from depth_pipeline.lease import day_lease
 from depth_pipeline.partitions import date_of
@@ -48,37 +46,18 @@ def validate_stream_symbols(
     store: ObjectStore, market: Market, stream: str, date: str, symbols: list[str] | None,
     wants: Callable[[str], bool],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Validate one stream-day: every symbol its raw data holds (``symbols=None``, filtered by ``wants``)
-    or the ones named. Returns (report dict per symbol, error per symbol that could not be validated).
+    """Validate one stream-day in one pass over its raw objects (v2 and v1; each object is read once
+    whatever the number of symbols it holds): every symbol its raw data holds (``symbols=None``; the
+    reports are then filtered by ``wants``, ``DEPTH_SYMBOLS``) or the ones named. Returns (report dict per
+    symbol, error per symbol that could not be validated).
 
-    With the core's stream-day pass (``validate_stream_day(store, market, stream, date, symbols)``) each raw
-    object is read once whatever the number of symbols it holds; with the per-symbol one, the v1 symbols
-    of the day are validated one by one. One symbol's failure never stops the others: it is reported, and
-    the merge step leaves that symbol out (its published day stays as it is)."""
-    from depth_core import validate
+    A stream-day whose validated state is the only copy of deleted raw objects and is missing fails as a
+    whole (``MissingStateError``, nothing deleted); the caller turns it into a clear step failure."""
+    from depth_core.validate import validate_stream_day
 
-    validate_fn: Any = validate.validate_stream_day  # either signature (see the docstring)
-    if list(inspect.signature(validate_fn).parameters)[3] == "date":
-        result = validate_fn(store, market, stream, date, symbols)
-        reports = {
-            s: _with_carried(r)
-            for s, r in result.reports.items()
-            if symbols is not None or wants(s)
-        }
-        return reports, {}
-    from depth_core.carryover import CarryOverError
-
-    chosen = symbols if symbols is not None else [s for s in raw_day_symbols(store, market, stream, date) if wants(s)]
-    reports = {}
-    errors: dict[str, str] = {}
-    for symbol in chosen:
-        try:
-            report = validate_fn(store, market, stream, symbol, date)
-        except CarryOverError as exc:  # nothing was written or deleted: the previous output stays as it is
-            errors[symbol] = str(exc)
-            continue
-        reports[symbol] = _with_carried(report)
-    return reports, errors
+    result = validate_stream_day(store, market, stream, date, symbols)
+    reports = {s: _with_carried(r) for s, r in result.reports.items() if symbols is not None or wants(s)}
+    return reports, {}
 
 
 def _with_carried(report: Any) -> dict[str, Any]:
@@ -203,10 +182,15 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
     ) -> dg.MaterializeResult:
         date = date_of(context.partition_key)
         object_store = store.open()
+        from depth_core.validate import ConcurrentValidationError, MissingStateError
+
         with day_lease(object_store, settings.market_name, date, context):
-            reports, errors = validate_stream_symbols(
-                object_store, settings.market_name, stream, date, day_run.requested() or None, settings.wants
-            )
+            try:
+                reports, errors = validate_stream_symbols(
+                    object_store, settings.market_name, stream, date, day_run.requested() or None, settings.wants
+                )
+            except (MissingStateError, ConcurrentValidationError) as exc:  # nothing was deleted
+                raise dg.Failure(description=f"{stream} {date}: {exc}") from exc
         results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(reports, errors))
         context.log.info(
             f"validated {stream} {date}: {len(reports)} symbols"
