@@ -97,6 +97,8 @@ def _latest_merge_attempt(instance: dg.DagsterInstance, date: str, symbol: str) 
     for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}), limit=100):
         if run.tags.get(TAG_KIND) == "cleanup" or not _asks_for(run, symbol):
             continue
+        if run.tags.get("depth/refused") == "lease":  # turned away by the day's lease: it wrote nothing
+            continue
         if run.asset_selection and MERGED_DEPTH not in run.asset_selection:  # empty: the whole job
             continue
         return run

@@ -9,8 +9,9 @@ the day's lease ``state/market=<m>/_leases/date=<d>.json`` with a conditional wr
   steps of one run share it (re-entrant) while any other run is refused with an error naming the holder;
 - renewed every third of ``DEPTH_LEASE_SECONDS`` by a background thread with ``put_bytes_if_match`` on the
   etag it last wrote, so a lost lease is noticed (the step then fails rather than write on);
-- taken over only when it expired, or when the Dagster instance says the holding run has finished (a
-  crashed run never blocks its date for longer than that);
+- taken over only when it expired, when the Dagster instance says the holding run has finished, or when
+  the holder ran on this host and neither its process nor its run worker is alive (a killed
+  ``depth-pipeline run`` leaves its run STARTED for ever): a crashed run never blocks its date;
 - released by the run's last step (``record_day``, or the cleanup) with ``delete_if_match``.
 
 Between the steps of one run the lease stays held (the run is still writing), covered by the expiry.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import socket
 import threading
@@ -34,6 +36,7 @@ from depth_core.names import Market, validate_date, validate_market
 from depth_store import ObjectNotFoundError, ObjectStore
 
 DEFAULT_LEASE_SECONDS = 600.0
+TAG_REFUSED = "depth/refused"  # set on a run the lease turned away before it wrote anything
 _FINISHED = {
     dg.DagsterRunStatus.SUCCESS,
     dg.DagsterRunStatus.FAILURE,
@@ -86,6 +89,7 @@ def _body(holder: str, seconds: float) -> bytes:
             "holder": holder,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "run_pid": _run_pid(),  # the run worker (the CLI, the run's process): alive between steps
             "renewed_at": now,
             "expires_at": now + seconds,
         }
@@ -119,6 +123,31 @@ def _holder_finished(instance: dg.DagsterInstance | None, holder: str) -> bool:
     return run is not None and run.status in _FINISHED
 
 
+def _run_pid() -> int:
+    """The run worker's pid: the parent of a multiprocess-executor step process, else this process."""
+    return os.getppid() if multiprocessing.parent_process() is not None else os.getpid()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _holder_dead(content: dict[str, Any]) -> bool:
+    """Whether the holder ran on this host and neither its step process nor its run worker (the CLI or the
+    run's process) is alive any more — a killed ``depth-pipeline run`` leaves its run
+    STARTED in the instance forever, so its lease would otherwise block the date until it expires."""
+    if content.get("host") != socket.gethostname():
+        return False
+    pids = [int(p) for p in (content.get("pid"), content.get("run_pid")) if isinstance(p, int) and p > 1]
+    return bool(pids) and not any(_pid_alive(p) for p in pids)
+
+
 def acquire(
     store: ObjectStore,
     market: Market,
@@ -141,7 +170,7 @@ def acquire(
         content, etag = current
         other = str(content.get("holder", "?"))
         expired = float(content.get("expires_at", 0) or 0) < time.time()
-        if other == holder or expired or _holder_finished(instance, other):
+        if other == holder or expired or _holder_finished(instance, other) or _holder_dead(content):
             info = _conditional(store).put_bytes_if_match(key, _body(holder, seconds), etag)
             if info is not None and info.etag:
                 return Lease(key, holder, info.etag, seconds)
@@ -232,4 +261,6 @@ def day_lease(
         with hold(store, market, date, context.run.run_id, instance=context.instance, release=release) as lease:
             yield lease
     except LeaseHeldError as exc:
+        # the run wrote nothing: say so on the run, so the cleanup gate does not count it as a failed merge
+        context.instance.add_run_tags(context.run.run_id, {TAG_REFUSED: "lease"})
         raise dg.Failure(description=str(exc), metadata={"lease": lease_key(market, date)}) from exc

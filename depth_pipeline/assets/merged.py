@@ -31,6 +31,7 @@ import dagster as dg
 
 from depth_core.names import Market
 from depth_pipeline.checks import CATCH_ALL, MERGED_CHECKS, CheckDecl, check_specs, outcome_fields
+from depth_pipeline.cleanup import symbols_merged_on
 from depth_pipeline.daydata import record_first_date
 from depth_pipeline.keys import (
     MERGED_DEPTH,
@@ -297,6 +298,9 @@ def build_merged_asset(
             known.update(day.get("symbols", []))
             for symbol, why in day.get("failed", {}).items():
                 failed[symbol] = f"{stream}: {why}"
+        # and every symbol an earlier run of the date recorded: a re-run of a whole date after its raw objects
+        # were cleaned up re-merges them from validated/ (it never reports a merged day as "no raw data")
+        known.update(symbols_merged_on(context.instance, date))
         symbols = requested or sorted(s for s in known | set(failed) if settings.wants(s))
         skipped: list[dict[str, Any]] = [
             {"symbol": s, "ok": False, "not_validated": True, "published": False,

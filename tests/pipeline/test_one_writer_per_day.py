@@ -118,3 +118,22 @@ def test_two_runs_of_a_date_at_once_with_a_late_object_then_cleanup_lose_nothing
     assert _merged_ids(store) == {plan.first_id + i for i in range(65)}
     assert raw_keys(store) == set()
     assert store.head(lease.lease_key("spot", DATE)) is None  # released by the runs' last steps
+
+
+def test_lease_of_a_killed_writer_on_this_host_is_taken_over(tmp_path: Path) -> None:
+    """A ``depth-pipeline run`` killed with SIGKILL leaves its run STARTED and its lease unexpired: once its
+    processes are gone, the next run of the date takes the lease over."""
+    store_url = str(tmp_path / "store")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom depth_pipeline import lease\nfrom depth_store import open_store\n"
+         f"lease.acquire(open_store({store_url!r}), 'spot', {DATE!r}, 'killed-run', seconds=600)\n"
+         "print('held', flush=True)\nsys.stdin.read()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    store = open_store(store_url)
+    with pytest.raises(lease.LeaseHeldError, match="killed-run"):
+        lease.acquire(store, "spot", DATE, "next-run", seconds=600)
+    holder.kill()
+    holder.wait(30)
+    assert lease.acquire(store, "spot", DATE, "next-run", seconds=600).holder == "next-run"
