@@ -94,8 +94,8 @@ class PipelineConfig:
     lease_seconds: float = 600.0
     executor: str = "multiprocess"
     step_cpu: str = "1"
-    step_memory: str = "4Gi"
-    step_memory_limit: str = "6Gi"
+    step_memory: str = "2Gi"
+    step_memory_limit: str = "3Gi"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -124,8 +124,8 @@ class PipelineConfig:
                 lease_seconds=float(e.get("DEPTH_LEASE_SECONDS", "600")),
                 executor=_executor(e.get("DEPTH_EXECUTOR", "multiprocess")),
                 step_cpu=e.get("DEPTH_STEP_CPU", "1") or "1",
-                step_memory=e.get("DEPTH_STEP_MEMORY", "4Gi") or "4Gi",
-                step_memory_limit=e.get("DEPTH_STEP_MEMORY_LIMIT", "6Gi") or "6Gi",
+                step_memory=e.get("DEPTH_STEP_MEMORY", "2Gi") or "2Gi",
+                step_memory_limit=e.get("DEPTH_STEP_MEMORY_LIMIT", "3Gi") or "3Gi",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid pipeline configuration: {exc}") from exc

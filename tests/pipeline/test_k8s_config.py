@@ -79,8 +79,8 @@ def test_k8s_instance_config_builds_one_job_per_partition_run(
     assert len({j.metadata.name for j in jobs}) == 2  # one Job (one pod) per partition run
     container = jobs[0].spec.template.spec.containers[0]
     assert container.image == "registry.example/depth:1"
-    assert container.resources.requests == {"cpu": "1", "memory": "4Gi"}
-    assert container.resources.limits == {"memory": "6Gi"}
+    assert container.resources.requests == {"cpu": "500m", "memory": "1Gi"}  # the run worker of a date
+    assert container.resources.limits == {"memory": "2Gi"}
     assert {e.config_map_ref.name for e in container.env_from if e.config_map_ref} == {"depth-pipeline-env"}
     assert jobs[0].spec.backoff_limit == 0
 
