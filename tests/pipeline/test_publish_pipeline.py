@@ -1,9 +1,10 @@
-"""Issue 14 scenarios 1, 4 and 7 through the Dagster job: a verified day is never replaced by a failing or
-smaller re-merge, and a multi-member raw object is merged whole.
+"""Issue 14 scenarios 1, 4, 5 and 7 through the Dagster job: a verified day is never replaced by a failing
+or smaller re-merge, no event is dropped at a gap, and a multi-member raw object is merged whole.
 
 Each failed on the pipeline that wrote merged/ in place before its checks ran (scenario 1: the failing
-re-merge replaced the verified files; scenario 4: one stream fewer cut the day and passed; scenario 7: only
-the first gzip member was read, then the cleanup deleted the object).
+re-merge replaced the verified files; scenario 4: one stream fewer cut the day and passed; scenario 5: the day
+ended at a gap with no snapshot after it; scenario 7: only the first gzip member was read, then the cleanup
+deleted the object).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.pipeline.helpers import (
     run_partition,
     write_day,
 )
-from tests.pipeline.rawgen import DayPlan, write_object
+from tests.pipeline.rawgen import DayPlan, write_object, write_stream_day
 
 DATE = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
 
@@ -106,3 +107,25 @@ def test_multi_member_object_is_merged_whole_before_cleanup(
     assert manifest(store, DATE)["events"] == plan.events  # the first member alone holds 24 events
     cleanup = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
     assert cleanup.success and len(cleanup_output(cleanup)["deleted"]) == 2
+
+
+def test_gap_with_no_snapshot_after_it_keeps_every_event_before_cleanup(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    """Scenario 5: both streams miss events 20..24 and no snapshot follows; each also has its own outage.
+    Every received event is merged (after the gap with book_exact false) before the cleanup deletes raw."""
+    config = make_config(str(tmp_path / "store"))
+    store = open_store(config.store_url)
+    plan = DayPlan(DATE)
+    write_stream_day(store, "eu-1", plan, session="eu", skip=range(20, 25))
+    write_stream_day(store, "ap-1", plan, session="ap", skip=[*range(10, 14), *range(20, 25), *range(40, 44)])
+    defs = build_definitions(config)
+    result = run_partition(defs, dagster_instance, DATE, "BTCUSDT")
+    assert result.success, failure_message(result)
+    m = manifest(store, DATE)
+    assert m["events"] == plan.events - 5  # the old merge kept 20 (it stopped at the gap) and passed
+    assert [(g["first_id"], g["last_id"], g["reanchored_at"]) for g in m["gaps"]] == [
+        (plan.first_id + 20, plan.first_id + 24, None)]
+    assert m["inexact_events"] == plan.events - 25 and m["gaps"][0]["skipped_ids"] == 0
+    cleanup = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
+    assert cleanup.success and raw_keys(store) == set()
