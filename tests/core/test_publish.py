@@ -221,3 +221,26 @@ def test_store_failure_while_publishing_leaves_the_published_day(store: ObjectSt
     assert calls == 3
     assert published_bytes(store) == before
     assert list(store.list("staging/")) == []
+
+
+def test_publish_cycle_on_both_backends(any_store: ObjectStore) -> None:
+    """Publish, re-publish (old version retired, nothing staged left), refuse a smaller one: local and S3
+    (server-side copy, conditional manifest writes on moto)."""
+    ex = SyntheticExchange(seed=37)
+    ex.run(150)
+    ids = ex.ids
+    write_stream(any_store, "spot", "eu-1", SYM,
+                 stream_lines(ex, ex.events(3), 20, drop=[(ids[60], ids[80])], snapshots=[ids[2], ids[100]]))
+    write_stream(any_store, "spot", "ap-1", SYM, stream_lines(ex, ex.events(5), 30, snapshots=[ids[4]]))
+    first = merge(any_store, ["eu-1", "ap-1"])
+    second = merge(any_store, ["eu-1", "ap-1"])
+    assert first.published and second.published and second.previous_version == first.version
+    day = {i.key for i in any_store.list(merged_day_prefix("spot", SYM, DAY1))}
+    assert day == {*second.files, merged_manifest_key("spot", SYM, DAY1)}
+    assert list(any_store.list("staging/")) == []
+    info = any_store.head(merged_manifest_key("spot", SYM, DAY1))
+    assert info is not None and info.etag == second.manifest_etag
+    before = published_bytes(any_store)
+    smaller = merge(any_store, ["eu-1"])
+    assert not smaller.published and "ap-1" in (smaller.refused_reason or "")
+    assert published_bytes(any_store) == before
