@@ -1,12 +1,14 @@
 """Assets derived from ``merged_depth``: the top-25 book every second and the data-quality report.
 
 Both read only what the merge and the validation wrote (never raw objects), so they can be rebuilt at any
-time, also after the raw objects were cleaned up. Like the merge, one date's symbols fan out as steps
+time, also after the raw objects were cleaned up. The day's materialization of ``depth_quality_report``
+also carries the overview picture of every symbol of the day (``depth_pipeline/overview.py``). Like the merge, one date's symbols fan out as steps
 (``plan_derive`` → ``derive_symbols[bN]`` → ``record_derived``); the symbols are those the date's latest
 merge published (or the run's ``day_run.symbols``). They do not take the day's store lease: they write only
 ``derived/`` and ``quality/``, from the published merged day, idempotently.
 """
 
+import base64
 from typing import Any
 
 import dagster as dg
@@ -20,6 +22,7 @@ from depth_pipeline.keys import (
     QUALITY_REPORT,
     validated_key,
 )
+from depth_pipeline.overview import overview_key, render_overview
 from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
@@ -33,10 +36,13 @@ def derive_one(
     """Top-25 book and quality report of one merged symbol-day (its failure is recorded, not raised)."""
     from depth_core.quality import load_quality_input, write_quality_report
     from depth_core.topbook import write_top_day
+    from depth_pipeline.overview import symbol_timeline
 
     try:
         top_key, table = write_top_day(store, market, symbol, date)
-        report = write_quality_report(store, load_quality_input(store, market, symbol, date, streams))
+        inp = load_quality_input(store, market, symbol, date, streams)
+        report = write_quality_report(store, inp)
+        timeline = symbol_timeline(inp)
     except Exception as exc:
         return {"symbol": symbol, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
     return {
@@ -46,6 +52,7 @@ def derive_one(
         "top_rows": table.height,
         "quality_keys": dict(report.keys),
         "quality_markdown": report.markdown_with_inline_png() if inline_report else "",
+        "timeline": timeline,
     }
 
 
@@ -96,10 +103,18 @@ def build_derived_assets(
         out={"book_top25_1s": dg.Out(dg.Nothing), "depth_quality_report": dg.Out(dg.Nothing)},
         tags={"depth/step": "record"},
     )
-    def record_derived(context: dg.OpExecutionContext, results: list) -> Any:
+    def record_derived(
+        context: dg.OpExecutionContext, results: list, store: DepthStoreResource, settings: DepthSettingsResource
+    ) -> Any:
         date = date_of(context.partition_key)
         outcomes = sorted((o for batch in results for o in batch), key=lambda o: o["symbol"])
         ok = [o for o in outcomes if o["ok"]]
+        overview_md = ""
+        if ok:  # every symbol of the day on one time axis (depth_pipeline/overview.py)
+            png = render_overview(date, stream_list, [o["timeline"] for o in ok])
+            key = overview_key(settings.market_name, date)
+            store.open().put_bytes(key, png)
+            overview_md = f"![overview of {date}](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
         yield dg.Output(
             None,
             output_name="book_top25_1s",
@@ -115,7 +130,8 @@ def build_derived_assets(
             None,
             output_name="depth_quality_report",
             metadata={
-                "report": dg.MetadataValue.md(inline or listing or f"_no merged symbol on {date}_"),
+                "report": dg.MetadataValue.md(overview_md + (inline or listing or f"_no merged symbol on {date}_")),
+                "overview_key": dg.MetadataValue.text(overview_key(settings.market_name, date) if ok else ""),
                 "symbols": dg.MetadataValue.int(len(ok)),
                 "keys": dg.MetadataValue.json({o["symbol"]: o.get("quality_keys", {}) for o in ok}),
             },

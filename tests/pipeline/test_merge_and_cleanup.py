@@ -94,6 +94,9 @@ def test_materialize_partition_writes_merged_day_with_checks_and_metadata(
     assert store.exists(f"quality/market=spot/symbol=BTCUSDT/date={DATE}/quality.png")
     quality = mats[dg.AssetKey("depth_quality_report")]
     assert "data:image/png;base64," in str(quality.metadata["report"].value)
+    # the day's overview: every symbol on one time axis, in the store and on the materialization
+    assert "![overview of" in str(quality.metadata["report"].value)
+    assert store.get_bytes(f"quality/market=spot/date={DATE}/overview.png").startswith(b"\x89PNG")
 
 
 def test_late_object_triggers_remerge_and_is_cleaned_once_merged(
