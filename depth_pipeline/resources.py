@@ -63,9 +63,11 @@ class StepIOManager(dg.ConfigurableIOManager):
 
     url: str
 
-    def _key(self, run_id: str, step_key: str, name: str) -> str:
+    def _key(self, run_id: str, step_key: str, name: str, mapping_key: str | None = None) -> str:
+        """One object per step output; a dynamic output (one per symbol batch) has its mapping key too."""
         safe_step = step_key.replace("[", "=").replace("]", "").replace("/", "_")
-        return f"{STEP_IO_ROOT}/run={run_id}/{safe_step}/{name}.json"
+        suffix = f"={mapping_key}" if mapping_key else ""
+        return f"{STEP_IO_ROOT}/run={run_id}/{safe_step}/{name}{suffix}.json"
 
     def load_key(self, run_id: str, step_key: str, name: str) -> Any:
         return json.loads(open_store(self.url).get_bytes(self._key(run_id, step_key, name)))
@@ -73,15 +75,14 @@ class StepIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        key = self._key(context.run_id, context.step_key, context.name)
+        key = self._key(*context.get_identifier())
         open_store(self.url).put_bytes(key, json.dumps(obj, sort_keys=True).encode())
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
         if upstream is None:
             return None
-        key = self._key(upstream.run_id, upstream.step_key, upstream.name)
-        return json.loads(open_store(self.url).get_bytes(key))
+        return json.loads(open_store(self.url).get_bytes(self._key(*upstream.get_identifier())))
 
 
 def load_step_result(store_url: str, run_id: str, step_key: str, name: str = "result") -> Any:

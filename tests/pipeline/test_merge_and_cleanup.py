@@ -316,3 +316,27 @@ def test_retention_keeps_merged_raw_objects(
     assert kept.success and sorted(cleanup_output(kept)["kept_retention"]) == sorted(written)
     assert raw_keys(store) == written
     assert gzip.decompress(store.get_bytes(sorted(written)[0]))  # untouched and readable
+
+
+def test_a_days_symbols_fan_out_one_batch_per_step_each_merged_once(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    """Three symbols in steps of one: three merge steps, each its own batch (dynamic outputs are kept
+    apart by the step IO), every symbol merged exactly once and recorded once."""
+    config = make_config(str(tmp_path / "store"), symbols_per_step=1)
+    store = open_store(config.store_url)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    for i, symbol in enumerate(symbols):
+        write_day(store, DayPlan(DATE, symbol=symbol, first_id=1_000_000 + 1_000 * i))
+    result = run_partition(build_definitions(config), dagster_instance, DATE)
+    assert result.success, failure_message(result)
+    steps = {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS}
+    assert {s for s in steps if s and ".merge_symbols[" in s} == {
+        f"merged_depth_day.merge_symbols[b{i:04d}]" for i in range(3)
+    }
+    outcomes = day_outcomes(result)
+    assert sorted(outcomes) == symbols and all(o["status"] == "ok" for o in outcomes.values())
+    (mat,) = [m for m in result.asset_materializations_for_node("merged_depth_day")]
+    assert mat.metadata["symbols"].value == 3
+    for symbol in symbols:
+        assert manifest(store, DATE, symbol)["blocking_passed"] is True
