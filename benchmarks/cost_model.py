@@ -29,7 +29,7 @@ FLUSH_SECONDS = 10.0  # the collector's default --flush-seconds
 OBJECTS_PER_STREAM_DAY = int(86400 / FLUSH_SECONDS)  # 8,640
 TICK_FAST = 30  # DEPTH_SENSOR_INTERVAL_SECONDS: raw arrival and gap sensors
 TICK_LATE = 300  # DEPTH_LATE_SENSOR_INTERVAL_SECONDS
-TICK_RECONCILE = 600
+TICK_RECONCILE = 300
 LATE_LOOKBACK_DAYS = 7
 # the nightly pipeline's own writes and reads per symbol-day (validated files per stream, merged version,
 # manifest, end state, quality report) and per stream-day, from the code (approximate: a dozen either way
@@ -132,10 +132,10 @@ def after(symbols: int, bench: dict[str, object] | None) -> Day:
     # flush three arrive per 30 s tick)
     d.add("sensors", "GET", STREAMS * objects)
     d.add("sensors", "LIST", 86400 / TICK_LATE * tick("late_steady_tick", "LIST", 2 * STREAMS))
-    # reconcile: its sweep lists what is retained (today's folder, ~half a day on average, plus yesterday's
-    # until its cleanup) each 10 minutes, and looks at yesterday's window until it is cleaned
+    # reconcile: its sweep lists up to 4 pages per stream every 5 minutes (passes over what is retained
+    # follow each other), and looks at yesterday's window until it is cleaned
     retained = objects / 2 + objects / 12
-    d.add("sensors", "LIST", 86400 / TICK_RECONCILE * STREAMS * (_pages(retained) + 1))
+    d.add("sensors", "LIST", 86400 / TICK_RECONCILE * STREAMS * min(4.0, _pages(retained) + 1))
     d.add("sensors", "LIST", 6 * 3 * STREAMS)
     d.add("sensors", "GET", 6 * STREAMS)
     # cleanup of a date: per symbol-day the gate's manifest HEAD + GET; per stream one LIST page per 1,000

@@ -192,8 +192,12 @@ def scan_stream(
 
     # the sweep: every raw key of the stream, a bounded slice per tick
     listed = 0
+    stopped = False
     listing: Iterator[ObjectInfo] = store.list(base, start_after=state.sweep_after)
     for info in itertools.islice(listing, sweep_keys):
+        if deadline.passed():
+            stopped = True  # out of time: the position is saved, the pass goes on next tick
+            break
         listed += 1
         state.sweep_after = info.key
         try:
@@ -210,7 +214,7 @@ def scan_stream(
                 state.pass_dates.append(before)
         if info.key[len(base) :] not in state.seen and _epoch(info) >= floor:
             report(info, "sweep")
-    if listed < sweep_keys:  # the listing reached the end: the pass is complete
+    if listed < sweep_keys and not stopped:  # the listing reached the end: the pass is complete
         state.passes += 1
         state.prev_pass_started = state.pass_started
         state.pass_started = now

@@ -50,10 +50,12 @@ BACKOFF_BASE_SECONDS = 600.0
 BACKOFF_CAP_SECONDS = 6 * 3600.0
 RECONCILE_MAX_ATTEMPTS = 8
 """Requests of one date for one reason before the reconcile sensor only alerts (a loud stop, not a loop)."""
-RECONCILE_INTERVAL_SECONDS = 600
+RECONCILE_INTERVAL_SECONDS = 300
 RECONCILE_GRACE_SECONDS = 3600.0
 """After the nightly schedule time, how long a completed day may stay unmerged before reconcile asks."""
-RECONCILE_SWEEP_KEYS = 10_000
+RECONCILE_SWEEP_KEYS = 4_000
+"""Keys the reconcile sweep lists per stream and tick (4 pages): a pass over a retained day and a half at a
+10 s flush takes 4 ticks (20 minutes)."""
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
