@@ -784,7 +784,8 @@ def day_state(
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}), limit=200)
     if any(r.status in ACTIVE_STATUSES for r in runs):
         return DayState(date, "running", [])
-    merges = [r for r in runs if r.tags.get(TAG_KIND) != "cleanup"]
+    # a run the day's store lease turned away wrote nothing: not a merge attempt (depth_pipeline/lease.py)
+    merges = [r for r in runs if r.tags.get(TAG_KIND) != "cleanup" and r.tags.get("depth/refused") != "lease"]
     cleanups = [r for r in runs if r.tags.get(TAG_KIND) == "cleanup"]
     if not merges:
         return DayState(date, "never merged", [])
