@@ -23,6 +23,7 @@ from depth_pipeline.sensors import (
     build_gap_sensor,
     build_late_data_sensor,
     build_raw_arrival_sensor,
+    build_reconcile_sensor,
 )
 from depth_store import open_store
 
@@ -54,7 +55,8 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
             build_raw_arrival_sensor(config),
             build_gap_sensor(config, notifier),
             build_late_data_sensor(config, daily_job),
-            build_cleanup_sensor(cleanup_job),
+            build_cleanup_sensor(cleanup_job, daily_job, config),
+            build_reconcile_sensor(config, daily_job, cleanup_job),
         ],
         resources=build_resources(config),
     )

@@ -462,6 +462,7 @@ def late_for_merged_days(
     objects: Iterable[NewObject],
     today: str,
     wanted: tuple[str, ...] = (),
+    oldest: str = "",
 ) -> dict[str, dict[str, set[str]]]:
     """{date: {symbol: {keys}}} of new objects holding events of a completed, already merged day whose
     published manifest for that symbol does not list them.
@@ -469,13 +470,14 @@ def late_for_merged_days(
     The object's own lines say which (symbol, event date) pairs it holds, so an object spanning midnight
     makes both dates late. A date counts as merged when some recorded merge names a symbol of it; a symbol
     without a manifest on a merged date is late too (the day was merged without it). Dates never merged
-    are left to the nightly run and the reconcile sensor; ``wanted`` is the ``DEPTH_SYMBOLS`` filter.
+    are left to the nightly run and the reconcile sensor; ``wanted`` is the ``DEPTH_SYMBOLS`` filter; dates
+    before ``oldest`` (``DEPTH_LATE_LOOKBACK_DAYS`` back) are the reconcile sensor's too.
     """
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     merged: dict[str, bool] = {}
     def is_merged(date: str) -> bool:
         if date not in merged:
-            merged[date] = date < today and bool(symbols_merged_on(instance, date))
+            merged[date] = oldest <= date < today and bool(symbols_merged_on(instance, date))
         return merged[date]
 
     for obj in objects:
@@ -526,6 +528,7 @@ def evaluate_late_data(
     settle_seconds: float = 0.0,
     wanted: tuple[str, ...] = (),
     now: float | None = None,
+    lookback_days: int = 7,
 ) -> tuple[list[dg.RunRequest], str, list[str]]:
     """(run requests, cursor, log lines) of one late-data tick.
 
@@ -549,8 +552,9 @@ def evaluate_late_data(
     )
     pending: dict[str, dict[str, Any]] = dict(cursor.get("pending", {}))
     logs: list[str] = []
+    oldest = (_today(now) - dt.timedelta(days=lookback_days)).isoformat()
     late = late_for_merged_days(
-        instance, store, market, [o for objs in found.values() for o in objs], today, wanted
+        instance, store, market, [o for objs in found.values() for o in objs], today, wanted, oldest
     )
     for date, per_symbol in late.items():
         entry = pending.setdefault(date, {"symbols": {}, "attempts": 0, "next": 0.0})
@@ -616,6 +620,7 @@ def build_late_data_sensor(config: PipelineConfig, job: UnresolvedAssetJobDefini
             settings.streams,
             _load_cursor(context.cursor),
             wanted=tuple(settings.symbols),
+            lookback_days=config.late_lookback_days,
         )
         for line in logs:
             context.log.info(line)

@@ -133,6 +133,7 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
         "stream_gap_sensor": "STANDARD",
         "late_data_sensor": "STANDARD",
         "cleanup_after_merge_sensor": "RUN_STATUS",
+        "reconcile_sensor": "STANDARD",
     }
     schedules = {s["name"]: (s["cronSchedule"], s["executionTimezone"]) for s in repo["schedules"]}
     assert schedules == {
