@@ -5,8 +5,10 @@ The rule (docs/merge.md has the reasoning): walk the update-id line. The book is
 an event carries the absolute quantity after the event's last id and holds every level changed in its
 range, so re-applying the part already applied is harmless. Among those, the earliest received wins and is
 recorded as the supplier. Streams that batch differently are handled by this tiling of id ranges, never by
-matching messages. When no event applies, the ids up to the next event are a real gap: the book is
-re-anchored from the earliest snapshot (any stream) from which the chain resumes, emitted as image rows.
+matching messages. When no event applies, the ids up to the next event are a real gap: the events after it
+are still written, with ``book_exact`` false, until the earliest snapshot (any stream) from which the chain
+resumes, emitted as image rows (no received id is dropped). The version is written under ``staging/`` and
+published only if verified and not smaller than the published one (``depth_core.publish``).
 
 Memory: the per-event tables of the streams are held (tens of bytes per event); level rows are streamed:
 the output is written in files of ``ROWS_PER_FILE`` rows, each gathered from the level parts of the
@@ -120,7 +122,7 @@ class MergeReport:
     rows: int = 0
     events: int = 0  # events written (chosen along the id line)
     events_received: int = 0  # distinct events the streams delivered for the day (all streams, duplicates kept)
-    unanchored_events: int = 0  # events wholly before the opening image (no carried state, no snapshot yet)
+    unanchored_events: int = 0  # events before the opening image (no carried state): written with book_exact false
     image_rows: int = 0
     opening: dict[str, Any] = field(default_factory=dict)
     first_update_id: int | None = None
