@@ -108,13 +108,22 @@ def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot
     return sorted(i.key for i in store.list(merged_day_prefix(market, symbol, date)) if i.key.endswith(".parquet"))
 
 
-def scan_keys(store: ObjectStore, keys: list[str]) -> pl.LazyFrame:
-    """Lazy scan of these Parquet keys (in order); no keys: an empty frame of the merged schema."""
+def scan_keys(store: ObjectStore, keys: list[str], *, merged: bool = True) -> pl.LazyFrame:
+    """Lazy scan of these Parquet keys (in order); no keys: an empty frame of the merged schema.
+
+    ``merged`` (merged-dataset files): days merged before the ``book_exact`` column existed read as
+    ``book_exact`` true (that merge wrote only exact rows: it dropped what followed a gap). Other tables
+    (the top-of-book table) pass ``merged=False``.
+    """
     if not keys:
         return pl.LazyFrame(schema=MERGED_SCHEMA)
     locations = [store.scan_location(k) for k in keys]
     options = locations[0][1]
-    return pl.scan_parquet([loc for loc, _ in locations], storage_options=options, hive_partitioning=False)
+    paths = [loc for loc, _ in locations]
+    if not merged:
+        return pl.scan_parquet(paths, storage_options=options, hive_partitioning=False)
+    return pl.scan_parquet(paths, storage_options=options, hive_partitioning=False, schema=MERGED_SCHEMA,
+                           missing_columns="insert").with_columns(pl.col("book_exact").fill_null(True))
 
 
 def load_deltas(

@@ -175,4 +175,4 @@ def load_top_levels(
     keys = [k for day in _days(t0, t1) if st.exists(k := top_day_key(market, symbol, day, table))]
     if not keys:
         return pl.LazyFrame(schema=TOP_SCHEMA)
-    return scan_keys(st, keys).filter((pl.col("time") >= t0) & (pl.col("time") < t1))
+    return scan_keys(st, keys, merged=False).filter((pl.col("time") >= t0) & (pl.col("time") < t1))

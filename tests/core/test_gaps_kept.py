@@ -159,3 +159,30 @@ def test_unanchored_start_then_snapshot(store: ObjectStore) -> None:
     assert set(frame["last_update_id"].to_list()) >= {int(e["u"]) for e in evs}
     assert exact_replay_matches(frame, ex) > 20
     assert merged_day_prefix("spot", SYM, DATE) in report.files[0]
+
+
+def test_inexact_stretch_in_the_reader_and_old_files(store: ObjectStore) -> None:
+    """book_at refuses an id inside an inexact stretch and answers after the image; a day merged before the
+    column existed (no book_exact in its files) reads as exact."""
+    from depth_core.reader import InexactBookError, book_at, load_deltas
+
+    ex = SyntheticExchange(seed=44)
+    ex.run(300)
+    ids = ex.ids
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, drop=[(ids[100], ids[130])],
+                                                          snapshots=[ids[2], ids[200]]))
+    report = merge(store, ["eu-1"])
+    inside = int(rows(store).filter(~pl.col("book_exact") & (pl.col("last_update_id") > ids[131]))
+                 ["last_update_id"][0])
+    with pytest.raises(InexactBookError):
+        book_at(SYM, inside, store=store)
+    after = ids[-1]
+    bids, _asks = book_at(SYM, after, store=store)
+    assert dict(zip(bids["price"], bids["qty"], strict=True)) == ex.books[after][0]
+    # rewrite the day's files without the column, as the merge before it wrote them
+    for key in report.files:
+        old = read_parquet(store, key).filter(pl.col("book_exact")).drop("book_exact")
+        path = store.scan_location(key)[0]
+        old.write_parquet(path)
+    frame = load_deltas(SYM, store=store).collect()
+    assert frame["book_exact"].all() and frame.height > 0
