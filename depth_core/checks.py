@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -18,25 +18,14 @@ import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
 from depth_core.idline import intersect_length, subtract_ranges, union_ranges
+from depth_core.merge_types import CheckOutcome
 from depth_core.names import Market
 from depth_core.schema import MERGED_SCHEMA
 
 if TYPE_CHECKING:
-    from depth_core.merge import MergeReport, Plan, StreamInput
+    from depth_core.merge_types import MergeReport, Plan, StreamInput
 
 MAX_LISTED = 20  # how many offending ids a check names in its metadata
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    blocking: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _group_bounds(snap: np.ndarray, last: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

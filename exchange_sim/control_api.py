@@ -14,7 +14,7 @@ import orjson
 from websockets.http11 import Response
 
 from exchange_sim.generator import BID, depth_data, partial_of
-from exchange_sim.server import json_response
+from exchange_sim.responses import json_response
 from exchange_sim.truth import top_levels
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import http
 import logging
 import math
 import random
@@ -23,7 +22,6 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -38,6 +36,7 @@ from exchange_sim.generator import (
     partial_of,
     spec_for,
 )
+from exchange_sim.responses import json_response
 from exchange_sim.truth import TruthLog, top_levels
 
 log = logging.getLogger("exchange_sim")
@@ -278,18 +277,6 @@ def spot_weight(limit: int) -> int:
     if limit <= 1000:
         return 50
     return 250
-
-
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    """An HTTP response with a JSON body (websockets' Response; the connection closes after it)."""
-    payload = body if isinstance(body, bytes) else orjson.dumps(body)
-    hdrs = Headers()
-    hdrs["Content-Type"] = "application/json;charset=UTF-8"
-    hdrs["Content-Length"] = str(len(payload))
-    hdrs["Connection"] = "close"
-    for k, v in (headers or {}).items():
-        hdrs[k] = v
-    return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
 
 
 def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
