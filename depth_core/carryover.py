@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import polars as pl
 
 from depth_core.storeio import read_parquet
-from depth_core.validate import (
+from depth_core.validated_layout import (
     BOOK_TICKERS_FILE,
     DATA_FILES,
     EVENTS_FILE,
@@ -40,10 +40,76 @@ from depth_core.validate import (
     level_part_keys,
     validated_file_key,
 )
-from depth_store.base import ObjectStore
+from depth_store.base import ObjectInfo, ObjectStore
 
-if TYPE_CHECKING:
-    from depth_core.validate import _SymbolDay, _Writer
+
+# What the carry-over needs of the validation's symbol-day builder and file writer (``validate._SymbolDay``,
+# ``validate._Writer``), stated here so that this module does not import the validation that calls it.
+class _RowBuffer(Protocol):
+    def add(self, frame: pl.DataFrame) -> None: ...
+
+
+class _ReportObjects(Protocol):
+    lines_read: int
+    levels: int
+
+    @property
+    def objects(self) -> list[RawObjectRead]: ...
+
+    @property
+    def level_parts(self) -> list[str]: ...
+
+
+class SymbolDaySeed(Protocol):
+    """The symbol-day being validated, which the carried rows are seeded into."""
+
+    n_events: int
+    n_snaps: int
+    part: int
+
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def date(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def prev(self) -> dict[str, Any] | None: ...
+
+    @property
+    def report(self) -> _ReportObjects: ...
+
+    @property
+    def events(self) -> _RowBuffer: ...
+
+    @property
+    def snapshots(self) -> _RowBuffer: ...
+
+    @property
+    def snapshot_levels(self) -> _RowBuffer: ...
+
+    @property
+    def quarantine(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def price_dec(self) -> Counter[int]: ...
+
+    @property
+    def qty_dec(self) -> Counter[int]: ...
+
+    def part_key(self, part: int) -> str: ...
+
+
+class RunWriter(Protocol):
+    """Writes a file of this run (so that a failed run removes it)."""
+
+    def parquet(self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True) -> ObjectInfo | None: ...
 
 
 class CarryOverError(MissingStateError):
@@ -95,7 +161,7 @@ def _untrusted(store: ObjectStore, prev: dict[str, Any]) -> list[str]:
     return problems
 
 
-def load_carryover(store: ObjectStore, b: _SymbolDay, present: set[str], writer: _Writer) -> CarryOver | None:
+def load_carryover(store: ObjectStore, b: SymbolDaySeed, present: set[str], writer: RunWriter) -> CarryOver | None:
     """Seed ``b`` with the rows of the raw objects its previous report lists that are no longer in ``present``.
 
     Carried objects come first in the new report (``carried``), their events and snapshots renumbered from 0,

@@ -52,16 +52,14 @@ from depth_core.publish import (
 )
 from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_manifest_key
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
-from depth_core.validate import (
+from depth_core.validate import date_of_day_index, day_index, read_symbol_day_report
+from depth_core.validated_layout import (
     BOOK_TICKERS_FILE,
     EVENTS_FILE,
     SNAPSHOT_LEVELS_FILE,
     SNAPSHOTS_FILE,
     MissingStateError,
-    date_of_day_index,
-    day_index,
     level_part_keys,
-    read_symbol_day_report,
     validated_file_key,
 )
 from depth_store.base import ObjectNotFoundError, ObjectStore, StoreError

@@ -440,7 +440,7 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
     and ``merged/.../_coverage_manifest.json`` (see depth_core.merge); a missing piece shows as no data.
     """
     from depth_core.storeio import read_parquet
-    from depth_core.validate import EVENTS_FILE, REPORT_FILE, validated_day_prefix, validated_file_key
+    from depth_core.validated_layout import EVENTS_FILE, REPORT_FILE, validated_day_prefix, validated_file_key
 
     market, symbol, date = validate_market(market), validate_symbol(symbol), validate_date(date)
     manifest = _get_json(store, merged_manifest_key(market, symbol, date)) or {}

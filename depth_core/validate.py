@@ -38,7 +38,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
-import re
 import secrets
 import threading
 import time
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from depth_core.carryover import load_carryover
 from depth_core.events import (
     BOOK_TICKER_SCHEMA,
     SYM_COLUMN,
@@ -69,9 +69,23 @@ from depth_core.raw_format import (
     stream_prefix,
 )
 from depth_core.storeio import get_json, put_parquet, read_parquet
+from depth_core.validated_layout import (
+    BOOK_TICKERS_FILE,
+    DATA_FILES,
+    EVENTS_FILE,
+    META_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    SNAPSHOT_LEVELS_FILE,
+    SNAPSHOTS_FILE,
+    MissingStateError,
+    RawObjectRead,
+    stream_day_report_key,
+    validated_day_prefix,
+    validated_stream_day_prefix,
+)
 from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
-VALIDATED_ROOT = "validated"
 EDGE_NS = 3600 * 10**9
 BATCH_BYTES = 8 << 20  # compressed raw input per batch
 PART_ROWS = 4_000_000  # level rows of one symbol per level part
@@ -83,28 +97,10 @@ DAY_MS = 86_400_000
 REPORT_VERSION = 2
 ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
 
-EVENTS_FILE = "events.parquet"
-SNAPSHOTS_FILE = "snapshots.parquet"
-SNAPSHOT_LEVELS_FILE = "snapshot_levels.parquet"
-BOOK_TICKERS_FILE = "book_tickers.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-META_FILE = "meta.parquet"
-REPORT_FILE = "report.json"
-STREAM_DAY_REPORT = "_stream_day.json"
-DATA_FILES = (EVENTS_FILE, SNAPSHOTS_FILE, SNAPSHOT_LEVELS_FILE, BOOK_TICKERS_FILE, QUARANTINE_FILE, META_FILE)
-
 LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
 QUARANTINE_SCHEMA = {"object_key": pl.String(), "line_no": pl.Int64(), "receive_ns": pl.Int64(),
                      "reason": pl.String(), "text": pl.Binary()}
 META_SCHEMA = {"receive_ns": pl.Int64, "text": pl.Binary}
-_PART_RE = re.compile(r"levels-(\d+)\.parquet$")
-
-
-class MissingStateError(RuntimeError):
-    """Validated state that is the only copy of deleted raw objects is missing or unreadable.
-
-    Raised before anything of the symbol-day is deleted: the day is never rebuilt from what raw is left.
-    """
 
 
 class ConcurrentValidationError(RuntimeError):
@@ -112,43 +108,6 @@ class ConcurrentValidationError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------ keys
-
-
-def validated_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
-    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
-            f"symbol={validate_symbol(symbol)}/date={validate_date(date)}/")
-
-
-def validated_stream_day_prefix(market: Market, stream: str, date: str) -> str:
-    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
-            f"date={validate_date(date)}/")
-
-
-def stream_day_report_key(market: Market, stream: str, date: str) -> str:
-    """The stream-day report: every raw object read, the symbols and event dates it holds (cleanup gate)."""
-    return validated_stream_day_prefix(market, stream, date) + STREAM_DAY_REPORT
-
-
-def validated_file_key(report: dict[str, Any], name: str, prefix: str | None = None) -> str:
-    """The key of a validated data file (``events.parquet``, ...) that a symbol-day report names.
-
-    Reports since run-unique names list each file's key (``keys``); older ones used fixed names under their
-    ``prefix`` (or the ``prefix`` given).
-    """
-    keys = report.get("keys") or {}
-    if name in keys:
-        return str(keys[name])
-    return str(report.get("prefix") or prefix) + name
-
-
-def level_part_keys(report: dict[str, Any]) -> dict[int, str]:
-    """Level part number (the ``part`` column of events) -> key, from a symbol-day report."""
-    out: dict[int, str] = {}
-    for key in report.get("level_parts", []):
-        m = _PART_RE.search(key)
-        if m:
-            out[int(m.group(1))] = key
-    return out
 
 
 def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symbol: str,
@@ -176,19 +135,6 @@ def new_run_id() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ reports
-
-
-@dataclass
-class RawObjectRead:
-    """One raw object read by validation (the cleanup deletes exactly the ones a merge consumed)."""
-
-    key: str
-    size: int
-    etag: str | None
-    event_dates: list[str]
-    events: int = 0  # depth events of this symbol in the object (all days)
-    quarantined: int = 0  # its lines in this symbol's quarantine
-    carried: bool = False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
 
 
 @dataclass
@@ -691,8 +637,6 @@ class _StreamDayRun:
         return b
 
     def _make_builder(self, symbol: str, writer: _Writer) -> _SymbolDay:
-        from depth_core.carryover import load_carryover
-
         b = _SymbolDay(self.market, self.stream, symbol, self.date, self.run_id)
         b.prev, b.prev_etag = self._check_state(symbol)
         b.carry = load_carryover(self.store, b, self.present, writer)

@@ -35,8 +35,6 @@ FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
 #: also when one of these is gone, so this list only ever shrinks.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
-        # carryover seeds validate's private symbol-day builder (_SymbolDay, _Writer); validate calls it.
-        frozenset({"depth_core.carryover", "depth_core.validate"}),
         # the server starts replay/firehose/control API lazily; they annotate their argument as the server.
         frozenset({"exchange_sim.server", "exchange_sim.control_api", "exchange_sim.firehose", "exchange_sim.replay"}),
     }
