@@ -908,6 +908,8 @@ def evaluate_reconcile(
         considered.add(date)
         if date >= today or now < _midnight(_next(date)) + due_after:
             continue
+        if config.start_date and date < config.start_date:
+            continue  # before DEPTH_START_DATE: no such partition to run
         state = day_state(instance, store, market, streams, date, config.retention_days, now, v1_dates)
         # an object holding two dates: the other date is looked at too (it may need a merge or cleanup)
         queue += sorted(state.other_dates - considered)
