@@ -29,7 +29,7 @@ import dagster as dg
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
 from depth_core.schema import merged_manifest_key
-from depth_core.validate import stream_day_report_key
+from depth_core.validated_layout import stream_day_report_key
 from depth_pipeline.keys import (
     MERGED_DEPTH,
     META_BLOCKING_PASSED,
