@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from depth_core.checks import MergeChecker
+from depth_core.days import DAY_MS, day_index, previous_day
 from depth_core.idline import intersect_length, lo_expr
 from depth_core.merge_types import (
     CarryState,
@@ -52,7 +53,7 @@ from depth_core.publish import (
 )
 from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_manifest_key
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
-from depth_core.validate import date_of_day_index, day_index, read_symbol_day_report
+from depth_core.validate import read_symbol_day_report
 from depth_core.validated_layout import (
     BOOK_TICKERS_FILE,
     EVENTS_FILE,
@@ -124,7 +125,7 @@ def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> t
     never a silent "no carry". Manifests of the layout before versions (no ``end_state``) are honoured
     only when they passed their blocking checks.
     """
-    prev = date_of_day_index(day_index(date) - 1)
+    prev = previous_day(date)
     published = read_published(store, market, symbol, prev)
     manifest = published.manifest
     if manifest is None:
@@ -564,7 +565,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     report.price_decimals = max(pdec) if pdec else None
     report.qty_decimals = max(qdec) if qdec else None
 
-    day_start_ms = day_index(date) * 86_400_000
+    day_start_ms = day_index(date) * DAY_MS
     stage = staging_prefix(market, symbol, date, report.version)
     checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
     checker.set_inputs(inputs, plan)

@@ -18,7 +18,6 @@ exchange time of the event before the hole.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +31,11 @@ import numpy as np
 import orjson
 import polars as pl
 
+from depth_core.days import DAY_MS, day_index
 from depth_core.names import Market, validate_date, validate_market, validate_symbol
 from depth_core.schema import merged_manifest_key, quality_day_prefix
 from depth_store.base import ObjectNotFoundError, ObjectStore
 
-DAY_MS = 86_400_000
 MIN_OUTAGE_MS = 5_000
 PNG_NAME = "quality.png"
 MARKDOWN_NAME = "quality.md"
@@ -118,8 +117,7 @@ class QualityReport:
 
 
 def _day_start_ms(date: str) -> int:
-    d = dt.date.fromisoformat(validate_date(date))
-    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp() * 1000)
+    return day_index(validate_date(date)) * DAY_MS
 
 
 def _silences(times_ms: np.ndarray, day0: int, threshold: int) -> list[Interval]:

@@ -23,6 +23,7 @@ import orjson
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
+from depth_core.days import days_touched, previous_day
 from depth_core.names import Market, validate_market, validate_symbol
 from depth_core.schema import MERGED_ROOT, MERGED_SCHEMA, SIDE_BID, merged_day_prefix, merged_manifest_key
 from depth_store.base import ObjectNotFoundError, ObjectStore
@@ -75,13 +76,6 @@ def parse_every(every: str | dt.timedelta) -> int:
     if ns <= 0:
         raise ValueError(f"interval {every!r} must be positive")
     return ns
-
-
-def _days(start: dt.datetime, end: dt.datetime) -> list[str]:
-    """UTC dates touched by [start, end)."""
-    first = start.date()
-    last = (end - dt.timedelta(microseconds=1)).date() if end > start else first
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def list_days(symbol: str, *, store: ObjectStore | str | None = None, market: Market = "spot") -> list[str]:
@@ -150,7 +144,7 @@ def load_deltas(
     t0 = to_utc(start) if start is not None else None
     t1 = to_utc(end) if end is not None else None
     if t0 is not None and t1 is not None:
-        days = _days(t0, t1)
+        days = days_touched(t0, t1)
     else:
         days = [d for d in list_days(symbol, store=st, market=market)
                 if (t0 is None or d >= t0.date().isoformat()) and (t1 is None or d <= t1.date().isoformat())]
@@ -346,9 +340,9 @@ def iter_books(
     step = parse_every(every)
     grid = np.arange(_ns(t0), _ns(t1), step, dtype=np.int64)
     book = OrderBook()
-    days = _days(t0, t1)
+    days = days_touched(t0, t1)
     # the book at start may come from the day before (an instant before that day's first image)
-    prev = (dt.date.fromisoformat(days[0]) - dt.timedelta(days=1)).isoformat()
+    prev = previous_day(days[0])
     prev_keys = day_files(st, symbol, prev, market)
     if prev_keys:
         try:

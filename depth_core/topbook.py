@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
+from depth_core.days import DAY_NS, days_touched, previous_day
 from depth_core.names import Market, validate_date, validate_market, validate_symbol
 from depth_core.reader import grid_sample_rows, parse_every
 from depth_core.schema import SIDE_ASK, SIDE_BID
@@ -43,7 +44,6 @@ TOP_SCHEMA: dict[str, pl.DataType] = {
     "last_update_id": pl.Int64(),
 }
 _NEEDED = ["symbol", "exchange_time", "is_snapshot", "last_update_id", "side", "price", "qty", "book_exact"]
-_DAY_NS = 86_400 * 1_000_000_000
 
 
 def compute_top_levels(
@@ -73,7 +73,7 @@ def compute_top_levels(
     e_ns = rows["exchange_time"].dt.epoch("ns").to_numpy()
     # the book is known only while data flows: no samples after the day's last row (a capture that ended
     # early, or today's partial day, is not extended with a stale book)
-    grid_end = min(day_start + _DAY_NS, int(e_ns.max()) + 1)
+    grid_end = min(day_start + DAY_NS, int(e_ns.max()) + 1)
     grid = np.arange(day_start, grid_end, step, dtype=np.int64)
     sample_rows = grid_sample_rows(e_ns, grid)
     book = start_book.copy() if start_book is not None else None
@@ -137,7 +137,7 @@ def build_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *,
         return pl.DataFrame(schema=TOP_SCHEMA)
     start_book = None
     if carry_previous_day:
-        prev = (dt.date.fromisoformat(validate_date(date)) - dt.timedelta(days=1)).isoformat()
+        prev = previous_day(validate_date(date))
         prev_keys = day_files(store, symbol, prev, market)
         if prev_keys:
             from depth_core.book import replay_merged
@@ -168,11 +168,11 @@ def load_top_levels(
     table: str = TOP_TABLE_NAME,
 ) -> pl.LazyFrame:
     """The materialised table for ``start <= time < end`` as a LazyFrame (days the pipeline has built)."""
-    from depth_core.reader import _days, resolve_store, scan_keys, to_utc
+    from depth_core.reader import resolve_store, scan_keys, to_utc
 
     st = resolve_store(store)
     t0, t1 = to_utc(start), to_utc(end)
-    keys = [k for day in _days(t0, t1) if st.exists(k := top_day_key(market, symbol, day, table))]
+    keys = [k for day in days_touched(t0, t1) if st.exists(k := top_day_key(market, symbol, day, table))]
     if not keys:
         return pl.LazyFrame(schema=TOP_SCHEMA)
     return scan_keys(st, keys, merged=False).filter((pl.col("time") >= t0) & (pl.col("time") < t1))

@@ -50,6 +50,7 @@ import numpy as np
 import polars as pl
 
 from depth_core.carryover import load_carryover
+from depth_core.days import DAY_MS, date_of_day_index, day_index
 from depth_core.events import (
     BOOK_TICKER_SCHEMA,
     SYM_COLUMN,
@@ -93,7 +94,6 @@ BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the larg
 PREFETCH = 2
 COMMIT_THREADS = 4  # symbol-days whose files are written and reports committed at once (many small PUTs)
 STATE_THREADS = 8  # symbol-days whose previous state (report, merged manifest) is read at once
-DAY_MS = 86_400_000
 REPORT_VERSION = 2
 ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
 
@@ -119,14 +119,6 @@ def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symb
     """
     data, etag = _read_json_version(store, validated_day_prefix(market, stream, symbol, date) + REPORT_FILE)
     return None if data is None else (data, etag)
-
-
-def day_index(date: str) -> int:
-    return (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days
-
-
-def date_of_day_index(idx: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(idx))).isoformat()
 
 
 def new_run_id() -> str:

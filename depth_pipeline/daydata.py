@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from depth_core.days import previous_day
 from depth_core.names import InvalidNameError, Market, validate_date, validate_symbol
 from depth_core.raw_format import stream_prefix
 from depth_store import ObjectNotFoundError, ObjectStore
@@ -66,7 +67,7 @@ def first_date(store: ObjectStore, market: Market, streams: tuple[str, ...] | li
     valid = sorted(d for d in dates if _is_date(d))
     if not valid:
         return None
-    return (dt.date.fromisoformat(valid[0]) - dt.timedelta(days=1)).isoformat()
+    return previous_day(valid[0])
 
 
 def record_first_date(store: ObjectStore, market: Market, date: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from depth_core.days import DAY_MS, day_index
 from depth_core.names import Market, validate_date, validate_market
 
 MAX_INTERVALS = 200  # per stream and kind: a symbol-day with more is drawn with its first ones
@@ -53,9 +54,7 @@ def symbol_timeline(inp: Any) -> dict[str, Any]:
 
 
 def _day0(date: str) -> int:
-    import datetime as dt
-
-    return int(dt.datetime.fromisoformat(validate_date(date)).replace(tzinfo=dt.UTC).timestamp() * 1000)
+    return day_index(validate_date(date)) * DAY_MS
 
 
 def _tick_format(span_ms: float) -> tuple[float, str]:
@@ -80,9 +79,9 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     day0 = _day0(date)
     firsts = [t["first_ms"] for t in timelines if t.get("first_ms") is not None]
     lasts = [t["last_ms"] for t in timelines if t.get("last_ms") is not None]
-    lo, hi = (min(firsts), max(lasts)) if firsts else (day0, day0 + 86_400_000)
+    lo, hi = (min(firsts), max(lasts)) if firsts else (day0, day0 + DAY_MS)
     pad = max((hi - lo) * 0.02, 1_000)
-    lo, hi = max(day0, lo - pad), min(day0 + 86_400_000, hi + pad)
+    lo, hi = max(day0, lo - pad), min(day0 + DAY_MS, hi + pad)
     rows = len(timelines)
     lines = max(1, len(streams))
     height = max(2.5, (rows * (lines + 1) * ROW_PX + 120) / 100)

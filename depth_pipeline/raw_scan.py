@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from depth_core.days import previous_day
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_date_prefix, stream_prefix
 from depth_store import ObjectInfo, ObjectStore
@@ -209,7 +210,7 @@ def scan_stream(
         if key.layout == 1 and key.date not in state.pass_v1_dates:
             state.pass_v1_dates.append(key.date)
         if edge_seconds and key.first_receive_ns / 1e9 - _midnight_of(key.date) < edge_seconds:
-            before = (dt.date.fromisoformat(key.date) - dt.timedelta(days=1)).isoformat()
+            before = previous_day(key.date)
             if before not in state.pass_dates:
                 state.pass_dates.append(before)
         if info.key[len(base) :] not in state.seen and _epoch(info) >= floor:

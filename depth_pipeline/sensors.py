@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from depth_core.days import DAY_MS, date_of_day_index, next_day, previous_day
 from depth_core.names import Market
 from depth_core.raw_format import STREAM_WIDE, RawObjectKey, decompress, stream_date_prefix, stream_day_prefix
 from depth_core.schema import merged_manifest_key
@@ -72,14 +73,6 @@ def _today(now: float | None = None) -> dt.date:
 def _midnight(date: str | dt.date) -> float:
     day = dt.date.fromisoformat(date) if isinstance(date, str) else date
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
-
-
-def _prev(date: str) -> str:
-    return (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
-
-
-def _next(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 def _load_cursor(cursor: str | None) -> dict[str, Any]:
@@ -421,9 +414,9 @@ def object_holdings(store: ObjectStore, obj: ObjectInfo, key: RawObjectKey) -> d
     day_names: dict[int, str] = {}
 
     def day(ms: int) -> str:
-        index = ms // 86_400_000
+        index = ms // DAY_MS
         if index not in day_names:
-            day_names[index] = dt.datetime.fromtimestamp(index * 86400, tz=dt.UTC).date().isoformat()
+            day_names[index] = date_of_day_index(index)
         return day_names[index]
 
     for line in text.split(b"\n"):
@@ -484,7 +477,7 @@ def late_for_merged_days(
         if not may_hold_completed_day(obj.key, today):
             continue
         # events lie within seconds of their receive time: only a merged neighbour date makes it worth a read
-        if not any(is_merged(d) for d in (_prev(obj.key.date), obj.key.date, _next(obj.key.date))):
+        if not any(is_merged(d) for d in (previous_day(obj.key.date), obj.key.date, next_day(obj.key.date))):
             continue
         for symbol, dates in sorted(object_holdings(store, obj.info, obj.key).items()):
             if wanted and symbol not in wanted:
@@ -669,7 +662,7 @@ def stale_next_day(
     opened from a snapshot is re-merged too (the new end may now chain into it). A next day that was never
     published is the nightly run's and the reconcile sensor's.
     """
-    following = _next(date)
+    following = next_day(date)
     if following >= today:
         return []
     out: list[str] = []
@@ -728,7 +721,7 @@ def build_cleanup_sensor(
             store = store or open_store(config.store_url)
             stale = stale_next_day(store, config.market, date, symbols, today)
             if stale:
-                following = _next(date)
+                following = next_day(date)
                 context.log.info(
                     f"{date} was merged again and its end changed for {len(stale)} symbols: re-merge {following}"
                 )
@@ -759,9 +752,9 @@ def _window_objects(store: ObjectStore, market: Market, stream: str, date: str) 
     next day's first hour (the window validation reads)."""
     midnight = _midnight(date)
     out = list(store.list(stream_date_prefix(market, stream, date)))
-    before = stream_date_prefix(market, stream, _prev(date))
+    before = stream_date_prefix(market, stream, previous_day(date))
     out += store.list(before, start_after=f"{before}{int((midnight - 3600) * 1e9):019d}")
-    after = stream_date_prefix(market, stream, _next(date))
+    after = stream_date_prefix(market, stream, next_day(date))
     edge = f"{after}{int((midnight + 86400 + 3600) * 1e9):019d}"
     for info in store.list(after):
         if info.key >= edge:
@@ -906,7 +899,7 @@ def evaluate_reconcile(
         if date in considered:
             continue
         considered.add(date)
-        if date >= today or now < _midnight(_next(date)) + due_after:
+        if date >= today or now < _midnight(next_day(date)) + due_after:
             continue
         if config.start_date and date < config.start_date:
             continue  # before DEPTH_START_DATE: no such partition to run
