@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo ui collect bench sim clean soak universe
+.PHONY: install test lint demo ui collect bench sim clean soak universe defs-snapshot
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: install
 
 test: install lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Accept a change of the Dagster definitions' shape (assets, deps, checks and their blocking flag, jobs,
+# schedules, sensors): rewrite tests/pipeline/defs_snapshot.json, then review its diff before committing.
+defs-snapshot: install
+	DEPTH_UPDATE_DEFS_SNAPSHOT=1 $(VENV)/bin/pytest tests/pipeline/test_defs_snapshot.py -q
 
 demo: install
 	$(PY) -m depth_pipeline.demo
