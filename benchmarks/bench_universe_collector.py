@@ -66,8 +66,9 @@ def run(seconds: float = 600.0, n_symbols: int = N_SYMBOLS) -> dict[str, Any]:
     work.mkdir(parents=True)
     rates = universe_rates(n_symbols)
     symbols = list(rates)
+    # a short truth log: the simulator's memory (and its garbage collector's pauses) stay small
     sim = SimulatorThread(SimConfig(market="spot", symbols=symbols, rates=rates, speed=1.0,
-                                    weight_limit_per_minute=6000)).start(timeout=120)
+                                    weight_limit_per_minute=6000, truth_max_events=20)).start(timeout=120)
     store = work / "store"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}

@@ -438,12 +438,13 @@ class ExchangeSimulator:
                 # exchange time went on during the pause: the next event carries the current time
                 self._e_anchor = (self._tick, self.now_ms())
             delay = next_t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # always yield: a simulator that cannot keep up (many symbols, a busy machine) must still answer
+            # REST and send frames, never monopolise the loop catching up
+            await asyncio.sleep(max(delay, 0.0))
             if self.paused.is_set():
                 continue
             behind = int((loop.time() - next_t) / period)
-            steps = 1 + min(max(behind, 0), 50)  # catch up a little when the loop was busy
+            steps = 1 + min(max(behind, 0), 10)  # catch up a little when the loop was busy
             full_rate = 1000.0 / cfg.event_interval_ms
             for _ in range(steps):
                 for st in list(self.symbols.values()):
