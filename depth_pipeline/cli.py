@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,14 +122,53 @@ def _launch(
 ) -> str:
     """Execute one date's run through the instance (the job's own executor: multiprocess fan-out, or
     in-process with DEPTH_MAX_PARALLEL_STEPS=1); returns the run id."""
+    reap_dead_runs(instance, date)
     result = dg.execute_job(
         dg.reconstructable(job_fn),
         instance=instance,
         run_config=run_config,
-        tags={**tags, "dagster/partition": date},
+        tags={**tags, "dagster/partition": date, TAG_LAUNCHER: f"{socket.gethostname()}:{os.getpid()}"},
         raise_on_error=False,
     )
     return result.run_id
+
+
+TAG_LAUNCHER = "depth/launcher"  # host:pid of the depth-pipeline process that executes the run
+_UNFINISHED = (
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, date: str) -> list[str]:
+    """Mark failed the runs of ``date`` that a ``depth-pipeline`` process on this host executed and that
+    died with it (kill -9: no daemon watches runs executed outside the queue), and give back the pool
+    slots they held — else the next run of the date waits for those slots for ever. Returns their ids."""
+    host = socket.gethostname()
+    reaped = []
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}, statuses=list(_UNFINISHED)))
+    for run in runs:
+        launcher_host, _, pid_text = run.tags.get(TAG_LAUNCHER, "").partition(":")
+        if launcher_host != host or not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        instance.report_run_failed(run, message=f"its depth-pipeline process (pid {pid_text}) is gone")
+        reaped.append(run.run_id)
+    for run_id in reaped:
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+        print(f"marked run {run_id} of {date} failed: its depth-pipeline process died", flush=True)
+    return reaped
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_days(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -137,3 +138,33 @@ def test_lease_of_a_killed_writer_on_this_host_is_taken_over(tmp_path: Path) -> 
     holder.kill()
     holder.wait(30)
     assert lease.acquire(store, "spot", DATE, "next-run", seconds=600).holder == "next-run"
+
+
+def test_a_killed_run_does_not_block_the_next_run_of_its_date(tmp_path: Path) -> None:
+    """kill -9 of ``depth-pipeline run`` (multiprocess steps) mid-way leaves its run STARTED, its pool slots
+    taken and its lease held; the next run of the date marks it failed, gets the slots and the lease back,
+    and merges the day."""
+    import os
+    import signal
+
+    store_url = str(tmp_path / "store")
+    store = open_store(store_url)
+    write_day(store, DayPlan(DATE))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = subprocess_env({**pipeline_env(store_url), "DAGSTER_HOME": str(home), "DEPTH_MAX_PARALLEL_STEPS": "2"})
+    cmd = [str(BIN / "depth-pipeline"), "run", "--date", DATE]
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(True for _ in store.list("validated/")) and first.poll() is None:
+        assert time.monotonic() < deadline, "the run wrote nothing in 300 s"
+        time.sleep(0.05)  # polling the store for the run's first output
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(30)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        statuses = sorted(r.status.value for r in instance.get_runs())
+    assert statuses in (["FAILURE", "SUCCESS"], ["SUCCESS", "SUCCESS"]), statuses  # killed before or after its end
+    assert _merged_ids(store) == {plan_id for plan_id in range(1_000_000, 1_000_060)}
