@@ -85,6 +85,23 @@ def daily_job() -> dg.JobDefinition:
     return build_definitions(load_config()).resolve_job_def(DAILY_JOB_NAME)
 
 
+def daily_job_in_process() -> dg.JobDefinition:
+    """The daily job with every step in the run's own process: for a run that can have one merge batch
+    only, where step processes would add nothing but their start-up (≈ 3 CPU-s each)."""
+    from dataclasses import replace
+
+    from depth_pipeline.definitions import build_definitions
+
+    return build_definitions(replace(load_config(), max_parallel_steps=1)).resolve_job_def(DAILY_JOB_NAME)
+
+
+def one_batch_at_most(symbols: Sequence[str] | None, config: PipelineConfig) -> bool:
+    """Whether a run can hold one merge batch at most: the symbols named, or the DEPTH_SYMBOLS filter, are
+    no more than DEPTH_SYMBOLS_PER_STEP (derive batches likewise)."""
+    bound = len(symbols) if symbols else len(config.symbols) if config.symbols else None
+    return bound is not None and bound <= config.symbols_per_step
+
+
 def cleanup_job() -> dg.JobDefinition:
     from depth_pipeline.definitions import build_definitions
 
@@ -180,10 +197,11 @@ def run_days(
 ) -> list[DayOutcome]:
     """One run per date, dates in order (a day's merge carries into the next); one outcome per symbol."""
     outcomes: list[DayOutcome] = []
+    job_fn = daily_job_in_process if one_batch_at_most(symbols, load_config()) else daily_job
     for date in dates:
         try:
             run_id = _launch(
-                instance, daily_job, date, day_run_config(symbols, allow_shrink), day_run_tags(date, symbols, kind)
+                instance, job_fn, date, day_run_config(symbols, allow_shrink), day_run_tags(date, symbols, kind)
             )
         except Exception as exc:  # a run that could not even start: report it, go on with the rest
             outcome = DayOutcome(date, "*", False, f"could not run: {exc}", "-")
