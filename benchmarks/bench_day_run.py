@@ -35,7 +35,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_day(n: int, events: int, parallel: int, per_step: int) -> dict[str, float]:
+def run_day(n: int, events: int, parallel: int, per_step: int, named: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-day-") as tmp:
         root = Path(tmp)
         from depth_store import open_store
@@ -56,8 +56,9 @@ def run_day(n: int, events: int, parallel: int, per_step: int) -> dict[str, floa
             "DAGSTER_TELEMETRY_DISABLED": "1",
         }
         env.pop("DEPTH_SYMBOLS", None)
+        args = ["--symbols", ",".join(symbols)] if named else []
         cpu0, wall0 = _children_cpu(), time.perf_counter()
-        done = subprocess.run([str(Path(sys.executable).parent / "depth-pipeline"), "run", "--date", DATE],
+        done = subprocess.run([str(Path(sys.executable).parent / "depth-pipeline"), "run", "--date", DATE, *args],
                               env=env, cwd=REPO, capture_output=True, text=True, check=False)
         cpu, wall = _children_cpu() - cpu0, time.perf_counter() - wall0
         if done.returncode != 0:
@@ -79,11 +80,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--per-step", type=int, default=25)
+    parser.add_argument("--named", action="store_true", help="name the symbols (--symbols): a run of one "
+                        "merge batch at most runs in one process")
     args = parser.parse_args()
     counts = [int(x) for x in args.symbols.split(",")]
     results = {}
     for n in counts:
-        results[n] = run_day(n, args.events, args.parallel, args.per_step)
+        results[n] = run_day(n, args.events, args.parallel, args.per_step, args.named)
         r = results[n]
         print(f"symbols={n:4d} run CPU {r['cpu_s']:.1f} s wall {r['wall_s']:.1f} s "
               f"(merge work {r['merge_work_cpu_s_per_symbol']:.3f} CPU-s per symbol)", flush=True)
