@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import os
-import shutil
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,41 @@ def ensure_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    config_file = home / "dagster.yaml"
-    if not config_file.exists():
-        if REPO_DAGSTER_YAML.exists():
-            shutil.copyfile(REPO_DAGSTER_YAML, config_file)
-        else:
-            config_file.write_text(FALLBACK_DAGSTER_YAML)
+    with _home_lock(home):
+        config_file = home / "dagster.yaml"
+        if not config_file.exists():
+            text = REPO_DAGSTER_YAML.read_text() if REPO_DAGSTER_YAML.exists() else FALLBACK_DAGSTER_YAML
+            partial = home / f".dagster.yaml.{os.getpid()}"
+            partial.write_text(text)
+            partial.replace(config_file)
     return home
+
+
+@contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    """An exclusive lock on DAGSTER_HOME, held while its files are first created."""
+    with open(home / ".depth-pipeline.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def open_instance() -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance in DAGSTER_HOME (see ``ensure_dagster_home``).
+
+    Opening an instance creates its storage when it is new; two processes doing that at once on a fresh
+    SQLite home both stamp the schema version, and every later command then fails with "alembic_version has
+    more than one head". So the opening is serialised by a lock file in DAGSTER_HOME (two ``depth-pipeline
+    run`` started together is a normal thing to do); the runs themselves are not.
+    """
+    home = ensure_dagster_home()
+    with _home_lock(home):
+        instance = dg.DagsterInstance.get()
+    with instance:
+        yield instance
 
 
 @dataclass
@@ -328,12 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, InvalidNameError) as exc:
         print(f"depth-pipeline: {exc}", file=sys.stderr)
         return 2
-    home = ensure_dagster_home()
-    print(f"Dagster instance: {home}", flush=True)
+    print(f"Dagster instance: {ensure_dagster_home()}", flush=True)
     # the first date partition must reach back to the dates asked for (a new install starts at its data)
     store = open_store(config.store_url)
     record_first_date(store, config.market, dates[0])
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         if args.command == "cleanup":
             retention = config.retention_days if args.retention_days is None else args.retention_days
             outcomes = cleanup_days(instance, dates[0], symbols, retention)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,27 @@ def test_backfill_three_days_two_symbols_runs_in_date_order(tmp_path: Path) -> N
         for day in days[1:]:
             opening = manifest(store, day, symbol)["opening"]
             assert opening["kind"] == "carry", opening
+
+
+def test_processes_opening_a_fresh_instance_at_once_leave_it_usable(tmp_path: Path) -> None:
+    """Two ``depth-pipeline`` commands started together on an empty DAGSTER_HOME must not both create the
+    SQLite storage (alembic then sees two schema heads and every later command fails)."""
+    home = tmp_path / "home"
+    script = (
+        "import sys; from depth_pipeline.cli import open_instance\n"
+        "sys.stdin.readline()\n"  # all start together
+        "with open_instance() as instance: instance.get_runs()\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    assert [proc.wait(timeout=300) for proc in procs] == [0, 0, 0, 0]
+    with sqlite3.connect(home / "history" / "runs.db") as db:
+        assert db.execute("select count(*) from alembic_version").fetchone() == (1,)
+    assert (home / "dagster.yaml").read_text() == (REPO / "dagster.yaml").read_text()
