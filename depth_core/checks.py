@@ -1,4 +1,6 @@
-"""The merge's checks, computed while the merged files are written (one pass, chunk by chunk).
+"""The checks' outcomes: the merge's, computed while the merged files are written (one pass, chunk by
+chunk), and a validated stream-day's (:func:`stream_day_outcomes`). What each check is and whether it
+blocks is declared in ``check_catalog``.
 
 Why during the merge: the replay-based checks (never crossed, agrees with REST snapshots, matches
 @bookTicker) need the book after every event; replaying each output chunk as it is written (with the one
@@ -8,7 +10,7 @@ book replay, ``depth_core.book``) costs one pass and no re-read of the day.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +19,14 @@ import numpy as np
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
+from depth_core.check_catalog import MERGED_CHECKS, VALIDATED_CHECKS, CheckOutcome
 from depth_core.idline import intersect_length, subtract_ranges, union_ranges
-from depth_core.merge_types import CheckOutcome
 from depth_core.names import Market
 from depth_core.schema import MERGED_SCHEMA
 
 if TYPE_CHECKING:
     from depth_core.merge_types import MergeReport, Plan, StreamInput
+    from depth_core.validate import SymbolDayReport
 
 MAX_LISTED = 20  # how many offending ids a check names in its metadata
 
@@ -498,36 +501,36 @@ class MergeChecker:
         out: list[CheckOutcome] = []
         out.append(self._gaps_check(report))
         n_dis = self.disagreements_total + self.partial_disagreements
-        out.append(CheckOutcome(
-            "streams_agree", n_dis == 0, True,
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "streams_agree", n_dis == 0,
             "events covering the same update ids carry the same levels in every stream"
             if n_dis == 0 else
             f"{n_dis} id ranges where events disagree, e.g. ids {self.disagreements[0]['first_id']}.."
             f"{self.disagreements[0]['last_id']} in streams {', '.join(self.disagreements[0]['streams'])}",
             {"disagreements": n_dis, "examples": self.disagreements}))
-        out.append(CheckOutcome(
-            "book_never_crossed", self.crossed_count == 0, True,
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "book_never_crossed", self.crossed_count == 0,
             f"best bid < best ask after all {self.tops_checked} events and images" if self.crossed_count == 0
             else f"book crossed after {self.crossed_count} events, first at ids {self.crossed[:5]}",
             {"events_checked": self.tops_checked, "crossed": self.crossed_count, "crossed_ids": self.crossed}))
         bad_snaps = [r for r in self.snap_checks if r["differences"]]
         skipped = self.snap_skipped.height if hasattr(self, "snap_skipped") else 0
-        out.append(CheckOutcome(
-            "agrees_with_rest_snapshots", not bad_snaps, True,
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "agrees_with_rest_snapshots", not bad_snaps,
             f"replay equals all {len(self.snap_checks)} comparable REST snapshots "
             f"({skipped} not comparable: before the first image or in a gap)" if not bad_snaps else
             f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, first at id "
             f"{bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
             {"compared": len(self.snap_checks), "differing": len(bad_snaps), "not_comparable": skipped,
              "details": bad_snaps[:MAX_LISTED]}))
-        out.append(CheckOutcome(
-            "schema_and_sort_order", not self.schema_problems, True,
-            "interfaces §3 columns and types; rows sorted by last_update_id, images first"
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "schema_and_sort_order", not self.schema_problems,
+            "the merged schema's columns and types; rows sorted by last_update_id, images first"
             if not self.schema_problems else "; ".join(self.schema_problems[:3]),
             {"problems": self.schema_problems[:MAX_LISTED]}))
-        out.append(CheckOutcome(
-            "decimal_round_trip", (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
-            True,
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "decimal_round_trip",
+            (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
             f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
             "places" if self.decimal_failures == 0 else f"{self.decimal_failures} values do not round-trip",
             {"price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
@@ -535,15 +538,15 @@ class MergeChecker:
         out.append(self._coverage_check(report))
         if self.book_tickers.height:
             ok = self.bt_compared > 0 and self.bt_matched == self.bt_compared
-            out.append(CheckOutcome(
-                "matches_book_ticker", ok, False,
+            out.append(CheckOutcome.of(
+                MERGED_CHECKS, "matches_book_ticker", ok,
                 f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} matching u",
                 {"compared": self.bt_compared, "matched": self.bt_matched, "mismatches": self.bt_mismatches}))
         anchored = report.opening.get("kind") not in (None, "none")
         # not blocking: a day with events but no usable snapshot yet publishes its rows unanchored
         # (book_exact false); a later re-merge with a snapshot anchors it
-        out.append(CheckOutcome(
-            "day_anchored", anchored or report.events_received == 0, False,
+        out.append(CheckOutcome.of(
+            MERGED_CHECKS, "day_anchored", anchored or report.events_received == 0,
             f"the day opens with an image ({report.opening.get('source')})" if anchored
             else f"{report.unanchored_events} events, not anchored: no snapshot or carried state from which the "
                  "day can be replayed (rows kept with book_exact false)",
@@ -559,8 +562,8 @@ class MergeChecker:
                 if n:
                     offenders.append({"gap_first_id": g.first_id, "gap_last_id": g.last_id, "stream": s.stream,
                                       "ids_the_stream_had": n})
-        return CheckOutcome(
-            "gaps_missed_by_every_stream", not offenders, True,
+        return CheckOutcome.of(
+            MERGED_CHECKS, "gaps_missed_by_every_stream", not offenders,
             f"all {len(report.gaps)} gaps are ids no stream received" if not offenders else
             f"{len(offenders)} gap/stream pairs where a stream had ids the merge lacks",
             {"gaps": [asdict(g) for g in report.gaps][:MAX_LISTED], "offenders": offenders[:MAX_LISTED]})
@@ -597,7 +600,32 @@ class MergeChecker:
                     f"{first['last_id']} of {first['stream']}")
         else:
             text = f"streams {worse} cover more ids than the merge"
-        return CheckOutcome(
-            "coverage_at_least_each_stream", ok, True, text,
+        return CheckOutcome.of(
+            MERGED_CHECKS, "coverage_at_least_each_stream", ok, text,
             {"merged": report.coverage, "missing_ids": total, "missing": missing,
              **{f"coverage_{k}": v.coverage for k, v in report.per_stream.items()}})
+
+
+def stream_day_outcomes(reports: Mapping[str, SymbolDayReport], not_validated: Mapping[str, str]) -> list[CheckOutcome]:
+    """A validated stream-day's checks, summarised over its symbols (the ones that fail are named).
+
+    ``reports`` are the symbol-days validated (by symbol), ``not_validated`` the symbols that could not be
+    (with why)."""
+    empty = sorted(s for s, r in reports.items() if not r.events)
+    quarantined = sum(r.quarantined for r in reports.values())
+    lines_total = sum(r.lines_read for r in reports.values())
+    share = quarantined / lines_total if lines_total else 0.0
+    return [
+        CheckOutcome.of(
+            VALIDATED_CHECKS, "raw_data_present", not empty and not not_validated and bool(reports),
+            f"{len(reports) - len(empty)} of {len(reports) + len(not_validated)} symbols have events"
+            + (f"; none for {', '.join(empty[:20])}" if empty else "")
+            + (f"; not validated: {', '.join(sorted(not_validated)[:20])}" if not_validated else ""),
+            {"symbols_without_events": empty, "symbols_not_validated": sorted(not_validated)},
+        ),
+        CheckOutcome.of(
+            VALIDATED_CHECKS, "quarantine_small", share < 0.01,
+            f"{quarantined} of {lines_total} lines quarantined",
+            {"quarantined": quarantined, "share": share},
+        ),
+    ]

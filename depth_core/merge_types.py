@@ -1,4 +1,4 @@
-"""The merge's data types: its inputs, its plan, its checks' outcomes and its report.
+"""The merge's data types: its inputs, its plan and its report (the checks' outcomes: ``check_catalog``).
 
 Apart from ``merge.py`` so that the checks (``checks.py``), which read these, and the merge, which runs the
 checks, do not import each other.
@@ -12,17 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    blocking: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from depth_core.check_catalog import CheckOutcome
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import dagster as dg
 
 MERGED_DEPTH = dg.AssetKey("merged_depth")
@@ -9,10 +11,10 @@ BOOK_TOP25_1S = dg.AssetKey("book_top25_1s")
 QUALITY_REPORT = dg.AssetKey("depth_quality_report")
 
 # Metadata keys of a merged_depth materialization that the cleanup gate relies on.
-META_BLOCKING_PASSED = "blocking_checks_passed"
-META_MANIFEST_KEY = "manifest_key"
-META_MANIFEST_ETAG = "manifest_etag"
-META_NO_RAW_DATA = "no_raw_data"
+META_BLOCKING_PASSED: Final = "blocking_checks_passed"
+META_MANIFEST_KEY: Final = "manifest_key"
+META_MANIFEST_ETAG: Final = "manifest_etag"
+META_NO_RAW_DATA: Final = "no_raw_data"
 # the day's machine-readable outcome per symbol (JSON: symbol -> ok, blocking_checks_passed, published,
 # manifest_key, manifest_etag); the cleanup gate reads it
 META_SYMBOL_OUTCOMES = "symbol_outcomes_json"

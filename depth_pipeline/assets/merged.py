@@ -25,12 +25,14 @@ fails the run after everything else was recorded.
 import inspect
 import logging
 import traceback
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
 
 import dagster as dg
 
+from depth_core.check_catalog import MERGED_CHECKS, CheckDecl
 from depth_core.names import Market
-from depth_pipeline.checks import CATCH_ALL, MERGED_CHECKS, CheckDecl, check_specs, outcome_fields
+from depth_pipeline.checks import check_specs, severity
 from depth_pipeline.cleanup import symbols_merged_on
 from depth_pipeline.daydata import record_first_date
 from depth_pipeline.keys import (
@@ -66,10 +68,38 @@ OUTCOME_SCHEMA = dg.TableSchema(
 )
 
 
-def _merge_accepts_allow_shrink() -> bool:
-    from depth_core.merge import merge_symbol_day
+class CheckSummary(TypedDict):
+    """One core check outcome of a symbol-day, as the step passes it on (JSON)."""
 
-    return "allow_shrink" in inspect.signature(merge_symbol_day).parameters
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+
+
+class SymbolOutcome(TypedDict):
+    """What one symbol-day's merge (or its not being merged) came to: a step's result (JSON) and a row of the
+    day's table; ``blocking_checks_passed``, ``manifest_key`` and ``manifest_etag`` are what the cleanup gate
+    reads (``META_SYMBOL_OUTCOMES``)."""
+
+    symbol: str
+    ok: bool
+    published: bool
+    reason: str
+    not_validated: NotRequired[bool]
+    rows: NotRequired[int]
+    events: NotRequired[int]
+    events_received: NotRequired[int]
+    gaps: NotRequired[int]
+    coverage: NotRequired[float]
+    opening: NotRequired[dict[str, Any]]
+    problems: NotRequired[list[str]]
+    checks: NotRequired[list[CheckSummary]]
+    blocking_checks_passed: NotRequired[bool]
+    no_raw_data: NotRequired[bool]
+    refused_reason: NotRequired[str]
+    manifest_key: NotRequired[str]
+    manifest_etag: NotRequired[str]
 
 
 def merge_one(
@@ -80,65 +110,56 @@ def merge_one(
     streams: list[str],
     *,
     allow_shrink: str = "",
-) -> dict[str, Any]:
+) -> SymbolOutcome:
     """Merge one symbol-day; the outcome as plain JSON (never raises for the symbol's own failure: the
     day records it and goes on with the other symbols)."""
     from depth_core.merge import merge_symbol_day  # the core loads only when a run needs it
 
-    out: dict[str, Any] = {"symbol": symbol, "ok": False, "published": False, "reason": ""}
+    out: SymbolOutcome = {"symbol": symbol, "ok": False, "published": False, "reason": ""}
     try:
-        kwargs: dict[str, Any] = {"allow_shrink": allow_shrink or None} if _merge_accepts_allow_shrink() else {}
-        report = merge_symbol_day(store, market, symbol, date, streams, **kwargs)
+        report = merge_symbol_day(store, market, symbol, date, streams, allow_shrink=allow_shrink or None)
     except Exception as exc:
         log.error("merge of %s %s failed:\n%s", symbol, date, traceback.format_exc())
         out["reason"] = f"merge failed: {type(exc).__name__}: {exc}"
         return out
-    summary = report.to_dict()
-    events = int(summary.get("events", 0) or 0)
-    received = int(summary.get("events_received", events) or 0)
-    out.update(
-        rows=int(summary.get("rows", 0) or 0),
-        events=events,
-        events_received=received,
-        gaps=int(summary.get("gap_count", 0) or 0),
-        coverage=float(summary.get("coverage", 0.0) or 0.0),
-        opening=summary.get("opening") or {},
-        problems=list(summary.get("problems") or []),
-    )
-    checks: list[dict[str, Any]] = []
-    for outcome in getattr(report, "checks", []) or []:
-        name, passed, blocking, description, _meta = outcome_fields(outcome)
-        checks.append({"name": name, "passed": passed, "blocking": blocking, "description": description})
+    out["rows"] = int(report.rows)
+    out["events"] = int(report.events)
+    out["events_received"] = int(report.events_received)
+    out["gaps"] = report.gap_count
+    out["coverage"] = float(report.coverage)
+    out["opening"] = report.opening
+    out["problems"] = list(report.problems)
+    checks: list[CheckSummary] = [
+        {"name": c.name, "passed": c.passed, "blocking": c.blocking, "description": c.description}
+        for c in report.checks
+    ]
     out["checks"] = checks
-    blocking_ok = all(c["passed"] for c in checks if c["blocking"])
-    out[META_BLOCKING_PASSED] = blocking_ok and received > 0
+    received = int(report.events_received)
+    out[META_BLOCKING_PASSED] = report.blocking_passed and received > 0
     if received == 0:
         out[META_NO_RAW_DATA] = True
         out["reason"] = f"no raw data: no stream of {', '.join(streams)} has a diff-depth event for {symbol} {date}"
         return out
-    published = bool(getattr(report, "published", blocking_ok))
-    refused = str(getattr(report, "refused_reason", "") or "")
-    out["published"] = published
-    out["refused_reason"] = refused
-    manifest_key = str(summary.get("manifest_key") or "")
-    etag = getattr(report, "manifest_etag", None)
-    if etag is None and manifest_key:
-        info = store.head(manifest_key)
+    out["published"] = report.published
+    out["refused_reason"] = report.refused_reason or ""
+    etag = report.manifest_etag
+    if etag is None and report.manifest_key:
+        info = store.head(report.manifest_key)
         etag = info.etag if info else None
-    out[META_MANIFEST_KEY] = manifest_key
+    out[META_MANIFEST_KEY] = report.manifest_key
     out[META_MANIFEST_ETAG] = etag or ""
-    if not blocking_ok:
-        failed = [str(c["name"]) for c in checks if c["blocking"] and not c["passed"]]
+    if not report.blocking_passed:
+        failed = [c["name"] for c in checks if c["blocking"] and not c["passed"]]
         out["reason"] = "blocking checks failed: " + ", ".join(failed)
         return out
-    if not published:
-        out["reason"] = f"not published: {refused or 'refused by the publish step'}"
+    if not report.published:
+        out["reason"] = f"not published: {report.refused_reason or 'refused by the publish step'}"
         return out
     out["ok"] = True
     return out
 
 
-def _status(outcome: dict[str, Any]) -> str:
+def _status(outcome: SymbolOutcome) -> str:
     if outcome.get("ok"):
         return "ok"
     if outcome.get(META_NO_RAW_DATA):
@@ -148,8 +169,8 @@ def _status(outcome: dict[str, Any]) -> str:
     return "FAILED"
 
 
-def _checks_text(outcome: dict[str, Any]) -> str:
-    checks = outcome.get("checks") or []
+def _checks_text(outcome: SymbolOutcome) -> str:
+    checks = outcome.get("checks", [])
     if not checks:
         return "-"
     failed = [c["name"] for c in checks if not c["passed"] and c["blocking"]]
@@ -163,7 +184,7 @@ def _checks_text(outcome: dict[str, Any]) -> str:
     return text
 
 
-def outcome_table(outcomes: list[dict[str, Any]]) -> dg.MetadataValue:
+def outcome_table(outcomes: list[SymbolOutcome]) -> dg.MetadataValue:
     """One row per symbol-day: what the UI shows on the day's materialization."""
     return dg.MetadataValue.table(
         records=[
@@ -187,23 +208,18 @@ def outcome_table(outcomes: list[dict[str, Any]]) -> dg.MetadataValue:
 
 
 def day_check_results(
-    asset_key: dg.AssetKey, decls: tuple[CheckDecl, ...], outcomes: list[dict[str, Any]]
+    asset_key: dg.AssetKey, catalog: Mapping[str, CheckDecl], outcomes: list[SymbolOutcome]
 ) -> list[dg.AssetCheckResult]:
     """One result per declared check for the whole day: it passes only if it passed for every symbol
     that was merged; the symbols it failed for are named (description and metadata)."""
-    declared = {d.name for d in decls}
     results = []
     merged = [o for o in outcomes if o.get("checks")]
-    for decl in decls:
+    for decl in catalog.values():
         failing: dict[str, str] = {}
         evaluated = 0
         for o in merged:
-            if decl.name == CATCH_ALL:
-                mine = [c for c in o["checks"] if c["name"] not in declared or c["name"] == CATCH_ALL]
-                bad = [c for c in mine if not c["passed"] and c["blocking"]]
-            else:
-                mine = [c for c in o["checks"] if c["name"] == decl.name]
-                bad = [c for c in mine if not c["passed"]]
+            mine = [c for c in o.get("checks", []) if c["name"] == decl.name]
+            bad = [c for c in mine if not c["passed"]]
             evaluated += bool(mine)
             if bad:
                 failing[o["symbol"]] = "; ".join(f"{c['name']}: {c['description']}" for c in bad)
@@ -220,7 +236,7 @@ def day_check_results(
                 asset_key=asset_key,
                 check_name=decl.name,
                 passed=not failing,
-                severity=dg.AssetCheckSeverity.ERROR if decl.blocking else dg.AssetCheckSeverity.WARN,
+                severity=severity(decl),
                 description=description[:2000],
                 metadata=report_metadata(
                     {"failed_symbols": sorted(failing), "symbols_evaluated": evaluated, "symbols": len(merged)}
@@ -302,7 +318,7 @@ def build_merged_asset(
         # were cleaned up re-merges them from validated/ (it never reports a merged day as "no raw data")
         known.update(symbols_merged_on(context.instance, date))
         symbols = requested or sorted(s for s in known | set(failed) if settings.wants(s))
-        skipped: list[dict[str, Any]] = [
+        skipped: list[SymbolOutcome] = [
             {"symbol": s, "ok": False, "not_validated": True, "published": False,
              "reason": f"not validated ({failed[s]}); its published day is unchanged"}
             for s in symbols if s in failed
@@ -342,7 +358,7 @@ def build_merged_asset(
                 outcomes.append(outcome)
         return outcomes
 
-    check_out_names = [f"merged_depth_{d.name}" for d in MERGED_CHECKS]
+    check_out_names = [f"merged_depth_{name}" for name in MERGED_CHECKS]
 
     @dg.op(
         out={"merged_depth": dg.Out(dg.Nothing), **{n: dg.Out(dg.Nothing) for n in check_out_names}},
@@ -358,7 +374,9 @@ def build_merged_asset(
         """The day's materialization (a row per symbol) and checks; fails the run if a symbol failed."""
         date = date_of(context.partition_key)
         object_store = store.open()
-        outcomes = sorted([o for batch in results for o in batch] + list(skipped), key=lambda o: o["symbol"])
+        outcomes: list[SymbolOutcome] = sorted(
+            [o for batch in results for o in batch] + list(skipped), key=lambda o: o["symbol"]
+        )
         try:
             if not outcomes:
                 raise dg.Failure(
@@ -411,7 +429,7 @@ def build_merged_asset(
     )(graph_signature(merged_day, list(ins)))
 
 
-def _day_outputs(date: str, outcomes: list[dict[str, Any]]) -> Any:
+def _day_outputs(date: str, outcomes: list[SymbolOutcome]) -> Any:
     ok = [o for o in outcomes if o.get("ok")]
     failed = [o for o in outcomes if not o.get("ok")]
     summary = (

@@ -13,17 +13,21 @@ a fresh parse of the raw objects present now (``depth_core/carryover.py``), so t
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from depth_core.check_catalog import VALIDATED_CHECKS
 from depth_core.names import Market
-from depth_pipeline.checks import VALIDATED_CHECKS, check_results, check_specs
+from depth_pipeline.checks import check_results, check_specs
 from depth_pipeline.keys import raw_key, validated_key
 from depth_pipeline.lease import day_lease
 from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
+
+if TYPE_CHECKING:
+    from depth_core.validate import SymbolDayReport  # the core loads only when a run needs it
 
 
 def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSpec:
@@ -45,10 +49,10 @@ def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSp
 def validate_stream_symbols(
     store: ObjectStore, market: Market, stream: str, date: str, symbols: list[str] | None,
     wants: Callable[[str], bool],
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, "SymbolDayReport"], dict[str, str]]:
     """Validate one stream-day in one pass over its raw objects (v2 and v1; each object is read once
     whatever the number of symbols it holds): every symbol its raw data holds (``symbols=None``; the
-    reports are then filtered by ``wants``, ``DEPTH_SYMBOLS``) or the ones named. Returns (report dict per
+    reports are then filtered by ``wants``, ``DEPTH_SYMBOLS``) or the ones named. Returns (report per
     symbol, error per symbol that could not be validated).
 
     A stream-day whose validated state is the only copy of deleted raw objects and is missing fails as a
@@ -56,14 +60,13 @@ def validate_stream_symbols(
     from depth_core.validate import validate_stream_day
 
     result = validate_stream_day(store, market, stream, date, symbols)
-    reports = {s: _with_carried(r) for s, r in result.reports.items() if symbols is not None or wants(s)}
+    reports = {s: r for s, r in result.reports.items() if symbols is not None or wants(s)}
     return reports, {}
 
 
-def _with_carried(report: Any) -> dict[str, Any]:
-    summary: dict[str, Any] = report.to_dict()
-    summary["objects_carried_over"] = sum(1 for o in getattr(report, "objects", []) if getattr(o, "carried", False))
-    return summary
+def objects_carried_over(report: "SymbolDayReport") -> int:
+    """Raw objects of the symbol-day already deleted, whose validated rows were carried over."""
+    return sum(1 for o in report.objects if o.carried)
 
 
 SYMBOL_TABLE_SCHEMA = dg.TableSchema(
@@ -80,36 +83,8 @@ SYMBOL_TABLE_SCHEMA = dg.TableSchema(
 )
 
 
-def _stream_outcomes(reports: dict[str, dict[str, Any]], errors: dict[str, str]) -> list[dict[str, Any]]:
-    """The day's warn checks, summarised over its symbols (the ones that fail are named)."""
-    empty = sorted(s for s, r in reports.items() if not r.get("events"))
-    quarantined = sum(int(r.get("quarantined", 0) or 0) for r in reports.values())
-    lines_total = sum(int(r.get("lines_read", 0) or 0) for r in reports.values())
-    share = quarantined / lines_total if lines_total else 0.0
-    return [
-        {
-            "name": "raw_data_present",
-            "passed": not empty and not errors and bool(reports),
-            "blocking": False,
-            "description": (
-                f"{len(reports) - len(empty)} of {len(reports) + len(errors)} symbols have events"
-                + (f"; none for {', '.join(empty[:20])}" if empty else "")
-                + (f"; not validated: {', '.join(sorted(errors)[:20])}" if errors else "")
-            ),
-            "metadata": {"symbols_without_events": empty, "symbols_not_validated": sorted(errors)},
-        },
-        {
-            "name": "quarantine_small",
-            "passed": share < 0.01,
-            "blocking": False,
-            "description": f"{quarantined} of {lines_total} lines quarantined",
-            "metadata": {"quarantined": quarantined, "share": share},
-        },
-    ]
-
-
 def stream_day_metadata(
-    stream: str, date: str, reports: dict[str, dict[str, Any]], errors: dict[str, str]
+    stream: str, date: str, reports: dict[str, "SymbolDayReport"], errors: dict[str, str]
 ) -> dict[str, dg.MetadataValue]:
     """The stream-day's materialization metadata: one table row per symbol, totals, the symbol list the
     merge step fans out over (``symbols``) and the symbols that could not be validated (``failed_symbols``)."""
@@ -117,12 +92,12 @@ def stream_day_metadata(
         dg.TableRecord(
             {
                 "symbol": symbol,
-                "events": int(r.get("events", 0) or 0),
-                "gaps": len(r.get("gaps", []) or []),
-                "duplicates": int(r.get("duplicates", 0) or 0),
-                "quarantined": int(r.get("quarantined", 0) or 0),
-                "objects": len(r.get("objects", []) or []),
-                "carried_over": int(r.get("objects_carried_over", 0) or 0),
+                "events": r.events,
+                "gaps": len(r.gaps),
+                "duplicates": r.duplicates,
+                "quarantined": r.quarantined,
+                "objects": len(r.objects),
+                "carried_over": objects_carried_over(r),
                 "error": "",
             }
         )
@@ -135,7 +110,7 @@ def stream_day_metadata(
         )
         for s, e in sorted(errors.items())
     ]
-    events = sum(int(r.get("events", 0) or 0) for r in reports.values())
+    events = sum(r.events for r in reports.values())
     head = (
         f"### {stream} · {date}\n\n{len(reports)} symbols validated, {events} events"
         + (f", **{len(errors)} not validated**: {', '.join(sorted(errors))}" if errors else "")
@@ -147,11 +122,9 @@ def stream_day_metadata(
         "failed_symbols": dg.MetadataValue.json(dict(sorted(errors.items()))),
         "symbol_count": dg.MetadataValue.int(len(reports)),
         "events": dg.MetadataValue.int(events),
-        "gap_count": dg.MetadataValue.int(sum(len(r.get("gaps", []) or []) for r in reports.values())),
-        "objects_read": dg.MetadataValue.int(sum(len(r.get("objects", []) or []) for r in reports.values())),
-        "objects_carried_over": dg.MetadataValue.int(
-            sum(int(r.get("objects_carried_over", 0) or 0) for r in reports.values())
-        ),
+        "gap_count": dg.MetadataValue.int(sum(len(r.gaps) for r in reports.values())),
+        "objects_read": dg.MetadataValue.int(sum(len(r.objects) for r in reports.values())),
+        "objects_carried_over": dg.MetadataValue.int(sum(objects_carried_over(r) for r in reports.values())),
     }
 
 
@@ -191,7 +164,9 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
                 )
             except (MissingStateError, ConcurrentValidationError) as exc:  # nothing was deleted
                 raise dg.Failure(description=f"{stream} {date}: {exc}") from exc
-        results, _ = check_results(key, VALIDATED_CHECKS, _stream_outcomes(reports, errors))
+        from depth_core.checks import stream_day_outcomes
+
+        results = check_results(key, VALIDATED_CHECKS, stream_day_outcomes(reports, errors))
         context.log.info(
             f"validated {stream} {date}: {len(reports)} symbols"
             + (f"; NOT validated: {errors}" if errors else "")

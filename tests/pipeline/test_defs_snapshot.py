@@ -20,8 +20,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-import depth_pipeline.assets.merged as merged_assets
-from depth_pipeline.checks import MERGED_CHECKS
+from depth_core import check_catalog
+from depth_core.check_catalog import MERGED_CHECKS
 from tests.pipeline.helpers import build_definitions, make_config
 
 SNAPSHOT = Path(__file__).with_name("defs_snapshot.json")
@@ -98,13 +98,56 @@ def test_definitions_match_the_snapshot(tmp_path: Path) -> None:
     )
 
 
+def _flip_first_blocking(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Declare the first blocking merged check non-blocking, in the core's one declaration of it."""
+    first = next(d for d in MERGED_CHECKS.values() if d.blocking)
+    monkeypatch.setitem(check_catalog.MERGED_CHECKS, first.name, dataclasses.replace(first, blocking=False))
+    return first.name
+
+
 def test_a_flipped_blocking_flag_fails_the_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The snapshot is not vacuous: one merged check declared non-blocking shows up as exactly that."""
-    first = next(d for d in MERGED_CHECKS if d.blocking)
-    flipped = tuple(dataclasses.replace(d, blocking=False) if d is first else d for d in MERGED_CHECKS)
-    monkeypatch.setattr(merged_assets, "MERGED_CHECKS", flipped)
+    """The snapshot is not vacuous: one merged check declared non-blocking in the core shows up as exactly
+    that (the pipeline's check specs are derived from the core's declarations)."""
+    name = _flip_first_blocking(monkeypatch)
     expected = json.loads(SNAPSHOT.read_text())
     diff = _diff(expected, _build(tmp_path))
-    assert diff == [
-        f"checks.merged_depth:{first.name}: snapshot {{'blocking': True}} != now {{'blocking': False}}"
-    ], diff
+    assert diff == [f"checks.merged_depth:{name}: snapshot {{'blocking': True}} != now {{'blocking': False}}"], diff
+
+
+def test_manifest_and_dagster_severity_come_from_one_declaration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one check's flag flipped in the core's declaration, a real merge writes that flag into the
+    manifest (what ``blocking_passed`` and the cleanup gate go by) and the day's Dagster check result gets
+    the matching severity: the two can never disagree."""
+    from depth_core.schema import merged_manifest_key
+    from depth_core.validate import validate_symbol_day
+    from depth_pipeline.assets.merged import day_check_results, merge_one
+    from depth_pipeline.keys import MERGED_DEPTH
+    from depth_store import open_store
+    from tests.core.synth import SyntheticExchange, stream_lines, write_stream
+
+    flipped = _flip_first_blocking(monkeypatch)
+    DATE = "2025-11-24"  # the synthetic exchange's day (tests/core/synth.py DAY0_MS)
+    store = open_store(str(tmp_path / "store"))
+    ex = SyntheticExchange(seed=2)
+    ex.run(200)
+    write_stream(store, "spot", "eu-1", ex.symbol, stream_lines(ex, ex.events(5), 20, snapshots=[ex.ids[3]]))
+    validate_symbol_day(store, "spot", "eu-1", ex.symbol, DATE)
+    outcome = merge_one(store, "spot", ex.symbol, DATE, ["eu-1"])
+    assert outcome["ok"], outcome
+
+    manifest = json.loads(store.get_bytes(merged_manifest_key("spot", ex.symbol, DATE)))
+    declared = {name: d.blocking for name, d in check_catalog.MERGED_CHECKS.items()}
+    assert declared[flipped] is False
+    assert {c["name"]: c["blocking"] for c in manifest["checks"]} == {
+        c["name"]: declared[c["name"]] for c in manifest["checks"]
+    }
+    assert flipped in {c["name"] for c in manifest["checks"]}
+
+    severities = {r.check_name: r.severity for r in day_check_results(MERGED_DEPTH, MERGED_CHECKS, [outcome])}
+    assert severities == {
+        name: dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+        for name, blocking in declared.items()
+    }
+    assert severities[flipped] == dg.AssetCheckSeverity.WARN
