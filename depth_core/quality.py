@@ -10,10 +10,16 @@ tested with synthetic data; :func:`load_quality_input` builds one from what vali
 :func:`write_quality_report` puts ``quality.png``, ``quality.md`` and ``quality.json`` under
 ``quality/market=/symbol=/date=/``.
 
-Definitions: an *outage* of a stream is a silence (no event) longer than ``max(5 s, 20 x its median
-interval)`` during which another stream received events or after which the stream's own id chain has a
-gap (a silence with neither is shown as a quiet market). An *id gap* of a stream is a hole in its own update-id chain, drawn at the
-exchange time of the event before the hole.
+Definitions: a *silence* of a stream is a stretch longer than ``max(5 s, 20 x its median interval)``
+without an event. Its *outage* is the part of a silence that another stream covered (was receiving), at
+least that long, or the whole silence when the stream's own id chain has a gap right after it (the ids
+moved on while it heard nothing). The rest is *no data*: a quiet market, or time nobody captured (before
+the collectors started, after they all stopped); it is never called an outage of one stream. An *id gap*
+of a stream is a hole in its own update-id chain, drawn at the exchange time of the event before the hole.
+
+Pictures are cropped to the time that has data (:func:`data_window`) and their time ticks are round steps
+chosen by the span shown (:func:`time_ticks`: seconds for a minute-long capture, ``HH:MM`` for hours), so
+no label repeats; the day's overview of every symbol (``depth_pipeline/overview.py``) uses the same two.
 """
 
 from __future__ import annotations
@@ -135,32 +141,82 @@ def _threshold(times_ms: np.ndarray) -> int:
     return int(max(MIN_OUTAGE_MS, 20 * median))
 
 
-def summarize(inp: QualityInput) -> list[StreamSummary]:
-    """Per stream: receiving intervals, outages, quiet-market stretches, gaps, latency figures."""
-    day0 = _day_start_ms(inp.date)
-    everything = np.sort(np.concatenate([s.exchange_ms for s in inp.streams])) if inp.streams else np.zeros(0)
+def _receiving(silences: list[Interval], day0: int, has_events: bool) -> list[Interval]:
+    """The day minus a stream's silences (nothing when it had no event)."""
+    if not has_events:
+        return []
     out = []
+    cursor = day0
+    for iv in silences:
+        if iv.start_ms > cursor:
+            out.append(Interval(cursor, iv.start_ms))
+        cursor = iv.end_ms
+    if cursor < day0 + DAY_MS:
+        out.append(Interval(cursor, day0 + DAY_MS))
+    return out
+
+
+def _union(intervals: list[Interval]) -> list[Interval]:
+    """Sorted, disjoint intervals covering the same time."""
+    out: list[Interval] = []
+    for iv in sorted(intervals, key=lambda x: x.start_ms):
+        if out and iv.start_ms <= out[-1].end_ms:
+            out[-1] = Interval(out[-1].start_ms, max(out[-1].end_ms, iv.end_ms))
+        else:
+            out.append(Interval(iv.start_ms, iv.end_ms))
+    return out
+
+
+def _split_silence(iv: Interval, covered: list[Interval], starts: np.ndarray,
+                   min_ms: int) -> tuple[list[Interval], list[Interval]]:
+    """(outages, no data) of one silence: the parts ``covered`` (sorted, disjoint; ``starts`` their starts)
+    spans for at least ``min_ms`` are outages, the rest is no data."""
+    outages: list[Interval] = []
+    first = max(0, int(np.searchsorted(starts, iv.start_ms, "right")) - 1)
+    for c in covered[first:]:
+        if c.start_ms >= iv.end_ms:
+            break
+        lo, hi = max(c.start_ms, iv.start_ms), min(c.end_ms, iv.end_ms)
+        if hi - lo >= min_ms:
+            outages.append(Interval(lo, hi))
+    rest: list[Interval] = []
+    cursor = iv.start_ms
+    for o in outages:
+        if o.start_ms > cursor:
+            rest.append(Interval(cursor, o.start_ms))
+        cursor = o.end_ms
+    if cursor < iv.end_ms:
+        rest.append(Interval(cursor, iv.end_ms))
+    return outages, rest
+
+
+def summarize(inp: QualityInput) -> list[StreamSummary]:
+    """Per stream: receiving intervals, outages, no-data stretches, gaps, latency figures."""
+    day0 = _day_start_ms(inp.date)
+    sorted_streams = []
     for s in inp.streams:
         order = np.argsort(s.exchange_ms, kind="stable")
         times = s.exchange_ms.astype(np.int64)[order]
-        ids = s.last_update_id.astype(np.int64)[order]
+        threshold = _threshold(times)
+        silences = _silences(times, day0, threshold)
+        sorted_streams.append((times, s.last_update_id.astype(np.int64)[order], threshold, silences,
+                               _receiving(silences, day0, len(times) > 0)))
+    out = []
+    for k, s in enumerate(inp.streams):
+        times, ids, threshold, silences, receiving = sorted_streams[k]
+        others = _union([iv for j, other in enumerate(sorted_streams) if j != k for iv in other[4]])
+        starts = np.array([iv.start_ms for iv in others], dtype=np.int64)
         gap_starts = {lo for lo, _ in s.id_gaps}
-        silences = _silences(times, day0, _threshold(times))
         outages: list[Interval] = []
         quiet: list[Interval] = []
         for iv in silences:
-            others = np.searchsorted(everything, iv.end_ms, "left") - np.searchsorted(everything, iv.start_ms, "right")
             before = int(np.searchsorted(times, iv.start_ms, "right")) - 1
-            ids_moved_on = before >= 0 and int(ids[before]) in gap_starts  # its id chain broke right there
-            (outages if others > 0 or ids_moved_on or len(times) == 0 else quiet).append(iv)
-        receiving = []
-        cursor = day0
-        for iv in silences:
-            if iv.start_ms > cursor:
-                receiving.append(Interval(cursor, iv.start_ms))
-            cursor = iv.end_ms
-        if cursor < day0 + DAY_MS and len(times):
-            receiving.append(Interval(cursor, day0 + DAY_MS))
+            if before >= 0 and int(ids[before]) in gap_starts and iv.end_ms < day0 + DAY_MS:
+                outages.append(iv)  # its id chain broke right there: the ids moved on while it heard nothing
+                continue
+            down, rest = _split_silence(iv, others, starts, threshold)
+            outages += down
+            quiet += rest
         per_s = np.bincount((times - day0) // 1000) if len(times) else np.zeros(1)
         out.append(StreamSummary(
             stream=s.stream, events=len(times), receiving=receiving, outages=outages, quiet=quiet,
@@ -198,8 +254,11 @@ def _per_bucket_latency(s: StreamTimeline, day0: int, bucket_ms: int) -> tuple[n
         "lat": (s.receive_ns.astype(np.int64) - s.exchange_ms.astype(np.int64) * 1_000_000) / 1e6,
     }).group_by("bucket").agg(pl.col("lat").quantile(0.5).alias("p50"), pl.col("lat").quantile(0.99).alias("p99"))
     frame = frame.sort("bucket")
-    hours = frame["bucket"].to_numpy() * bucket_ms / 3_600_000
-    return hours, frame["p50"].to_numpy(), frame["p99"].to_numpy()
+    buckets = frame["bucket"].to_numpy()
+    p50, p99 = frame["p50"].to_numpy().astype(float), frame["p99"].to_numpy().astype(float)
+    holes = np.flatnonzero(np.diff(buckets) > 1) + 1  # a NaN after each run: no line drawn across a silence
+    buckets = np.insert(buckets.astype(float), holes, np.nan)
+    return buckets * bucket_ms / 3_600_000, np.insert(p50, holes, np.nan), np.insert(p99, holes, np.nan)
 
 
 def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
@@ -216,7 +275,9 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     def hours(ms: float) -> float:
         return (ms - day0) / 3_600_000
 
-    lo_h, hi_h = _x_range(inp, day0)
+    lo_ms, hi_ms = data_window(*_data_span(inp), day0)
+    lo_h, hi_h = hours(lo_ms), hours(hi_ms)
+    min_w = (hi_h - lo_h) / 400  # an outage or gap is drawn at least this wide (a pixel or so), never wider
     # rate and latency per minute over a whole day; finer when the data covers only part of it
     bucket_ms = _BUCKET_MS if hi_h - lo_h >= 6 else max(1000, int((hi_h - lo_h) * 3_600_000 / 150) // 1000 * 1000)
 
@@ -227,7 +288,7 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
         y = n - row
         ax_cov.broken_barh([(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.receiving], (y - 0.3, 0.6),
                            facecolors="#2ca02c")
-        ax_cov.broken_barh([(hours(iv.start_ms), max(iv.seconds / 3600, 0.01)) for iv in summ.outages],
+        ax_cov.broken_barh([(hours(iv.start_ms), max(iv.seconds / 3600, min_w)) for iv in summ.outages],
                            (y - 0.3, 0.6), facecolors="#d62728")
         ax_cov.broken_barh([(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.quiet], (y - 0.3, 0.6),
                            facecolors="#cccccc")
@@ -262,7 +323,7 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     if inp.merged_gaps:
         ends = _ids_at(id_map, np.array([x for g in inp.merged_gaps for x in g], dtype=np.int64), day0)
         starts_h = [hours(a) for a in ends[0::2]]
-        ax_cov.broken_barh([(a, max(hours(b) - a, 0.01)) for a, b in zip(starts_h, ends[1::2], strict=True)],
+        ax_cov.broken_barh([(a, max(hours(b) - a, min_w)) for a, b in zip(starts_h, ends[1::2], strict=True)],
                            (-0.4, 0.8), facecolors="#d62728")
         ax_cov.scatter(starts_h, [0.5] * len(starts_h), marker="v", color="#d62728", s=40, zorder=3)
     if inp.reanchor_ids:  # where the book was re-anchored on a snapshot after a gap
@@ -273,7 +334,7 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax_cov.set_ylim(-0.8, n + 0.8)
     ax_cov.set_title(f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / "
-                     "gap no stream covered, grey no data (quiet or unrecorded), black triangles: id gap (v), re-anchor (^); merged row coloured by "
+                     "gap no stream covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); merged row coloured by "
                      "supplying stream", fontsize=9)
     if inp.covered:
         from matplotlib.patches import Patch
@@ -308,27 +369,52 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     if inp.streams:
         ax_lat.legend(fontsize=7, loc="upper right", ncols=min(4, 2 * n))
     ax_cov.set_xlim(lo_h, hi_h)
-    if hi_h - lo_h >= 12:
-        ax_cov.set_xticks(range(0, 25, 2))
-    from matplotlib.ticker import FuncFormatter
-
-    ax_lat.xaxis.set_major_formatter(FuncFormatter(lambda h, _pos: f"{int(h):02d}:{round(h % 1 * 60) % 60:02d}"))
+    ticks = time_ticks(lo_ms, hi_ms, day0)
+    for ax in (ax_cov, ax_rate, ax_lat):  # shared x: one set of ticks, labelled under every panel
+        ax.set_xticks([hours(t) for t, _ in ticks], [label for _, label in ticks])
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
-def _x_range(inp: QualityInput, day0: int) -> tuple[float, float]:
-    """The whole day, or (when the data covers less than six hours of it) the stretch that has data."""
+_TICK_STEPS_MS = [
+    *(x * 1_000 for x in (1, 2, 5, 10, 15, 30)),
+    *(x * 60_000 for x in (1, 2, 5, 10, 15, 30)),
+    *(x * 3_600_000 for x in (1, 2, 3, 6, 12)),
+]
+
+
+def data_window(first_ms: int | None, last_ms: int | None, day0: int) -> tuple[int, int]:
+    """The stretch of the day a picture shows (ms): the data with a small margin (2 % of its span, at least
+    a second), clipped to the day; the whole day when there is no data."""
+    if first_ms is None or last_ms is None:
+        return day0, day0 + DAY_MS
+    pad = max((last_ms - first_ms) // 50, 1_000)
+    return max(day0, first_ms - pad), min(day0 + DAY_MS, last_ms + pad)
+
+
+def time_ticks(lo_ms: int, hi_ms: int, day0: int, max_ticks: int = 12) -> list[tuple[int, str]]:
+    """Ticks (ms, label) for an axis from ``lo_ms`` to ``hi_ms``: the smallest round step giving at most
+    ``max_ticks`` ticks, at multiples of the step; ``HH:MM:SS`` labels for steps under a minute, else
+    ``HH:MM`` (so a minute-long capture is labelled in seconds, a day in hours, and no label repeats).
+    Labels count from the day's start, so its end reads 24:00."""
+    span = max(hi_ms - lo_ms, 1)
+    step = next((x for x in _TICK_STEPS_MS if span / x <= max_ticks), _TICK_STEPS_MS[-1])
+    ticks = []
+    t = -(-(lo_ms - day0) // step) * step + day0  # first multiple of the step at or after lo
+    while t <= hi_ms:
+        seconds = (t - day0) // 1000
+        label = f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+        ticks.append((t, label + (f":{seconds % 60:02d}" if step < 60_000 else "")))
+        t += step
+    return ticks
+
+
+def _data_span(inp: QualityInput) -> tuple[int | None, int | None]:
+    """First and last exchange time (ms) any stream received, or (None, None)."""
     times = [t for s in inp.streams if len(s.exchange_ms) for t in (int(s.exchange_ms.min()), int(s.exchange_ms.max()))]
-    if not times:
-        return 0.0, 24.0
-    lo, hi = (min(times) - day0) / 3_600_000, (max(times) - day0) / 3_600_000
-    if hi - lo >= 6:
-        return 0.0, 24.0
-    pad = max((hi - lo) * 0.05, 1 / 60)
-    return max(0.0, lo - pad), min(24.0, hi + pad)
+    return (min(times), max(times)) if times else (None, None)
 
 
 def _gap_times(s: StreamTimeline, day0: int) -> list[int]:

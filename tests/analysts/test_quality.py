@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import Any
 
 import numpy as np
 import orjson
@@ -119,3 +120,104 @@ def test_load_quality_input_from_validated_outputs_and_manifest(tmp_path: object
     report = quality.write_quality_report(store, inp)
     assert "ap-1" in report.markdown and report.summary["streams"]["eu-1"]["outages"] == 1
     assert len(store.get_bytes(report.keys["png"])) > 20_000
+
+
+# -- the per-symbol picture of a short capture (the 60-second demo as a new user saw it)
+
+NOON = DAY0 + 12 * HOUR
+
+
+def _capture(name: str, start: int, stop: int, down: tuple[int, int] | None = None) -> quality.StreamTimeline:
+    """A stream that received 10 events/s from ``start`` to ``stop`` (ms), silent during ``down``."""
+    times = np.arange(start, stop, 100, dtype=np.int64)
+    if down is not None:
+        times = times[(times < down[0]) | (times >= down[1])]
+    ids = 5_000 + (times - start) // 100
+    gaps = []
+    if down is not None:
+        before = int(np.searchsorted(times, down[0])) - 1
+        gaps = [(int(ids[before]), int(ids[before + 1]) - 1)]
+    return quality.StreamTimeline(stream=name, exchange_ms=times, receive_ns=times * 1_000_000 + 40_000_000,
+                                  last_update_id=ids, id_gaps=gaps)
+
+
+def _demo_like() -> quality.QualityInput:
+    """eu-1 down from 20 s to 35 s of a 60 s capture and stopped 1.5 s before ap-1; nothing before or after."""
+    eu = _capture("eu-1", NOON, NOON + 58_500, down=(NOON + 20_000, NOON + 35_000))
+    ap = _capture("ap-1", NOON, NOON + 60_000)
+    return quality.QualityInput("spot", "BTCUSDT", DATE, [eu, ap])
+
+
+def _inside(iv: quality.Interval, cover: list[quality.Interval]) -> bool:
+    return any(c.start_ms <= iv.start_ms and iv.end_ms <= c.end_ms for c in cover)
+
+
+def test_an_outage_is_only_time_another_stream_covered() -> None:
+    eu, ap = quality.summarize(_demo_like())
+    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu.outages] == [(19_900, 35_000)]  # its last event before
+    assert ap.outages == []
+    for this, other in ((eu, ap), (ap, eu)):
+        assert all(_inside(o, other.receiving) for o in this.outages)
+    # after both stopped (and before they started) is no data for both, not an outage of the one that stopped first
+    assert any(q.end_ms == DAY0 + 24 * HOUR for q in eu.quiet) and any(q.end_ms == DAY0 + 24 * HOUR for q in ap.quiet)
+    assert all(q.start_ms >= NOON + 58_400 for q in eu.quiet if q.end_ms > NOON)
+
+
+def test_a_stream_that_stopped_long_before_the_other_is_down_only_while_the_other_received() -> None:
+    eu = _capture("eu-1", NOON, NOON + 30_000)
+    ap = _capture("ap-1", NOON, NOON + 90_000)
+    eu_sum, ap_sum = quality.summarize(quality.QualityInput("spot", "BTCUSDT", DATE, [eu, ap]))
+    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu_sum.outages] == [(29_900, 89_900)]  # to ap-1's last event
+    assert ap_sum.outages == []
+
+
+def test_time_ticks_are_round_unique_and_formatted_by_span() -> None:
+    minute = quality.time_ticks(NOON - 1_000, NOON + 61_000, DAY0)
+    assert [label for _, label in minute] == [f"12:00:{s:02d}" for s in range(0, 60, 10)] + ["12:01:00"]
+    day = quality.time_ticks(DAY0, DAY0 + 24 * HOUR, DAY0)
+    assert [label for _, label in day] == [f"{h:02d}:00" for h in range(0, 25, 2)]
+    for span_ms in (3_000, 62_000, 4 * 60_000, 40 * 60_000, 5 * HOUR, 20 * HOUR):
+        ticks = quality.time_ticks(NOON, NOON + span_ms, DAY0)
+        labels = [label for _, label in ticks]
+        assert 2 <= len(labels) <= 12 and len(set(labels)) == len(labels), (span_ms, labels)
+        assert all(NOON <= t <= NOON + span_ms for t, _ in ticks)
+        assert all(len(label) == (8 if span_ms <= 4 * 60_000 else 5) for label in labels)
+
+
+def _figure_of(render: Any, monkeypatch: Any) -> Any:
+    """Render and return the matplotlib figure (captured as it is saved)."""
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: Any, **kwargs: Any) -> Any:
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    render()
+    (figure,) = saved
+    return figure
+
+
+def test_short_capture_picture_is_cropped_to_its_data_with_unique_second_ticks(monkeypatch: Any,
+                                                                             tmp_path: Any) -> None:
+    inp = _demo_like()
+    report: list[quality.QualityReport] = []
+    figure = _figure_of(lambda: report.append(quality.build_report(inp)), monkeypatch)
+    (tmp_path / "short.png").write_bytes(report[0].png)
+    first_h, last_h = (NOON - DAY0) / HOUR, (NOON + 60_000 - DAY0) / HOUR
+    for ax in figure.axes:
+        lo, hi = ax.get_xlim()
+        assert first_h - 2 / 3600 <= lo <= first_h and last_h <= hi <= last_h + 2 / 3600  # the data +- ~1 s
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(labels) >= 4 and len(set(labels)) == len(labels), labels
+        assert all(label.startswith("12:0") and len(label) == 8 for label in labels), labels  # HH:MM:SS
+    # the coverage panel paints red only eu-1's 15 s outage: nothing after both stopped
+    from matplotlib.colors import to_rgba
+
+    red = to_rgba("#d62728")
+    xs = [x for c in figure.axes[0].collections if len(c.get_facecolors()) and tuple(c.get_facecolors()[0]) == red
+          for path in c.get_paths() for x in path.vertices[:, 0]]
+    assert xs and min(xs) >= (NOON + 19_000 - DAY0) / HOUR and max(xs) <= (NOON + 35_000 - DAY0) / HOUR + 1e-9
