@@ -8,17 +8,33 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from websockets.http11 import Response
 
 from exchange_sim.generator import BID, depth_data, partial_of
 from exchange_sim.responses import json_response
+from exchange_sim.state import SimulatorCore
 from exchange_sim.truth import top_levels
 
 if TYPE_CHECKING:
-    from exchange_sim.server import ExchangeSimulator
+    from exchange_sim.connection import SimConnection
+    from exchange_sim.replay import ReplayEngine
+    from exchange_sim.weights import WeightBudget
+
+
+class ControlledSimulator(SimulatorCore, Protocol):
+    """What the control API uses of the simulator (``server.ExchangeSimulator``, which imports this module)."""
+
+    connections: dict[int, SimConnection]
+    replay: ReplayEngine | None
+    weights: WeightBudget
+
+    def inject_fault(self, target: str | int, kind: str, params: dict[str, Any] | None = None) -> list[int]: ...
+    def list_symbol(self, symbol: str, rate: float | None = None) -> bool: ...
+    def delist_symbol(self, symbol: str) -> bool: ...
+    def book_at(self, symbol: str, update_id: int) -> tuple[dict[int, int], dict[int, int]]: ...
 
 
 class ControlError(Exception):
@@ -39,7 +55,7 @@ def _int(query: dict[str, str], name: str, default: int | None = None) -> int:
         raise ControlError(400, f"parameter {name!r} must be an integer, not {text!r}") from None
 
 
-def _symbol(sim: ExchangeSimulator, query: dict[str, str]) -> str:
+def _symbol(sim: ControlledSimulator, query: dict[str, str]) -> str:
     sym = query.get("symbol", "").upper()
     known = sim.replay.symbols if sim.replay is not None else sim.symbols
     if sym not in known:
@@ -47,7 +63,7 @@ def _symbol(sim: ExchangeSimulator, query: dict[str, str]) -> str:
     return sym
 
 
-def handle_control(sim: ExchangeSimulator, method: str, route: str, query: dict[str, str]) -> Response:
+def handle_control(sim: ControlledSimulator, method: str, route: str, query: dict[str, str]) -> Response:
     """Dispatch one control request; errors answer ``{"error": msg}`` with a 4xx status."""
     try:
         return json_response(200, _dispatch(sim, method, route, query))
@@ -57,7 +73,7 @@ def handle_control(sim: ExchangeSimulator, method: str, route: str, query: dict[
         return json_response(400, {"error": str(exc)})
 
 
-def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, str]) -> Any:
+def _dispatch(sim: ControlledSimulator, method: str, route: str, query: dict[str, str]) -> Any:
     name = route[len("/_sim/"):]
     if name == "status":
         cfg = sim.config
@@ -167,7 +183,7 @@ def _dispatch(sim: ExchangeSimulator, method: str, route: str, query: dict[str, 
     raise ControlError(404, f"unknown control endpoint {route}")
 
 
-def _mode(sim: ExchangeSimulator) -> str:
+def _mode(sim: ControlledSimulator) -> str:
     if sim.replay is not None:
         return "replay"
     if sim.config.firehose_rate:

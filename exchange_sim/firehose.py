@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from exchange_sim.generator import ClosedCycle, Formatter
 
 if TYPE_CHECKING:
-    from exchange_sim.server import ExchangeSimulator
+    from exchange_sim.state import SimulatorCore
 
 _HIGH_WATER = 4 * 1024 * 1024
 
@@ -34,7 +34,7 @@ def _frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-async def run_firehose(sim: ExchangeSimulator) -> None:
+async def run_firehose(sim: SimulatorCore) -> None:
     """Generate ``firehose_rate`` events/s per symbol and write them to every depth subscriber."""
     cfg = sim.config
     rate = float(cfg.firehose_rate or 0)

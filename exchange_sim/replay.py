@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from exchange_sim.server import ExchangeSimulator
+    from exchange_sim.state import SimulatorCore
 
 
 class ReplayFormatError(ValueError):
@@ -138,7 +138,7 @@ def _load_cryptofeed(path: Path, snapshot_path: Path | None) -> tuple[list[Repla
 class ReplayEngine:
     """Plays a recording to the simulator's subscribers on the simulator's clock."""
 
-    def __init__(self, sim: ExchangeSimulator, path: str, snapshot_path: str | None) -> None:
+    def __init__(self, sim: SimulatorCore, path: str, snapshot_path: str | None) -> None:
         self.sim = sim
         self.messages, self.snapshots = load_recording(path, snapshot_path)
         if not self.messages:

@@ -23,3 +23,8 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     for k, v in (headers or {}).items():
         hdrs[k] = v
     return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
+
+
+def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
+    """An error as Binance answers it: ``{"code": <negative code>, "msg": ...}``."""
+    return json_response(status, {"code": code, "msg": msg}, headers)

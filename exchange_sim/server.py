@@ -17,7 +17,6 @@ import re
 import time
 import urllib.parse
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,262 +24,36 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from exchange_sim.batching import BATCHING_MODES, Batcher
+from exchange_sim.connection import SimConnection, StreamName
+from exchange_sim.control_api import handle_control
+from exchange_sim.faults import FaultKind, apply_fault, check_fault, new_batcher
+from exchange_sim.firehose import firehose_snapshot, run_firehose
 from exchange_sim.generator import (
     BookGenerator,
     CanonicalEvent,
+    ClosedCycle,
     Formatter,
     Partial,
-    SymbolSpec,
     depth_data,
     partial_of,
     spec_for,
 )
-from exchange_sim.responses import json_response
+from exchange_sim.replay import ReplayEngine
+from exchange_sim.responses import binance_error, json_response
+from exchange_sim.state import SimConfig, SymbolState
 from exchange_sim.truth import TruthLog, top_levels
+from exchange_sim.weights import USDM_LIMITS, WeightBudget, spot_weight
+
+__all__ = ["ExchangeSimulator", "SimConfig"]
 
 log = logging.getLogger("exchange_sim")
 
 SPOT_DEPTH_PATH = "/api/v3/depth"
 USDM_DEPTH_PATH = "/fapi/v1/depth"
-USDM_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
-FAULT_KINDS = ("close", "drop_ids", "stall", "malformed", "duplicate", "batching", "shutdown_notice")
-_STREAM_RE = re.compile(r"^(?P<sym>[a-z0-9]+)@(?P<kind>depth|bookTicker)(?:@(?P<ms>\d+)ms)?$")
-_OTHER_STREAM_RE = re.compile(r"^([a-z0-9]+)@[A-Za-z0-9_@]+$")
 _WS_PREFIXES = ("/public", "/market")
 
 
-@dataclass
-class SimConfig:
-    """Everything the simulator can be told; durations are wall-clock seconds (set them short in tests)."""
-
-    market: str = "spot"
-    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT"])
-    seed: int = 1
-    event_interval_ms: int = 100  # exchange time between canonical events (the @depth@100ms cadence)
-    speed: float = 1.0  # time compression: exchange time runs this many times faster than wall time
-    max_connection_age_s: float = 86400.0
-    ping_interval_s: float | None = 20.0
-    pong_timeout_s: float | None = 60.0
-    shutdown_notice_s: float | None = None  # send serverShutdown this long before the age disconnect
-    weight_limit_per_minute: int = 6000
-    weight_window_s: float = 60.0
-    ban_after_violations: int = 3  # requests answered 429 within one window before the 418 ban
-    ban_seconds: float = 120.0
-    max_incoming_per_s: int = 5
-    max_streams_per_connection: int = 1024
-    replay_path: str | None = None
-    replay_snapshot_path: str | None = None
-    replay_start: str = "on_subscribe"  # on_subscribe | immediate | paused
-    firehose_rate: int | None = None  # messages/s per symbol from a pre-encoded pool (benchmarks)
-    firehose_pool: int = 2048
-    truth_max_events: int = 50_000  # canonical events kept for /_sim/truth and /_sim/book (older: folded)
-    start_paused: bool = False
-    start_time_ms: int | None = None  # exchange time of the first event (default: now)
-    snapshot_mid_event: bool = True  # REST snapshots may land inside the next event's id range
-    max_send_buffer_bytes: int = 64 * 1024 * 1024  # a slower consumer is disconnected, as on Binance
-    specs: dict[str, SymbolSpec] = field(default_factory=dict)  # per-symbol overrides
-    # Served under this path prefix too (e.g. "/x": ws://h:p/x/stream, http://h:p/x/api/v3/depth), to check
-    # that clients keep the path of their base URLs.
-    path_prefix: str = ""
-    request_log_size: int = 10_000  # the last HTTP request paths (with query), upgrades included
-    # Per-symbol event rates (events/s, at most one per event_interval_ms): quiet symbols send fewer
-    # @depth@100ms messages, as on Binance. A symbol not named publishes every event_interval_ms.
-    rates: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.market not in ("spot", "usdm"):
-            raise ValueError(f"market must be 'spot' or 'usdm', not {self.market!r}")
-        self.symbols = [s.upper() for s in self.symbols]
-        if self.speed <= 0:
-            raise ValueError("speed must be > 0")
-        if self.event_interval_ms <= 0:
-            raise ValueError("event_interval_ms must be > 0")
-
-
-@dataclass(frozen=True)
-class StreamName:
-    """A parsed stream name such as ``btcusdt@depth@100ms``."""
-
-    name: str
-    symbol: str  # upper case
-    kind: str  # depth | bookTicker | other
-    interval_ms: int
-
-    @staticmethod
-    def parse(name: str, default_depth_ms: int = 1000) -> StreamName | None:
-        m = _STREAM_RE.match(name)
-        if m is None:
-            other = _OTHER_STREAM_RE.match(name)
-            if other is None:
-                return None
-            return StreamName(name, other.group(1).upper(), "other", 0)  # trades, klines...: replay only
-        kind = m.group("kind")
-        ms = int(m.group("ms")) if m.group("ms") else (default_depth_ms if kind == "depth" else 0)
-        if kind == "depth" and ms not in (0, 100, 250, 500, 1000):
-            return None
-        return StreamName(name, m.group("sym").upper(), kind, ms)
-
-
-@dataclass
-class FaultState:
-    """Faults armed on one connection."""
-
-    drop_ranges: list[tuple[str | None, int, int]] = field(default_factory=list)
-    stall_until: float = 0.0
-    duplicate_left: int = 0
-    batching: dict[str, Any] | None = None
-
-
-class SimConnection:
-    """One websocket client: its subscriptions, outgoing queue, faults and counters."""
-
-    def __init__(self, sim: ExchangeSimulator, conn_id: int, ws: ServerConnection, combined: bool, path: str):
-        self.sim = sim
-        self.id = conn_id
-        self.ws = ws
-        self.combined = combined
-        self.path = path
-        self.opened_at = time.monotonic()
-        self.opened_wall = time.time()
-        self.streams: dict[str, StreamName] = {}
-        self.faults = FaultState()
-        self.batchers: dict[str, Batcher] = {}
-        self.prev_u: dict[str, int] = {}  # per stream: the previous event's u as this connection saw it
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.wakeup = asyncio.Event()
-        self.sent = 0
-        self.dropped = 0
-        self.incoming: collections.deque[float] = collections.deque()
-        self.closed_reason: str | None = None
-
-    def info(self) -> dict[str, Any]:
-        remote = self.ws.remote_address
-        return {
-            "id": self.id, "path": self.path, "combined": self.combined,
-            "remote": f"{remote[0]}:{remote[1]}" if remote else None,
-            "streams": list(self.streams), "age_s": round(time.monotonic() - self.opened_at, 3),
-            "sent": self.sent, "dropped": self.dropped, "queued": len(self.queue),
-            "batching": self.faults.batching,
-            "drop_ranges": [list(r) for r in self.faults.drop_ranges],
-            "stalled": self.faults.stall_until > time.monotonic(),
-        }
-
-    def enqueue(self, frame: bytes) -> None:
-        self.queue.append(frame)
-        if self.faults.duplicate_left > 0:
-            self.faults.duplicate_left -= 1
-            self.queue.append(frame)
-        self.wakeup.set()
-
-    def is_dropped(self, symbol: str, first_id: int, last_id: int) -> bool:
-        for sym, lo, hi in self.faults.drop_ranges:
-            if (sym is None or sym == symbol) and first_id <= hi and last_id >= lo:
-                return True
-        return False
-
-    def wrap(self, stream: str, data: bytes) -> bytes:
-        if self.combined:
-            return b'{"stream":"' + stream.encode() + b'","data":' + data + b"}"
-        return data
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (bounded) until the outgoing queue is empty."""
-        end = time.monotonic() + timeout
-        while self.queue and time.monotonic() < end:
-            await asyncio.sleep(0.002)
-
-    async def sender(self) -> None:
-        """Send queued frames in order; honours stalls; disconnects a consumer that cannot keep up."""
-        with contextlib.suppress(ConnectionClosed):  # the handler notices the close and cleans up
-            await self._send_loop()
-
-    async def _send_loop(self) -> None:
-        ws = self.ws
-        queue = self.queue
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while queue:
-                now = time.monotonic()
-                if self.faults.stall_until > now:
-                    await asyncio.sleep(self.faults.stall_until - now)
-                    continue
-                frame = queue.popleft()
-                await ws.send(frame, text=True)
-                self.sent += 1
-                transport = ws.transport
-                if transport is not None and transport.get_write_buffer_size() > self.sim.config.max_send_buffer_bytes:
-                    self.closed_reason = "slow consumer"
-                    transport.abort()
-                    return
-
-
-@dataclass
-class SymbolState:
-    """One symbol: generator, the next (pending) event, the published truth and its top of book."""
-
-    spec: SymbolSpec
-    fmt: Formatter
-    gen: BookGenerator
-    truth: TruthLog
-    pending: CanonicalEvent | None = None
-    event_index: int = 0
-    group_buffers: dict[int, list[CanonicalEvent]] = field(default_factory=dict)  # canonical grouping
-    status: str = "TRADING"  # exchangeInfo status; anything else: not published, REST answers -1121
-    rate: float | None = None  # events per second (None: one every event_interval_ms)
-    credit: float = 0.0  # events owed at ``rate`` (one is published per whole unit)
-
-
-class WeightBudget:
-    """Binance's per-IP request-weight budget: 429 over the limit, 418 (banned) for who keeps going."""
-
-    def __init__(self, limit: int, window_s: float, ban_after: int, ban_s: float) -> None:
-        self.limit, self.window_s, self.ban_after, self.ban_s = limit, window_s, ban_after, ban_s
-        self.t0 = time.monotonic()
-        self.used: dict[str, tuple[int, int]] = {}  # ip -> (window index, weight used)
-        self.violations: dict[str, tuple[int, int]] = {}
-        self.banned_until: dict[str, float] = {}
-
-    def charge(self, ip: str, weight: int) -> tuple[int, int, float]:
-        """Returns (status, used weight, retry-after seconds): status 200, 429 or 418."""
-        now = time.time()  # windows are wall-clock intervals (Binance: calendar minutes)
-        window = int(now // self.window_s)
-        window_end = (window + 1) * self.window_s
-        ban = self.banned_until.get(ip, 0.0)
-        if ban > now:
-            return 418, self.used.get(ip, (window, 0))[1], ban - now
-        w, used = self.used.get(ip, (window, 0))
-        if w != window:
-            used = 0
-        used += weight
-        self.used[ip] = (window, used)
-        if used <= self.limit:
-            return 200, used, 0.0
-        vw, count = self.violations.get(ip, (window, 0))
-        count = count + 1 if vw == window else 1
-        self.violations[ip] = (window, count)
-        if count > self.ban_after:
-            self.banned_until[ip] = now + self.ban_s
-            return 418, used, self.ban_s
-        return 429, used, window_end - now
-
-
 _QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
-
-
-def spot_weight(limit: int) -> int:
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
-
-
-def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response(status, {"code": code, "msg": msg}, headers)
 
 
 class ExchangeSimulator:
@@ -296,7 +69,7 @@ class ExchangeSimulator:
         self._background_tasks: set[asyncio.Task[Any]] = set()
         self.connections: dict[int, SimConnection] = {}
         self._next_conn_id = 1
-        self._next_faults: list[tuple[str, dict[str, Any]]] = []
+        self._next_faults: list[tuple[FaultKind, dict[str, Any]]] = []
         self.symbols: dict[str, SymbolState] = {}
         self.subscribers: dict[str, set[SimConnection]] = {}
         self.weights = WeightBudget(cfg.weight_limit_per_minute, cfg.weight_window_s, cfg.ban_after_violations,
@@ -304,8 +77,8 @@ class ExchangeSimulator:
         self._tick = 0  # ticks of the canonical clock (event_interval_ms each) since the start
         self.paused = asyncio.Event()  # set = paused
         self._snap_rng = random.Random(cfg.seed)
-        self.replay: Any = None
-        self.firehose: dict[str, Any] = {}  # symbol -> FirehosePool in firehose mode
+        self.replay: ReplayEngine | None = None
+        self.firehose: dict[str, ClosedCycle] = {}  # symbol -> pre-encoded pool in firehose mode
         self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
         self._mono0 = time.monotonic()  # wall reference of start_ms for the compressed exchange clock
         self._e_anchor = (0, self.start_ms)  # (tick, E): an event of tick k gets E = anchor E + (k - tick) * interval
@@ -386,8 +159,6 @@ class ExchangeSimulator:
         if cfg.start_paused or (cfg.replay_path is not None and cfg.replay_start == "paused"):
             self.paused.set()
         if cfg.replay_path is not None:
-            from exchange_sim.replay import ReplayEngine
-
             self.replay = ReplayEngine(self, cfg.replay_path, cfg.replay_snapshot_path)
             for sym in self.replay.symbols:
                 self.subscribers.setdefault(sym, set())
@@ -401,8 +172,6 @@ class ExchangeSimulator:
         if self.replay is not None:
             self._tasks.append(asyncio.create_task(self.replay.run()))
         elif cfg.firehose_rate:
-            from exchange_sim.firehose import run_firehose
-
             self._tasks.append(asyncio.create_task(run_firehose(self)))
         else:
             for st in self.symbols.values():
@@ -590,19 +359,20 @@ class ExchangeSimulator:
         if parsed is None:  # process_request already refused it
             return
         combined, streams = parsed
-        conn = SimConnection(self, self._next_conn_id, ws, combined, ws.request.path)
+        conn = SimConnection(self._next_conn_id, ws, combined, ws.request.path,
+                             max_send_buffer_bytes=self.config.max_send_buffer_bytes)
         self._next_conn_id += 1
         self.connections[conn.id] = conn
         for name in streams:
             self._subscribe(conn, name)
         for kind, params in self._next_faults:
-            self._apply_fault(conn, kind, params)
+            apply_fault(conn, kind, params, sim_seed=self.config.seed, background=self._background)
         self._next_faults.clear()
         sender = asyncio.create_task(conn.sender())
         age = asyncio.create_task(self._age_guard(conn))
         try:
             async for message in ws:
-                if not self._rate_ok(conn):
+                if not conn.rate_ok(self.config.max_incoming_per_s):
                     conn.closed_reason = "too many incoming messages"
                     await conn.drain(1.0)  # answers to the messages within the limit go out first
                     await ws.close(1008, "Too many requests")
@@ -619,31 +389,19 @@ class ExchangeSimulator:
                 self._unsubscribe(conn, name)
             self.connections.pop(conn.id, None)
 
-    def _rate_ok(self, conn: SimConnection) -> bool:
-        now = time.monotonic()
-        q = conn.incoming
-        q.append(now)
-        while q and q[0] <= now - 1.0:
-            q.popleft()
-        return len(q) <= self.config.max_incoming_per_s
-
     async def _age_guard(self, conn: SimConnection) -> None:
         cfg = self.config
         age = cfg.max_connection_age_s
         notice = cfg.shutdown_notice_s
         if notice is not None and 0 <= notice < age:
             await asyncio.sleep(age - notice)
-            self.send_shutdown_notice(conn)
+            conn.send_shutdown_notice()
             await asyncio.sleep(notice)
         else:
             await asyncio.sleep(age)
         conn.closed_reason = "max connection age"
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.close(1001, "Max connection age reached")
-
-    def send_shutdown_notice(self, conn: SimConnection) -> None:
-        # Sent as a bare event on raw and combined connections alike (no stream envelope).
-        conn.enqueue(orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)}))
 
     def _subscribe(self, conn: SimConnection, name: str) -> bool:
         if name in conn.streams:
@@ -657,7 +415,7 @@ class ExchangeSimulator:
         self.subscribers.setdefault(stream.symbol, set()).add(conn)
         batching = conn.faults.batching
         if batching is not None and stream.kind == "depth":
-            conn.batchers[name] = self._new_batcher(conn, batching, name)
+            conn.batchers[name] = new_batcher(conn, batching, name, self.config.seed)
         if self.replay is not None:
             self.replay.on_subscribe()
         return True
@@ -667,11 +425,6 @@ class ExchangeSimulator:
         conn.batchers.pop(name, None)
         if stream is not None and not any(s.symbol == stream.symbol for s in conn.streams.values()):
             self.subscribers.get(stream.symbol, set()).discard(conn)
-
-    def _new_batcher(self, conn: SimConnection, batching: dict[str, Any], name: str) -> Batcher:
-        seed = int(batching.get("seed", self.config.seed * 1_000_003 + conn.id))
-        return Batcher(str(batching.get("mode", "random")), hash((seed, name)) & 0xFFFFFFFF,
-                       int(batching.get("max_parts", 3)), int(batching.get("max_hold", 3)))
 
     def _control_message(self, conn: SimConnection, message: str | bytes) -> dict[str, Any] | None:
         """Answer SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY like Binance."""
@@ -713,16 +466,12 @@ class ExchangeSimulator:
 
     # -- faults -----------------------------------------------------------------------------------
     def inject_fault(self, target: str | int, kind: str, params: dict[str, Any] | None = None) -> list[int]:
-        """Arm a fault on a connection id, on ``"all"`` connections or on the ``"next"`` one to open."""
+        """Arm a fault (``faults.py``) on a connection id, on ``"all"`` connections or on the ``"next"`` one to
+        open; returns the connection ids it was applied to."""
         params = params or {}
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
-        if kind == "batching" and str(params.get("mode", "random")) not in BATCHING_MODES:
-            raise ValueError(f"batching mode must be one of {', '.join(BATCHING_MODES)}")
-        if kind == "drop_ids" and ("from_id" not in params or "to_id" not in params):
-            raise ValueError("drop_ids needs from_id and to_id")
+        fault = check_fault(kind, params)
         if target == "next":
-            self._next_faults.append((kind, params))
+            self._next_faults.append((fault, params))
             return []
         if target == "all":
             conns = list(self.connections.values())
@@ -732,50 +481,8 @@ class ExchangeSimulator:
                 raise KeyError(f"no connection {target}")
             conns = [conn]
         for conn in conns:
-            self._apply_fault(conn, kind, params)
+            apply_fault(conn, fault, params, sim_seed=self.config.seed, background=self._background)
         return [c.id for c in conns]
-
-    def _apply_fault(self, conn: SimConnection, kind: str, params: dict[str, Any]) -> None:
-        f = conn.faults
-        if kind == "close":
-            conn.closed_reason = "fault: close"
-            code = params.get("code")
-            if code is None:
-                if conn.ws.transport is not None:
-                    conn.ws.transport.abort()
-            else:
-                self._background(conn.ws.close(int(code), str(params.get("reason", ""))))
-        elif kind == "drop_ids":
-            sym = params.get("symbol")
-            f.drop_ranges.append((str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"])))
-        elif kind == "stall":
-            f.stall_until = time.monotonic() + float(params.get("seconds", 5.0))
-        elif kind == "malformed":
-            for _ in range(int(params.get("count", 1))):
-                conn.queue.append(b'{"stream":"malformed","data":{"e":"depthUpdate","E":')
-            conn.wakeup.set()
-        elif kind == "duplicate":
-            f.duplicate_left += int(params.get("count", 1))
-        elif kind == "batching":
-            mode = str(params.get("mode", "random"))
-            if mode == "canonical":
-                f.batching = None
-                conn.batchers.clear()
-            else:
-                f.batching = dict(params, mode=mode)
-                for name, stream in conn.streams.items():
-                    if stream.kind == "depth":
-                        conn.batchers[name] = self._new_batcher(conn, f.batching, name)
-        elif kind == "shutdown_notice":
-            self.send_shutdown_notice(conn)
-            after = params.get("close_after_s")
-            if after is not None:
-                async def close_later() -> None:
-                    await asyncio.sleep(float(after))
-                    conn.closed_reason = "server shutdown"
-                    await conn.ws.close(1001, "Server shutdown")
-
-                self._background(close_later())
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task that is kept referenced until done and whose errors are logged."""
@@ -812,8 +519,6 @@ class ExchangeSimulator:
             return None
         try:
             if route.startswith("/_sim/"):
-                from exchange_sim.control_api import handle_control
-
                 return handle_control(self, request.method, route, query)
             if route in (SPOT_DEPTH_PATH, USDM_DEPTH_PATH):
                 remote = connection.remote_address
@@ -875,8 +580,6 @@ class ExchangeSimulator:
         if st is None or st.status != "TRADING":
             return binance_error(400, -1121, "Invalid symbol.", hdr)
         if cfg.firehose_rate:
-            from exchange_sim.firehose import firehose_snapshot
-
             pool = self.firehose.get(symbol)
             if pool is None:
                 return binance_error(503, -1008, "Server is busy (firehose pool not ready yet).", hdr)
