@@ -31,6 +31,15 @@ import polars as pl
 from depth_core.checks import MergeChecker
 from depth_core.days import DAY_MS, day_index, previous_day
 from depth_core.idline import intersect_length, lo_expr
+from depth_core.layout import (
+    STATE_BOOK,
+    STATE_JSON,
+    merged_manifest_key,
+    published_file_key,
+    staging_prefix,
+    state_book_key,
+    state_day_prefix,
+)
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -46,12 +55,10 @@ from depth_core.publish import (
     ShrinkFinding,
     new_version_id,
     publish_version,
-    published_file_key,
     read_published,
     shrink_against,
-    staging_prefix,
 )
-from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA, merged_manifest_key
+from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import read_symbol_day_report
 from depth_core.validated_layout import (
@@ -65,9 +72,6 @@ from depth_core.validated_layout import (
 )
 from depth_store.base import ObjectNotFoundError, ObjectStore, StoreError
 
-STATE_ROOT = "state"
-STATE_BOOK = "end_book.parquet"
-STATE_JSON = "end_state.json"  # the layout before versions were published (read for carry only)
 ROWS_PER_FILE = 1_000_000
 ROW_GROUP = 262_144
 MANIFEST_VERSION = 2
@@ -75,16 +79,6 @@ MANIFEST_VERSION = 2
 KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
 _WALK_GAP = 3  # a walk row recording ids no stream received (becomes a GapRecord, not a plan item)
 _NO_TARGET = np.iinfo(np.int64).max  # an inexact stretch with no snapshot after it runs to the day's end
-
-
-def state_day_prefix(market: Market, symbol: str, date: str) -> str:
-    return (f"{STATE_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
-            f"date={validate_date(date)}/")
-
-
-def state_book_key(market: Market, symbol: str, date: str, version: str) -> str:
-    """A version's end-of-day book; the day's manifest names the published one (``end_state``)."""
-    return f"{state_day_prefix(market, symbol, date)}{version}/{STATE_BOOK}"
 
 
 # ------------------------------------------------------------------------------------------------ inputs

@@ -34,13 +34,12 @@ import numpy as np
 import orjson
 
 from depth_core.idline import subtract_ranges, union_ranges
-from depth_core.names import Market, validate_date, validate_market, validate_symbol
-from depth_core.schema import merged_day_prefix, merged_manifest_key
+from depth_core.layout import merged_day_prefix, merged_manifest_key
+from depth_core.names import Market
 from depth_store.base import ObjectInfo, ObjectStore, StoreError
 
 log = logging.getLogger("depth_core.publish")
 
-STAGING_ROOT = "staging"
 ORPHAN_GRACE = dt.timedelta(seconds=5)
 """Clock skew allowed between pipeline hosts when retiring orphans (see :func:`publish_version`)."""
 _VERSION_FILE_RE = re.compile(r"/part-(\d{8}T\d{6}Z)-[0-9a-f]{8}-\d{5}\.parquet$")
@@ -55,17 +54,6 @@ def new_version_id(now: dt.datetime | None = None) -> str:
     """Run-unique, sorting by creation time: ``20261206T131500Z-1a2b3c4d``."""
     now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
-def staging_prefix(market: Market, symbol: str, date: str, version: str) -> str:
-    """Where a version's Parquet is written before its checks pass (never under ``merged/``)."""
-    return (f"{STAGING_ROOT}/merged/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
-            f"date={validate_date(date)}/{version}/")
-
-
-def published_file_key(market: Market, symbol: str, date: str, version: str, index: int) -> str:
-    """A published file: ``part-<version>-NNNNN.parquet`` (one version's names sort in row order)."""
-    return merged_day_prefix(market, symbol, date) + f"part-{version}-{index:05d}.parquet"
 
 
 @dataclass

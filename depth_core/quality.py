@@ -38,8 +38,8 @@ import orjson
 import polars as pl
 
 from depth_core.days import DAY_MS, day_index
+from depth_core.layout import merged_manifest_key, quality_day_prefix
 from depth_core.names import Market, validate_date, validate_market, validate_symbol
-from depth_core.schema import merged_manifest_key, quality_day_prefix
 from depth_store.base import ObjectNotFoundError, ObjectStore
 
 MIN_OUTAGE_MS = 5_000

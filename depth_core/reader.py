@@ -23,9 +23,10 @@ import orjson
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
-from depth_core.days import days_touched, previous_day
+from depth_core.days import DAY_NS, days_touched, previous_day
+from depth_core.layout import merged_day_prefix, merged_manifest_key, merged_symbol_prefix
 from depth_core.names import Market, validate_market, validate_symbol
-from depth_core.schema import MERGED_ROOT, MERGED_SCHEMA, SIDE_BID, merged_day_prefix, merged_manifest_key
+from depth_core.schema import MERGED_SCHEMA, SIDE_BID
 from depth_store.base import ObjectNotFoundError, ObjectStore
 
 STORE_ENV = "DEPTH_STORE_URL"
@@ -33,7 +34,7 @@ TimeLike = dt.datetime | dt.date | str
 _DATE_DIR_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(ns|us|ms|s|m|h|d)\s*$")
 _UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+            "h": 3_600_000_000_000, "d": DAY_NS}
 # rows of one update-id order may carry exchange times a little out of order (a snapshot's E vs the
 # events around it); reads for "at t" take this much more and cut exactly in memory
 _TIME_SLACK = dt.timedelta(minutes=2)
@@ -81,7 +82,7 @@ def parse_every(every: str | dt.timedelta) -> int:
 def list_days(symbol: str, *, store: ObjectStore | str | None = None, market: Market = "spot") -> list[str]:
     """Dates with merged Parquet for a symbol (one listing of the symbol's folder)."""
     st = resolve_store(store)
-    prefix = f"{MERGED_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
+    prefix = merged_symbol_prefix(market, symbol)
     days = {m.group(1) for info in st.list(prefix) if info.key.endswith(".parquet")
             and (m := _DATE_DIR_RE.search(info.key)) is not None}
     return sorted(days)

@@ -1,14 +1,10 @@
-"""The one definition of the merged dataset's schema (interfaces §3): writer, checks and reader import it."""
+"""The one definition of the merged dataset's schema (docs/analysts.md): writer, checks and reader import it.
+
+Where the merged days live: ``depth_core/layout.py``."""
 
 from __future__ import annotations
 
 import polars as pl
-
-from depth_core.names import Market, validate_date, validate_market, validate_symbol
-
-MERGED_ROOT = "merged"
-QUALITY_ROOT = "quality"
-MANIFEST_NAME = "_coverage_manifest.json"
 
 MERGED_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -30,25 +26,6 @@ MERGED_SCHEMA: dict[str, pl.DataType] = {
 MERGED_COLUMNS: list[str] = list(MERGED_SCHEMA)
 SIDE_BID = "bid"
 SIDE_ASK = "ask"
-
-
-def merged_day_prefix(market: Market, symbol: str, date: str) -> str:
-    """Hive folder of one symbol-day (relative to the store prefix), ending in '/'."""
-    return (
-        f"{MERGED_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
-        f"date={validate_date(date)}/"
-    )
-
-
-def merged_manifest_key(market: Market, symbol: str, date: str) -> str:
-    return merged_day_prefix(market, symbol, date) + MANIFEST_NAME
-
-
-def quality_day_prefix(market: Market, symbol: str, date: str) -> str:
-    return (
-        f"{QUALITY_ROOT}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
-        f"date={validate_date(date)}/"
-    )
 
 
 def empty_merged_frame() -> pl.DataFrame:

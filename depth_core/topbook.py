@@ -28,7 +28,8 @@ import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
 from depth_core.days import DAY_NS, days_touched, previous_day
-from depth_core.names import Market, validate_date, validate_market, validate_symbol
+from depth_core.layout import derived_day_key
+from depth_core.names import Market, validate_date
 from depth_core.reader import grid_sample_rows, parse_every
 from depth_core.schema import SIDE_ASK, SIDE_BID
 from depth_store.base import ObjectStore
@@ -110,16 +111,9 @@ def compute_top_levels(
     ).cast(TOP_SCHEMA)  # type: ignore[arg-type]
 
 
-TOP_ROOT = "derived"
-
-
 def top_day_key(market: Market, symbol: str, date: str, table: str = TOP_TABLE_NAME) -> str:
-    """Where a symbol-day of the table lives: ``derived/book_top25_1s/market=/symbol=/date=/part-00000.parquet``.
-
-    Hive layout like ``merged/``, so DuckDB and polars read every day with one glob.
-    """
-    return (f"{TOP_ROOT}/{table}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
-            f"date={validate_date(date)}/part-00000.parquet")
+    """Where a symbol-day of the table lives (``depth_core.layout.derived_day_key``)."""
+    return derived_day_key(table, market, symbol, date)
 
 
 def build_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s",

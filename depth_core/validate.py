@@ -610,7 +610,7 @@ class _StreamDayRun:
         for o in self.prev_stream.get("objects", []):
             if symbol in o.get("symbols", []) and self.date in o.get("symbol_event_dates", {}).get(symbol, [self.date]):
                 known[o["key"]] = "the stream-day report"
-        from depth_core.schema import merged_manifest_key  # the merge's record of what it consumed
+        from depth_core.layout import merged_manifest_key  # the merge's record of what it consumed
 
         try:
             manifest = get_json(self.store, merged_manifest_key(self.market, symbol, self.date))

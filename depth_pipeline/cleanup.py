@@ -26,9 +26,9 @@ from typing import Any
 
 import dagster as dg
 
+from depth_core.layout import merged_manifest_key
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
-from depth_core.schema import merged_manifest_key
 from depth_core.validated_layout import stream_day_report_key
 from depth_pipeline.keys import (
     MERGED_DEPTH,

@@ -14,13 +14,10 @@ from __future__ import annotations
 import datetime as dt
 
 from depth_core.days import previous_day
+from depth_core.layout import first_date_key
 from depth_core.names import InvalidNameError, Market, validate_date, validate_symbol
 from depth_core.raw_format import stream_prefix
 from depth_store import ObjectNotFoundError, ObjectStore
-
-
-def first_date_key(market: Market) -> str:
-    return f"state/market={market}/_first_date"
 
 
 def _folder_value(folder: str, name: str) -> str | None:
@@ -100,5 +97,5 @@ def partition_start(store: ObjectStore, market: Market, streams: tuple[str, ...]
     daily schedule asks for on an empty store)."""
     if configured:
         return configured
-    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    yesterday = previous_day(dt.datetime.now(dt.UTC).date().isoformat())
     return min(first_date(store, market, streams) or yesterday, yesterday)

@@ -31,7 +31,8 @@ from typing import IO, Any
 
 import orjson
 
-from depth_core.raw_format import LineKind, RawFormatError, RawObjectKey, read_raw_object
+from depth_core.days import next_day
+from depth_core.raw_format import RAW_ROOT, LineKind, RawFormatError, RawObjectKey, read_raw_object
 from depth_store.base import ObjectStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -283,7 +284,7 @@ def read_stream_stats(store: ObjectStore, symbols: Sequence[str]) -> dict[tuple[
         (stream, symbol): StreamStats() for stream in STREAMS for symbol in symbols
     }
     by_key: dict[tuple[str, str], list[tuple[int, int]]] = {k: [] for k in stats}
-    for info in store.list("raw/"):
+    for info in store.list(f"{RAW_ROOT}/"):
         try:
             key = RawObjectKey.parse(info.key)
         except RawFormatError:
@@ -433,12 +434,10 @@ def parse_args(argv: Sequence[str] | None) -> DemoOptions:
 
 def utc_dates(start: float, end: float) -> list[str]:
     """Every UTC date between two wall-clock instants (a minute may span midnight)."""
-    first = dt.datetime.fromtimestamp(start, dt.UTC).date()
-    last = dt.datetime.fromtimestamp(end, dt.UTC).date()
-    out = [first.isoformat()]
-    while first < last:
-        first += dt.timedelta(days=1)
-        out.append(first.isoformat())
+    last = dt.datetime.fromtimestamp(end, dt.UTC).date().isoformat()
+    out = [dt.datetime.fromtimestamp(start, dt.UTC).date().isoformat()]
+    while out[-1] < last:
+        out.append(next_day(out[-1]))
     return out
 
 
@@ -535,7 +534,7 @@ def run_demo(opts: DemoOptions) -> int:
                 say(f"outage over: {OUTAGE_STREAM} may reconnect")
             if elapsed >= next_progress:
                 counts = {
-                    s: sum(1 for _ in (store_dir / "raw").glob(f"*/stream={s}/*/*/*.ndjson.gz"))
+                    s: sum(1 for _ in (store_dir / RAW_ROOT).glob(f"*/stream={s}/*/*/*.ndjson.gz"))
                     for s in STREAMS
                 }
                 say(
@@ -599,7 +598,7 @@ def run_demo(opts: DemoOptions) -> int:
                 150,
             )
         merged = report_merged(store, store_dir, opts.symbols, dates, stats)
-        raw_before = sum(1 for _ in store.list("raw/"))
+        raw_before = sum(1 for _ in store.list(f"{RAW_ROOT}/"))
         for date in dates:
             say(f"gated cleanup {date}: depth-pipeline cleanup --date {date}")
             run_step(
@@ -609,7 +608,7 @@ def run_demo(opts: DemoOptions) -> int:
                 log_dir,
                 120,
             )
-        raw_after = sum(1 for _ in store.list("raw/"))
+        raw_after = sum(1 for _ in store.list(f"{RAW_ROOT}/"))
 
         print_report(opts, stats, merged, dates, store_dir, dagster_home, leftovers, raw_before, raw_after)
         return 0
@@ -642,7 +641,7 @@ def report_merged(
     """Read the merged Parquet back and compare it with what each stream stored."""
     import polars as pl
 
-    from depth_core.schema import merged_day_prefix, merged_manifest_key, quality_day_prefix
+    from depth_core.layout import merged_day_prefix, merged_manifest_key, quality_day_prefix
 
     out: dict[str, MergedSummary] = {}
     for symbol in symbols:

@@ -32,7 +32,8 @@ from typing import Any
 
 import dagster as dg
 
-from depth_core.names import Market, validate_date, validate_market
+from depth_core.layout import day_lease_key
+from depth_core.names import Market
 from depth_store import ObjectNotFoundError, ObjectStore
 
 DEFAULT_LEASE_SECONDS = 600.0
@@ -46,10 +47,6 @@ _FINISHED = {
 
 class LeaseHeldError(RuntimeError):
     """Another run is writing this day."""
-
-
-def lease_key(market: Market, date: str) -> str:
-    return f"state/market={validate_market(market)}/_leases/date={validate_date(date)}.json"
 
 
 def lease_seconds() -> float:
@@ -158,7 +155,7 @@ def acquire(
     seconds: float | None = None,
 ) -> Lease:
     """Take (or, for the same holder, renew) the day's lease; raises LeaseHeldError naming the holder."""
-    key = lease_key(market, date)
+    key = day_lease_key(market, date)
     seconds = lease_seconds() if seconds is None else seconds
     for _attempt in range(5):
         info = _conditional(store).put_bytes_if_absent(key, _body(holder, seconds))
@@ -197,7 +194,7 @@ def release_day_lease(store: ObjectStore, market: Market, date: str, holder: str
     """Delete the day's lease if ``holder`` holds it (the last step of a run); True if it was released."""
     if not supports_leases(store):
         return False
-    key = lease_key(market, date)
+    key = day_lease_key(market, date)
     current = _current(store, key)
     if current is None or str(current[0].get("holder")) != holder:
         return False
@@ -263,4 +260,4 @@ def day_lease(
     except LeaseHeldError as exc:
         # the run wrote nothing: say so on the run, so the cleanup gate does not count it as a failed merge
         context.instance.add_run_tags(context.run.run_id, {TAG_REFUSED: "lease"})
-        raise dg.Failure(description=str(exc), metadata={"lease": lease_key(market, date)}) from exc
+        raise dg.Failure(description=str(exc), metadata={"lease": day_lease_key(market, date)}) from exc

@@ -15,14 +15,10 @@ import io
 from typing import Any
 
 from depth_core.days import DAY_MS, day_index
-from depth_core.names import Market, validate_date, validate_market
+from depth_core.names import validate_date
 
 MAX_INTERVALS = 200  # per stream and kind: a symbol-day with more is drawn with its first ones
 ROW_PX = 6  # per stream line: 400 symbols x 2 streams make a picture about 7,000 px tall
-
-
-def overview_key(market: Market, date: str) -> str:
-    return f"quality/market={validate_market(market)}/date={validate_date(date)}/overview.png"
 
 
 def symbol_timeline(inp: Any) -> dict[str, Any]:

@@ -8,11 +8,10 @@ from typing import Any
 
 import dagster as dg
 
+from depth_core.layout import STEP_IO_ROOT
 from depth_core.names import Market, parse_symbols, validate_market
 from depth_pipeline.config import PipelineConfig
 from depth_store import ObjectStore, open_store
-
-STEP_IO_ROOT = "state/dagster-steps"
 
 
 class DepthStoreResource(dg.ConfigurableResource):

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from depth_core.days import previous_day
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.jobs import cleanup_run_request, day_run_request
 
@@ -21,7 +22,7 @@ def build_daily_schedule(config: PipelineConfig, job: UnresolvedAssetJobDefiniti
     )
     def depth_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        day = (tick.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+        day = previous_day(tick.astimezone(dt.UTC).date().isoformat())
         return [day_run_request(day, reason="merge", run_key=f"daily:{day}")]
 
     return depth_daily_schedule

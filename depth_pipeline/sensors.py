@@ -23,9 +23,9 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from depth_core.days import DAY_MS, date_of_day_index, next_day, previous_day
+from depth_core.layout import merged_manifest_key
 from depth_core.names import Market
 from depth_core.raw_format import STREAM_WIDE, RawObjectKey, decompress, stream_date_prefix, stream_day_prefix
-from depth_core.schema import merged_manifest_key
 from depth_pipeline.cleanup import parse_manifest_objects, stream_day_report_key, symbols_merged_on
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.jobs import cleanup_run_request, day_run_request

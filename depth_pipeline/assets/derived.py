@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from depth_core.layout import quality_overview_key
 from depth_core.names import Market
 from depth_pipeline.assets.merged import PlanConfig, batches_of, graph_signature
 from depth_pipeline.keys import (
@@ -22,7 +23,7 @@ from depth_pipeline.keys import (
     QUALITY_REPORT,
     validated_key,
 )
-from depth_pipeline.overview import overview_key, render_overview
+from depth_pipeline.overview import render_overview
 from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
@@ -112,7 +113,7 @@ def build_derived_assets(
         overview_md = ""
         if ok:  # every symbol of the day on one time axis (depth_pipeline/overview.py)
             png = render_overview(date, stream_list, [o["timeline"] for o in ok])
-            key = overview_key(settings.market_name, date)
+            key = quality_overview_key(settings.market_name, date)
             store.open().put_bytes(key, png)
             overview_md = f"![overview of {date}](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
         yield dg.Output(
@@ -131,7 +132,7 @@ def build_derived_assets(
             output_name="depth_quality_report",
             metadata={
                 "report": dg.MetadataValue.md(overview_md + (inline or listing or f"_no merged symbol on {date}_")),
-                "overview_key": dg.MetadataValue.text(overview_key(settings.market_name, date) if ok else ""),
+                "overview_key": dg.MetadataValue.text(quality_overview_key(settings.market_name, date) if ok else ""),
                 "symbols": dg.MetadataValue.int(len(ok)),
                 "keys": dg.MetadataValue.json({o["symbol"]: o.get("quality_keys", {}) for o in ok}),
             },

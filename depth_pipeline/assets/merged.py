@@ -31,6 +31,7 @@ from typing import Any, NotRequired, TypedDict
 import dagster as dg
 
 from depth_core.check_catalog import MERGED_CHECKS, CheckDecl
+from depth_core.layout import STEP_IO_ROOT
 from depth_core.names import Market
 from depth_pipeline.checks import check_specs, severity
 from depth_pipeline.cleanup import symbols_merged_on
@@ -468,7 +469,5 @@ def _day_outputs(date: str, outcomes: list[SymbolOutcome]) -> Any:
 
 def _drop_step_results(store: ObjectStore, run_id: str) -> None:
     """The steps' results (small JSON) are not needed once the day is recorded."""
-    from depth_pipeline.resources import STEP_IO_ROOT
-
     for info in list(store.list(f"{STEP_IO_ROOT}/run={run_id}/merged_depth_day.")):
         store.delete(info.key)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from depth_core.layout import merged_day_prefix
 from depth_core.names import Market
-from depth_core.schema import MERGED_SCHEMA, merged_day_prefix
+from depth_core.schema import MERGED_SCHEMA
 from depth_store.base import ObjectStore
 
 MS = 1_000_000  # ns per ms

@@ -11,7 +11,7 @@ import orjson
 import polars as pl
 
 from depth_core import quality
-from depth_core.schema import merged_manifest_key
+from depth_core.layout import merged_manifest_key
 from depth_store import open_store
 
 DATE = "2026-11-24"

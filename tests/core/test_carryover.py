@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from depth_core.carryover import CarryOverError
+from depth_core.layout import merged_manifest_key
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind
-from depth_core.schema import merged_manifest_key
 from depth_core.storeio import put_parquet, read_parquet
 from depth_core.validate import validate_symbol_day, validated_day_prefix
 from depth_store import open_store

@@ -19,8 +19,8 @@ import pytest
 
 from depth_core.book import OrderBook, replay_merged
 from depth_core.checks import MergeChecker
+from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.merge import KIND_EVENT, KIND_SNAPSHOT, MergeReport, Plan, merge_symbol_day
-from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
 from depth_core.validate import validate_symbol_day
 from depth_store import open_store

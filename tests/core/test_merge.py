@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 
 from depth_core.book import OrderBook, replay_merged
+from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.raw_format import LineKind
-from depth_core.schema import MERGED_SCHEMA, merged_day_prefix, merged_manifest_key
+from depth_core.schema import MERGED_SCHEMA
 from depth_core.storeio import read_parquet
 from depth_core.validate import validate_symbol_day
 from depth_store import open_store

@@ -12,9 +12,9 @@ import orjson
 import polars as pl
 import pytest
 
+from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.publish import manifest_id_ranges, shrink_against
-from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
 from depth_core.validate import validate_symbol_day
 from depth_store import open_store
@@ -168,7 +168,8 @@ def test_racing_publishes_of_one_day_have_one_winner(store: ObjectStore) -> None
     withdraws its copies, so the day folder holds exactly the winner's files."""
     import datetime as dt
 
-    from depth_core.publish import publish_version, published_file_key, read_published
+    from depth_core.layout import published_file_key
+    from depth_core.publish import publish_version, read_published
 
     ex = SyntheticExchange(seed=35)
     ex.run(100)

@@ -12,9 +12,9 @@ import orjson
 import polars as pl
 import pytest
 
+from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey
-from depth_core.schema import merged_day_prefix, merged_manifest_key
 from depth_core.storeio import read_parquet
 from depth_core.validate import (
     ConcurrentValidationError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from depth_core.schema import merged_manifest_key
+from depth_core.layout import merged_manifest_key
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.definitions import build_definitions
 from depth_pipeline.jobs import cleanup_run_config, day_run_config, day_run_tags

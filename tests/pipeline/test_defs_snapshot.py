@@ -120,7 +120,7 @@ def test_manifest_and_dagster_severity_come_from_one_declaration(
     """With one check's flag flipped in the core's declaration, a real merge writes that flag into the
     manifest (what ``blocking_passed`` and the cleanup gate go by) and the day's Dagster check result gets
     the matching severity: the two can never disagree."""
-    from depth_core.schema import merged_manifest_key
+    from depth_core.layout import merged_manifest_key
     from depth_core.validate import validate_symbol_day
     from depth_pipeline.assets.merged import day_check_results, merge_one
     from depth_pipeline.keys import MERGED_DEPTH

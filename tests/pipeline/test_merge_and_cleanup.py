@@ -13,8 +13,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from depth_core.layout import merged_day_prefix
 from depth_core.raw_format import LineKind
-from depth_core.schema import merged_day_prefix
 from depth_core.storeio import get_json, read_parquet
 from depth_core.validate import validated_day_prefix
 from depth_pipeline.definitions import build_definitions

@@ -14,8 +14,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from depth_core.layout import merged_day_prefix
 from depth_core.raw_format import LineKind
-from depth_core.schema import merged_day_prefix
 from depth_core.storeio import read_parquet
 from depth_pipeline import lease
 from depth_store import ObjectStore, open_store
@@ -51,7 +51,7 @@ def test_lease_refuses_a_second_writer_naming_the_holder_and_is_taken_over_only_
     assert lease.acquire(store, "spot", DATE, "run-d", instance=dagster_instance, seconds=600).holder == "run-d"
     assert not lease.release_day_lease(store, "spot", DATE, run.run_id)  # not the holder: nothing released
     assert lease.release_day_lease(store, "spot", DATE, "run-d")
-    assert store.head(lease.lease_key("spot", DATE)) is None
+    assert store.head(lease.day_lease_key("spot", DATE)) is None
 
 
 def _merged_ids(store: ObjectStore) -> set[int]:
@@ -118,7 +118,7 @@ def test_two_runs_of_a_date_at_once_with_a_late_object_then_cleanup_lose_nothing
     assert done.returncode == 0, done.stdout + done.stderr
     assert _merged_ids(store) == {plan.first_id + i for i in range(65)}
     assert raw_keys(store) == set()
-    assert store.head(lease.lease_key("spot", DATE)) is None  # released by the runs' last steps
+    assert store.head(lease.day_lease_key("spot", DATE)) is None  # released by the runs' last steps
 
 
 def test_lease_of_a_killed_writer_on_this_host_is_taken_over(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from depth_core.layout import merged_day_prefix
 from depth_core.raw_format import LineKind, RawObjectKey, encode_line
-from depth_core.schema import merged_day_prefix
 from depth_pipeline.definitions import build_definitions
 from depth_store import ObjectStore, open_store
 from tests.pipeline.helpers import (
