@@ -2,7 +2,7 @@
 
 Children (each a fresh process so its peak RSS is its own):
 
-- ``ours STORE DATE``: ``validate_symbol_day`` for both streams, then ``merge_symbol_day`` (the
+- ``ours STORE DATE``: ``validate_stream_day`` for both streams, then ``merge_symbol_day`` (the
   pipeline's own pure functions, what the Dagster assets call), into the store's ``validated/``,
   ``merged/`` and ``state/``;
 - ``floor STORE DATE OUT``: read the same raw objects of both streams, decompress, parse them with the
@@ -37,13 +37,13 @@ def clean_outputs(store_root: Path) -> None:
 
 def run_ours(store_root: str, date: str) -> dict[str, Any]:
     from depth_core.merge import merge_symbol_day
-    from depth_core.validate import validate_symbol_day
+    from depth_core.validate import validate_stream_day
     from depth_store import open_store
 
     clean_outputs(Path(store_root))
     store = open_store(store_root)
     t0 = time.perf_counter()
-    reports = [validate_symbol_day(store, "spot", s, SYMBOL, date) for s in STREAMS]
+    reports = [validate_stream_day(store, "spot", s, date).reports[SYMBOL] for s in STREAMS]
     t1 = time.perf_counter()
     merged = merge_symbol_day(store, "spot", SYMBOL, date, list(STREAMS))
     t2 = time.perf_counter()
@@ -76,10 +76,31 @@ def _merged_rows(root: Path, date: str) -> dict[str, int]:
     }
 
 
-def _raw_objects(store_root: str, stream: str) -> list[Path]:
-    """Every raw object of the stream for the symbol (the day and its neighbours: what a merge reads)."""
-    base = Path(store_root) / "raw" / "market=spot" / f"stream={stream}" / f"symbol={SYMBOL}"
-    return sorted(base.glob("date=*/*.ndjson.gz"))
+def _raw_objects(store_root: str, stream: str) -> list[tuple[Path, str | None]]:
+    """Every raw object of the stream for the symbol (the day and its neighbours: what a merge reads), with
+    the symbol of a v1 object (None: a v2 object, whose lines name their symbol), in receive order."""
+    base = Path(store_root) / "raw" / "market=spot" / f"stream={stream}"
+    v2: list[tuple[Path, str | None]] = [(p, None) for p in base.glob("date=*/*.ndjson.gz")]
+    v1: list[tuple[Path, str | None]] = [(p, SYMBOL) for p in (base / f"symbol={SYMBOL}").glob("date=*/*.ndjson.gz")]
+    return sorted(v2 + v1, key=lambda x: x[0].name)
+
+
+def merged_hash(store_root: str, date: str) -> dict[str, Any]:
+    """Row count and content hash of the published merged day (the manifest's files, in order)."""
+    import hashlib
+
+    import polars as pl
+
+    folder = Path(store_root) / "merged" / "market=spot" / f"symbol={SYMBOL}" / f"date={date}"
+    manifest = json.loads((folder / "_coverage_manifest.json").read_text())
+    digest = hashlib.sha256()
+    rows = 0
+    for key in manifest["files"]:
+        frame = pl.read_parquet(Path(store_root) / key)
+        rows += frame.height
+        digest.update(frame.hash_rows(seed=1).to_numpy().tobytes())
+    return {"rows": rows, "sha256": digest.hexdigest(), "files": len(manifest["files"]),
+            "manifest_rows": manifest["rows"], "events": manifest["events"], "gaps": len(manifest["gaps"])}
 
 
 def _floor_rows(chunk: Any, stream: str) -> Any:
@@ -121,7 +142,8 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
         batches: list[list[bytes]] = [[]]
         size = 0
         files = _raw_objects(store_root, stream)
-        for i, f in enumerate(files):
+        symbols: list[str | None] = []
+        for i, (f, symbol) in enumerate(files):
             t = time.perf_counter()
             gz = f.read_bytes()
             t1 = time.perf_counter()
@@ -130,10 +152,12 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
             phase["read_s"] += t1 - t
             phase["gunzip_s"] += t2 - t1
             batches[-1].append(data)
+            symbols.append(symbol)
             size += len(data)
             if size < 64 << 20 and i + 1 < len(files):
                 continue
-            chunk = parse_objects(batches.pop(), SYMBOL)
+            chunk = parse_objects(batches.pop(), symbols)
+            symbols = []
             t3 = time.perf_counter()
             phase["parse_s"] += t3 - t2
             batches.append([])
@@ -166,11 +190,13 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     snaps: list[tuple[int, int, dict[str, Any], str]] = []
     for stream in STREAMS:
         mine: list[tuple[int, int, int, int, list[list[str]], list[list[str]], str]] = []
-        for f in _raw_objects(store_root, stream):
+        for f, symbol in _raw_objects(store_root, stream):
             for line in gzip.decompress(f.read_bytes()).split(b"\n"):
                 if not line:
                     continue
                 ns_text, kind, text = line.split(b" ", 2)
+                if symbol is None:  # v2: the line names its symbol
+                    _sym, text = text.split(b" ", 1)
                 if kind == b"D":
                     d = json.loads(text)["data"]
                     mine.append((d["U"], d["u"], int(ns_text), d["E"], d["b"], d["a"], stream))
@@ -277,6 +303,13 @@ def main() -> None:
         emit(run_floor(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif kind == "plain":
         emit(run_plain(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif kind == "hash":
+        got = merged_hash(sys.argv[2], sys.argv[3])
+        if len(sys.argv) > 4:
+            want = json.loads(Path(sys.argv[4]).read_text())
+            got["expected"] = {k: want.get(k) for k in ("rows", "sha256")}
+            got["identical"] = got["rows"] == want.get("rows") and got["sha256"] == want.get("sha256")
+        emit(got)
     else:
         raise SystemExit(f"unknown kind {kind}")
 

@@ -1,7 +1,9 @@
 """A synthetic but real-sized BTCUSDT day of raw objects for two streams, cached by its parameters.
 
-``python -m benchmarks.dayset [--fraction F] [--quick]`` builds (or reuses) a local store under
-``artifacts/bench-cache/<key>/store`` holding ``raw/market=spot/stream={bench-a,bench-b}/symbol=BTCUSDT/``:
+``python -m benchmarks.dayset [--fraction F] [--quick] [--layout 1|2]`` builds (or reuses) a local store under
+``artifacts/bench-cache/<key>/store`` holding raw layout v2 (the collector's default, docs/raw-format.md:
+``raw/market=spot/stream={bench-a,bench-b}/date=D/``, lines ``<ns> <kind> BTCUSDT <text>``), or with
+``--layout 1`` the one-symbol layout ``raw/market=spot/stream=X/symbol=BTCUSDT/date=D/``:
 
 - one canonical id sequence from :mod:`benchmarks.daygen` (≈864k events, ≈40 M level rows a day);
 - stream ``bench-a`` receives every event as its own message, ~20 ms after ``E``;
@@ -36,7 +38,7 @@ import numpy as np
 from benchmarks import daygen
 from benchmarks.common import CACHE_DIR
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: raw layout v2 by default (``layout``)
 FULL_DAY_EVENTS = 864_000
 SYMBOL = "BTCUSDT"
 STREAMS = ("bench-a", "bench-b")
@@ -57,6 +59,7 @@ class DayParams:
     snapshot_depth: int = 5000
     merge_pair_prob: float = 0.25  # stream B: share of its messages that merge two events
     gzip_level: int = 3
+    layout: int = 2  # raw layout: 2 = one object per stream-flush holding every symbol (the collector's default)
     version: int = GENERATOR_VERSION
 
     @property
@@ -132,6 +135,7 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
     stream_meta: dict[str, Any] = {}
     snap_index = {e: i for i, e in enumerate(snap_events)}
     pool = cf.ThreadPoolExecutor(max_workers=3)
+    sym_field = b"" if params.layout == 1 else SYMBOL.encode() + b" "  # v2 lines name their symbol
     total_bytes = 0
     total_objects = 0
     for stream, (o0, o1), lat_ms in (("bench-a", out_a, 20.0), ("bench-b", out_b, 120.0)):
@@ -163,7 +167,7 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
             buf = np.empty(64 + (b - a) * 40, np.uint8)
             end = daygen.encode_snapshot(buf, s_last[si], a, b, s_side, s_price, s_qty)
             r_ns = int(ev_e_ms[min(e + 1, n - 1)]) * 1_000_000 + 45_000_000
-            snap_lines.append((r_ns, b"%d S " % r_ns + buf[:end].tobytes() + b"\n"))
+            snap_lines.append((r_ns, b"%d S %s" % (r_ns, sym_field) + buf[:end].tobytes() + b"\n"))
         snap_lines.sort()
         snap_recv = np.array([s[0] for s in snap_lines], np.int64)
         session = "b" + stream[-1] + "1"
@@ -192,6 +196,8 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
                 bucket_lo = int(buckets[a]) * OBJECT_SECONDS * 10**9
                 bucket_hi = bucket_lo + OBJECT_SECONDS * 10**9
                 body = raw_bytes[line_off[a]:line_off[b]].tobytes()
+                if sym_field:
+                    body = body.replace(b" D {", b" D " + sym_field + b"{")
                 i0, i1 = np.searchsorted(snap_recv, [bucket_lo, bucket_hi])
                 if i1 > i0:  # splice snapshot lines in receive order
                     parts: list[bytes] = []
@@ -206,7 +212,9 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
                         first_ns = min(first_ns, s_ns)
                     parts.extend(ln + b"\n" for ln in lines[pos:])
                     body = b"".join(parts)
-                key = RawObjectKey.for_segment("spot", stream, SYMBOL, first_ns, session, seq).key
+                key = (RawObjectKey.for_segment("spot", stream, SYMBOL, first_ns, session, seq).key
+                       if params.layout == 1 else RawObjectKey.for_stream_segment("spot", stream, first_ns, session,
+                                                                                  seq).key)
                 seq += 1
                 futures.append(pool.submit(_put, store_root, key, body, params.gzip_level))
             # keep memory bounded: wait for this chunk's uploads before the next
@@ -230,6 +238,7 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
         "date": params.date,
         "symbol": SYMBOL,
         "market": "spot",
+        "layout": params.layout,
         "streams": list(STREAMS),
         "events": n,
         "level_rows": int(lv_side.shape[0]),
@@ -268,17 +277,18 @@ def load_levels(ds: Dataset) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def params_for(fraction: float, quick: bool) -> DayParams:
-    return DayParams(fraction=fraction / 16 if quick else fraction)
+def params_for(fraction: float, quick: bool, layout: int = 2) -> DayParams:
+    return DayParams(fraction=fraction / 16 if quick else fraction, layout=layout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fraction", type=float, default=1.0, help="share of a day: 0.125, 0.25, 0.5, 1")
     ap.add_argument("--quick", action="store_true", help="1/16 of --fraction (a smoke run)")
+    ap.add_argument("--layout", type=int, choices=(1, 2), default=2, help="raw layout (default 2, v2)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    ds = build(params_for(args.fraction, args.quick))
+    ds = build(params_for(args.fraction, args.quick, args.layout))
     print(json.dumps({"store": ds.store_url, "seconds": round(time.perf_counter() - t0, 1), **ds.meta}, indent=1))
 
 
