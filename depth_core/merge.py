@@ -95,20 +95,24 @@ def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, d
         return None
     report = committed[0]
 
-    def read(name: str) -> pl.DataFrame:
+    def read(name: str, columns: list[str] | None = None) -> pl.DataFrame:
         key = validated_file_key(report, name)
         try:
-            return read_parquet(store, key)
+            return read_parquet(store, key, columns)
         except ObjectNotFoundError as exc:
             raise MissingStateError(f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
                                     "(re-validate the stream-day; nothing was merged)") from exc
 
+    # only the columns the merge and its checks use: the per-event tables are held for the whole merge
     events = read(EVENTS_FILE)
     if "dup" in events.columns:
         events = events.filter(~pl.col("dup"))
-    events = events.with_columns(lo_expr(market))
+    events = events.select(*(c for c in _EVENT_COLUMNS if c in events.columns)).with_columns(lo_expr(market))
     return StreamInput(stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE),
                        read(BOOK_TICKERS_FILE))
+
+
+_EVENT_COLUMNS = ("ev", "part", "receive_ns", "E", "T", "U", "u", "pu", "n_levels", "levels_hash")
 
 
 def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> tuple[CarryState | None, str | None]:
@@ -575,12 +579,14 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     for i, s in enumerate(inputs):
         mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select(
             "pos", pl.col("ref").alias("ev"), "book_exact")
-        ch = s.events.join(mine, on="ev", how="inner").sort("pos")
+        ch = s.events.select("ev", "part", "receive_ns", "E", "T", "U", "u", "pu", "n_levels").join(
+            mine, on="ev", how="inner").sort("pos")
         chosen.append(ch)
         counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
         snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(
             s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner")
         counts[snaps["pos"].to_numpy()] = snaps["n_levels"].to_numpy()
+    del items
     if carry is not None:
         counts[plan.kind == KIND_CARRY] = carry.book.height
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)

@@ -89,7 +89,7 @@ from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, Store
 
 EDGE_NS = 3600 * 10**9
 BATCH_BYTES = 8 << 20  # compressed raw input per batch
-PART_ROWS = 4_000_000  # level rows of one symbol per level part
+PART_ROWS = 1_000_000  # level rows of one symbol per level part (memory: a few parts are in memory at once)
 BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
 COMMIT_THREADS = 4  # symbol-days whose files are written and reports committed at once (many small PUTs)
@@ -323,7 +323,7 @@ class _Writer:
         if wait:
             return put_parquet(self.store, key, frame, 131_072 if fast else 262_144, fast)
         self.pending.append(self.pool.submit(put_parquet, self.store, key, frame, 131_072, fast))
-        while len(self.pending) > 2:  # at most two parts in flight (bounded memory)
+        while len(self.pending) > 1:  # at most one part in flight (bounded memory)
             self.pending.pop(0).result()
         return None
 
