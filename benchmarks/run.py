@@ -234,6 +234,20 @@ class Bench:
                 log(f"warm-up {kind}: {exc}")
         self._warmed = True
 
+    def _same_output(self, ds: dayset.Dataset) -> str:
+        """Row count and content hash of the merged day just written, against the recorded ones
+        (``benchmarks/merged_hash.json``: main before issue 15's merge changes)."""
+        fraction = f"{ds.meta['params']['fraction']:g}"
+        recorded = json.loads((REPO_ROOT / "benchmarks" / "merged_hash.json").read_text()).get(fraction)
+        got = run_child(["-m", "benchmarks.bench_merge", "hash", ds.store_url, ds.date], timeout=900).report
+        self.results.setdefault("merged_hash", {})[fraction] = {"got": got, "recorded": recorded}
+        if recorded is None:
+            return f"no recorded hash for a {fraction} day (got {got['rows']:,} rows, sha256 {got['sha256'][:16]}…)"
+        ok = got["rows"] == recorded["rows"] and got["sha256"] == recorded["sha256"]
+        return (f"{'identical' if ok else '**DIFFERENT**'} to the output recorded before the changes "
+                f"(`benchmarks/merged_hash.json`): {got['rows']:,} rows (recorded {recorded['rows']:,}), sha256 "
+                f"{got['sha256'][:16]}… (recorded {recorded['sha256'][:16]}…)")
+
     def merge(self) -> str:
         ds = self._dataset(1.0)
         self._warm()
@@ -241,6 +255,7 @@ class Bench:
         ours = self._ours(ds)
         self.results.setdefault("scaling", {})[1.0] = {**ours, "events": ds.meta["events"],
                                                         "level_rows": ds.meta["level_rows"]}
+        same = self._same_output(ds)
         log("merge: floor ...")
         floor = run_child(["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
                           timeout=900)
@@ -260,12 +275,13 @@ class Bench:
             f"Dataset: `benchmarks/dayset.py`, one synthetic BTCUSDT day: {ds.meta['events']:,} events, "
             f"{ds.meta['level_rows']:,} level rows, two streams (`bench-a` one event per message; `bench-b` "
             "merges ~¼ of consecutive event pairs into one message, 100 ms later) with disjoint 5-minute "
-            f"outages, {ds.meta['objects']:,} raw objects, {ds.meta['gzip_bytes'] / 1e6:.0f} MB gzip. "
+            f"outages, {ds.meta['objects']:,} raw objects of layout v{ds.meta.get('layout', 1)} (one object per "
+            f"stream-flush, as the collector writes by default), {ds.meta['gzip_bytes'] / 1e6:.0f} MB gzip. "
             "Every step runs in a fresh process; peak RSS is that process's `ru_maxrss`.",
             "",
             "| step | wall s | CPU s | peak RSS MiB | rows written | ours ÷ this (CPU) | target |",
             "|---|---|---|---|---|---|---|",
-            f"| **ours**: `validate_symbol_day` x2 + `merge_symbol_day` | {o_wall:.1f} (validate "
+            f"| **ours**: `validate_stream_day` x2 + `merge_symbol_day` | {o_wall:.1f} (validate "
             f"{ours['validate_s']:.1f} + merge {ours['merge_s']:.1f}) | {o_cpu:.1f} | {ours['peak_rss_mib']:.0f} | "
             f"{ours.get('merged_rows', 0):,} | 1 | ≤ 90 s: {verdict(o_wall <= 90)} (wall, as loaded as this run was; "
             f"CPU {o_cpu:.0f} s); ≤ 4 GiB: {verdict(gib <= 4)} |",
@@ -279,7 +295,8 @@ class Bench:
             f"(ours is {p_cpu / o_cpu:.1f}x faster) | ≥ 20x faster: {verdict(p_cpu / o_cpu >= 20)} |",
             "",
             f"Merged output: {ours.get('merged_rows', 0):,} rows in {ours.get('merged_files', 0)} file(s), "
-            f"gaps reported: {ours.get('report_gaps', '?')} (the dataset has none: the outages are disjoint). "
+            f"gaps reported: {ours.get('report_gaps', '?')} (the dataset has none: the outages are disjoint); "
+            f"{same}. "
             "Ratios use CPU seconds: wall time on this shared 2-core machine swings with the other engineers' load.",
             "",
             f"The floor itself is {p_cpu / f_cpu:.1f}x faster than the plain-Python merge (CPU): a merge that does "
