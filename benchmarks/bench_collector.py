@@ -155,9 +155,11 @@ def _stop_with_rusage(proc: subprocess.Popen[bytes], timeout: float = 60) -> tup
 
 
 def count_stored_depth_lines(store_root: Path) -> int:
+    """Depth (kind ``D``) lines in every raw object of the store, either layout (the kind is the second
+    space-separated field of a line in both: v1 ``<ns> D <text>``, v2 ``<ns> D <SYMBOL> <text>``)."""
     n = 0
     for f in store_root.glob("raw/**/*.ndjson.gz"):
-        n += sum(1 for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln[20:23] == b" D " or b" D {" in ln[:30])
+        n += sum(1 for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln[:40].split(b" ", 2)[1:2] == [b"D"])
     return n
 
 

@@ -25,11 +25,18 @@ from websockets.exceptions import ConnectionClosed
 
 from collectors import logs
 from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
-from collectors.frames import STREAM_PREFIX, depth_head, int_field, parse_slow
+from collectors.frames import (
+    DEPTH_HEAD_SPOT,
+    DEPTH_HEAD_USDM,
+    STREAM_PREFIX,
+    depth_head,
+    int_field,
+    parse_slow,
+)
 from collectors.rest import InvalidSymbolError, RestClient, RestError, WeightBudget, depth_weight
 from collectors.snapshots import SnapshotScheduler
 from collectors.spool import OutboxObject, Spool
-from collectors.state import SymbolState
+from collectors.state import LATENCY_BUCKET_OF_MS, LATENCY_TABLE_MS, SymbolState, latency_bucket
 from collectors.uploader import Uploader
 from depth_store.base import ObjectStore
 from depth_store.counting import CountingStore
@@ -139,6 +146,7 @@ class Collector:
         self.config = config
         self.session = session or new_session_id()
         self.usdm = config.market == "usdm"
+        self._depth_head_re = DEPTH_HEAD_USDM if self.usdm else DEPTH_HEAD_SPOT
         self.layout = config.raw_layout
         self.symbols = {s: SymbolState(s, self.layout) for s in config.symbols}
         # every store request the collector makes is counted (metrics, the stop report): what it costs
@@ -251,10 +259,55 @@ class Collector:
     # ---- hot path -------------------------------------------------------------------------------
 
     def on_frame(self, conn: Connection, frame: bytes) -> None:
-        """Record one websocket frame: continuity, counters, one journal line. No I/O, no logging."""
+        """Record one websocket frame: continuity, counters, one journal line. No I/O, no logging.
+
+        A depth frame in Binance's own field order is read by one regular-expression match (stream
+        name, E, and the ids, in C); anything else takes the general path below (``bytes.find`` of each
+        field, then a full JSON parse), which accepts every layout the fast match refuses.
+        """
         ns = time.time_ns()
         conn.last_frame_ns = ns
         conn.frames += 1
+        m = self._depth_head_re.match(frame)
+        cs = conn.streams.get(m[1]) if m is not None else None
+        if cs is not None and cs.is_depth:
+            assert m is not None
+            st = cs.state
+            event_ms = int(m[2])
+            if self.usdm:  # groups u, pu: the usdm chain is pu == previous u
+                last = int(m[3])
+                first = int(m[4]) + 1
+            else:  # groups U, u
+                first = int(m[3])
+                last = int(m[4])
+            if cs.first_start is None:
+                cs.first_start = first
+            cs.last_id = last
+            if conn.primary:
+                cont = st.continuity
+                prev = cont.last_id
+                if prev is not None and first == prev + 1 and last > prev:  # the next event of the chain
+                    cont.last_id = last
+                else:
+                    gap = cont.observe(first, last)
+                    if gap is not None:
+                        self._on_gap(conn, st, gap, first, last)
+            lat = ns // 1_000_000 - event_ms
+            st.latency_buckets[LATENCY_BUCKET_OF_MS[lat] if 0 <= lat < LATENCY_TABLE_MS else latency_bucket(lat)] += 1
+            st.latency_sum_ms += lat
+            lmin = st.latency_min_ms
+            if lmin is None or lat < lmin:
+                st.latency_min_ms = lat
+            st.messages += 1
+            st.bytes += len(frame)
+            st.last_receive_ns = ns
+            # bytes.find of one byte is memchr, about 2.5x cheaper than ``in`` on a 1.4 KB frame
+            if frame.find(b"\n") >= 0 or frame.find(b"\r") >= 0:
+                self._malformed(conn, frame, "frame contains CR or LF", st)
+                return
+            if not self.spool.append(b"%s%d%s%s\n" % (st.head, ns, st.tag_d, frame)):
+                st.dropped_lines += 1
+            return
         cs = None
         end = -1
         if frame.startswith(STREAM_PREFIX):

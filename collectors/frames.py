@@ -8,12 +8,26 @@ so an unusual field order still works, only slower. The frame text itself is nev
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
 
 STREAM_PREFIX = b'{"stream":"'
 _PREFIX_LEN = len(STREAM_PREFIX)
+
+# The head of a depth frame exactly as Binance lays it out, matched in one C call (the hot path):
+# groups (stream, E, U, u) for spot; (stream, E, u, pu) for usdm, whose event also has "T" and "pu".
+# ``\d`` of a bytes pattern is ASCII 0-9 only, so every captured id converts with int(). A frame laid
+# out any other way does not match and is read by :func:`depth_head` or :func:`parse_slow` instead.
+DEPTH_HEAD_SPOT = re.compile(
+    rb'\{"stream":"([^"]{1,100})","data":\{"e":"depthUpdate","E":(\d{1,19}),"s":"[^"]{1,40}",'
+    rb'"U":(\d{1,20}),"u":(\d{1,20}),"'
+)
+DEPTH_HEAD_USDM = re.compile(
+    rb'\{"stream":"([^"]{1,100})","data":\{"e":"depthUpdate","E":(\d{1,19}),"T":\d{1,19},"s":"[^"]{1,40}",'
+    rb'"U":\d{1,20},"u":(\d{1,20}),"pu":(-?\d{1,20}),"'
+)
 
 
 def stream_name(frame: bytes) -> bytes | None:

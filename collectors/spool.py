@@ -3,8 +3,11 @@
 Layout under the spool dir::
 
     .lock                                   flock held by the one collector using this dir
+    journal/{market}.{id}.{session}.{seq:08d}.v2gz.jnl
+                                            layout 2 segment: one gzip stream of raw lines
+                                            "<receive_ns> <kind> <SYMBOL> <text>\\n", sync-flushed at every fsync
     journal/{market}.{id}.{session}.{seq:08d}.v2.jnl
-                                            layout 2 segment: raw lines "<receive_ns> <kind> <SYMBOL> <text>\\n"
+                                            layout 2 segment as plain text (written by earlier collectors)
     journal/{market}.{id}.{session}.{seq:08d}.jnl
                                             layout 1 segment: "<SYMBOL> <receive_ns> <kind> <text>\\n"
     outbox/raw/market=/stream=/date=/<name>.ndjson.gz            (layout 2)
@@ -12,14 +15,22 @@ Layout under the spool dir::
                                             finished raw objects (key = path), waiting for upload
 
 One journal for all symbols keeps the durability cost at one write and one fsync per flush interval,
-whatever the symbol count. A segment rolls every ``segment_seconds``, at ``segment_max_bytes`` and when
-the UTC hour changes. A rolled layout-2 segment is already raw lines: it is gzipped as it is into one raw
-object per UTC hour it holds (one, except across an hour boundary), so a stream's object count does not
-depend on its symbol count. A layout-1 segment (written by ``--raw-layout v1``, or left by an older
-collector) is split into one object per symbol and UTC hour. Either way no object spans two receive
-days; objects are written to the outbox (fsync'd), and only then is the journal deleted.
-A journal left by a killed process is converted the same way at the next start, with the session and
-sequence in its name, so the objects get the same keys as they would have had.
+whatever the symbol count. A segment rolls every ``segment_seconds``, at ``segment_max_bytes`` (of
+lines) and when the UTC hour changes.
+
+Layout 2 (the default) compresses on the writer thread: every batch of lines goes through the
+segment's gzip compressor and ends at a sync-flush point before the fsync, so all that was fsync'd
+decodes even if the process dies. A segment holds one UTC hour (a batch across the hour is split), so
+when it rolls the writer ends the gzip stream and renames the journal into the outbox: the journal *is*
+the raw object, hashed as it was written, never read back or copied. The converter thread only handles
+journals of earlier processes and segments whose write failed.
+
+A layout-1 segment (``--raw-layout v1``, or left by an older collector) is split by the converter into
+one object per symbol and UTC hour; a plain layout-2 journal is gzipped as it is into one object per
+UTC hour it holds. Either way no object spans two receive days; objects are written to the outbox
+(fsync'd), and only then is the journal deleted. A journal left by a killed process is converted the
+same way at the next start, with the session and sequence in its name, so the objects get the same
+keys as they would have had.
 """
 
 from __future__ import annotations
@@ -34,11 +45,11 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 from collectors import logs
 from depth_core.names import InvalidNameError, Market, validate_collector_id, validate_market
@@ -95,25 +106,28 @@ class JournalName:
     session: str
     seq: int
     layout: int = 1  # the raw layout its lines are written in (1: the name has no ".v2" part)
+    # the journal is one gzip stream of its raw lines, sync-flushed at every fsync (".v2gz"; layout 2)
+    compressed: bool = False
 
     @property
     def filename(self) -> str:
-        layout = ".v2" if self.layout == 2 else ""
+        layout = (".v2gz" if self.compressed else ".v2") if self.layout == 2 else ""
         return f"{self.market}.{self.collector_id}.{self.session}.{self.seq:08d}{layout}{JOURNAL_SUFFIX}"
 
     @classmethod
     def parse(cls, filename: str) -> JournalName:
         parts = filename.removesuffix(JOURNAL_SUFFIX).split(".")
         layout = 1
-        if len(parts) == 5 and parts[4] == "v2":
-            parts, layout = parts[:4], 2
+        compressed = False
+        if len(parts) == 5 and parts[4] in ("v2", "v2gz"):
+            parts, layout, compressed = parts[:4], 2, parts[4] == "v2gz"
         if len(parts) != 4 or not filename.endswith(JOURNAL_SUFFIX):
             raise ValueError(f"not a journal file name: {filename!r}")
         market, cid, session, seq = parts
         if not SESSION_RE.fullmatch(session) or not seq.isdigit():
             raise ValueError(f"not a journal file name: {filename!r}")
         try:
-            return cls(validate_market(market), validate_collector_id(cid), session, int(seq), layout)
+            return cls(validate_market(market), validate_collector_id(cid), session, int(seq), layout, compressed)
         except InvalidNameError as exc:
             raise ValueError(f"not a journal file name: {filename!r}: {exc}") from None
 
@@ -156,7 +170,10 @@ except ImportError:  # pragma: no cover - the pinned install has it; zlib is the
 
 class Compressor(Protocol):
     def compress(self, data: bytes, /) -> bytes: ...
-    def flush(self) -> bytes: ...
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
+Z_SYNC_FLUSH = zlib.Z_SYNC_FLUSH  # the same constant in ISA-L's zlib API
 
 
 def gzip_compressor(level: int) -> Compressor:
@@ -263,6 +280,57 @@ def _group_chunk_v2_slow(block: bytes) -> tuple[dict[tuple[bytes, int], list[byt
     return groups, bad
 
 
+def journal_chunks(journal: Path, compressed: bool) -> Iterator[bytes]:
+    """The journal's bytes in chunks of about ``CONVERT_CHUNK``, decompressed when ``compressed``.
+
+    A compressed journal left by a killed process ends at a sync-flush point or inside the write that
+    followed it: everything up to the cut is returned (the cut line is incomplete and the caller counts
+    it). Bytes that do not decode (a torn write after a power loss) end the journal there, logged.
+    """
+    with open(journal, "rb") as f:
+        if not compressed:
+            while chunk := f.read(CONVERT_CHUNK):
+                yield chunk
+            return
+        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while chunk := f.read(CONVERT_CHUNK // 4):
+            while chunk:
+                before = dec.copy()
+                try:
+                    out = dec.decompress(chunk)
+                except zlib.error as exc:
+                    # decode again from before this chunk in ever smaller steps, keeping every byte
+                    # that decodes ahead of the damage
+                    yield _decode_until_damage(before, chunk)
+                    logs.error("spool_journal_damaged", journal=journal.name, error=str(exc),
+                               message="the journal is kept up to the damaged bytes; the rest did not decode")
+                    return
+                if out:
+                    yield out
+                chunk = b""
+                if dec.eof:  # a finished member; another may follow
+                    chunk = dec.unused_data
+                    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+
+def _decode_until_damage(dec: Any, data: bytes) -> bytes:
+    """What ``dec`` outputs for ``data`` up to the first byte it refuses (4 KB steps, then single bytes)."""
+    out: list[bytes] = []
+    step = 4096
+    i = 0
+    while i < len(data) and step:
+        before = dec.copy()
+        try:
+            out.append(dec.decompress(data[i : i + step]))
+            i += step
+        except zlib.error:
+            dec = before
+            step = 0 if step == 1 else 1
+        if dec.eof:
+            break
+    return b"".join(out)
+
+
 def convert_journal(
     journal: Path, name: JournalName, outbox: Path, gzip_level: int
 ) -> tuple[list[OutboxObject], int]:
@@ -281,33 +349,29 @@ def convert_journal(
     parts: dict[tuple[bytes, int], list[bytes]] = {}
     first_ns: dict[tuple[bytes, int], int] = {}
     carry = b""
-    with open(journal, "rb") as f:
-        while True:
-            chunk = f.read(CONVERT_CHUNK)
-            if not chunk:
-                break
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1 :]
-            groups = fast(data[: cut + 1])
-            if groups is None:  # the chunk crosses a UTC hour, or a line is damaged: line by line
-                groups, chunk_bad = slow(data[: cut + 1])
-                bad += chunk_bad
-            for gk, lines in groups.items():
-                if gk not in first_ns:
-                    first_line = lines[0]
-                    first_ns[gk] = int(first_line[: first_line.find(b" ")])  # raw lines of both layouts start with it
-            for gk, lines in groups.items():
-                comp = compressors.get(gk)
-                if comp is None:
-                    compressors[gk] = comp = gzip_compressor(gzip_level)
-                    parts[gk] = []
-                out = comp.compress(b"".join(lines))
-                if out:
-                    parts[gk].append(out)
+    for chunk in journal_chunks(journal, name.compressed):
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1 :]
+        groups = fast(data[: cut + 1])
+        if groups is None:  # the chunk crosses a UTC hour, or a line is damaged: line by line
+            groups, chunk_bad = slow(data[: cut + 1])
+            bad += chunk_bad
+        for gk, lines in groups.items():
+            if gk not in first_ns:
+                first_line = lines[0]
+                first_ns[gk] = int(first_line[: first_line.find(b" ")])  # raw lines of both layouts start with it
+        for gk, lines in groups.items():
+            comp = compressors.get(gk)
+            if comp is None:
+                compressors[gk] = comp = gzip_compressor(gzip_level)
+                parts[gk] = []
+            out = comp.compress(b"".join(lines))
+            if out:
+                parts[gk].append(out)
     if carry:
         bad += 1  # a line whose write never completed (the process died mid-write)
     result: list[OutboxObject] = []
@@ -410,6 +474,8 @@ class Spool:
         self.on_object = on_object
         self.clock_ns = clock_ns
         self.layout = layout
+        # layout 2 compresses on the writer thread: the journal is the raw object being written
+        self.compress_journal = layout == 2
         self.pending: collections.deque[bytes] = collections.deque()
         self.accepting = True
         self.dropped_lines = 0  # lines refused while over budget (incremented by callers too)
@@ -425,7 +491,14 @@ class Spool:
         self._segment: tuple[Path, JournalName] | None = None
         self._segment_file: int | None = None
         self._segment_opened_ns = 0
-        self._segment_bytes = 0
+        self._segment_bytes = 0  # line bytes (uncompressed) in the current segment
+        # the current compressed segment: its compressor, MD5 of the bytes written, first line's time,
+        # UTC hour of its lines, and bytes on disk (every one of them fsync'd)
+        self._gz: Compressor | None = None
+        self._gz_md5 = hashlib.md5(usedforsecurity=False)
+        self._gz_first_ns = 0
+        self._gz_hour = 0
+        self._gz_size = 0
         self._stop = threading.Event()
         self._roll_request = threading.Event()
         self._convert_q: queue.Queue[tuple[Path, JournalName] | None] = queue.Queue()
@@ -517,24 +590,158 @@ class Spool:
 
     # ---- writer thread --------------------------------------------------------------------------
 
-    def _open_segment(self, now_ns: int) -> None:
+    def _open_segment(self, now_ns: int, first_ns: int = 0) -> None:
         self._seq += 1
-        name = JournalName(self.market, self.collector_id, self.session, self._seq, self.layout)
+        name = JournalName(self.market, self.collector_id, self.session, self._seq, self.layout, self.compress_journal)
         path = self.journal_dir / name.filename
         self._segment_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.journal_dir)
         self._segment = (path, name)
         self._segment_opened_ns = now_ns
         self._segment_bytes = 0
+        if self.compress_journal:
+            self._gz = gzip_compressor(self.gzip_level)
+            self._gz_md5 = hashlib.md5(usedforsecurity=False)
+            self._gz_first_ns = first_ns
+            self._gz_hour = first_ns // HOUR_NS
+            self._gz_size = 0
 
     def _roll(self) -> None:
         if self._segment is None or self._segment_file is None:
             return
-        os.close(self._segment_file)
-        self._convert_q.put(self._segment)
+        if self._gz is not None:
+            self._finish_compressed()
+        else:
+            os.close(self._segment_file)
+            self._convert_q.put(self._segment)
         self._segment = None
         self._segment_file = None
         self.segments_rolled += 1
+
+    def _finish_compressed(self) -> None:
+        """End the segment's gzip stream, fsync, and move the file into the outbox as its raw object.
+
+        The journal is the object: no second read, copy or hash of it. If finishing fails (disk full),
+        the journal goes to the converter instead, which decodes it (every fsync'd line is there) and
+        writes the object itself.
+        """
+        assert self._segment is not None and self._segment_file is not None and self._gz is not None
+        path, name = self._segment
+        fd, comp = self._segment_file, self._gz
+        self._gz = None
+        key = RawObjectKey.for_stream_segment(name.market, name.collector_id, self._gz_first_ns, name.session, name.seq).key
+        target = self.outbox_dir / key
+        try:
+            tail = comp.flush()
+            self._write_all(fd, tail)
+            os.fsync(fd)
+            os.close(fd)
+            if target.exists():  # never replace an object (keys are unique per session and sequence)
+                raise FileExistsError(f"outbox object {key} exists")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+            fsync_dir(target.parent)
+            fsync_dir(self.journal_dir)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            logs.error("spool_finish_failed", journal=path.name, error=repr(exc),
+                       message="the segment is converted from its journal instead")
+            self._convert_q.put((path, name))
+            return
+        self._gz_md5.update(tail)
+        size = self._gz_size + len(tail)
+        with self._lock:
+            self._journal_bytes -= self._gz_size
+            self._outbox_bytes += size
+        self.on_object(OutboxObject(key, target, size, self._gz_first_ns, self._gz_md5.hexdigest()))
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            done += os.write(fd, view[done:])
+
+    def _hour_blocks(self, lines: list[bytes]) -> list[tuple[int, int, list[bytes]]]:
+        """Consecutive runs of ``lines`` in one UTC hour, as (hour, first line's ns, lines).
+
+        Journal times never go backwards (every line is stamped on the event loop as it is appended),
+        so when the first and last lines share an hour, all do: the usual case is one run, no scan. Only
+        a batch across an hour boundary is read line by line; a line whose time does not parse (none is
+        written so) is dropped and counted, as the conversion of a plain journal does.
+        """
+        first, last = _ns_v2(lines[0]), _ns_v2(lines[-1])
+        if first is not None and last is not None and first // HOUR_NS == last // HOUR_NS:
+            return [(first // HOUR_NS, first, lines)]
+        blocks: list[tuple[int, int, list[bytes]]] = []
+        for line in lines:
+            ns = _ns_v2(line)
+            if ns is None:
+                self.bad_journal_lines += 1
+                continue
+            if not blocks or blocks[-1][0] != ns // HOUR_NS:
+                blocks.append((ns // HOUR_NS, ns, []))
+            blocks[-1][2].append(line)
+        return blocks
+
+    def _flush_compressed(self, lines: list[bytes], now_ns: int) -> int:
+        """Compress, write and fsync a batch of raw lines into the current segment (one per UTC hour).
+
+        Each write ends at a sync-flush point of the gzip stream, so everything fsync'd decodes even if
+        the process dies before the stream is finished.
+        """
+        written = 0
+        blocks = self._hour_blocks(lines)
+        for i, (hour, first_ns, block) in enumerate(blocks):
+            if self._segment is not None and hour != self._gz_hour:
+                self._roll()
+            data = b"".join(block)
+            try:
+                if self._segment is None:
+                    self._open_segment(now_ns, first_ns)
+                assert self._segment_file is not None and self._gz is not None
+                out = self._gz.compress(data) + self._gz.flush(Z_SYNC_FLUSH)
+                self._write_all(self._segment_file, out)
+                os.fsync(self._segment_file)
+            except OSError as exc:
+                self._compressed_write_failed(exc, len(block) + sum(len(b[2]) for b in blocks[i + 1 :]))
+                return written
+            self._gz_md5.update(out)
+            self._gz_size += len(out)
+            self.fsyncs += 1
+            self.last_fsync_ns = time.time_ns()
+            written += len(data)
+            self._segment_bytes += len(data)
+            with self._lock:
+                self._journal_bytes += len(out)
+            if self._segment_bytes >= self.segment_max_bytes:
+                self._roll()
+        return written
+
+    def _compressed_write_failed(self, exc: OSError, lost_lines: int) -> None:
+        """Cut the journal back to its last fsync'd sync point (what failed never happened), hand it to
+        the converter, and count the batch's lines as lost; the next batch starts a fresh segment."""
+        fd = self._segment_file
+        on_disk = self._gz_size
+        if fd is not None:
+            try:
+                os.ftruncate(fd, self._gz_size)
+            except OSError:  # the torn tail stays; the conversion stops at it
+                with contextlib.suppress(OSError):
+                    on_disk = os.fstat(fd).st_size
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._gz = None
+        if self._segment is not None and self._gz_size > 0:
+            self._convert_q.put(self._segment)
+            self.segments_rolled += 1
+        elif self._segment is not None:  # nothing of it reached the disk
+            with contextlib.suppress(OSError):
+                self._segment[0].unlink()
+        self._segment = None
+        self._segment_file = None
+        self._write_failed(exc, lost_lines, on_disk - self._gz_size)
 
     def flush_once(self, *, force_roll: bool = False) -> int:
         """Write and fsync what is pending; roll the segment when due. Returns bytes written."""
@@ -546,7 +753,10 @@ class Spool:
             or now_ns - self._segment_opened_ns >= self.segment_seconds * 1e9
         ):
             self._roll()
-        if n:
+        if n and self.compress_journal:
+            pop = self.pending.popleft
+            written = self._flush_compressed([pop() for _ in range(n)], now_ns)
+        elif n:
             pop = self.pending.popleft
             data = b"".join([pop() for _ in range(n)])
             done = 0

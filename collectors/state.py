@@ -13,6 +13,16 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 _LATENCY_BUCKETS_MS = tuple(int(b * 1000) for b in LATENCY_BUCKETS)
 
 
+def latency_bucket(lat_ms: int) -> int:
+    """Index into ``SymbolState.latency_buckets`` of a latency in ms (upper bounds inclusive)."""
+    return bisect.bisect_left(_LATENCY_BUCKETS_MS, lat_ms)
+
+
+# the hot path looks the bucket up in this table for 0 <= latency < LATENCY_TABLE_MS (one index, no call)
+LATENCY_TABLE_MS = _LATENCY_BUCKETS_MS[-1] + 1
+LATENCY_BUCKET_OF_MS: tuple[int, ...] = tuple(latency_bucket(ms) for ms in range(LATENCY_TABLE_MS))
+
+
 class Continuity:
     """Live update-id continuity of one symbol across every connection's primary feed.
 
@@ -59,11 +69,9 @@ class SymbolState:
         "first_snapshot_done",
         "first_snapshot_s",
         "head",
-        "last_event_ms",
         "last_receive_ns",
         "last_snapshot_ok",
         "latency_buckets",
-        "latency_count",
         "latency_min_ms",
         "latency_sum_ms",
         "malformed",
@@ -96,7 +104,6 @@ class SymbolState:
         self.book_ticker_messages = 0
         self.book_ticker_bytes = 0
         self.last_receive_ns = 0
-        self.last_event_ms = 0
         self.continuity = Continuity()
         self.snapshots = 0
         self.snapshot_errors = 0
@@ -111,14 +118,12 @@ class SymbolState:
         self.dropped_lines = 0
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum_ms = 0
-        self.latency_count = 0
         self.latency_min_ms: int | None = None
 
     def observe_latency(self, receive_ms: int, event_ms: int) -> None:
+        """One depth event's latency (``Collector.on_frame`` inlines the same for Binance's layout)."""
         lat = receive_ms - event_ms
-        self.last_event_ms = event_ms
-        self.latency_buckets[bisect.bisect_left(_LATENCY_BUCKETS_MS, lat)] += 1
+        self.latency_buckets[latency_bucket(lat)] += 1
         self.latency_sum_ms += lat
-        self.latency_count += 1
         if self.latency_min_ms is None or lat < self.latency_min_ms:
             self.latency_min_ms = lat

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from collectors.spool import JournalName, journal_chunks
 from depth_core.raw_format import read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
@@ -51,9 +52,10 @@ def spool_lines(spool: Path) -> set[tuple[str, bytes]]:
     """Every complete line in a spool (journal + outbox) as (symbol, "ns kind text")."""
     out: set[tuple[str, bytes]] = set()
     for j in (spool / "journal").glob("*.jnl"):
-        data = j.read_bytes()
+        name = JournalName.parse(j.name)  # a layout-2 journal is gzip, sync-flushed at every fsync
+        data = b"".join(journal_chunks(j, name.compressed))
         data = data[: data.rfind(b"\n") + 1]
-        v2 = j.name.endswith(".v2.jnl")
+        v2 = name.layout == 2
         for line in data.splitlines():
             if v2:
                 out.add(_split(line, None))
