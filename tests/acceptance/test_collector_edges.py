@@ -21,7 +21,7 @@ from depth_core.raw_format import LineKind, RawLine, RawObjectKey, read_raw_obje
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
 from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, read_v2_object, wait_until
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_FLAGS = {

@@ -16,7 +16,7 @@ from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
 from tests.collectors.truth import compare_with_truth
 from tests.fixtures.collector import CollectorProcess, read_stored, wait_until
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 Make = Callable[..., CollectorProcess]
 
@@ -256,7 +256,7 @@ def test_metrics_port_in_use_exits_2(simulator: SimulatorThread, collector_proce
 def test_unknown_symbol_is_found_even_when_the_websocket_refuses(
     simulator: SimulatorThread, collector_process: Make, tmp_path: Path
 ) -> None:
-    from tests.fixtures.tcp_proxy import free_port
+    from exchange_sim.tcp_proxy import free_port
 
     args = args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="NOSUCHCOIN")
     args[args.index("--ws-url") + 1] = f"ws://127.0.0.1:{free_port()}"  # nothing listens there

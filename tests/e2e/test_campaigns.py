@@ -9,7 +9,7 @@ invariants:
 3. no raw object was deleted unless a merge listed it and its events are in the merged output;
 4. the collector's metrics account for every message: frames counted == lines stored + lines dropped.
 
-Every link goes through a fault-injecting TCP proxy (``tests/fixtures/tcp_proxy.py``); faults on the
+Every link goes through a fault-injecting TCP proxy (``exchange_sim/tcp_proxy.py``); faults on the
 exchange side come from the simulator's control API. The long versions (a 60 s store outage, hours of
 exchange time) are marked ``soak``.
 """

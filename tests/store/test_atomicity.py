@@ -15,7 +15,7 @@ import pytest
 from depth_store import open_store
 from depth_store.local import TEMP_DIR_NAME, LocalStore
 from depth_store.s3 import S3Store
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 1 << 20

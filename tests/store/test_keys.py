@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from depth_store import InvalidKeyError, ObjectStore, open_store
 from depth_store.local import TEMP_DIR_NAME, LocalStore
 from depth_store.s3 import S3Config, S3Store
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 BAD_KEYS = [
     "../x",

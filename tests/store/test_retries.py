@@ -15,7 +15,7 @@ import pytest
 
 from depth_store import StoreError, StoreUnavailableError, open_store
 from depth_store.s3 import S3Config, S3Store
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 FAST_RETRIES = S3Config(
     connect_timeout=1, read_timeout=5, max_attempts=50, retry_deadline=30, backoff_base=0.05, backoff_cap=0.5

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.fixtures.tcp_proxy import TcpProxy
+from exchange_sim.tcp_proxy import TcpProxy
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
 
