@@ -1,4 +1,4 @@
-"""Command-line flags and environment variables of ``depth-collector`` (interfaces §1).
+"""Command-line flags and environment variables of ``depth-collector`` (docs/collector.md, "Flags and environment").
 
 Every flag has an environment variable (``DEPTH_...``); a flag given on the command line wins. Every
 value is checked here, before anything starts, so a bad value ends the process with exit status 2 and a

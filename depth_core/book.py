@@ -1,6 +1,6 @@
 """The one order-book replay of the project: merge checks, the reading API, exports and benchmarks use it.
 
-Rows of the merged dataset (interfaces §3) are replayed in order: an image (``is_snapshot`` rows sharing one
+Rows of the merged dataset (docs/analysts.md, "Columns") are replayed in order: an image (``is_snapshot`` rows sharing one
 ``last_update_id``) resets the book, every other row sets the quantity at its price (0 removes the level).
 
 Why it is fast (issue 8 asks for ≥ 5 M level updates/s): prices are turned into integer ticks (``price *

@@ -370,7 +370,7 @@ class MergeChecker:
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:
-            self.schema_problems.append(f"schema {dict(out.schema)} != interfaces §3")
+            self.schema_problems.append(f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)")
         if out.height == 0:
             return
         last = out["last_update_id"].to_numpy()

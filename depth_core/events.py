@@ -26,14 +26,27 @@ import polars as pl
 
 from depth_core.raw_format import RawObjectContent, decode_lines
 
-# kinds as bytes in the raw line
+#: Line kinds as the byte the raw line carries (``raw_format.LineKind``: depth frame, bookTicker frame,
+#: REST snapshot, collector note).
 KIND_DEPTH, KIND_BOOK_TICKER, KIND_SNAPSHOT, KIND_META = ord("D"), ord("B"), ord("S"), ord("M")
 
-# presence flags of the parsed fields
+#: Presence flags of a parsed frame's fields (one bit each in the scanner's ``flags``): ``E`` event time,
+#: ``T`` transaction time, ``U`` first and ``u`` last update id, ``pu`` previous ``u`` (usdm),
+#: ``lastUpdateId`` (snapshots), the ``b``/``bids`` and ``a``/``asks`` arrays, ``s`` symbol, ``e`` event type.
 F_E, F_T, F_U, F_u, F_PU, F_L, F_B, F_A, F_S, F_EV = 1, 2, 4, 8, 16, 32, 64, 128, 256, 512
+#: ``s`` is the line's symbol; ``e`` is ``depthUpdate``.
 F_SYM_OK, F_EV_DEPTH = 1024, 2048
-F_BT_B, F_BT_BQ, F_BT_A, F_BT_AQ = 4096, 8192, 16384, 32768  # bookTicker b, B, a, A (strings)
+#: bookTicker fields (decimal strings): best bid ``b`` and its qty ``B``, best ask ``a`` and its qty ``A``.
+F_BT_B, F_BT_BQ, F_BT_A, F_BT_AQ = 4096, 8192, 16384, 32768
+#: All four bookTicker fields.
 F_BT_ALL = F_BT_B | F_BT_BQ | F_BT_A | F_BT_AQ
+
+#: Slots of a frame's integer fields: a row of the compiled scanner's ``ints`` and the slow path's
+#: ``SlowFrame.ints`` alike (``E``, ``T``, ``U``, ``u``, ``pu``, ``lastUpdateId``).
+I_E, I_T, I_U, I_u, I_PU, I_LAST = 0, 1, 2, 3, 4, 5
+#: The JSON key of each slot, in slot order (what the slow path reads).
+INT_KEYS = ("E", "T", "U", "u", "pu", "lastUpdateId")
+N_INTS = len(INT_KEYS)
 
 _POW10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
 _MANT_LIMIT = 1 << 53
@@ -399,16 +412,16 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
                 if not ok:
                     return 0, k0, h, False
                 if c0 == 69:
-                    ints[0] = v
+                    ints[I_E] = v
                     flags |= F_E
                 elif c0 == 84:
-                    ints[1] = v
+                    ints[I_T] = v
                     flags |= F_T
                 elif c0 == 85:
-                    ints[2] = v
+                    ints[I_U] = v
                     flags |= F_U
                 else:
-                    ints[3] = v
+                    ints[I_u] = v
                     flags |= F_u
             elif (c0 == 98 or c0 == 97 or c0 == 66 or c0 == 65) and p < end and buf[p] == 34:  # bookTicker
                 x, _d, p, ok = _decimal(buf, p, end)
@@ -446,13 +459,13 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
             v, p, ok = _int(buf, p, end)
             if not ok:
                 return 0, k0, h, False
-            ints[4] = v
+            ints[I_PU] = v
             flags |= F_PU
         elif _key_is(buf, ks, ke, _K_LAST):
             v, p, ok = _int(buf, p, end)
             if not ok:
                 return 0, k0, h, False
-            ints[5] = v
+            ints[I_LAST] = v
             flags |= F_L
         elif _key_is(buf, ks, ke, _K_BIDS) or _key_is(buf, ks, ke, _K_ASKS):
             bid = buf[ks] == 98
@@ -503,7 +516,7 @@ def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym_buf: np.n
     Frame i's expected symbol (checked against its ``s`` field) is ``sym_buf[sym_off[fsym[i]]:sym_off[fsym[i]+1]]``.
     """
     n = ts.shape[0]
-    ints = np.zeros((n, 6), np.int64)
+    ints = np.zeros((n, N_INTS), np.int64)
     fl = np.zeros((n, 4), np.float64)
     flags = np.zeros(n, np.int32)
     ok = np.zeros(n, np.bool_)
@@ -576,7 +589,7 @@ def _slow_int(obj: dict[str, object], key: str, required: bool) -> int | None:
 class SlowFrame:
     """A frame parsed by the slow path (same meaning as the fast columns)."""
 
-    ints: list[int | None]  # E, T, U, u, pu, lastUpdateId
+    ints: list[int | None]  # by slot: I_E, I_T, I_U, I_u, I_PU, I_LAST (INT_KEYS)
     bids: list[tuple[float, float, int, int]]
     asks: list[tuple[float, float, int, int]]
     symbol: str | None
@@ -593,7 +606,7 @@ def slow_parse(text: bytes) -> SlowFrame:
         raise FrameError("frame is not a JSON object")
     inner = obj.get("data")
     data: dict[str, object] = inner if isinstance(inner, dict) else obj
-    ints = [_slow_int(data, key, False) for key in ("E", "T", "U", "u", "pu", "lastUpdateId")]
+    ints = [_slow_int(data, key, False) for key in INT_KEYS]
     b = data.get("b", data.get("bids"))
     a = data.get("a", data.get("asks"))
     if b is None or a is None:
@@ -803,8 +816,8 @@ def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[Quarant
     usable &= ((flags & F_S) == 0) | ((flags & F_SYM_OK) != 0)
     keep = np.flatnonzero(usable)
     fast = pl.DataFrame({
-        "receive_ns": ns[idx[keep]], "u": ints[keep, 3],
-        "E": np.where((flags[keep] & F_E) != 0, ints[keep, 0], np.iinfo(np.int64).min),
+        "receive_ns": ns[idx[keep]], "u": ints[keep, I_u],
+        "E": np.where((flags[keep] & F_E) != 0, ints[keep, I_E], np.iinfo(np.int64).min),
         "bid_price": fl[keep, 0], "bid_qty": fl[keep, 1], "ask_price": fl[keep, 2], "ask_qty": fl[keep, 3],
         SYM_COLUMN: lsym[idx[keep]],
     }).with_columns(pl.when(pl.col("E") == np.iinfo(np.int64).min).then(None).otherwise(pl.col("E")).alias("E"))
@@ -853,7 +866,7 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
             fr = slow_parse(text)
             vals = fr.ints
             if snapshot:
-                if vals[5] is None:
+                if vals[I_LAST] is None:
                     raise FrameError("snapshot response without lastUpdateId" + _error_hint(text))
             else:
                 if fr.event_type is not None and fr.event_type != "depthUpdate":
@@ -861,12 +874,13 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
                 symbol = lines.names[lsym[i]]
                 if fr.symbol is not None and fr.symbol != symbol:
                     raise FrameError(f"event for symbol {fr.symbol!r}, expected {symbol}")
-                for name, v in (("U", vals[2]), ("u", vals[3]), ("E", vals[0])):
+                for name, v in (("U", vals[I_U]), ("u", vals[I_u]), ("E", vals[I_E])):
                     if v is None:
                         raise FrameError(f"missing field {name!r}")
-                assert vals[2] is not None and vals[3] is not None
-                if vals[2] > vals[3]:
-                    raise FrameError(f"U {vals[2]} > u {vals[3]}")
+                first, last = vals[I_U], vals[I_u]
+                assert first is not None and last is not None
+                if first > last:
+                    raise FrameError(f"U {first} > u {last}")
             h = 0
             for bid, rows in ((True, fr.bids), (False, fr.asks)):
                 for px, q, pd, qd in rows:
@@ -877,11 +891,11 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
             quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text, int(lsym[i])))
     if not snapshot:
         # U > u is malformed even when it parsed
-        bad_order = usable & (ints[:, 2] > ints[:, 3])
+        bad_order = usable & (ints[:, I_U] > ints[:, I_u])
         for j in np.flatnonzero(bad_order).tolist():
             i = int(idx[j])
             quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]),
-                                              f"U {ints[j, 2]} > u {ints[j, 3]}", joined[ts[i]:te[i]], int(lsym[i])))
+                                              f"U {ints[j, I_U]} > u {ints[j, I_u]}", joined[ts[i]:te[i]], int(lsym[i])))
         usable &= ~bad_order
     # assemble in numpy: frames kept (fast or slow path) in line order; levels point at their row
     extra_j = np.array([x[0] for x in extra_head], dtype=np.int64)
@@ -891,18 +905,18 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
     keep = np.flatnonzero(kept)
     n_rows = len(keep)
     big = np.iinfo(np.int64).min
-    E = np.where((flags & F_E) != 0, ints[:, 0], big)
-    T = np.where((flags & F_T) != 0, ints[:, 1], big)
-    PU = np.where((flags & F_PU) != 0, ints[:, 4], big)
-    U = (ints[:, 5] if snapshot else ints[:, 2]).copy()
-    u = (ints[:, 5] if snapshot else ints[:, 3]).copy()
+    E = np.where((flags & F_E) != 0, ints[:, I_E], big)
+    T = np.where((flags & F_T) != 0, ints[:, I_T], big)
+    PU = np.where((flags & F_PU) != 0, ints[:, I_PU], big)
+    U = (ints[:, I_LAST] if snapshot else ints[:, I_U]).copy()
+    u = (ints[:, I_LAST] if snapshot else ints[:, I_u]).copy()
     H = hashes.copy()
     for j, vals, h in extra_head:
-        E[j] = big if vals[0] is None else vals[0]
-        T[j] = big if vals[1] is None else vals[1]
-        PU[j] = big if vals[4] is None else vals[4]
-        U[j] = (vals[5] if snapshot else vals[2]) or 0
-        u[j] = (vals[5] if snapshot else vals[3]) or 0
+        E[j] = big if vals[I_E] is None else vals[I_E]
+        T[j] = big if vals[I_T] is None else vals[I_T]
+        PU[j] = big if vals[I_PU] is None else vals[I_PU]
+        U[j] = (vals[I_LAST] if snapshot else vals[I_U]) or 0
+        u[j] = (vals[I_LAST] if snapshot else vals[I_u]) or 0
         H[j] = h
     lv_keep = usable[lv_line]
     lv_row = row_of[lv_line[lv_keep]]

@@ -1,4 +1,4 @@
-"""A/B merge of the validated streams of one symbol-day into the merged dataset (interfaces §3).
+"""A/B merge of the validated streams of one symbol-day into the merged dataset (docs/analysts.md, "Columns").
 
 The rule (docs/merge.md has the reasoning): walk the update-id line. The book is "at" id ``last``; any event
 (of any stream) with ``lo <= last < hi`` (see ``idline``) brings it exactly to ``hi``, because each level in

@@ -60,17 +60,21 @@ _KEY_RE = re.compile(
 _KEY_V2_RE = re.compile(
     r"^raw/market=(?P<market>[^/]+)/stream=(?P<stream>[^/]+)/date=(?P<date>[^/]+)/(?P<name>[^/]+)$"
 )
+#: The symbol field of a layout-2 line that concerns the whole stream (a connection's connect/disconnect).
 STREAM_WIDE = "-"
-"""The symbol field of a layout-2 line that concerns the whole stream (a connection's connect/disconnect)."""
 
 
 class LineKind(StrEnum):
     """What a raw line holds."""
 
-    DEPTH = "D"  # a diff-depth websocket frame, combined-stream envelope {"stream","data"} as received
-    BOOK_TICKER = "B"  # a @bookTicker websocket frame as received
-    SNAPSHOT = "S"  # a REST depth snapshot response body as received
-    META = "M"  # a collector note (JSON): connect, disconnect, gap seen, snapshot error ...
+    #: A diff-depth websocket frame, combined-stream envelope ``{"stream","data"}`` as received.
+    DEPTH = "D"
+    #: A ``@bookTicker`` websocket frame as received.
+    BOOK_TICKER = "B"
+    #: A REST depth snapshot response body as received.
+    SNAPSHOT = "S"
+    #: A collector note (JSON): connect, disconnect, gap seen, snapshot error ...
+    META = "M"
 
 
 class RawFormatError(ValueError):

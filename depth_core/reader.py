@@ -1,4 +1,4 @@
-"""Reading API for analysts: the merged dataset (interfaces §3) as polars frames and books. No Dagster.
+"""Reading API for analysts: the merged dataset (docs/analysts.md) as polars frames and books. No Dagster.
 
 * :func:`load_deltas` — a ``polars.LazyFrame`` over the day files of a symbol, with time or update-id bounds
   pushed down to the Parquet reader (row-group statistics skip what is outside).

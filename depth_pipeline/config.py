@@ -1,4 +1,4 @@
-"""Pipeline configuration read from the environment (interfaces §2), once, at code-location load.
+"""Pipeline configuration read from the environment (docs/pipeline.md, "Configuration"), once, at code-location load.
 
 The stream list shapes the asset graph, so it must be known when the definitions are built. The symbols of
 a day are not configuration: they are whatever the day's raw data holds (``DEPTH_SYMBOLS`` only filters

@@ -1,4 +1,4 @@
-"""The Dagster code location ``depth_pipeline.definitions`` (interfaces §2): one ``Definitions`` wiring
+"""The Dagster code location ``depth_pipeline.definitions`` (docs/pipeline.md): one ``Definitions`` wiring
 the per-domain modules — date partitions, resources, the per-stream asset factory, the day's fanned-out
 ``merged_depth`` (with its derived assets), the jobs, the daily schedule and the sensors — from the
 ``DEPTH_*`` environment.

@@ -1,4 +1,4 @@
-"""The one partitioning of every pipeline asset: the UTC ``date`` (interfaces §2), keys ``YYYY-MM-DD``.
+"""The one partitioning of every pipeline asset: the UTC ``date`` (docs/pipeline.md), keys ``YYYY-MM-DD``.
 
 The symbols of a day live inside its run (the day's raw data names them), not in the partition key: 600
 symbols over three years are 1,096 partitions per asset instead of 657,600 (Dagster recommends at most

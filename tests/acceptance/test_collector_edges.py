@@ -1,4 +1,4 @@
-"""§1 of the interfaces spec: ``depth-collector`` driven as a process (flags, env, URLs, SIGTERM, spool lock)."""
+"""``depth-collector`` (docs/collector.md) driven as a process (flags, env, URLs, SIGTERM, spool lock)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from collectors.config import DEFAULT_REST_URL, DEFAULT_WS_URL, FLAGS
 from depth_core.raw_format import LineKind, RawLine, RawObjectKey, read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
-from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, read_v2_object, wait_until
 from exchange_sim.tcp_proxy import TcpProxy
+from tests.fixtures.collector import CollectorProcess, depth_events, read_stored, read_v2_object, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_FLAGS = {

@@ -1,4 +1,4 @@
-"""§2 and §3 of the interfaces spec: the Dagster code location, ``depth-pipeline`` and the merged dataset.
+"""The Dagster code location (docs/pipeline.md), ``depth-pipeline`` and the merged dataset.
 
 One module-scoped scenario drives the real commands on a fresh DAGSTER_HOME over a local store:
 day A (2026-11-23) with a snapshot in both streams and disjoint outages, day B (2026-11-24) that only
@@ -131,7 +131,7 @@ def merged_day(s: Scenario, date: str) -> list[dict[str, Any]]:
     return pa.concat_tables(tables).to_pylist()
 
 
-# ------------------------------------------------------------------------------------------- §2
+# ------------------------------------------------------------------------- the code location, the CLI
 
 
 def test_workspace_loads_the_code_location_and_instance_config_is_sqlite_default() -> None:
@@ -250,7 +250,7 @@ def test_nothing_but_raw_objects_under_raw(scenario: Scenario) -> None:
     assert {"raw", "merged"} <= top
 
 
-# ------------------------------------------------------------------------------------------- §3
+# ------------------------------------------------------------------------------- the merged dataset
 
 
 def test_merged_schema_types_and_hive_path(scenario: Scenario) -> None:
@@ -333,7 +333,7 @@ def truth_book(plans: list[DecimalPlan]) -> dict[tuple[str, Decimal], Decimal]:
 
 
 def replay(rows: list[dict[str, Any]]) -> dict[tuple[str, Decimal], Decimal]:
-    """Replay a day as §3 says; floats converted through their shortest repr (the exact round trip)."""
+    """Replay a day as docs/analysts.md says; floats converted through their shortest repr (the exact round trip)."""
     book: dict[tuple[str, Decimal], Decimal] = {}
     current_image: int | None = None
     for r in rows:

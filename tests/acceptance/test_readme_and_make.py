@@ -1,4 +1,4 @@
-"""§4 of the interfaces spec: the README's first commands, ``make install`` and the console scripts."""
+"""The README's first commands, ``make install`` and the console scripts."""
 
 from __future__ import annotations
 

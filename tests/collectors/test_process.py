@@ -14,9 +14,9 @@ from collectors.spool import JournalName, journal_chunks
 from depth_core.raw_format import read_raw_object
 from depth_store import open_store
 from exchange_sim.runner import SimulatorThread
+from exchange_sim.tcp_proxy import TcpProxy
 from tests.collectors.truth import compare_with_truth
 from tests.fixtures.collector import CollectorProcess, read_stored, wait_until
-from exchange_sim.tcp_proxy import TcpProxy
 
 Make = Callable[..., CollectorProcess]
 
