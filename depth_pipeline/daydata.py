@@ -93,9 +93,11 @@ def _is_date(text: str) -> bool:
 
 def partition_start(store: ObjectStore, market: Market, streams: tuple[str, ...] | list[str],
                     configured: str | None) -> str:
-    """``DEPTH_START_DATE`` when set, else the store's first date, else yesterday (UTC: the first day the
-    daily schedule asks for on an empty store)."""
+    """``DEPTH_START_DATE`` when set, else the store's first date (never after today: a day run's marker
+    is its date, so a demo that merged today shows exactly one date, materialized), else yesterday (UTC:
+    the first day the daily schedule asks for on an empty store)."""
     if configured:
         return configured
-    yesterday = previous_day(dt.datetime.now(dt.UTC).date().isoformat())
-    return min(first_date(store, market, streams) or yesterday, yesterday)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    first = first_date(store, market, streams)
+    return min(first, today) if first else previous_day(today)

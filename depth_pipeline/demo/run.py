@@ -92,6 +92,20 @@ def utc_dates(start: float, end: float) -> list[str]:
     return out
 
 
+def pipeline_env(store_dir: Path, symbols: Sequence[str], dagster_home: Path) -> dict[str, str]:
+    """The pipeline settings of the demo (also written to ``demo.env`` for ``make ui``). No start date:
+    the partitions start at the demo's data (``depth_pipeline.daydata.partition_start``), not years back,
+    even when the shell exports a ``DEPTH_START_DATE`` meant for another store."""
+    return {
+        "DEPTH_STORE_URL": str(store_dir),
+        "DEPTH_STREAMS": ",".join(STREAMS),
+        "DEPTH_SYMBOLS": ",".join(symbols),
+        "DEPTH_MARKET": "spot",
+        "DEPTH_START_DATE": "",
+        "DAGSTER_HOME": str(dagster_home),
+    }
+
+
 def run_demo(opts: DemoOptions) -> int:
     data = opts.data_dir
     if data.exists():
@@ -177,7 +191,8 @@ def run_demo(opts: DemoOptions) -> int:
                 say(f"outage over: {OUTAGE_STREAM} may reconnect")
             if elapsed >= next_progress:
                 counts = {
-                    s: sum(1 for _ in (store_dir / RAW_ROOT).glob(f"*/stream={s}/*/*/*.ndjson.gz"))
+                    # layout 2 (date=/name) and layout 1 (symbol=/date=/name) alike
+                    s: sum(1 for _ in (store_dir / RAW_ROOT).glob(f"*/stream={s}/**/*.ndjson.gz"))
                     for s in STREAMS
                 }
                 say(
@@ -221,16 +236,9 @@ def run_demo(opts: DemoOptions) -> int:
         dates = sorted(set().union(*(st.event_dates for st in stats.values()))) or utc_dates(
             start_wall, end_wall
         )
-        pipe_env = dict(base_env)
-        pipe_env.update(
-            DEPTH_STORE_URL=str(store_dir),
-            DEPTH_STREAMS=",".join(STREAMS),
-            DEPTH_SYMBOLS=symbols_csv,
-            DEPTH_MARKET="spot",
-            DAGSTER_HOME=str(dagster_home),
-        )
-        env_names = ("DEPTH_STORE_URL", "DEPTH_STREAMS", "DEPTH_SYMBOLS", "DEPTH_MARKET", "DAGSTER_HOME")
-        (data / "demo.env").write_text("".join(f"{k}={shlex.quote(pipe_env[k])}\n" for k in env_names))
+        demo_env = pipeline_env(store_dir, opts.symbols, dagster_home)
+        pipe_env = {**base_env, **demo_env}
+        (data / "demo.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in demo_env.items()))
         for date in dates:
             say(f"merging {date}: depth-pipeline run --date {date} (validate each stream, merge, checks)")
             run_step(

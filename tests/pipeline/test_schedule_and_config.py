@@ -4,6 +4,7 @@ named."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -97,3 +98,33 @@ def test_partitions_start_at_the_stores_data_and_stay_under_100k_keys(tmp_path: 
     assert first_date(store, "spot", ["eu-1", "ap-1"]) == "2026-11-15"
     three_years = dg.DailyPartitionsDefinition(start_date="2023-12-06", timezone="UTC", end_offset=1)
     assert len(three_years.get_partition_keys()) < 1_200  # per asset, for 1 or 600 symbols alike
+
+
+def test_the_demos_partitions_start_at_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make demo`` then ``make ui``: the demo's settings (``demo.env``) give date partitions that start at
+    the demo's data — one date for a capture merged today, not 2,140 "missing" dates back to 2024-01-01 —
+    even when the shell exports a DEPTH_START_DATE meant for another store."""
+    from depth_pipeline.daydata import record_first_date
+    from depth_pipeline.demo.run import pipeline_env
+    from depth_store import open_store
+    from tests.pipeline.helpers import write_day
+    from tests.pipeline.rawgen import DayPlan
+
+    monkeypatch.setenv("DEPTH_START_DATE", "2024-01-01")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    env = pipeline_env(tmp_path / "store", ["BTCUSDT", "ETHUSDT"], tmp_path / "home")
+    config = PipelineConfig.from_env({**os.environ, **env})
+    assert config.start_date is None
+
+    def dates() -> list[str]:
+        partitions = build_definitions(config).resolve_job_def("depth_daily").partitions_def
+        assert partitions is not None
+        return partitions.get_partition_keys()
+
+    store = open_store(str(tmp_path / "store"))
+    write_day(store, DayPlan(today))  # the capture's raw objects, filed under today
+    record_first_date(store, "spot", today)  # what the demo's `depth-pipeline run --date today` records
+    assert dates() == [today]
+    earlier = (dt.date.fromisoformat(today) - dt.timedelta(days=3)).isoformat()
+    record_first_date(store, "spot", earlier)  # a capture that spanned days starts at its first
+    assert dates()[0] == earlier and len(dates()) == 4
