@@ -2,16 +2,18 @@
 outages, and where the merged day has a gap — because hundreds of per-symbol PNGs cannot be scanned.
 
 Each derive step reduces a symbol-day to a small timeline (:func:`symbol_timeline`: intervals in ms, from
-the same ``depth_core.quality.summarize`` as the per-symbol report, so "outage" means the same thing: a
-silence during which another stream received events or after which its own id chain broke; a silence with
-neither is a quiet market). ``record_derived`` draws them all (:func:`render_overview`) into
-``quality/market=<m>/date=<d>/overview.png`` and shows it on the day's ``depth_quality_report``
-materialization. The time axis is cropped to the day's data and its ticks are formatted by the span shown.
+the same ``depth_core.quality.summarize`` as the per-symbol report, so "outage" means the same thing: the
+part of a silence another stream covered, or a silence after which its own id chain broke; the rest is no
+data: a quiet market or nothing captured). ``record_derived`` draws them all (:func:`render_overview`) into
+``quality/market=<m>/date=<d>/overview.png`` and shows it inline on the day's ``depth_quality_report``
+materialization. The time axis is cropped to the day's data and its ticks are round steps by the span shown
+(``depth_core.quality.data_window`` and ``time_ticks``, as the per-symbol picture).
 """
 
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any
 
 from depth_core.days import DAY_MS, day_index
@@ -19,6 +21,7 @@ from depth_core.names import validate_date
 
 MAX_INTERVALS = 200  # per stream and kind: a symbol-day with more is drawn with its first ones
 ROW_PX = 6  # per stream line: 400 symbols x 2 streams make a picture about 7,000 px tall
+WIDTH_PX = 1100  # fits the Dagster UI's markdown dialog, where it is shown inline
 
 
 def symbol_timeline(inp: Any) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     rows, lines = len(timelines), max(1, len(streams))
     band = lines + 1  # a blank line between symbols
     height_px = rows * band * ROW_PX + 160
-    fig, ax = plt.subplots(figsize=(14, max(2.5, height_px / 100)), dpi=100)
+    fig, ax = plt.subplots(figsize=(WIDTH_PX / 100, max(2.5, height_px / 100)), dpi=100)
     colors = {"receiving": "#2ca02c", "outages": "#d62728", "quiet": "#c7c7c7"}
     boxes: dict[str, list[tuple[float, float, float, float]]] = {kind: [] for kind in colors}
     gap_x: list[float] = []
@@ -122,13 +125,13 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     ax.tick_params(axis="x", labeltop=True, top=True)  # a tall picture: the time axis at both ends
     ax.set_xlabel(f"{date} (UTC)")
     ax.grid(axis="x", alpha=0.25)
-    title = "\n".join([
-        f"{date}: {rows} symbols; a line per stream ({', '.join(streams)}): received (green), outage (red), "
-        "no data: quiet market or nothing captured (grey); black tick: gap in the merged day",
+    title = "\n".join(textwrap.fill(line, 165) for line in [
+        f"{date}: {rows} symbols, a line per stream ({', '.join(streams)}): received (green), outage (red), "
+        "no data (grey: quiet market or nothing captured); black tick: a gap in the merged day",
         f"gaps in the merged day: {len(gapped)} symbols" + (f" ({_names(gapped)})" if gapped else ""),
         f"an outage of a stream: {len(down)} symbols" + (f" ({_names(down)})" if down else ""),
     ])
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
     raw = io.BytesIO()
     fig.savefig(raw, format="png")

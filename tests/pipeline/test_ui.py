@@ -1,13 +1,13 @@
 """UI proof: a real ``dagster-webserver`` on loopback serves the asset graph, date partitions, checks,
-sensors and schedule, and a day's symbols with their outcomes (GraphQL), and headless Chromium renders the
-lineage and the merged asset's page."""
+sensors and schedule, and — after one day run of four symbols — the day's symbols with their outcomes and
+the day's overview picture (GraphQL); headless Chromium renders the lineage, the merged asset's page, the
+day's partition page with its table of symbols, and the overview in the quality report's dialog
+(screenshots under ``artifacts/``; the tests skip, saying why, where Chromium is absent)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +17,16 @@ import pytest
 
 from depth_pipeline.definitions import build_definitions
 from depth_store import open_store
+from tests.fixtures.chromium import chromium_binary, run_chromium, screenshot_after
 from tests.fixtures.dagster import REPO_ROOT, Webserver, copy_repo_instance_config, pipeline_env
 from tests.pipeline.helpers import make_config, run_partition, write_day
 from tests.pipeline.rawgen import DayPlan
 
 ARTIFACTS = REPO_ROOT / "artifacts"
-MERGED_DATE = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+_YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+MERGED_DATE = _YESTERDAY.isoformat()
+START_DATE = (_YESTERDAY - dt.timedelta(days=3)).isoformat()  # three empty dates to backfill before it
+DAY_SYMBOLS = ("BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT")  # more than inline per-symbol reports (3)
 
 ASSET_QUERY = """
 {
@@ -65,6 +69,24 @@ query($key: AssetKeyInput!) {
 }
 """
 
+DAY_QUERY = """
+query($key: AssetKeyInput!, $date: String!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      assetMaterializations(partitions: [$date], limit: 1) {
+        partition
+        metadataEntries {
+          label
+          ... on TableMetadataEntry { table { records schema { columns { name } } } }
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on TextMetadataEntry { text }
+        }
+      }
+    }
+  }
+}
+"""
+
 PARTITION_KEYS_QUERY = """
 query($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
@@ -80,14 +102,15 @@ def webserver() -> Iterator[Webserver]:
     home = root / "home"
     home.mkdir()
     copy_repo_instance_config(home)
-    env = pipeline_env(str(root / "store"), streams="eu-1,ap-1", start_date="2026-11-01")
+    env = pipeline_env(str(root / "store"), streams="eu-1,ap-1", start_date=START_DATE)
     env["DEPTH_DERIVED_ASSETS"] = "1"
-    # one merged day of two symbols in the instance, so the asset page shows the day's table of symbols
+    # one day run of four symbols (merge, checks, quality reports and the day's overview) in the instance,
+    # so the asset pages show the day's table of symbols and its overview picture
     store = open_store(str(root / "store"))
-    write_day(store, DayPlan(MERGED_DATE))
-    write_day(store, DayPlan(MERGED_DATE, symbol="ETHUSDT"))
+    for i, symbol in enumerate(DAY_SYMBOLS):
+        write_day(store, DayPlan(MERGED_DATE, symbol=symbol, first_id=1_000_000 * (i + 1)))
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        config = make_config(str(root / "store"), start_date="2026-11-01")
+        config = make_config(str(root / "store"), start_date=START_DATE, derived_assets=True)
         assert run_partition(build_definitions(config), instance, MERGED_DATE).success
     server = Webserver(home, env, root / "webserver.log")
     try:
@@ -122,9 +145,7 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
 
     dims = webserver.graphql(PARTITION_KEYS_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
     (keys,) = [d["partitionKeys"] for d in dims["partitionKeysByDimension"]]
-    assert keys[0] == "2026-11-01" and MERGED_DATE in keys and all("|" not in k for k in keys)
-
-    (repo,) = webserver.graphql(REPO_QUERY)["repositoriesOrError"]["nodes"]
+    assert keys[0] == START_DATE and MERGED_DATE in keys and all("|" not in k for k in keys)
 
     (repo,) = webserver.graphql(REPO_QUERY)["repositoriesOrError"]["nodes"]
     sensors = {s["name"]: s["sensorType"] for s in repo["sensors"]}
@@ -144,17 +165,43 @@ def test_graphql_shows_graph_partitions_checks_sensors_schedule(webserver: Webse
 
 
 def test_graphql_shows_a_days_symbols_with_their_outcomes(webserver: Webserver) -> None:
-    """The day's materialization carries one table row per symbol: what the asset page shows."""
+    """The day's materialization carries one table row per symbol: what the asset's partition page shows."""
     import json
 
-    stats = webserver.graphql(MATERIALIZED_QUERY, {"key": {"path": ["merged_depth"]}})["assetNodeOrError"]
-    (latest,) = stats["assetMaterializations"]
-    (table,) = [e["table"] for e in latest["metadataEntries"] if e["label"] == "symbol_outcomes"]
+    found = webserver.graphql(DAY_QUERY, {"key": {"path": ["merged_depth"]}, "date": MERGED_DATE})
+    (day,) = found["assetNodeOrError"]["assetMaterializations"]
+    assert day["partition"] == MERGED_DATE
+    (table,) = [e["table"] for e in day["metadataEntries"] if e["label"] == "symbol_outcomes"]
+    assert {"symbol", "status", "rows", "gaps", "coverage", "checks"} <= {c["name"] for c in table["schema"]["columns"]}
     rows = {r["symbol"]: r for r in map(json.loads, table["records"])}
-    assert set(rows) == {"BTCUSDT", "ETHUSDT"}
+    assert set(rows) == set(DAY_SYMBOLS)  # every symbol of the day named, none other
     for row in rows.values():
         assert row["status"] == "ok" and row["published"] is True and row["events"] == 60
         assert "blocking passed" in row["checks"] and row["gaps"] == 0
+    (summary,) = [e["mdStr"] for e in day["metadataEntries"] if e["label"] == "summary"]
+    assert f"{len(DAY_SYMBOLS)} of {len(DAY_SYMBOLS)} symbols ok" in summary
+
+
+def test_graphql_shows_the_days_overview_on_the_quality_report(webserver: Webserver) -> None:
+    """The day's ``depth_quality_report`` materialization shows every symbol on one picture (inline PNG)
+    and names where it is stored."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image  # matplotlib's own dependency
+
+    found = webserver.graphql(DAY_QUERY, {"key": {"path": ["depth_quality_report"]}, "date": MERGED_DATE})
+    (day,) = found["assetNodeOrError"]["assetMaterializations"]
+    entries = {e["label"]: e for e in day["metadataEntries"]}
+    assert entries["overview_key"]["text"] == f"quality/market=spot/date={MERGED_DATE}/overview.png"
+    match = re.match(rf"!\[overview of {MERGED_DATE}\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
+                     entries["report"]["mdStr"])
+    assert match, entries["report"]["mdStr"][:200]
+    image = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+    assert image.size[0] >= 1000 and image.size[1] >= 200
+    for symbol in DAY_SYMBOLS:  # more symbols than are inlined: each one's report is listed by key
+        assert f"quality/market=spot/symbol={symbol}/date={MERGED_DATE}/quality.md" in entries["report"]["mdStr"]
 
 
 BACKFILL_MUTATION = """
@@ -178,7 +225,8 @@ query($id: String!) {
 
 
 def test_ui_accepts_a_date_range_backfill(webserver: Webserver) -> None:
-    names = [f"2026-11-0{d}" for d in (2, 3, 4)]  # one run per date, every symbol inside it
+    first = dt.date.fromisoformat(START_DATE)
+    names = [(first + dt.timedelta(days=d)).isoformat() for d in range(3)]  # one run per date, all symbols
     params = {
         "partitionNames": names,
         "assetSelection": [
@@ -195,57 +243,6 @@ def test_ui_accepts_a_date_range_backfill(webserver: Webserver) -> None:
     assert ["merged_depth"] in [a["path"] for a in backfill["assetSelection"]]
 
 
-def chromium_binary() -> str:
-    """Debian's chromium; installed with apt-get when missing and we are root, else the test skips."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.geteuid() != 0:
-        pytest.skip("chromium is not installed and installing it needs root")
-    install = subprocess.run(
-        ["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=600, check=False
-    )
-    if install.returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=False)
-        install = subprocess.run(
-            ["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=600, check=False
-        )
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip(f"could not install chromium: {install.stderr[-500:]}")
-    return found
-
-
-def _chromium(binary: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tempfile.mkdtemp(prefix="depth-chromium-")
-    try:
-        return subprocess.run(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--window-size=1400,900",
-                "--virtual-time-budget=15000",
-                *args,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            start_new_session=True,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) -> None:
     binary = chromium_binary()
@@ -255,7 +252,7 @@ def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) ->
         "ui-merged-depth.png": f"{webserver.url}/assets/merged_depth",
     }
     for name, url in pages.items():
-        dom = _chromium(binary, url, "--dump-dom")
+        dom = run_chromium(binary, url, "--dump-dom")
         assert dom.returncode == 0, dom.stderr[-1000:]
         assert "merged_depth" in dom.stdout
         if "merged-depth" in name:  # the latest materialization and its metadata are on the page
@@ -263,6 +260,71 @@ def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) ->
         if "lineage" in name:  # nodes render as their last path part inside their group box
             for label in ("raw", "validated", "merged", "eu-1", "ap-1"):
                 assert label in dom.stdout, label
-        shot = _chromium(binary, url, f"--screenshot={ARTIFACTS / name}")
+        shot = run_chromium(binary, url, f"--screenshot={ARTIFACTS / name}")
         assert shot.returncode == 0, shot.stderr[-1000:]
         assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+def _assert_real_picture(path: Path, size: tuple[int, int]) -> None:
+    """A screenshot of the page, not a blank or half-drawn one: its size, bytes, colours and ink."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    assert image.size == size and path.stat().st_size > 30_000
+    small = image.resize((size[0] // 4, size[1] // 4))
+    pixels = list(small.getdata())
+    ink = sum(1 for r, g, b in pixels if min(r, g, b) < 200) / len(pixels)  # text, lines, bars
+    assert len(set(pixels)) > 50 and ink > 0.03, (len(set(pixels)), ink)
+
+
+@pytest.mark.slow
+def test_chromium_shows_the_days_partition_page_with_its_symbols(webserver: Webserver, tmp_path: Path) -> None:
+    """The partition page of the day on ``merged_depth``: its latest materialization and the table of symbols
+    (a screenshot in tmp and ``artifacts/ui-day-partition.png``)."""
+    binary = chromium_binary()
+    url = f"{webserver.url}/assets/merged_depth?view=partitions&partition={MERGED_DATE}"
+    size = (1400, 1200)  # tall enough for the four rows of the table
+    dom = run_chromium(binary, url, "--dump-dom", size=size)
+    assert dom.returncode == 0, dom.stderr[-1000:]
+    assert "symbol_outcomes" in dom.stdout and MERGED_DATE in dom.stdout
+    for symbol in DAY_SYMBOLS:
+        assert f">{symbol}<" in dom.stdout, symbol  # a cell of the table
+    shot_path = tmp_path / "ui-day-partition.png"
+    shot = run_chromium(binary, url, f"--screenshot={shot_path}", size=size)
+    assert shot.returncode == 0, shot.stderr[-1000:]
+    _assert_real_picture(shot_path, size)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot_path, ARTIFACTS / shot_path.name)
+
+
+OPEN_REPORT_JS = """
+new Promise((resolve, reject) => {
+  const until = Date.now() + 45000;
+  let clicked = false;
+  const tick = () => {
+    const link = [...document.querySelectorAll("*")]
+      .find(e => e.childElementCount === 0 && e.textContent.trim() === "[Show Markdown]");
+    if (link && !clicked) { link.click(); clicked = true; }
+    const img = [...document.querySelectorAll("img")]
+      .find(i => i.src.startsWith("data:image/png") && i.complete && i.naturalWidth > 0);
+    if (img) { resolve([img.naturalWidth, img.naturalHeight]); return; }
+    if (Date.now() > until) { reject(new Error("no overview picture; report link clicked: " + clicked)); return; }
+    setTimeout(tick, 100);
+  };
+  tick();
+})
+"""
+
+
+@pytest.mark.slow
+def test_chromium_shows_the_days_overview_in_the_quality_report(webserver: Webserver, tmp_path: Path) -> None:
+    """The quality report's partition page, its report opened (a click over the DevTools protocol): the
+    day's overview picture of every symbol is on screen (``artifacts/ui-day-overview.png``)."""
+    binary = chromium_binary()
+    url = f"{webserver.url}/assets/depth_quality_report?view=partitions&partition={MERGED_DATE}"
+    shot_path = tmp_path / "ui-day-overview.png"
+    width, height = screenshot_after(binary, url, OPEN_REPORT_JS, shot_path, size=(1400, 900))
+    assert width >= 1000 and height >= 200  # the overview PNG as the dialog loaded it
+    _assert_real_picture(shot_path, (1400, 900))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot_path, ARTIFACTS / shot_path.name)
