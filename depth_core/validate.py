@@ -182,9 +182,6 @@ class SymbolDayReport:
         return self.keys.get(name, self.prefix + name)
 
 
-StreamDayReport = SymbolDayReport  # the name before stream-day validation (one symbol of one stream-day)
-
-
 @dataclass
 class StreamObject:
     """One raw object of the stream-day report: what the cleanup needs to know before deleting it."""

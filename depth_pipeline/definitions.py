@@ -1,7 +1,7 @@
 """The Dagster code location ``depth_pipeline.definitions`` (docs/pipeline.md): one ``Definitions`` wiring
 the per-domain modules — date partitions, resources, the per-stream asset factory, the day's fanned-out
 ``merged_depth`` (with its derived assets), the jobs, the daily schedule and the sensors — from the
-``DEPTH_*`` environment.
+``DEPTH_*`` environment, read when Dagster loads the definitions (``@dg.definitions``), not at import.
 """
 
 from __future__ import annotations
@@ -62,4 +62,8 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
     )
 
 
-defs = build_definitions(load_config())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location as Dagster loads it (``-m depth_pipeline.definitions``, ``workspace.yaml``, ``dg``):
+    the environment is read here, when Dagster loads the definitions, not when the module is imported."""
+    return build_definitions(load_config())

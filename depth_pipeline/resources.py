@@ -4,6 +4,8 @@ store-backed IO manager that carries step results between the steps of a day run
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -94,13 +96,25 @@ def load_step_result(store_url: str, run_id: str, step_key: str, name: str = "re
         return None
 
 
-def build_resources(config: PipelineConfig) -> dict[str, Any]:
-    """The resources every asset, op and sensor of the code location uses, keyed by parameter name."""
+def _from_env(name: str, value: str, env: Mapping[str, str]) -> str | dg.EnvVar:
+    """``dg.EnvVar(name)`` where the configured ``value`` is that variable's (the UI then shows the
+    variable, and each run process reads it), else the value itself (a configuration built in code)."""
+    return dg.EnvVar(name) if env.get(name) == value else value
+
+
+def build_resources(config: PipelineConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The resources every asset, op and sensor of the code location uses, keyed by parameter name.
+
+    ``DEPTH_STORE_URL`` and ``DEPTH_MARKET`` are ``dg.EnvVar`` fields when the configuration came from
+    them; the streams and the symbol filter shape the asset graph, so they stay values of the config."""
+    e = os.environ if env is None else env
+    store_url = _from_env("DEPTH_STORE_URL", config.store_url, e)
     return {
-        "store": DepthStoreResource(url=config.store_url),
+        "store": DepthStoreResource(url=store_url),
         "settings": DepthSettingsResource(
-            streams=list(config.streams), symbols=list(config.symbols), market=config.market
+            streams=list(config.streams), symbols=list(config.symbols),
+            market=_from_env("DEPTH_MARKET", config.market, e),
         ),
         "day_run": DayRunResource(),
-        "io_manager": StepIOManager(url=config.store_url),
+        "io_manager": StepIOManager(url=store_url),
     }

@@ -74,6 +74,20 @@ class Child:
         return "\n".join("    " + line for line in text[-lines:])
 
 
+def _spawn(argv: Sequence[str], env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` from the repository root with its output in ``log_file``, in its own process group
+    (one killpg stops it and its children)."""
+    return subprocess.Popen(
+        list(argv),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+
+
 class Children:
     """Every process the demo started; ``stop_all`` is idempotent and also registered with atexit."""
 
@@ -85,15 +99,7 @@ class Children:
     def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,  # own process group: one killpg stops it and its children
-        )
+        proc = _spawn(argv, env, log_file)
         child = Child(name, proc, log_path, log_file)
         self.children.append(child)
         return child
@@ -108,15 +114,7 @@ def run_step(name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path,
     """Run a command to completion in its own process group; its output goes to a log and is returned."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
+        proc = _spawn(argv, env, log_file)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -159,7 +159,7 @@ def test_every_asset_is_partitioned_by_date(monkeypatch: pytest.MonkeyPatch, tmp
     assert spec is not None and spec.loader is not None
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
-    defs = fresh.defs
+    defs = fresh.defs()  # @dg.definitions: the environment is read when Dagster loads them
     assert isinstance(defs, dg.Definitions)
     graph = defs.resolve_asset_graph()
     keys = list(graph.get_all_asset_keys())

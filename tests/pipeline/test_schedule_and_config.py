@@ -12,6 +12,7 @@ import pytest
 
 from depth_pipeline.config import ConfigError, PipelineConfig
 from depth_pipeline.definitions import build_definitions
+from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource, build_resources
 
 
 def test_schedule_requests_previous_day_one_run_for_all_symbols(
@@ -128,3 +129,36 @@ def test_the_demos_partitions_start_at_its_data(tmp_path: Path, monkeypatch: pyt
     earlier = (dt.date.fromisoformat(today) - dt.timedelta(days=3)).isoformat()
     record_first_date(store, "spot", earlier)  # a capture that spanned days starts at its first
     assert dates()[0] == earlier and len(dates()) == 4
+
+
+def test_definitions_read_the_environment_when_loaded_and_resources_name_their_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``defs`` is a ``@dg.definitions`` function: importing the module reads nothing; loading it does.
+    The store URL and market resources are ``dg.EnvVar`` fields that a run resolves from its environment."""
+    import importlib
+
+    import depth_pipeline.definitions as module
+
+    monkeypatch.setenv("DEPTH_STREAMS", "not a valid stream id!")
+    importlib.reload(module)  # no error: the environment is not read at import
+    with pytest.raises(ConfigError, match="stream"):
+        module.defs()
+    monkeypatch.setenv("DEPTH_STREAMS", "eu-1,ap-1")
+    monkeypatch.setenv("DEPTH_STORE_URL", str(tmp_path))
+    monkeypatch.setenv("DEPTH_START_DATE", "2026-11-01")
+    monkeypatch.setenv("DEPTH_MARKET", "usdm")
+    assert isinstance(module.defs(), dg.Definitions)
+
+    resources = build_resources(PipelineConfig.from_env())
+    assert isinstance(resources["store"].url, dg.EnvVar) and resources["store"].url.env_var_name == "DEPTH_STORE_URL"
+    assert isinstance(resources["settings"].market, dg.EnvVar)
+    # a configuration built in code (tests, benchmarks) keeps its values
+    assert build_resources(PipelineConfig(store_url=str(tmp_path / "other")))["store"].url == str(tmp_path / "other")
+
+    @dg.asset
+    def seen(store: DepthStoreResource, settings: DepthSettingsResource) -> dict[str, str]:
+        return {"url": store.url, "market": settings.market_name}
+
+    result = dg.materialize([seen], resources={k: resources[k] for k in ("store", "settings")})
+    assert result.output_for_node("seen") == {"url": str(tmp_path), "market": "usdm"}
