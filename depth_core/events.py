@@ -40,6 +40,8 @@ F_SYM_OK, F_EV_DEPTH = 1024, 2048
 F_BT_B, F_BT_BQ, F_BT_A, F_BT_AQ = 4096, 8192, 16384, 32768
 #: All four bookTicker fields.
 F_BT_ALL = F_BT_B | F_BT_BQ | F_BT_A | F_BT_AQ
+#: The bookTicker fields by slot (the compiled scanner's ``fl`` columns, flag ``F_BT_B << slot``; the slow path).
+BT_KEYS = ("b", "B", "a", "A")
 
 #: Slots of a frame's integer fields: a row of the compiled scanner's ``ints`` and the slow path's
 #: ``SlowFrame.ints`` alike (``E``, ``T``, ``U``, ``u``, ``pu``, ``lastUpdateId``).
@@ -427,7 +429,7 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
                 x, _d, p, ok = _decimal(buf, p, end)
                 if not ok:
                     return 0, k0, h, False
-                slot = 0 if c0 == 98 else (1 if c0 == 66 else (2 if c0 == 97 else 3))
+                slot = 0 if c0 == 98 else (1 if c0 == 66 else (2 if c0 == 97 else 3))  # b B a A: BT_KEYS
                 fl[slot] = x
                 flags |= F_BT_B << slot
             elif c0 == 98 or c0 == 97:  # b a
@@ -688,7 +690,7 @@ def _book_ticker(text: bytes, symbol: str) -> tuple[int, int | None, float, floa
         raise FrameError(f"bookTicker for symbol {data.get('s')!r}, expected {symbol}")
     u = _slow_int(data, "u", True)
     assert u is not None
-    vals = [_slow_decimal(data.get(k))[0] for k in ("b", "B", "a", "A")]
+    vals = [_slow_decimal(data.get(k))[0] for k in BT_KEYS]
     return u, _slow_int(data, "E", False), vals[0], vals[1], vals[2], vals[3]
 
 
