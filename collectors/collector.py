@@ -11,6 +11,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import random
 import secrets
 import string
@@ -38,6 +39,7 @@ from collectors.snapshots import SnapshotScheduler
 from collectors.spool import OutboxObject, Spool
 from collectors.state import LATENCY_BUCKET_OF_MS, LATENCY_TABLE_MS, SymbolState, latency_bucket
 from collectors.uploader import Uploader
+from collectors.wsfast import FastTextConnection
 from depth_store.base import ObjectStore
 from depth_store.counting import CountingStore
 
@@ -466,21 +468,34 @@ class Collector:
             open_timeout=15,
             close_timeout=3,
             user_agent_header="depth-collector/0.1",
+            create_connection=FastTextConnection,
         )
         conn.opened_monotonic = time.monotonic()
         conn.last_frame_ns = time.time_ns()
         return conn
 
     async def _read(self, conn: Connection) -> None:
-        """The receive loop of one connection; returns when it closes (never raises)."""
-        assert conn.ws is not None
-        recv = conn.ws.recv
+        """The receive loop of one connection; returns when it closes (never raises).
+
+        Plain text frames reach :meth:`on_frame` straight from the connection's ``data_received``
+        (:class:`FastTextConnection`); whatever websockets reads itself (after an unusual frame) comes
+        out of ``recv()`` here, in order after them.
+        """
+        ws = conn.ws
+        assert ws is not None
+        recv = ws.recv
         on_frame = self.on_frame
+        if isinstance(ws, FastTextConnection):
+            ws.set_sink(functools.partial(on_frame, conn))
         try:
             while True:
                 frame = await recv(decode=False)
                 on_frame(conn, frame if isinstance(frame, bytes) else frame.encode())
         except ConnectionClosed as exc:
+            sink_error = ws.sink_error if isinstance(ws, FastTextConnection) else None
+            if sink_error is not None:
+                conn.close_reason = conn.close_reason or f"error: {sink_error!r}"
+                logs.error("reader_failed", conn=conn.conn_id, error=repr(sink_error))
             conn.close_reason = conn.close_reason or f"closed: {exc}"
         except asyncio.CancelledError:
             conn.close_reason = conn.close_reason or "cancelled"

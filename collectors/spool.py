@@ -160,6 +160,7 @@ def _dir_bytes(path: Path, suffix: str) -> int:
 
 
 CONVERT_CHUNK = 4 * 1024 * 1024
+COMPRESS_LINES = 64  # lines per compress() call on the writer (~90 KB of real depth frames)
 
 _isal_zlib: ModuleType | None
 try:  # ISA-L's deflate: standard gzip output at about a quarter of zlib's CPU (levels 0-3)
@@ -696,12 +697,21 @@ class Spool:
         for i, (hour, first_ns, block) in enumerate(blocks):
             if self._segment is not None and hour != self._gz_hour:
                 self._roll()
-            data = b"".join(block)
+            size = 0
             try:
                 if self._segment is None:
                     self._open_segment(now_ns, first_ns)
                 assert self._segment_file is not None and self._gz is not None
-                out = self._gz.compress(data) + self._gz.flush(Z_SYNC_FLUSH)
+                # compressed in pieces of ~100 KB: small buffers are reused by the allocator and stay
+                # in cache (one join of a whole interval measured twice the CPU per line)
+                compress = self._gz.compress
+                outs: list[bytes] = []
+                for j in range(0, len(block), COMPRESS_LINES):
+                    piece = b"".join(block[j : j + COMPRESS_LINES])
+                    size += len(piece)
+                    outs.append(compress(piece))
+                outs.append(self._gz.flush(Z_SYNC_FLUSH))
+                out = b"".join(outs)
                 self._write_all(self._segment_file, out)
                 os.fsync(self._segment_file)
             except OSError as exc:
@@ -711,8 +721,8 @@ class Spool:
             self._gz_size += len(out)
             self.fsyncs += 1
             self.last_fsync_ns = time.time_ns()
-            written += len(data)
-            self._segment_bytes += len(data)
+            written += size
+            self._segment_bytes += size
             with self._lock:
                 self._journal_bytes += len(out)
             if self._segment_bytes >= self.segment_max_bytes:
