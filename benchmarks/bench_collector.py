@@ -78,11 +78,12 @@ def sender(count: int, *, symbols: str = "BTCUSDT", rate: float | None = None, t
 
 
 def bare_loop(count: int, *, tls: bool = False) -> dict[str, Any]:
+    load1 = os.getloadavg()[0]
     with sender(count, tls=tls) as s:
         env = {"SSL_CERT_FILE": str(s.cert)} if s.cert else None
         res = run_child(["-m", "benchmarks.bare_loop", f"{s.url}/stream?streams=btcusdt@depth@100ms", str(count)],
                         timeout=300, env=env)
-    return res.report
+    return {**res.report, "load1": load1}
 
 
 def cryptofeed(count: int) -> dict[str, Any]:
@@ -168,6 +169,7 @@ def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] |
     work = WORK_DIR / "collector-throughput"
     store = work / "store"
     port = free_port()
+    load1 = os.getloadavg()[0]
     ctx: Any = sender(count) if sim_firehose_rate is None else sim_sender(sim_firehose_rate)
     with ctx as s:
         proc = _start_collector(s.url, s.http_url, str(store), work, "BTCUSDT", metrics_port=port, extra=extra)
@@ -209,6 +211,7 @@ def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] |
         "rss_mib": rss,
         "peak_rss_mib": peak,
         "exit_code": rc,
+        "load1": load1,
     }
     if sim_firehose_rate is None:
         stored = count_stored_depth_lines(store)

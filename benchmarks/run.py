@@ -132,7 +132,7 @@ class Bench:
             row("bare websockets loop (`recv()` only)", bare, b_cpu, "baseline"),
         ]
         if ours:
-            lines.append(row("**depth-collector** (file store)", ours, b_cpu, "≥ 100 k msg/s; ≤ 1.5x bare"))
+            lines.append(row("**depth-collector** (file store)", ours, b_cpu, "≥ 100 k msgs per CPU-s (≤ 10 µs); ≈ 2x bare"))
         else:
             lines.append(f"| depth-collector | - | not available: {ours_error} | | | | |")
         lines.append(row("bare websockets loop over TLS (wss)", bare_tls, bt_cpu, "baseline for cryptofeed"))
@@ -156,9 +156,15 @@ class Bench:
             lines += [
                 f"- Zero loss: every run stored exactly the frames sent (lost per run: {lost}); "
                 f"collector RSS at the end of a run: {fmt(median([r['rss_mib'] for r in ours]), 0)} MiB.",
-                f"- Target ≥ 100 k msg/s on one core: {verdict(per_core >= 100_000)} "
-                f"({fmt(per_core)} msgs per CPU-second); issue 3's ≥ 50 k: {verdict(per_core >= 50_000)}. "
-                f"CPU/msg ≤ 1.5x the bare loop: {verdict(ratio <= 1.5)} ({ratio:.2f}x).",
+                "- Spread (CPU µs/msg of each run, with the 1-minute load average when it started): bare loop "
+                + ", ".join(f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in bare)
+                + "; depth-collector "
+                + ", ".join(f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in ours)
+                + ".",
+                f"- Target ≥ 100 k msgs per CPU-second (issue 15; ≤ 10 µs per message, all threads, until exit): "
+                f"{verdict(per_core >= 100_000)} ({fmt(per_core)} msgs per CPU-second); issue 3's ≥ 50 k: "
+                f"{verdict(per_core >= 50_000)}. CPU/msg vs the bare loop: {ratio:.2f}x (about 2x asked: "
+                f"{verdict(ratio <= 2.0)}; the older ≤ 1.5x: {verdict(ratio <= 1.5)}).",
             ]
         try:
             import isal  # noqa: F401

@@ -26,6 +26,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from collectors import logs
+
 _TEXT_FIN = 0x81  # FIN + opcode 1, no reserved bits
 _PING_FIN = 0x89
 _PONG_FIN = 0x8A
@@ -133,6 +135,7 @@ class FastTextConnection(ClientConnection):
                     self._fast = False
                     self._tail = b""
                     self.fallback_reason = f"frame starting 0x{b0:02x} 0x{b1:02x}"
+                    logs.info("ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames)
                     ClientConnection.data_received(self, buf[i:])
                     return
                 i = end
