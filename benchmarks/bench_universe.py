@@ -21,8 +21,9 @@ What is timed:
 - ``cleanup_day`` of yesterday for every symbol (merge gates given: no real merge of synthetic data exists; the
   gate's own cost is one manifest HEAD + GET per symbol-day, counted separately in docs/cost.md).
 
-``NIGHTLY_PIPELINE_HOOK``: the nightly pipeline's wall/CPU on this day (validate + merge of N symbols) needs the
-day-run model and v2 validation; :func:`nightly_pipeline` is where it plugs in.
+The nightly run itself (validate, merge, derive of 400 symbols, then the gated cleanup, against the
+simulator's truth) is measured on real captured data by ``benchmarks/bench_universe_pipeline.py``
+(``make universe-pipeline``), not on this synthetic day (its objects hold no real depth events).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from typing import Any
 from benchmarks.common import NotAvailableError, emit
 
 RECENT_MINUTES = 10
-NIGHTLY_PIPELINE_HOOK = "benchmarks.bench_universe.nightly_pipeline"
 
 
 def _free_port() -> int:
@@ -129,11 +129,6 @@ def _timed(store: Any, fn: Any) -> tuple[Any, dict[str, Any]]:
     value = fn()
     return value, {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                    "requests": store.snapshot()}
-
-
-def nightly_pipeline(store_url: str, date: str, symbols: list[str]) -> dict[str, Any]:
-    """Hook: the nightly run (validate every stream-day, merge every symbol) on this synthetic day."""
-    raise NotAvailableError("the nightly day run on v2 input is measured by the runs/validate benchmarks")
 
 
 def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, Any]:

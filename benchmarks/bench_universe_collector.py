@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,14 @@ def _find(log: Path, name: str) -> dict[str, Any] | None:
     return next((e for e in _events(log) if e.get("event") == name), None)
 
 
-def run(seconds: float = 600.0, n_symbols: int = N_SYMBOLS) -> dict[str, Any]:
+def run(
+    seconds: float = 600.0,
+    n_symbols: int = N_SYMBOLS,
+    work: Path | None = None,
+    on_started: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """The capture into ``work/store`` (default ``artifacts/bench-work/universe``); ``on_started(sim)`` is
+    called once the simulator runs, before the collectors start (the pipeline benchmark records the truth)."""
     from depth_core.raw_format import RawObjectKey
     from depth_store import open_store
     from exchange_sim.runner import SimulatorThread
@@ -61,7 +69,7 @@ def run(seconds: float = 600.0, n_symbols: int = N_SYMBOLS) -> dict[str, Any]:
     bin_path = Path(sys.executable).parent / "depth-collector"
     if not bin_path.exists():
         raise NotAvailableError(f"{bin_path} not installed")
-    work = WORK_DIR / "universe"
+    work = work or WORK_DIR / "universe"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     rates = universe_rates(n_symbols)
@@ -69,6 +77,8 @@ def run(seconds: float = 600.0, n_symbols: int = N_SYMBOLS) -> dict[str, Any]:
     # a short truth log: the simulator's memory (and its garbage collector's pauses) stay small
     sim = SimulatorThread(SimConfig(market="spot", symbols=symbols, rates=rates, speed=1.0,
                                     weight_limit_per_minute=6000, truth_max_events=20)).start(timeout=120)
+    if on_started is not None:
+        on_started(sim)
     store = work / "store"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}

@@ -485,9 +485,14 @@ def universe_section(b: Bench) -> str:
         "itself at 20 s and saves its progress). The cleanup's merge gates are given (synthetic data has no "
         "merge); a real gate adds one manifest HEAD + GET per symbol-day.",
         "",
-        "**Nightly pipeline wall/CPU on this day**: not measured here yet — hook "
-        "`benchmarks.bench_universe.nightly_pipeline` (the day run on v2 input; see the merge and stream-day "
-        "sections for validate/merge figures).",
+        "### The nightly run on the 8-minute 400-symbol capture (issue 13's done-when)",
+        "",
+        "Measured by `make universe-pipeline` (`benchmarks/bench_universe_pipeline.py`, ≈ 25 min, not part of "
+        "`make bench`): the collector benchmark's capture, then `depth-pipeline run --date D` and `depth-pipeline "
+        "cleanup --date D` on it (fresh `DAGSTER_HOME`), every published id checked against the simulator's "
+        "truth. Its last passing result (`benchmarks/universe_pipeline.md`):",
+        "",
+        _universe_pipeline_result(),
         "",
         "### Store requests and dollars a month (docs/cost.md)",
         "",
@@ -508,6 +513,11 @@ def load_avg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def _universe_pipeline_result() -> str:
+    result = REPO_ROOT / "benchmarks" / "universe_pipeline.md"
+    return result.read_text() if result.exists() else "_not measured yet_"
 
 
 def render(b: Bench, order: list[str], argv: list[str], started: dt.datetime, load0: str) -> str:

@@ -9,12 +9,22 @@ Accepted forms (the same everywhere a store is configured: ``--store``, ``DEPTH_
   relative paths resolved against the current directory.
 
 Anything else (``http://...``, ``gs://...``, ``file://host/...``) is refused with a clear message.
+
+``DEPTH_STORE_REQUEST_COUNTS=/dir`` (benchmarks): every store a process opens is wrapped in one
+request-counting wrapper per process (``depth_store.counting``), whose counts are written to
+``/dir/<pid>.json`` when the process exits (also a multiprocessing step process), so a workload spread over
+processes (``depth-pipeline run``: the run and its step processes) is counted whole.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import multiprocessing.util
 import os
 import re
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -22,6 +32,7 @@ from depth_store.base import InvalidKeyError, ObjectStore, StoreError, validate_
 from depth_store.log import quiet_aws_loggers
 
 if TYPE_CHECKING:
+    from depth_store.counting import CountingStore
     from depth_store.s3 import S3Config
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -43,11 +54,44 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+_COUNTS: dict[int, CountingStore] = {}  # pid -> this process's counter (DEPTH_STORE_REQUEST_COUNTS)
+
+
+def _counted(store: ObjectStore) -> ObjectStore:
+    """``store`` counted into this process's counter when DEPTH_STORE_REQUEST_COUNTS names a directory."""
+    directory = os.environ.get("DEPTH_STORE_REQUEST_COUNTS", "").strip()
+    if not directory:
+        return store
+    from depth_store.counting import CountingStore
+
+    pid = os.getpid()
+    shared = _COUNTS.get(pid)  # a forked child starts its own counter, not its parent's
+    wrapped = CountingStore(store, counts_from=shared)
+    if shared is None:
+        _COUNTS[pid] = wrapped
+
+        def write_counts() -> None:
+            if os.getpid() != pid:
+                return
+            out = {"pid": pid, "argv": sys.argv[:3], "requests": wrapped.snapshot()}
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            (Path(directory) / f"{pid}.json").write_text(json.dumps(out))
+
+        # multiprocessing children leave through os._exit (no atexit) but run these finalizers first
+        multiprocessing.util.Finalize(None, write_counts, exitpriority=100)
+        atexit.register(write_counts)
+    return wrapped
+
+
 def open_store(url: str, *, s3_config: S3Config | None = None) -> ObjectStore:
     """``s3://bucket/prefix`` -> S3 (``AWS_ENDPOINT_URL`` honoured); ``file:///abs`` or a path -> local.
 
     ``s3_config`` overrides the S3 timeouts/retries/SSE otherwise read from ``DEPTH_S3_*`` variables.
     """
+    return _counted(_open_store(url, s3_config=s3_config))
+
+
+def _open_store(url: str, *, s3_config: S3Config | None = None) -> ObjectStore:
     if not isinstance(url, str) or not url.strip():
         raise StoreError("store URL is empty: give s3://bucket/prefix, file:///abs/path or a local path")
     url = url.strip()

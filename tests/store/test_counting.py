@@ -66,3 +66,39 @@ def test_counts_are_exact_under_concurrent_use(tmp_path: Path) -> None:
         t.join()
     counts = store.snapshot()
     assert counts["PUT"] == 400 and counts["HEAD"] == 400
+
+
+_COUNTED_WORKLOAD = """
+import multiprocessing, sys
+from depth_store import open_store
+
+def child(url):
+    open_store(url).put_bytes("c/1", b"x")
+
+if __name__ == "__main__":
+    url = sys.argv[1]
+    open_store(url).put_bytes("a/1", b"x")
+    store = open_store(url)  # a second opening counts into the same per-process counter
+    store.get_bytes("a/1")
+    list(store.list("a/"))
+    p = multiprocessing.get_context("spawn").Process(target=child, args=(url,))
+    p.start()
+    p.join()
+"""
+
+
+def test_request_counts_env_counts_every_process_of_a_workload(tmp_path: Path) -> None:
+    """DEPTH_STORE_REQUEST_COUNTS: each process (also a multiprocessing child, which leaves by os._exit)
+    writes its own counts at exit, so a run spread over step processes is counted whole."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "workload.py"
+    script.write_text(_COUNTED_WORKLOAD)
+    counts = tmp_path / "counts"
+    env = {**os.environ, "DEPTH_STORE_REQUEST_COUNTS": str(counts)}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "store")], env=env, check=True, timeout=60)
+    by_pid = [json.loads(f.read_text())["requests"] for f in sorted(counts.glob("*.json"))]
+    assert sorted((r["PUT"], r["GET"], r["LIST"]) for r in by_pid) == [(1, 0, 0), (1, 1, 1)]
