@@ -370,6 +370,9 @@ def pipeline(date: str | None) -> dict[str, Any]:
         "DEPTH_MARKET": "spot",
     }
     env.pop("DEPTH_SYMBOLS", None)
+    # numba's kernels compiled into their cache first, as the pipeline image does at build (deploy/k8s): a
+    # cold cache costs ≈ 19 CPU-s per step process, once after every change of the core's code
+    subprocess.run([sys.executable, "-m", "depth_pipeline.warm"], check=True, stdout=subprocess.DEVNULL)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     result: dict[str, Any] = {"date": date, "raw_objects": raw_before,
                               "capture": json.loads((cap / "capture.json").read_text())}
@@ -436,14 +439,17 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WORK
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=480.0, help="capture length (make universe: 480)")
     ap.add_argument("--symbols", type=int, default=400)
     ap.add_argument("--reuse-capture", action="store_true", help="run the pipeline again on the last capture")
     ap.add_argument("--record", action="store_true",
                     help=f"write {RESULT_MD.name} even for a re-run or another size (default: full runs that pass)")
+    ap.add_argument("--work", type=Path, help=f"working directory (capture/ and run/ in it; default {WORK})")
     ap.add_argument("--date", help="the date to run (default: the capture's last UTC date)")
     args = ap.parse_args(argv)
+    WORK = args.work or WORK
     if not args.reuse_capture:
         print(json.dumps(capture(args.seconds, args.symbols)), flush=True)
     load_at_start = Path("/proc/loadavg").read_text().split()[:3]
