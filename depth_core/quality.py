@@ -25,6 +25,7 @@ no label repeats; the day's overview of every symbol (``depth_pipeline/overview.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,7 +267,7 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     day0 = _day_start_ms(inp.date)
     n = len(inp.streams)
     colors = {s.stream: _COLORS[i % len(_COLORS)] for i, s in enumerate(inp.streams)}
-    fig = plt.figure(figsize=(14, 9.5), dpi=100)
+    fig = plt.figure(figsize=(10.5, 9.5), dpi=100)  # ~1100 px with its labels: fits the UI's markdown dialog
     grid = fig.add_gridspec(3, 1, height_ratios=[max(2.2, 0.55 * (n + 1)), 2.4, 2.6], hspace=0.45)
     ax_cov = fig.add_subplot(grid[0])
     ax_rate = fig.add_subplot(grid[1], sharex=ax_cov)
@@ -333,9 +334,10 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     labels.append((0, f"merged\ncov {merged_cov}, {len(inp.merged_gaps)} gaps"))
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax_cov.set_ylim(-0.8, n + 0.8)
-    ax_cov.set_title(f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / "
-                     "gap no stream covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); merged row coloured by "
-                     "supplying stream", fontsize=9)
+    ax_cov.set_title(textwrap.fill(
+        f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / gap no stream "
+        "covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); "
+        "merged row coloured by supplying stream", 78), fontsize=9, loc="left")  # the legend goes on its right
     if inp.covered:
         from matplotlib.patches import Patch
 
