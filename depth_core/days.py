@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-DAY_MS = 86_400_000
+DAY_S = 86_400
+DAY_MS = DAY_S * 1_000
 DAY_NS = DAY_MS * 1_000_000
 _EPOCH = dt.date(1970, 1, 1)
 _ONE_DAY = dt.timedelta(days=1)

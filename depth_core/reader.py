@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from depth_core.book import OrderBook, sample_tops
-from depth_core.days import DAY_NS, days_touched, previous_day
+from depth_core.days import DAY_NS, DAY_S, days_touched, previous_day
 from depth_core.layout import merged_day_prefix, merged_manifest_key, merged_symbol_prefix
 from depth_core.names import Market, validate_market, validate_symbol
 from depth_core.schema import MERGED_SCHEMA, SIDE_BID
@@ -389,7 +389,7 @@ def iter_books(
 
 def _ns(t: dt.datetime) -> int:
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return (delta.days * DAY_S + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def _from_ns(ns: int) -> dt.datetime:

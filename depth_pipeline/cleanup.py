@@ -34,10 +34,10 @@ from depth_pipeline.keys import (
     MERGED_DEPTH,
     META_BLOCKING_PASSED,
     META_MANIFEST_ETAG,
-    META_SYMBOL_OUTCOMES,
     TAG_KIND,
     TAG_SYMBOLS,
 )
+from depth_pipeline.outcomes import SymbolRecord, recorded_outcomes
 from depth_store import ObjectInfo, ObjectNotFoundError, ObjectStore
 
 
@@ -105,19 +105,18 @@ def _latest_merge_attempt(instance: dg.DagsterInstance, date: str, symbol: str) 
     return None
 
 
-def _symbol_entry(instance: dg.DagsterInstance, date: str, symbol: str) -> tuple[Any, dict[str, Any]] | None:
+def _symbol_entry(
+    instance: dg.DagsterInstance, date: str, symbol: str
+) -> tuple[dg.EventLogEntry, SymbolRecord] | None:
     """The newest ``merged_depth`` materialization of ``date`` whose day table names ``symbol``, and that
     symbol's entry (a run of chosen symbols records only those)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=MERGED_DEPTH, asset_partitions=[date]), limit=100
     ).records
     for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        meta = materialization.metadata if materialization else {}
-        table = meta.get(META_SYMBOL_OUTCOMES)
-        entries: Any = table.value if table is not None else {}
-        if isinstance(entries, dict) and symbol in entries:
-            return record.event_log_entry, dict(entries[symbol])
+        entries = recorded_outcomes(record.event_log_entry.asset_materialization)
+        if symbol in entries:
+            return record.event_log_entry, entries[symbol]
     return None
 
 
@@ -128,10 +127,7 @@ def symbols_merged_on(instance: dg.DagsterInstance, date: str) -> list[str]:
     ).records
     found: set[str] = set()
     for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        table = materialization.metadata.get(META_SYMBOL_OUTCOMES) if materialization else None
-        if table is not None and isinstance(table.value, dict):
-            found.update(table.value)
+        found.update(recorded_outcomes(record.event_log_entry.asset_materialization))
     return sorted(found)
 
 

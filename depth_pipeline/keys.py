@@ -15,8 +15,8 @@ META_BLOCKING_PASSED: Final = "blocking_checks_passed"
 META_MANIFEST_KEY: Final = "manifest_key"
 META_MANIFEST_ETAG: Final = "manifest_etag"
 META_NO_RAW_DATA: Final = "no_raw_data"
-# the day's machine-readable outcome per symbol (JSON: symbol -> ok, blocking_checks_passed, published,
-# manifest_key, manifest_etag); the cleanup gate reads it
+# the day's machine-readable outcome per symbol (JSON: symbol -> depth_pipeline.outcomes.SymbolRecord); the
+# cleanup gate, the sensors and the derived assets read it
 META_SYMBOL_OUTCOMES = "symbol_outcomes_json"
 
 TAG_KIND = "depth/kind"  # merge | remerge | cleanup | backfill

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from depth_core.days import DAY_MS, date_of_day_index, next_day, previous_day
+from depth_core.days import DAY_MS, DAY_S, date_of_day_index, next_day, previous_day
 from depth_core.layout import merged_manifest_key
 from depth_core.names import Market
 from depth_core.raw_format import STREAM_WIDE, RawObjectKey, decompress, stream_date_prefix, stream_day_prefix
@@ -32,12 +32,13 @@ from depth_pipeline.jobs import cleanup_run_request, day_run_request
 from depth_pipeline.keys import (
     MERGED_DEPTH,
     META_BLOCKING_PASSED,
-    META_SYMBOL_OUTCOMES,
+    META_NO_RAW_DATA,
     TAG_KIND,
     TAG_LATE_OBJECTS,
     raw_key,
 )
 from depth_pipeline.notify import Alert, Notifier, build_notifier
+from depth_pipeline.outcomes import recorded_outcomes
 from depth_pipeline.partitions import date_of
 from depth_pipeline.raw_scan import Deadline, NewObject, StreamScan, rewind, scan_stream
 from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
@@ -644,9 +645,8 @@ def merged_partitions_of_run(instance: dg.DagsterInstance, run_id: str) -> list[
             or not materialization.partition
         ):
             continue
-        table = materialization.metadata.get(META_SYMBOL_OUTCOMES)
-        entries: Any = table.value if table is not None else {}
-        passed = sorted(s for s, e in entries.items() if e.get("ok") and e.get(META_BLOCKING_PASSED))
+        entries = recorded_outcomes(materialization)
+        passed = sorted(s for s, e in entries.items() if e["ok"] and e[META_BLOCKING_PASSED])
         if passed:
             out.append((date_of(materialization.partition), passed))
     return out
@@ -755,7 +755,7 @@ def _window_objects(store: ObjectStore, market: Market, stream: str, date: str) 
     before = stream_date_prefix(market, stream, previous_day(date))
     out += store.list(before, start_after=f"{before}{int((midnight - 3600) * 1e9):019d}")
     after = stream_date_prefix(market, stream, next_day(date))
-    edge = f"{after}{int((midnight + 86400 + 3600) * 1e9):019d}"
+    edge = f"{after}{int((midnight + DAY_S + 3600) * 1e9):019d}"
     for info in store.list(after):
         if info.key >= edge:
             break
@@ -796,7 +796,7 @@ def day_state(
         return DayState(date, "failed", failed, f"symbols failed in run {latest.run_id}")
     record = instance.get_run_record_by_id(latest.run_id)
     ended = record.end_time if record is not None and record.end_time else now
-    if retention_days > 0 and now < ended + retention_days * 86400:
+    if retention_days > 0 and now < ended + retention_days * DAY_S:
         return DayState(date, "retention", [])
     late: list[str] = []
     holding: list[str] = []
@@ -852,9 +852,10 @@ def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         materialization = record.event_log_entry.asset_materialization
         if materialization is None or materialization.asset_key != MERGED_DEPTH:
             continue
-        table = materialization.metadata.get(META_SYMBOL_OUTCOMES)
-        entries: Any = table.value if table is not None else {}
-        out.update(s for s, e in entries.items() if not (e.get("ok") and e.get(META_BLOCKING_PASSED)) and not e.get("no_raw_data"))
+        entries = recorded_outcomes(materialization)
+        out.update(
+            s for s, e in entries.items() if not (e["ok"] and e[META_BLOCKING_PASSED]) and not e.get(META_NO_RAW_DATA)
+        )
     return sorted(out)
 
 

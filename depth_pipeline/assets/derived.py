@@ -19,10 +19,10 @@ from depth_pipeline.assets.merged import PlanConfig, batches_of, graph_signature
 from depth_pipeline.keys import (
     BOOK_TOP25_1S,
     MERGED_DEPTH,
-    META_SYMBOL_OUTCOMES,
     QUALITY_REPORT,
     validated_key,
 )
+from depth_pipeline.outcomes import recorded_outcomes
 from depth_pipeline.overview import render_overview
 from depth_pipeline.partitions import date_of
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
@@ -64,10 +64,8 @@ def _published_symbols(instance: dg.DagsterInstance, date: str) -> list[str]:
     ).records
     if not records:
         return []
-    materialization = records[0].event_log_entry.asset_materialization
-    table = materialization.metadata.get(META_SYMBOL_OUTCOMES) if materialization else None
-    entries: Any = table.value if table is not None else {}
-    return sorted(s for s, e in entries.items() if e.get("ok"))
+    entries = recorded_outcomes(records[0].event_log_entry.asset_materialization)
+    return sorted(s for s, e in entries.items() if e["ok"])
 
 
 def build_derived_assets(

@@ -26,7 +26,7 @@ import inspect
 import logging
 import traceback
 from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import dagster as dg
 
@@ -47,6 +47,7 @@ from depth_pipeline.keys import (
 )
 from depth_pipeline.lease import day_lease, release_day_lease
 from depth_pipeline.metadata import report_metadata
+from depth_pipeline.outcomes import CheckSummary, SymbolOutcome, symbol_record
 from depth_pipeline.partitions import date_of, previous_day_mapping
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
@@ -67,40 +68,6 @@ OUTCOME_SCHEMA = dg.TableSchema(
         dg.TableColumn("reason", "string", description="why the symbol-day failed or was not published"),
     ]
 )
-
-
-class CheckSummary(TypedDict):
-    """One core check outcome of a symbol-day, as the step passes it on (JSON)."""
-
-    name: str
-    passed: bool
-    blocking: bool
-    description: str
-
-
-class SymbolOutcome(TypedDict):
-    """What one symbol-day's merge (or its not being merged) came to: a step's result (JSON) and a row of the
-    day's table; ``blocking_checks_passed``, ``manifest_key`` and ``manifest_etag`` are what the cleanup gate
-    reads (``META_SYMBOL_OUTCOMES``)."""
-
-    symbol: str
-    ok: bool
-    published: bool
-    reason: str
-    not_validated: NotRequired[bool]
-    rows: NotRequired[int]
-    events: NotRequired[int]
-    events_received: NotRequired[int]
-    gaps: NotRequired[int]
-    coverage: NotRequired[float]
-    opening: NotRequired[dict[str, Any]]
-    problems: NotRequired[list[str]]
-    checks: NotRequired[list[CheckSummary]]
-    blocking_checks_passed: NotRequired[bool]
-    no_raw_data: NotRequired[bool]
-    refused_reason: NotRequired[str]
-    manifest_key: NotRequired[str]
-    manifest_etag: NotRequired[str]
 
 
 def merge_one(
@@ -437,17 +404,7 @@ def _day_outputs(date: str, outcomes: list[SymbolOutcome]) -> Any:
         f"### merged_depth · {date}\n\n{len(ok)} of {len(outcomes)} symbols ok"
         + (f"; **failed**: {', '.join(o['symbol'] for o in failed)}" if failed else "")
     )
-    machine = {
-        o["symbol"]: {
-            "ok": bool(o.get("ok")),
-            META_BLOCKING_PASSED: bool(o.get(META_BLOCKING_PASSED)),
-            "published": bool(o.get("published")),
-            META_MANIFEST_KEY: o.get(META_MANIFEST_KEY, ""),
-            META_MANIFEST_ETAG: o.get(META_MANIFEST_ETAG, ""),
-            "reason": str(o.get("reason") or "")[:500],
-        }
-        for o in outcomes
-    }
+    machine = {o["symbol"]: symbol_record(o) for o in outcomes}
     yield dg.Output(
         None,
         output_name="merged_depth",

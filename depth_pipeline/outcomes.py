@@ -1,0 +1,78 @@
+"""What a day run records of each symbol-day, typed: the merge steps' outcomes and the machine-readable
+record (``META_SYMBOL_OUTCOMES``) that the cleanup gate, the sensors and the derived assets read back.
+
+Apart from ``assets/merged.py`` (which writes both) so that its readers do not import the asset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+import dagster as dg
+
+from depth_pipeline.keys import META_SYMBOL_OUTCOMES
+
+
+class CheckSummary(TypedDict):
+    """One core check outcome of a symbol-day, as the step passes it on (JSON)."""
+
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+
+
+class SymbolOutcome(TypedDict):
+    """What one symbol-day's merge (or its not being merged) came to: a step's result (JSON) and a row of
+    the day's table."""
+
+    symbol: str
+    ok: bool
+    published: bool
+    reason: str
+    not_validated: NotRequired[bool]
+    rows: NotRequired[int]
+    events: NotRequired[int]
+    events_received: NotRequired[int]
+    gaps: NotRequired[int]
+    coverage: NotRequired[float]
+    opening: NotRequired[dict[str, Any]]
+    problems: NotRequired[list[str]]
+    checks: NotRequired[list[CheckSummary]]
+    blocking_checks_passed: NotRequired[bool]
+    no_raw_data: NotRequired[bool]
+    refused_reason: NotRequired[str]
+    manifest_key: NotRequired[str]
+    manifest_etag: NotRequired[str]
+
+
+class SymbolRecord(TypedDict):
+    """A symbol's entry of the day's ``META_SYMBOL_OUTCOMES``: what the cleanup gate deletes by."""
+
+    ok: bool
+    blocking_checks_passed: bool
+    published: bool
+    manifest_key: str
+    manifest_etag: str
+    reason: str
+    no_raw_data: NotRequired[bool]  # recorded since the sensors read it; older records lack it
+
+
+def symbol_record(outcome: SymbolOutcome) -> SymbolRecord:
+    """The machine-readable record of one symbol-day's outcome."""
+    return {
+        "ok": outcome["ok"],
+        "blocking_checks_passed": bool(outcome.get("blocking_checks_passed")),
+        "published": outcome["published"],
+        "manifest_key": outcome.get("manifest_key", ""),
+        "manifest_etag": outcome.get("manifest_etag", ""),
+        "reason": outcome["reason"][:500],
+        "no_raw_data": bool(outcome.get("no_raw_data")),
+    }
+
+
+def recorded_outcomes(materialization: dg.AssetMaterialization | None) -> dict[str, SymbolRecord]:
+    """Symbol -> record of a ``merged_depth`` materialization (empty when it has none)."""
+    table = materialization.metadata.get(META_SYMBOL_OUTCOMES) if materialization is not None else None
+    value = table.value if table is not None else None
+    return value if isinstance(value, dict) else {}
