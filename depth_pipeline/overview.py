@@ -49,7 +49,14 @@ def symbol_timeline(inp: Any) -> dict[str, Any]:
             for s in summaries
         },
         "merged_gaps_ms": gaps[:MAX_INTERVALS],
+        "merged_coverage": inp.merged_coverage,
     }
+
+
+def _label(t: dict[str, Any]) -> str:
+    """The symbol, with its merged coverage when the merged day missed ids (``None``: not known)."""
+    coverage = t.get("merged_coverage")
+    return t["symbol"] + (f" {coverage:.2%}" if coverage is not None and coverage < 1 else "")
 
 
 def _day0(date: str) -> int:
@@ -67,7 +74,7 @@ def _names(symbols: list[str], limit: int = 10) -> str:
 def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any]]) -> bytes:
     """One PNG that still reads at 400 symbols: a band per symbol (a thin line per stream: received green,
     outage red, no data grey; a black tick where the merged day has a gap; the name in red when the symbol
-    had either), the symbols with gaps and outages named in the title, on the day's time axis cropped to its
+    had either, with the merged day's coverage when it is under 100 %), the symbols with gaps and outages named in the title, on the day's time axis cropped to its
     data with round ticks (``depth_core.quality.data_window`` and ``time_ticks``, as the per-symbol
     picture). Rectangles are drawn as one collection per colour, so 400 symbols render in seconds."""
     import matplotlib
@@ -116,7 +123,7 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     gapped = [t["symbol"] for t in timelines if t.get("merged_gaps_ms")]
     down = [t["symbol"] for t in timelines if _has_outage(t)]
     ax.set_yticks([r * band + lines / 2 for r in range(rows)])
-    labels = ax.set_yticklabels([t["symbol"] for t in timelines], fontsize=7 if rows <= 100 else 6)
+    labels = ax.set_yticklabels([_label(t) for t in timelines], fontsize=7 if rows <= 100 else 6)
     for label, t in zip(labels, timelines, strict=True):
         if t.get("merged_gaps_ms") or _has_outage(t):
             label.set_color("#d62728")

@@ -58,7 +58,7 @@ def test_a_short_capture_is_cropped_with_unique_second_ticks_and_no_outage_after
             "spot", f"S{i}USDT", DATE,
             [_stream("eu-1", start, start + 58_500, (start + 20_000, start + 35_000)),
              _stream("ap-1", start, start + 60_000)],
-            merged_gaps=[(1_300, 1_300)] if i == 1 else [],
+            merged_gaps=[(1_300, 1_300)] if i == 1 else [], merged_coverage=0.999 if i == 1 else 1.0,
         )
         timelines.append(symbol_timeline(inp))
     for t in timelines:
@@ -74,6 +74,7 @@ def test_a_short_capture_is_cropped_with_unique_second_ticks_and_no_outage_after
     labels = [t.label1.get_text() for t in ax.xaxis.get_major_ticks()]  # bottom row (top repeats it)
     assert labels == [f"12:00:{s:02d}" for s in range(0, 60, 10)] + ["12:01:00"]
     assert "S1USDT" in ax.get_title(loc="left")  # the symbol with a merged gap is named
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["S0USDT", "S1USDT 99.90%", "S2USDT"]
     from PIL import Image  # matplotlib's own dependency
 
     width, height = Image.open(io.BytesIO(png[0])).size
@@ -95,6 +96,7 @@ def _day_timeline(i: int) -> dict[str, Any]:
         "streams": {"eu-1": {"receiving": receiving(eu_out), "outages": eu_out, "quiet": []},
                     "ap-1": {"receiving": receiving(ap_out), "outages": ap_out, "quiet": []}},
         "merged_gaps_ms": [DAY0 + 20 * HOUR] if i % 53 == 0 else [],
+        "merged_coverage": 0.9995 if i % 53 == 0 else 1.0,
     }
 
 
@@ -107,7 +109,9 @@ def test_overview_of_400_symbols_reads(monkeypatch: pytest.MonkeyPatch, tmp_path
     (tmp_path / "overview-400.png").write_bytes(png[0])
     (ax,) = figure.axes
     labels = ax.get_yticklabels()
-    assert [t.get_text() for t in labels] == [t["symbol"] for t in timelines]
+    assert [t.get_text() for t in labels] == [  # the merged coverage beside a symbol whose merged day has gaps
+        t["symbol"] + (" 99.95%" if t["merged_gaps_ms"] else "") for t in timelines
+    ]
     assert all(label.get_fontsize() >= 6 for label in labels)
     assert all(label.get_color() == "#d62728" for label in labels)  # eu-1's outage touched every symbol
     ticks = [t.label1.get_text() for t in ax.xaxis.get_major_ticks()]
