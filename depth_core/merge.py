@@ -58,7 +58,7 @@ from depth_core.publish import (
     read_published,
     shrink_against,
 )
-from depth_core.schema import MERGED_COLUMNS, MERGED_SCHEMA
+from depth_core.schema import MERGED_SCHEMA, SIDE_ASK, SIDE_BID
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import read_symbol_day_report
 from depth_core.validated_layout import (
@@ -400,13 +400,13 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
 # ------------------------------------------------------------------------------------------------ output
 
 
-def _ms_to_dt(col: str) -> pl.Expr:
-    return pl.col(col).cast(pl.Datetime("ms", "UTC"))
+_NULL = np.iinfo(np.int64).min  # a null transaction time / previous update id while rows are assembled
 
 
 def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput,
-               ev: pl.DataFrame) -> pl.DataFrame:
-    """Level rows (k, ev, is_bid, price, qty) of the events ``ev`` (columns ev, part) from the level parts."""
+               ev: pl.DataFrame) -> _Levels:
+    """Level rows of the events ``ev`` (columns ev, part) from the level parts, ordered by ``ev`` (rows of one
+    event in their order in the event)."""
     parts = sorted(set(ev["part"].to_list()))
     lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
     part_keys = level_part_keys(s.report)  # exactly the parts the committed report names
@@ -418,17 +418,39 @@ def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: St
                                     "not named by its report")
         frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
     if not frames:
-        return pl.DataFrame(schema={"k": pl.UInt32, "ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64,
-                                    "qty": pl.Float64})
+        return _Levels(np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.float64),
+                       np.zeros(0, np.float64))
     try:
-        lv = pl.concat(frames).with_row_index("k").collect()
+        lv = pl.concat(frames).collect()
     except Exception as exc:
         missing = [part_keys[p] for p in parts if not store.exists(part_keys[p])]
         if missing:
             raise MissingStateError(f"validated {s.stream} {symbol} {date}: level parts named by its report are "
                                     f"missing: {', '.join(missing)}") from exc
         raise
-    return lv.join(ev.select("ev"), on="ev", how="semi")
+    out = _Levels(lv["ev"].to_numpy(), lv["is_bid"].to_numpy(), lv["price"].to_numpy(), lv["qty"].to_numpy())
+    if len(out.ev) > 1 and not bool((out.ev[1:] >= out.ev[:-1]).all()):
+        order = np.argsort(out.ev, kind="stable")  # stable: an event's rows keep their order
+        out = _Levels(out.ev[order], out.is_bid[order], out.price[order], out.qty[order])
+    return out
+
+
+class _Levels:
+    """Level rows of one stream's events, sorted by event number (numpy columns)."""
+
+    def __init__(self, ev: np.ndarray, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> None:
+        self.ev, self.is_bid, self.price, self.qty = ev, is_bid, price, qty
+
+    def rows_of(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For events (event numbers): the level rows of each, in event order then level order, as
+        (row index into these levels, index into ``events`` of each row, position of the row in its event)."""
+        start = np.searchsorted(self.ev, events, side="left")
+        count = np.searchsorted(self.ev, events, side="right") - start
+        total = int(count.sum())
+        which = np.repeat(np.arange(len(events), dtype=np.int64), count)
+        first = np.cumsum(count) - count  # output row of each event's first level
+        k = np.arange(total, dtype=np.int64) - first[which]
+        return start[which] + k, which, k
 
 
 def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int) -> list[pl.DataFrame | None]:
@@ -455,58 +477,98 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int)
     return out
 
 
-def _other_rows(si: int, lv: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
+def _other_rows(si: int, lv: _Levels, cand: pl.DataFrame) -> pl.DataFrame:
     """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
-    lv = lv.join(cand.select("ev", "U", "u", "s_c"), on="ev")
-    return lv.select(pl.col("u").alias("b"), pl.when(pl.col("is_bid")).then(pl.lit("bid"))
-                     .otherwise(pl.lit("ask")).alias("side"), "price", "qty", "U",
-                     pl.lit(si, pl.Int32).alias("s"), pl.col("s_c").cast(pl.Int32))
+    idx, which, _k = lv.rows_of(cand["ev"].to_numpy())
+    return pl.DataFrame({
+        "b": cand["u"].to_numpy()[which], "is_bid": lv.is_bid[idx], "price": lv.price[idx], "qty": lv.qty[idx],
+        "U": cand["U"].to_numpy()[which], "s": np.full(len(idx), si, np.int32),
+        "s_c": cand["s_c"].to_numpy()[which].astype(np.int32),
+    }).select("b", pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
+              "price", "qty", "U", "s", "s_c")
 
 
-def _event_rows(market: Market, symbol: str, s: StreamInput, ev: pl.DataFrame, lv: pl.DataFrame) -> pl.DataFrame:
-    """Level rows of the chosen events ``ev`` (event columns + pos) of one stream, in (pos, level order).
+class _Rows:
+    """The merged rows of one output file as numpy columns, filled item by item (any order), placed in plan
+    order: an item's rows start at ``start[item]``; within an item in level order."""
 
-    ``lv``: level rows (k, ev, ...) read for at least these events (other events' rows drop out here).
-    """
-    lv = lv.join(ev.select("ev", "pos", "E", "T", "receive_ns", "U", "u", "pu", "book_exact"), on="ev", how="inner")
-    return lv.select(
-        "pos", "k",
-        pl.lit(symbol).alias("symbol"),
-        _ms_to_dt("E").alias("exchange_time"),
-        (_ms_to_dt("T") if market == "usdm" else pl.lit(None, pl.Datetime("ms", "UTC"))).alias(
-            "transaction_time"),
-        pl.col("receive_ns").cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
-        pl.col("U").alias("first_update_id"),
-        pl.col("u").alias("last_update_id"),
-        (pl.col("pu") if market == "usdm" else pl.lit(None, pl.Int64)).alias("prev_update_id"),
-        pl.lit(False).alias("is_snapshot"),
-        pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
-        "price", "qty",
-        pl.lit(s.stream).alias("source"),
-        "book_exact",
-    )
+    INT_COLUMNS = ("exchange_ms", "transaction_ms", "receive_ns", "first_update_id", "last_update_id",
+                   "prev_update_id")
+
+    def __init__(self, rows_per_item: np.ndarray) -> None:
+        self.start = np.cumsum(rows_per_item) - rows_per_item
+        n = int(rows_per_item.sum())
+        self.cols: dict[str, np.ndarray] = {c: np.empty(n, np.int64) for c in self.INT_COLUMNS}
+        self.cols.update(is_snapshot=np.empty(n, np.bool_), is_bid=np.empty(n, np.bool_),
+                         price=np.empty(n, np.float64), qty=np.empty(n, np.float64),
+                         source=np.empty(n, np.int32), book_exact=np.empty(n, np.bool_))
+        self.sources: list[str] = []
+
+    def put(self, item: np.ndarray, k: np.ndarray, source: str, **cols: np.ndarray | int | bool) -> None:
+        dest = self.start[item] + k
+        if source not in self.sources:
+            self.sources.append(source)
+        self.cols["source"][dest] = self.sources.index(source)
+        for name, values in cols.items():
+            self.cols[name][dest] = values
+
+    def frame(self, symbol: str) -> pl.DataFrame:
+        c = self.cols
+
+        def nullable(name: str) -> pl.Expr:
+            return pl.when(pl.col(name) == _NULL).then(None).otherwise(pl.col(name))
+
+        names = pl.Series("source", self.sources or [""], pl.String)
+        raw = pl.DataFrame({**{n: c[n] for n in self.INT_COLUMNS}, "is_snapshot": c["is_snapshot"],
+                            "is_bid": c["is_bid"], "price": c["price"], "qty": c["qty"],
+                            "book_exact": c["book_exact"]}).with_columns(names.gather(c["source"]))
+        return raw.select(
+            pl.lit(symbol).alias("symbol"),
+            nullable("exchange_ms").cast(pl.Datetime("ms", "UTC")).alias("exchange_time"),
+            nullable("transaction_ms").cast(pl.Datetime("ms", "UTC")).alias("transaction_time"),
+            pl.col("receive_ns").cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
+            "first_update_id", "last_update_id",
+            nullable("prev_update_id").alias("prev_update_id"),
+            "is_snapshot",
+            pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
+            "price", "qty",
+            "source",
+            "book_exact",
+        )
 
 
-def _image_rows(pos: int, symbol: str, levels: pl.DataFrame, update_id: int, exchange_ms: int,
-                transaction_ms: int | None, receive_ns: int, source: str) -> pl.DataFrame:
-    # bids best first, then asks best first
-    lv = pl.concat([levels.filter(pl.col("is_bid")).sort("price", descending=True),
-                    levels.filter(~pl.col("is_bid")).sort("price")])
-    return lv.with_row_index("k").select(
-        pl.lit(pos, pl.Int64).alias("pos"), pl.col("k"),
-        pl.lit(symbol).alias("symbol"),
-        pl.lit(exchange_ms, pl.Int64).cast(pl.Datetime("ms", "UTC")).alias("exchange_time"),
-        pl.lit(transaction_ms, pl.Int64).cast(pl.Datetime("ms", "UTC")).alias("transaction_time"),
-        pl.lit(receive_ns, pl.Int64).cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
-        pl.lit(update_id, pl.Int64).alias("first_update_id"),
-        pl.lit(update_id, pl.Int64).alias("last_update_id"),
-        pl.lit(None, pl.Int64).alias("prev_update_id"),
-        pl.lit(True).alias("is_snapshot"),
-        pl.when(pl.col("is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")).alias("side"),
-        "price", "qty",
-        pl.lit(source).alias("source"),
-        pl.lit(True).alias("book_exact"),
-    )
+def _put_events(rows: _Rows, market: Market, s: StreamInput, ev: pl.DataFrame, lv: _Levels, a: int) -> None:
+    """The level rows of the chosen events ``ev`` (event columns + pos) of one stream."""
+    idx, which, k = lv.rows_of(ev["ev"].to_numpy())
+
+    def col(name: str) -> np.ndarray:
+        return ev[name].fill_null(_NULL).to_numpy()[which]
+
+    usdm = market == "usdm"
+    n = len(idx)
+    rows.put(ev["pos"].to_numpy()[which] - a, k, s.stream,
+             exchange_ms=col("E"), transaction_ms=col("T") if usdm else np.full(n, _NULL, np.int64),
+             receive_ns=col("receive_ns"), first_update_id=col("U"), last_update_id=col("u"),
+             prev_update_id=col("pu") if usdm else np.full(n, _NULL, np.int64), is_snapshot=False,
+             is_bid=lv.is_bid[idx], price=lv.price[idx], qty=lv.qty[idx],
+             book_exact=ev["book_exact"].to_numpy()[which])
+
+
+def _image_levels(levels: pl.DataFrame) -> pl.DataFrame:
+    """An image's levels in output order: bids best first, then asks best first."""
+    return pl.concat([levels.filter(pl.col("is_bid")).sort("price", descending=True),
+                      levels.filter(~pl.col("is_bid")).sort("price")])
+
+
+def _put_image(rows: _Rows, item: int, levels: pl.DataFrame, update_id: int, exchange_ms: int,
+               transaction_ms: int | None, receive_ns: int, source: str) -> None:
+    lv = _image_levels(levels)
+    n = lv.height
+    rows.put(np.full(n, item, np.int64), np.arange(n, dtype=np.int64), source,
+             exchange_ms=exchange_ms, transaction_ms=_NULL if transaction_ms is None else transaction_ms,
+             receive_ns=receive_ns, first_update_id=update_id, last_update_id=update_id, prev_update_id=_NULL,
+             is_snapshot=True, is_bid=lv["is_bid"].to_numpy(), price=lv["price"].to_numpy(),
+             qty=lv["qty"].to_numpy(), book_exact=True)
 
 
 def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
@@ -721,11 +783,11 @@ def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inpu
                 plan: Plan, carry: CarryState | None, chosen: list[pl.DataFrame], checker: MergeChecker,
                 counts: np.ndarray, day_start_ms: int, a: int, b: int) -> pl.DataFrame:
     """The merged rows of plan items a..b (one output file), checked; the caller writes them."""
-    frames: list[pl.DataFrame] = []
     sl = slice(a, b)
     kinds = plan.kind[sl]
     cands = _other_candidates(inputs, plan, a, b)
     other_frames: list[pl.DataFrame] = []
+    chosen_here: list[tuple[StreamInput, pl.DataFrame, _Levels]] = []
     for si, s in enumerate(inputs):
         ch = chosen[si]
         pos_col = ch["pos"].to_numpy()
@@ -738,25 +800,37 @@ def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inpu
         # one read of the stream's level parts serves its chosen events and its other-batching candidates
         lv = _levels_of(store, market, symbol, date, s, pl.concat(wanted))
         if mine is not None:
-            frames.append(_event_rows(market, symbol, s, mine, lv))
+            chosen_here.append((s, mine, lv))
         if cand is not None:
             other_frames.append(_other_rows(si, lv, cand))
+    # rows are placed straight into plan order (an item's rows after the previous item's): no join, no sort
+    images: list[tuple[int, pl.DataFrame, int, int, int | None, int, str]] = []
+    item_rows = np.zeros(b - a, np.int64)
+    for _s, mine, lv in chosen_here:
+        ev = mine["ev"].to_numpy()
+        n_lv = np.searchsorted(lv.ev, ev, side="right") - np.searchsorted(lv.ev, ev, side="left")
+        item_rows[mine["pos"].to_numpy() - a] = n_lv
     for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
         p = a + k
         if plan.kind[p] == KIND_CARRY:
             assert carry is not None
-            frames.append(_image_rows(p, symbol, carry.book, int(plan.update_id[p]), day_start_ms, None,
-                                      day_start_ms * 10**6, f"carry:{carry.date}"))
+            images.append((k, carry.book.select("is_bid", "price", "qty"), int(plan.update_id[p]), day_start_ms,
+                           None, day_start_ms * 10**6, f"carry:{carry.date}"))
         else:
             s = inputs[int(plan.stream[p])]
             snap = int(plan.ref[p])
             head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
-            lv = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
+            lvs = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
             e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
-            frames.append(_image_rows(p, symbol, lv, int(plan.update_id[p]), int(e_ms), head["T"],
-                                      int(head["receive_ns"]), f"snapshot:{s.stream}"))
-    chunk = pl.concat(frames).sort("pos", "k") if frames else pl.DataFrame(schema=MERGED_SCHEMA)
-    out = chunk.select(MERGED_COLUMNS).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+            images.append((k, lvs, int(plan.update_id[p]), int(e_ms), head["T"], int(head["receive_ns"]),
+                           f"snapshot:{s.stream}"))
+        item_rows[k] = images[-1][1].height
+    rows = _Rows(item_rows)
+    for s, mine, lv in chosen_here:
+        _put_events(rows, market, s, mine, lv, a)
+    for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
+        _put_image(rows, k, lvs, update_id, e_ms, t_ms, recv_ns, source)
+    out = rows.frame(symbol).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
     checker.on_chunk(out, a, counts[a:b], pl.concat(other_frames) if other_frames else None)
     return out
 
