@@ -190,15 +190,22 @@ class MergeChecker:
 
     def _streams_agree_same_ranges(self) -> None:
         """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
-        parts = [s.events.select("lo", "u", "U", "levels_hash", "n_levels", pl.lit(s.stream).alias("stream"))
-                 for s in self.inputs if s.events.height]
+        parts = [s.events.select("lo", "u", "U", "levels_hash", pl.lit(i, pl.Int32).alias("s"))
+                 for i, s in enumerate(self.inputs) if s.events.height]
         if not parts:
             return
         ev = pl.concat(parts)
+        # count variants per range first (numbers only); the stream names only for the ranges that disagree
         bad = (ev.group_by("lo", "u")
-               .agg(pl.col("levels_hash").n_unique().alias("variants"), pl.col("stream").unique().sort(),
-                    pl.col("U").first())
-               .filter(pl.col("variants") > 1).sort("u"))
+               .agg(pl.col("levels_hash").n_unique().alias("variants"), pl.col("U").first())
+               .filter(pl.col("variants") > 1))
+        if bad.height:
+            names = {i: s.stream for i, s in enumerate(self.inputs)}
+            streams = (ev.join(bad.select("lo", "u"), on=["lo", "u"], how="semi")
+                       .with_columns(pl.col("s").replace_strict(names, return_dtype=pl.String).alias("stream"))
+                       .group_by("lo", "u").agg(pl.col("stream").unique().sort()))
+            bad = bad.join(streams, on=["lo", "u"], how="left")
+        bad = bad.sort("u")
         self.disagreements_total = bad.height
         for row in bad.head(MAX_LISTED).iter_rows(named=True):
             self.disagreements.append({"first_id": row["U"], "last_id": row["u"], "streams": row["stream"],

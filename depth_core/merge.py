@@ -516,6 +516,11 @@ class _Rows:
         c = self.cols
 
         def nullable(name: str) -> pl.Expr:
+            nulls = c[name] == _NULL
+            if not nulls.any():
+                return pl.col(name)
+            if nulls.all():  # spot: no transaction time, no previous update id
+                return pl.lit(None, pl.Int64)
             return pl.when(pl.col(name) == _NULL).then(None).otherwise(pl.col(name))
 
         names = pl.Series("source", self.sources or [""], pl.String)
@@ -888,32 +893,27 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
     covered = []
     names = [s.stream for s in inputs]
     # runs of consecutive chosen events from one stream, all exact or all not -> one covered range
-    k = 0
     n = len(plan.kind)
-    while k < n:
-        if plan.kind[k] != KIND_EVENT:
-            k += 1
-            continue
+    is_ev = plan.kind == KIND_EVENT
+    # cont[j]: event j+1 continues the run of event j (same stream, same exactness, no hole between them)
+    cont = (is_ev[:-1] & is_ev[1:] & (plan.stream[:-1] == plan.stream[1:]) & (plan.exact[:-1] == plan.exact[1:])
+            & (plan.lo[1:] <= plan.update_id[:-1])) if n else np.zeros(0, np.bool_)
+    starts = np.flatnonzero(is_ev & ~np.concatenate([[False], cont]))
+    ends = np.flatnonzero(is_ev & ~np.concatenate([cont, [False]]))
+    for k, j in zip(starts.tolist(), ends.tolist(), strict=True):
         if k == 0:
             start_from = int(plan.lo[k])
         elif plan.kind[k - 1] != KIND_EVENT:
             start_from = min(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after an image: the event's own ids
         else:
             start_from = max(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after a hole: from its own lo
-        s = int(plan.stream[k])
-        ex = bool(plan.exact[k])
-        j = k
-        while (j + 1 < n and plan.kind[j + 1] == KIND_EVENT and plan.stream[j + 1] == s
-               and bool(plan.exact[j + 1]) == ex and plan.lo[j + 1] <= plan.update_id[j]):
-            j += 1
-        covered.append({"first_id": start_from + 1, "last_id": int(plan.update_id[j]), "stream": names[s],
-                        "events": j - k + 1, "book_exact": ex})
-        k = j + 1
+        covered.append({"first_id": start_from + 1, "last_id": int(plan.update_id[j]),
+                        "stream": names[int(plan.stream[k])], "events": j - k + 1, "book_exact": bool(plan.exact[k])})
     images = [
         {"update_id": int(plan.update_id[k]),
          "source": (f"carry:{plan.opening.get('source', '')[6:]}" if plan.kind[k] == KIND_CARRY
                     else f"snapshot:{names[int(plan.stream[k])]}")}
-        for k in range(n) if plan.kind[k] != KIND_EVENT
+        for k in np.flatnonzero(~is_ev).tolist()
     ]
     raw_objects = []
     for inp in inputs:
