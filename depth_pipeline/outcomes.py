@@ -1,5 +1,6 @@
-"""What a day run records of each symbol-day, typed: the merge steps' outcomes and the machine-readable
-record (``META_SYMBOL_OUTCOMES``) that the cleanup gate, the sensors and the derived assets read back.
+"""What a day run records, typed: the merge steps' outcomes, the machine-readable record of each symbol-day
+(``META_SYMBOL_OUTCOMES``) that the cleanup gate, the sensors and the derived assets read back, and what
+the merge's planning step reads back of each validated stream-day.
 
 Apart from ``assets/merged.py`` (which writes both) so that its readers do not import the asset.
 """
@@ -76,3 +77,21 @@ def recorded_outcomes(materialization: dg.AssetMaterialization | None) -> dict[s
     table = materialization.metadata.get(META_SYMBOL_OUTCOMES) if materialization is not None else None
     value = table.value if table is not None else None
     return value if isinstance(value, dict) else {}
+
+
+class StreamDayRecord(TypedDict):
+    """What a ``validated/<stream>`` materialization records for the merge's planning step."""
+
+    symbols: list[str]  # the symbols validated (``symbols``)
+    failed: dict[str, str]  # symbol -> why it could not be validated (``failed_symbols``)
+
+
+def recorded_stream_day(materialization: dg.AssetMaterialization | None) -> StreamDayRecord:
+    """The symbols and failed symbols a validated stream-day recorded (none when there is no record)."""
+    meta = materialization.metadata if materialization is not None else {}
+    symbols = meta["symbols"].value if "symbols" in meta else None
+    failed = meta["failed_symbols"].value if "failed_symbols" in meta else None
+    return {
+        "symbols": [str(s) for s in symbols] if isinstance(symbols, list) else [],
+        "failed": {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {},
+    }

@@ -47,7 +47,13 @@ from depth_pipeline.keys import (
 )
 from depth_pipeline.lease import day_lease, release_day_lease
 from depth_pipeline.metadata import report_metadata
-from depth_pipeline.outcomes import CheckSummary, SymbolOutcome, symbol_record
+from depth_pipeline.outcomes import (
+    CheckSummary,
+    StreamDayRecord,
+    SymbolOutcome,
+    recorded_stream_day,
+    symbol_record,
+)
 from depth_pipeline.partitions import date_of, previous_day_mapping
 from depth_pipeline.resources import DayRunResource, DepthSettingsResource, DepthStoreResource
 from depth_store import ObjectStore
@@ -214,19 +220,12 @@ def day_check_results(
     return results
 
 
-def _latest_stream_day(instance: dg.DagsterInstance, stream: str, date: str) -> dict[str, Any]:
+def _latest_stream_day(instance: dg.DagsterInstance, stream: str, date: str) -> StreamDayRecord:
     """``symbols`` and ``failed_symbols`` of the latest ``validated/<stream>`` materialization of ``date``."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=validated_key(stream), asset_partitions=[date]), limit=1
     ).records
-    if not records:
-        return {}
-    materialization = records[0].event_log_entry.asset_materialization
-    meta = materialization.metadata if materialization else {}
-    return {
-        "symbols": list(meta["symbols"].value) if "symbols" in meta else [],  # type: ignore[arg-type]
-        "failed": dict(meta["failed_symbols"].value) if "failed_symbols" in meta else {},  # type: ignore[arg-type]
-    }
+    return recorded_stream_day(records[0].event_log_entry.asset_materialization if records else None)
 
 
 class PlanConfig(dg.Config):
@@ -279,8 +278,8 @@ def build_merged_asset(
         failed: dict[str, str] = {}
         for stream in stream_list:
             day = _latest_stream_day(context.instance, stream, date)
-            known.update(day.get("symbols", []))
-            for symbol, why in day.get("failed", {}).items():
+            known.update(day["symbols"])
+            for symbol, why in day["failed"].items():
                 failed[symbol] = f"{stream}: {why}"
         # and every symbol an earlier run of the date recorded: a re-run of a whole date after its raw objects
         # were cleaned up re-merges them from validated/ (it never reports a merged day as "no raw data")
