@@ -83,3 +83,27 @@ def test_depth_head_agrees_with_json_or_declines(real_data: Path) -> None:
     assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5x,"b":[]}}', 18, False) is None
     assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"b":[]}}', 18, True) is None  # usdm needs pu
     assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"pu":-1,"b":[]}}', 18, True) == (3, 5, -1, 9)
+
+
+def test_depth_head_regex_matches_every_real_frame_and_agrees_with_json(real_data: Path) -> None:
+    """The hot path's one-match head read takes every real Binance depth frame (spot and usdm) and
+    reads the same ids as a JSON parse; anything laid out otherwise does not match (general path)."""
+    from collectors.frames import DEPTH_HEAD_SPOT, DEPTH_HEAD_USDM
+
+    for name, pattern in (("hftbacktest_spot_btcusdt_20240808.gz", DEPTH_HEAD_SPOT),
+                          ("hftbacktest_usdm_btcusdt_20240808.gz", DEPTH_HEAD_USDM)):
+        for frame in real_depth_frames(real_data / name):
+            doc = orjson.loads(frame)
+            data = doc["data"]
+            m = pattern.match(frame)
+            assert m is not None, frame[:160]
+            expected = (data["U"], data["u"]) if pattern is DEPTH_HEAD_SPOT else (data["u"], data["pu"])
+            assert (m[1].decode(), int(m[2]), int(m[3]), int(m[4])) == (doc["stream"], data["E"], *expected)
+    for other in (b'{"stream":"x@depth","data":{"u":5,"U":3,"E":9}}',
+                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":3,"u":5x,"b":[]}}',
+                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":-3,"u":5,"b":[]}}',
+                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":\xd9\xa3,"u":5,"b":[]}}'):
+        assert DEPTH_HEAD_SPOT.match(other) is None
+    usdm = b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"T":8,"s":"X","U":3,"u":5,"pu":-1,"b":[]}}'
+    assert DEPTH_HEAD_USDM.match(usdm) is not None and DEPTH_HEAD_USDM.match(usdm)[4] == b"-1"  # type: ignore[index]
+    assert DEPTH_HEAD_SPOT.match(usdm) is None  # spot's pattern has no "T"
