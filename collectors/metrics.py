@@ -94,6 +94,10 @@ class CollectorMetrics(PromCollector):
         yield CounterMetricFamily(P + "spool_dropped_lines", "lines not spooled: disk budget exhausted", value=sp.dropped_lines)
         yield CounterMetricFamily(P + "spool_segments", "spool segments rolled", value=sp.segments_rolled)
         yield CounterMetricFamily(P + "spool_fsyncs", "spool fsyncs", value=sp.fsyncs)
+        yield GaugeMetricFamily(
+            P + "spool_pending_lines", "lines received and not yet written and fsync'd (the writer's backlog)",
+            value=len(sp.pending),
+        )
         yield CounterMetricFamily(P + "spool_write_errors", "failed spool writes (disk full, I/O error)", value=sp.write_errors)
 
         up = c.uploader
