@@ -93,15 +93,17 @@ def synthetic_day(store: Any, streams: list[str], symbols: list[str], flush_seco
     out: dict[str, list[Any]] = {s: [] for s in streams}
     for (stream, _seq, _ns), info in zip(jobs, infos, strict=True):
         out[stream].append(info)
+    from depth_core.validated_layout import COMPACT_SYMBOL_DATES_VERSION
     from depth_pipeline.cleanup import stream_day_report_key
 
     for stream in streams:
         objects = [
             {"key": i.key, "size": i.size, "etag": i.etag, "layout": 2, "symbols": symbols, "event_dates": [date],
-             "symbol_event_dates": {s: [date] for s in symbols}}
+             "symbol_event_dates": {}}  # the compact form: every symbol's dates are the object's
             for i in out[stream] if f"/date={date}/" in i.key
         ]
-        store.put_bytes(stream_day_report_key("spot", stream, date), json.dumps({"objects": objects}).encode())
+        report = {"objects": objects, "version": COMPACT_SYMBOL_DATES_VERSION}
+        store.put_bytes(stream_day_report_key("spot", stream, date), json.dumps(report).encode())
     return out
 
 

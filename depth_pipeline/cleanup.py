@@ -29,7 +29,7 @@ import dagster as dg
 from depth_core.layout import merged_manifest_key
 from depth_core.names import Market
 from depth_core.raw_format import RawFormatError, RawObjectKey, stream_day_prefix
-from depth_core.validated_layout import stream_day_report_key
+from depth_core.validated_layout import object_symbol_dates, stream_day_report_key, stream_day_report_version
 from depth_pipeline.keys import (
     MERGED_DEPTH,
     META_BLOCKING_PASSED,
@@ -393,17 +393,15 @@ def _holdings(
         if (stream, date) not in reports:
             try:
                 report = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
-                reports[(stream, date)] = {o["key"]: o for o in report.get("objects", [])}
+                version = stream_day_report_version(report)
+                reports[(stream, date)] = {o["key"]: {**o, "version": version} for o in report.get("objects", [])}
             except (ObjectNotFoundError, ValueError):
                 reports[(stream, date)] = None
         index = reports[(stream, date)]
         entry = index.get(obj.key) if index else None
         if entry is None:
             continue
-        held = entry.get("symbol_event_dates") or {
-            s: list(entry.get("event_dates", [])) for s in entry.get("symbols", [])
-        }
-        found.append(held)
+        found.append(object_symbol_dates(entry, int(entry["version"])))
     return found or None
 
 

@@ -26,6 +26,7 @@ from depth_core.validate import (
     validate_symbol_day,
     validated_day_prefix,
 )
+from depth_core.validated_layout import COMPACT_SYMBOL_DATES_VERSION, object_symbol_dates
 from depth_store import open_store
 from depth_store.base import ObjectInfo, ObjectStore
 from depth_store.counting import CountingStore
@@ -110,9 +111,15 @@ def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_pa
     report = json.loads(v2.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
     assert report == orjson.loads(orjson.dumps(result.to_dict()))
     assert [o["key"] for o in report["objects"]] == sorted(keys)
+    # compact: a symbol whose event dates are the object's own is left out of symbol_event_dates
+    assert report["version"] == COMPACT_SYMBOL_DATES_VERSION
+    in_memory = {o.key: o for o in result.objects}
     for o in report["objects"]:
         assert o["layout"] == 2 and o["event_dates"] == [DATE] and not o["carried"]
         assert o["symbols"] and set(o["symbol_event_dates"]) <= set(o["symbols"])
+        assert all(d != o["event_dates"] for d in o["symbol_event_dates"].values())
+        mem = in_memory[o["key"]]
+        assert object_symbol_dates(o, report["version"]) == {s: mem.symbol_event_dates.get(s, []) for s in mem.symbols}
     assert set(SYMBOLS) == {s for o in report["objects"] for s in o["symbols"]}
     assert {s: v["events"] for s, v in report["symbols"].items()} == {s: r.events for s, r in result.reports.items()}
     assert report["stats"]["objects_read"] == len(keys)

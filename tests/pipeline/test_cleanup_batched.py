@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from depth_core.validated_layout import COMPACT_SYMBOL_DATES_VERSION, compact_symbol_event_dates
 from depth_pipeline.cleanup import ManifestObject, MergeGate, cleanup_day, stream_day_report_key
 from depth_store import ObjectInfo, ObjectStore
 from depth_store.counting import CountingStore
@@ -24,20 +25,32 @@ NOON_NS = int(dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC).timestamp()) * 10**9
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-def _report(store: ObjectStore, stream: str, objects: list[ObjectInfo], holds: dict[str, list[str]] | None = None) -> None:
+def _report(
+    store: ObjectStore,
+    stream: str,
+    objects: list[ObjectInfo],
+    holds: dict[str, list[str]] | None = None,
+    *,
+    compact: bool = False,
+) -> None:
+    """A stream-day report; ``compact``: the current form (symbols whose dates are the object's left out)."""
+    held = holds or {s: [DATE] for s in SYMBOLS}
     entries = [
         {
             "key": o.key,
             "size": o.size,
             "etag": o.etag,
             "layout": 2,
-            "symbols": sorted(holds or {s: [DATE] for s in SYMBOLS}),
+            "symbols": sorted(held),
             "event_dates": [DATE],
-            "symbol_event_dates": holds or {s: [DATE] for s in SYMBOLS},
+            "symbol_event_dates": compact_symbol_event_dates(sorted(held), [DATE], held) if compact else held,
         }
         for o in objects
     ]
-    store.put_bytes(stream_day_report_key("spot", stream, DATE), json.dumps({"objects": entries}).encode())
+    report: dict[str, object] = {"objects": entries}
+    if compact:
+        report["version"] = COMPACT_SYMBOL_DATES_VERSION
+    store.put_bytes(stream_day_report_key("spot", stream, DATE), json.dumps(report).encode())
 
 
 def _gates(objects: list[ObjectInfo], ok: dict[str, bool], merged_at: dt.datetime | None = None):  # type: ignore[no-untyped-def]
@@ -55,9 +68,10 @@ def _v2_day(store: ObjectStore, n: int = 3) -> list[ObjectInfo]:
     return [write_v2(store, "eu-1", NOON_NS + i * 10**10, SYMBOLS, seq=i) for i in range(n)]
 
 
-def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore) -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["full-report", "compact-report"])
+def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore, compact: bool) -> None:
     objects = _v2_day(any_store)
-    _report(any_store, "eu-1", objects)
+    _report(any_store, "eu-1", objects, compact=compact)
     store = CountingStore(any_store)
     only_btc = cleanup_day(
         None, store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True})  # type: ignore[arg-type]
@@ -81,6 +95,22 @@ def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore) -
         None, any_store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True})  # type: ignore[arg-type]
     )
     assert again.deleted == [] and sorted(again.already_absent) == sorted(o.key for o in objects)
+
+
+def test_compact_report_a_symbol_left_out_still_holds_the_objects_dates(any_store: ObjectStore) -> None:
+    """Compact form: BTC (dates = the object's) is left out of symbol_event_dates, ETH (snapshot lines only) is
+    listed with []; the object still waits for BTC's verified merge (reading the map alone would miss it)."""
+    objects = _v2_day(any_store, n=2)
+    _report(any_store, "eu-1", objects, {"BTCUSDT": [DATE], "ETHUSDT": []}, compact=True)
+    eth_only = cleanup_day(
+        None, any_store, "spot", ["eu-1"], DATE, ["ETHUSDT"], gate_of=_gates(objects, {"ETHUSDT": True})  # type: ignore[arg-type]
+    )
+    assert eth_only.deleted == [] and len(eth_only.kept_holdings_pending) == 2
+    assert "BTCUSDT" in next(iter(eth_only.kept_holdings_pending.values()))
+    both = cleanup_day(
+        None, any_store, "spot", ["eu-1"], DATE, ["ETHUSDT"], gate_of=_gates(objects, {"ETHUSDT": True, "BTCUSDT": True})  # type: ignore[arg-type]
+    )
+    assert sorted(both.deleted) == sorted(o.key for o in objects)
 
 
 def test_v2_object_without_a_stream_day_report_or_changed_is_kept(any_store: ObjectStore) -> None:
