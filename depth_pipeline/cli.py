@@ -126,9 +126,11 @@ def daily_job_in_process() -> dg.JobDefinition:
 
 def one_batch_at_most(symbols: Sequence[str] | None, config: PipelineConfig) -> bool:
     """Whether a run can hold one merge batch at most: the symbols named, or the DEPTH_SYMBOLS filter, are
-    no more than DEPTH_SYMBOLS_PER_STEP (derive batches likewise)."""
+    no more than one step takes (DEPTH_SYMBOLS_PER_STEP, or its automatic size; derive batches likewise)."""
+    from depth_pipeline.assets.merged import step_size
+
     bound = len(symbols) if symbols else len(config.symbols) if config.symbols else None
-    return bound is not None and bound <= config.symbols_per_step
+    return bound is not None and bound <= step_size(bound, config.symbols_per_step, config.max_parallel_steps)
 
 
 def cleanup_job() -> dg.JobDefinition:

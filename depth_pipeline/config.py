@@ -68,7 +68,8 @@ class PipelineConfig:
     (every ``late_interval_seconds``);
     ``alert_webhook_url`` where alerts are POSTed besides the log; ``derived_assets`` whether the
     top-25 book and quality report are built in the same runs (``DEPTH_DERIVED_ASSETS=0`` leaves them out);
-    ``symbols_per_step`` how many symbols one merge step takes (the fan-out unit of a day run);
+    ``symbols_per_step`` how many symbols one merge (or derive) step takes, 0 for "auto" (the default:
+    ``depth_pipeline.assets.merged.step_size``, 2 steps per parallel step, 25 to 100 symbols each);
     ``max_parallel_steps`` how many steps of a run the multiprocess executor runs at once (1: in-process);
     ``lease_seconds`` how long the store lease of a day stays valid without renewal; ``executor``
     ``multiprocess`` (one box) or ``k8s`` (a pod per step, deploy/k8s/); ``step_cpu``, ``step_memory``,
@@ -89,7 +90,7 @@ class PipelineConfig:
     late_interval_seconds: int = 300
     alert_webhook_url: str | None = None
     derived_assets: bool = True
-    symbols_per_step: int = 25
+    symbols_per_step: int = 0
     max_parallel_steps: int = DEFAULT_PARALLEL_STEPS
     lease_seconds: float = 600.0
     executor: str = "multiprocess"
@@ -119,7 +120,7 @@ class PipelineConfig:
                 alert_webhook_url=e.get("DEPTH_ALERT_WEBHOOK_URL") or None,
                 derived_assets=e.get("DEPTH_DERIVED_ASSETS", "1").strip().lower()
                 not in ("0", "false", "no", "off"),
-                symbols_per_step=_positive_int(e, "DEPTH_SYMBOLS_PER_STEP", 25),
+                symbols_per_step=_symbols_per_step(e),
                 max_parallel_steps=_positive_int(e, "DEPTH_MAX_PARALLEL_STEPS", DEFAULT_PARALLEL_STEPS),
                 lease_seconds=float(e.get("DEPTH_LEASE_SECONDS", "600")),
                 executor=_executor(e.get("DEPTH_EXECUTOR", "multiprocess")),
@@ -140,6 +141,13 @@ def _executor(value: str) -> str:
     if value not in ("multiprocess", "k8s"):
         raise ConfigError(f"DEPTH_EXECUTOR must be multiprocess or k8s, not {value!r}")
     return value
+
+
+def _symbols_per_step(env: Mapping[str, str]) -> int:
+    """``DEPTH_SYMBOLS_PER_STEP``: ``auto`` (default, 0) or a positive number."""
+    if env.get("DEPTH_SYMBOLS_PER_STEP", "").strip().lower() in ("", "auto"):
+        return 0
+    return _positive_int(env, "DEPTH_SYMBOLS_PER_STEP", 1)
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

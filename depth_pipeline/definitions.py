@@ -35,9 +35,10 @@ def build_definitions(config: PipelineConfig, notifier: Notifier | None = None) 
     start = partition_start(open_store(config.store_url), config.market, config.streams, config.start_date)
     partitions_def = build_partitions(start)
     stream_assets = build_stream_assets(config.streams, partitions_def)
-    day = [build_merged_asset(config.streams, partitions_def, symbols_per_step=config.symbols_per_step)]
+    steps = {"symbols_per_step": config.symbols_per_step, "parallel_steps": config.max_parallel_steps}
+    day = [build_merged_asset(config.streams, partitions_def, **steps)]
     if config.derived_assets:
-        day.append(build_derived_assets(partitions_def, config.streams, symbols_per_step=config.symbols_per_step))
+        day.append(build_derived_assets(partitions_def, config.streams, **steps))
     executor = build_executor(config)
     validated = [a for a in stream_assets if isinstance(a, dg.AssetsDefinition)]
     daily_selection = dg.AssetSelection.assets(*validated, *day)

@@ -15,7 +15,7 @@ import dagster as dg
 
 from depth_core.layout import quality_overview_key
 from depth_core.names import Market
-from depth_pipeline.assets.merged import PlanConfig, batches_of, graph_signature
+from depth_pipeline.assets.merged import PlanConfig, batches_of, graph_signature, step_size
 from depth_pipeline.keys import (
     BOOK_TOP25_1S,
     MERGED_DEPTH,
@@ -69,7 +69,11 @@ def _published_symbols(instance: dg.DagsterInstance, date: str) -> list[str]:
 
 
 def build_derived_assets(
-    partitions_def: dg.PartitionsDefinition, streams: list[str] | tuple[str, ...], *, symbols_per_step: int
+    partitions_def: dg.PartitionsDefinition,
+    streams: list[str] | tuple[str, ...],
+    *,
+    symbols_per_step: int,
+    parallel_steps: int = 2,
 ) -> dg.AssetsDefinition:
     """``book_top25_1s`` and ``depth_quality_report`` of a date, one graph-backed multi-asset."""
     stream_list = list(streams)
@@ -82,7 +86,8 @@ def build_derived_assets(
         published = _published_symbols(context.instance, date)
         requested = day_run.requested()
         symbols = [s for s in requested if s in published] if requested else published
-        for i, batch in enumerate(batches_of(symbols, config.symbols_per_step)):
+        size = step_size(len(symbols), config.symbols_per_step, config.parallel_steps)
+        for i, batch in enumerate(batches_of(symbols, size)):
             yield dg.DynamicOutput(
                 {"symbols": batch, "inline_reports": len(symbols) <= INLINE_REPORTS_UP_TO}, mapping_key=f"b{i:04d}"
             )
@@ -169,5 +174,5 @@ def build_derived_assets(
         },
         ins=ins,
         partitions_def=partitions_def,
-        config={"plan_derive": {"config": {"symbols_per_step": symbols_per_step}}},
+        config={"plan_derive": {"config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}}},
     )(graph_signature(derived_day, list(ins)))

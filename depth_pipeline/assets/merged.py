@@ -228,16 +228,36 @@ def _latest_stream_day(instance: dg.DagsterInstance, stream: str, date: str) -> 
     return recorded_stream_day(records[0].event_log_entry.asset_materialization if records else None)
 
 
-class PlanConfig(dg.Config):
-    """How many symbols one step takes (``DEPTH_SYMBOLS_PER_STEP``)."""
+AUTO_STEP_MIN = 25  # symbols a step takes at least when sized automatically (a step process costs ≈ 2.5 CPU-s)
+AUTO_STEP_MAX = 100  # ... and at most (what one failed step process takes with it)
+STEPS_PER_SLOT = 2  # steps per parallel step slot when sized automatically (evens out the slots' finish)
 
-    symbols_per_step: int = 25
+
+class PlanConfig(dg.Config):
+    """How many symbols one step takes: ``symbols_per_step`` (``DEPTH_SYMBOLS_PER_STEP``), or 0 (the
+    default, "auto"): see :func:`step_size`; ``parallel_steps`` is ``DEPTH_MAX_PARALLEL_STEPS``."""
+
+    symbols_per_step: int = 0
+    parallel_steps: int = 2
+
+
+def step_size(n_symbols: int, symbols_per_step: int, parallel_steps: int) -> int:
+    """Symbols per step: the configured number, or automatically ``STEPS_PER_SLOT`` steps per parallel slot,
+    from ``AUTO_STEP_MIN`` to ``AUTO_STEP_MAX`` symbols a step — every step is a process (or a pod) paying its
+    start, imports and the code location's definitions, so a 400-symbol day on 2 slots runs 4 merge steps of
+    100, not 16 of 25 (measured: BENCHMARKS.md, universe pipeline)."""
+    if symbols_per_step > 0:
+        return symbols_per_step
+    wanted = -(-n_symbols // (STEPS_PER_SLOT * max(1, parallel_steps)))
+    return min(AUTO_STEP_MAX, max(AUTO_STEP_MIN, wanted))
 
 
 def batches_of(symbols: list[str], size: int) -> list[list[str]]:
-    """The day's symbols in steps of at most ``size`` (in order: a re-run of one date batches alike)."""
-    size = max(1, size)
-    return [symbols[i : i + size] for i in range(0, len(symbols), size)]
+    """The day's symbols in ``ceil(n / size)`` steps of at most ``size``, dealt in turn (symbol i to step
+    i mod steps): neighbours in name order — often alike in activity — go to different steps, so steps take
+    about equally long. Deterministic: a re-run of one date batches alike."""
+    steps = -(-len(symbols) // max(1, size))
+    return [symbols[i::steps] for i in range(steps)]
 
 
 def graph_signature(fn: Any, names: list[str]) -> Any:
@@ -247,7 +267,11 @@ def graph_signature(fn: Any, names: list[str]) -> Any:
 
 
 def build_merged_asset(
-    streams: list[str] | tuple[str, ...], partitions_def: dg.PartitionsDefinition, *, symbols_per_step: int
+    streams: list[str] | tuple[str, ...],
+    partitions_def: dg.PartitionsDefinition,
+    *,
+    symbols_per_step: int,
+    parallel_steps: int = 2,
 ) -> dg.AssetsDefinition:
     """``merged_depth`` over ``streams``: a graph-backed asset fanning the day's symbols out as steps."""
     stream_list = list(streams)
@@ -291,9 +315,10 @@ def build_merged_asset(
             for s in symbols if s in failed
         ]
         todo = [s for s in symbols if s not in failed]
-        batches = batches_of(todo, config.symbols_per_step)
+        size = step_size(len(todo), config.symbols_per_step, config.parallel_steps)
+        batches = batches_of(todo, size)
         context.log.info(
-            f"{date}: {len(todo)} symbols to merge in {len(batches)} steps of up to {config.symbols_per_step}"
+            f"{date}: {len(todo)} symbols to merge in {len(batches)} steps of up to {size}"
             + (f"; {len(skipped)} not validated: {', '.join(s['symbol'] for s in skipped)}" if skipped else "")
         )
         for i, batch in enumerate(batches):
@@ -392,7 +417,7 @@ def build_merged_asset(
         ins=ins,
         partitions_def=partitions_def,
         check_specs=check_specs(MERGED_DEPTH, MERGED_CHECKS),
-        config={"plan_day": {"config": {"symbols_per_step": symbols_per_step}}},
+        config={"plan_day": {"config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}}},
     )(graph_signature(merged_day, list(ins)))
 
 

@@ -74,7 +74,7 @@ def test_defaults() -> None:
     config = PipelineConfig.from_env({})
     # no symbol list: every symbol the day's raw data holds; no start date: the store's first data date
     assert (config.streams, config.symbols, config.market) == (("eu-1", "ap-1"), (), "spot")
-    assert config.start_date is None and config.symbols_per_step >= 1 and config.executor == "multiprocess"
+    assert config.start_date is None and config.symbols_per_step == 0 and config.executor == "multiprocess"
     assert (config.schedule_hour, config.schedule_minute, config.retention_days) == (0, 30, 0.0)
     assert config.silence_seconds + config.sensor_interval_seconds <= 120
 
@@ -162,3 +162,18 @@ def test_definitions_read_the_environment_when_loaded_and_resources_name_their_v
 
     result = dg.materialize([seen], resources={k: resources[k] for k in ("store", "settings")})
     assert result.output_for_node("seen") == {"url": str(tmp_path), "market": "usdm"}
+
+
+def test_steps_are_sized_to_the_parallel_slots_and_dealt_in_turn() -> None:
+    """auto (DEPTH_SYMBOLS_PER_STEP unset or "auto"): 2 steps per parallel slot, 25 to 100 symbols a step; a
+    number is taken as is; symbols are dealt to the steps in turn, each step at most that many."""
+    from depth_pipeline.assets.merged import batches_of, step_size
+
+    assert PipelineConfig.from_env({"DEPTH_SYMBOLS_PER_STEP": "auto"}).symbols_per_step == 0
+    assert PipelineConfig.from_env({"DEPTH_SYMBOLS_PER_STEP": "40"}).symbols_per_step == 40
+    assert [step_size(n, 0, 2) for n in (1, 100, 400, 1000)] == [25, 25, 100, 100]
+    assert step_size(400, 0, 32) == 25 and step_size(400, 40, 2) == 40
+    symbols = [f"S{i:03d}" for i in range(10)]
+    batches = batches_of(symbols, 4)
+    assert batches == [symbols[0::3], symbols[1::3], symbols[2::3]] and max(map(len, batches)) <= 4
+    assert sorted(s for b in batches for s in b) == symbols and batches_of([], 25) == []
