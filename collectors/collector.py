@@ -526,7 +526,10 @@ class Collector:
             "frames": conn.frames,
             "age_s": round(time.monotonic() - conn.opened_monotonic, 3),
         }
-        (logs.info if planned else logs.warning)("disconnect", **fields)
+        ws = conn.ws
+        # how many frames the fast reader took (the rest came through websockets' recv())
+        in_place = ws.fast_frames if isinstance(ws, FastTextConnection) else 0
+        (logs.info if planned else logs.warning)("disconnect", **fields, frames_read_in_place=in_place)
         self.note_all(group.symbols, "disconnect", **fields)
 
     async def _run_group_forever(self, group: ConnectionGroup) -> None:
