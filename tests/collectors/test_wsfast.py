@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import struct
+from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -156,5 +159,43 @@ def test_a_sink_that_raises_closes_the_connection_and_is_reported() -> None:
             ws.data_received(frame(0x1, b"x") + frame(0x1, b"y"))
             assert isinstance(ws.sink_error, ValueError)
             await asyncio.wait_for(ws.wait_closed(), 10)
+
+    asyncio.run(go())
+
+
+def test_frames_over_tls_are_read_in_place(tmp_path: Path) -> None:
+    """Binance is wss://: the frames come out of asyncio's TLS layer into the same fast reader."""
+    pytest.importorskip("cryptography")
+    from benchmarks.firehose import make_self_signed
+
+    cert, key = make_self_signed(tmp_path / "tls")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    count = 3000
+
+    async def handler(ws: ServerConnection) -> None:
+        for i in range(count):
+            await ws.send(text(i, 1400).decode())
+        await ws.wait_closed()
+
+    async def go() -> None:
+        async with serve(handler, "127.0.0.1", 0, ssl=server_ctx) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"wss://127.0.0.1:{port}", ssl=client_ctx, create_connection=FastTextConnection,
+                               compression=None) as ws:
+                assert isinstance(ws, FastTextConnection)
+                got: list[bytes] = []
+                done = asyncio.Event()
+
+                def sink(payload: bytes) -> None:
+                    got.append(payload)
+                    if len(got) == count:
+                        done.set()
+
+                ws.set_sink(sink)
+                await asyncio.wait_for(done.wait(), 60)
+                assert ws.fast and ws.fast_frames == count
+                assert got == [text(i, 1400) for i in range(count)]
 
     asyncio.run(go())
