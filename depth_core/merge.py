@@ -107,12 +107,18 @@ def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, d
     events = read(EVENTS_FILE)
     if "dup" in events.columns:
         events = events.filter(~pl.col("dup"))
-    events = events.select(*(c for c in _EVENT_COLUMNS if c in events.columns)).with_columns(lo_expr(market))
+    events = events.select(*(c for c in _event_columns(market) if c in events.columns)).with_columns(lo_expr(market))
     return StreamInput(stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE),
                        read(BOOK_TICKERS_FILE))
 
 
-_EVENT_COLUMNS = ("ev", "part", "receive_ns", "E", "T", "U", "u", "pu", "n_levels", "levels_hash")
+def _event_columns(market: Market, *, checks: bool = True) -> list[str]:
+    """The event columns the merge uses (spot events have no transaction time nor previous update id);
+    ``levels_hash`` only for the checks before the output."""
+    cols = ["ev", "part", "receive_ns", "E", "U", "u", "n_levels"]
+    if market == "usdm":
+        cols += ["T", "pu"]
+    return cols + (["levels_hash"] if checks else [])
 
 
 def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> tuple[CarryState | None, str | None]:
@@ -634,6 +640,8 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     stage = staging_prefix(market, symbol, date, report.version)
     checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
     checker.set_inputs(inputs, plan)
+    for s in inputs:  # the levels' hashes served the checks above; the per-event tables are held to the end
+        s.events = s.events.drop("levels_hash")
     if carry is not None:
         checker.carried_anchor_band = carry.anchor_band
 
@@ -646,8 +654,7 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     for i, s in enumerate(inputs):
         mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select(
             "pos", pl.col("ref").alias("ev"), "book_exact")
-        ch = s.events.select("ev", "part", "receive_ns", "E", "T", "U", "u", "pu", "n_levels").join(
-            mine, on="ev", how="inner").sort("pos")
+        ch = s.events.select(_event_columns(market, checks=False)).join(mine, on="ev", how="inner").sort("pos")
         chosen.append(ch)
         counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
         snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(

@@ -476,14 +476,16 @@ class _SymbolDay:
         # exact duplicates (same ids, time and levels; e.g. a segment uploaded twice or a reconnect overlap):
         # keep the earliest receive
         dup_keys = ["U", "u", "pu", "E", "n_levels", "levels_hash"]
-        events = events.sort("ev")  # ev is 0..n-1 (carried rows first): a row's ev is its position
+        if not events["ev"].is_sorted():  # usually in order already (no copy then)
+            events = events.sort("ev")  # ev is 0..n-1 (carried rows first): a row's ev is its position
         order = events.select("ev", "receive_ns", *dup_keys).sort("receive_ns", "ev")
         first = order.select(pl.struct(dup_keys).is_first_distinct())[:, 0].to_numpy()
         dup = np.empty(events.height, np.bool_)
         dup[order["ev"].to_numpy()] = ~first
         events = events.select(_empty_events().columns).with_columns(pl.Series("dup", dup))
         rep.duplicates = int(events["dup"].sum())
-        live = events.filter(~pl.col("dup"))
+        live = events.select("U", "u", "pu", "E", "receive_ns").filter(pl.Series(~dup))  # what the report needs
+        del order, first
         rep.events = live.height
         if live.height:
             lo = live.select(lo_expr(self.market))["lo"].to_numpy()
