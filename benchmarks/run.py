@@ -259,9 +259,9 @@ class Bench:
         self._warm()
         log(f"merge: ours on {ds.meta['events']} events ...")
         ours = self._ours(ds)
-        self.results.setdefault("scaling", {})[1.0] = {**ours, "events": ds.meta["events"],
-                                                        "level_rows": ds.meta["level_rows"]}
         same = self._same_output(ds)
+        self.results.setdefault("scaling", {})[1.0] = {**ours, "events": ds.meta["events"],
+                                                        "level_rows": ds.meta["level_rows"], "same_output": same}
         log("merge: floor ...")
         floor = run_child(["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
                           timeout=900)
@@ -421,7 +421,8 @@ class Bench:
                 continue
             ds = self._dataset(frac)
             log(f"scaling: ours at {frac:g} day ...")
-            got[frac] = {**self._ours(ds), "events": ds.meta["events"], "level_rows": ds.meta["level_rows"]}
+            got[frac] = {**self._ours(ds), "events": ds.meta["events"], "level_rows": ds.meta["level_rows"],
+                         "same_output": self._same_output(ds)}
         lines = [
             "Validate + merge (ours, fresh process each) on 1/8, 1/4, 1/2 and 1 day of the same generator. "
             "Time should grow linearly (constant seconds per million rows), peak RSS should stay flat.",
@@ -438,9 +439,14 @@ class Bench:
             lo, hi = got[fr[0]], got[fr[-1]]
             t_ratio = (hi["cpu_s"] / hi["level_rows"]) / (lo["cpu_s"] / lo["level_rows"])
             m_ratio = hi["peak_rss_mib"] / lo["peak_rss_mib"]
+            hi_gib = hi["peak_rss_mib"] / 1024
             lines += ["", f"CPU per row at {fr[-1]:g} day ÷ at {fr[0]:g} day: {t_ratio:.2f} (linear ⇒ ≈ 1): "
                       f"{verdict(t_ratio <= 1.25)}. Peak RSS at {fr[-1]:g} ÷ at {fr[0]:g}: {m_ratio:.2f} "
-                      f"(flat ⇒ ≈ 1): {verdict(m_ratio <= 1.25)}."]
+                      f"(flat: ≤ 1.15, issue 15): {verdict(m_ratio <= 1.15)}; peak RSS at {fr[-1]:g} day "
+                      f"{hi_gib:.2f} GiB (≤ 1.5 GiB): {verdict(hi_gib <= 1.5)}."]
+            same = [f"{f:g} day: {got[f]['same_output']}" for f in fr if got[f].get("same_output")]
+            if same:
+                lines += ["", "Merged output: " + "; ".join(same) + "."]
         return "\n".join(lines) + "\n"
 
 
