@@ -190,26 +190,34 @@ class MergeChecker:
 
     def _streams_agree_same_ranges(self) -> None:
         """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
-        parts = [s.events.select("lo", "u", "U", "levels_hash", pl.lit(i, pl.Int32).alias("s"))
-                 for i, s in enumerate(self.inputs) if s.events.height]
+        parts = [(i, s.events) for i, s in enumerate(self.inputs) if s.events.height]
         if not parts:
             return
-        ev = pl.concat(parts)
-        # count variants per range first (numbers only); the stream names only for the ranges that disagree
-        bad = (ev.group_by("lo", "u")
-               .agg(pl.col("levels_hash").n_unique().alias("variants"), pl.col("U").first())
-               .filter(pl.col("variants") > 1))
-        if bad.height:
-            names = {i: s.stream for i, s in enumerate(self.inputs)}
-            streams = (ev.join(bad.select("lo", "u"), on=["lo", "u"], how="semi")
-                       .with_columns(pl.col("s").replace_strict(names, return_dtype=pl.String).alias("stream"))
-                       .group_by("lo", "u").agg(pl.col("stream").unique().sort()))
-            bad = bad.join(streams, on=["lo", "u"], how="left")
-        bad = bad.sort("u")
-        self.disagreements_total = bad.height
-        for row in bad.head(MAX_LISTED).iter_rows(named=True):
-            self.disagreements.append({"first_id": row["U"], "last_id": row["u"], "streams": row["stream"],
-                                       "variants": row["variants"]})
+        # one sort of the events by (lo, u, levels hash), in numpy (no hash table over every event: the merge's
+        # peak memory); a range disagrees when two events of it carry different hashes
+        lo = np.concatenate([e["lo"].to_numpy() for _i, e in parts])
+        u = np.concatenate([e["u"].to_numpy() for _i, e in parts])
+        h = np.concatenate([e["levels_hash"].to_numpy() for _i, e in parts])
+        order = np.lexsort((h, u, lo))
+        lo_o, u_o, h_o = lo[order], u[order], h[order]
+        del lo, u, h
+        same = (lo_o[1:] == lo_o[:-1]) & (u_o[1:] == u_o[:-1])
+        differs = np.flatnonzero(same & (h_o[1:] != h_o[:-1]))
+        if not len(differs):
+            return
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        ends = np.append(starts[1:], len(order))
+        bad = np.unique(np.searchsorted(starts, differs, side="right") - 1)  # groups (ranges) that disagree
+        self.disagreements_total = len(bad)
+        bad = bad[np.lexsort((lo_o[starts[bad]], u_o[starts[bad]]))][:MAX_LISTED]  # listed by u
+        stream_of = np.concatenate([np.full(e.height, i, np.int32) for i, e in parts])
+        first_u = np.concatenate([e["U"].to_numpy() for _i, e in parts])
+        for g in bad.tolist():
+            a, b = int(starts[g]), int(ends[g])
+            rows = order[a:b]  # positions in the concatenation: the smallest is the range's first in input order
+            self.disagreements.append({"first_id": int(first_u[rows.min()]), "last_id": int(u_o[a]),
+                                       "streams": sorted({self.inputs[int(x)].stream for x in stream_of[rows]}),
+                                       "variants": len(np.unique(h_o[a:b]))})
 
     def _plan_snapshot_checks(self) -> None:
         """For each REST snapshot: the plan item before which the book is compared, and the straddler."""

@@ -77,7 +77,6 @@ ROW_GROUP = 262_144
 MANIFEST_VERSION = 2
 
 KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
-_WALK_GAP = 3  # a walk row recording ids no stream received (becomes a GapRecord, not a plan item)
 _NO_TARGET = np.iinfo(np.int64).max  # an inexact stretch with no snapshot after it runs to the day's end
 
 
@@ -169,8 +168,16 @@ def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> t
 
 
 @numba.njit(cache=True, nogil=True)
+def _grown(a: np.ndarray) -> np.ndarray:
+    out = np.empty(2 * a.shape[0], a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids: np.ndarray,
-          exact_start: bool, first_target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+          exact_start: bool, first_target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                          np.ndarray]:
     """The walk along the id line (events sorted by lo; usable snapshot ids ascending).
 
     Exact mode (the book is known at ``last``): take the earliest-received applicable event. When none
@@ -180,17 +187,19 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids
     rest of the day), flagged inexact; ids no event has are recorded as gaps too; then emit the target
     image and go exact. ``first_target``: index of the target snapshot when starting inexact (-1: none).
 
-    Output rows (kind, ref, a, b, exact): (KIND_EVENT, event index, 0, 0, exact flag); (KIND_SNAPSHOT,
-    snapshot index, 0, 0, 1) for an image; (_WALK_GAP, target snapshot index or -1, first missing id, last
-    missing id, 0). A binary heap keyed by receive time holds the applicable events.
+    Output rows (kind, ref, exact): (KIND_EVENT, event index, exact flag); (KIND_SNAPSHOT, snapshot index, 1)
+    for an image; and apart, in walk order, the gaps (target snapshot index or -1, first missing id, last
+    missing id). A binary heap keyed by receive time holds the applicable events.
     """
     n = lo.shape[0]
-    m = 2 * n + snap_ids.shape[0] + 2
+    m = n + snap_ids.shape[0] + 2  # each event is chosen once at most, each snapshot is an image once at most
     out_kind = np.empty(m, np.int8)
     out_ref = np.empty(m, np.int64)
-    out_a = np.zeros(m, np.int64)
-    out_b = np.zeros(m, np.int64)
     out_exact = np.zeros(m, np.bool_)
+    gap_ref = np.empty(16, np.int64)  # gap rows apart (few): they grow by doubling
+    gap_a = np.empty(16, np.int64)
+    gap_b = np.empty(16, np.int64)
+    g = 0
     heap_r = np.empty(n + 1, np.int64)
     heap_i = np.empty(n + 1, np.int64)
     stash = np.empty(n + 1, np.int64)
@@ -279,21 +288,23 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids
             if tj >= snap_ids.shape[0]:
                 tj = -1
             target = snap_ids[tj] if tj >= 0 else _NO_TARGET
-            out_kind[k] = _WALK_GAP
-            out_ref[k] = tj
-            out_a[k] = last + 1
-            out_b[k] = lo[p]
-            k += 1
+            if g == gap_ref.shape[0]:
+                gap_ref, gap_a, gap_b = _grown(gap_ref), _grown(gap_a), _grown(gap_b)
+            gap_ref[g] = tj
+            gap_a[g] = last + 1
+            gap_b[g] = lo[p]
+            g += 1
             last = lo[p]
             exact = False
             continue
         if p < n and lo[p] < target:
             if size == 0:  # no event has ids last+1..lo[p]: another hole inside the inexact stretch
-                out_kind[k] = _WALK_GAP
-                out_ref[k] = tj
-                out_a[k] = last + 1
-                out_b[k] = lo[p]
-                k += 1
+                if g == gap_ref.shape[0]:
+                    gap_ref, gap_a, gap_b = _grown(gap_ref), _grown(gap_a), _grown(gap_b)
+                gap_ref[g] = tj
+                gap_a[g] = last + 1
+                gap_b[g] = lo[p]
+                g += 1
             last = lo[p]
             continue
         if tj < 0:
@@ -304,24 +315,25 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids
         k += 1
         last = target
         exact = True
-    return out_kind[:k], out_ref[:k], out_a[:k], out_b[:k], out_exact[:k]
+    return out_kind[:k], out_ref[:k], out_exact[:k], gap_ref[:g], gap_a[:g], gap_b[:g]
 
 
 def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState | None) -> Plan:
     """Choose, along the id line, which stream's event supplies each step, and where images go."""
-    ev_parts = []
     sn_parts = []
     for i, s in enumerate(streams):
-        ev_parts.append(s.events.select(pl.lit(i, pl.Int32).alias("s"), "ev", "lo", pl.col("u").alias("hi"),
-                                        "receive_ns"))
         sn_parts.append(s.snapshots.select(pl.lit(i, pl.Int32).alias("s"), "snap", "last_update_id",
                                            "receive_ns"))
-    ev = pl.concat(ev_parts).sort("lo", "receive_ns", "s", "ev") if ev_parts else pl.DataFrame()
-    lo = ev["lo"].to_numpy() if ev.height else np.zeros(0, np.int64)
-    hi = ev["hi"].to_numpy() if ev.height else np.zeros(0, np.int64)
-    recv = ev["receive_ns"].to_numpy() if ev.height else np.zeros(0, np.int64)
-    s_idx = ev["s"].to_numpy() if ev.height else np.zeros(0, np.int32)
-    ev_ref = ev["ev"].to_numpy() if ev.height else np.zeros(0, np.int64)
+    # every stream's events ordered by (lo, receive time, stream, ev): one numpy sort (no frame copies)
+    lo = np.concatenate([s.events["lo"].to_numpy() for s in streams] or [np.zeros(0, np.int64)]).astype(np.int64)
+    recv = np.concatenate([s.events["receive_ns"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
+    s_idx = np.concatenate([np.full(s.events.height, i, np.int32) for i, s in enumerate(streams)]
+                           or [np.zeros(0, np.int32)])
+    ev_ref = np.concatenate([s.events["ev"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
+    order = np.lexsort((ev_ref, s_idx, recv, lo))
+    lo, recv, s_idx, ev_ref = lo[order], recv[order], s_idx[order], ev_ref[order]
+    hi = np.concatenate([s.events["u"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])[order]
+    del order
     run_hi = np.maximum.accumulate(hi) if len(hi) else hi
 
     sn = pl.concat(sn_parts).sort("last_update_id", "receive_ns", "s") if sn_parts else pl.DataFrame()
@@ -363,15 +375,12 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         w = _walk(lo, hi, recv, int(lo[0]), u_L, False, 0 if len(u_L) else -1)
     else:
         w = _walk(lo, hi, recv, 0, u_L, True, -1)
-    w_kind, w_ref, w_a, w_b, w_exact = w
-    for k in np.flatnonzero(w_kind == _WALK_GAP).tolist():
-        ref, a, b = int(w_ref[k]), int(w_a[k]), int(w_b[k])
+    w_kind, w_ref, w_exact, g_ref, g_a, g_b = w
+    for ref, a, b in zip(g_ref.tolist(), g_a.tolist(), g_b.tolist(), strict=True):
         if ref >= 0:
             gaps.append(GapRecord(a, b, int(u_L[ref]), f"snapshot:{streams[int(u_s[ref])].stream}"))
         else:  # no snapshot after it: the rest of the day stays inexact
             gaps.append(GapRecord(a, b, None, None))
-    keep = w_kind != _WALK_GAP
-    w_kind, w_ref, w_exact = w_kind[keep], w_ref[keep], w_exact[keep]
     is_ev = w_kind == KIND_EVENT
     ev_i = np.where(is_ev, w_ref, 0)
     sn_i = np.where(is_ev, 0, w_ref)
@@ -652,9 +661,16 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     items = pl.DataFrame({"pos": np.arange(n_items, dtype=np.int64), "kind": plan.kind, "s": plan.stream,
                           "ref": plan.ref, "book_exact": plan.exact})
     for i, s in enumerate(inputs):
-        mine = items.filter((pl.col("kind") == KIND_EVENT) & (pl.col("s") == i)).select(
-            "pos", pl.col("ref").alias("ev"), "book_exact")
-        ch = s.events.select(_event_columns(market, checks=False)).join(mine, on="ev", how="inner").sort("pos")
+        # the stream's chosen events in plan order: found by event number (binary search, no hash join)
+        pos = np.flatnonzero((plan.kind == KIND_EVENT) & (plan.stream == i))
+        ev_col = s.events["ev"].to_numpy()
+        by_ev = np.argsort(ev_col, kind="stable")
+        rows = by_ev[np.searchsorted(ev_col, plan.ref[pos], sorter=by_ev)]
+        if len(rows) and not bool((ev_col[rows] == plan.ref[pos]).all()):
+            raise AssertionError(f"the plan names events of {s.stream} that its validated events do not hold")
+        ch = s.events.select(_event_columns(market, checks=False))[rows].with_columns(
+            pl.Series("pos", pos, pl.Int64), pl.Series("book_exact", plan.exact[pos], pl.Boolean))
+        del ev_col, by_ev, rows
         chosen.append(ch)
         counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
         snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(
