@@ -103,10 +103,19 @@ def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, d
                                     "(re-validate the stream-day; nothing was merged)") from exc
 
     # only the columns the merge and its checks use: the per-event tables are held for the whole merge
-    events = read(EVENTS_FILE)
+    key = validated_file_key(report, EVENTS_FILE)
+    try:  # read only those columns (and the duplicate flag): a whole-table read would peak at twice the memory
+        names = scan_parquet(store, key).collect_schema().names()
+    except Exception as exc:
+        if store.exists(key):
+            raise
+        raise MissingStateError(f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
+                                "(re-validate the stream-day; nothing was merged)") from exc
+    wanted = [c for c in _event_columns(market) if c in names]
+    events = read(EVENTS_FILE, wanted + (["dup"] if "dup" in names else []))
     if "dup" in events.columns:
-        events = events.filter(~pl.col("dup"))
-    events = events.select(*(c for c in _event_columns(market) if c in events.columns)).with_columns(lo_expr(market))
+        events = events.filter(~pl.col("dup")).drop("dup")
+    events = events.with_columns(lo_expr(market))
     return StreamInput(stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE),
                        read(BOOK_TICKERS_FILE))
 
@@ -331,7 +340,10 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
                            or [np.zeros(0, np.int32)])
     ev_ref = np.concatenate([s.events["ev"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
     order = np.lexsort((ev_ref, s_idx, recv, lo))
-    lo, recv, s_idx, ev_ref = lo[order], recv[order], s_idx[order], ev_ref[order]
+    lo = lo[order]  # one column at a time: at most one unsorted copy alive
+    recv = recv[order]
+    s_idx = s_idx[order]
+    ev_ref = ev_ref[order]
     hi = np.concatenate([s.events["u"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])[order]
     del order
     run_hi = np.maximum.accumulate(hi) if len(hi) else hi

@@ -377,3 +377,31 @@ def test_two_days_on_s3_with_outages_and_a_gap(s3_env: str) -> None:
     assert gap.reanchored_at == ids[300] and gap.snapshot_source == "snapshot:eu-1"
     frames = [merged(store, date=d) for d in ("2025-11-24", "2025-11-25")]
     assert sum(assert_exact(f, ex) for f in frames) > 60
+
+
+def test_missing_validated_file_is_an_error_not_an_empty_stream(store: ObjectStore) -> None:
+    """A validated file its report names that is gone (events or a level part) stops the merge with
+    MissingStateError; nothing is published (validated data may be the only copy after a cleanup)."""
+    from depth_core.validate import read_symbol_day_report
+    from depth_core.validated_layout import EVENTS_FILE, MissingStateError, level_part_keys, validated_file_key
+
+    ex = SyntheticExchange(seed=5)
+    ex.run(300)
+    evs = ex.events(5)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[3]]))
+    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, evs, 25, snapshots=[ex.ids[3]]))
+    for s in ("eu-1", "ap-1"):
+        validate_symbol_day(store, "spot", s, SYM, DATE)
+    committed = read_symbol_day_report(store, "spot", "eu-1", SYM, DATE)
+    assert committed is not None
+    report = committed[0]
+    part = next(iter(level_part_keys(report).values()))
+    body = store.get_bytes(part)
+    store.delete(part)
+    with pytest.raises(MissingStateError, match="level part"):
+        merge_symbol_day(store, "spot", SYM, DATE, ["eu-1", "ap-1"])
+    store.put_bytes(part, body)
+    store.delete(validated_file_key(report, EVENTS_FILE))
+    with pytest.raises(MissingStateError, match="is missing"):
+        merge_symbol_day(store, "spot", SYM, DATE, ["eu-1", "ap-1"])
+    assert not store.exists(merged_manifest_key("spot", SYM, DATE))
