@@ -16,7 +16,8 @@ from depth_core.merge import MergeReport, merge_symbol_day
 from depth_core.raw_format import LineKind
 from depth_core.schema import MERGED_SCHEMA
 from depth_core.storeio import read_parquet
-from depth_core.validate import validate_symbol_day
+from depth_core.validate import read_symbol_day_report, validate_symbol_day
+from depth_core.validated_layout import EVENTS_FILE, MissingStateError, level_part_keys, validated_file_key
 from depth_store import open_store
 from depth_store.base import ObjectStore
 from tests.core.synth import DAY0_MS, SyntheticExchange, depth_frame, stream_lines, write_stream
@@ -382,9 +383,6 @@ def test_two_days_on_s3_with_outages_and_a_gap(s3_env: str) -> None:
 def test_missing_validated_file_is_an_error_not_an_empty_stream(store: ObjectStore) -> None:
     """A validated file its report names that is gone (events or a level part) stops the merge with
     MissingStateError; nothing is published (validated data may be the only copy after a cleanup)."""
-    from depth_core.validate import read_symbol_day_report
-    from depth_core.validated_layout import EVENTS_FILE, MissingStateError, level_part_keys, validated_file_key
-
     ex = SyntheticExchange(seed=5)
     ex.run(300)
     evs = ex.events(5)
