@@ -689,6 +689,8 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner")
         counts[snaps["pos"].to_numpy()] = snaps["n_levels"].to_numpy()
     del items
+    for s in inputs:  # from here the per-event tables only serve the other-batching candidates of each file
+        s.events = s.events.select("ev", "part", "U", "u", "lo")
     if carry is not None:
         counts[plan.kind == KIND_CARRY] = carry.book.height
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)
