@@ -263,7 +263,7 @@ def cleanup_days(
     instance: dg.DagsterInstance, date: str, symbols: Sequence[str] | None, retention_days: float
 ) -> list[DayOutcome]:
     """The gated cleanup of ``date`` (the symbols named, or every symbol a merge of the date recorded)."""
-    from depth_pipeline.cleanup import CleanupResult
+    from depth_pipeline.cleanup import CleanupResult, decode_results
 
     run_id = _launch(
         instance,
@@ -273,7 +273,7 @@ def cleanup_days(
         day_run_tags(date, symbols, "cleanup"),
     )
     outcomes: list[DayOutcome] = []
-    results: dict[str, Any] = load_step_result(load_config().store_url, run_id, "cleanup_raw") or {}
+    results: dict[str, Any] = decode_results(load_step_result(load_config().store_url, run_id, "cleanup_raw") or {})
     refused = _failure_text(instance, run_id) if not results else ""
     for symbol, r in sorted(results.items()):
         result = CleanupResult(**r)

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from depth_core.names import parse_symbols, validate_date
-from depth_pipeline.cleanup import cleanup_day, symbols_merged_on
+from depth_pipeline.cleanup import cleanup_day, encode_results, symbols_merged_on
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.keys import TAG_DATE, TAG_KIND, TAG_SYMBOLS
 from depth_pipeline.lease import day_lease
@@ -172,7 +172,7 @@ def cleanup_raw(
     refused = {s: r for s, r in results.items() if not r["ok"] or r["kept_changed"]}
     # the per-symbol results are the output (stored even when the step then fails: the CLI prints them)
     yield dg.Output(
-        results,
+        encode_results(day.results),  # decode_results gives back symbol -> the dicts above
         metadata={
             "symbols": len(results),
             "deleted": sum(len(r["deleted"]) for r in results.values()),

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from depth_core.layout import merged_manifest_key
+from depth_pipeline.cleanup import decode_results
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.definitions import build_definitions
 from depth_pipeline.jobs import cleanup_run_config, day_run_config, day_run_tags
@@ -59,7 +60,7 @@ def run_cleanup(
 
 
 def cleanup_output(result: dg.ExecuteInProcessResult, symbol: str = "BTCUSDT") -> dict[str, Any]:
-    out: dict[str, Any] = result.output_for_node("cleanup_raw")[symbol]
+    out: dict[str, Any] = decode_results(result.output_for_node("cleanup_raw"))[symbol]
     return out
 
 

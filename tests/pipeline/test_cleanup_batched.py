@@ -113,6 +113,24 @@ def test_compact_report_a_symbol_left_out_still_holds_the_objects_dates(any_stor
     assert sorted(both.deleted) == sorted(o.key for o in objects)
 
 
+def test_step_output_holds_each_key_once_and_decodes_to_every_symbols_lists() -> None:
+    """The cleanup step's output (encode_results): keys once, each symbol's lists as index ranges."""
+    from depth_pipeline.cleanup import CleanupResult, decode_results, encode_results
+
+    keys = [f"raw/market=spot/stream=eu-1/date={DATE}/{i:019d}-s-{i:08d}.ndjson.gz" for i in range(5)]
+    results = {
+        "BTCUSDT": CleanupResult(DATE, "BTCUSDT", True, "ok", deleted=keys[:4], kept_later_arrivals=[keys[4]]),
+        "ETHUSDT": CleanupResult(DATE, "ETHUSDT", True, "ok", deleted=[keys[0], keys[2], keys[3]]),
+        "XRPUSDT": CleanupResult(DATE, "XRPUSDT", False, "no merge"),
+    }
+    out = encode_results(results)
+    assert out["keys"] == keys and out["results"]["BTCUSDT"]["deleted"] == [[0, 3]]
+    assert out["results"]["ETHUSDT"]["deleted"] == [[0, 0], [2, 3]]
+    assert decode_results(json.loads(json.dumps(out))) == {s: r.to_dict() for s, r in results.items()}
+    plain = {s: r.to_dict() for s, r in results.items()}  # the form before: read as it is
+    assert decode_results(plain) == plain
+
+
 def test_v2_object_without_a_stream_day_report_or_changed_is_kept(any_store: ObjectStore) -> None:
     objects = _v2_day(any_store, 2)
     gate = _gates(objects, {"BTCUSDT": True, "ETHUSDT": True})
