@@ -530,6 +530,7 @@ What changed between the measurements on this capture size (same commands; load 
 | e7eaf51: 25 symbols a step, a gate read per symbol (16:35 UTC, load 5.1 → 8.5) | 590 s | 403 | 38 | 21 s / 12 | 1.6 MB |
 | same, `DEPTH_SYMBOLS_PER_STEP=100` (16:54 UTC, `--reuse-capture`, load 8.2) | 550 s | 318 | 14 | 25 s / 13 | 1.6 MB |
 | 70516b8: `auto` step size, the date's gate records read once, compact stream-day report (17:14 UTC, load 2.8 → 5.8) | 314 s | 286 | 14 | 5 s / 4 | 0.32 MB |
+| 1e5d58b (also the cleanup's shared entries and compact output, and the merge's newer internals), 17:31 UTC, `--reuse-capture` of that capture, load 1.4 → 3.0 | 142 s | 254 | 14 | 4 s / 3 | 0.32 MB |
 
 - Where the run's CPU goes (17:14 run): per symbol the derive step spends 0.32 CPU-s on the quality
   report (its matplotlib PNG) and 0.07 CPU-s on the top-25 book (measured on 20 of the symbols, one process);
