@@ -35,11 +35,18 @@ def load_updates(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 def _book_digest(bids: dict[float, float], asks: dict[float, float]) -> dict[str, Any]:
     bb = max(bids) if bids else None
     ba = min(asks) if asks else None
-    return {"bids": len(bids), "asks": len(asks), "best_bid": bb, "best_ask": ba,
-            "qty_sum": round(sum(bids.values()) + sum(asks.values()), 6)}
+    return {
+        "bids": len(bids),
+        "asks": len(asks),
+        "best_bid": bb,
+        "best_ask": ba,
+        "qty_sum": round(sum(bids.values()) + sum(asks.values()), 6),
+    }
 
 
-def run_sortedcontainers(is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> tuple[float, dict[str, Any]]:
+def run_sortedcontainers(
+    is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray
+) -> tuple[float, dict[str, Any]]:
     from sortedcontainers import SortedDict
 
     bids: SortedDict = SortedDict()
@@ -77,8 +84,9 @@ def run_order_book(is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> tu
 _WARMED: list[bool] = []
 
 
-def run_ours(is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, ev_end: np.ndarray,
-             top25: bool) -> tuple[float, dict[str, Any]]:
+def run_ours(
+    is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, ev_end: np.ndarray, top25: bool
+) -> tuple[float, dict[str, Any]]:
     try:
         from depth_core import book as core_book
     except ImportError as exc:
@@ -132,8 +140,18 @@ def main() -> None:
         cpus.append(time.process_time() - c0)
         walls.append(dt)
     wall, cpu = float(np.median(walls)), float(np.median(cpus))
-    emit({"kind": kind, "updates": len(price), "runs": runs, "seconds": wall, "cpu_seconds": cpu,
-          "updates_per_s": len(price) / wall, "updates_per_cpu_s": len(price) / cpu, "digest": digest})
+    emit(
+        {
+            "kind": kind,
+            "updates": len(price),
+            "runs": runs,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "updates_per_s": len(price) / wall,
+            "updates_per_cpu_s": len(price) / cpu,
+            "digest": digest,
+        }
+    )
 
 
 if __name__ == "__main__":

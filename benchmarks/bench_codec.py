@@ -40,8 +40,14 @@ def measure(store: str) -> dict[str, Any]:
     try:
         from isal import igzip
 
-        codecs += [(f"ISA-L (`isal.igzip`) level {lvl}", functools.partial(igzip.compress, compresslevel=lvl),
-                    igzip.decompress) for lvl in (1, 2)]
+        codecs += [
+            (
+                f"ISA-L (`isal.igzip`) level {lvl}",
+                functools.partial(igzip.compress, compresslevel=lvl),
+                igzip.decompress,
+            )
+            for lvl in (1, 2)
+        ]
     except ImportError:
         pass
     rows = []
@@ -49,9 +55,15 @@ def measure(store: str) -> dict[str, Any]:
         c_s, packed = _timed(functools.partial(comp, data))
         d_s, unpacked = _timed(functools.partial(decomp, packed))
         assert unpacked == data and gzip.decompress(packed) == data  # standard gzip, readable by zlib
-        rows.append({"codec": name, "compress_mb_s": len(data) / c_s / 1e6, "ratio": len(data) / len(packed),
-                     "us_per_frame": FRAME_BYTES / (len(data) / c_s) * 1e6,
-                     "decompress_mb_s": len(data) / d_s / 1e6})
+        rows.append(
+            {
+                "codec": name,
+                "compress_mb_s": len(data) / c_s / 1e6,
+                "ratio": len(data) / len(packed),
+                "us_per_frame": FRAME_BYTES / (len(data) / c_s) * 1e6,
+                "decompress_mb_s": len(data) / d_s / 1e6,
+            }
+        )
     return {"input_mb": len(data) / 1e6, "codecs": rows}
 
 

@@ -56,7 +56,9 @@ class Sender:
 
 
 @contextlib.contextmanager
-def sender(count: int, *, symbols: str = "BTCUSDT", rate: float | None = None, tls: bool = False) -> Iterator[Sender]:
+def sender(
+    count: int, *, symbols: str = "BTCUSDT", rate: float | None = None, tls: bool = False
+) -> Iterator[Sender]:
     """The local firehose in its own process (so it has its own core and GIL)."""
     args = [PYTHON, "-m", "benchmarks.firehose", "--count", str(count), "--symbols", symbols]
     if rate:
@@ -81,8 +83,11 @@ def bare_loop(count: int, *, tls: bool = False) -> dict[str, Any]:
     load1 = os.getloadavg()[0]
     with sender(count, tls=tls) as s:
         env = {"SSL_CERT_FILE": str(s.cert)} if s.cert else None
-        res = run_child(["-m", "benchmarks.bare_loop", f"{s.url}/stream?streams=btcusdt@depth@100ms", str(count)],
-                        timeout=300, env=env)
+        res = run_child(
+            ["-m", "benchmarks.bare_loop", f"{s.url}/stream?streams=btcusdt@depth@100ms", str(count)],
+            timeout=300,
+            env=env,
+        )
     return {**res.report, "load1": load1}
 
 
@@ -93,7 +98,9 @@ def cryptofeed(count: int) -> dict[str, Any]:
         raise NotAvailableError(f"cryptofeed not installed (pip install '.[bench]'): {exc}") from exc
     with sender(count + 10_000, tls=True) as s:
         env = {"SSL_CERT_FILE": str(s.cert), "REQUESTS_CA_BUNDLE": str(s.cert)}
-        res = run_child(["-m", "benchmarks.cryptofeed_feed", s.url, s.http_url, str(count)], timeout=600, env=env)
+        res = run_child(
+            ["-m", "benchmarks.cryptofeed_feed", s.url, s.http_url, str(count)], timeout=600, env=env
+        )
     return res.report
 
 
@@ -113,20 +120,52 @@ def _collector_bin() -> Path:
     return exe
 
 
-def _start_collector(ws_url: str, rest_url: str, store: str, work: Path, symbols: str, *,
-                     metrics_port: int, flush_seconds: float = 10.0, env: dict[str, str] | None = None,
-                     extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+def _start_collector(
+    ws_url: str,
+    rest_url: str,
+    store: str,
+    work: Path,
+    symbols: str,
+    *,
+    metrics_port: int,
+    flush_seconds: float = 10.0,
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> subprocess.Popen[bytes]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     args = [
-        str(_collector_bin()), "--collector-id", "bench", "--symbols", symbols, "--store", store,
-        "--ws-url", ws_url, "--rest-url", rest_url, "--spool-dir", str(work / "spool"),
-        "--metrics-port", str(metrics_port), "--flush-seconds", str(flush_seconds), "--shutdown-grace", "30",
-        "--log-format", "json", *(extra or []),
+        str(_collector_bin()),
+        "--collector-id",
+        "bench",
+        "--symbols",
+        symbols,
+        "--store",
+        store,
+        "--ws-url",
+        ws_url,
+        "--rest-url",
+        rest_url,
+        "--spool-dir",
+        str(work / "spool"),
+        "--metrics-port",
+        str(metrics_port),
+        "--flush-seconds",
+        str(flush_seconds),
+        "--shutdown-grace",
+        "30",
+        "--log-format",
+        "json",
+        *(extra or []),
     ]
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen(args, stdout=open(work / "stdout.log", "wb"), stderr=open(work / "stderr.log", "wb"),
-                            cwd=work, env=full_env)
+    return subprocess.Popen(
+        args,
+        stdout=open(work / "stdout.log", "wb"),
+        stderr=open(work / "stderr.log", "wb"),
+        cwd=work,
+        env=full_env,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -160,11 +199,15 @@ def count_stored_depth_lines(store_root: Path) -> int:
     space-separated field of a line in both: v1 ``<ns> D <text>``, v2 ``<ns> D <SYMBOL> <text>``)."""
     n = 0
     for f in store_root.glob("raw/**/*.ndjson.gz"):
-        n += sum(1 for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln[:40].split(b" ", 2)[1:2] == [b"D"])
+        n += sum(
+            1 for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln[:40].split(b" ", 2)[1:2] == [b"D"]
+        )
     return n
 
 
-def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] | None = None) -> dict[str, Any]:
+def ours(
+    count: int, *, sim_firehose_rate: int | None = None, extra: list[str] | None = None
+) -> dict[str, Any]:
     """Our collector taking ``count`` frames; rate and CPU/message over the steady window, then zero-loss check."""
     work = WORK_DIR / "collector-throughput"
     store = work / "store"
@@ -172,7 +215,9 @@ def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] |
     load1 = os.getloadavg()[0]
     ctx: Any = sender(count) if sim_firehose_rate is None else sim_sender(sim_firehose_rate)
     with ctx as s:
-        proc = _start_collector(s.url, s.http_url, str(store), work, "BTCUSDT", metrics_port=port, extra=extra)
+        proc = _start_collector(
+            s.url, s.http_url, str(store), work, "BTCUSDT", metrics_port=port, extra=extra
+        )
         try:
             deadline = time.monotonic() + 60
             first = -1.0
@@ -181,8 +226,9 @@ def ours(count: int, *, sim_firehose_rate: int | None = None, extra: list[str] |
                 if first >= 200:
                     break
                 if proc.poll() is not None:
-                    raise NotAvailableError(f"collector exited {proc.returncode}: "
-                                            + (work / "stderr.log").read_text()[-500:])
+                    raise NotAvailableError(
+                        f"collector exited {proc.returncode}: " + (work / "stderr.log").read_text()[-500:]
+                    )
                 time.sleep(0.02)
             if first < 200:
                 raise NotAvailableError("collector received no frames within 60 s")
@@ -228,9 +274,24 @@ def sim_sender(rate: int, symbols: str = "BTCUSDT") -> Iterator[Sender]:
     if not exe.exists():
         raise NotAvailableError("depth-exchange-sim not installed")
     port = free_port()
-    proc = subprocess.Popen([str(exe), "--port", str(port), "--symbols", symbols, "--firehose-rate", str(rate),
-                             "--weight-limit", "100000", "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "--port",
+            str(port),
+            "--symbols",
+            symbols,
+            "--firehose-rate",
+            str(rate),
+            "--weight-limit",
+            "100000",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
@@ -266,8 +327,13 @@ def real_rate(seconds: float = 60.0) -> dict[str, Any]:
             rss = proc_rss_mib(proc.pid)
         finally:
             _stop(proc)
-    return {"seconds": t1 - t0, "messages": m1 - m0, "msgs_per_s": (m1 - m0) / (t1 - t0),
-            "cpu_percent": (c1 - c0) / (t1 - t0) * 100, "rss_mib": rss}
+    return {
+        "seconds": t1 - t0,
+        "messages": m1 - m0,
+        "msgs_per_s": (m1 - m0) / (t1 - t0),
+        "cpu_percent": (c1 - c0) / (t1 - t0) * 100,
+        "rss_mib": rss,
+    }
 
 
 def lag_vs_moto(seconds: float = 30.0, flush_seconds: float = 5.0) -> dict[str, Any]:
@@ -280,15 +346,25 @@ def lag_vs_moto(seconds: float = 30.0, flush_seconds: float = 5.0) -> dict[str, 
     if not moto.exists():
         raise NotAvailableError("moto_server not installed")
     mport = free_port()
-    mproc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(mport)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    mproc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(mport)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     work = WORK_DIR / "collector-lag"
     endpoint = f"http://127.0.0.1:{mport}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     try:
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                          region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -301,13 +377,23 @@ def lag_vs_moto(seconds: float = 30.0, flush_seconds: float = 5.0) -> dict[str, 
         symbols = "BTCUSDT,ETHUSDT,BNBUSDT"
         seen: dict[str, float] = {}
         with sender(int(seconds * 10) + 2000, symbols=symbols, rate=10) as s:
-            proc = _start_collector(s.url, s.http_url, "s3://bench/data", work, symbols,
-                                    metrics_port=free_port(), flush_seconds=flush_seconds, env=env)
+            proc = _start_collector(
+                s.url,
+                s.http_url,
+                "s3://bench/data",
+                work,
+                symbols,
+                metrics_port=free_port(),
+                flush_seconds=flush_seconds,
+                env=env,
+            )
             try:
                 end = time.monotonic() + seconds
                 while time.monotonic() < end + flush_seconds + 5:
                     now = time.time()
-                    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="data/raw/"):
+                    for page in s3.get_paginator("list_objects_v2").paginate(
+                        Bucket="bench", Prefix="data/raw/"
+                    ):
                         for obj in page.get("Contents", []):
                             seen.setdefault(obj["Key"], now)
                     if time.monotonic() > end and proc.poll() is None:
@@ -331,6 +417,11 @@ def lag_vs_moto(seconds: float = 30.0, flush_seconds: float = 5.0) -> dict[str, 
     if not lags:
         raise NotAvailableError("no objects reached the store")
     lags.sort()
-    return {"objects": len(seen), "lines": len(lags), "flush_seconds": flush_seconds,
-            "p50_s": lags[len(lags) // 2], "p99_s": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
-            "max_s": lags[-1]}
+    return {
+        "objects": len(seen),
+        "lines": len(lags),
+        "flush_seconds": flush_seconds,
+        "p50_s": lags[len(lags) // 2],
+        "p99_s": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+        "max_s": lags[-1],
+    }

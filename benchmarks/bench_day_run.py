@@ -58,8 +58,14 @@ def run_day(n: int, events: int, parallel: int, per_step: int, named: bool = Fal
         env.pop("DEPTH_SYMBOLS", None)
         args = ["--symbols", ",".join(symbols)] if named else []
         cpu0, wall0 = _children_cpu(), time.perf_counter()
-        done = subprocess.run([str(Path(sys.executable).parent / "depth-pipeline"), "run", "--date", DATE, *args],
-                              env=env, cwd=REPO, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "depth-pipeline"), "run", "--date", DATE, *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         cpu, wall = _children_cpu() - cpu0, time.perf_counter() - wall0
         if done.returncode != 0:
             raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
@@ -75,29 +81,39 @@ def run_day(n: int, events: int, parallel: int, per_step: int, named: bool = Fal
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--symbols", default="1,50")
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--per-step", type=int, default=25)
-    parser.add_argument("--named", action="store_true", help="name the symbols (--symbols): a run of one "
-                        "merge batch at most runs in one process")
+    parser.add_argument(
+        "--named",
+        action="store_true",
+        help="name the symbols (--symbols): a run of one merge batch at most runs in one process",
+    )
     args = parser.parse_args()
     counts = [int(x) for x in args.symbols.split(",")]
     results = {}
     for n in counts:
         results[n] = run_day(n, args.events, args.parallel, args.per_step, args.named)
         r = results[n]
-        print(f"symbols={n:4d} run CPU {r['cpu_s']:.1f} s wall {r['wall_s']:.1f} s "
-              f"(merge work {r['merge_work_cpu_s_per_symbol']:.3f} CPU-s per symbol)", flush=True)
+        print(
+            f"symbols={n:4d} run CPU {r['cpu_s']:.1f} s wall {r['wall_s']:.1f} s "
+            f"(merge work {r['merge_work_cpu_s_per_symbol']:.3f} CPU-s per symbol)",
+            flush=True,
+        )
     lo, hi = min(counts), max(counts)
     if hi > lo:
         per_symbol = (results[hi]["cpu_s"] - results[lo]["cpu_s"]) / (hi - lo)
         work = results[hi]["merge_work_cpu_s_per_symbol"]
-        print(f"fixed cost of a run (N={lo}): {results[lo]['cpu_s']:.1f} CPU-s; each further symbol-day adds "
-              f"{per_symbol:.2f} CPU-s of which merge work {work:.2f}: overhead {per_symbol - work:.2f} CPU-s; "
-              f"amortised at N={hi}: {(results[hi]['cpu_s'] - hi * work) / hi:.2f} CPU-s per symbol-day",
-              flush=True)
+        print(
+            f"fixed cost of a run (N={lo}): {results[lo]['cpu_s']:.1f} CPU-s; each further symbol-day adds "
+            f"{per_symbol:.2f} CPU-s of which merge work {work:.2f}: overhead {per_symbol - work:.2f} CPU-s; "
+            f"amortised at N={hi}: {(results[hi]['cpu_s'] - hi * work) / hi:.2f} CPU-s per symbol-day",
+            flush=True,
+        )
     return 0
 
 

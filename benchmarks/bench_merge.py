@@ -81,7 +81,9 @@ def _raw_objects(store_root: str, stream: str) -> list[tuple[Path, str | None]]:
     the symbol of a v1 object (None: a v2 object, whose lines name their symbol), in receive order."""
     base = Path(store_root) / "raw" / "market=spot" / f"stream={stream}"
     v2: list[tuple[Path, str | None]] = [(p, None) for p in base.glob("date=*/*.ndjson.gz")]
-    v1: list[tuple[Path, str | None]] = [(p, SYMBOL) for p in (base / f"symbol={SYMBOL}").glob("date=*/*.ndjson.gz")]
+    v1: list[tuple[Path, str | None]] = [
+        (p, SYMBOL) for p in (base / f"symbol={SYMBOL}").glob("date=*/*.ndjson.gz")
+    ]
     return sorted(v2 + v1, key=lambda x: x[0].name)
 
 
@@ -99,8 +101,14 @@ def merged_hash(store_root: str, date: str) -> dict[str, Any]:
         frame = pl.read_parquet(Path(store_root) / key)
         rows += frame.height
         digest.update(frame.hash_rows(seed=1).to_numpy().tobytes())
-    return {"rows": rows, "sha256": digest.hexdigest(), "files": len(manifest["files"]),
-            "manifest_rows": manifest["rows"], "events": manifest["events"], "gaps": len(manifest["gaps"])}
+    return {
+        "rows": rows,
+        "sha256": digest.hexdigest(),
+        "files": len(manifest["files"]),
+        "manifest_rows": manifest["rows"],
+        "events": manifest["events"],
+        "gaps": len(manifest["gaps"]),
+    }
 
 
 def _floor_rows(chunk: Any, stream: str) -> Any:
@@ -167,8 +175,9 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
                 continue
             table = _floor_rows(chunk, stream).to_arrow()
             if writer is None:
-                writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, compression="zstd",
-                                          compression_level=3)
+                writer = pq.ParquetWriter(
+                    out / "part-0.parquet", table.schema, compression="zstd", compression_level=3
+                )
             writer.write_table(table, row_group_size=262_144)
             rows_written += table.num_rows
             phase["rows_and_write_s"] += time.perf_counter() - t3
@@ -176,8 +185,13 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
         writer.close()
     dt = time.perf_counter() - t0
     nbytes = sum(p.stat().st_size for p in out.glob("*.parquet"))
-    return {"total_s": dt, "rows_written": rows_written, "parsed_levels": parsed_levels, "bytes": nbytes,
-            **{k: round(v, 2) for k, v in phase.items()}}
+    return {
+        "total_s": dt,
+        "rows_written": rows_written,
+        "parsed_levels": parsed_levels,
+        "bytes": nbytes,
+        **{k: round(v, 2) for k, v in phase.items()},
+    }
 
 
 def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
@@ -217,7 +231,19 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
         for side, book, key in (("bid", bids, "bids"), ("ask", asks, "asks")):
             for p, q in body[key]:
                 book[p] = q
-                rows.append((recv // 1_000_000, recv, last, last, True, side, float(p), float(q), f"snapshot:{stream}"))
+                rows.append(
+                    (
+                        recv // 1_000_000,
+                        recv,
+                        last,
+                        last,
+                        True,
+                        side,
+                        float(p),
+                        float(q),
+                        f"snapshot:{stream}",
+                    )
+                )
 
     pos = [0] * len(msgs)
     next_id: int | None = None
@@ -241,7 +267,9 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
                 for k, m in enumerate(msgs):
                     while pos[k] < len(m) and m[pos[k]][1] <= last:
                         pos[k] += 1
-                if any(pos[k] < len(m) and m[pos[k]][0] <= last + 1 <= m[pos[k]][1] for k, m in enumerate(msgs)):
+                if any(
+                    pos[k] < len(m) and m[pos[k]][0] <= last + 1 <= m[pos[k]][1] for k, m in enumerate(msgs)
+                ):
                     if next_id is not None:
                         gaps += 1
                     image(snaps[si])
@@ -257,8 +285,10 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
         for k, m in enumerate(msgs):
             while pos[k] < len(m) and m[pos[k]][1] < next_id:
                 pos[k] += 1
-            if pos[k] < len(m) and m[pos[k]][0] <= next_id <= m[pos[k]][1] and (
-                best < 0 or m[pos[k]][2] < msgs[best][pos[best]][2]
+            if (
+                pos[k] < len(m)
+                and m[pos[k]][0] <= next_id <= m[pos[k]][1]
+                and (best < 0 or m[pos[k]][2] < msgs[best][pos[best]][2])
             ):
                 best = k
         if best < 0:
@@ -273,26 +303,32 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
                 rows.append((e_ms, recv, first, last_id, False, side, float(p), float(q), stream))
         next_id = last_id + 1
     cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
-    table = pa.table({
-        "symbol": pa.array([SYMBOL] * len(rows), pa.string()),
-        "exchange_time": pa.array(cols[0], pa.timestamp("ms", "UTC")),
-        "transaction_time": pa.nulls(len(rows), pa.timestamp("ms", "UTC")),
-        "receive_time": pa.array(cols[1], pa.timestamp("ns", "UTC")),
-        "first_update_id": pa.array(cols[2], pa.int64()),
-        "last_update_id": pa.array(cols[3], pa.int64()),
-        "prev_update_id": pa.nulls(len(rows), pa.int64()),
-        "is_snapshot": pa.array(cols[4], pa.bool_()),
-        "side": pa.array(cols[5], pa.string()),
-        "price": pa.array(cols[6], pa.float64()),
-        "qty": pa.array(cols[7], pa.float64()),
-        "source": pa.array(cols[8], pa.string()),
-    })
+    table = pa.table(
+        {
+            "symbol": pa.array([SYMBOL] * len(rows), pa.string()),
+            "exchange_time": pa.array(cols[0], pa.timestamp("ms", "UTC")),
+            "transaction_time": pa.nulls(len(rows), pa.timestamp("ms", "UTC")),
+            "receive_time": pa.array(cols[1], pa.timestamp("ns", "UTC")),
+            "first_update_id": pa.array(cols[2], pa.int64()),
+            "last_update_id": pa.array(cols[3], pa.int64()),
+            "prev_update_id": pa.nulls(len(rows), pa.int64()),
+            "is_snapshot": pa.array(cols[4], pa.bool_()),
+            "side": pa.array(cols[5], pa.string()),
+            "price": pa.array(cols[6], pa.float64()),
+            "qty": pa.array(cols[7], pa.float64()),
+            "source": pa.array(cols[8], pa.string()),
+        }
+    )
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pq.write_table(table, out / "part-0.parquet", compression="zstd")
-    return {"total_s": time.perf_counter() - t0, "rows_written": len(rows), "gaps": gaps,
-            "events": sum(len(m) for m in msgs)}
+    return {
+        "total_s": time.perf_counter() - t0,
+        "rows_written": len(rows),
+        "gaps": gaps,
+        "events": sum(len(m) for m in msgs),
+    }
 
 
 def main() -> None:

@@ -96,7 +96,9 @@ defs = dg.Definitions(assets=[*raw, validated("eu-1"), validated("ap-1"), merged
 
 def _post(url: str, query: str, variables: dict[str, object]) -> dict[str, object]:
     body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=600) as response:
         payload: dict[str, object] = json.loads(response.read())
     if payload.get("errors"):
@@ -127,25 +129,36 @@ def _seed(home: Path, workdir: Path, model: str, symbols: int, days: list[str]) 
                     instance.report_runless_asset_event(dg.AssetMaterialization("merged_depth", partition=day,
                         metadata={{"symbols": {symbols}}}))
     """)
-    subprocess.run([sys.executable, "-c", script], cwd=workdir, env={**os.environ, "DAGSTER_HOME": str(home)},
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, env={**os.environ, "DAGSTER_HOME": str(home)}, check=True
+    )
 
 
-def measure(model: str, symbols: int, start: str, end: str, materialized: list[str]) -> dict[str, float | int]:
+def measure(
+    model: str, symbols: int, start: str, end: str, materialized: list[str]
+) -> dict[str, float | int]:
     with tempfile.TemporaryDirectory(prefix=f"bench-ui-{model}-") as tmp:
         root = Path(tmp)
         home = root / "home"
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        (root / "bench_location.py").write_text(CODE.format(symbols=symbols, start=start, end=end, model=model))
+        (root / "bench_location.py").write_text(
+            CODE.format(symbols=symbols, start=start, end=end, model=model)
+        )
         seeded = time.perf_counter()
         _seed(home, root, model, symbols, materialized)
         seed_s = time.perf_counter() - seeded
         port = 34000 + (os.getpid() % 1000)
         exe = Path(sys.executable).parent / "dagster-webserver"
         env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(root)}
-        proc = subprocess.Popen([str(exe), "-m", "bench_location", "-h", "127.0.0.1", "-p", str(port)], cwd=root,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), "-m", "bench_location", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180
@@ -159,9 +172,12 @@ def measure(model: str, symbols: int, start: str, end: str, materialized: list[s
                     time.sleep(0.25)  # polling a server's readiness
             _post(url, "{ assetNodes { id } }", {})  # load the code location once
             return {
-                "partition_keys_per_asset": len(_post(url, ASSET_PAGE, {"key": {"path": ["merged_depth"]}})
-                                                ["data"]["assetNodeOrError"]["partitionKeysByDimension"][0]  # type: ignore[index]
-                                                ["partitionKeys"]) * (symbols if model == "multi" else 1),
+                "partition_keys_per_asset": len(
+                    _post(url, ASSET_PAGE, {"key": {"path": ["merged_depth"]}})["data"]["assetNodeOrError"][
+                        "partitionKeysByDimension"
+                    ][0]["partitionKeys"]  # type: ignore[index]
+                )
+                * (symbols if model == "multi" else 1),
                 "asset_page_s": _timed(url, ASSET_PAGE, ["merged_depth"]),
                 "partition_status_s": _timed(url, PARTITION_STATUS, ["merged_depth"]),
                 "seed_events": len(materialized) * (symbols if model == "multi" else 1),
@@ -173,7 +189,9 @@ def measure(model: str, symbols: int, start: str, end: str, materialized: list[s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--symbols", type=int, default=600)
     parser.add_argument("--days", type=int, default=1096)
     parser.add_argument("--materialized-days", type=int, default=10)
@@ -186,8 +204,11 @@ def main() -> int:
     for model in ("multi", "date"):
         result = measure(model, args.symbols, start.isoformat(), end.isoformat(), materialized)
         label = "date x symbol" if model == "multi" else "date only"
-        print(f"{label:14s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in result.items()), flush=True)
+        print(
+            f"{label:14s} "
+            + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()),
+            flush=True,
+        )
     return 0
 
 

@@ -36,7 +36,9 @@ def measure(store_url: str, date: str, out: Path) -> dict[str, Any]:
             rg = md.row_group(g)
             for c in range(rg.num_columns):
                 col = rg.column(c)
-                col_bytes[col.path_in_schema] = col_bytes.get(col.path_in_schema, 0) + col.total_compressed_size
+                col_bytes[col.path_in_schema] = (
+                    col_bytes.get(col.path_in_schema, 0) + col.total_compressed_size
+                )
                 if col.path_in_schema in ("exchange_time", "last_update_id") and not (
                     col.statistics is not None and col.statistics.has_min_max
                 ):
@@ -46,8 +48,9 @@ def measure(store_url: str, date: str, out: Path) -> dict[str, Any]:
         "merged_bytes": sum(f.stat().st_size for f in files),
         "row_groups": row_groups,
         "time_and_id_statistics": stats_ok,
-        "column_bytes": ", ".join(f"{k} {v / rows:.2f} B/row" for k, v in
-                                  sorted(col_bytes.items(), key=lambda kv: -kv[1])),
+        "column_bytes": ", ".join(
+            f"{k} {v / rows:.2f} B/row" for k, v in sorted(col_bytes.items(), key=lambda kv: -kv[1])
+        ),
         "raw_gzip_bytes": sum(p.stat().st_size for p in (root / "raw").glob("**/*.ndjson.gz")),
     }
     store = open_store(store_url)

@@ -46,20 +46,47 @@ def generate(store_url: str, n_symbols: int, n_events: int, mu: float, sigma: fl
     lines_all: list[list[bytes]] = []
     level_rows = 0
     for i, sym in enumerate(_symbols(n_symbols)):
-        (ev_first, ev_last, ev_off, lv_side, lv_price, lv_qty, s_off, s_side, s_price, s_qty, s_last,
-         _counts) = daygen.simulate(n_events, 1000 + i, mu, sigma, 200, np.array([-1], np.int64), 100)
+        (
+            ev_first,
+            ev_last,
+            ev_off,
+            lv_side,
+            lv_price,
+            lv_qty,
+            s_off,
+            s_side,
+            s_price,
+            s_qty,
+            s_last,
+            _counts,
+        ) = daygen.simulate(n_events, 1000 + i, mu, sigma, 200, np.array([-1], np.int64), 100)
         level_rows += int(lv_side.shape[0])
         ev_e_ms = start_ms + np.arange(n_events, dtype=np.int64) * 100 + int(rng.integers(0, 100))
         recv = ev_e_ms * 1_000_000 + (20e6 + rng.exponential(3e6, n_events)).astype(np.int64)
         recv = np.maximum.accumulate(recv)
-        head = np.frombuffer(b'{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":' % sym.lower().encode(),
-                             np.uint8).copy()
+        head = np.frombuffer(
+            b'{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":' % sym.lower().encode(), np.uint8
+        ).copy()
         mid = np.frombuffer(b',"s":"%s","U":' % sym.encode(), np.uint8).copy()
         lo = np.arange(n_events, dtype=np.int64)
         buf = np.empty(int(lv_side.shape[0]) * 40 + n_events * 240 + 1024, np.uint8)
         line_off = np.zeros(n_events + 1, np.int64)
-        end = daygen.encode_depth_lines(buf, line_off, lo, lo, recv, ev_first, ev_last, ev_e_ms, ev_off, lv_side,
-                                        lv_price, lv_qty, head, mid)
+        end = daygen.encode_depth_lines(
+            buf,
+            line_off,
+            lo,
+            lo,
+            recv,
+            ev_first,
+            ev_last,
+            ev_e_ms,
+            ev_off,
+            lv_side,
+            lv_price,
+            lv_qty,
+            head,
+            mid,
+        )
         text = buf[:end].tobytes().replace(b" D {", b" D %s {" % sym.encode())
         lines = [ln + b"\n" for ln in text.split(b"\n")[:-1]]
         sbuf = np.empty(64 + int(s_off[1] - s_off[0]) * 40, np.uint8)
@@ -88,11 +115,17 @@ def generate(store_url: str, n_symbols: int, n_events: int, mu: float, sigma: fl
         return len(data)
 
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        for size in pool.map(lambda x: put(*x), [(s, a, b) for s, (a, b) in enumerate(zip(starts, ends,
-                                                                                              strict=True))]):
+        for size in pool.map(
+            lambda x: put(*x), [(s, a, b) for s, (a, b) in enumerate(zip(starts, ends, strict=True))]
+        ):
             gz_bytes += size
-    out = {"symbols": n_symbols, "events": n_symbols * n_events, "level_rows": level_rows,
-           "objects": len(starts), "gzip_bytes": gz_bytes}
+    out = {
+        "symbols": n_symbols,
+        "events": n_symbols * n_events,
+        "level_rows": level_rows,
+        "objects": len(starts),
+        "gzip_bytes": gz_bytes,
+    }
     print(json.dumps(out))
     return out
 
@@ -105,8 +138,9 @@ def run(store_url: str, symbols_filter: int | None, buffer_mib: int | None = Non
     store = CountingStore(open_store(store_url))
     wanted = _symbols(symbols_filter) if symbols_filter else None
     t0, c0 = time.perf_counter(), time.process_time()
-    result = validate_stream_day(store, "spot", STREAM, DATE, wanted,
-                                 buffer_bytes=buffer_mib << 20 if buffer_mib else None)
+    result = validate_stream_day(
+        store, "spot", STREAM, DATE, wanted, buffer_bytes=buffer_mib << 20 if buffer_mib else None
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out: dict[str, object] = {
@@ -115,7 +149,9 @@ def run(store_url: str, symbols_filter: int | None, buffer_mib: int | None = Non
         "level_rows": sum(r.levels for r in result.reports.values()),
         "objects_read": result.stats.get("objects_read"),
         "requests": store.snapshot(),
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gib": round(rss, 2),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "peak_rss_gib": round(rss, 2),
         "stats": result.stats,
     }
     print(json.dumps(out))
@@ -129,7 +165,9 @@ def main() -> None:
     g.add_argument("store")
     g.add_argument("--symbols", type=int, default=400)
     g.add_argument("--events", type=int, default=2400, help="events per symbol (10/s)")
-    g.add_argument("--mu", type=float, default=2.0, help="log-normal level changes per event (mean ~e^(mu+sigma²/2))")
+    g.add_argument(
+        "--mu", type=float, default=2.0, help="log-normal level changes per event (mean ~e^(mu+sigma²/2))"
+    )
     g.add_argument("--sigma", type=float, default=1.0)
     r = sub.add_parser("run")
     r.add_argument("store")

@@ -57,8 +57,9 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     if not os.path.exists(exe):
         raise NotAvailableError("moto_server is not installed")
     port = _free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -66,20 +67,27 @@ def _symbols(n: int) -> list[str]:
     return [f"S{i:04d}USDT" for i in range(n)]
 
 
-def synthetic_day(store: Any, streams: list[str], symbols: list[str], flush_seconds: float, date: str,
-                  now: float) -> dict[str, list[Any]]:
+def synthetic_day(
+    store: Any, streams: list[str], symbols: list[str], flush_seconds: float, date: str, now: float
+) -> dict[str, list[Any]]:
     """Upload yesterday's full day and today's last minutes of v2 objects; write yesterday's stream-day reports."""
     from depth_core.raw_format import LineKind, RawObjectKey, encode_line_v2
 
     midnight = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
     per_day = int(86400 / flush_seconds)
     starts = [midnight + i * flush_seconds for i in range(per_day)]
-    starts += [now - RECENT_MINUTES * 60 + i * flush_seconds for i in range(int(RECENT_MINUTES * 60 / flush_seconds))]
+    starts += [
+        now - RECENT_MINUTES * 60 + i * flush_seconds for i in range(int(RECENT_MINUTES * 60 / flush_seconds))
+    ]
 
     def body(ns: int) -> bytes:
-        return gzip.compress(b"".join(
-            encode_line_v2(ns + j, LineKind.DEPTH, sym, b'{"stream":"x@depth@100ms","data":{}}')
-            for j, sym in enumerate(symbols)), compresslevel=1)
+        return gzip.compress(
+            b"".join(
+                encode_line_v2(ns + j, LineKind.DEPTH, sym, b'{"stream":"x@depth@100ms","data":{}}')
+                for j, sym in enumerate(symbols)
+            ),
+            compresslevel=1,
+        )
 
     jobs = [(stream, i, int(t * 1e9)) for stream in streams for i, t in enumerate(starts)]
 
@@ -98,9 +106,17 @@ def synthetic_day(store: Any, streams: list[str], symbols: list[str], flush_seco
 
     for stream in streams:
         objects = [
-            {"key": i.key, "size": i.size, "etag": i.etag, "layout": 2, "symbols": symbols, "event_dates": [date],
-             "symbol_event_dates": {}}  # the compact form: every symbol's dates are the object's
-            for i in out[stream] if f"/date={date}/" in i.key
+            {
+                "key": i.key,
+                "size": i.size,
+                "etag": i.etag,
+                "layout": 2,
+                "symbols": symbols,
+                "event_dates": [date],
+                "symbol_event_dates": {},
+            }  # the compact form: every symbol's dates are the object's
+            for i in out[stream]
+            if f"/date={date}/" in i.key
         ]
         report = {"objects": objects, "version": COMPACT_SYMBOL_DATES_VERSION}
         store.put_bytes(stream_day_report_key("spot", stream, date), json.dumps(report).encode())
@@ -116,12 +132,16 @@ def steady_scan(store: Any, market: str, stream: str, now: float) -> Any:
     infos = list(store.list(base))
     head = max(i.key for i in infos)
     lag_ns = RawObjectKey.parse(head).first_receive_ns - int(LAG_SECONDS * 1e9)
-    seen = {i.key[len(base):]: i.last_modified.timestamp() for i in infos
-            if RawObjectKey.parse(i.key).first_receive_ns >= lag_ns}
+    seen = {
+        i.key[len(base) :]: i.last_modified.timestamp()
+        for i in infos
+        if RawObjectKey.parse(i.key).first_receive_ns >= lag_ns
+    }
     # a sweep pass began after the bulk upload (objects uploaded before it are not reported again)
     started = now + CLOCK_MARGIN_SECONDS
-    return StreamScan(head=head, since=now - 86400, seen=seen, pass_started=started, prev_pass_started=started,
-                      passes=1)
+    return StreamScan(
+        head=head, since=now - 86400, seen=seen, pass_started=started, prev_pass_started=started, passes=1
+    )
 
 
 def _timed(store: Any, fn: Any) -> tuple[Any, dict[str, Any]]:
@@ -129,8 +149,11 @@ def _timed(store: Any, fn: Any) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
     c0 = time.process_time()
     value = fn()
-    return value, {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-                   "requests": store.snapshot()}
+    return value, {
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "requests": store.snapshot(),
+    }
 
 
 def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, Any]:
@@ -151,8 +174,14 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
     from depth_store.counting import CountingStore
 
     proc, endpoint = start_moto()
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     report: dict[str, Any] = {"symbols": n_symbols, "streams": len(streams), "flush_seconds": flush_seconds}
     try:
         import boto3
@@ -181,9 +210,15 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
         # raw arrival: first tick (empty cursor) and a steady tick
         def arrival(cursor: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             found, states = scan_streams(
-                store, market, streams, cursor, now=time.time(),
-                initial_lookback_seconds=time.time() - (dt.datetime.fromisoformat(yesterday).replace(
-                    tzinfo=dt.UTC).timestamp()), deadline=Deadline(TICK_BUDGET_SECONDS))
+                store,
+                market,
+                streams,
+                cursor,
+                now=time.time(),
+                initial_lookback_seconds=time.time()
+                - (dt.datetime.fromisoformat(yesterday).replace(tzinfo=dt.UTC).timestamp()),
+                deadline=Deadline(TICK_BUDGET_SECONDS),
+            )
             events = arrival_events(found, dt.datetime.now(dt.UTC).date().isoformat())
             return len(events), {"streams": {s: st.to_json() for s, st in states.items()}}
 
@@ -203,22 +238,34 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
         for stream in streams:
             ns = time.time_ns()
             key = RawObjectKey.for_stream_segment(market, stream, ns, "bench", 10**7)
-            store.put_bytes(key.key, gzip.compress(b"".join(
-                encode_line_v2(ns, LineKind.DEPTH, s, b'{"stream":"x","data":{}}') for s in symbols)))
+            store.put_bytes(
+                key.key,
+                gzip.compress(
+                    b"".join(
+                        encode_line_v2(ns, LineKind.DEPTH, s, b'{"stream":"x","data":{}}') for s in symbols
+                    )
+                ),
+            )
         (_n, _c), report["arrival_steady_tick"] = _timed(store, lambda: arrival(arrival_cursor))
-        tick, report["gap_steady_tick"] = _timed(store, lambda: evaluate_stream_gaps(store, market, streams, 60.0,
-                                                                                     gap_cursor))
+        tick, report["gap_steady_tick"] = _timed(
+            store, lambda: evaluate_stream_gaps(store, market, streams, 60.0, gap_cursor)
+        )
         report["gap_steady_tick"]["alerts"] = len(tick.alerts)
-        _v, report["late_steady_tick"] = _timed(store, lambda: evaluate_late_data(
-            instance, store, market, streams, late_cursor))
+        _v, report["late_steady_tick"] = _timed(
+            store, lambda: evaluate_late_data(instance, store, market, streams, late_cursor)
+        )
 
         # reconcile: ticks until the sweep has passed over every retained key once
         config = PipelineConfig(store_url="s3://bench/depth", streams=tuple(streams))
         cursor: dict[str, Any] = {}
         ticks = []
         for _ in range(100):
-            (_req, text, logs), t = _timed(store, lambda c=cursor: evaluate_reconcile(  # type: ignore[misc]
-                instance, store, market, streams, c, config))
+            (_req, text, logs), t = _timed(
+                store,
+                lambda c=cursor: evaluate_reconcile(  # type: ignore[misc]
+                    instance, store, market, streams, c, config
+                ),
+            )
             ticks.append(t)
             cursor = json.loads(text)
             if not (logs and logs[0].startswith("sweeping")):
@@ -228,8 +275,12 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
         report["reconcile_tick"] = ticks[-1]
 
         # cleanup of yesterday for every symbol, gates given (see the module docstring)
-        listed = [ManifestObject(i.key, i.size, i.etag, (yesterday,))
-                  for v in day.values() for i in v if f"/date={yesterday}/" in i.key]
+        listed = [
+            ManifestObject(i.key, i.size, i.etag, (yesterday,))
+            for v in day.values()
+            for i in v
+            if f"/date={yesterday}/" in i.key
+        ]
         merged_at = dt.datetime.now(dt.UTC)
 
         def gate(symbol: str, date: str) -> MergeGate:
@@ -237,8 +288,9 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
                 return MergeGate(date, symbol, False, "not merged (bench)")
             return MergeGate(date, symbol, True, "ok", "bench", merged_at, listed)
 
-        result, report["cleanup_day"] = _timed(store, lambda: cleanup_day(
-            None, store, market, streams, yesterday, symbols, gate_of=gate))  # type: ignore[arg-type]
+        result, report["cleanup_day"] = _timed(
+            store, lambda: cleanup_day(None, store, market, streams, yesterday, symbols, gate_of=gate)
+        )  # type: ignore[arg-type]
         report["cleanup_day"]["deleted"] = len(result.deleted)
         report["cleanup_day"]["kept"] = len(result.kept_holdings_pending)
     finally:

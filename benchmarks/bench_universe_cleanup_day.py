@@ -50,14 +50,30 @@ def run(objects: int, n_symbols: int) -> dict[str, Any]:
             for i in range(objects):
                 key = RawObjectKey.for_stream_segment("spot", stream, base_ns + i * 10**10, "bench", i).key
                 infos[stream].append(store.put_bytes(key, b"x"))
-            entries: list[dict[str, Any]] = [{"key": o.key, "size": o.size, "etag": o.etag, "layout": 2, "symbols": symbols,
-                        "event_dates": [DATE], "symbol_event_dates": {}, "carried": False} for o in infos[stream]]
+            entries: list[dict[str, Any]] = [
+                {
+                    "key": o.key,
+                    "size": o.size,
+                    "etag": o.etag,
+                    "layout": 2,
+                    "symbols": symbols,
+                    "event_dates": [DATE],
+                    "symbol_event_dates": {},
+                    "carried": False,
+                }
+                for o in infos[stream]
+            ]
             report = {"objects": entries, "version": COMPACT_SYMBOL_DATES_VERSION}
             store.put_bytes(stream_day_report_key("spot", stream, DATE), json.dumps(report).encode())
-        raw = [{"stream": s, "key": o.key, "size": o.size, "etag": o.etag, "event_dates": [DATE]}
-               for s in STREAMS for o in infos[s]]
+        raw = [
+            {"stream": s, "key": o.key, "size": o.size, "etag": o.etag, "event_dates": [DATE]}
+            for s in STREAMS
+            for o in infos[s]
+        ]
         for symbol in symbols:
-            store.put_bytes(merged_manifest_key("spot", symbol, DATE), json.dumps({"raw_objects": raw}).encode())
+            store.put_bytes(
+                merged_manifest_key("spot", symbol, DATE), json.dumps({"raw_objects": raw}).encode()
+            )
         shared: dict[ManifestObject, ManifestObject] = {}
 
         def gate(symbol: str, day: str) -> MergeGate:
@@ -68,17 +84,24 @@ def run(objects: int, n_symbols: int) -> dict[str, Any]:
         out = cleanup_day(None, store, "spot", list(STREAMS), DATE, symbols, gate_of=gate)  # type: ignore[arg-type]
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         output = json.dumps(encode_results(out.results))
-        return {"objects_per_stream": objects, "symbols": n_symbols, "deleted": len(out.deleted),
-                "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-                "step_output_mb": round(len(output) / 1e6, 2)}
+        return {
+            "objects_per_stream": objects,
+            "symbols": n_symbols,
+            "deleted": len(out.deleted),
+            "cpu_s": round(cpu, 1),
+            "wall_s": round(wall, 1),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            "step_output_mb": round(len(output) / 1e6, 2),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--objects", type=int, default=8640, help="raw objects per stream (full day at 10 s: 8640)")
+    ap.add_argument(
+        "--objects", type=int, default=8640, help="raw objects per stream (full day at 10 s: 8640)"
+    )
     ap.add_argument("--symbols", type=int, default=400)
     args = ap.parse_args(argv)
     print(json.dumps(run(args.objects, args.symbols)))

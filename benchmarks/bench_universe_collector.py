@@ -75,8 +75,16 @@ def run(
     rates = universe_rates(n_symbols)
     symbols = list(rates)
     # a short truth log: the simulator's memory (and its garbage collector's pauses) stay small
-    sim = SimulatorThread(SimConfig(market="spot", symbols=symbols, rates=rates, speed=1.0,
-                                    weight_limit_per_minute=6000, truth_max_events=20)).start(timeout=120)
+    sim = SimulatorThread(
+        SimConfig(
+            market="spot",
+            symbols=symbols,
+            rates=rates,
+            speed=1.0,
+            weight_limit_per_minute=6000,
+            truth_max_events=20,
+        )
+    ).start(timeout=120)
     if on_started is not None:
         on_started(sim)
     store = work / "store"
@@ -89,10 +97,28 @@ def run(
             logs[stream] = work / f"{stream}.log"
             with open(logs[stream], "wb") as err:  # the child keeps its own descriptor
                 procs[stream] = subprocess.Popen(
-                    [str(bin_path), "--collector-id", stream, "--symbols", ",".join(symbols), "--store", str(store),
-                     "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--spool-dir", str(work / f"spool-{stream}"),
-                     "--shutdown-grace", "60", "--log-format", "json"],
-                    stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    [
+                        str(bin_path),
+                        "--collector-id",
+                        stream,
+                        "--symbols",
+                        ",".join(symbols),
+                        "--store",
+                        str(store),
+                        "--ws-url",
+                        sim.ws_url,
+                        "--rest-url",
+                        sim.rest_url,
+                        "--spool-dir",
+                        str(work / f"spool-{stream}"),
+                        "--shutdown-grace",
+                        "60",
+                        "--log-format",
+                        "json",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
             cpu0[stream] = 0.0
         rss_max = dict.fromkeys(STREAMS, 0.0)
@@ -114,8 +140,12 @@ def run(
                 p.wait()
         sim.stop()
     s = open_store(str(store))
-    out: dict[str, Any] = {"symbols": n_symbols, "seconds": round(elapsed, 1),
-                           "messages_per_s_offered": round(sum(rates.values()), 1), "streams": {}}
+    out: dict[str, Any] = {
+        "symbols": n_symbols,
+        "seconds": round(elapsed, 1),
+        "messages_per_s_offered": round(sum(rates.values()), 1),
+        "streams": {},
+    }
     for stream in STREAMS:
         stopped = _find(logs[stream], "stopped") or {}
         anchored = _find(logs[stream], "all_symbols_anchored")
@@ -139,7 +169,9 @@ def run(
             "objects_per_minute": round(len(infos) / minutes, 2),
             "mib_per_minute": round(sum(i.size for i in infos) / minutes / 2**20, 2),
             "store_requests": stopped.get("store_requests", {}),
-            "store_requests_per_minute": {k: round(v / minutes, 2) for k, v in stopped.get("store_requests", {}).items()},
+            "store_requests_per_minute": {
+                k: round(v / minutes, 2) for k, v in stopped.get("store_requests", {}).items()
+            },
         }
     return out
 
@@ -159,7 +191,11 @@ def markdown(r: dict[str, Any]) -> str:
     for stream, x in r["streams"].items():
         req = x["store_requests"]
         reqs = "/".join(str(req.get(k, 0)) for k in ("PUT", "GET", "HEAD", "LIST", "DELETE"))
-        anch = "not within the run" if x["all_anchored_after_s"] is None else f"{x['all_anchored_after_s']:.0f} s"
+        anch = (
+            "not within the run"
+            if x["all_anchored_after_s"] is None
+            else f"{x['all_anchored_after_s']:.0f} s"
+        )
         lines.append(
             f"| {stream} | {x['cpu_percent']:.1f} % | {x['rss_mib_max']:.0f} | {anch} | {x['rest_429']} / {x['rest_418']} "
             f"| {x['objects_per_minute']:.1f} | {x['mib_per_minute']:.2f} | {reqs} | {x['depth_frames']} "

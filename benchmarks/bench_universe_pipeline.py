@@ -73,7 +73,9 @@ class TruthRecorder:
             self.events.setdefault(symbol, 0)
             original = state.truth.append
 
-            def append(ev: Any, _orig: Any = original, _spans: list[list[int]] = spans, _sym: str = symbol) -> None:
+            def append(
+                ev: Any, _orig: Any = original, _spans: list[list[int]] = spans, _sym: str = symbol
+            ) -> None:
                 _orig(ev)
                 self.events[_sym] += 1
                 if _spans and ev.first_id == _spans[-1][1] + 1:
@@ -93,7 +95,9 @@ def capture(seconds: float, n_symbols: int) -> dict[str, Any]:
 
     truth = TruthRecorder()
     t0 = time.time()
-    figures = bench_universe_collector.run(seconds, n_symbols, work=WORK / "capture", on_started=truth.install)
+    figures = bench_universe_collector.run(
+        seconds, n_symbols, work=WORK / "capture", on_started=truth.install
+    )
     figures["load1_after"] = load1()
     figures["started_utc"] = dt.datetime.fromtimestamp(t0, dt.UTC).isoformat(timespec="seconds")
     (WORK / "capture" / "truth.json").write_text(json.dumps(truth.to_json()))
@@ -173,7 +177,9 @@ class TreeSampler(threading.Thread):
                             total += int(line.split()[1]) / 1024.0
                             n += 1
                         elif line.startswith("VmHWM:"):
-                            self.max_process_hwm_mib = max(self.max_process_hwm_mib, int(line.split()[1]) / 1024.0)
+                            self.max_process_hwm_mib = max(
+                                self.max_process_hwm_mib, int(line.split()[1]) / 1024.0
+                            )
                 except OSError:
                     continue
             if total > self.peak_mib:
@@ -205,8 +211,12 @@ def pipeline_command(args: list[str], env: dict[str, str], log: Path, counts: Pa
     load_before = load1()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), *args], stdout=out, stderr=subprocess.STDOUT,
-                                env={**env, "DEPTH_STORE_REQUEST_COUNTS": str(counts)})
+        proc = subprocess.Popen(
+            [str(exe), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**env, "DEPTH_STORE_REQUEST_COUNTS": str(counts)},
+        )
         sampler = TreeSampler(proc.pid)
         sampler.start()
         code = proc.wait()
@@ -248,8 +258,9 @@ def step_times(dagster_home: Path) -> dict[str, Any]:
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         for run in instance.get_runs():
             started: dict[str, float] = {}
-            for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START,
-                                                                 dg.DagsterEventType.STEP_SUCCESS}):
+            for entry in instance.all_logs(
+                run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+            ):
                 key = entry.step_key or "?"
                 if entry.dagster_event_type == dg.DagsterEventType.STEP_START:
                     started[key] = entry.timestamp
@@ -259,7 +270,9 @@ def step_times(dagster_home: Path) -> dict[str, Any]:
                 kind = key.split("[", 1)[0]
                 k = kinds.setdefault(kind, {"steps": 0, "seconds_in_steps": 0.0})
                 k["steps"] += 1
-                k["seconds_in_steps"] = round(k["seconds_in_steps"] + entry.timestamp - started.get(key, entry.timestamp), 1)
+                k["seconds_in_steps"] = round(
+                    k["seconds_in_steps"] + entry.timestamp - started.get(key, entry.timestamp), 1
+                )
     return {"by_kind": kinds, "step_processes": len(pids)}
 
 
@@ -301,7 +314,9 @@ def _holes(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int
     return [h for h in holes if h[0] <= h[1]]
 
 
-def check_truth(truth: dict[str, Any], windows: dict[str, Any], merged: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
+def check_truth(
+    truth: dict[str, Any], windows: dict[str, Any], merged: dict[str, list[tuple[int, int]]]
+) -> dict[str, Any]:
     """Every published id inside the received window in the merged output; the rest counted by reason."""
     missing: dict[str, list[tuple[int, int]]] = {}
     not_published_but_received: dict[str, list[tuple[int, int]]] = {}
@@ -374,23 +389,34 @@ def pipeline(date: str | None) -> dict[str, Any]:
     # cold cache costs ≈ 19 CPU-s per step process, once after every change of the core's code
     subprocess.run([sys.executable, "-m", "depth_pipeline.warm"], check=True, stdout=subprocess.DEVNULL)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    result: dict[str, Any] = {"date": date, "raw_objects": raw_before,
-                              "capture": json.loads((cap / "capture.json").read_text())}
-    result["run"] = pipeline_command(["run", "--date", date], env, run_dir / "run.log", run_dir / "counts-run")
+    result: dict[str, Any] = {
+        "date": date,
+        "raw_objects": raw_before,
+        "capture": json.loads((cap / "capture.json").read_text()),
+    }
+    result["run"] = pipeline_command(
+        ["run", "--date", date], env, run_dir / "run.log", run_dir / "counts-run"
+    )
     result["run"]["steps"] = step_times(run_dir / "dagster_home")
     merged = merged_coverage(store, date)
     result["truth"] = check_truth(truth, windows, merged)
-    result["cleanup"] = pipeline_command(["cleanup", "--date", date], env, run_dir / "cleanup.log",
-                                         run_dir / "counts-cleanup")
+    result["cleanup"] = pipeline_command(
+        ["cleanup", "--date", date], env, run_dir / "cleanup.log", run_dir / "counts-cleanup"
+    )
     result["cleanup"]["raw_objects_left"] = _raw_left(store)
     reqs = result["cleanup"]["store_requests"]
-    result["cleanup"]["deleted_in_batches"] = reqs.get("DELETE_BATCH", 0) > 0 and reqs.get("DELETE", 0) >= raw_before
+    result["cleanup"]["deleted_in_batches"] = (
+        reqs.get("DELETE_BATCH", 0) > 0 and reqs.get("DELETE", 0) >= raw_before
+    )
     result["done_when"] = {
-        "all_symbols_merged": result["run"]["exit_code"] == 0 and result["truth"]["symbols_merged"] == result["truth"]["symbols"],
+        "all_symbols_merged": result["run"]["exit_code"] == 0
+        and result["truth"]["symbols_merged"] == result["truth"]["symbols"],
         "run_within_15_min": result["run"]["wall_s"] <= TARGET_WALL_S,
-        "zero_ids_missing": result["truth"]["ids_missing_inside_window"] == 0 and not result["truth"]["truth_record_broken"],
+        "zero_ids_missing": result["truth"]["ids_missing_inside_window"] == 0
+        and not result["truth"]["truth_record_broken"],
         "cleanup_removed_merged_raw_in_batches": result["cleanup"]["exit_code"] == 0
-        and result["cleanup"]["raw_objects_left"] == 0 and result["cleanup"]["deleted_in_batches"],
+        and result["cleanup"]["raw_objects_left"] == 0
+        and result["cleanup"]["deleted_in_batches"],
     }
     return result
 
@@ -433,7 +459,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"- Cleanup: {r['raw_objects'] - cl['raw_objects_left']} of {r['raw_objects']} raw objects deleted by "
         f"{cl['store_requests'].get('DELETE_BATCH', 0)} DeleteObjects request(s) ({cl['raw_objects_left']} left; "
         "DELETE counts every key deleted, the run's lease object included).",
-        "- Done when: " + ", ".join(f"{k} {'met' if v else '**not met**'}" for k, v in r["done_when"].items()) + ".",
+        "- Done when: "
+        + ", ".join(f"{k} {'met' if v else '**not met**'}" for k, v in r["done_when"].items())
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -444,8 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=480.0, help="capture length (make universe: 480)")
     ap.add_argument("--symbols", type=int, default=400)
     ap.add_argument("--reuse-capture", action="store_true", help="run the pipeline again on the last capture")
-    ap.add_argument("--record", action="store_true",
-                    help=f"write {RESULT_MD.name} even for a re-run or another size (default: full runs that pass)")
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write {RESULT_MD.name} even for a re-run or another size (default: full runs that pass)",
+    )
     ap.add_argument("--work", type=Path, help=f"working directory (capture/ and run/ in it; default {WORK})")
     ap.add_argument("--date", help="the date to run (default: the capture's last UTC date)")
     args = ap.parse_args(argv)
@@ -455,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = Path("/proc/loadavg").read_text().split()[:3]
     r = pipeline(args.date)
     r["measured_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    r["reproduce"] = "make universe-pipeline" + (" UNIVERSE_PIPELINE_ARGS=--reuse-capture" if args.reuse_capture else "")
+    r["reproduce"] = "make universe-pipeline" + (
+        " UNIVERSE_PIPELINE_ARGS=--reuse-capture" if args.reuse_capture else ""
+    )
     r["load_at_start"] = " ".join(load_at_start)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "universe-pipeline.json").write_text(json.dumps(r, indent=2))

@@ -58,11 +58,14 @@ def run(frames: int, collector: Path | None, extra: list[str]) -> dict[str, floa
     work = WORK_DIR / "collector-threads"
     port = bc.free_port()
     with bc.sender(frames) as s:
-        proc = bc._start_collector(s.url, s.http_url, str(work / "store"), work, "BTCUSDT", metrics_port=port,
-                                   extra=extra)
+        proc = bc._start_collector(
+            s.url, s.http_url, str(work / "store"), work, "BTCUSDT", metrics_port=port, extra=extra
+        )
         while bc._metrics_messages(port) < 200:
             if proc.poll() is not None:
-                raise SystemExit(f"collector exited {proc.returncode}: {(work / 'stderr.log').read_text()[-500:]}")
+                raise SystemExit(
+                    f"collector exited {proc.returncode}: {(work / 'stderr.log').read_text()[-500:]}"
+                )
             time.sleep(0.02)
         names = thread_names(proc.pid)
         m0 = bc._metrics_messages(port)

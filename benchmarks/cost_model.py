@@ -21,8 +21,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PRICE = {"PUT": 0.005 / 1000, "LIST": 0.005 / 1000, "POST": 0.005 / 1000, "GET": 0.0004 / 1000,
-         "HEAD": 0.0004 / 1000, "DELETE": 0.0}
+PRICE = {
+    "PUT": 0.005 / 1000,
+    "LIST": 0.005 / 1000,
+    "POST": 0.005 / 1000,
+    "GET": 0.0004 / 1000,
+    "HEAD": 0.0004 / 1000,
+    "DELETE": 0.0,
+}
 DAYS_PER_MONTH = 30
 STREAMS = 2
 FLUSH_SECONDS = 10.0  # the collector's default --flush-seconds
@@ -157,12 +163,18 @@ def render(bench: dict[str, object] | None) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for n in (1, 50, 400):
-        for name, day in (("before: v1, old sensors + cleanup", before(n)), ("after: v2, StartAfter + batches",
-                                                                               after(n, bench))):
-            cells = [f"${day.dollars_month(c):,.2f} ({day.requests(c) / STREAMS:,.0f})"
-                     for c in ("collector", "sensors", "cleanup", "nightly")]
-            lines.append(f"| {n} | {name} | " + " | ".join(cells) + f" | {day.requests() / STREAMS:,.0f} | "
-                         f"**${day.dollars_month():,.2f}** |")
+        for name, day in (
+            ("before: v1, old sensors + cleanup", before(n)),
+            ("after: v2, StartAfter + batches", after(n, bench)),
+        ):
+            cells = [
+                f"${day.dollars_month(c):,.2f} ({day.requests(c) / STREAMS:,.0f})"
+                for c in ("collector", "sensors", "cleanup", "nightly")
+            ]
+            lines.append(
+                f"| {n} | {name} | " + " | ".join(cells) + f" | {day.requests() / STREAMS:,.0f} | "
+                f"**${day.dollars_month():,.2f}** |"
+            )
     lines += ["", "Cells: dollars a month (requests per stream-day in brackets)."]
     return "\n".join(lines) + "\n"
 

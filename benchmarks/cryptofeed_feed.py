@@ -32,8 +32,11 @@ def main() -> None:
 
     class LocalBinance(Binance):
         websocket_endpoints = [WebsocketEndpoint(ws_url)]
-        rest_endpoints = [RestEndpoint(http_url, routes=Routes("/api/v3/exchangeInfo",
-                                                               l2book="/api/v3/depth?symbol={}&limit={}"))]
+        rest_endpoints = [
+            RestEndpoint(
+                http_url, routes=Routes("/api/v3/exchangeInfo", l2book="/api/v3/depth?symbol={}&limit={}")
+            )
+        ]
 
     warmup = min(5000, count // 10)
     state: dict[str, Any] = {"n": 0}
@@ -52,8 +55,15 @@ def main() -> None:
     fh.run(start_loop=True, install_signal_handlers=False)
     n = count - warmup
     wall, cpu = state["t1"] - state["t0"], state["c1"] - state["c0"]
-    emit({"messages": n, "wall_window_s": wall, "cpu_window_s": cpu, "msgs_per_s": n / wall,
-          "cpu_us_per_msg": cpu / n * 1e6})
+    emit(
+        {
+            "messages": n,
+            "wall_window_s": wall,
+            "cpu_window_s": cpu,
+            "msgs_per_s": n / wall,
+            "cpu_us_per_msg": cpu / n * 1e6,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,20 @@ def simulate(
     target_levels: int,
     snap_at: np.ndarray,
     snap_depth: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]:
     """Run the book; returns event ids, level offsets, level arrays and snapshot arrays.
 
     ``snap_at`` (sorted event indices, -1 = before the first event) asks for the book (top
@@ -142,8 +154,11 @@ def simulate(
                         p = best_ask - 1 if best_ask - 1 > best_bid else best_ask
                     q = _rand_qty()
                 else:
-                    dist = int(np.random.exponential(40.0)) if np.random.random() < 0.9 else int(
-                        np.random.exponential(1500.0))
+                    dist = (
+                        int(np.random.exponential(40.0))
+                        if np.random.random() < 0.9
+                        else int(np.random.exponential(1500.0))
+                    )
                     if dist > 5 * target_levels:
                         dist = 5 * target_levels
                     p = best_bid - dist if side == BID else best_ask + dist
@@ -272,8 +287,20 @@ def simulate(
                     break
             si += 1
             snap_off[si] = ns
-    return (ev_first, ev_last, ev_off, lv_side[:n_lv], lv_price[:n_lv], lv_qty[:n_lv],
-            snap_off, s_side[:ns], s_price[:ns], s_qty[:ns], s_last, np.array([nb_lv, na_lv]))
+    return (
+        ev_first,
+        ev_last,
+        ev_off,
+        lv_side[:n_lv],
+        lv_price[:n_lv],
+        lv_qty[:n_lv],
+        snap_off,
+        s_side[:ns],
+        s_price[:ns],
+        s_qty[:ns],
+        s_last,
+        np.array([nb_lv, na_lv]),
+    )
 
 
 @nb.njit(cache=True)
@@ -326,8 +353,17 @@ def _put_qty(buf: np.ndarray, pos: int, units: np.int64) -> int:
 
 
 @nb.njit(cache=True)
-def _put_levels(buf: np.ndarray, pos: int, side_code: int, lo: int, hi: int, lv_side: np.ndarray,
-                lv_price: np.ndarray, lv_qty: np.ndarray, skip: np.ndarray) -> int:
+def _put_levels(
+    buf: np.ndarray,
+    pos: int,
+    side_code: int,
+    lo: int,
+    hi: int,
+    lv_side: np.ndarray,
+    lv_price: np.ndarray,
+    lv_qty: np.ndarray,
+    skip: np.ndarray,
+) -> int:
     first = True
     for i in range(lo, hi):
         if lv_side[i] != side_code or skip[i]:
@@ -417,8 +453,15 @@ def encode_depth_lines(
 
 
 @nb.njit(cache=True)
-def encode_snapshot(buf: np.ndarray, last_id: np.int64, lo: int, hi: int, s_side: np.ndarray,
-                    s_price: np.ndarray, s_qty: np.ndarray) -> int:
+def encode_snapshot(
+    buf: np.ndarray,
+    last_id: np.int64,
+    lo: int,
+    hi: int,
+    s_side: np.ndarray,
+    s_price: np.ndarray,
+    s_qty: np.ndarray,
+) -> int:
     """``{"lastUpdateId":N,"bids":[...],"asks":[...]}`` (Binance spot REST body) into ``buf``."""
     pos = _put_bytes(buf, 0, _SNAP_HEAD)
     pos = _put_int(buf, pos, last_id)

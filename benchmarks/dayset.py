@@ -59,7 +59,9 @@ class DayParams:
     snapshot_depth: int = 5000
     merge_pair_prob: float = 0.25  # stream B: share of its messages that merge two events
     gzip_level: int = 3
-    layout: int = 2  # raw layout: 2 = one object per stream-flush holding every symbol (the collector's default)
+    layout: int = (
+        2  # raw layout: 2 = one object per stream-flush holding every symbol (the collector's default)
+    )
     version: int = GENERATOR_VERSION
 
     @property
@@ -117,9 +119,17 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
             if not (o0 <= base + off < o1 + 3):
                 snaps[stream].append(base + off)
     snap_events = sorted({i for v in snaps.values() for i in v if i < n})
-    (ev_first, ev_last, ev_off, lv_side, lv_price, lv_qty, s_off, s_side, s_price, s_qty, s_last,
-     counts) = daygen.simulate(n, params.seed, params.mu, params.sigma, params.target_levels,
-                               np.array(snap_events, np.int64), params.snapshot_depth)
+    (ev_first, ev_last, ev_off, lv_side, lv_price, lv_qty, s_off, s_side, s_price, s_qty, s_last, counts) = (
+        daygen.simulate(
+            n,
+            params.seed,
+            params.mu,
+            params.sigma,
+            params.target_levels,
+            np.array(snap_events, np.int64),
+            params.snapshot_depth,
+        )
+    )
     t_sim = time.perf_counter() - t0
     day_ms = _day_start_ms(params.date)
     # events 10/s over the (fraction of the) day; E = exchange time of the event
@@ -184,8 +194,22 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
             n_levels = int(ev_off[chi[-1] + 1] - ev_off[clo[0]])
             buf = np.empty(n_levels * 40 + (c1 - c0) * 220 + 1024, np.uint8)
             line_off = np.zeros(c1 - c0 + 1, np.int64)
-            daygen.encode_depth_lines(buf, line_off, clo, chi, crecv, ev_first, ev_last, ev_e_ms, ev_off,
-                                      lv_side, lv_price, lv_qty, head, mid)
+            daygen.encode_depth_lines(
+                buf,
+                line_off,
+                clo,
+                chi,
+                crecv,
+                ev_first,
+                ev_last,
+                ev_e_ms,
+                ev_off,
+                lv_side,
+                lv_price,
+                lv_qty,
+                head,
+                mid,
+            )
             buckets = crecv // (OBJECT_SECONDS * 10**9)
             bb = np.flatnonzero(np.diff(buckets)) + 1
             obj_starts = np.concatenate([[0], bb]).tolist()
@@ -195,7 +219,7 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
                 first_ns = int(crecv[a])
                 bucket_lo = int(buckets[a]) * OBJECT_SECONDS * 10**9
                 bucket_hi = bucket_lo + OBJECT_SECONDS * 10**9
-                body = raw_bytes[line_off[a]:line_off[b]].tobytes()
+                body = raw_bytes[line_off[a] : line_off[b]].tobytes()
                 if sym_field:
                     body = body.replace(b" D {", b" D " + sym_field + b"{")
                 i0, i1 = np.searchsorted(snap_recv, [bucket_lo, bucket_hi])
@@ -212,9 +236,11 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
                         first_ns = min(first_ns, s_ns)
                     parts.extend(ln + b"\n" for ln in lines[pos:])
                     body = b"".join(parts)
-                key = (RawObjectKey.for_segment("spot", stream, SYMBOL, first_ns, session, seq).key
-                       if params.layout == 1 else RawObjectKey.for_stream_segment("spot", stream, first_ns, session,
-                                                                                  seq).key)
+                key = (
+                    RawObjectKey.for_segment("spot", stream, SYMBOL, first_ns, session, seq).key
+                    if params.layout == 1
+                    else RawObjectKey.for_stream_segment("spot", stream, first_ns, session, seq).key
+                )
                 seq += 1
                 futures.append(pool.submit(_put, store_root, key, body, params.gzip_level))
             # keep memory bounded: wait for this chunk's uploads before the next
@@ -252,8 +278,15 @@ def build(params: DayParams, *, cache_dir: Path = CACHE_DIR, log: Any = print) -
         "book_levels_end": [int(c) for c in counts],
     }
     (folder / "levels.npz").parent.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "levels.npz", ev_off=ev_off, side=lv_side, price=lv_price, qty=lv_qty,
-             ev_first=ev_first, ev_last=ev_last)
+    np.savez(
+        folder / "levels.npz",
+        ev_off=ev_off,
+        side=lv_side,
+        price=lv_price,
+        qty=lv_qty,
+        ev_first=ev_first,
+        ev_last=ev_last,
+    )
     meta_path.write_text(json.dumps(meta, indent=1))
     return Dataset(store_root, meta)
 
@@ -289,7 +322,11 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     ds = build(params_for(args.fraction, args.quick, args.layout))
-    print(json.dumps({"store": ds.store_url, "seconds": round(time.perf_counter() - t0, 1), **ds.meta}, indent=1))
+    print(
+        json.dumps(
+            {"store": ds.store_url, "seconds": round(time.perf_counter() - t0, 1), **ds.meta}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def ws_header(length: int) -> bytes:
 def snapshot_body(last_update_id: int, levels: int = 100, mid: float = 61837.63) -> bytes:
     bids = [[f"{mid - 0.01 * (i + 1):.8f}", "0.10000000"] for i in range(levels)]
     asks = [[f"{mid + 0.01 * i:.8f}", "0.10000000"] for i in range(levels)]
-    return json.dumps({"lastUpdateId": last_update_id, "bids": bids, "asks": asks}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"lastUpdateId": last_update_id, "bids": bids, "asks": asks}, separators=(",", ":")
+    ).encode()
 
 
 def exchange_info_body(symbols: list[str]) -> bytes:
@@ -79,8 +81,14 @@ def exchange_info_body(symbols: list[str]) -> bytes:
             "isSpotTradingAllowed": True,
             "permissions": ["SPOT"],
             "permissionSets": [["SPOT"]],
-            "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000",
-                         "tickSize": "0.01000000"}],
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.01000000",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.01000000",
+                }
+            ],
         }
         for s in symbols
     ]
@@ -110,14 +118,18 @@ def make_self_signed(folder: Path) -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
@@ -232,7 +244,10 @@ class Firehose:
             head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
             request_line, *header_lines = head.split("\r\n")
             path = request_line.split(" ")[1]
-            headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in header_lines if ":" in ln)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, v in (ln.split(":", 1) for ln in header_lines if ":" in ln)
+            }
             if headers.get("upgrade", "").lower() == "websocket":
                 self._serve_ws(conn, path, headers)
             else:
@@ -271,7 +286,9 @@ class Firehose:
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
-        streams = [s for s in query.get("streams", "").split("/") if s] or [f"{self.symbols[0].lower()}@depth@100ms"]
+        streams = [s for s in query.get("streams", "").split("/") if s] or [
+            f"{self.symbols[0].lower()}@depth@100ms"
+        ]
         drain = threading.Thread(target=self._drain, args=(conn,), daemon=True)
         drain.start()
         self.stats.connections += 1
@@ -343,12 +360,24 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=100_000, help="frames per symbol per connection")
     ap.add_argument("--symbols", default="BTCUSDT")
     ap.add_argument("--rate", type=float, default=None, help="frames/s per symbol (default: unthrottled)")
-    ap.add_argument("--tls-dir", type=Path, default=None, help="serve wss/https with a self-signed cert kept here")
+    ap.add_argument(
+        "--tls-dir", type=Path, default=None, help="serve wss/https with a self-signed cert kept here"
+    )
     args = ap.parse_args()
-    fh = Firehose(args.count, symbols=args.symbols.split(","), rate=args.rate, port=args.port,
-                  tls_dir=args.tls_dir).start()
-    print(json.dumps({"port": fh.port, "url": fh.url, "http_url": fh.http_url,
-                      "cert": str(fh.cert_path) if fh.cert_path else None}), flush=True)
+    fh = Firehose(
+        args.count, symbols=args.symbols.split(","), rate=args.rate, port=args.port, tls_dir=args.tls_dir
+    ).start()
+    print(
+        json.dumps(
+            {
+                "port": fh.port,
+                "url": fh.url,
+                "http_url": fh.http_url,
+                "cert": str(fh.cert_path) if fh.cert_path else None,
+            }
+        ),
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

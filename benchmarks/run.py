@@ -34,10 +34,32 @@ from benchmarks.common import (
     run_child,
 )
 
-SECTIONS = ("collector", "realrate", "lag", "universe_collector", "merge", "book", "storage", "codec", "scaling",
-            "universe")
-VERSIONED = ("websockets", "orjson", "polars", "pyarrow", "numpy", "numba", "boto3", "moto", "cryptofeed",
-             "order-book", "sortedcontainers", "dagster")
+SECTIONS = (
+    "collector",
+    "realrate",
+    "lag",
+    "universe_collector",
+    "merge",
+    "book",
+    "storage",
+    "codec",
+    "scaling",
+    "universe",
+)
+VERSIONED = (
+    "websockets",
+    "orjson",
+    "polars",
+    "pyarrow",
+    "numpy",
+    "numba",
+    "boto3",
+    "moto",
+    "cryptofeed",
+    "order-book",
+    "sortedcontainers",
+    "dagster",
+)
 _T0 = time.perf_counter()
 
 
@@ -109,13 +131,22 @@ class Bench:
             sim = bench_collector.ours(0, sim_firehose_rate=200_000)
         except NotAvailableError as exc:
             sim_error = str(exc)
-        self.results["collector"] = {"bare": bare, "ours": ours, "bare_tls": bare_tls, "cryptofeed": cf, "sim": sim, "gzip1": gz1}
+        self.results["collector"] = {
+            "bare": bare,
+            "ours": ours,
+            "bare_tls": bare_tls,
+            "cryptofeed": cf,
+            "sim": sim,
+            "gzip1": gz1,
+        }
 
         def row(name: str, runs: list[dict[str, Any]], base_cpu: float, target: str) -> str:
             rate = median([r["msgs_per_s"] for r in runs])
             cpu = median([r["cpu_us_per_msg"] for r in runs])
-            return (f"| {name} | {len(runs)} | {fmt(rate)} | {cpu:.1f} | {fmt(1e6 / cpu)} | "
-                    f"{cpu / base_cpu:.2f}x | {target} |")
+            return (
+                f"| {name} | {len(runs)} | {fmt(rate)} | {cpu:.1f} | {fmt(1e6 / cpu)} | "
+                f"{cpu / base_cpu:.2f}x | {target} |"
+            )
 
         b_cpu = median([r["cpu_us_per_msg"] for r in bare])
         bt_cpu = median([r["cpu_us_per_msg"] for r in bare_tls])
@@ -132,7 +163,14 @@ class Bench:
             row("bare websockets loop (`recv()` only)", bare, b_cpu, "baseline"),
         ]
         if ours:
-            lines.append(row("**depth-collector** (file store)", ours, b_cpu, "≥ 100 k msgs per CPU-s (≤ 10 µs); ≈ 2x bare"))
+            lines.append(
+                row(
+                    "**depth-collector** (file store)",
+                    ours,
+                    b_cpu,
+                    "≥ 100 k msgs per CPU-s (≤ 10 µs); ≈ 2x bare",
+                )
+            )
         else:
             lines.append(f"| depth-collector | - | not available: {ours_error} | | | | |")
         lines.append(row("bare websockets loop over TLS (wss)", bare_tls, bt_cpu, "baseline for cryptofeed"))
@@ -143,11 +181,15 @@ class Bench:
         if gz1 is not None:
             lines.append(row("depth-collector `--gzip-level 1` (what compression costs)", [gz1], b_cpu, "-"))
         if sim is not None:
-            lines.append(f"| depth-collector fed by `depth-exchange-sim --firehose-rate 200000` | 1 | "
-                         f"{fmt(sim['msgs_per_s'])} | {sim['cpu_us_per_msg']:.1f} | {fmt(1e6 / sim['cpu_us_per_msg'])} | "
-                         f"{sim['cpu_us_per_msg'] / b_cpu:.2f}x | - |")
+            lines.append(
+                f"| depth-collector fed by `depth-exchange-sim --firehose-rate 200000` | 1 | "
+                f"{fmt(sim['msgs_per_s'])} | {sim['cpu_us_per_msg']:.1f} | {fmt(1e6 / sim['cpu_us_per_msg'])} | "
+                f"{sim['cpu_us_per_msg'] / b_cpu:.2f}x | - |"
+            )
         else:
-            lines.append(f"| depth-collector fed by the simulator's firehose | - | not available: {sim_error} | | | | |")
+            lines.append(
+                f"| depth-collector fed by the simulator's firehose | - | not available: {sim_error} | | | | |"
+            )
         lines.append("")
         if ours:
             lost = [r.get("lost") for r in ours]
@@ -157,9 +199,13 @@ class Bench:
                 f"- Zero loss: every run stored exactly the frames sent (lost per run: {lost}); "
                 f"collector RSS at the end of a run: {fmt(median([r['rss_mib'] for r in ours]), 0)} MiB.",
                 "- Spread (CPU µs/msg of each run, with the 1-minute load average when it started): bare loop "
-                + ", ".join(f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in bare)
+                + ", ".join(
+                    f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in bare
+                )
                 + "; depth-collector "
-                + ", ".join(f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in ours)
+                + ", ".join(
+                    f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in ours
+                )
                 + ".",
                 f"- Target ≥ 100 k msgs per CPU-second (issue 15; ≤ 10 µs per message, all threads, until exit): "
                 f"{verdict(per_core >= 100_000)} ({fmt(per_core)} msgs per CPU-second); issue 3's ≥ 50 k: "
@@ -174,7 +220,7 @@ class Bench:
             isal_note = "not installed: the collector and the pipeline fall back to zlib"
         lines.append(f"- `isal` in this run: {isal_note}.")
         lines.append(
-            "- cryptofeed accepts only `wss://` addresses (`connection.py`: \"must be a wss address\"), so it "
+            '- cryptofeed accepts only `wss://` addresses (`connection.py`: "must be a wss address"), so it '
             "gets the same frames over TLS from the same sender (self-signed certificate via `SSL_CERT_FILE`), "
             "pointed there by a subclass overriding the class attributes `websocket_endpoints`/`rest_endpoints` "
             "(no patch). Compare it with the bare loop over TLS."
@@ -234,8 +280,10 @@ class Bench:
         tiny = dayset.build(dayset.DayParams(fraction=1 / 256), log=log)
         for kind in ("ours", "floor"):
             try:
-                run_child(["-m", "benchmarks.bench_merge", kind, tiny.store_url, tiny.date,
-                           str(WORK_DIR / "warm")], timeout=600)
+                run_child(
+                    ["-m", "benchmarks.bench_merge", kind, tiny.store_url, tiny.date, str(WORK_DIR / "warm")],
+                    timeout=600,
+                )
             except NotAvailableError as exc:
                 log(f"warm-up {kind}: {exc}")
         self._warmed = True
@@ -250,9 +298,11 @@ class Bench:
         if recorded is None:
             return f"no recorded hash for a {fraction} day (got {got['rows']:,} rows, sha256 {got['sha256'][:16]}…)"
         ok = got["rows"] == recorded["rows"] and got["sha256"] == recorded["sha256"]
-        return (f"{'identical' if ok else '**DIFFERENT**'} to the output recorded before the changes "
-                f"(`benchmarks/merged_hash.json`): {got['rows']:,} rows (recorded {recorded['rows']:,}), sha256 "
-                f"{got['sha256'][:16]}… (recorded {recorded['sha256'][:16]}…)")
+        return (
+            f"{'identical' if ok else '**DIFFERENT**'} to the output recorded before the changes "
+            f"(`benchmarks/merged_hash.json`): {got['rows']:,} rows (recorded {recorded['rows']:,}), sha256 "
+            f"{got['sha256'][:16]}… (recorded {recorded['sha256'][:16]}…)"
+        )
 
     def merge(self) -> str:
         ds = self._dataset(1.0)
@@ -260,19 +310,30 @@ class Bench:
         log(f"merge: ours on {ds.meta['events']} events ...")
         ours = self._ours(ds)
         same = self._same_output(ds)
-        self.results.setdefault("scaling", {})[1.0] = {**ours, "events": ds.meta["events"],
-                                                        "level_rows": ds.meta["level_rows"], "same_output": same}
+        self.results.setdefault("scaling", {})[1.0] = {
+            **ours,
+            "events": ds.meta["events"],
+            "level_rows": ds.meta["level_rows"],
+            "same_output": same,
+        }
         log("merge: floor ...")
-        floor = run_child(["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
-                          timeout=900)
+        floor = run_child(
+            ["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
+            timeout=900,
+        )
         small = dayset.build(dayset.params_for(1 / 32, self.quick), log=log)
         log(f"merge: plain Python on {small.meta['events']} events ...")
-        plain = run_child(["-m", "benchmarks.bench_merge", "plain", small.store_url, small.date,
-                           str(WORK_DIR / "plain")], timeout=900)
+        plain = run_child(
+            ["-m", "benchmarks.bench_merge", "plain", small.store_url, small.date, str(WORK_DIR / "plain")],
+            timeout=900,
+        )
         scale = ds.meta["events"] / small.meta["events"]
-        self.results["merge"] = {"ours": ours, "floor": {**floor.report, "wall_s": floor.wall_s},
-                                 "plain": {**plain.report, "wall_s": plain.wall_s, "scale": scale},
-                                 "dataset": ds.meta}
+        self.results["merge"] = {
+            "ours": ours,
+            "floor": {**floor.report, "wall_s": floor.wall_s},
+            "plain": {**plain.report, "wall_s": plain.wall_s, "scale": scale},
+            "dataset": ds.meta,
+        }
         o_wall, o_cpu = ours["total_s"], ours["cpu_s"]
         f_wall, f_cpu = floor.report["total_s"], floor.cpu_s
         p_wall, p_cpu = plain.report["total_s"] * scale, plain.cpu_s * scale
@@ -315,12 +376,16 @@ class Bench:
         n_base = 500_000 if self.quick else 2_000_000
         res: dict[str, dict[str, Any]] = {}
         for kind in ("sortedcontainers", "order_book", "ours", "ours_top25"):
-            r = run_child(["-m", "benchmarks.bench_book", kind, str(n_base), str(self.runs)], timeout=600).report
+            r = run_child(
+                ["-m", "benchmarks.bench_book", kind, str(n_base), str(self.runs)], timeout=600
+            ).report
             res[kind] = r
         full: dict[str, Any] | None = None
         if "not_available" not in res["ours"]:
             n_full = 5_000_000 if self.quick else 40_000_000
-            full = run_child(["-m", "benchmarks.bench_book", "ours", str(n_full), str(self.runs)], timeout=600).report
+            full = run_child(
+                ["-m", "benchmarks.bench_book", "ours", str(n_full), str(self.runs)], timeout=600
+            ).report
         self.results["book"] = {**res, "ours_full": full}
         if "not_available" in res["ours"]:
             raise NotAvailableError(res["ours"]["not_available"])
@@ -329,8 +394,10 @@ class Bench:
 
         def row(name: str, r: dict[str, Any], target: str = "") -> str:
             rate = r["updates_per_cpu_s"]
-            return (f"| {name} | {r['updates']:,} | {r['runs']} | {fmt(r['updates_per_s'])} | {fmt(rate)} | "
-                    f"{rate / ob:.1f}x | {rate / sc:.1f}x | {target} |")
+            return (
+                f"| {name} | {r['updates']:,} | {r['runs']} | {fmt(r['updates_per_s'])} | {fmt(rate)} | "
+                f"{rate / ob:.1f}x | {rate / sc:.1f}x | {target} |"
+            )
 
         lines = [
             "The same level-update stream (the generated day's canonical updates, float64 price/qty; qty 0 removes) "
@@ -342,13 +409,21 @@ class Bench:
             "|---|---|---|---|---|---|---|---|",
             row("sortedcontainers `SortedDict` per side (Python loop)", res["sortedcontainers"]),
             row("`order-book` C extension (cryptofeed's; Python loop)", res["order_book"]),
-            row("**ours** `depth_core.book.replay_arrays` (numba)", res["ours"],
-                f"≥ 10 M per CPU-s (issue 15): {verdict(res['ours']['updates_per_cpu_s'] >= 10e6)}"),
+            row(
+                "**ours** `depth_core.book.replay_arrays` (numba)",
+                res["ours"],
+                f"≥ 10 M per CPU-s (issue 15): {verdict(res['ours']['updates_per_cpu_s'] >= 10e6)}",
+            ),
             row("ours `sample_tops` (+ top 25 every 1 s)", res["ours_top25"]),
         ]
         if full is not None:
-            lines.append(row("ours `replay_arrays`, whole day", full,
-                             f"≥ 10 M per CPU-s (issue 15): {verdict(full['updates_per_cpu_s'] >= 10e6)}"))
+            lines.append(
+                row(
+                    "ours `replay_arrays`, whole day",
+                    full,
+                    f"≥ 10 M per CPU-s (issue 15): {verdict(full['updates_per_cpu_s'] >= 10e6)}",
+                )
+            )
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ storage
@@ -356,8 +431,11 @@ class Bench:
         ds = self._dataset(0.125)
         self._warm()
         meta_merged = self.results.get("scaling", {}).get(0.125) or self._ours(ds)
-        self.results.setdefault("scaling", {})[0.125] = {**meta_merged, "events": ds.meta["events"],
-                                                          "level_rows": ds.meta["level_rows"]}
+        self.results.setdefault("scaling", {})[0.125] = {
+            **meta_merged,
+            "events": ds.meta["events"],
+            "level_rows": ds.meta["level_rows"],
+        }
         out = WORK_DIR / "exports"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -376,15 +454,21 @@ class Bench:
             f"| **ours**: merged Parquet (zstd) | {r['merged_bytes']:,} | {r['merged_bytes'] / rows:.2f} | 1 | "
             f"≤ 6: {verdict(r['merged_bytes'] / rows <= 6)} |",
         ]
-        for name, key in (("Tardis `incremental_book_L2` CSV.gz", "tardis_bytes"),
-                          ("hftbacktest `.npz` (savez_compressed)", "hft_bytes")):
+        for name, key in (
+            ("Tardis `incremental_book_L2` CSV.gz", "tardis_bytes"),
+            ("hftbacktest `.npz` (savez_compressed)", "hft_bytes"),
+        ):
             if r.get(key):
-                lines.append(f"| {name} | {r[key]:,} | {r[key] / rows:.2f} | {r[key] / r['merged_bytes']:.2f}x | - |")
+                lines.append(
+                    f"| {name} | {r[key]:,} | {r[key] / rows:.2f} | {r[key] / r['merged_bytes']:.2f}x | - |"
+                )
             else:
                 lines.append(f"| {name} | not available: {r.get(key + '_error', '?')} | | | |")
         if r.get("raw_gzip_bytes"):
-            lines.append(f"| (input) raw gzip objects of both streams | {r['raw_gzip_bytes']:,} | "
-                         f"{r['raw_gzip_bytes'] / rows:.2f} | {r['raw_gzip_bytes'] / r['merged_bytes']:.2f}x | - |")
+            lines.append(
+                f"| (input) raw gzip objects of both streams | {r['raw_gzip_bytes']:,} | "
+                f"{r['raw_gzip_bytes'] / rows:.2f} | {r['raw_gzip_bytes'] / r['merged_bytes']:.2f}x | - |"
+            )
         lines += ["", f"Columns of our file by compressed size: {r.get('column_bytes', '?')}."]
         return "\n".join(lines) + "\n"
 
@@ -406,8 +490,10 @@ class Bench:
             "|---|---|---|---|---|",
         ]
         for c in r["codecs"]:
-            lines.append(f"| {c['codec']} | {c['compress_mb_s']:.0f} | {c['ratio']:.2f} | {c['us_per_frame']:.1f} | "
-                         f"{c['decompress_mb_s']:.0f} |")
+            lines.append(
+                f"| {c['codec']} | {c['compress_mb_s']:.0f} | {c['ratio']:.2f} | {c['us_per_frame']:.1f} | "
+                f"{c['decompress_mb_s']:.0f} |"
+            )
         if not any("ISA-L" in c["codec"] for c in r["codecs"]):
             lines += ["", "ISA-L (`isal`, a project dependency) is not installed in this environment."]
         return "\n".join(lines) + "\n"
@@ -421,8 +507,12 @@ class Bench:
                 continue
             ds = self._dataset(frac)
             log(f"scaling: ours at {frac:g} day ...")
-            got[frac] = {**self._ours(ds), "events": ds.meta["events"], "level_rows": ds.meta["level_rows"],
-                         "same_output": self._same_output(ds)}
+            got[frac] = {
+                **self._ours(ds),
+                "events": ds.meta["events"],
+                "level_rows": ds.meta["level_rows"],
+                "same_output": self._same_output(ds),
+            }
         lines = [
             "Validate + merge (ours, fresh process each) on 1/8, 1/4, 1/2 and 1 day of the same generator. "
             "Time should grow linearly (constant seconds per million rows), peak RSS should stay flat.",
@@ -432,18 +522,23 @@ class Bench:
         ]
         for frac in sorted(got):
             g = got[frac]
-            lines.append(f"| {frac:g} | {g['events']:,} | {g['level_rows']:,} | {g['total_s']:.1f} | {g['cpu_s']:.1f} | "
-                         f"{g['cpu_s'] / (g['level_rows'] / 1e6):.2f} | {g['peak_rss_mib']:.0f} |")
+            lines.append(
+                f"| {frac:g} | {g['events']:,} | {g['level_rows']:,} | {g['total_s']:.1f} | {g['cpu_s']:.1f} | "
+                f"{g['cpu_s'] / (g['level_rows'] / 1e6):.2f} | {g['peak_rss_mib']:.0f} |"
+            )
         fr = sorted(got)
         if len(fr) >= 2:
             lo, hi = got[fr[0]], got[fr[-1]]
             t_ratio = (hi["cpu_s"] / hi["level_rows"]) / (lo["cpu_s"] / lo["level_rows"])
             m_ratio = hi["peak_rss_mib"] / lo["peak_rss_mib"]
             hi_gib = hi["peak_rss_mib"] / 1024
-            lines += ["", f"CPU per row at {fr[-1]:g} day ÷ at {fr[0]:g} day: {t_ratio:.2f} (linear ⇒ ≈ 1): "
-                      f"{verdict(t_ratio <= 1.25)}. Peak RSS at {fr[-1]:g} ÷ at {fr[0]:g}: {m_ratio:.2f} "
-                      f"(flat: ≤ 1.15, issue 15): {verdict(m_ratio <= 1.15)}; peak RSS at {fr[-1]:g} day "
-                      f"{hi_gib:.2f} GiB (≤ 1.5 GiB): {verdict(hi_gib <= 1.5)}."]
+            lines += [
+                "",
+                f"CPU per row at {fr[-1]:g} day ÷ at {fr[0]:g} day: {t_ratio:.2f} (linear ⇒ ≈ 1): "
+                f"{verdict(t_ratio <= 1.25)}. Peak RSS at {fr[-1]:g} ÷ at {fr[0]:g}: {m_ratio:.2f} "
+                f"(flat: ≤ 1.15, issue 15): {verdict(m_ratio <= 1.15)}; peak RSS at {fr[-1]:g} day "
+                f"{hi_gib:.2f} GiB (≤ 1.5 GiB): {verdict(hi_gib <= 1.5)}.",
+            ]
             same = [f"{f:g} day: {got[f]['same_output']}" for f in fr if got[f].get("same_output")]
             if same:
                 lines += ["", "Merged output: " + "; ".join(same) + "."]
@@ -455,7 +550,9 @@ def universe_section(b: Bench) -> str:
     symbols x 2 streams (benchmarks/bench_universe.py), and the request cost model (benchmarks/cost_model.py)."""
     from benchmarks import cost_model
 
-    args = ["-m", "benchmarks.bench_universe"] + (["--quick", "--symbols", "50"] if b.quick else ["--symbols", "400"])
+    args = ["-m", "benchmarks.bench_universe"] + (
+        ["--quick", "--symbols", "50"] if b.quick else ["--symbols", "400"]
+    )
     r = run_child(args, timeout=3600).report
     if "not_available" in r:
         raise NotAvailableError(r["not_available"])
@@ -477,15 +574,34 @@ def universe_section(b: Bench) -> str:
         "",
         "| tick | wall s | CPU s | store requests | target |",
         "|---|---|---|---|---|",
-        row("raw arrival, first tick (empty cursor: lists back to the start of yesterday)", "arrival_first_tick"),
-        row("raw arrival, steady tick (1 new object per stream)", "arrival_steady_tick",
-            f"≤ 10 s: {verdict(r['arrival_steady_tick']['wall_s'] <= 10)}"),
-        row("stream gap, steady tick (reads each new object's notes)", "gap_steady_tick",
-            f"≤ 10 s: {verdict(r['gap_steady_tick']['wall_s'] <= 10)}"),
-        row("late data, steady tick", "late_steady_tick", f"≤ 10 s: {verdict(r['late_steady_tick']['wall_s'] <= 10)}"),
-        row(f"reconcile, tick (sweep; {r['reconcile_ticks_to_first_pass']} tick(s) to a full pass)", "reconcile_tick",
-            f"≤ 10 s: {verdict(r['reconcile_tick_max_wall_s'] <= 10)}"),
-        row(f"cleanup of yesterday, every symbol ({r['cleanup_day']['deleted']:,} objects deleted)", "cleanup_day"),
+        row(
+            "raw arrival, first tick (empty cursor: lists back to the start of yesterday)",
+            "arrival_first_tick",
+        ),
+        row(
+            "raw arrival, steady tick (1 new object per stream)",
+            "arrival_steady_tick",
+            f"≤ 10 s: {verdict(r['arrival_steady_tick']['wall_s'] <= 10)}",
+        ),
+        row(
+            "stream gap, steady tick (reads each new object's notes)",
+            "gap_steady_tick",
+            f"≤ 10 s: {verdict(r['gap_steady_tick']['wall_s'] <= 10)}",
+        ),
+        row(
+            "late data, steady tick",
+            "late_steady_tick",
+            f"≤ 10 s: {verdict(r['late_steady_tick']['wall_s'] <= 10)}",
+        ),
+        row(
+            f"reconcile, tick (sweep; {r['reconcile_ticks_to_first_pass']} tick(s) to a full pass)",
+            "reconcile_tick",
+            f"≤ 10 s: {verdict(r['reconcile_tick_max_wall_s'] <= 10)}",
+        ),
+        row(
+            f"cleanup of yesterday, every symbol ({r['cleanup_day']['deleted']:,} objects deleted)",
+            "cleanup_day",
+        ),
         "",
         f"Slowest steady sensor tick: {steady_max:.2f} s (Dagster cancels a tick at 60 s; each sensor stops "
         "itself at 20 s and saves its progress). The cleanup's merge gates are given (synthetic data has no "
@@ -587,15 +703,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes, one run each (a smoke test)")
     ap.add_argument("--output", type=Path, default=None)
-    ap.add_argument("--universe-seconds", type=float, default=None,
-                    help="length of the universe-collector run (default 600; 120 with --quick)")
+    ap.add_argument(
+        "--universe-seconds",
+        type=float,
+        default=None,
+        help="length of the universe-collector run (default 600; 120 with --quick)",
+    )
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         ap.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
-    output = args.output or (REPO_ROOT / "BENCHMARKS.md" if (len(only) == len(SECTIONS) and not args.quick)
-                             else ARTIFACTS / "BENCHMARKS.partial.md")
+    output = args.output or (
+        REPO_ROOT / "BENCHMARKS.md"
+        if (len(only) == len(SECTIONS) and not args.quick)
+        else ARTIFACTS / "BENCHMARKS.partial.md"
+    )
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     started = dt.datetime.now(dt.UTC)

@@ -160,7 +160,9 @@ class Collector:
                 self.store_requests = counted
             return counted
 
-        self.uploader = Uploader(open_counted, concurrency=config.upload_concurrency, on_uploaded=self._uploaded)
+        self.uploader = Uploader(
+            open_counted, concurrency=config.upload_concurrency, on_uploaded=self._uploaded
+        )
         self.spool = Spool(
             config.spool_dir,
             market=config.market,
@@ -224,8 +226,17 @@ class Collector:
         for g in self.groups:
             if g.has_room(st):
                 return g
-        suffixes = (self.config.depth_stream_suffix, "@bookTicker") if self.config.book_ticker else (self.config.depth_stream_suffix,)
-        group = ConnectionGroup(len(self.groups), f"{self.config.ws_url}/stream?streams=", suffixes, self.config.max_streams_per_connection)
+        suffixes = (
+            (self.config.depth_stream_suffix, "@bookTicker")
+            if self.config.book_ticker
+            else (self.config.depth_stream_suffix,)
+        )
+        group = ConnectionGroup(
+            len(self.groups),
+            f"{self.config.ws_url}/stream?streams=",
+            suffixes,
+            self.config.max_streams_per_connection,
+        )
         self.groups.append(group)
         return group
 
@@ -295,7 +306,9 @@ class Collector:
                     if gap is not None:
                         self._on_gap(conn, st, gap, first, last)
             lat = ns // 1_000_000 - event_ms
-            st.latency_buckets[LATENCY_BUCKET_OF_MS[lat] if 0 <= lat < LATENCY_TABLE_MS else latency_bucket(lat)] += 1
+            st.latency_buckets[
+                LATENCY_BUCKET_OF_MS[lat] if 0 <= lat < LATENCY_TABLE_MS else latency_bucket(lat)
+            ] += 1
             st.latency_sum_ms += lat
             lmin = st.latency_min_ms
             if lmin is None or lat < lmin:
@@ -362,12 +375,20 @@ class Collector:
             self._on_gap(conn, cs.state, gap, start, last)
 
     def _on_gap(self, conn: Connection, st: SymbolState, gap: tuple[int, int], start: int, last: int) -> None:
-        fields = {"from_id": gap[0], "to_id": gap[1], "next_first_id": start, "next_last_id": last, "conn": conn.conn_id}
+        fields = {
+            "from_id": gap[0],
+            "to_id": gap[1],
+            "next_first_id": start,
+            "next_last_id": last,
+            "conn": conn.conn_id,
+        }
         logs.warning("gap", symbol=st.symbol, **fields)
         self.note(st, "gap", **fields)
         self.request_snapshot(st, "gap")
 
-    def _on_other_frame(self, conn: Connection, frame: bytes, ns: int, hint: SymbolState | None = None) -> None:
+    def _on_other_frame(
+        self, conn: Connection, frame: bytes, ns: int, hint: SymbolState | None = None
+    ) -> None:
         """The slow path: control messages, unusual layouts, malformed frames (noted, never dropped)."""
         env = parse_slow(frame)
         if env is None:
@@ -428,7 +449,13 @@ class Collector:
         if st is not None:
             st.malformed += 1
         if self.malformed_frames <= 10 or self.malformed_frames % 1000 == 0:
-            logs.warning("malformed_frame", conn=conn.conn_id, reason=reason, bytes=len(frame), total=self.malformed_frames)
+            logs.warning(
+                "malformed_frame",
+                conn=conn.conn_id,
+                reason=reason,
+                bytes=len(frame),
+                total=self.malformed_frames,
+            )
         try:
             text: dict[str, str] = {"text": frame.decode()}
         except UnicodeDecodeError:  # keep the exact bytes where the text cannot hold them
@@ -566,7 +593,13 @@ class Collector:
                     delay = 0.0 if failures == 1 else min(60.0, 0.5 * 2 ** min(failures - 2, 8))
                     delay *= random.uniform(0.5, 1.0)
                     if failures <= 3 or failures % 10 == 0:
-                        logs.warning("connect_failed", group=group.index, error=repr(exc), attempt=failures, retry_in_s=round(delay, 2))
+                        logs.warning(
+                            "connect_failed",
+                            group=group.index,
+                            error=repr(exc),
+                            attempt=failures,
+                            retry_in_s=round(delay, 2),
+                        )
                     if failures == 3 and reason == "start":
                         # never connected: ask REST about these symbols, so an unknown one (-1121) ends
                         # the process with exit 2 naming it instead of reconnecting forever
@@ -661,7 +694,9 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.wake.wait(), timeout)
 
-    def _overlapped(self, old: Connection, new: Connection, baseline: dict[bytes, int | None], quiet: bool) -> bool:
+    def _overlapped(
+        self, old: Connection, new: Connection, baseline: dict[bytes, int | None], quiet: bool
+    ) -> bool:
         """True when, for every symbol, the new connection's first event chains onto the old one's ids.
 
         A symbol with no event on either connection since the new one opened (``baseline``: the old
@@ -738,9 +773,16 @@ class Collector:
         old.close_reason = f"planned_{reason}"
         self._disconnected(group, old, planned=True)
         self.reconnects["planned"] += 1
-        logs.info("planned_reconnect_done", old=old.conn_id, new=new.conn_id, overlapped=overlapped, reason=reason)
+        logs.info(
+            "planned_reconnect_done", old=old.conn_id, new=new.conn_id, overlapped=overlapped, reason=reason
+        )
         if not overlapped:
-            logs.warning("planned_reconnect_without_overlap", old=old.conn_id, new=new.conn_id, waited_s=self.config.overlap_timeout)
+            logs.warning(
+                "planned_reconnect_without_overlap",
+                old=old.conn_id,
+                new=new.conn_id,
+                waited_s=self.config.overlap_timeout,
+            )
         if not overlapped:
             # the hand-over is not proven: re-anchor every symbol of the group (a proven overlap needs none;
             # a symbol whose ids did not chain on was reported as a gap above and has its snapshot queued)
@@ -776,15 +818,21 @@ class Collector:
             except RestError as exc:
                 failures += 1
                 (logs.error if first else logs.warning)(
-                    "exchange_info_failed", error=str(exc)[:300], attempt=failures,
-                    message="cannot read the symbol list; retrying" + (" (nothing is captured yet)" if first else ""),
+                    "exchange_info_failed",
+                    error=str(exc)[:300],
+                    attempt=failures,
+                    message="cannot read the symbol list; retrying"
+                    + (" (nothing is captured yet)" if first else ""),
                 )
                 delay = min(60.0, 2.0 * failures) if first else min(self.config.symbols_refresh, 30.0)
             else:
                 failures = 0
                 if not wanted:
-                    logs.error("exchange_info_no_symbols", quote_asset=self.config.quote_asset,
-                               message="exchangeInfo lists no TRADING symbol of this quote asset; keeping the current set")
+                    logs.error(
+                        "exchange_info_no_symbols",
+                        quote_asset=self.config.quote_asset,
+                        message="exchangeInfo lists no TRADING symbol of this quote asset; keeping the current set",
+                    )
                 else:
                     self.apply_symbol_set(wanted, initial=first)
                     first = False
@@ -820,8 +868,16 @@ class Collector:
         self.listed += len(new) if not initial else 0
         self.delisted += len(gone)
         if new or gone:
-            logs.info("symbols", listed=len(new), delisted=len(gone), total=len(self.symbols), initial=initial,
-                      connections=len(self.groups), new=new[:20], gone=gone[:20])
+            logs.info(
+                "symbols",
+                listed=len(new),
+                delisted=len(gone),
+                total=len(self.symbols),
+                initial=initial,
+                connections=len(self.groups),
+                new=new[:20],
+                gone=gone[:20],
+            )
 
     def _remove_symbol(self, sym: str) -> None:
         st = self.symbols.pop(sym)
@@ -854,7 +910,9 @@ class Collector:
         async def send() -> None:
             for i in range(0, len(names), 200):
                 self._ws_request_id += 1
-                msg = orjson.dumps({"method": method, "params": names[i : i + 200], "id": self._ws_request_id})
+                msg = orjson.dumps(
+                    {"method": method, "params": names[i : i + 200], "id": self._ws_request_id}
+                )
                 try:
                     await ws.send(msg.decode())
                 except ConnectionClosed:
@@ -907,7 +965,9 @@ class Collector:
         except RestError as exc:
             st.snapshot_errors += 1
             self.note(st, "snapshot_error", reason=reason, error=str(exc), code=exc.code, status=exc.status)
-            logs.warning("snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status)
+            logs.warning(
+                "snapshot_failed", symbol=st.symbol, reason=reason, error=str(exc), status=exc.status
+            )
             # after a 429/418 the budget is paused until Retry-After: queue again at once, it waits there
             self._retry_later(st, reason, 2.0 if exc.status not in (429, 418) else 0.0)
             return
@@ -916,7 +976,13 @@ class Collector:
         last_update_id = int_field(body, b'"lastUpdateId":')
         if b"\n" in body or b"\r" in body:
             # kept whole (JSON-escaped) in the note: a raw line cannot hold it, and nothing is dropped
-            self.note(st, "snapshot_error", reason=reason, error="snapshot body contains CR or LF", text=body.decode(errors="replace"))
+            self.note(
+                st,
+                "snapshot_error",
+                reason=reason,
+                error="snapshot body contains CR or LF",
+                text=body.decode(errors="replace"),
+            )
             return
         self.note(
             st,
@@ -934,7 +1000,9 @@ class Collector:
             # the spool is over its disk budget: a snapshot that is not stored anchors nothing (the line
             # is counted in the spool's dropped lines; the per-symbol count is of depth frames)
             st.snapshot_errors += 1
-            logs.warning("snapshot_not_spooled", symbol=st.symbol, reason=reason, message="spool full: retried in 2 s")
+            logs.warning(
+                "snapshot_not_spooled", symbol=st.symbol, reason=reason, message="spool full: retried in 2 s"
+            )
             self._retry_later(st, reason, 2.0)
             return
         now = time.monotonic()
@@ -945,7 +1013,11 @@ class Collector:
             st.first_snapshot_done = True
             st.first_snapshot_s = now - st.added_monotonic
         logs.info("snapshot", symbol=st.symbol, reason=reason, last_update_id=last_update_id, bytes=len(body))
-        if first and not self._all_anchored_logged and all(s.first_snapshot_done for s in self.symbols.values()):
+        if (
+            first
+            and not self._all_anchored_logged
+            and all(s.first_snapshot_done for s in self.symbols.values())
+        ):
             self._all_anchored_logged = True
             logs.info(
                 "all_symbols_anchored",
@@ -964,7 +1036,9 @@ class Collector:
             return  # the exchange named them: a race with a delisting, which the next refresh settles
         if states and all(st.unknown and not st.first_snapshot_done for st in states):
             names = ",".join(st.symbol for st in states[:10])
-            self.fatal(EXIT_INVALID_SYMBOL, f"no symbol is known to the exchange: {names} (-1121 invalid symbol)")
+            self.fatal(
+                EXIT_INVALID_SYMBOL, f"no symbol is known to the exchange: {names} (-1121 invalid symbol)"
+            )
 
     # ---- housekeeping ---------------------------------------------------------------------------
 
@@ -978,7 +1052,12 @@ class Collector:
                 self.clock_offset_s, self.clock_rtt_s = offset, rtt
                 if abs(offset) > self.config.clock_offset_warn:
                     self.clock_warnings += 1
-                    logs.warning("clock_offset", offset_s=round(offset, 4), rtt_s=round(rtt, 4), threshold_s=self.config.clock_offset_warn)
+                    logs.warning(
+                        "clock_offset",
+                        offset_s=round(offset, 4),
+                        rtt_s=round(rtt, 4),
+                        threshold_s=self.config.clock_offset_warn,
+                    )
                 delay = 60.0
                 failures = 0
             except (RestError, ValueError, KeyError, TypeError) as exc:
@@ -987,9 +1066,16 @@ class Collector:
                     logs.info("clock_offset_unavailable", error=str(exc)[:200])
             # events from the future are a clock problem too
             for st in self.symbols.values():
-                if st.latency_min_ms is not None and st.latency_min_ms < -1000 * self.config.clock_offset_warn:
+                if (
+                    st.latency_min_ms is not None
+                    and st.latency_min_ms < -1000 * self.config.clock_offset_warn
+                ):
                     self.clock_warnings += 1
-                    logs.warning("clock_behind_exchange", symbol=st.symbol, min_receive_minus_event_ms=st.latency_min_ms)
+                    logs.warning(
+                        "clock_behind_exchange",
+                        symbol=st.symbol,
+                        min_receive_minus_event_ms=st.latency_min_ms,
+                    )
                     st.latency_min_ms = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), delay)
@@ -1008,7 +1094,12 @@ class Collector:
                     self.note_all(None, "spool_overflow", lines_lost_all_symbols=lost)
                 else:
                     for st in self.symbols.values():
-                        self.note(st, "spool_overflow", lines_lost_all_symbols=lost, lines_lost_symbol_total=st.dropped_lines)
+                        self.note(
+                            st,
+                            "spool_overflow",
+                            lines_lost_all_symbols=lost,
+                            lines_lost_symbol_total=st.dropped_lines,
+                        )
                 self.request_snapshots(list(self.symbols.values()), "spool_overflow")
             if self.spool.writer_error is not None:
                 self.fatal(1, f"spool write failed: {self.spool.writer_error!r}")

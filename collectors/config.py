@@ -57,38 +57,202 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("collector_id", "--collector-id", "DEPTH_COLLECTOR_ID", "stream name, ^[a-z0-9][a-z0-9_-]{0,31}$ (required)", "ID"),
-    Flag("symbols", "--symbols", "DEPTH_SYMBOLS", "comma-separated symbols, e.g. BTCUSDT,ETHUSDT (this or --symbols-from)", "LIST"),
-    Flag("symbols_from", "--symbols-from", "DEPTH_SYMBOLS_FROM", "'exchange': every TRADING symbol of --quote-asset from exchangeInfo, followed while running (instead of --symbols)", "SOURCE"),
-    Flag("quote_asset", "--quote-asset", "DEPTH_QUOTE_ASSET", "quote asset of --symbols-from exchange (default USDT)", "ASSET"),
-    Flag("symbols_refresh", "--symbols-refresh", "DEPTH_SYMBOLS_REFRESH", "seconds between exchangeInfo refreshes with --symbols-from exchange (default 300)", "S"),
-    Flag("store", "--store", "DEPTH_STORE_URL", "s3://bucket/prefix, a local path or file:///abs/path (required)", "URL"),
+    Flag(
+        "collector_id",
+        "--collector-id",
+        "DEPTH_COLLECTOR_ID",
+        "stream name, ^[a-z0-9][a-z0-9_-]{0,31}$ (required)",
+        "ID",
+    ),
+    Flag(
+        "symbols",
+        "--symbols",
+        "DEPTH_SYMBOLS",
+        "comma-separated symbols, e.g. BTCUSDT,ETHUSDT (this or --symbols-from)",
+        "LIST",
+    ),
+    Flag(
+        "symbols_from",
+        "--symbols-from",
+        "DEPTH_SYMBOLS_FROM",
+        "'exchange': every TRADING symbol of --quote-asset from exchangeInfo, followed while running (instead of --symbols)",
+        "SOURCE",
+    ),
+    Flag(
+        "quote_asset",
+        "--quote-asset",
+        "DEPTH_QUOTE_ASSET",
+        "quote asset of --symbols-from exchange (default USDT)",
+        "ASSET",
+    ),
+    Flag(
+        "symbols_refresh",
+        "--symbols-refresh",
+        "DEPTH_SYMBOLS_REFRESH",
+        "seconds between exchangeInfo refreshes with --symbols-from exchange (default 300)",
+        "S",
+    ),
+    Flag(
+        "store",
+        "--store",
+        "DEPTH_STORE_URL",
+        "s3://bucket/prefix, a local path or file:///abs/path (required)",
+        "URL",
+    ),
     Flag("market", "--market", "DEPTH_MARKET", "spot (default) or usdm", "MARKET"),
-    Flag("ws_url", "--ws-url", "DEPTH_WS_URL", "websocket base URL (default: Binance's public endpoint)", "URL"),
-    Flag("rest_url", "--rest-url", "DEPTH_REST_URL", "REST base URL (default: Binance's public endpoint)", "URL"),
+    Flag(
+        "ws_url", "--ws-url", "DEPTH_WS_URL", "websocket base URL (default: Binance's public endpoint)", "URL"
+    ),
+    Flag(
+        "rest_url",
+        "--rest-url",
+        "DEPTH_REST_URL",
+        "REST base URL (default: Binance's public endpoint)",
+        "URL",
+    ),
     Flag("speed", "--speed", "DEPTH_SPEED", "100ms (default) or 1000ms", "SPEED"),
-    Flag("flush_seconds", "--flush-seconds", "DEPTH_FLUSH_SECONDS", "spool segment length in seconds (default 10)", "S"),
-    Flag("snapshot_interval", "--snapshot-interval", "DEPTH_SNAPSHOT_INTERVAL", "periodic REST snapshot per symbol, seconds; 0 = off (default 3600)", "S"),
-    Flag("snapshot_depth", "--snapshot-depth", "DEPTH_SNAPSHOT_DEPTH", "REST snapshot limit (default 5000 spot, 1000 usdm)", "N"),
-    Flag("spool_dir", "--spool-dir", "DEPTH_SPOOL_DIR", "local spool folder (default: per collector id under the user state dir)", "DIR"),
-    Flag("spool_max_bytes", "--spool-max-bytes", "DEPTH_SPOOL_MAX_BYTES", "disk budget of the spool in bytes, suffixes K/M/G allowed (default 10G)", "BYTES"),
-    Flag("segment_max_bytes", "--segment-max-bytes", "DEPTH_SEGMENT_MAX_BYTES", "roll a spool segment at this size (default 64M)", "BYTES"),
-    Flag("fsync_interval", "--fsync-interval", "DEPTH_FSYNC_INTERVAL", "seconds between spool flush+fsync, at most 0.2 (default 0.1)", "S"),
-    Flag("metrics_port", "--metrics-port", "DEPTH_METRICS_PORT", "serve /metrics and /healthz on this port (default off; 0 = any free port)", "PORT"),
-    Flag("metrics_host", "--metrics-host", "DEPTH_METRICS_HOST", "address for the metrics server (default 127.0.0.1)", "HOST"),
-    Flag("shutdown_grace", "--shutdown-grace", "DEPTH_SHUTDOWN_GRACE", "seconds to keep retrying uploads after SIGTERM (default 120)", "S"),
-    Flag("max_streams_per_connection", "--max-streams-per-connection", "DEPTH_MAX_STREAMS_PER_CONNECTION", "streams per websocket connection (default 1024)", "N"),
-    Flag("max_connection_age", "--max-connection-age", "DEPTH_MAX_CONNECTION_AGE", "planned make-before-break reconnect after this many seconds (default 84600 = 23.5 h)", "S"),
-    Flag("overlap_timeout", "--overlap-timeout", "DEPTH_OVERLAP_TIMEOUT", "longest wait for the new connection to overlap the old one (default 30)", "S"),
-    Flag("stall_timeout", "--stall-timeout", "DEPTH_STALL_TIMEOUT", "reconnect a connection silent this many seconds (default 60; 0 = off)", "S"),
-    Flag("rest_weight_per_minute", "--rest-weight-per-minute", "DEPTH_REST_WEIGHT_PER_MINUTE", "REST weight budget per minute (default half of Binance's limit)", "N"),
-    Flag("upload_concurrency", "--upload-concurrency", "DEPTH_UPLOAD_CONCURRENCY", "parallel uploads (default 4)", "N"),
-    Flag("gzip_level", "--gzip-level", "DEPTH_GZIP_LEVEL", "gzip level of raw objects, 1-9 (default 1: cheapest CPU per message)", "N"),
-    Flag("book_ticker", "--book-ticker", "DEPTH_BOOK_TICKER", "also record <symbol>@bookTicker (env: 1/true)", is_switch=True),
-    Flag("raw_layout", "--raw-layout", "DEPTH_RAW_LAYOUT", "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v2)", "v1|v2"),
+    Flag(
+        "flush_seconds",
+        "--flush-seconds",
+        "DEPTH_FLUSH_SECONDS",
+        "spool segment length in seconds (default 10)",
+        "S",
+    ),
+    Flag(
+        "snapshot_interval",
+        "--snapshot-interval",
+        "DEPTH_SNAPSHOT_INTERVAL",
+        "periodic REST snapshot per symbol, seconds; 0 = off (default 3600)",
+        "S",
+    ),
+    Flag(
+        "snapshot_depth",
+        "--snapshot-depth",
+        "DEPTH_SNAPSHOT_DEPTH",
+        "REST snapshot limit (default 5000 spot, 1000 usdm)",
+        "N",
+    ),
+    Flag(
+        "spool_dir",
+        "--spool-dir",
+        "DEPTH_SPOOL_DIR",
+        "local spool folder (default: per collector id under the user state dir)",
+        "DIR",
+    ),
+    Flag(
+        "spool_max_bytes",
+        "--spool-max-bytes",
+        "DEPTH_SPOOL_MAX_BYTES",
+        "disk budget of the spool in bytes, suffixes K/M/G allowed (default 10G)",
+        "BYTES",
+    ),
+    Flag(
+        "segment_max_bytes",
+        "--segment-max-bytes",
+        "DEPTH_SEGMENT_MAX_BYTES",
+        "roll a spool segment at this size (default 64M)",
+        "BYTES",
+    ),
+    Flag(
+        "fsync_interval",
+        "--fsync-interval",
+        "DEPTH_FSYNC_INTERVAL",
+        "seconds between spool flush+fsync, at most 0.2 (default 0.1)",
+        "S",
+    ),
+    Flag(
+        "metrics_port",
+        "--metrics-port",
+        "DEPTH_METRICS_PORT",
+        "serve /metrics and /healthz on this port (default off; 0 = any free port)",
+        "PORT",
+    ),
+    Flag(
+        "metrics_host",
+        "--metrics-host",
+        "DEPTH_METRICS_HOST",
+        "address for the metrics server (default 127.0.0.1)",
+        "HOST",
+    ),
+    Flag(
+        "shutdown_grace",
+        "--shutdown-grace",
+        "DEPTH_SHUTDOWN_GRACE",
+        "seconds to keep retrying uploads after SIGTERM (default 120)",
+        "S",
+    ),
+    Flag(
+        "max_streams_per_connection",
+        "--max-streams-per-connection",
+        "DEPTH_MAX_STREAMS_PER_CONNECTION",
+        "streams per websocket connection (default 1024)",
+        "N",
+    ),
+    Flag(
+        "max_connection_age",
+        "--max-connection-age",
+        "DEPTH_MAX_CONNECTION_AGE",
+        "planned make-before-break reconnect after this many seconds (default 84600 = 23.5 h)",
+        "S",
+    ),
+    Flag(
+        "overlap_timeout",
+        "--overlap-timeout",
+        "DEPTH_OVERLAP_TIMEOUT",
+        "longest wait for the new connection to overlap the old one (default 30)",
+        "S",
+    ),
+    Flag(
+        "stall_timeout",
+        "--stall-timeout",
+        "DEPTH_STALL_TIMEOUT",
+        "reconnect a connection silent this many seconds (default 60; 0 = off)",
+        "S",
+    ),
+    Flag(
+        "rest_weight_per_minute",
+        "--rest-weight-per-minute",
+        "DEPTH_REST_WEIGHT_PER_MINUTE",
+        "REST weight budget per minute (default half of Binance's limit)",
+        "N",
+    ),
+    Flag(
+        "upload_concurrency",
+        "--upload-concurrency",
+        "DEPTH_UPLOAD_CONCURRENCY",
+        "parallel uploads (default 4)",
+        "N",
+    ),
+    Flag(
+        "gzip_level",
+        "--gzip-level",
+        "DEPTH_GZIP_LEVEL",
+        "gzip level of raw objects, 1-9 (default 1: cheapest CPU per message)",
+        "N",
+    ),
+    Flag(
+        "book_ticker",
+        "--book-ticker",
+        "DEPTH_BOOK_TICKER",
+        "also record <symbol>@bookTicker (env: 1/true)",
+        is_switch=True,
+    ),
+    Flag(
+        "raw_layout",
+        "--raw-layout",
+        "DEPTH_RAW_LAYOUT",
+        "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v2)",
+        "v1|v2",
+    ),
     Flag("log_format", "--log-format", "DEPTH_LOG_FORMAT", "json (default) or kv (key=value)", "FMT"),
     Flag("log_level", "--log-level", "DEPTH_LOG_LEVEL", "DEBUG, INFO (default), WARNING", "LEVEL"),
-    Flag("clock_offset_warn", "--clock-offset-warn", "DEPTH_CLOCK_OFFSET_WARN", "warn when the clock offset to the exchange exceeds this many seconds (default 1.0)", "S"),
+    Flag(
+        "clock_offset_warn",
+        "--clock-offset-warn",
+        "DEPTH_CLOCK_OFFSET_WARN",
+        "warn when the clock offset to the exchange exceeds this many seconds (default 1.0)",
+        "S",
+    ),
 )
 
 
@@ -161,7 +325,9 @@ def parse_size(text: str, flag: str) -> int:
     return int(value)
 
 
-def _number(text: str, flag: str, *, minimum: float, maximum: float = math.inf, integer: bool = False) -> float:
+def _number(
+    text: str, flag: str, *, minimum: float, maximum: float = math.inf, integer: bool = False
+) -> float:
     try:
         value = int(text) if integer else float(text)
     except ValueError:
@@ -276,14 +442,18 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         )
     metrics_port: int | None = None
     if raw.get("metrics_port", "").strip():
-        metrics_port = int(_number(raw["metrics_port"], "--metrics-port", minimum=0, maximum=65535, integer=True))
+        metrics_port = int(
+            _number(raw["metrics_port"], "--metrics-port", minimum=0, maximum=65535, integer=True)
+        )
     log_format = raw.get("log_format", "json").strip().lower()
     if log_format not in ("json", "kv"):
         raise ConfigError(f"--log-format: {log_format!r} must be json or kv")
     log_level = raw.get("log_level", "INFO").strip().upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level: {log_level!r} must be DEBUG, INFO, WARNING or ERROR")
-    spool_dir = Path(raw["spool_dir"]).expanduser() if raw.get("spool_dir") else default_spool_dir(collector_id, env)
+    spool_dir = (
+        Path(raw["spool_dir"]).expanduser() if raw.get("spool_dir") else default_spool_dir(collector_id, env)
+    )
     weight = int(num("rest_weight_per_minute", EXCHANGE_WEIGHT_LIMIT[market] // 2, minimum=1, integer=True))
     max_streams = int(num("max_streams_per_connection", 1024, minimum=1, maximum=1024, integer=True))
     book_ticker = _truthy(raw["book_ticker"], "--book-ticker") if "book_ticker" in raw else False
@@ -310,8 +480,12 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         snapshot_interval=num("snapshot_interval", 3600.0, minimum=0),
         snapshot_depth=depth,
         spool_dir=spool_dir,
-        spool_max_bytes=parse_size(raw["spool_max_bytes"], "--spool-max-bytes") if "spool_max_bytes" in raw else 10 * 1024**3,
-        segment_max_bytes=parse_size(raw["segment_max_bytes"], "--segment-max-bytes") if "segment_max_bytes" in raw else 64 * 1024**2,
+        spool_max_bytes=parse_size(raw["spool_max_bytes"], "--spool-max-bytes")
+        if "spool_max_bytes" in raw
+        else 10 * 1024**3,
+        segment_max_bytes=parse_size(raw["segment_max_bytes"], "--segment-max-bytes")
+        if "segment_max_bytes" in raw
+        else 64 * 1024**2,
         fsync_interval=num("fsync_interval", 0.1, minimum=0.005, maximum=0.2),
         metrics_port=metrics_port,
         metrics_host=raw.get("metrics_host", "127.0.0.1").strip() or "127.0.0.1",

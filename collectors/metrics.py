@@ -39,20 +39,34 @@ class CollectorMetrics(PromCollector):
     def collect(self) -> Iterator[Metric]:
         c = self.c
         now_ns = time.time_ns()
-        info = GaugeMetricFamily(P + "info", "collector identity", labels=["collector_id", "market", "session"])
+        info = GaugeMetricFamily(
+            P + "info", "collector identity", labels=["collector_id", "market", "session"]
+        )
         info.add_metric([c.config.collector_id, c.config.market, c.session], 1)
         yield info
 
         msgs = CounterMetricFamily(P + "messages", "websocket frames received", labels=["symbol", "kind"])
         byts = CounterMetricFamily(P + "bytes", "websocket frame bytes received", labels=["symbol", "kind"])
-        age = GaugeMetricFamily(P + "last_message_age_seconds", "seconds since the last depth frame", labels=["symbol"])
+        age = GaugeMetricFamily(
+            P + "last_message_age_seconds", "seconds since the last depth frame", labels=["symbol"]
+        )
         gaps = CounterMetricFamily(P + "gaps", "update-id continuity breaks seen live", labels=["symbol"])
-        missing = CounterMetricFamily(P + "missing_ids", "update ids skipped by continuity breaks (spot: exact)", labels=["symbol"])
-        dups = CounterMetricFamily(P + "duplicate_events", "events at or below the last id seen", labels=["symbol"])
+        missing = CounterMetricFamily(
+            P + "missing_ids", "update ids skipped by continuity breaks (spot: exact)", labels=["symbol"]
+        )
+        dups = CounterMetricFamily(
+            P + "duplicate_events", "events at or below the last id seen", labels=["symbol"]
+        )
         snaps = CounterMetricFamily(P + "snapshots", "REST snapshots", labels=["symbol", "result"])
-        malformed = CounterMetricFamily(P + "malformed_frames_by_symbol", "frames of a symbol that could not be parsed", labels=["symbol"])
-        dropped = CounterMetricFamily(P + "spool_dropped_lines_by_symbol", "lines not spooled: disk budget exhausted", labels=["symbol"])
-        lat = HistogramMetricFamily(P + "receive_latency_seconds", "local receive time minus exchange event time E", labels=["symbol"])
+        malformed = CounterMetricFamily(
+            P + "malformed_frames_by_symbol", "frames of a symbol that could not be parsed", labels=["symbol"]
+        )
+        dropped = CounterMetricFamily(
+            P + "spool_dropped_lines_by_symbol", "lines not spooled: disk budget exhausted", labels=["symbol"]
+        )
+        lat = HistogramMetricFamily(
+            P + "receive_latency_seconds", "local receive time minus exchange event time E", labels=["symbol"]
+        )
         for st in c.symbols.values():
             msgs.add_metric([st.symbol, "depth"], st.messages)
             msgs.add_metric([st.symbol, "book_ticker"], st.book_ticker_messages)
@@ -79,55 +93,88 @@ class CollectorMetrics(PromCollector):
         for kind in ("planned", "unplanned"):
             rec.add_metric([kind], c.reconnects.get(kind, 0))
         yield rec
-        yield CounterMetricFamily(P + "connect_failures", "failed connection attempts", value=c.connect_failures)
+        yield CounterMetricFamily(
+            P + "connect_failures", "failed connection attempts", value=c.connect_failures
+        )
         yield GaugeMetricFamily(
-            P + "connections_open", "open websocket connections", value=sum(1 for g in c.groups if g.current is not None)
+            P + "connections_open",
+            "open websocket connections",
+            value=sum(1 for g in c.groups if g.current is not None),
         )
         yield GaugeMetricFamily(P + "connections_configured", "connection groups", value=len(c.groups))
-        yield CounterMetricFamily(P + "malformed_frames", "frames that could not be parsed", value=c.malformed_frames)
-        yield CounterMetricFamily(P + "server_shutdown_notices", "serverShutdown events", value=c.server_shutdowns)
+        yield CounterMetricFamily(
+            P + "malformed_frames", "frames that could not be parsed", value=c.malformed_frames
+        )
+        yield CounterMetricFamily(
+            P + "server_shutdown_notices", "serverShutdown events", value=c.server_shutdowns
+        )
 
         sp = c.spool
-        yield GaugeMetricFamily(P + "spool_bytes", "bytes in the local spool (journal + outbox)", value=sp.bytes_on_disk)
+        yield GaugeMetricFamily(
+            P + "spool_bytes", "bytes in the local spool (journal + outbox)", value=sp.bytes_on_disk
+        )
         yield GaugeMetricFamily(P + "spool_max_bytes", "disk budget of the spool", value=sp.max_bytes)
-        yield GaugeMetricFamily(P + "spool_accepting", "1 while the spool is within its budget", value=int(sp.accepting))
-        yield CounterMetricFamily(P + "spool_dropped_lines", "lines not spooled: disk budget exhausted", value=sp.dropped_lines)
+        yield GaugeMetricFamily(
+            P + "spool_accepting", "1 while the spool is within its budget", value=int(sp.accepting)
+        )
+        yield CounterMetricFamily(
+            P + "spool_dropped_lines", "lines not spooled: disk budget exhausted", value=sp.dropped_lines
+        )
         yield CounterMetricFamily(P + "spool_segments", "spool segments rolled", value=sp.segments_rolled)
         yield CounterMetricFamily(P + "spool_fsyncs", "spool fsyncs", value=sp.fsyncs)
         yield GaugeMetricFamily(
-            P + "spool_pending_lines", "lines received and not yet written and fsync'd (the writer's backlog)",
+            P + "spool_pending_lines",
+            "lines received and not yet written and fsync'd (the writer's backlog)",
             value=len(sp.pending),
         )
-        yield CounterMetricFamily(P + "spool_write_errors", "failed spool writes (disk full, I/O error)", value=sp.write_errors)
+        yield CounterMetricFamily(
+            P + "spool_write_errors", "failed spool writes (disk full, I/O error)", value=sp.write_errors
+        )
 
         up = c.uploader
         oldest = up.oldest_pending_ns()
-        yield GaugeMetricFamily(P + "upload_pending_objects", "raw objects waiting for upload", value=up.pending_count)
+        yield GaugeMetricFamily(
+            P + "upload_pending_objects", "raw objects waiting for upload", value=up.pending_count
+        )
         yield GaugeMetricFamily(
             P + "upload_lag_seconds",
             "age of the oldest receive time not yet in the store (0 when nothing waits)",
             value=0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9),
         )
-        reqs = CounterMetricFamily(P + "store_requests", "object store requests by kind (S3 bills them)", labels=["kind"])
+        reqs = CounterMetricFamily(
+            P + "store_requests", "object store requests by kind (S3 bills them)", labels=["kind"]
+        )
         if c.store_requests is not None:
             for kind, n in sorted(c.store_requests.snapshot().items()):
                 reqs.add_metric([kind], n)
         yield reqs
-        yield CounterMetricFamily(P + "uploaded_objects", "raw objects confirmed by the store", value=up.uploaded_objects)
-        yield CounterMetricFamily(P + "uploaded_bytes", "raw object bytes confirmed by the store", value=up.uploaded_bytes)
+        yield CounterMetricFamily(
+            P + "uploaded_objects", "raw objects confirmed by the store", value=up.uploaded_objects
+        )
+        yield CounterMetricFamily(
+            P + "uploaded_bytes", "raw object bytes confirmed by the store", value=up.uploaded_bytes
+        )
         yield CounterMetricFamily(P + "upload_failures", "failed upload attempts", value=up.failures)
         yield CounterMetricFamily(
-            P + "upload_conflicts", "leftovers whose key holds different data in the store (kept locally)", value=up.conflicts
+            P + "upload_conflicts",
+            "leftovers whose key holds different data in the store (kept locally)",
+            value=up.conflicts,
         )
 
         sched = c.snapshots
-        queue = GaugeMetricFamily(P + "snapshot_queue", "snapshot requests waiting for REST weight", labels=["priority"])
+        queue = GaugeMetricFamily(
+            P + "snapshot_queue", "snapshot requests waiting for REST weight", labels=["priority"]
+        )
         queue.add_metric(["urgent"], sched.urgent_waiting)
         queue.add_metric(["periodic"], sched.queue_length - sched.urgent_waiting)
         yield queue
-        yield GaugeMetricFamily(P + "snapshots_in_flight", "snapshot requests in flight", value=sched.in_flight)
+        yield GaugeMetricFamily(
+            P + "snapshots_in_flight", "snapshot requests in flight", value=sched.in_flight
+        )
         first = GaugeMetricFamily(
-            P + "first_snapshot_seconds", "seconds from a symbol's start to its first stored snapshot", labels=["symbol"]
+            P + "first_snapshot_seconds",
+            "seconds from a symbol's start to its first stored snapshot",
+            labels=["symbol"],
         )
         anchored = 0
         for st in c.symbols.values():
@@ -136,35 +183,55 @@ class CollectorMetrics(PromCollector):
                 first.add_metric([st.symbol], st.first_snapshot_s)
         yield first
         yield GaugeMetricFamily(P + "symbols", "symbols being captured", value=len(c.symbols))
-        yield CounterMetricFamily(P + "symbols_listed", "symbols started while running (--symbols-from exchange)", value=c.listed)
-        yield CounterMetricFamily(P + "symbols_delisted", "symbols stopped while running (left exchangeInfo)", value=c.delisted)
-        yield GaugeMetricFamily(P + "symbols_anchored", "symbols with at least one stored snapshot", value=anchored)
-        yield GaugeMetricFamily(
-            P + "symbols_unknown", "symbols the exchange answered -1121 (unknown/delisted) for", value=sum(st.unknown for st in c.symbols.values())
+        yield CounterMetricFamily(
+            P + "symbols_listed", "symbols started while running (--symbols-from exchange)", value=c.listed
         )
-        unknown = CounterMetricFamily(P + "unknown_symbol_errors", "-1121 answers to snapshots", labels=["symbol"])
+        yield CounterMetricFamily(
+            P + "symbols_delisted", "symbols stopped while running (left exchangeInfo)", value=c.delisted
+        )
+        yield GaugeMetricFamily(
+            P + "symbols_anchored", "symbols with at least one stored snapshot", value=anchored
+        )
+        yield GaugeMetricFamily(
+            P + "symbols_unknown",
+            "symbols the exchange answered -1121 (unknown/delisted) for",
+            value=sum(st.unknown for st in c.symbols.values()),
+        )
+        unknown = CounterMetricFamily(
+            P + "unknown_symbol_errors", "-1121 answers to snapshots", labels=["symbol"]
+        )
         for st in c.symbols.values():
             if st.unknown_errors:
                 unknown.add_metric([st.symbol], st.unknown_errors)
         yield unknown
 
         b = c.budget
-        yield GaugeMetricFamily(P + "rest_weight_used", "REST weight spent in the last 60 s (own count)", value=b.used())
+        yield GaugeMetricFamily(
+            P + "rest_weight_used", "REST weight spent in the last 60 s (own count)", value=b.used()
+        )
         if b.exchange_used is not None:
             yield GaugeMetricFamily(
-                P + "rest_exchange_weight_used", "the exchange's X-MBX-USED-WEIGHT-1M at the last answer", value=b.exchange_used
+                P + "rest_exchange_weight_used",
+                "the exchange's X-MBX-USED-WEIGHT-1M at the last answer",
+                value=b.exchange_used,
             )
         yield CounterMetricFamily(P + "rest_429", "REST 429 answers (rate limited)", value=b.rate_limited)
         yield CounterMetricFamily(P + "rest_418", "REST 418 answers (IP banned)", value=b.banned)
         yield GaugeMetricFamily(
-            P + "rest_paused_seconds", "seconds until REST calls resume", value=max(0.0, b.paused_until - time.monotonic())
+            P + "rest_paused_seconds",
+            "seconds until REST calls resume",
+            value=max(0.0, b.paused_until - time.monotonic()),
         )
         if c.clock_offset_s is not None:
             yield GaugeMetricFamily(
-                P + "clock_offset_seconds", "exchange server time minus local time (estimate)", value=c.clock_offset_s
+                P + "clock_offset_seconds",
+                "exchange server time minus local time (estimate)",
+                value=c.clock_offset_s,
             )
         yield CounterMetricFamily(P + "clock_warnings", "clock warnings logged", value=c.clock_warnings)
-        yield GaugeMetricFamily(P + "uptime_seconds", "seconds since start", value=time.monotonic() - c.started_monotonic)
+        yield GaugeMetricFamily(
+            P + "uptime_seconds", "seconds since start", value=time.monotonic() - c.started_monotonic
+        )
 
 
 def health(collector: Collector) -> tuple[bool, dict[str, object]]:

@@ -175,7 +175,9 @@ class RestClient:
         self.user_agent = "depth-collector/0.1"
 
     def _get(self, url: str) -> RestResponse:
-        req = urllib.request.Request(url, headers={"User-Agent": self.user_agent, "Accept": "application/json"})
+        req = urllib.request.Request(
+            url, headers={"User-Agent": self.user_agent, "Accept": "application/json"}
+        )
         sent = time.time_ns()
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -224,7 +226,9 @@ class RestClient:
                 path=path.split("?")[0],
                 message="all REST calls paused until Retry-After has passed",
             )
-            raise RestError(f"GET {path}: HTTP {resp.status}, paused {pause:g} s", status=resp.status, code=code)
+            raise RestError(
+                f"GET {path}: HTTP {resp.status}, paused {pause:g} s", status=resp.status, code=code
+            )
         if code == -1121:
             raise InvalidSymbolError(f"GET {path}: {msg}", status=resp.status, code=code)
         raise RestError(f"GET {path}: HTTP {resp.status}: {msg}", status=resp.status, code=code)

@@ -68,7 +68,9 @@ class SnapshotScheduler:
         self.interval = interval
         self.max_in_flight = max_in_flight
         self.periodic_budget_fraction = periodic_budget_fraction
-        self._heap: list[tuple[int, int, str]] = []  # (0 urgent / 1 periodic, seq, symbol); stale entries skipped
+        self._heap: list[
+            tuple[int, int, str]
+        ] = []  # (0 urgent / 1 periodic, seq, symbol); stale entries skipped
         self._pending: dict[str, _Request] = {}
         self._in_flight: dict[str, str] = {}  # symbol -> reasons
         self._tasks: set[asyncio.Task[None]] = set()
@@ -168,7 +170,9 @@ class SnapshotScheduler:
                 if req is None or len(self._in_flight) >= self.max_in_flight:
                     await self._wait(1.0)
                     continue
-                reserve = 0 if req.urgent else int(self.budget.per_minute * (1 - self.periodic_budget_fraction))
+                reserve = (
+                    0 if req.urgent else int(self.budget.per_minute * (1 - self.periodic_budget_fraction))
+                )
                 delay = self.budget.delay(self.weight, reserve=reserve)
                 if delay > 0:
                     await self._wait(min(delay, 1.0))  # a new urgent request may overtake this one

@@ -127,7 +127,9 @@ class JournalName:
         if not SESSION_RE.fullmatch(session) or not seq.isdigit():
             raise ValueError(f"not a journal file name: {filename!r}")
         try:
-            return cls(validate_market(market), validate_collector_id(cid), session, int(seq), layout, compressed)
+            return cls(
+                validate_market(market), validate_collector_id(cid), session, int(seq), layout, compressed
+            )
         except InvalidNameError as exc:
             raise ValueError(f"not a journal file name: {filename!r}: {exc}") from None
 
@@ -303,8 +305,12 @@ def journal_chunks(journal: Path, compressed: bool) -> Iterator[bytes]:
                     # decode again from before this chunk in ever smaller steps, keeping every byte
                     # that decodes ahead of the damage
                     yield _decode_until_damage(before, chunk)
-                    logs.error("spool_journal_damaged", journal=journal.name, error=str(exc),
-                               message="the journal is kept up to the damaged bytes; the rest did not decode")
+                    logs.error(
+                        "spool_journal_damaged",
+                        journal=journal.name,
+                        error=str(exc),
+                        message="the journal is kept up to the damaged bytes; the rest did not decode",
+                    )
                     return
                 if out:
                     yield out
@@ -345,7 +351,9 @@ def convert_journal(
     again.
     """
     bad = 0
-    fast, slow = (_group_chunk_v2, _group_chunk_v2_slow) if name.layout == 2 else (_group_chunk, _group_chunk_slow)
+    fast, slow = (
+        (_group_chunk_v2, _group_chunk_v2_slow) if name.layout == 2 else (_group_chunk, _group_chunk_slow)
+    )
     compressors: dict[tuple[bytes, int], Compressor] = {}
     parts: dict[tuple[bytes, int], list[bytes]] = {}
     first_ns: dict[tuple[bytes, int], int] = {}
@@ -364,7 +372,9 @@ def convert_journal(
         for gk, lines in groups.items():
             if gk not in first_ns:
                 first_line = lines[0]
-                first_ns[gk] = int(first_line[: first_line.find(b" ")])  # raw lines of both layouts start with it
+                first_ns[gk] = int(
+                    first_line[: first_line.find(b" ")]
+                )  # raw lines of both layouts start with it
         for gk, lines in groups.items():
             comp = compressors.get(gk)
             if comp is None:
@@ -593,7 +603,9 @@ class Spool:
 
     def _open_segment(self, now_ns: int, first_ns: int = 0) -> None:
         self._seq += 1
-        name = JournalName(self.market, self.collector_id, self.session, self._seq, self.layout, self.compress_journal)
+        name = JournalName(
+            self.market, self.collector_id, self.session, self._seq, self.layout, self.compress_journal
+        )
         path = self.journal_dir / name.filename
         self._segment_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.journal_dir)
@@ -630,7 +642,9 @@ class Spool:
         path, name = self._segment
         fd, comp = self._segment_file, self._gz
         self._gz = None
-        key = RawObjectKey.for_stream_segment(name.market, name.collector_id, self._gz_first_ns, name.session, name.seq).key
+        key = RawObjectKey.for_stream_segment(
+            name.market, name.collector_id, self._gz_first_ns, name.session, name.seq
+        ).key
         target = self.outbox_dir / key
         try:
             tail = comp.flush()
@@ -646,8 +660,12 @@ class Spool:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.close(fd)
-            logs.error("spool_finish_failed", journal=path.name, error=repr(exc),
-                       message="the segment is converted from its journal instead")
+            logs.error(
+                "spool_finish_failed",
+                journal=path.name,
+                error=repr(exc),
+                message="the segment is converted from its journal instead",
+            )
             self._convert_q.put((path, name))
             return
         self._gz_md5.update(tail)

@@ -9,7 +9,21 @@ from __future__ import annotations
 import bisect
 
 # receive time minus exchange time E, seconds
-LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _LATENCY_BUCKETS_MS = tuple(int(b * 1000) for b in LATENCY_BUCKETS)
 
 

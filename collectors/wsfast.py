@@ -135,7 +135,9 @@ class FastTextConnection(ClientConnection):
                     self._fast = False
                     self._tail = b""
                     self.fallback_reason = f"frame starting 0x{b0:02x} 0x{b1:02x}"
-                    logs.info("ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames)
+                    logs.info(
+                        "ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames
+                    )
                     ClientConnection.data_received(self, buf[i:])
                     return
                 i = end

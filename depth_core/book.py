@@ -53,8 +53,9 @@ def _next_best(win: np.ndarray, st: np.ndarray, ok: np.ndarray, below: int) -> N
 
 
 @numba.njit(cache=True, nogil=True)
-def _set_level(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, key: int | np.int64,
-               q: float) -> int:
+def _set_level(
+    win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, key: int | np.int64, q: float
+) -> int:
     """Set one level of one side; st = [window base, best key, overflow length]."""
     width = win.shape[0]
     base = st[0]
@@ -112,8 +113,15 @@ def _set_level(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _top_side(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, depth: int,
-              out_k: np.ndarray, out_q: np.ndarray) -> int:
+def _top_side(
+    win: np.ndarray,
+    st: np.ndarray,
+    ok: np.ndarray,
+    oq: np.ndarray,
+    depth: int,
+    out_k: np.ndarray,
+    out_q: np.ndarray,
+) -> int:
     """Write the best ``depth`` levels (best first) into out_k/out_q; return how many."""
     count = 0
     if st[1] == EMPTY:
@@ -138,10 +146,24 @@ def _top_side(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, d
 
 
 @numba.njit(cache=True, nogil=True)
-def _record(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
-            aw: np.ndarray, ast: np.ndarray, aok: np.ndarray, aoq: np.ndarray,
-            sample_rows: np.ndarray, sample_state: np.ndarray, upto: int, scale: float,
-            out_bp: np.ndarray, out_bq: np.ndarray, out_ap: np.ndarray, out_aq: np.ndarray) -> None:
+def _record(
+    bw: np.ndarray,
+    bst: np.ndarray,
+    bok: np.ndarray,
+    boq: np.ndarray,
+    aw: np.ndarray,
+    ast: np.ndarray,
+    aok: np.ndarray,
+    aoq: np.ndarray,
+    sample_rows: np.ndarray,
+    sample_state: np.ndarray,
+    upto: int,
+    scale: float,
+    out_bp: np.ndarray,
+    out_bq: np.ndarray,
+    out_ap: np.ndarray,
+    out_aq: np.ndarray,
+) -> None:
     """Record the current top (prices, at the current tick scale) for pending samples with row <= upto."""
     depth = out_bp.shape[1]
     s = sample_state[0]
@@ -158,11 +180,28 @@ def _record(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
-def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
-         aw: np.ndarray, ast: np.ndarray, aok: np.ndarray, aoq: np.ndarray,
-         is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, start: int, stop: int,
-         sample_rows: np.ndarray, sample_state: np.ndarray, scale: float,
-         out_bp: np.ndarray, out_bq: np.ndarray, out_ap: np.ndarray, out_aq: np.ndarray) -> tuple[int, int]:
+def _run(
+    bw: np.ndarray,
+    bst: np.ndarray,
+    bok: np.ndarray,
+    boq: np.ndarray,
+    aw: np.ndarray,
+    ast: np.ndarray,
+    aok: np.ndarray,
+    aoq: np.ndarray,
+    is_bid: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    start: int,
+    stop: int,
+    sample_rows: np.ndarray,
+    sample_state: np.ndarray,
+    scale: float,
+    out_bp: np.ndarray,
+    out_bq: np.ndarray,
+    out_ap: np.ndarray,
+    out_aq: np.ndarray,
+) -> tuple[int, int]:
     """Apply rows [start, stop); before row i, record the top for every sample whose row index is i.
 
     Prices become keys here (ticks = price * scale, checked exact: one pass, no temporary arrays).
@@ -172,8 +211,24 @@ def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
     ns = sample_rows.shape[0]
     for i in range(start, stop):
         if sample_state[0] < ns and sample_rows[sample_state[0]] <= i:
-            _record(bw, bst, bok, boq, aw, ast, aok, aoq, sample_rows, sample_state, i, scale,
-                    out_bp, out_bq, out_ap, out_aq)
+            _record(
+                bw,
+                bst,
+                bok,
+                boq,
+                aw,
+                ast,
+                aok,
+                aoq,
+                sample_rows,
+                sample_state,
+                i,
+                scale,
+                out_bp,
+                out_bq,
+                out_ap,
+                out_aq,
+            )
         p = price[i]
         t = p * scale
         if not (-_MAX_EXACT < t < _MAX_EXACT):
@@ -192,7 +247,9 @@ def _run(bw: np.ndarray, bst: np.ndarray, bok: np.ndarray, boq: np.ndarray,
     return stop, _DONE
 
 
-def _columns(is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _columns(
+    is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Contiguous typed copies (or views) of the update columns, checked: the compiled loop trusts them."""
     is_bid = np.ascontiguousarray(is_bid, dtype=np.bool_).reshape(-1)
     price = np.ascontiguousarray(price, dtype=np.float64).reshape(-1)
@@ -216,7 +273,12 @@ class _Side:
 
     def copy(self) -> _Side:
         other = _Side.__new__(_Side)
-        other.win, other.st, other.ok, other.oq = self.win.copy(), self.st.copy(), self.ok.copy(), self.oq.copy()
+        other.win, other.st, other.ok, other.oq = (
+            self.win.copy(),
+            self.st.copy(),
+            self.ok.copy(),
+            self.oq.copy(),
+        )
         return other
 
     @property
@@ -345,17 +407,41 @@ class OrderBook:
             return
         self._apply_prices(is_bid, price, qty, 0, len(price))
 
-    def _apply_prices(self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, start: int, stop: int,
-                      samples: _Samples | None = None) -> None:
+    def _apply_prices(
+        self,
+        is_bid: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        start: int,
+        stop: int,
+        samples: _Samples | None = None,
+    ) -> None:
         """Apply rows [start, stop) of contiguous float64/bool arrays (the compiled loop does the work)."""
         self._anchor_empty_sides(is_bid, price, qty, start, stop)
         s = samples if samples is not None else _NO_SAMPLES
         pos = start
         while True:
             pos, code = _run(
-                self._bids.win, self._bids.st, self._bids.ok, self._bids.oq,
-                self._asks.win, self._asks.st, self._asks.ok, self._asks.oq,
-                is_bid, price, qty, pos, stop, s.rows, s.state, self._scale(), s.bid_p, s.bid_q, s.ask_p, s.ask_q,
+                self._bids.win,
+                self._bids.st,
+                self._bids.ok,
+                self._bids.oq,
+                self._asks.win,
+                self._asks.st,
+                self._asks.ok,
+                self._asks.oq,
+                is_bid,
+                price,
+                qty,
+                pos,
+                stop,
+                s.rows,
+                s.state,
+                self._scale(),
+                s.bid_p,
+                s.bid_q,
+                s.ask_p,
+                s.ask_q,
             )
             if code == _DONE:
                 return
@@ -372,8 +458,9 @@ class OrderBook:
             else:
                 side.grow()
 
-    def _anchor_empty_sides(self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray,
-                            start: int, stop: int) -> None:
+    def _anchor_empty_sides(
+        self, is_bid: np.ndarray, price: np.ndarray, qty: np.ndarray, start: int, stop: int
+    ) -> None:
         """Put an empty side's window where this batch's prices are (avoids starting in the overflow)."""
         for side, bid in ((self._bids, True), (self._asks, False)):
             if side.empty and side.st[2] == 0:
@@ -426,8 +513,10 @@ class OrderBook:
 
     def depth_counts(self) -> tuple[int, int]:
         """Number of bid and ask levels."""
-        return (int(np.count_nonzero(self._bids.win)) + int(self._bids.st[2]),
-                int(np.count_nonzero(self._asks.win)) + int(self._asks.st[2]))
+        return (
+            int(np.count_nonzero(self._bids.win)) + int(self._bids.st[2]),
+            int(np.count_nonzero(self._asks.win)) + int(self._asks.st[2]),
+        )
 
     def copy(self) -> OrderBook:
         other = OrderBook.__new__(OrderBook)
@@ -452,14 +541,18 @@ class _Samples:
     def make(cls, rows: np.ndarray, depth: int) -> _Samples:
         n = len(rows)
         return cls(
-            np.ascontiguousarray(rows, dtype=np.int64), np.zeros(1, dtype=np.int64),
-            np.full((n, depth), np.nan), np.full((n, depth), np.nan),
-            np.full((n, depth), np.nan), np.full((n, depth), np.nan),
+            np.ascontiguousarray(rows, dtype=np.int64),
+            np.zeros(1, dtype=np.int64),
+            np.full((n, depth), np.nan),
+            np.full((n, depth), np.nan),
+            np.full((n, depth), np.nan),
+            np.full((n, depth), np.nan),
         )
 
 
-_NO_SAMPLES = _Samples(_EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT, _EMPTY_OUT,
-                       _EMPTY_OUT, _EMPTY_OUT)
+_NO_SAMPLES = _Samples(
+    _EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT, _EMPTY_OUT, _EMPTY_OUT, _EMPTY_OUT
+)
 
 
 def image_bounds(is_snapshot: np.ndarray, last_update_id: np.ndarray) -> list[tuple[int, int]]:
@@ -538,8 +631,11 @@ def _replay_columns(
     if len(rows) and np.any(np.diff(rows) < 0):
         raise ValueError("sample_rows must be non-decreasing")
     samples = _Samples.make(rows, max(depth, 1))
-    images = image_bounds(is_snapshot, last_update_id) if is_snapshot is not None and last_update_id is not None \
+    images = (
+        image_bounds(is_snapshot, last_update_id)
+        if is_snapshot is not None and last_update_id is not None
         else []
+    )
     if is_snapshot is not None and last_update_id is None and np.any(is_snapshot):
         raise ValueError("last_update_id is needed to tell images apart")
     # segments of plain updates between images
@@ -574,9 +670,21 @@ def _flush_samples_upto(book: OrderBook, samples: _Samples, row: int) -> None:
     """Record the current top for every pending sample whose row is <= ``row`` (no rows applied)."""
     if len(samples.rows):
         _record(
-            book._bids.win, book._bids.st, book._bids.ok, book._bids.oq,
-            book._asks.win, book._asks.st, book._asks.ok, book._asks.oq,
-            samples.rows, samples.state, row, book._scale(), samples.bid_p, samples.bid_q, samples.ask_p,
+            book._bids.win,
+            book._bids.st,
+            book._bids.ok,
+            book._bids.oq,
+            book._asks.win,
+            book._asks.st,
+            book._asks.ok,
+            book._asks.oq,
+            samples.rows,
+            samples.state,
+            row,
+            book._scale(),
+            samples.bid_p,
+            samples.bid_q,
+            samples.ask_p,
             samples.ask_q,
         )
 
@@ -611,8 +719,12 @@ def replay_merged(
         for frame in _frames(frames):
             if frame.height:
                 replay_arrays(
-                    (frame["side"] == SIDE_BID).to_numpy(), frame["price"].to_numpy(), frame["qty"].to_numpy(),
-                    frame["is_snapshot"].to_numpy(), frame["last_update_id"].to_numpy(), book,
+                    (frame["side"] == SIDE_BID).to_numpy(),
+                    frame["price"].to_numpy(),
+                    frame["qty"].to_numpy(),
+                    frame["is_snapshot"].to_numpy(),
+                    frame["last_update_id"].to_numpy(),
+                    book,
                 )
         return book
     pending: pl.DataFrame | None = None  # the last group of the previous frame, maybe continued
@@ -631,8 +743,9 @@ def replay_merged(
     return book
 
 
-def _replay_groups(book: OrderBook, frame: pl.DataFrame, bounds: list[tuple[int, int]],
-                   on_event: EventCallback) -> None:
+def _replay_groups(
+    book: OrderBook, frame: pl.DataFrame, bounds: list[tuple[int, int]], on_event: EventCallback
+) -> None:
     if not bounds:
         return
     is_bid = np.ascontiguousarray((frame["side"] == SIDE_BID).to_numpy(), dtype=np.bool_)

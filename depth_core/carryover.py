@@ -109,7 +109,9 @@ class SymbolDaySeed(Protocol):
 class RunWriter(Protocol):
     """Writes a file of this run (so that a failed run removes it)."""
 
-    def parquet(self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True) -> ObjectInfo | None: ...
+    def parquet(
+        self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True
+    ) -> ObjectInfo | None: ...
 
 
 class CarryOverError(MissingStateError):
@@ -140,8 +142,9 @@ def _multiset_union(fresh: pl.DataFrame, prev: pl.DataFrame) -> pl.DataFrame:
     cols = list(fresh.columns)
     prev = prev.select(cols).cast(dict(fresh.schema))  # type: ignore[arg-type]
     occ = pl.int_range(pl.len()).over(cols).alias("_occ")
-    missing = prev.with_columns(occ).join(fresh.with_columns(occ), on=[*cols, "_occ"], how="anti",
-                                          nulls_equal=True)
+    missing = prev.with_columns(occ).join(
+        fresh.with_columns(occ), on=[*cols, "_occ"], how="anti", nulls_equal=True
+    )
     if not missing.height:
         return fresh
     return pl.concat([fresh, missing.drop("_occ")]).sort("receive_ns", maintain_order=True)
@@ -161,7 +164,9 @@ def _untrusted(store: ObjectStore, prev: dict[str, Any]) -> list[str]:
     return problems
 
 
-def load_carryover(store: ObjectStore, b: SymbolDaySeed, present: set[str], writer: RunWriter) -> CarryOver | None:
+def load_carryover(
+    store: ObjectStore, b: SymbolDaySeed, present: set[str], writer: RunWriter
+) -> CarryOver | None:
     """Seed ``b`` with the rows of the raw objects its previous report lists that are no longer in ``present``.
 
     Carried objects come first in the new report (``carried``), their events and snapshots renumbered from 0,
@@ -181,7 +186,8 @@ def load_carryover(store: ObjectStore, b: SymbolDaySeed, present: set[str], writ
             f"raw objects of {b.stream} {b.symbol} {b.date} were deleted after a merge ({len(gone_keys)}: "
             f"{', '.join(gone_keys[:5])}{' ...' if len(gone_keys) > 5 else ''}), but the validated output under "
             f"{b.prefix} cannot be trusted ({'; '.join(problems)}); refusing to rebuild the day from it — nothing "
-            "was deleted")
+            "was deleted"
+        )
 
     problems = _untrusted(store, prev)
     if problems:
@@ -197,27 +203,41 @@ def load_carryover(store: ObjectStore, b: SymbolDaySeed, present: set[str], writ
     parts = level_part_keys(prev)
     carried_parts = sorted(set(carried_ev["part"].to_list()))
     problems += [f"level part {p} is not listed by its report" for p in carried_parts if p not in parts]
-    problems += [f"{parts[p]} is missing" for p in carried_parts if p in parts and store.head(parts[p]) is None]
+    problems += [
+        f"{parts[p]} is missing" for p in carried_parts if p in parts and store.head(parts[p]) is None
+    ]
     if problems:
         raise refuse(problems)
 
     rep = b.report
-    obj_map = pl.DataFrame({"obj": gone, "new_obj": list(range(len(gone)))},
-                           schema={"obj": pl.Int32, "new_obj": pl.Int32})
+    obj_map = pl.DataFrame(
+        {"obj": gone, "new_obj": list(range(len(gone)))}, schema={"obj": pl.Int32, "new_obj": pl.Int32}
+    )
     for o in (prev_objects[i] for i in gone):
-        rep.objects.append(RawObjectRead(o["key"], int(o["size"]), o.get("etag"), list(o.get("event_dates", [])),
-                                         int(o.get("events", 0)), int(o.get("quarantined", 0)), carried=True))
+        rep.objects.append(
+            RawObjectRead(
+                o["key"],
+                int(o["size"]),
+                o.get("etag"),
+                list(o.get("event_dates", [])),
+                int(o.get("events", 0)),
+                int(o.get("quarantined", 0)),
+                carried=True,
+            )
+        )
     rep.lines_read += sum(o.events + o.quarantined for o in rep.objects)
 
     # events: new ev 0..n-1 (carried rows come first), obj -> new index, part -> this run's part numbers
     carried_ev = carried_ev.drop("dup", strict=False).with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("new_ev"))
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("new_ev")
+    )
     part_map: dict[int, int] = {}
     for old_part in carried_parts:
         mapping = carried_ev.filter(pl.col("part") == old_part).select("ev", "new_ev")
         lv = read_parquet(store, parts[old_part])
         lv = lv.join(mapping, on="ev", how="inner", maintain_order="left").select(
-            pl.col("new_ev").alias("ev"), "is_bid", "price", "qty")
+            pl.col("new_ev").alias("ev"), "is_bid", "price", "qty"
+        )
         key = b.part_key(b.part)
         writer.parquet(key, lv, fast=True)
         part_map[old_part] = b.part
@@ -227,26 +247,41 @@ def load_carryover(store: ObjectStore, b: SymbolDaySeed, present: set[str], writ
         if lv.height and prev.get("price_decimals") is not None and prev.get("qty_decimals") is not None:
             b.price_dec[int(prev["price_decimals"])] += lv.height
             b.qty_dec[int(prev["qty_decimals"])] += lv.height
-    carried_ev = carried_ev.join(obj_map, on="obj", how="left", maintain_order="left").with_columns(
-        pl.col("new_obj").alias("obj"), pl.col("new_ev").alias("ev"),
-        pl.col("part").replace_strict(part_map, return_dtype=pl.Int32).alias("part"),
-    ).drop("new_obj", "new_ev")
+    carried_ev = (
+        carried_ev.join(obj_map, on="obj", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("new_obj").alias("obj"),
+            pl.col("new_ev").alias("ev"),
+            pl.col("part").replace_strict(part_map, return_dtype=pl.Int32).alias("part"),
+        )
+        .drop("new_obj", "new_ev")
+    )
     b.events.add(carried_ev)
     b.n_events = carried_ev.height
 
     # snapshots and their levels
-    carried_sn = snapshots.filter(pl.col("obj").is_in(gone)).sort("snap").with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("new_snap"))
+    carried_sn = (
+        snapshots.filter(pl.col("obj").is_in(gone))
+        .sort("snap")
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("new_snap"))
+    )
     if carried_sn.height:
         slv = read_parquet(store, validated_file_key(prev, SNAPSHOT_LEVELS_FILE))
-        b.snapshot_levels.add(slv.join(carried_sn.select("snap", "new_snap"), on="snap", how="inner",
-                                       maintain_order="left").select(
-            pl.col("new_snap").alias("snap"), "is_bid", "price", "qty"))
-        b.snapshots.add(carried_sn.join(obj_map, on="obj", how="left", maintain_order="left").with_columns(
-            pl.col("new_obj").alias("obj"), pl.col("new_snap").alias("snap")).drop("new_obj", "new_snap"))
+        b.snapshot_levels.add(
+            slv.join(
+                carried_sn.select("snap", "new_snap"), on="snap", how="inner", maintain_order="left"
+            ).select(pl.col("new_snap").alias("snap"), "is_bid", "price", "qty")
+        )
+        b.snapshots.add(
+            carried_sn.join(obj_map, on="obj", how="left", maintain_order="left")
+            .with_columns(pl.col("new_obj").alias("obj"), pl.col("new_snap").alias("snap"))
+            .drop("new_obj", "new_snap")
+        )
         b.n_snaps = carried_sn.height
 
     q = read_parquet(store, validated_file_key(prev, QUARANTINE_FILE))
     b.quarantine.extend(q.filter(pl.col("object_key").is_in(gone_keys)).to_dicts())
-    return CarryOver(read_parquet(store, validated_file_key(prev, BOOK_TICKERS_FILE)),
-                     read_parquet(store, validated_file_key(prev, META_FILE)))
+    return CarryOver(
+        read_parquet(store, validated_file_key(prev, BOOK_TICKERS_FILE)),
+        read_parquet(store, validated_file_key(prev, META_FILE)),
+    )

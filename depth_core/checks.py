@@ -68,8 +68,16 @@ DENSE_ASOF_MAX_SPAN = 1 << 22  # level keys a chunk may span for the dense as-of
 
 
 @numba.njit(cache=True, nogil=True)
-def _asof_dense(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray,
-                q_order: np.ndarray, k0: int, span: int) -> np.ndarray:  # pragma: no cover - compiled
+def _asof_dense(
+    m_key: np.ndarray,
+    m_b: np.ndarray,
+    m_q: np.ndarray,
+    q_key: np.ndarray,
+    q_b: np.ndarray,
+    q_order: np.ndarray,
+    k0: int,
+    span: int,
+) -> np.ndarray:  # pragma: no cover - compiled
     """Per query: the quantity the last chunk row of its level with ``m_b <= q_b`` set (NaN: none).
 
     One pass: the chunk rows (``m_b`` non-decreasing) are applied to a dense table of level keys up to each
@@ -91,8 +99,9 @@ def _asof_dense(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.n
     return out
 
 
-def _asof_sorted(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray,
-                 q_b: np.ndarray) -> np.ndarray:
+def _asof_sorted(
+    m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray
+) -> np.ndarray:
     """The same lookup by sorting (any key span, rows in any order); NaN where the chunk never set it."""
     uniq, m_dense = np.unique(m_key, return_inverse=True)
     b0 = int(min(m_b.min(), q_b.min()))
@@ -109,8 +118,9 @@ def _asof_sorted(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.
     return np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
 
 
-def asof_levels(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray,
-                q_b: np.ndarray) -> np.ndarray:
+def asof_levels(
+    m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray
+) -> np.ndarray:
     """For each query (level key, event end b): the last quantity the chunk rows set for that level at or
     before b (rows in order; NaN where none did). Dense and linear when the chunk's rows are in id order and
     its level keys span a bounded range (always, in a merged chunk); else by sorting."""
@@ -137,8 +147,9 @@ def asof_levels(m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.n
 class MergeChecker:
     """Accumulates the merge checks over the output chunks; ``finish`` returns the outcomes."""
 
-    def __init__(self, market: Market, streams: Sequence[str], price_decimals: int | None,
-                 qty_decimals: int | None) -> None:
+    def __init__(
+        self, market: Market, streams: Sequence[str], price_decimals: int | None, qty_decimals: int | None
+    ) -> None:
         self.market = market
         self.streams = list(streams)
         self.price_decimals = price_decimals
@@ -179,14 +190,19 @@ class MergeChecker:
         self.inputs = inputs
         self.plan = plan
         self._streams_agree_same_ranges()
-        bts = [s.book_tickers.select("u", "bid_price", "bid_qty", "ask_price", "ask_qty")
-               for s in inputs if s.book_tickers.height]
-        self.book_tickers = (pl.concat(bts).unique("u", keep="first", maintain_order=True)
-                             if bts else pl.DataFrame())
+        bts = [
+            s.book_tickers.select("u", "bid_price", "bid_qty", "ask_price", "ask_qty")
+            for s in inputs
+            if s.book_tickers.height
+        ]
+        self.book_tickers = (
+            pl.concat(bts).unique("u", keep="first", maintain_order=True) if bts else pl.DataFrame()
+        )
         self._plan_snapshot_checks()
         self.snapshot_levels = [
             {int(k[0]): v for k, v in s.snapshot_levels.partition_by("snap", as_dict=True).items()}
-            for s in inputs]
+            for s in inputs
+        ]
 
     def _streams_agree_same_ranges(self) -> None:
         """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
@@ -214,10 +230,17 @@ class MergeChecker:
         first_u = np.concatenate([e["U"].to_numpy() for _i, e in parts])
         for g in bad.tolist():
             a, b = int(starts[g]), int(ends[g])
-            rows = order[a:b]  # positions in the concatenation: the smallest is the range's first in input order
-            self.disagreements.append({"first_id": int(first_u[rows.min()]), "last_id": int(u_o[a]),
-                                       "streams": sorted({self.inputs[int(x)].stream for x in stream_of[rows]}),
-                                       "variants": len(np.unique(h_o[a:b]))})
+            rows = order[
+                a:b
+            ]  # positions in the concatenation: the smallest is the range's first in input order
+            self.disagreements.append(
+                {
+                    "first_id": int(first_u[rows.min()]),
+                    "last_id": int(u_o[a]),
+                    "streams": sorted({self.inputs[int(x)].stream for x in stream_of[rows]}),
+                    "variants": len(np.unique(h_o[a:b])),
+                }
+            )
 
     def _plan_snapshot_checks(self) -> None:
         """For each REST snapshot: the plan item before which the book is compared, and the straddler."""
@@ -244,14 +267,28 @@ class MergeChecker:
                 else:
                     status = "check"
                 rows.append((si, snap, L, j, exact, status))
-        self.pending_snaps = pl.DataFrame(rows, schema={"s": pl.Int32, "snap": pl.Int64, "L": pl.Int64,
-                                                        "item": pl.Int64, "exact": pl.Boolean,
-                                                        "status": pl.String}, orient="row")
+        self.pending_snaps = pl.DataFrame(
+            rows,
+            schema={
+                "s": pl.Int32,
+                "snap": pl.Int64,
+                "L": pl.Int64,
+                "item": pl.Int64,
+                "exact": pl.Boolean,
+                "status": pl.String,
+            },
+            orient="row",
+        )
         self.snap_skipped = self.pending_snaps.filter(pl.col("status") != "check")
 
     # ---------------------------------------------------------------- per chunk
-    def on_chunk(self, out: pl.DataFrame, first_item: int, item_rows: np.ndarray,
-                 other_batchings: pl.DataFrame | None = None) -> None:
+    def on_chunk(
+        self,
+        out: pl.DataFrame,
+        first_item: int,
+        item_rows: np.ndarray,
+        other_batchings: pl.DataFrame | None = None,
+    ) -> None:
         """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``).
 
         ``other_batchings``: levels (b, side, price, qty, U, s, s_c) of events of other batchings ending at
@@ -274,8 +311,11 @@ class MergeChecker:
         # cut points: items before which a snapshot is compared
         item_start_row = np.concatenate([[0], np.cumsum(item_rows)])
         n_items = len(item_rows)
-        todo = self.pending_snaps.filter((pl.col("status") == "check") & (pl.col("item") >= first_item)
-                                         & (pl.col("item") < first_item + n_items))
+        todo = self.pending_snaps.filter(
+            (pl.col("status") == "check")
+            & (pl.col("item") >= first_item)
+            & (pl.col("item") < first_item + n_items)
+        )
         cuts = sorted({int(item_start_row[i - first_item]) for i in todo["item"].to_list()})
         seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
         img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price, out["source"])
@@ -291,8 +331,9 @@ class MergeChecker:
                 continue
             m = (stops > a) & (stops <= b)
             rows = stops[m] - a
-            self.book, t = sample_tops(is_bid[a:b], price[a:b], qty[a:b], snap[a:b], last[a:b], rows, 1,
-                                       book=self.book)
+            self.book, t = sample_tops(
+                is_bid[a:b], price[a:b], qty[a:b], snap[a:b], last[a:b], rows, 1, book=self.book
+            )
             grp_snap = snap[starts[m]]
             grp_exact = row_exact[starts[m]]  # an inexact event's book is unknown: nothing to check there
             bb, ba = t.bid_price[:, 0], t.ask_price[:, 0]
@@ -310,8 +351,15 @@ class MergeChecker:
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
 
-    def _image_bands(self, starts: np.ndarray, stops: np.ndarray, snap: np.ndarray, is_bid: np.ndarray,
-                     price: np.ndarray, source: pl.Series) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    def _image_bands(
+        self,
+        starts: np.ndarray,
+        stops: np.ndarray,
+        snap: np.ndarray,
+        is_bid: np.ndarray,
+        price: np.ndarray,
+        source: pl.Series,
+    ) -> tuple[np.ndarray, list[tuple[float, float]]]:
         """End row and price band (lowest bid, highest ask) of each image of a chunk, in order.
 
         Images are whole plan items, never split across chunks. An empty side knows nothing: its bound is
@@ -325,7 +373,9 @@ class MergeChecker:
                 bands.append(self.carried_anchor_band)
                 continue
             bids, asks = price[a:b][is_bid[a:b]], price[a:b][~is_bid[a:b]]
-            bands.append((float(bids.min()) if len(bids) else np.inf, float(asks.max()) if len(asks) else -np.inf))
+            bands.append(
+                (float(bids.min()) if len(bids) else np.inf, float(asks.max()) if len(asks) else -np.inf)
+            )
         return stops[img], bands
 
     def _compare_other_batchings(self, out: pl.DataFrame, other: pl.DataFrame) -> None:
@@ -334,8 +384,11 @@ class MergeChecker:
         rows = out.select("side", "price", "qty", "last_update_id", "is_snapshot").with_row_index("r")
         snap = rows["is_snapshot"].to_numpy()
         opens_with_image = bool(snap[0])
-        later_images = rows.filter(pl.col("is_snapshot") & (pl.col("r") > 0) & (
-            pl.col("last_update_id") != rows["last_update_id"][0]))
+        later_images = rows.filter(
+            pl.col("is_snapshot")
+            & (pl.col("r") > 0)
+            & (pl.col("last_update_id") != rows["last_update_id"][0])
+        )
         if later_images.height:
             # past a re-anchoring image the chunk-start book no longer applies: compare only before it
             other = other.filter(pl.col("b") < later_images["last_update_id"].min())
@@ -344,8 +397,9 @@ class MergeChecker:
         # as-of lookup in numpy: (level key, event end) -> last quantity the chunk set at or before that end
         m_key = self._level_keys(rows["side"], rows["price"])
         q_key = self._level_keys(other["side"], other["price"])
-        replay = asof_levels(m_key, rows["last_update_id"].to_numpy(), rows["qty"].to_numpy(), q_key,
-                             other["b"].to_numpy())
+        replay = asof_levels(
+            m_key, rows["last_update_id"].to_numpy(), rows["qty"].to_numpy(), q_key, other["b"].to_numpy()
+        )
         hit = ~np.isnan(replay)
         if (~hit).any():
             # not set in this chunk before b: the book at the chunk start (empty if the chunk opens an image)
@@ -354,25 +408,38 @@ class MergeChecker:
             else:
                 nb, na = self.book.depth_counts()
                 top_b, top_a = self.book.top(max(nb, na, 1))
-                s_key = np.concatenate([self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
-                                        self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0])])
+                s_key = np.concatenate(
+                    [
+                        self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
+                        self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0]),
+                    ]
+                )
                 s_q = np.concatenate([top_b[:, 1], top_a[:, 1]])
                 replay[~hit] = _lookup(s_key, s_q, q_key[~hit])
         j = other.with_columns(pl.Series("replay", replay))
         bad = j.filter(pl.col("replay") != pl.col("qty"))
         if not bad.height:
             return
-        groups = bad.group_by("U", "b", "s", "s_c").agg(pl.len().alias("levels"),
-                                                       pl.col("price").first()).sort("b")
+        groups = (
+            bad.group_by("U", "b", "s", "s_c")
+            .agg(pl.len().alias("levels"), pl.col("price").first())
+            .sort("b")
+        )
         self.partial_disagreements += groups.height
         for row in groups.head(MAX_LISTED).iter_rows(named=True):
             if len(self.disagreements) >= MAX_LISTED:
                 break
-            self.disagreements.append({
-                "first_id": row["U"], "last_id": row["b"],
-                "streams": sorted({self.inputs[row["s"]].stream, self.inputs[row["s_c"]].stream}),
-                "variants": 2, "kind": "different batching", "levels_differing": row["levels"],
-                "example_price": row["price"]})
+            self.disagreements.append(
+                {
+                    "first_id": row["U"],
+                    "last_id": row["b"],
+                    "streams": sorted({self.inputs[row["s"]].stream, self.inputs[row["s_c"]].stream}),
+                    "variants": 2,
+                    "kind": "different batching",
+                    "levels_differing": row["levels"],
+                    "example_price": row["price"],
+                }
+            )
 
     def _level_keys(self, side: pl.Series, price: pl.Series) -> np.ndarray:
         return self._level_keys_np((side == "bid").to_numpy(), price.to_numpy())
@@ -385,7 +452,9 @@ class MergeChecker:
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:
-            self.schema_problems.append(f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)")
+            self.schema_problems.append(
+                f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)"
+            )
         if out.height == 0:
             return
         last = out["last_update_id"].to_numpy()
@@ -394,9 +463,12 @@ class MergeChecker:
         if not self.first_row_checked:
             self.first_row_checked = True
             if not snap[0] and exact[0]:
-                self.schema_problems.append("the day does not open with a snapshot image (or book_exact false rows)")
-        if self.prev_last is not None and (last[0] < self.prev_last or (
-                last[0] == self.prev_last and snap[0] and self.prev_was_event)):
+                self.schema_problems.append(
+                    "the day does not open with a snapshot image (or book_exact false rows)"
+                )
+        if self.prev_last is not None and (
+            last[0] < self.prev_last or (last[0] == self.prev_last and snap[0] and self.prev_was_event)
+        ):
             self.schema_problems.append(f"rows out of order across files at id {last[0]}")
         # an image comes before the exact events sharing its id; an inexact event ending at the re-anchoring
         # id precedes its image (it is part of the stretch the image closes)
@@ -425,8 +497,9 @@ class MergeChecker:
             if len(bad) and len(self.decimal_examples) < MAX_LISTED:
                 self.decimal_examples.extend(vals[bad[:MAX_LISTED]].tolist())
 
-    def _compare_snapshots_at(self, todo: pl.DataFrame, row: int, out: pl.DataFrame, item_start_row: np.ndarray,
-                              first_item: int) -> None:
+    def _compare_snapshots_at(
+        self, todo: pl.DataFrame, row: int, out: pl.DataFrame, item_start_row: np.ndarray, first_item: int
+    ) -> None:
         for rec in todo.iter_rows(named=True):
             i = rec["item"] - first_item
             if int(item_start_row[i]) != row:
@@ -453,7 +526,9 @@ class MergeChecker:
             tp = touched.filter(pl.col("side") == side)["price"].to_numpy()
             n_snap = len(sp)
             if n_snap:
-                anchor_bid, anchor_ask = self.anchor_band if self.anchor_band is not None else (np.inf, -np.inf)
+                anchor_bid, anchor_ask = (
+                    self.anchor_band if self.anchor_band is not None else (np.inf, -np.inf)
+                )
                 bound = max(float(sp.min()), anchor_bid) if is_bid else min(float(sp.max()), anchor_ask)
                 result[f"{side}_band_bound"] = bound if np.isfinite(bound) else None  # JSON has no inf
                 keep = sp >= bound if is_bid else sp <= bound
@@ -476,18 +551,21 @@ class MergeChecker:
             if n:
                 result.setdefault("examples", []).extend(
                     {"side": side, "price": float(p), "snapshot": float(a), "replay": float(b)}
-                    for p, a, b in zip(prices[diff][:5], s_q[diff][:5], b_q[diff][:5], strict=True))
+                    for p, a, b in zip(prices[diff][:5], s_q[diff][:5], b_q[diff][:5], strict=True)
+                )
         self.snap_checks.append(result)
 
     def end_book(self) -> pl.DataFrame:
         """The replayed book after the last row (the next day's carried state): is_bid, price, qty."""
         nb, na = self.book.depth_counts()
         bids, asks = self.book.top(max(nb, na))
-        return pl.DataFrame({
-            "is_bid": np.concatenate([np.ones(len(bids), bool), np.zeros(len(asks), bool)]),
-            "price": np.concatenate([bids[:, 0], asks[:, 0]]),
-            "qty": np.concatenate([bids[:, 1], asks[:, 1]]),
-        })
+        return pl.DataFrame(
+            {
+                "is_bid": np.concatenate([np.ones(len(bids), bool), np.zeros(len(asks), bool)]),
+                "price": np.concatenate([bids[:, 0], asks[:, 0]]),
+                "qty": np.concatenate([bids[:, 1], asks[:, 1]]),
+            }
+        )
 
     def _book_ticker(self, ends_u: list[np.ndarray], tops: list[np.ndarray]) -> None:
         if not self.book_tickers.height or not ends_u:
@@ -496,12 +574,17 @@ class MergeChecker:
         t = np.concatenate(tops) if tops else np.zeros((0, 4))
         if len(u) == 0:
             return
-        rep = pl.DataFrame({"u": u, "r_bid": t[:, 0], "r_bid_qty": t[:, 1], "r_ask": t[:, 2],
-                            "r_ask_qty": t[:, 3]})
+        rep = pl.DataFrame(
+            {"u": u, "r_bid": t[:, 0], "r_bid_qty": t[:, 1], "r_ask": t[:, 2], "r_ask_qty": t[:, 3]}
+        )
         j = rep.join(self.book_tickers, on="u", how="inner")
         self.bt_compared += j.height
-        ok = ((j["r_bid"] == j["bid_price"]) & (j["r_bid_qty"] == j["bid_qty"]) & (j["r_ask"] == j["ask_price"])
-              & (j["r_ask_qty"] == j["ask_qty"]))
+        ok = (
+            (j["r_bid"] == j["bid_price"])
+            & (j["r_bid_qty"] == j["bid_qty"])
+            & (j["r_ask"] == j["ask_price"])
+            & (j["r_ask_qty"] == j["ask_qty"])
+        )
         self.bt_matched += int(ok.sum())
         if len(self.bt_mismatches) < MAX_LISTED:
             self.bt_mismatches.extend(j.filter(~ok).head(MAX_LISTED - len(self.bt_mismatches)).to_dicts())
@@ -516,56 +599,112 @@ class MergeChecker:
         out: list[CheckOutcome] = []
         out.append(self._gaps_check(report))
         n_dis = self.disagreements_total + self.partial_disagreements
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "streams_agree", n_dis == 0,
-            "events covering the same update ids carry the same levels in every stream"
-            if n_dis == 0 else
-            f"{n_dis} id ranges where events disagree, e.g. ids {self.disagreements[0]['first_id']}.."
-            f"{self.disagreements[0]['last_id']} in streams {', '.join(self.disagreements[0]['streams'])}",
-            {"disagreements": n_dis, "examples": self.disagreements}))
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "book_never_crossed", self.crossed_count == 0,
-            f"best bid < best ask after all {self.tops_checked} events and images" if self.crossed_count == 0
-            else f"book crossed after {self.crossed_count} events, first at ids {self.crossed[:5]}",
-            {"events_checked": self.tops_checked, "crossed": self.crossed_count, "crossed_ids": self.crossed}))
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "streams_agree",
+                n_dis == 0,
+                "events covering the same update ids carry the same levels in every stream"
+                if n_dis == 0
+                else f"{n_dis} id ranges where events disagree, e.g. ids {self.disagreements[0]['first_id']}.."
+                f"{self.disagreements[0]['last_id']} in streams {', '.join(self.disagreements[0]['streams'])}",
+                {"disagreements": n_dis, "examples": self.disagreements},
+            )
+        )
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "book_never_crossed",
+                self.crossed_count == 0,
+                f"best bid < best ask after all {self.tops_checked} events and images"
+                if self.crossed_count == 0
+                else f"book crossed after {self.crossed_count} events, first at ids {self.crossed[:5]}",
+                {
+                    "events_checked": self.tops_checked,
+                    "crossed": self.crossed_count,
+                    "crossed_ids": self.crossed,
+                },
+            )
+        )
         bad_snaps = [r for r in self.snap_checks if r["differences"]]
         skipped = self.snap_skipped.height if hasattr(self, "snap_skipped") else 0
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "agrees_with_rest_snapshots", not bad_snaps,
-            f"replay equals all {len(self.snap_checks)} comparable REST snapshots "
-            f"({skipped} not comparable: before the first image or in a gap)" if not bad_snaps else
-            f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, first at id "
-            f"{bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
-            {"compared": len(self.snap_checks), "differing": len(bad_snaps), "not_comparable": skipped,
-             "details": bad_snaps[:MAX_LISTED]}))
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "schema_and_sort_order", not self.schema_problems,
-            "the merged schema's columns and types; rows sorted by last_update_id, images first"
-            if not self.schema_problems else "; ".join(self.schema_problems[:3]),
-            {"problems": self.schema_problems[:MAX_LISTED]}))
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "decimal_round_trip",
-            (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
-            f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
-            "places" if self.decimal_failures == 0 else f"{self.decimal_failures} values do not round-trip",
-            {"price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
-             "failures": self.decimal_failures, "examples": self.decimal_examples[:MAX_LISTED]}))
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "agrees_with_rest_snapshots",
+                not bad_snaps,
+                f"replay equals all {len(self.snap_checks)} comparable REST snapshots "
+                f"({skipped} not comparable: before the first image or in a gap)"
+                if not bad_snaps
+                else f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, first at id "
+                f"{bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
+                {
+                    "compared": len(self.snap_checks),
+                    "differing": len(bad_snaps),
+                    "not_comparable": skipped,
+                    "details": bad_snaps[:MAX_LISTED],
+                },
+            )
+        )
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "schema_and_sort_order",
+                not self.schema_problems,
+                "the merged schema's columns and types; rows sorted by last_update_id, images first"
+                if not self.schema_problems
+                else "; ".join(self.schema_problems[:3]),
+                {"problems": self.schema_problems[:MAX_LISTED]},
+            )
+        )
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "decimal_round_trip",
+                (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
+                f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
+                "places"
+                if self.decimal_failures == 0
+                else f"{self.decimal_failures} values do not round-trip",
+                {
+                    "price_decimals": self.price_decimals,
+                    "qty_decimals": self.qty_decimals,
+                    "failures": self.decimal_failures,
+                    "examples": self.decimal_examples[:MAX_LISTED],
+                },
+            )
+        )
         out.append(self._coverage_check(report))
         if self.book_tickers.height:
             ok = self.bt_compared > 0 and self.bt_matched == self.bt_compared
-            out.append(CheckOutcome.of(
-                MERGED_CHECKS, "matches_book_ticker", ok,
-                f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} matching u",
-                {"compared": self.bt_compared, "matched": self.bt_matched, "mismatches": self.bt_mismatches}))
+            out.append(
+                CheckOutcome.of(
+                    MERGED_CHECKS,
+                    "matches_book_ticker",
+                    ok,
+                    f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} matching u",
+                    {
+                        "compared": self.bt_compared,
+                        "matched": self.bt_matched,
+                        "mismatches": self.bt_mismatches,
+                    },
+                )
+            )
         anchored = report.opening.get("kind") not in (None, "none")
         # not blocking: a day with events but no usable snapshot yet publishes its rows unanchored
         # (book_exact false); a later re-merge with a snapshot anchors it
-        out.append(CheckOutcome.of(
-            MERGED_CHECKS, "day_anchored", anchored or report.events_received == 0,
-            f"the day opens with an image ({report.opening.get('source')})" if anchored
-            else f"{report.unanchored_events} events, not anchored: no snapshot or carried state from which the "
-                 "day can be replayed (rows kept with book_exact false)",
-            {"opening": report.opening, "unanchored_events": report.unanchored_events}))
+        out.append(
+            CheckOutcome.of(
+                MERGED_CHECKS,
+                "day_anchored",
+                anchored or report.events_received == 0,
+                f"the day opens with an image ({report.opening.get('source')})"
+                if anchored
+                else f"{report.unanchored_events} events, not anchored: no snapshot or carried state from which the "
+                "day can be replayed (rows kept with book_exact false)",
+                {"opening": report.opening, "unanchored_events": report.unanchored_events},
+            )
+        )
         return out
 
     def _gaps_check(self, report: MergeReport) -> CheckOutcome:
@@ -575,13 +714,23 @@ class MergeChecker:
                 segs = [tuple(x) for x in s.report.get("segments", [])]
                 n = intersect_length(segs, g.first_id - 1, g.last_id)
                 if n:
-                    offenders.append({"gap_first_id": g.first_id, "gap_last_id": g.last_id, "stream": s.stream,
-                                      "ids_the_stream_had": n})
+                    offenders.append(
+                        {
+                            "gap_first_id": g.first_id,
+                            "gap_last_id": g.last_id,
+                            "stream": s.stream,
+                            "ids_the_stream_had": n,
+                        }
+                    )
         return CheckOutcome.of(
-            MERGED_CHECKS, "gaps_missed_by_every_stream", not offenders,
-            f"all {len(report.gaps)} gaps are ids no stream received" if not offenders else
-            f"{len(offenders)} gap/stream pairs where a stream had ids the merge lacks",
-            {"gaps": [asdict(g) for g in report.gaps][:MAX_LISTED], "offenders": offenders[:MAX_LISTED]})
+            MERGED_CHECKS,
+            "gaps_missed_by_every_stream",
+            not offenders,
+            f"all {len(report.gaps)} gaps are ids no stream received"
+            if not offenders
+            else f"{len(offenders)} gap/stream pairs where a stream had ids the merge lacks",
+            {"gaps": [asdict(g) for g in report.gaps][:MAX_LISTED], "offenders": offenders[:MAX_LISTED]},
+        )
 
     def _coverage_check(self, report: MergeReport) -> CheckOutcome:
         """Every id a stream received is in the output (an event row's own ids, exact or not), unless it is at
@@ -604,24 +753,39 @@ class MergeChecker:
         merged_ids = None
         if report.first_update_id is not None and report.last_update_id is not None:
             merged_ids = report.last_update_id - report.first_update_id - sum(g.length for g in report.gaps)
-        worse = [s.stream for s in report.per_stream.values()
-                 if merged_ids is not None and s.covered_ids > merged_ids]
+        worse = [
+            s.stream
+            for s in report.per_stream.values()
+            if merged_ids is not None and s.covered_ids > merged_ids
+        ]
         ok = total == 0 and not worse
         if ok:
             text = f"every id a stream received is in the output; merged coverage {report.coverage:.6f}"
         elif total:
             first = missing[0]
-            text = (f"{total} ids received by a stream are missing from the output, e.g. {first['first_id']}.."
-                    f"{first['last_id']} of {first['stream']}")
+            text = (
+                f"{total} ids received by a stream are missing from the output, e.g. {first['first_id']}.."
+                f"{first['last_id']} of {first['stream']}"
+            )
         else:
             text = f"streams {worse} cover more ids than the merge"
         return CheckOutcome.of(
-            MERGED_CHECKS, "coverage_at_least_each_stream", ok, text,
-            {"merged": report.coverage, "missing_ids": total, "missing": missing,
-             **{f"coverage_{k}": v.coverage for k, v in report.per_stream.items()}})
+            MERGED_CHECKS,
+            "coverage_at_least_each_stream",
+            ok,
+            text,
+            {
+                "merged": report.coverage,
+                "missing_ids": total,
+                "missing": missing,
+                **{f"coverage_{k}": v.coverage for k, v in report.per_stream.items()},
+            },
+        )
 
 
-def stream_day_outcomes(reports: Mapping[str, SymbolDayReport], not_validated: Mapping[str, str]) -> list[CheckOutcome]:
+def stream_day_outcomes(
+    reports: Mapping[str, SymbolDayReport], not_validated: Mapping[str, str]
+) -> list[CheckOutcome]:
     """A validated stream-day's checks, summarised over its symbols (the ones that fail are named).
 
     ``reports`` are the symbol-days validated (by symbol), ``not_validated`` the symbols that could not be
@@ -632,14 +796,18 @@ def stream_day_outcomes(reports: Mapping[str, SymbolDayReport], not_validated: M
     share = quarantined / lines_total if lines_total else 0.0
     return [
         CheckOutcome.of(
-            VALIDATED_CHECKS, "raw_data_present", not empty and not not_validated and bool(reports),
+            VALIDATED_CHECKS,
+            "raw_data_present",
+            not empty and not not_validated and bool(reports),
             f"{len(reports) - len(empty)} of {len(reports) + len(not_validated)} symbols have events"
             + (f"; none for {', '.join(empty[:20])}" if empty else "")
             + (f"; not validated: {', '.join(sorted(not_validated)[:20])}" if not_validated else ""),
             {"symbols_without_events": empty, "symbols_not_validated": sorted(not_validated)},
         ),
         CheckOutcome.of(
-            VALIDATED_CHECKS, "quarantine_small", share < 0.01,
+            VALIDATED_CHECKS,
+            "quarantine_small",
+            share < 0.01,
             f"{quarantined} of {lines_total} lines quarantined",
             {"quarantined": quarantined, "share": share},
         ),

@@ -57,8 +57,9 @@ _MANT_LIMIT = 1 << 53
 
 
 @numba.njit(cache=True, nogil=True)
-def _split_lines(buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray,
-                 obj_layout: np.ndarray) -> tuple[np.ndarray, ...]:
+def _split_lines(
+    buf: np.ndarray, obj_starts: np.ndarray, nl: np.ndarray, obj_layout: np.ndarray
+) -> tuple[np.ndarray, ...]:
     """Split a buffer of concatenated decompressed objects into lines.
 
     Layout 1 lines are ``<ns> <kind> <text>``, layout 2 lines ``<ns> <kind> <SYMBOL> <text>`` (``obj_layout``
@@ -312,9 +313,22 @@ def _mix(x: np.int64) -> np.int64:
 
 
 @numba.njit(cache=True, nogil=True)
-def _levels(buf: np.ndarray, p: int, end: int, is_bid: bool, line: int, lv_line: np.ndarray,
-            lv_bid: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray, lv_pd: np.ndarray, lv_qd: np.ndarray,
-            k: int, scratch: np.ndarray, scratch_i: np.ndarray) -> tuple[int, int, Any, bool]:
+def _levels(
+    buf: np.ndarray,
+    p: int,
+    end: int,
+    is_bid: bool,
+    line: int,
+    lv_line: np.ndarray,
+    lv_bid: np.ndarray,
+    lv_px: np.ndarray,
+    lv_qty: np.ndarray,
+    lv_pd: np.ndarray,
+    lv_qd: np.ndarray,
+    k: int,
+    scratch: np.ndarray,
+    scratch_i: np.ndarray,
+) -> tuple[int, int, Any, bool]:
     """``[["p","q"],...]`` into the level columns from row k: (position after, new k, hash, ok)."""
     h = np.int64(0)
     if p >= end or buf[p] != 91:
@@ -378,10 +392,24 @@ _V_DEPTH = np.frombuffer(b"depthUpdate", np.uint8)
 
 
 @numba.njit(cache=True, nogil=True)
-def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, ints: np.ndarray, fl: np.ndarray,
-               lv_line: np.ndarray, lv_bid: np.ndarray, lv_px: np.ndarray, lv_qty: np.ndarray,
-               lv_pd: np.ndarray, lv_qd: np.ndarray, k0: int, scratch: np.ndarray,
-               scratch_i: np.ndarray) -> tuple[int, int, Any, bool]:
+def _parse_one(
+    buf: np.ndarray,
+    p: int,
+    end: int,
+    sym: np.ndarray,
+    line: int,
+    ints: np.ndarray,
+    fl: np.ndarray,
+    lv_line: np.ndarray,
+    lv_bid: np.ndarray,
+    lv_px: np.ndarray,
+    lv_qty: np.ndarray,
+    lv_pd: np.ndarray,
+    lv_qd: np.ndarray,
+    k0: int,
+    scratch: np.ndarray,
+    scratch_i: np.ndarray,
+) -> tuple[int, int, Any, bool]:
     """One frame (depth envelope, bare depth event or REST snapshot): (flags, new k, levels hash, ok).
 
     ``ints`` receives E, T, U, u, pu, lastUpdateId; ``fl`` a bookTicker's b, B, a, A.
@@ -433,8 +461,22 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
                 fl[slot] = x
                 flags |= F_BT_B << slot
             elif c0 == 98 or c0 == 97:  # b a
-                p, k, hh, ok = _levels(buf, p, end, c0 == 98, line, lv_line, lv_bid, lv_px, lv_qty, lv_pd,
-                                       lv_qd, k, scratch, scratch_i)
+                p, k, hh, ok = _levels(
+                    buf,
+                    p,
+                    end,
+                    c0 == 98,
+                    line,
+                    lv_line,
+                    lv_bid,
+                    lv_px,
+                    lv_qty,
+                    lv_pd,
+                    lv_qd,
+                    k,
+                    scratch,
+                    scratch_i,
+                )
                 if not ok:
                     return 0, k0, h, False
                 h += hh
@@ -471,8 +513,9 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
             flags |= F_L
         elif _key_is(buf, ks, ke, _K_BIDS) or _key_is(buf, ks, ke, _K_ASKS):
             bid = buf[ks] == 98
-            p, k, hh, ok = _levels(buf, p, end, bid, line, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd, k,
-                                   scratch, scratch_i)
+            p, k, hh, ok = _levels(
+                buf, p, end, bid, line, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd, k, scratch, scratch_i
+            )
             if not ok:
                 return 0, k0, h, False
             h += hh
@@ -511,8 +554,15 @@ def _parse_one(buf: np.ndarray, p: int, end: int, sym: np.ndarray, line: int, in
 
 
 @numba.njit(cache=True, nogil=True)
-def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym_buf: np.ndarray, sym_off: np.ndarray,
-                  fsym: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
+def _parse_frames(
+    buf: np.ndarray,
+    ts: np.ndarray,
+    te: np.ndarray,
+    sym_buf: np.ndarray,
+    sym_off: np.ndarray,
+    fsym: np.ndarray,
+    cap: int,
+) -> tuple[np.ndarray, ...]:
     """Parse the frames at [ts[i], te[i]); levels go to flat columns tagged with the frame index.
 
     Frame i's expected symbol (checked against its ``s`` field) is ``sym_buf[sym_off[fsym[i]]:sym_off[fsym[i]+1]]``.
@@ -534,9 +584,25 @@ def _parse_frames(buf: np.ndarray, ts: np.ndarray, te: np.ndarray, sym_buf: np.n
     k = 0
     for i in range(n):
         sid = fsym[i]
-        sym = sym_buf[sym_off[sid]:sym_off[sid + 1]] if sid >= 0 else sym_buf[:0]
-        f, k2, h, good = _parse_one(buf, ts[i], te[i], sym, i, ints[i], fl[i], lv_line, lv_bid, lv_px, lv_qty,
-                                    lv_pd, lv_qd, k, scratch, scratch_i)
+        sym = sym_buf[sym_off[sid] : sym_off[sid + 1]] if sid >= 0 else sym_buf[:0]
+        f, k2, h, good = _parse_one(
+            buf,
+            ts[i],
+            te[i],
+            sym,
+            i,
+            ints[i],
+            fl[i],
+            lv_line,
+            lv_bid,
+            lv_px,
+            lv_qty,
+            lv_pd,
+            lv_qd,
+            k,
+            scratch,
+            scratch_i,
+        )
         if good:
             k = k2
             flags[i] = f
@@ -615,8 +681,13 @@ def slow_parse(text: bytes) -> SlowFrame:
         raise FrameError("missing bids/asks (b/a) arrays" + _error_hint(text))
     sym = data.get("s")
     ev = data.get("e")
-    return SlowFrame(ints, _slow_levels(b, "bids"), _slow_levels(a, "asks"),
-                     sym if isinstance(sym, str) else None, None if ev is None else str(ev))
+    return SlowFrame(
+        ints,
+        _slow_levels(b, "bids"),
+        _slow_levels(a, "asks"),
+        sym if isinstance(sym, str) else None,
+        None if ev is None else str(ev),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ chunks
@@ -629,7 +700,9 @@ class QuarantineEntry:
     receive_ns: int | None
     reason: str
     text: bytes
-    sym: int = -1  # symbol id of the line (ParsedChunk.symbols); -1: not known (a v2 line whose header is bad)
+    sym: int = (
+        -1
+    )  # symbol id of the line (ParsedChunk.symbols); -1: not known (a v2 line whose header is bad)
 
 
 SYM_COLUMN = "sym"  # the symbol id column of a chunk's events, snapshots and book tickers
@@ -654,21 +727,57 @@ class ParsedChunk:
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     lines: int = 0
     symbols: list[str] = field(default_factory=list)  # symbol id -> symbol
-    object_symbols: list[list[int]] = field(default_factory=list)  # per object: ids of the symbols its lines name
+    object_symbols: list[list[int]] = field(
+        default_factory=list
+    )  # per object: ids of the symbols its lines name
 
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "obj": pl.Int32(), "line_no": pl.Int64(), "receive_ns": pl.Int64(), "E": pl.Int64(), "T": pl.Int64(),
-    "U": pl.Int64(), "u": pl.Int64(), "pu": pl.Int64(), "n_levels": pl.Int32(), "levels_hash": pl.Int64(),
+    "obj": pl.Int32(),
+    "line_no": pl.Int64(),
+    "receive_ns": pl.Int64(),
+    "E": pl.Int64(),
+    "T": pl.Int64(),
+    "U": pl.Int64(),
+    "u": pl.Int64(),
+    "pu": pl.Int64(),
+    "n_levels": pl.Int32(),
+    "levels_hash": pl.Int64(),
 }
-LEVEL_SCHEMA: dict[str, pl.DataType] = {"ev": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(), "qty": pl.Float64(),
-                "price_dec": pl.Int8(), "qty_dec": pl.Int8()}
-SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {"obj": pl.Int32(), "line_no": pl.Int64(), "receive_ns": pl.Int64(), "E": pl.Int64(),
-                   "T": pl.Int64(), "last_update_id": pl.Int64(), "n_levels": pl.Int32()}
-SNAPSHOT_LEVEL_SCHEMA: dict[str, pl.DataType] = {"snap": pl.Int64(), "is_bid": pl.Boolean(), "price": pl.Float64(),
-                         "qty": pl.Float64(), "price_dec": pl.Int8(), "qty_dec": pl.Int8()}
-BOOK_TICKER_SCHEMA: dict[str, pl.DataType] = {"receive_ns": pl.Int64(), "u": pl.Int64(), "E": pl.Int64(), "bid_price": pl.Float64(),
-                      "bid_qty": pl.Float64(), "ask_price": pl.Float64(), "ask_qty": pl.Float64()}
+LEVEL_SCHEMA: dict[str, pl.DataType] = {
+    "ev": pl.Int64(),
+    "is_bid": pl.Boolean(),
+    "price": pl.Float64(),
+    "qty": pl.Float64(),
+    "price_dec": pl.Int8(),
+    "qty_dec": pl.Int8(),
+}
+SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
+    "obj": pl.Int32(),
+    "line_no": pl.Int64(),
+    "receive_ns": pl.Int64(),
+    "E": pl.Int64(),
+    "T": pl.Int64(),
+    "last_update_id": pl.Int64(),
+    "n_levels": pl.Int32(),
+}
+SNAPSHOT_LEVEL_SCHEMA: dict[str, pl.DataType] = {
+    "snap": pl.Int64(),
+    "is_bid": pl.Boolean(),
+    "price": pl.Float64(),
+    "qty": pl.Float64(),
+    "price_dec": pl.Int8(),
+    "qty_dec": pl.Int8(),
+}
+BOOK_TICKER_SCHEMA: dict[str, pl.DataType] = {
+    "receive_ns": pl.Int64(),
+    "u": pl.Int64(),
+    "E": pl.Int64(),
+    "bid_price": pl.Float64(),
+    "bid_qty": pl.Float64(),
+    "ask_price": pl.Float64(),
+    "ask_qty": pl.Float64(),
+}
 
 
 def _header_reason(line: bytes, layout: int) -> str:
@@ -719,8 +828,15 @@ class _Lines:
     sym_off: np.ndarray
 
 
-def _line_symbols(joined: bytes, buf: np.ndarray, obj: np.ndarray, ss: np.ndarray, se: np.ndarray,
-                  ok: np.ndarray, object_symbols: list[str | None]) -> tuple[np.ndarray, list[str]]:
+def _line_symbols(
+    joined: bytes,
+    buf: np.ndarray,
+    obj: np.ndarray,
+    ss: np.ndarray,
+    se: np.ndarray,
+    ok: np.ndarray,
+    object_symbols: list[str | None],
+) -> tuple[np.ndarray, list[str]]:
     """Symbol id of every line: a v1 object's key symbol; a v2 line's symbol field (grouped by a compiled hash,
     checked byte for byte); -1 for stream-wide notes and for v2 lines whose header did not parse."""
     names: list[str] = []
@@ -739,18 +855,23 @@ def _line_symbols(joined: bytes, buf: np.ndarray, obj: np.ndarray, ss: np.ndarra
         ss2, se2 = ss[idx2], se[idx2]
         _uniq, first, inv = np.unique(_span_hashes(buf, ss2, se2), return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
-        codes = np.array([-1 if (t := joined[ss2[r]:se2[r]]) == b"-" else id_of(t.decode()) for r in first.tolist()],
-                         dtype=np.int32)
+        codes = np.array(
+            [-1 if (t := joined[ss2[r] : se2[r]]) == b"-" else id_of(t.decode()) for r in first.tolist()],
+            dtype=np.int32,
+        )
         sym2 = codes[inv]
         for i in np.flatnonzero(~_spans_equal(buf, ss2, se2, first[inv])).tolist():  # a hash collision
-            t = joined[ss2[i]:se2[i]]
+            t = joined[ss2[i] : se2[i]]
             sym2[i] = -1 if t == b"-" else id_of(t.decode())
         lsym[idx2] = sym2
     return lsym.astype(np.int32), names
 
 
-def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | Sequence[str | None],
-                  only: Collection[str] | None = None) -> ParsedChunk:
+def parse_objects(
+    datas: list[bytes] | tuple[bytes, np.ndarray],
+    symbols: str | Sequence[str | None],
+    only: Collection[str] | None = None,
+) -> ParsedChunk:
     """Parse decompressed raw objects of one stream into typed columns; never raises for bad lines.
 
     ``datas``: the objects' texts, or what :func:`join_objects` made of them (so a helper thread can join).
@@ -761,8 +882,9 @@ def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | 
     """
     quarantine: list[QuarantineEntry] = []
     joined, obj_starts = datas if isinstance(datas, tuple) else join_objects(datas)
-    object_symbols: list[str | None] = ([symbols] * len(obj_starts) if isinstance(symbols, str)
-                                        else list(symbols))
+    object_symbols: list[str | None] = (
+        [symbols] * len(obj_starts) if isinstance(symbols, str) else list(symbols)
+    )
     if len(object_symbols) != len(obj_starts):
         raise ValueError(f"{len(object_symbols)} object symbols for {len(obj_starts)} objects")
     layouts = np.array([1 if s is not None else 2 for s in object_symbols], dtype=np.uint8)
@@ -776,9 +898,12 @@ def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | 
         take = wanted[lsym]
         obj, lno, ns, kind, ts, te, ok, lsym = (a[take] for a in (obj, lno, ns, kind, ts, te, ok, lsym))
     for i in np.flatnonzero(~ok).tolist():
-        line = joined[ts[i]:te[i]]
-        quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), None,
-                                          _header_reason(line, int(layouts[obj[i]])), line, int(lsym[i])))
+        line = joined[ts[i] : te[i]]
+        quarantine.append(
+            QuarantineEntry(
+                int(obj[i]), int(lno[i]), None, _header_reason(line, int(layouts[obj[i]])), line, int(lsym[i])
+            )
+        )
     encoded = [n.encode() for n in names]
     sym_off = np.zeros(len(names) + 1, np.int64)
     sym_off[1:] = np.cumsum([len(b) for b in encoded])
@@ -789,9 +914,13 @@ def parse_objects(datas: list[bytes] | tuple[bytes, np.ndarray], symbols: str | 
     events, levels = _parse_kind(lines, ok & (kind == KIND_DEPTH), quarantine, snapshot=False)
     snaps, snap_levels = _parse_kind(lines, ok & (kind == KIND_SNAPSHOT), quarantine, snapshot=True)
     book_tickers = _parse_book_tickers(lines, ok & (kind == KIND_BOOK_TICKER), quarantine)
-    meta = [(int(obj[i]), int(ns[i]), joined[ts[i]:te[i]], int(lsym[i]))
-            for i in np.flatnonzero(ok & (kind == KIND_META)).tolist()]
-    return ParsedChunk(events, levels, snaps, snap_levels, book_tickers, meta, quarantine, n_lines, names, held)
+    meta = [
+        (int(obj[i]), int(ns[i]), joined[ts[i] : te[i]], int(lsym[i]))
+        for i in np.flatnonzero(ok & (kind == KIND_META)).tolist()
+    ]
+    return ParsedChunk(
+        events, levels, snaps, snap_levels, book_tickers, meta, quarantine, n_lines, names, held
+    )
 
 
 def _held(obj: np.ndarray, lsym: np.ndarray, n_names: int, n_obj: int) -> list[list[int]]:
@@ -807,38 +936,67 @@ def _held(obj: np.ndarray, lsym: np.ndarray, n_names: int, n_obj: int) -> list[l
 
 def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry]) -> pl.DataFrame:
     """bookTicker frames: the compiled scanner, the slow path for what it declines."""
-    joined, obj, lno, ns, ts, te, lsym = lines.joined, lines.obj, lines.lno, lines.ns, lines.ts, lines.te, lines.lsym
+    joined, obj, lno, ns, ts, te, lsym = (
+        lines.joined,
+        lines.obj,
+        lines.lno,
+        lines.ns,
+        lines.ts,
+        lines.te,
+        lines.lsym,
+    )
     idx = np.flatnonzero(sel)
     schema = {**BOOK_TICKER_SCHEMA, SYM_COLUMN: pl.Int32()}
     if len(idx) == 0:
         return pl.DataFrame(schema=schema)
-    ints, fl, flags, fast_ok, _h, *_lv = _parse_frames(lines.buf, ts[idx], te[idx], lines.sym_buf, lines.sym_off,
-                                                       lsym[idx], 0)
+    ints, fl, flags, fast_ok, _h, *_lv = _parse_frames(
+        lines.buf, ts[idx], te[idx], lines.sym_buf, lines.sym_off, lsym[idx], 0
+    )
     usable = fast_ok & ((flags & (F_BT_ALL | F_u)) == (F_BT_ALL | F_u))
     usable &= ((flags & F_S) == 0) | ((flags & F_SYM_OK) != 0)
     keep = np.flatnonzero(usable)
-    fast = pl.DataFrame({
-        "receive_ns": ns[idx[keep]], "u": ints[keep, I_u],
-        "E": np.where((flags[keep] & F_E) != 0, ints[keep, I_E], np.iinfo(np.int64).min),
-        "bid_price": fl[keep, 0], "bid_qty": fl[keep, 1], "ask_price": fl[keep, 2], "ask_qty": fl[keep, 3],
-        SYM_COLUMN: lsym[idx[keep]],
-    }).with_columns(pl.when(pl.col("E") == np.iinfo(np.int64).min).then(None).otherwise(pl.col("E")).alias("E"))
+    fast = pl.DataFrame(
+        {
+            "receive_ns": ns[idx[keep]],
+            "u": ints[keep, I_u],
+            "E": np.where((flags[keep] & F_E) != 0, ints[keep, I_E], np.iinfo(np.int64).min),
+            "bid_price": fl[keep, 0],
+            "bid_qty": fl[keep, 1],
+            "ask_price": fl[keep, 2],
+            "ask_qty": fl[keep, 3],
+            SYM_COLUMN: lsym[idx[keep]],
+        }
+    ).with_columns(
+        pl.when(pl.col("E") == np.iinfo(np.int64).min).then(None).otherwise(pl.col("E")).alias("E")
+    )
     bt_rows = []
     for j in np.flatnonzero(~usable).tolist():
         i = int(idx[j])
-        text = joined[ts[i]:te[i]]
+        text = joined[ts[i] : te[i]]
         try:
             bt_rows.append((int(ns[i]), *_book_ticker(text, lines.names[lsym[i]]), int(lsym[i])))
         except FrameError as exc:
-            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text,
-                                              int(lsym[i])))
+            quarantine.append(
+                QuarantineEntry(
+                    int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text, int(lsym[i])
+                )
+            )
     slow = pl.DataFrame(bt_rows, schema=schema, orient="row")
     return pl.concat([fast.select(list(schema)).cast(schema), slow])  # type: ignore[arg-type]
 
 
-def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry],
-                snapshot: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    joined, obj, lno, ns, ts, te, lsym = lines.joined, lines.obj, lines.lno, lines.ns, lines.ts, lines.te, lines.lsym
+def _parse_kind(
+    lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry], snapshot: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    joined, obj, lno, ns, ts, te, lsym = (
+        lines.joined,
+        lines.obj,
+        lines.lno,
+        lines.ns,
+        lines.ts,
+        lines.te,
+        lines.lsym,
+    )
     idx = np.flatnonzero(sel)
     head_schema = {**(SNAPSHOT_SCHEMA if snapshot else EVENT_SCHEMA), SYM_COLUMN: pl.Int32()}
     lv_schema = SNAPSHOT_LEVEL_SCHEMA if snapshot else LEVEL_SCHEMA
@@ -848,7 +1006,8 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
     # capacity: every level has at least 8 bytes ('["1","1"]')
     cap = int((e - s).sum() // 8) + 16
     ints, _fl, flags, fast_ok, hashes, lv_line, lv_bid, lv_px, lv_qty, lv_pd, lv_qd = _parse_frames(
-        lines.buf, s, e, lines.sym_buf, lines.sym_off, lsym[idx], cap)
+        lines.buf, s, e, lines.sym_buf, lines.sym_off, lsym[idx], cap
+    )
     # which frames are usable
     if snapshot:
         need = F_L | F_B | F_A
@@ -863,7 +1022,7 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
     extra_lv: list[tuple[int, bool, float, float, int, int]] = []
     for j in np.flatnonzero(~usable).tolist():
         i = int(idx[j])
-        text = joined[ts[i]:te[i]]
+        text = joined[ts[i] : te[i]]
         try:
             fr = slow_parse(text)
             vals = fr.ints
@@ -890,14 +1049,24 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
                     h += _py_level_hash(px, q, bid)
             extra_head.append((j, vals, _wrap64(h)))
         except FrameError as exc:
-            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text, int(lsym[i])))
+            quarantine.append(
+                QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text, int(lsym[i]))
+            )
     if not snapshot:
         # U > u is malformed even when it parsed
         bad_order = usable & (ints[:, I_U] > ints[:, I_u])
         for j in np.flatnonzero(bad_order).tolist():
             i = int(idx[j])
-            quarantine.append(QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]),
-                                              f"U {ints[j, I_U]} > u {ints[j, I_u]}", joined[ts[i]:te[i]], int(lsym[i])))
+            quarantine.append(
+                QuarantineEntry(
+                    int(obj[i]),
+                    int(lno[i]),
+                    int(ns[i]),
+                    f"U {ints[j, I_U]} > u {ints[j, I_u]}",
+                    joined[ts[i] : te[i]],
+                    int(lsym[i]),
+                )
+            )
         usable &= ~bad_order
     # assemble in numpy: frames kept (fast or slow path) in line order; levels point at their row
     extra_j = np.array([x[0] for x in extra_head], dtype=np.int64)
@@ -922,30 +1091,53 @@ def _parse_kind(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry
         H[j] = h
     lv_keep = usable[lv_line]
     lv_row = row_of[lv_line[lv_keep]]
-    cols = {"is_bid": lv_bid[lv_keep], "price": lv_px[lv_keep], "qty": lv_qty[lv_keep],
-            "price_dec": lv_pd[lv_keep], "qty_dec": lv_qd[lv_keep]}
+    cols = {
+        "is_bid": lv_bid[lv_keep],
+        "price": lv_px[lv_keep],
+        "qty": lv_qty[lv_keep],
+        "price_dec": lv_pd[lv_keep],
+        "qty_dec": lv_qd[lv_keep],
+    }
     if extra_lv:
         x_row = row_of[np.array([x[0] for x in extra_lv], dtype=np.int64)]
         order = np.argsort(np.concatenate([lv_row, x_row]), kind="stable")
         lv_row = np.concatenate([lv_row, x_row])[order]
-        extra_cols = {"is_bid": np.array([x[1] for x in extra_lv], dtype=np.bool_),
-                      "price": np.array([x[2] for x in extra_lv], dtype=np.float64),
-                      "qty": np.array([x[3] for x in extra_lv], dtype=np.float64),
-                      "price_dec": np.array([x[4] for x in extra_lv], dtype=np.int8),
-                      "qty_dec": np.array([x[5] for x in extra_lv], dtype=np.int8)}
+        extra_cols = {
+            "is_bid": np.array([x[1] for x in extra_lv], dtype=np.bool_),
+            "price": np.array([x[2] for x in extra_lv], dtype=np.float64),
+            "qty": np.array([x[3] for x in extra_lv], dtype=np.float64),
+            "price_dec": np.array([x[4] for x in extra_lv], dtype=np.int8),
+            "qty_dec": np.array([x[5] for x in extra_lv], dtype=np.int8),
+        }
         cols = {k: np.concatenate([v, extra_cols[k]])[order] for k, v in cols.items()}
     n_levels = np.bincount(lv_row, minlength=n_rows).astype(np.int32) if n_rows else np.zeros(0, np.int32)
     key = "snap" if snapshot else "ev"
     lv = pl.DataFrame({key: lv_row.astype(np.int64), **cols})
     nullable = {"E": E[keep], "T": T[keep], "pu": PU[keep]}
-    head = pl.DataFrame({
-        "obj": obj[idx[keep]].astype(np.int32), "line_no": lno[idx[keep]], "receive_ns": ns[idx[keep]],
-        **nullable, "U": U[keep], "u": u[keep], "n_levels": n_levels, "levels_hash": H[keep],
-        SYM_COLUMN: lsym[idx[keep]],
-    }).with_columns(pl.when(pl.col(c) == big).then(None).otherwise(pl.col(c)).alias(c) for c in nullable)
+    head = pl.DataFrame(
+        {
+            "obj": obj[idx[keep]].astype(np.int32),
+            "line_no": lno[idx[keep]],
+            "receive_ns": ns[idx[keep]],
+            **nullable,
+            "U": U[keep],
+            "u": u[keep],
+            "n_levels": n_levels,
+            "levels_hash": H[keep],
+            SYM_COLUMN: lsym[idx[keep]],
+        }
+    ).with_columns(pl.when(pl.col(c) == big).then(None).otherwise(pl.col(c)).alias(c) for c in nullable)
     if snapshot:
-        head = head.select("obj", "line_no", "receive_ns", "E", "T", pl.col("U").alias("last_update_id"),
-                           "n_levels", SYM_COLUMN)
+        head = head.select(
+            "obj",
+            "line_no",
+            "receive_ns",
+            "E",
+            "T",
+            pl.col("U").alias("last_update_id"),
+            "n_levels",
+            SYM_COLUMN,
+        )
     else:
         head = head.select(list(head_schema))
     return head.cast(head_schema), lv.cast(lv_schema)  # type: ignore[arg-type]
@@ -978,5 +1170,3 @@ def _mix_py(x: int) -> int:
     x = _wrap64((x ^ (x >> 31)) * -7046029254386353131)
     x = _wrap64((x ^ (x >> 29)) * -4658895280553007687)
     return _wrap64(x ^ (x >> 32))
-
-

@@ -40,13 +40,30 @@ from depth_core.reader import day_files, resolve_store, scan_keys
 from depth_core.schema import MERGED_SCHEMA, SIDE_ASK, SIDE_BID
 from depth_store.base import ObjectStore, StoreError
 
-TARDIS_COLUMNS = ["exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price", "amount"]
+TARDIS_COLUMNS = [
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "is_snapshot",
+    "side",
+    "price",
+    "amount",
+]
 TARDIS_EXCHANGE = {"spot": "binance", "usdm": "binance-futures"}
 
 # hftbacktest's event layout and flags (from its documentation: hftbacktest.types)
 HFT_EVENT_DTYPE = np.dtype(
-    [("ev", "u8"), ("exch_ts", "i8"), ("local_ts", "i8"), ("px", "f8"), ("qty", "f8"),
-     ("order_id", "u8"), ("ival", "i8"), ("fval", "f8")],
+    [
+        ("ev", "u8"),
+        ("exch_ts", "i8"),
+        ("local_ts", "i8"),
+        ("px", "f8"),
+        ("qty", "f8"),
+        ("order_id", "u8"),
+        ("ival", "i8"),
+        ("fval", "f8"),
+    ],
     align=True,
 )
 DEPTH_EVENT = 1
@@ -112,8 +129,9 @@ def _write_csv(frame: pl.DataFrame, out: IO[bytes], header: bool) -> None:
     out.write(buf.getvalue())
 
 
-def export_tardis_day(store: ObjectStore, symbol: str, date: str, out_path: Path, market: Market = "spot",
-                      compress: bool = True) -> int:
+def export_tardis_day(
+    store: ObjectStore, symbol: str, date: str, out_path: Path, market: Market = "spot", compress: bool = True
+) -> int:
     """Write one symbol-day as Tardis CSV (gzip when ``compress``); returns the number of rows."""
     symbol, date, market = validate_symbol(symbol), validate_date(date), validate_market(market)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +170,16 @@ def read_tardis_csv(path: Path | str, symbol: str | None = None) -> pl.DataFrame
     """
     frame = pl.read_csv(
         path,
-        schema={"exchange": pl.String, "symbol": pl.String, "timestamp": pl.Int64, "local_timestamp": pl.Int64,
-                "is_snapshot": pl.Boolean, "side": pl.String, "price": pl.Float64, "amount": pl.Float64},
+        schema={
+            "exchange": pl.String,
+            "symbol": pl.String,
+            "timestamp": pl.Int64,
+            "local_timestamp": pl.Int64,
+            "is_snapshot": pl.Boolean,
+            "side": pl.String,
+            "price": pl.Float64,
+            "amount": pl.Float64,
+        },
     )
     if symbol is not None:
         frame = frame.filter(pl.col("symbol") == symbol)
@@ -168,9 +194,14 @@ def read_tardis_csv(path: Path | str, symbol: str | None = None) -> pl.DataFrame
     ids = np.cumsum(change).astype(np.int64)
     return frame.select(
         pl.col("symbol"),
-        pl.from_epoch("timestamp", "us").dt.cast_time_unit("ms").dt.replace_time_zone("UTC").alias("exchange_time"),
+        pl.from_epoch("timestamp", "us")
+        .dt.cast_time_unit("ms")
+        .dt.replace_time_zone("UTC")
+        .alias("exchange_time"),
         pl.lit(None).alias("transaction_time"),
-        pl.from_epoch("local_timestamp", "us").dt.cast_time_unit("ns").dt.replace_time_zone("UTC")
+        pl.from_epoch("local_timestamp", "us")
+        .dt.cast_time_unit("ns")
+        .dt.replace_time_zone("UTC")
         .alias("receive_time"),
         pl.Series("first_update_id", ids),
         pl.Series("last_update_id", ids),
@@ -195,8 +226,12 @@ def hftbacktest_events(rows: pl.DataFrame, book: OrderBook | None = None) -> tup
     is_bid = (rows["side"] == SIDE_BID).to_numpy()
     price = rows["price"].to_numpy().astype(np.float64)
     qty = rows["qty"].to_numpy().astype(np.float64)
-    exch = np.maximum.accumulate(rows["exchange_time"].dt.epoch("ns").to_numpy()) if n else np.zeros(0, np.int64)
-    local = np.maximum.accumulate(rows["receive_time"].dt.epoch("ns").to_numpy()) if n else np.zeros(0, np.int64)
+    exch = (
+        np.maximum.accumulate(rows["exchange_time"].dt.epoch("ns").to_numpy()) if n else np.zeros(0, np.int64)
+    )
+    local = (
+        np.maximum.accumulate(rows["receive_time"].dt.epoch("ns").to_numpy()) if n else np.zeros(0, np.int64)
+    )
     images = image_bounds(snap, ids)
     side_flag = np.where(is_bid, BUY_EVENT, SELL_EVENT).astype(np.uint64)
     kind = np.where(snap, DEPTH_SNAPSHOT_EVENT, DEPTH_EVENT).astype(np.uint64)
@@ -207,7 +242,9 @@ def hftbacktest_events(rows: pl.DataFrame, book: OrderBook | None = None) -> tup
     state = book
     pos = 0
     for a, b in images:
-        state = replay_arrays(is_bid[pos:a], price[pos:a], qty[pos:a], book=state) if state is not None else None
+        state = (
+            replay_arrays(is_bid[pos:a], price[pos:a], qty[pos:a], book=state) if state is not None else None
+        )
         sub = order[a:b]
         order[a:b] = np.concatenate([sub[is_bid[a:b]], sub[~is_bid[a:b]]])
         img_bids, img_asks = price[a:b][is_bid[a:b]], price[a:b][~is_bid[a:b]]
@@ -215,16 +252,21 @@ def hftbacktest_events(rows: pl.DataFrame, book: OrderBook | None = None) -> tup
         held_asks = np.array(list(state.levels(SIDE_ASK))) if state is not None else None
         # clear everything the side may hold: down to its lowest bid / up to its highest ask
         low = 0.0 if held_bids is None else float(np.concatenate([held_bids, img_bids, [np.inf]]).min())
-        high = (2.0 * float(np.concatenate([img_asks, [0.0]]).max()) if held_asks is None
-                else float(np.concatenate([held_asks, img_asks, [-np.inf]]).max()))
+        high = (
+            2.0 * float(np.concatenate([img_asks, [0.0]]).max())
+            if held_asks is None
+            else float(np.concatenate([held_asks, img_asks, [-np.inf]]).max())
+        )
         n_img_bids = len(img_bids)
         if np.isfinite(low):
             clears.append((a, BUY_EVENT, low))
         if np.isfinite(high) and high > 0:
             clears.append((a + n_img_bids, SELL_EVENT, high))
         state = OrderBook()
-        state.load_snapshot(np.column_stack([img_bids, qty[a:b][is_bid[a:b]]]),
-                            np.column_stack([img_asks, qty[a:b][~is_bid[a:b]]]))
+        state.load_snapshot(
+            np.column_stack([img_bids, qty[a:b][is_bid[a:b]]]),
+            np.column_stack([img_asks, qty[a:b][~is_bid[a:b]]]),
+        )
         pos = b
     if state is not None:
         replay_arrays(is_bid[pos:], price[pos:], qty[pos:], book=state)
@@ -241,12 +283,22 @@ def hftbacktest_events(rows: pl.DataFrame, book: OrderBook | None = None) -> tup
     for k, (at, flag, px) in enumerate(clears):
         slot = at + k
         src = order[min(at, n - 1)]
-        out[slot] = (DEPTH_CLEAR_EVENT | flag | EXCH_EVENT | LOCAL_EVENT, exch[src], local[src], px, 0.0, 0, 0, 0.0)
+        out[slot] = (
+            DEPTH_CLEAR_EVENT | flag | EXCH_EVENT | LOCAL_EVENT,
+            exch[src],
+            local[src],
+            px,
+            0.0,
+            0,
+            0,
+            0.0,
+        )
     return out, state
 
 
-def export_hftbacktest_day(store: ObjectStore, symbol: str, date: str, out_path: Path,
-                           market: Market = "spot") -> int:
+def export_hftbacktest_day(
+    store: ObjectStore, symbol: str, date: str, out_path: Path, market: Market = "spot"
+) -> int:
     """Write one symbol-day as hftbacktest ``.npz`` (key ``data``); returns the number of events.
 
     Memory stays at one Parquet file of rows: events go to a temporary file first, then are streamed into
@@ -264,10 +316,19 @@ def export_hftbacktest_day(store: ObjectStore, symbol: str, date: str, out_path:
                 events, book = hftbacktest_events(frame, book)
                 fh.write(events.tobytes())
                 count += len(events)
-        with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf, \
-                zf.open("data.npy", "w", force_zip64=True) as member, open(tmp_events, "rb") as src:
-            np.lib.format.write_array_header_1_0(member, {
-                "descr": np.lib.format.dtype_to_descr(HFT_EVENT_DTYPE), "fortran_order": False, "shape": (count,)})
+        with (
+            zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf,
+            zf.open("data.npy", "w", force_zip64=True) as member,
+            open(tmp_events, "rb") as src,
+        ):
+            np.lib.format.write_array_header_1_0(
+                member,
+                {
+                    "descr": np.lib.format.dtype_to_descr(HFT_EVENT_DTYPE),
+                    "fortran_order": False,
+                    "shape": (count,),
+                },
+            )
             shutil.copyfileobj(src, member, 16 << 20)
         tmp_zip.replace(out_path)
     finally:
@@ -295,7 +356,9 @@ def _dates(first: str, last: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``depth-export tardis|hftbacktest``: one output file per symbol-day; exit 1 if a day has no data."""
-    parser = argparse.ArgumentParser(prog="depth-export", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="depth-export", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
     parser.add_argument("format", choices=["tardis", "hftbacktest"])
     parser.add_argument("--symbol", required=True, action="append", help="symbol (repeatable, or A,B)")
     parser.add_argument("--date", required=True, help="UTC date YYYY-MM-DD (first day)")

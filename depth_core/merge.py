@@ -83,7 +83,9 @@ _NO_TARGET = np.iinfo(np.int64).max  # an inexact stretch with no snapshot after
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> StreamInput | None:
+def _load_stream(
+    store: ObjectStore, market: Market, stream: str, symbol: str, date: str
+) -> StreamInput | None:
     """The validated stream-symbol-day: exactly the files its committed ``report.json`` names.
 
     None when there is no report (never validated). A file the report names that is missing is an error
@@ -99,8 +101,10 @@ def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, d
         try:
             return read_parquet(store, key, columns)
         except ObjectNotFoundError as exc:
-            raise MissingStateError(f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
-                                    "(re-validate the stream-day; nothing was merged)") from exc
+            raise MissingStateError(
+                f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
+                "(re-validate the stream-day; nothing was merged)"
+            ) from exc
 
     # only the columns the merge and its checks use: the per-event tables are held for the whole merge
     key = validated_file_key(report, EVENTS_FILE)
@@ -109,15 +113,18 @@ def _load_stream(store: ObjectStore, market: Market, stream: str, symbol: str, d
     except Exception as exc:
         if store.exists(key):
             raise
-        raise MissingStateError(f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
-                                "(re-validate the stream-day; nothing was merged)") from exc
+        raise MissingStateError(
+            f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
+            "(re-validate the stream-day; nothing was merged)"
+        ) from exc
     wanted = [c for c in _event_columns(market) if c in names]
     events = read(EVENTS_FILE, wanted + (["dup"] if "dup" in names else []))
     if "dup" in events.columns:
         events = events.filter(~pl.col("dup")).drop("dup")
     events = events.with_columns(lo_expr(market))
-    return StreamInput(stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE),
-                       read(BOOK_TICKERS_FILE))
+    return StreamInput(
+        stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE), read(BOOK_TICKERS_FILE)
+    )
 
 
 def _event_columns(market: Market, *, checks: bool = True) -> list[str]:
@@ -129,7 +136,9 @@ def _event_columns(market: Market, *, checks: bool = True) -> list[str]:
     return cols + (["levels_hash"] if checks else [])
 
 
-def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> tuple[CarryState | None, str | None]:
+def _load_carry(
+    store: ObjectStore, market: Market, symbol: str, date: str
+) -> tuple[CarryState | None, str | None]:
     """The previous day's end book, only from its *published* (verified) version; else None and why.
 
     The published manifest names the end state (``end_state``: book key and etag); an unpublished or
@@ -156,20 +165,27 @@ def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> t
     if end_state.get("last_update_id") is None:
         return None, f"{prev} has no events to carry"
     if not end_state.get("book_exact", True):
-        return None, f"the book at the end of {prev} is not exact (its last rows follow a gap no image resolved)"
+        return (
+            None,
+            f"the book at the end of {prev} is not exact (its last rows follow a gap no image resolved)",
+        )
     book_key = str(end_state["book_key"])
     info = store.head(book_key)
     if info is None or (end_state.get("book_etag") and info.etag != end_state["book_etag"]):
         raise PublishError(
             f"the published merge of {symbol} {prev} names its end book {book_key} "
             f"(etag {end_state.get('book_etag')}), but it is {'missing' if info is None else 'changed'}: "
-            f"re-merge {prev} before {date}")
+            f"re-merge {prev} before {date}"
+        )
     book = read_parquet(store, book_key)
     band = end_state.get("anchor_band")
     anchor_band: tuple[float, float] | None = None
     if isinstance(band, list) and len(band) == 2:
         # null = an empty side: nothing of it is known (+inf lowest bid, -inf highest ask)
-        anchor_band = (np.inf if band[0] is None else float(band[0]), -np.inf if band[1] is None else float(band[1]))
+        anchor_band = (
+            np.inf if band[0] is None else float(band[0]),
+            -np.inf if band[1] is None else float(band[1]),
+        )
     return CarryState(prev, int(end_state["last_update_id"]), book, anchor_band), None
 
 
@@ -179,14 +195,20 @@ def _load_carry(store: ObjectStore, market: Market, symbol: str, date: str) -> t
 @numba.njit(cache=True, nogil=True)
 def _grown(a: np.ndarray) -> np.ndarray:
     out = np.empty(2 * a.shape[0], a.dtype)
-    out[:a.shape[0]] = a
+    out[: a.shape[0]] = a
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids: np.ndarray,
-          exact_start: bool, first_target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                          np.ndarray]:
+def _walk(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    recv: np.ndarray,
+    start: int,
+    snap_ids: np.ndarray,
+    exact_start: bool,
+    first_target: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The walk along the id line (events sorted by lo; usable snapshot ids ascending).
 
     Exact mode (the book is known at ``last``): take the earliest-received applicable event. When none
@@ -250,8 +272,9 @@ def _walk(lo: np.ndarray, hi: np.ndarray, recv: np.ndarray, start: int, snap_ids
                 c = 2 * j + 1
                 if c >= size:
                     break
-                if c + 1 < size and (heap_r[c + 1] < heap_r[c] or (heap_r[c + 1] == heap_r[c]
-                                                                   and heap_i[c + 1] < heap_i[c])):
+                if c + 1 < size and (
+                    heap_r[c + 1] < heap_r[c] or (heap_r[c + 1] == heap_r[c] and heap_i[c + 1] < heap_i[c])
+                ):
                     c += 1
                 if r_last < heap_r[c] or (r_last == heap_r[c] and i_last <= heap_i[c]):
                     break
@@ -331,13 +354,17 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
     """Choose, along the id line, which stream's event supplies each step, and where images go."""
     sn_parts = []
     for i, s in enumerate(streams):
-        sn_parts.append(s.snapshots.select(pl.lit(i, pl.Int32).alias("s"), "snap", "last_update_id",
-                                           "receive_ns"))
+        sn_parts.append(
+            s.snapshots.select(pl.lit(i, pl.Int32).alias("s"), "snap", "last_update_id", "receive_ns")
+        )
     # every stream's events ordered by (lo, receive time, stream, ev): one numpy sort (no frame copies)
-    lo = np.concatenate([s.events["lo"].to_numpy() for s in streams] or [np.zeros(0, np.int64)]).astype(np.int64)
+    lo = np.concatenate([s.events["lo"].to_numpy() for s in streams] or [np.zeros(0, np.int64)]).astype(
+        np.int64
+    )
     recv = np.concatenate([s.events["receive_ns"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
-    s_idx = np.concatenate([np.full(s.events.height, i, np.int32) for i, s in enumerate(streams)]
-                           or [np.zeros(0, np.int32)])
+    s_idx = np.concatenate(
+        [np.full(s.events.height, i, np.int32) for i, s in enumerate(streams)] or [np.zeros(0, np.int32)]
+    )
     ev_ref = np.concatenate([s.events["ev"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
     order = np.lexsort((ev_ref, s_idx, recv, lo))
     lo = lo[order]  # one column at a time: at most one unsorted copy alive
@@ -403,11 +430,18 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         unanchored = first_image  # the inexact events before the first image
         if len(images):
             ref = int(w_ref[first_image])
-            opening = {"kind": "snapshot", "source": f"snapshot:{streams[int(u_s[ref])].stream}",
-                       "update_id": int(u_L[ref])}
+            opening = {
+                "kind": "snapshot",
+                "source": f"snapshot:{streams[int(u_s[ref])].stream}",
+                "update_id": int(u_L[ref]),
+            }
         else:
-            opening = {"kind": "none", "source": None, "update_id": None,
-                       "reason": "no snapshot from which the id chain can start: every row is book_exact false"}
+            opening = {
+                "kind": "none",
+                "source": None,
+                "update_id": None,
+                "reason": "no snapshot from which the id chain can start: every row is book_exact false",
+            }
 
     def pick(ev_col: np.ndarray, sn_col: np.ndarray) -> np.ndarray:
         """Per walk row: the event's value for events, the snapshot's for images."""
@@ -420,8 +454,11 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         np.concatenate([np.array(refs, np.int64), pick(ev_ref, u_ref).astype(np.int64)]),
         np.concatenate([np.array(uids, np.int64), pick(hi, u_L).astype(np.int64)]),
         np.concatenate([np.array(los, np.int64), pick(lo, u_L).astype(np.int64)]),
-        gaps, opening, unanchored,
-        np.concatenate([head, w_exact.astype(bool)]))
+        gaps,
+        opening,
+        unanchored,
+        np.concatenate([head, w_exact.astype(bool)]),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -430,8 +467,9 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
 _NULL = np.iinfo(np.int64).min  # a null transaction time / previous update id while rows are assembled
 
 
-def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput,
-               ev: pl.DataFrame) -> _Levels:
+def _levels_of(
+    store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame
+) -> _Levels:
     """Level rows of the events ``ev`` (columns ev, part) from the level parts, ordered by ``ev`` (rows of one
     event in their order in the event)."""
     parts = sorted(set(ev["part"].to_list()))
@@ -441,19 +479,24 @@ def _levels_of(store: ObjectStore, market: Market, symbol: str, date: str, s: St
     for part in parts:
         key = part_keys.get(part)
         if key is None:
-            raise MissingStateError(f"validated {s.stream} {symbol} {date}: level part {part} of its events is "
-                                    "not named by its report")
+            raise MissingStateError(
+                f"validated {s.stream} {symbol} {date}: level part {part} of its events is "
+                "not named by its report"
+            )
         frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
     if not frames:
-        return _Levels(np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.float64),
-                       np.zeros(0, np.float64))
+        return _Levels(
+            np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.float64), np.zeros(0, np.float64)
+        )
     try:
         lv = pl.concat(frames).collect()
     except Exception as exc:
         missing = [part_keys[p] for p in parts if not store.exists(part_keys[p])]
         if missing:
-            raise MissingStateError(f"validated {s.stream} {symbol} {date}: level parts named by its report are "
-                                    f"missing: {', '.join(missing)}") from exc
+            raise MissingStateError(
+                f"validated {s.stream} {symbol} {date}: level parts named by its report are "
+                f"missing: {', '.join(missing)}"
+            ) from exc
         raise
     out = _Levels(lv["ev"].to_numpy(), lv["is_bid"].to_numpy(), lv["price"].to_numpy(), lv["qty"].to_numpy())
     if len(out.ev) > 1 and not bool((out.ev[1:] >= out.ev[:-1]).all()):
@@ -491,8 +534,9 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int)
     ev_mask = (plan.kind[a:b] == KIND_EVENT) & plan.exact[a:b]  # an inexact event's book is unknown
     if not ev_mask.any():
         return [None] * len(inputs)
-    ends = pl.DataFrame({"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask],
-                         "s_c": plan.stream[a:b][ev_mask]})
+    ends = pl.DataFrame(
+        {"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask], "s_c": plan.stream[a:b][ev_mask]}
+    )
     u_min, u_max = int(plan.update_id[a:b][ev_mask].min()), int(plan.update_id[a:b][ev_mask].max())
     out: list[pl.DataFrame | None] = []
     for s in inputs:
@@ -507,28 +551,52 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int)
 def _other_rows(si: int, lv: _Levels, cand: pl.DataFrame) -> pl.DataFrame:
     """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
     idx, which, _k = lv.rows_of(cand["ev"].to_numpy())
-    return pl.DataFrame({
-        "b": cand["u"].to_numpy()[which], "is_bid": lv.is_bid[idx], "price": lv.price[idx], "qty": lv.qty[idx],
-        "U": cand["U"].to_numpy()[which], "s": np.full(len(idx), si, np.int32),
-        "s_c": cand["s_c"].to_numpy()[which].astype(np.int32),
-    }).select("b", pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
-              "price", "qty", "U", "s", "s_c")
+    return pl.DataFrame(
+        {
+            "b": cand["u"].to_numpy()[which],
+            "is_bid": lv.is_bid[idx],
+            "price": lv.price[idx],
+            "qty": lv.qty[idx],
+            "U": cand["U"].to_numpy()[which],
+            "s": np.full(len(idx), si, np.int32),
+            "s_c": cand["s_c"].to_numpy()[which].astype(np.int32),
+        }
+    ).select(
+        "b",
+        pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
+        "price",
+        "qty",
+        "U",
+        "s",
+        "s_c",
+    )
 
 
 class _Rows:
     """The merged rows of one output file as numpy columns, filled item by item (any order), placed in plan
     order: an item's rows start at ``start[item]``; within an item in level order."""
 
-    INT_COLUMNS = ("exchange_ms", "transaction_ms", "receive_ns", "first_update_id", "last_update_id",
-                   "prev_update_id")
+    INT_COLUMNS = (
+        "exchange_ms",
+        "transaction_ms",
+        "receive_ns",
+        "first_update_id",
+        "last_update_id",
+        "prev_update_id",
+    )
 
     def __init__(self, rows_per_item: np.ndarray) -> None:
         self.start = np.cumsum(rows_per_item) - rows_per_item
         n = int(rows_per_item.sum())
         self.cols: dict[str, np.ndarray] = {c: np.empty(n, np.int64) for c in self.INT_COLUMNS}
-        self.cols.update(is_snapshot=np.empty(n, np.bool_), is_bid=np.empty(n, np.bool_),
-                         price=np.empty(n, np.float64), qty=np.empty(n, np.float64),
-                         source=np.empty(n, np.int32), book_exact=np.empty(n, np.bool_))
+        self.cols.update(
+            is_snapshot=np.empty(n, np.bool_),
+            is_bid=np.empty(n, np.bool_),
+            price=np.empty(n, np.float64),
+            qty=np.empty(n, np.float64),
+            source=np.empty(n, np.int32),
+            book_exact=np.empty(n, np.bool_),
+        )
         self.sources: list[str] = []
 
     def put(self, item: np.ndarray, k: np.ndarray, source: str, **cols: np.ndarray | int | bool) -> None:
@@ -551,19 +619,28 @@ class _Rows:
             return pl.when(pl.col(name) == _NULL).then(None).otherwise(pl.col(name))
 
         names = pl.Series("source", self.sources or [""], pl.String)
-        raw = pl.DataFrame({**{n: c[n] for n in self.INT_COLUMNS}, "is_snapshot": c["is_snapshot"],
-                            "is_bid": c["is_bid"], "price": c["price"], "qty": c["qty"],
-                            "book_exact": c["book_exact"]}).with_columns(names.gather(c["source"]))
+        raw = pl.DataFrame(
+            {
+                **{n: c[n] for n in self.INT_COLUMNS},
+                "is_snapshot": c["is_snapshot"],
+                "is_bid": c["is_bid"],
+                "price": c["price"],
+                "qty": c["qty"],
+                "book_exact": c["book_exact"],
+            }
+        ).with_columns(names.gather(c["source"]))
         return raw.select(
             pl.lit(symbol).alias("symbol"),
             nullable("exchange_ms").cast(pl.Datetime("ms", "UTC")).alias("exchange_time"),
             nullable("transaction_ms").cast(pl.Datetime("ms", "UTC")).alias("transaction_time"),
             pl.col("receive_ns").cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
-            "first_update_id", "last_update_id",
+            "first_update_id",
+            "last_update_id",
             nullable("prev_update_id").alias("prev_update_id"),
             "is_snapshot",
             pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
-            "price", "qty",
+            "price",
+            "qty",
             "source",
             "book_exact",
         )
@@ -578,33 +655,73 @@ def _put_events(rows: _Rows, market: Market, s: StreamInput, ev: pl.DataFrame, l
 
     usdm = market == "usdm"
     n = len(idx)
-    rows.put(ev["pos"].to_numpy()[which] - a, k, s.stream,
-             exchange_ms=col("E"), transaction_ms=col("T") if usdm else np.full(n, _NULL, np.int64),
-             receive_ns=col("receive_ns"), first_update_id=col("U"), last_update_id=col("u"),
-             prev_update_id=col("pu") if usdm else np.full(n, _NULL, np.int64), is_snapshot=False,
-             is_bid=lv.is_bid[idx], price=lv.price[idx], qty=lv.qty[idx],
-             book_exact=ev["book_exact"].to_numpy()[which])
+    rows.put(
+        ev["pos"].to_numpy()[which] - a,
+        k,
+        s.stream,
+        exchange_ms=col("E"),
+        transaction_ms=col("T") if usdm else np.full(n, _NULL, np.int64),
+        receive_ns=col("receive_ns"),
+        first_update_id=col("U"),
+        last_update_id=col("u"),
+        prev_update_id=col("pu") if usdm else np.full(n, _NULL, np.int64),
+        is_snapshot=False,
+        is_bid=lv.is_bid[idx],
+        price=lv.price[idx],
+        qty=lv.qty[idx],
+        book_exact=ev["book_exact"].to_numpy()[which],
+    )
 
 
 def _image_levels(levels: pl.DataFrame) -> pl.DataFrame:
     """An image's levels in output order: bids best first, then asks best first."""
-    return pl.concat([levels.filter(pl.col("is_bid")).sort("price", descending=True),
-                      levels.filter(~pl.col("is_bid")).sort("price")])
+    return pl.concat(
+        [
+            levels.filter(pl.col("is_bid")).sort("price", descending=True),
+            levels.filter(~pl.col("is_bid")).sort("price"),
+        ]
+    )
 
 
-def _put_image(rows: _Rows, item: int, levels: pl.DataFrame, update_id: int, exchange_ms: int,
-               transaction_ms: int | None, receive_ns: int, source: str) -> None:
+def _put_image(
+    rows: _Rows,
+    item: int,
+    levels: pl.DataFrame,
+    update_id: int,
+    exchange_ms: int,
+    transaction_ms: int | None,
+    receive_ns: int,
+    source: str,
+) -> None:
     lv = _image_levels(levels)
     n = lv.height
-    rows.put(np.full(n, item, np.int64), np.arange(n, dtype=np.int64), source,
-             exchange_ms=exchange_ms, transaction_ms=_NULL if transaction_ms is None else transaction_ms,
-             receive_ns=receive_ns, first_update_id=update_id, last_update_id=update_id, prev_update_id=_NULL,
-             is_snapshot=True, is_bid=lv["is_bid"].to_numpy(), price=lv["price"].to_numpy(),
-             qty=lv["qty"].to_numpy(), book_exact=True)
+    rows.put(
+        np.full(n, item, np.int64),
+        np.arange(n, dtype=np.int64),
+        source,
+        exchange_ms=exchange_ms,
+        transaction_ms=_NULL if transaction_ms is None else transaction_ms,
+        receive_ns=receive_ns,
+        first_update_id=update_id,
+        last_update_id=update_id,
+        prev_update_id=_NULL,
+        is_snapshot=True,
+        is_bid=lv["is_bid"].to_numpy(),
+        price=lv["price"].to_numpy(),
+        qty=lv["qty"].to_numpy(),
+        book_exact=True,
+    )
 
 
-def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
-                     streams: Sequence[str], *, allow_shrink: str | None = None) -> MergeReport:
+def merge_symbol_day(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    streams: Sequence[str],
+    *,
+    allow_shrink: str | None = None,
+) -> MergeReport:
     """Merge the validated streams of one symbol-day into a new version and publish it if it is verified.
 
     The version is written under ``staging/`` with its end book, checked while written, then published
@@ -621,8 +738,9 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     if allow_shrink is not None and not allow_shrink.strip():
         raise ValueError("allow_shrink needs a reason (it is recorded in the manifest)")
     started_at = dt.datetime.now(dt.UTC)
-    report = MergeReport(market, symbol, date, stream_ids, version=new_version_id(started_at),
-                         allow_shrink=allow_shrink)
+    report = MergeReport(
+        market, symbol, date, stream_ids, version=new_version_id(started_at), allow_shrink=allow_shrink
+    )
     previous = read_published(store, market, symbol, date)
     if previous.manifest is not None:
         report.previous_version = previous.manifest.get("version_id")
@@ -645,11 +763,15 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     report.gaps = plan.gaps
     report.unanchored_events = plan.unanchored_events
     if plan.unanchored_events and plan.opening.get("kind") == "snapshot":
-        report.problems.append(f"{plan.unanchored_events} events precede the first usable snapshot and the day has "
-                               "no carried state: kept as rows with book_exact false")
+        report.problems.append(
+            f"{plan.unanchored_events} events precede the first usable snapshot and the day has "
+            "no carried state: kept as rows with book_exact false"
+        )
     if plan.opening.get("kind") == "none":
-        report.problems.append(f"{plan.unanchored_events} events, not anchored: no usable snapshot and no carried "
-                               "state, every row has book_exact false")
+        report.problems.append(
+            f"{plan.unanchored_events} events, not anchored: no usable snapshot and no carried "
+            "state, every row has book_exact false"
+        )
 
     decimals = [(s.report.get("price_decimals"), s.report.get("qty_decimals")) for s in inputs]
     pdec = [d[0] for d in decimals if d[0] is not None]
@@ -670,8 +792,15 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     n_items = len(plan.kind)
     counts = np.zeros(n_items, np.int64)
     chosen: list[pl.DataFrame] = []  # per stream: its chosen events with their plan position, by position
-    items = pl.DataFrame({"pos": np.arange(n_items, dtype=np.int64), "kind": plan.kind, "s": plan.stream,
-                          "ref": plan.ref, "book_exact": plan.exact})
+    items = pl.DataFrame(
+        {
+            "pos": np.arange(n_items, dtype=np.int64),
+            "kind": plan.kind,
+            "s": plan.stream,
+            "ref": plan.ref,
+            "book_exact": plan.exact,
+        }
+    )
     for i, s in enumerate(inputs):
         # the stream's chosen events in plan order: found by event number (binary search, no hash join)
         pos = np.flatnonzero((plan.kind == KIND_EVENT) & (plan.stream == i))
@@ -681,12 +810,14 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         if len(rows) and not bool((ev_col[rows] == plan.ref[pos]).all()):
             raise AssertionError(f"the plan names events of {s.stream} that its validated events do not hold")
         ch = s.events.select(_event_columns(market, checks=False))[rows].with_columns(
-            pl.Series("pos", pos, pl.Int64), pl.Series("book_exact", plan.exact[pos], pl.Boolean))
+            pl.Series("pos", pos, pl.Int64), pl.Series("book_exact", plan.exact[pos], pl.Boolean)
+        )
         del ev_col, by_ev, rows
         chosen.append(ch)
         counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
         snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(
-            s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner")
+            s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner"
+        )
         counts[snaps["pos"].to_numpy()] = snaps["n_levels"].to_numpy()
     del items
     for s in inputs:  # from here the per-event tables only serve the other-batching candidates of each file
@@ -698,8 +829,23 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     staged: list[tuple[str, str]] = []  # (staging key, published key)
     state_keys: list[str] = []
     try:
-        last_e_ms, last_recv = _write_version(store, market, symbol, date, report, inputs, plan, carry, chosen,
-                                              checker, counts, day_start_ms, bounds, stage, staged)
+        last_e_ms, last_recv = _write_version(
+            store,
+            market,
+            symbol,
+            date,
+            report,
+            inputs,
+            plan,
+            carry,
+            chosen,
+            checker,
+            counts,
+            day_start_ms,
+            bounds,
+            stage,
+            staged,
+        )
         report.files = [dst for _, dst in staged]
         report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
         if len(plan.update_id):
@@ -715,9 +861,14 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
         book_info = put_parquet(store, book_key, book)
         state_keys.append(book_key)
         end_state = {
-            "version": report.version, "book_key": book_key, "book_etag": book_info.etag,
-            "last_update_id": report.last_update_id, "last_exchange_ms": last_e_ms, "last_receive_ns": last_recv,
-            "levels": book.height, "anchor_band": _json_band(checker.anchor_band),
+            "version": report.version,
+            "book_key": book_key,
+            "book_etag": book_info.etag,
+            "last_update_id": report.last_update_id,
+            "last_exchange_ms": last_e_ms,
+            "last_receive_ns": last_recv,
+            "levels": book.height,
+            "anchor_band": _json_band(checker.anchor_band),
             "book_exact": bool(plan.exact[-1]) if len(plan.exact) else True,
         }
         manifest = build_manifest(report, inputs, plan, report.files)
@@ -727,8 +878,17 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
             # from here a failure may leave the manifest moved (a lost response): keep the version's end book,
             # which such a manifest names; an unneeded one under state/ is harmless
             state_keys = []
-            outcome = publish_version(store, market, symbol, date, staged=staged, manifest=manifest,
-                                      previous=previous, version_state_keys=[book_key], started_at=started_at)
+            outcome = publish_version(
+                store,
+                market,
+                symbol,
+                date,
+                staged=staged,
+                manifest=manifest,
+                previous=previous,
+                version_state_keys=[book_key],
+                started_at=started_at,
+            )
             report.published = outcome.published
             report.refused_reason = outcome.refused_reason
             report.manifest_etag = outcome.manifest_etag
@@ -748,8 +908,9 @@ def merge_symbol_day(store: ObjectStore, market: Market, symbol: str, date: str,
     return report
 
 
-def _refusal(report: MergeReport, previous: PublishedDay, manifest: dict[str, Any],
-             allow_shrink: str | None) -> str | None:
+def _refusal(
+    report: MergeReport, previous: PublishedDay, manifest: dict[str, Any], allow_shrink: str | None
+) -> str | None:
     """Why this version must not be published (None: publish it)."""
     failed = [c.name for c in report.checks if c.blocking and not c.passed]
     if failed:
@@ -762,15 +923,20 @@ def _refusal(report: MergeReport, previous: PublishedDay, manifest: dict[str, An
     report.shrink = finding.to_dict()
     prev = previous.manifest.get("version_id") or "(before versions)"
     if allow_shrink is None:
-        return (f"the new version is smaller than the published version {prev}: {finding.describe()}; "
-                "nothing was published (an operator can allow it with --allow-shrink REASON)")
+        return (
+            f"the new version is smaller than the published version {prev}: {finding.describe()}; "
+            "nothing was published (an operator can allow it with --allow-shrink REASON)"
+        )
     manifest["allow_shrink"] = {"reason": allow_shrink, "previous_version": prev, **finding.to_dict()}
-    report.problems.append(f"published although smaller than version {prev} (allowed: {allow_shrink}): "
-                           f"{finding.describe()}")
+    report.problems.append(
+        f"published although smaller than version {prev} (allowed: {allow_shrink}): {finding.describe()}"
+    )
     return None
 
 
-def _drop_legacy_state(store: ObjectStore, market: Market, symbol: str, date: str, previous: PublishedDay) -> None:
+def _drop_legacy_state(
+    store: ObjectStore, market: Market, symbol: str, date: str, previous: PublishedDay
+) -> None:
     """The end state of the layout before versions (fixed names), once a version replaced it."""
     if previous.manifest is not None and previous.manifest.get("end_state") is None:
         prefix = state_day_prefix(market, symbol, date)
@@ -778,10 +944,23 @@ def _drop_legacy_state(store: ObjectStore, market: Market, symbol: str, date: st
             store.delete(prefix + name)
 
 
-def _write_version(store: ObjectStore, market: Market, symbol: str, date: str, report: MergeReport,
-                   inputs: Sequence[StreamInput], plan: Plan, carry: CarryState | None, chosen: list[pl.DataFrame],
-                   checker: MergeChecker, counts: np.ndarray, day_start_ms: int, bounds: list[tuple[int, int]],
-                   stage: str, staged: list[tuple[str, str]]) -> tuple[int | None, int | None]:
+def _write_version(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    report: MergeReport,
+    inputs: Sequence[StreamInput],
+    plan: Plan,
+    carry: CarryState | None,
+    chosen: list[pl.DataFrame],
+    checker: MergeChecker,
+    counts: np.ndarray,
+    day_start_ms: int,
+    bounds: list[tuple[int, int]],
+    stage: str,
+    staged: list[tuple[str, str]],
+) -> tuple[int | None, int | None]:
     """Build, check and stage the version's files (appended to ``staged`` as they are written)."""
     last_e_ms: int | None = None
     last_recv: int | None = None
@@ -792,8 +971,9 @@ def _write_version(store: ObjectStore, market: Market, symbol: str, date: str, r
     pending: cf.Future[Any] | None = None
     try:
         for fi, (a, b) in enumerate(bounds):
-            out = _build_file(store, market, symbol, date, inputs, plan, carry, chosen, checker, counts,
-                              day_start_ms, a, b)
+            out = _build_file(
+                store, market, symbol, date, inputs, plan, carry, chosen, checker, counts, day_start_ms, a, b
+            )
             key = f"{stage}part-{fi:05d}.parquet"
             if pending is not None:
                 pending.result()
@@ -821,9 +1001,21 @@ def _json_band(band: tuple[float, float] | None) -> list[float | None] | None:
     return [b if np.isfinite(b) else None for b in band]
 
 
-def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inputs: Sequence[StreamInput],
-                plan: Plan, carry: CarryState | None, chosen: list[pl.DataFrame], checker: MergeChecker,
-                counts: np.ndarray, day_start_ms: int, a: int, b: int) -> pl.DataFrame:
+def _build_file(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    inputs: Sequence[StreamInput],
+    plan: Plan,
+    carry: CarryState | None,
+    chosen: list[pl.DataFrame],
+    checker: MergeChecker,
+    counts: np.ndarray,
+    day_start_ms: int,
+    a: int,
+    b: int,
+) -> pl.DataFrame:
     """The merged rows of plan items a..b (one output file), checked; the caller writes them."""
     sl = slice(a, b)
     kinds = plan.kind[sl]
@@ -856,16 +1048,34 @@ def _build_file(store: ObjectStore, market: Market, symbol: str, date: str, inpu
         p = a + k
         if plan.kind[p] == KIND_CARRY:
             assert carry is not None
-            images.append((k, carry.book.select("is_bid", "price", "qty"), int(plan.update_id[p]), day_start_ms,
-                           None, day_start_ms * 10**6, f"carry:{carry.date}"))
+            images.append(
+                (
+                    k,
+                    carry.book.select("is_bid", "price", "qty"),
+                    int(plan.update_id[p]),
+                    day_start_ms,
+                    None,
+                    day_start_ms * 10**6,
+                    f"carry:{carry.date}",
+                )
+            )
         else:
             s = inputs[int(plan.stream[p])]
             snap = int(plan.ref[p])
             head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
             lvs = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
             e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
-            images.append((k, lvs, int(plan.update_id[p]), int(e_ms), head["T"], int(head["receive_ns"]),
-                           f"snapshot:{s.stream}"))
+            images.append(
+                (
+                    k,
+                    lvs,
+                    int(plan.update_id[p]),
+                    int(e_ms),
+                    head["T"],
+                    int(head["receive_ns"]),
+                    f"snapshot:{s.stream}",
+                )
+            )
         item_rows[k] = images[-1][1].height
     rows = _Rows(item_rows)
     for s, mine, lv in chosen_here:
@@ -901,7 +1111,9 @@ def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan:
     report.coverage = (span - missing) / span if span > 0 else (1.0 if anchor is not None else 0.0)
     ev_mask = plan.kind == KIND_EVENT
     # ids supplied by each chosen event: from the previous point of the line to its hi
-    prev = np.concatenate([[plan.update_id[0]], plan.update_id[:-1]]) if len(plan.update_id) else plan.update_id
+    prev = (
+        np.concatenate([[plan.update_id[0]], plan.update_id[:-1]]) if len(plan.update_id) else plan.update_id
+    )
     supplied = np.where(ev_mask, plan.update_id - prev, 0)
     total_supplied = int(supplied.sum())
     for i, s in enumerate(inputs):
@@ -924,8 +1136,9 @@ def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan:
         report.per_stream[s.stream] = st
 
 
-def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Plan,
-                   files: list[str]) -> dict[str, Any]:
+def build_manifest(
+    report: MergeReport, inputs: Sequence[StreamInput], plan: Plan, files: list[str]
+) -> dict[str, Any]:
     """The coverage manifest (docs/merge.md documents every field)."""
     covered = []
     names = [s.stream for s in inputs]
@@ -933,40 +1146,76 @@ def build_manifest(report: MergeReport, inputs: Sequence[StreamInput], plan: Pla
     n = len(plan.kind)
     is_ev = plan.kind == KIND_EVENT
     # cont[j]: event j+1 continues the run of event j (same stream, same exactness, no hole between them)
-    cont = (is_ev[:-1] & is_ev[1:] & (plan.stream[:-1] == plan.stream[1:]) & (plan.exact[:-1] == plan.exact[1:])
-            & (plan.lo[1:] <= plan.update_id[:-1])) if n else np.zeros(0, np.bool_)
+    cont = (
+        (
+            is_ev[:-1]
+            & is_ev[1:]
+            & (plan.stream[:-1] == plan.stream[1:])
+            & (plan.exact[:-1] == plan.exact[1:])
+            & (plan.lo[1:] <= plan.update_id[:-1])
+        )
+        if n
+        else np.zeros(0, np.bool_)
+    )
     starts = np.flatnonzero(is_ev & ~np.concatenate([[False], cont]))
     ends = np.flatnonzero(is_ev & ~np.concatenate([cont, [False]]))
     for k, j in zip(starts.tolist(), ends.tolist(), strict=True):
         if k == 0:
             start_from = int(plan.lo[k])
         elif plan.kind[k - 1] != KIND_EVENT:
-            start_from = min(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after an image: the event's own ids
+            start_from = min(
+                int(plan.update_id[k - 1]), int(plan.lo[k])
+            )  # after an image: the event's own ids
         else:
             start_from = max(int(plan.update_id[k - 1]), int(plan.lo[k]))  # after a hole: from its own lo
-        covered.append({"first_id": start_from + 1, "last_id": int(plan.update_id[j]),
-                        "stream": names[int(plan.stream[k])], "events": j - k + 1, "book_exact": bool(plan.exact[k])})
+        covered.append(
+            {
+                "first_id": start_from + 1,
+                "last_id": int(plan.update_id[j]),
+                "stream": names[int(plan.stream[k])],
+                "events": j - k + 1,
+                "book_exact": bool(plan.exact[k]),
+            }
+        )
     images = [
-        {"update_id": int(plan.update_id[k]),
-         "source": (f"carry:{plan.opening.get('source', '')[6:]}" if plan.kind[k] == KIND_CARRY
-                    else f"snapshot:{names[int(plan.stream[k])]}")}
+        {
+            "update_id": int(plan.update_id[k]),
+            "source": (
+                f"carry:{plan.opening.get('source', '')[6:]}"
+                if plan.kind[k] == KIND_CARRY
+                else f"snapshot:{names[int(plan.stream[k])]}"
+            ),
+        }
         for k in np.flatnonzero(~is_ev).tolist()
     ]
     raw_objects = []
     for inp in inputs:
         for obj in inp.report.get("objects", []):
-            raw_objects.append({"stream": inp.stream, "key": obj["key"], "size": obj["size"], "etag": obj["etag"],
-                                "event_dates": obj["event_dates"]})
+            raw_objects.append(
+                {
+                    "stream": inp.stream,
+                    "key": obj["key"],
+                    "size": obj["size"],
+                    "etag": obj["etag"],
+                    "event_dates": obj["event_dates"],
+                }
+            )
     return {
         "version": MANIFEST_VERSION,
         "version_id": report.version,
-        "market": report.market, "symbol": report.symbol, "date": report.date,
+        "market": report.market,
+        "symbol": report.symbol,
+        "date": report.date,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "streams": report.streams,
         "id_rule": "spot: an event covers ids U..u; usdm: ids pu+1..u (ids of other symbols included)",
-        "first_update_id": report.first_update_id, "last_update_id": report.last_update_id,
-        "price_decimals": report.price_decimals, "qty_decimals": report.qty_decimals,
-        "rows": report.rows, "events": report.events, "unanchored_events": report.unanchored_events,
+        "first_update_id": report.first_update_id,
+        "last_update_id": report.last_update_id,
+        "price_decimals": report.price_decimals,
+        "qty_decimals": report.qty_decimals,
+        "rows": report.rows,
+        "events": report.events,
+        "unanchored_events": report.unanchored_events,
         "inexact_events": int(np.count_nonzero((plan.kind == KIND_EVENT) & ~plan.exact)),
         "opening": report.opening,
         "images": images,

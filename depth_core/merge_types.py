@@ -56,8 +56,12 @@ class MergeReport:
     streams: list[str]
     rows: int = 0
     events: int = 0  # events written (chosen along the id line)
-    events_received: int = 0  # distinct events the streams delivered for the day (all streams, duplicates kept)
-    unanchored_events: int = 0  # events before the opening image (no carried state): written with book_exact false
+    events_received: int = (
+        0  # distinct events the streams delivered for the day (all streams, duplicates kept)
+    )
+    unanchored_events: int = (
+        0  # events before the opening image (no carried state): written with book_exact false
+    )
     image_rows: int = 0
     opening: dict[str, Any] = field(default_factory=dict)
     first_update_id: int | None = None
@@ -102,15 +106,17 @@ class MergeReport:
             f"- ids {self.first_update_id}..{self.last_update_id}, merged coverage {self.coverage:.6f}",
             f"- gaps: {self.gap_count} (longest {self.longest_gap} ids); events before the opening image: "
             f"{self.unanchored_events}",
-            f"- version {self.version}: " + ("**published**" if self.published
-                                             else f"**not published**: {self.refused_reason}"),
+            f"- version {self.version}: "
+            + ("**published**" if self.published else f"**not published**: {self.refused_reason}"),
             "",
             "| stream | events | coverage | share supplied | latency p50 ms | p99 ms |",
             "|---|---|---|---|---|---|",
         ]
         for s in self.per_stream.values():
-            lines.append(f"| {s.stream} | {s.events:,} | {s.coverage:.6f} | {s.share:.4f} | "
-                         f"{_fmt(s.latency_p50_ms)} | {_fmt(s.latency_p99_ms)} |")
+            lines.append(
+                f"| {s.stream} | {s.events:,} | {s.coverage:.6f} | {s.share:.4f} | "
+                f"{_fmt(s.latency_p50_ms)} | {_fmt(s.latency_p99_ms)} |"
+            )
         if self.checks:
             lines += ["", "| check | passed | blocking |", "|---|---|---|"]
             lines += [f"| {c.name} | {'yes' if c.passed else '**NO**'} | {c.blocking} |" for c in self.checks]
@@ -120,23 +126,44 @@ class MergeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "market": self.market, "symbol": self.symbol, "date": self.date, "streams": self.streams,
-            "rows": self.rows, "events": self.events, "events_received": self.events_received,
+            "market": self.market,
+            "symbol": self.symbol,
+            "date": self.date,
+            "streams": self.streams,
+            "rows": self.rows,
+            "events": self.events,
+            "events_received": self.events_received,
             "unanchored_events": self.unanchored_events,
-            "image_rows": self.image_rows, "opening": self.opening,
-            "first_update_id": self.first_update_id, "last_update_id": self.last_update_id,
+            "image_rows": self.image_rows,
+            "opening": self.opening,
+            "first_update_id": self.first_update_id,
+            "last_update_id": self.last_update_id,
             "coverage": self.coverage,
             "per_stream": {k: asdict(v) for k, v in self.per_stream.items()},
-            "gap_count": self.gap_count, "longest_gap": self.longest_gap,
-            "gaps": [asdict(g) for g in self.gaps], "files": self.files, "manifest_key": self.manifest_key,
-            "price_decimals": self.price_decimals, "qty_decimals": self.qty_decimals,
-            "checks": [c.to_dict() for c in self.checks], "blocking_passed": self.blocking_passed,
-            "problems": self.problems, "markdown": self.markdown(),
-            "version": self.version, "published": self.published, "refused_reason": self.refused_reason,
-            "manifest_etag": self.manifest_etag, "previous_version": self.previous_version,
-            "allow_shrink": self.allow_shrink, "shrink": self.shrink, "carry_note": self.carry_note,
-            "preview": (self.preview.head(10).with_columns(pl.col(pl.Datetime).dt.to_string()).to_dicts()
-                        if self.preview is not None else []),
+            "gap_count": self.gap_count,
+            "longest_gap": self.longest_gap,
+            "gaps": [asdict(g) for g in self.gaps],
+            "files": self.files,
+            "manifest_key": self.manifest_key,
+            "price_decimals": self.price_decimals,
+            "qty_decimals": self.qty_decimals,
+            "checks": [c.to_dict() for c in self.checks],
+            "blocking_passed": self.blocking_passed,
+            "problems": self.problems,
+            "markdown": self.markdown(),
+            "version": self.version,
+            "published": self.published,
+            "refused_reason": self.refused_reason,
+            "manifest_etag": self.manifest_etag,
+            "previous_version": self.previous_version,
+            "allow_shrink": self.allow_shrink,
+            "shrink": self.shrink,
+            "carry_note": self.carry_note,
+            "preview": (
+                self.preview.head(10).with_columns(pl.col(pl.Datetime).dt.to_string()).to_dicts()
+                if self.preview is not None
+                else []
+            ),
         }
 
 
@@ -175,6 +202,7 @@ class Plan:
     lo: np.ndarray  # lo of events, L of images
     gaps: list[GapRecord]
     opening: dict[str, Any]
-    unanchored_events: int  # events before the first image (book_exact false: no carry, no usable snapshot yet)
+    unanchored_events: (
+        int  # events before the first image (book_exact false: no carry, no usable snapshot yet)
+    )
     exact: np.ndarray  # per item: the book after it is the exchange's (images, and events chained from one)
-

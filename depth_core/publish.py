@@ -105,7 +105,9 @@ def manifest_id_ranges(manifest: dict[str, Any], *, exact_only: bool = False) ->
 def streams_used(manifest: dict[str, Any]) -> set[str]:
     """Streams whose events were an input of a manifest's version (whether or not the merge took any:
     a stream that only duplicated the others still vouches for those ids)."""
-    return {name for name, st in (manifest.get("per_stream") or {}).items() if int(st.get("events", 0) or 0) > 0}
+    return {
+        name for name, st in (manifest.get("per_stream") or {}).items() if int(st.get("events", 0) or 0) > 0
+    }
 
 
 @dataclass
@@ -138,23 +140,33 @@ class ShrinkFinding:
             parts.append(f"stream(s) {', '.join(self.lost_streams)} that the published version used")
         if self.lost_exact_ranges:
             shown = ", ".join(f"{lo + 1}..{hi}" for lo, hi in self.lost_exact_ranges[:5])
-            parts.append(f"the exact book at {self.lost_exact_ids} update ids ({shown}; kept only as book_exact "
-                         "false rows)")
+            parts.append(
+                f"the exact book at {self.lost_exact_ids} update ids ({shown}; kept only as book_exact "
+                "false rows)"
+            )
         return "it would lose " + " and ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lost_ids": self.lost_ids, "lost_ranges": [[lo + 1, hi] for lo, hi in self.lost_ranges[:MAX_LISTED]],
-                "lost_range_count": len(self.lost_ranges), "lost_streams": self.lost_streams,
-                "lost_exact_ids": self.lost_exact_ids,
-                "lost_exact_ranges": [[lo + 1, hi] for lo, hi in self.lost_exact_ranges[:MAX_LISTED]]}
+        return {
+            "lost_ids": self.lost_ids,
+            "lost_ranges": [[lo + 1, hi] for lo, hi in self.lost_ranges[:MAX_LISTED]],
+            "lost_range_count": len(self.lost_ranges),
+            "lost_streams": self.lost_streams,
+            "lost_exact_ids": self.lost_exact_ids,
+            "lost_exact_ranges": [[lo + 1, hi] for lo, hi in self.lost_exact_ranges[:MAX_LISTED]],
+        }
 
 
 def shrink_against(published: dict[str, Any], new: dict[str, Any]) -> ShrinkFinding:
     """Ids and streams of the published manifest that the new one lacks."""
     lost = subtract_ranges(manifest_id_ranges(published), manifest_id_ranges(new))
     lost_streams = sorted(streams_used(published) - streams_used(new))
-    lost_exact = subtract_ranges(subtract_ranges(manifest_id_ranges(published, exact_only=True),
-                               manifest_id_ranges(new, exact_only=True)), lost)
+    lost_exact = subtract_ranges(
+        subtract_ranges(
+            manifest_id_ranges(published, exact_only=True), manifest_id_ranges(new, exact_only=True)
+        ),
+        lost,
+    )
     return ShrinkFinding(lost, lost_streams, lost_exact)
 
 
@@ -214,16 +226,25 @@ def publish_version(
         info = store.put_bytes_if_match(manifest_key, body, previous.etag)
     if info is None:
         _delete_quietly(store, copied)
-        return PublishOutcome(False, None, "another merge of this symbol-day published a version while this one "
-                              "ran (the manifest changed since it was read): nothing of this run was published; "
-                              "re-run to merge over the new version")
+        return PublishOutcome(
+            False,
+            None,
+            "another merge of this symbol-day published a version while this one "
+            "ran (the manifest changed since it was read): nothing of this run was published; "
+            "re-run to merge over the new version",
+        )
     # the pointer moved: the previous version's files and state, and orphans of crashed publishes, go
     new_files = set(manifest.get("files", []))
     old_files = set((previous.manifest or {}).get("files", [])) - new_files
     old_state = _state_keys(previous.manifest) - set(version_state_keys)
-    orphans = [i.key for i in store.list(merged_day_prefix(market, symbol, date))
-               if i.key != manifest_key and i.key not in new_files and i.key not in old_files
-               and _is_orphan(i, started_at)]
+    orphans = [
+        i.key
+        for i in store.list(merged_day_prefix(market, symbol, date))
+        if i.key != manifest_key
+        and i.key not in new_files
+        and i.key not in old_files
+        and _is_orphan(i, started_at)
+    ]
     removed = _delete_quietly(store, sorted(old_files) + sorted(old_state) + orphans)
     return PublishOutcome(True, info.etag, None, removed)
 

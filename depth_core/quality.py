@@ -78,7 +78,9 @@ class QualityInput:
     merged_coverage: float | None = None
     images: int = 0  # book images in the merged day (1 = only the opening one)
     reanchor_ids: list[int] = field(default_factory=list)  # update ids of the images after the opening one
-    inexact_events: int = 0  # merged events kept with book_exact false (after a gap, before its re-anchoring image)
+    inexact_events: int = (
+        0  # merged events kept with book_exact false (after a gap, before its re-anchoring image)
+    )
 
 
 @dataclass
@@ -168,8 +170,9 @@ def _union(intervals: list[Interval]) -> list[Interval]:
     return out
 
 
-def _split_silence(iv: Interval, covered: list[Interval], starts: np.ndarray,
-                   min_ms: int) -> tuple[list[Interval], list[Interval]]:
+def _split_silence(
+    iv: Interval, covered: list[Interval], starts: np.ndarray, min_ms: int
+) -> tuple[list[Interval], list[Interval]]:
     """(outages, no data) of one silence: the parts ``covered`` (sorted, disjoint; ``starts`` their starts)
     spans for at least ``min_ms`` are outages, the rest is no data."""
     outages: list[Interval] = []
@@ -200,8 +203,15 @@ def summarize(inp: QualityInput) -> list[StreamSummary]:
         times = s.exchange_ms.astype(np.int64)[order]
         threshold = _threshold(times)
         silences = _silences(times, day0, threshold)
-        sorted_streams.append((times, s.last_update_id.astype(np.int64)[order], threshold, silences,
-                               _receiving(silences, day0, len(times) > 0)))
+        sorted_streams.append(
+            (
+                times,
+                s.last_update_id.astype(np.int64)[order],
+                threshold,
+                silences,
+                _receiving(silences, day0, len(times) > 0),
+            )
+        )
     out = []
     for k, s in enumerate(inp.streams):
         times, ids, threshold, silences, receiving = sorted_streams[k]
@@ -219,12 +229,23 @@ def summarize(inp: QualityInput) -> list[StreamSummary]:
             outages += down
             quiet += rest
         per_s = np.bincount((times - day0) // 1000) if len(times) else np.zeros(1)
-        out.append(StreamSummary(
-            stream=s.stream, events=len(times), receiving=receiving, outages=outages, quiet=quiet,
-            id_gaps=len(s.id_gaps), missing_ids=sum(hi - lo for lo, hi in s.id_gaps),
-            latency_p50_ms=s.latency_p50_ms, latency_p99_ms=s.latency_p99_ms, clock_offset_ms=s.clock_offset_ms,
-            coverage=s.coverage, quarantined=s.quarantined, peak_rate_per_s=float(per_s.max()),
-        ))
+        out.append(
+            StreamSummary(
+                stream=s.stream,
+                events=len(times),
+                receiving=receiving,
+                outages=outages,
+                quiet=quiet,
+                id_gaps=len(s.id_gaps),
+                missing_ids=sum(hi - lo for lo, hi in s.id_gaps),
+                latency_p50_ms=s.latency_p50_ms,
+                latency_p99_ms=s.latency_p99_ms,
+                clock_offset_ms=s.clock_offset_ms,
+                coverage=s.coverage,
+                quarantined=s.quarantined,
+                peak_rate_per_s=float(per_s.max()),
+            )
+        )
     return out
 
 
@@ -246,14 +267,22 @@ def _ids_at(id_map: tuple[np.ndarray, np.ndarray], ids: np.ndarray, day0: int) -
     return ms[pos]
 
 
-def _per_bucket_latency(s: StreamTimeline, day0: int, bucket_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_bucket_latency(
+    s: StreamTimeline, day0: int, bucket_ms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket start hours and p50/p99 receive latency (ms) per bucket."""
     if len(s.exchange_ms) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
-    frame = pl.DataFrame({
-        "bucket": (s.exchange_ms.astype(np.int64) - day0) // bucket_ms,
-        "lat": (s.receive_ns.astype(np.int64) - s.exchange_ms.astype(np.int64) * 1_000_000) / 1e6,
-    }).group_by("bucket").agg(pl.col("lat").quantile(0.5).alias("p50"), pl.col("lat").quantile(0.99).alias("p99"))
+    frame = (
+        pl.DataFrame(
+            {
+                "bucket": (s.exchange_ms.astype(np.int64) - day0) // bucket_ms,
+                "lat": (s.receive_ns.astype(np.int64) - s.exchange_ms.astype(np.int64) * 1_000_000) / 1e6,
+            }
+        )
+        .group_by("bucket")
+        .agg(pl.col("lat").quantile(0.5).alias("p50"), pl.col("lat").quantile(0.99).alias("p99"))
+    )
     frame = frame.sort("bucket")
     buckets = frame["bucket"].to_numpy()
     p50, p99 = frame["p50"].to_numpy().astype(float), frame["p99"].to_numpy().astype(float)
@@ -280,23 +309,40 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     lo_h, hi_h = hours(lo_ms), hours(hi_ms)
     min_w = (hi_h - lo_h) / 400  # an outage or gap is drawn at least this wide (a pixel or so), never wider
     # rate and latency per minute over a whole day; finer when the data covers only part of it
-    bucket_ms = _BUCKET_MS if hi_h - lo_h >= 6 else max(1000, int((hi_h - lo_h) * 3_600_000 / 150) // 1000 * 1000)
+    bucket_ms = (
+        _BUCKET_MS if hi_h - lo_h >= 6 else max(1000, int((hi_h - lo_h) * 3_600_000 / 150) // 1000 * 1000)
+    )
 
     # -- coverage timeline
     labels = []
     id_map = _id_to_ms(inp)
     for row, (s, summ) in enumerate(zip(inp.streams, summaries, strict=True)):
         y = n - row
-        ax_cov.broken_barh([(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.receiving], (y - 0.3, 0.6),
-                           facecolors="#2ca02c")
-        ax_cov.broken_barh([(hours(iv.start_ms), max(iv.seconds / 3600, min_w)) for iv in summ.outages],
-                           (y - 0.3, 0.6), facecolors="#d62728")
-        ax_cov.broken_barh([(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.quiet], (y - 0.3, 0.6),
-                           facecolors="#cccccc")
+        ax_cov.broken_barh(
+            [(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.receiving],
+            (y - 0.3, 0.6),
+            facecolors="#2ca02c",
+        )
+        ax_cov.broken_barh(
+            [(hours(iv.start_ms), max(iv.seconds / 3600, min_w)) for iv in summ.outages],
+            (y - 0.3, 0.6),
+            facecolors="#d62728",
+        )
+        ax_cov.broken_barh(
+            [(hours(iv.start_ms), iv.seconds / 3600) for iv in summ.quiet],
+            (y - 0.3, 0.6),
+            facecolors="#cccccc",
+        )
         if s.id_gaps:
             gap_ms = _gap_times(s, day0)
-            ax_cov.scatter([hours(t) for t in gap_ms], [y + 0.38] * len(gap_ms), marker="v", color="black",
-                           s=28, zorder=3)
+            ax_cov.scatter(
+                [hours(t) for t in gap_ms],
+                [y + 0.38] * len(gap_ms),
+                marker="v",
+                color="black",
+                s=28,
+                zorder=3,
+            )
         cov = f"{summ.coverage:.4%}" if summ.coverage is not None else "n/a"
         labels.append((y, f"{s.stream}\n{summ.events:,} ev, cov {cov}"))
     # merged row: which stream supplied each stretch, looked up at the centre of each pixel-sized bin (so a
@@ -319,13 +365,19 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
         supplier = np.where(ok, who[np.clip(j, 0, len(who) - 1)], -1)
         for k, name in enumerate(names):
             idx = np.flatnonzero(supplier == k)
-            ax_cov.broken_barh([(lo_h + i * width_h, width_h) for i in idx.tolist()], (-0.3, 0.6),
-                               facecolors=colors.get(name, "#555555"))
+            ax_cov.broken_barh(
+                [(lo_h + i * width_h, width_h) for i in idx.tolist()],
+                (-0.3, 0.6),
+                facecolors=colors.get(name, "#555555"),
+            )
     if inp.merged_gaps:
         ends = _ids_at(id_map, np.array([x for g in inp.merged_gaps for x in g], dtype=np.int64), day0)
         starts_h = [hours(a) for a in ends[0::2]]
-        ax_cov.broken_barh([(a, max(hours(b) - a, min_w)) for a, b in zip(starts_h, ends[1::2], strict=True)],
-                           (-0.4, 0.8), facecolors="#d62728")
+        ax_cov.broken_barh(
+            [(a, max(hours(b) - a, min_w)) for a, b in zip(starts_h, ends[1::2], strict=True)],
+            (-0.4, 0.8),
+            facecolors="#d62728",
+        )
         ax_cov.scatter(starts_h, [0.5] * len(starts_h), marker="v", color="#d62728", s=40, zorder=3)
     if inp.reanchor_ids:  # where the book was re-anchored on a snapshot after a gap
         at = _ids_at(id_map, np.array(inp.reanchor_ids, dtype=np.int64), day0)
@@ -334,22 +386,36 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     labels.append((0, f"merged\ncov {merged_cov}, {len(inp.merged_gaps)} gaps"))
     ax_cov.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax_cov.set_ylim(-0.8, n + 0.8)
-    ax_cov.set_title(textwrap.fill(
-        f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / gap no stream "
-        "covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); "
-        "merged row coloured by supplying stream", 78), fontsize=9, loc="left")  # the legend goes on its right
+    ax_cov.set_title(
+        textwrap.fill(
+            f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / gap no stream "
+            "covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); "
+            "merged row coloured by supplying stream",
+            78,
+        ),
+        fontsize=9,
+        loc="left",
+    )  # the legend goes on its right
     if inp.covered:
         from matplotlib.patches import Patch
 
         suppliers = sorted({c[2] for c in inp.covered})
-        ax_cov.legend(handles=[Patch(color=colors.get(x, "#555555"), label=f"merged from {x}") for x in suppliers],
-                      fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.06), ncols=len(suppliers), frameon=False)
+        ax_cov.legend(
+            handles=[Patch(color=colors.get(x, "#555555"), label=f"merged from {x}") for x in suppliers],
+            fontsize=7,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.06),
+            ncols=len(suppliers),
+            frameon=False,
+        )
     ax_cov.grid(axis="x", alpha=0.3)
 
     # -- message rate (events per second, averaged per minute)
     for s in inp.streams:
         if len(s.exchange_ms):
-            counts = np.bincount((s.exchange_ms.astype(np.int64) - day0) // bucket_ms, minlength=DAY_MS // bucket_ms)
+            counts = np.bincount(
+                (s.exchange_ms.astype(np.int64) - day0) // bucket_ms, minlength=DAY_MS // bucket_ms
+            )
             x = np.arange(len(counts)) * bucket_ms / 3_600_000
             ax_rate.plot(x, counts / (bucket_ms / 1000), lw=0.8, color=colors[s.stream], label=s.stream)
     ax_rate.set_ylabel(f"events / s\n(mean per {bucket_ms // 1000} s)", fontsize=8)
@@ -415,7 +481,12 @@ def time_ticks(lo_ms: int, hi_ms: int, day0: int, max_ticks: int = 12) -> list[t
 
 def _data_span(inp: QualityInput) -> tuple[int | None, int | None]:
     """First and last exchange time (ms) any stream received, or (None, None)."""
-    times = [t for s in inp.streams if len(s.exchange_ms) for t in (int(s.exchange_ms.min()), int(s.exchange_ms.max()))]
+    times = [
+        t
+        for s in inp.streams
+        if len(s.exchange_ms)
+        for t in (int(s.exchange_ms.min()), int(s.exchange_ms.max()))
+    ]
     return (min(times), max(times)) if times else (None, None)
 
 
@@ -452,8 +523,13 @@ def render_markdown(inp: QualityInput, summaries: list[StreamSummary]) -> str:
         f"**{len(inp.merged_gaps)}**"
         + (f" ({sum(b - a + 1 for a, b in inp.merged_gaps):,} ids)" if inp.merged_gaps else "")
         + f"; book images: {inp.images}"
-        + (f"; events kept with an inexact book (`book_exact` false, after a gap until the next image): "
-           f"**{inp.inexact_events:,}**" if inp.inexact_events else "") + ".",
+        + (
+            f"; events kept with an inexact book (`book_exact` false, after a gap until the next image): "
+            f"**{inp.inexact_events:,}**"
+            if inp.inexact_events
+            else ""
+        )
+        + ".",
         "",
         "| stream | events | coverage | outages | outage time | id gaps | missing ids | latency p50 ms | "
         "p99 ms | clock offset ms | peak ev/s | quarantined |",
@@ -468,12 +544,18 @@ def render_markdown(inp: QualityInput, summaries: list[StreamSummary]) -> str:
         )
     for s in summaries:
         if s.outages:
-            lines += ["", f"Outages of **{s.stream}**: "
-                      + ", ".join(_fmt_interval(o, day0) for o in s.outages[:20])
-                      + (f" and {len(s.outages) - 20} more" if len(s.outages) > 20 else "")]
+            lines += [
+                "",
+                f"Outages of **{s.stream}**: "
+                + ", ".join(_fmt_interval(o, day0) for o in s.outages[:20])
+                + (f" and {len(s.outages) - 20} more" if len(s.outages) > 20 else ""),
+            ]
     if inp.merged_gaps:
-        lines += ["", "Gaps no stream covered (ids, inclusive): "
-                  + ", ".join(f"{a}..{b}" for a, b in inp.merged_gaps[:20])]
+        lines += [
+            "",
+            "Gaps no stream covered (ids, inclusive): "
+            + ", ".join(f"{a}..{b}" for a, b in inp.merged_gaps[:20]),
+        ]
     lines += ["", f"![quality]({PNG_NAME})", ""]
     return "\n".join(lines)
 
@@ -482,16 +564,26 @@ def build_report(inp: QualityInput) -> QualityReport:
     """Render the PNG and markdown (no I/O)."""
     summaries = summarize(inp)
     summary = {
-        "market": inp.market, "symbol": inp.symbol, "date": inp.date,
-        "merged_coverage": inp.merged_coverage, "merged_gaps": len(inp.merged_gaps), "images": inp.images,
+        "market": inp.market,
+        "symbol": inp.symbol,
+        "date": inp.date,
+        "merged_coverage": inp.merged_coverage,
+        "merged_gaps": len(inp.merged_gaps),
+        "images": inp.images,
         "inexact_events": inp.inexact_events,
         "streams": {
             s.stream: {
-                "events": s.events, "coverage": s.coverage, "outages": len(s.outages),
-                "outage_seconds": sum(o.seconds for o in s.outages), "id_gaps": s.id_gaps,
-                "missing_ids": s.missing_ids, "latency_p50_ms": s.latency_p50_ms,
-                "latency_p99_ms": s.latency_p99_ms, "clock_offset_ms": s.clock_offset_ms,
-                "peak_rate_per_s": s.peak_rate_per_s, "quarantined": s.quarantined,
+                "events": s.events,
+                "coverage": s.coverage,
+                "outages": len(s.outages),
+                "outage_seconds": sum(o.seconds for o in s.outages),
+                "id_gaps": s.id_gaps,
+                "missing_ids": s.missing_ids,
+                "latency_p50_ms": s.latency_p50_ms,
+                "latency_p99_ms": s.latency_p99_ms,
+                "clock_offset_ms": s.clock_offset_ms,
+                "peak_rate_per_s": s.peak_rate_per_s,
+                "quarantined": s.quarantined,
             }
             for s in summaries
         },
@@ -518,8 +610,9 @@ def _get_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: str,
-                       streams: list[str]) -> QualityInput:
+def load_quality_input(
+    store: ObjectStore, market: Market, symbol: str, date: str, streams: list[str]
+) -> QualityInput:
     """Build the input from validation's per-stream outputs and the merge's coverage manifest.
 
     Reads ``validated/market=/stream=/symbol=/date=/{report.json,events.parquet}`` (see depth_core.validate)
@@ -536,27 +629,35 @@ def load_quality_input(store: ObjectStore, market: Market, symbol: str, date: st
         prefix = validated_day_prefix(market, stream, symbol, date)
         report = _get_json(store, prefix + REPORT_FILE) or {}
         try:
-            events = read_parquet(store, validated_file_key(report, EVENTS_FILE, prefix),
-                                  ["E", "receive_ns", "u", "dup"])
+            events = read_parquet(
+                store, validated_file_key(report, EVENTS_FILE, prefix), ["E", "receive_ns", "u", "dup"]
+            )
             events = events.filter(~pl.col("dup")).sort("E")
         except ObjectNotFoundError:
             events = pl.DataFrame(schema={"E": pl.Int64, "receive_ns": pl.Int64, "u": pl.Int64})
         stats = per_stream.get(stream, {})
-        timelines.append(StreamTimeline(
-            stream=stream,
-            exchange_ms=events["E"].to_numpy().astype(np.int64),
-            receive_ns=events["receive_ns"].to_numpy().astype(np.int64),
-            last_update_id=events["u"].to_numpy().astype(np.int64),
-            id_gaps=[(int(a), int(b)) for a, b in report.get("gaps", [])],
-            coverage=stats.get("coverage"),
-            quarantined=int(report.get("quarantined", 0)),
-            latency_p50_ms=report.get("latency_p50_ms"),
-            latency_p99_ms=report.get("latency_p99_ms"),
-            clock_offset_ms=report.get("clock_offset_ms"),
-        ))
+        timelines.append(
+            StreamTimeline(
+                stream=stream,
+                exchange_ms=events["E"].to_numpy().astype(np.int64),
+                receive_ns=events["receive_ns"].to_numpy().astype(np.int64),
+                last_update_id=events["u"].to_numpy().astype(np.int64),
+                id_gaps=[(int(a), int(b)) for a, b in report.get("gaps", [])],
+                coverage=stats.get("coverage"),
+                quarantined=int(report.get("quarantined", 0)),
+                latency_p50_ms=report.get("latency_p50_ms"),
+                latency_p99_ms=report.get("latency_p99_ms"),
+                clock_offset_ms=report.get("clock_offset_ms"),
+            )
+        )
     return QualityInput(
-        market=market, symbol=symbol, date=date, streams=timelines,
-        covered=[(int(c["first_id"]), int(c["last_id"]), str(c["stream"])) for c in manifest.get("covered", [])],
+        market=market,
+        symbol=symbol,
+        date=date,
+        streams=timelines,
+        covered=[
+            (int(c["first_id"]), int(c["last_id"]), str(c["stream"])) for c in manifest.get("covered", [])
+        ],
         merged_gaps=[(int(g["first_id"]), int(g["last_id"])) for g in manifest.get("gaps", [])],
         merged_coverage=manifest.get("coverage"),
         images=len(manifest.get("images", [])),

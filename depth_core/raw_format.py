@@ -328,8 +328,10 @@ def _gunzip_members(lib: Any, data: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _trailing_problem(members: int, size: int, trailing: bytes) -> str:
-    return (f"{len(trailing)} bytes after the last of {members} gzip member(s) are not gzip (at byte "
-            f"{size - len(trailing)}, starting {trailing[:16].hex()}); kept every line of the members before them")
+    return (
+        f"{len(trailing)} bytes after the last of {members} gzip member(s) are not gzip (at byte "
+        f"{size - len(trailing)}, starting {trailing[:16].hex()}); kept every line of the members before them"
+    )
 
 
 def decompress(data: bytes) -> tuple[bytes, str | None]:
@@ -365,7 +367,7 @@ def _salvage(data: bytes) -> tuple[bytes, str | None]:
         problem: str | None = None
         try:
             while pos + fed < len(data) and not d.eof:
-                piece = data[pos + fed: pos + fed + _FEED]
+                piece = data[pos + fed : pos + fed + _FEED]
                 out.append(d.decompress(piece))
                 fed += len(piece)
         except zlib.error as exc:

@@ -33,8 +33,15 @@ STORE_ENV = "DEPTH_STORE_URL"
 TimeLike = dt.datetime | dt.date | str
 _DATE_DIR_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(ns|us|ms|s|m|h|d)\s*$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000, "d": DAY_NS}
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": DAY_NS,
+}
 # rows of one update-id order may carry exchange times a little out of order (a snapshot's E vs the
 # events around it); reads for "at t" take this much more and cut exactly in memory
 _TIME_SLACK = dt.timedelta(minutes=2)
@@ -83,8 +90,11 @@ def list_days(symbol: str, *, store: ObjectStore | str | None = None, market: Ma
     """Dates with merged Parquet for a symbol (one listing of the symbol's folder)."""
     st = resolve_store(store)
     prefix = merged_symbol_prefix(market, symbol)
-    days = {m.group(1) for info in st.list(prefix) if info.key.endswith(".parquet")
-            and (m := _DATE_DIR_RE.search(info.key)) is not None}
+    days = {
+        m.group(1)
+        for info in st.list(prefix)
+        if info.key.endswith(".parquet") and (m := _DATE_DIR_RE.search(info.key)) is not None
+    }
     return sorted(days)
 
 
@@ -100,7 +110,9 @@ def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot
         manifest = None
     if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
         return [str(k) for k in manifest["files"]]
-    return sorted(i.key for i in store.list(merged_day_prefix(market, symbol, date)) if i.key.endswith(".parquet"))
+    return sorted(
+        i.key for i in store.list(merged_day_prefix(market, symbol, date)) if i.key.endswith(".parquet")
+    )
 
 
 def scan_keys(store: ObjectStore, keys: list[str], *, merged: bool = True) -> pl.LazyFrame:
@@ -117,8 +129,13 @@ def scan_keys(store: ObjectStore, keys: list[str], *, merged: bool = True) -> pl
     paths = [loc for loc, _ in locations]
     if not merged:
         return pl.scan_parquet(paths, storage_options=options, hive_partitioning=False)
-    return pl.scan_parquet(paths, storage_options=options, hive_partitioning=False, schema=MERGED_SCHEMA,
-                           missing_columns="insert").with_columns(pl.col("book_exact").fill_null(True))
+    return pl.scan_parquet(
+        paths,
+        storage_options=options,
+        hive_partitioning=False,
+        schema=MERGED_SCHEMA,
+        missing_columns="insert",
+    ).with_columns(pl.col("book_exact").fill_null(True))
 
 
 def load_deltas(
@@ -147,8 +164,11 @@ def load_deltas(
     if t0 is not None and t1 is not None:
         days = days_touched(t0, t1)
     else:
-        days = [d for d in list_days(symbol, store=st, market=market)
-                if (t0 is None or d >= t0.date().isoformat()) and (t1 is None or d <= t1.date().isoformat())]
+        days = [
+            d
+            for d in list_days(symbol, store=st, market=market)
+            if (t0 is None or d >= t0.date().isoformat()) and (t1 is None or d <= t1.date().isoformat())
+        ]
     keys = [k for d in days for k in day_files(st, symbol, d, market)]
     lf = scan_keys(st, keys)
     if t0 is not None:
@@ -181,8 +201,11 @@ def iter_frames(
     st = resolve_store(store)
     symbol, market = validate_symbol(symbol), validate_market(market)
     d0 = to_utc(first_date if isinstance(first_date, dt.date) else dt.date.fromisoformat(first_date)).date()
-    d1 = d0 if last_date is None else to_utc(
-        last_date if isinstance(last_date, dt.date) else dt.date.fromisoformat(last_date)).date()
+    d1 = (
+        d0
+        if last_date is None
+        else to_utc(last_date if isinstance(last_date, dt.date) else dt.date.fromisoformat(last_date)).date()
+    )
     for i in range((d1 - d0).days + 1):
         for key in day_files(st, symbol, (d0 + dt.timedelta(days=i)).isoformat(), market):
             lf = scan_keys(st, [key])
@@ -214,8 +237,10 @@ def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int |
         if when is not None:
             early = early.filter(pl.col("exchange_time") <= when)
         if early.select(pl.len()).collect().item():
-            raise InexactBookError("the merged book is not exact before the day's first image (no carried book: "
-                                   "rows with book_exact false)")
+            raise InexactBookError(
+                "the merged book is not exact before the day's first image (no carried book: "
+                "rows with book_exact false)"
+            )
         return None
     rows = lf.filter(cut & (pl.col("last_update_id") >= image_id)).select(_REPLAY_COLUMNS).collect()
     if when is not None:  # exact cut: the contiguous prefix whose running max of E is <= when
@@ -223,7 +248,8 @@ def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int |
     if rows.height and not rows["book_exact"][-1]:
         raise InexactBookError(
             f"the merged book is not exact at update id {rows['last_update_id'][-1]}: it follows ids no stream "
-            "received and precedes the image that re-anchors the book (rows with book_exact false)")
+            "received and precedes the image that re-anchors the book (rows with book_exact false)"
+        )
     return rows
 
 
@@ -231,8 +257,14 @@ def _replay_rows(rows: pl.DataFrame, book: OrderBook | None = None) -> OrderBook
     book = book if book is not None else OrderBook()
     if rows.height:
         sample_tops(
-            (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
-            rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), np.zeros(0, np.int64), 0, book,
+            (rows["side"] == SIDE_BID).to_numpy(),
+            rows["price"].to_numpy(),
+            rows["qty"].to_numpy(),
+            rows["is_snapshot"].to_numpy(),
+            rows["last_update_id"].to_numpy(),
+            np.zeros(0, np.int64),
+            0,
+            book,
         )
     return book
 
@@ -243,8 +275,12 @@ def book_frames(book: OrderBook, depth: int | None = None) -> tuple[pl.DataFrame
         depth = max(book.depth_counts())
     bids, asks = book.top(depth)
     return (
-        pl.DataFrame({"price": bids[:, 0], "qty": bids[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}),
-        pl.DataFrame({"price": asks[:, 0], "qty": asks[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}),
+        pl.DataFrame(
+            {"price": bids[:, 0], "qty": bids[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}
+        ),
+        pl.DataFrame(
+            {"price": asks[:, 0], "qty": asks[:, 1]}, schema={"price": pl.Float64, "qty": pl.Float64}
+        ),
     )
 
 
@@ -356,8 +392,16 @@ def iter_books(
         day_start = _ns(to_utc(dt.date.fromisoformat(day)))
         day_grid = grid[(grid >= day_start) & (grid < day_start + _UNIT_NS["d"])]
         keys = day_files(st, symbol, day, market)
-        rows = (scan_keys(st, keys).filter(pl.col("exchange_time") <= _from_ns(int(day_grid[-1])) + _TIME_SLACK)
-                .select(_REPLAY_COLUMNS).collect()) if keys and len(day_grid) else None
+        rows = (
+            (
+                scan_keys(st, keys)
+                .filter(pl.col("exchange_time") <= _from_ns(int(day_grid[-1])) + _TIME_SLACK)
+                .select(_REPLAY_COLUMNS)
+                .collect()
+            )
+            if keys and len(day_grid)
+            else None
+        )
         if rows is None or rows.height == 0:
             if not keys:
                 book = OrderBook()  # a day without merged data: no book rather than a stale one
@@ -368,8 +412,14 @@ def iter_books(
         e_ns = rows["exchange_time"].dt.epoch("ns").to_numpy()
         sample_rows = grid_sample_rows(e_ns, day_grid)
         book, tops = sample_tops(
-            (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
-            rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), sample_rows, depth, book,
+            (rows["side"] == SIDE_BID).to_numpy(),
+            rows["price"].to_numpy(),
+            rows["qty"].to_numpy(),
+            rows["is_snapshot"].to_numpy(),
+            rows["last_update_id"].to_numpy(),
+            sample_rows,
+            depth,
+            book,
         )
         exact_rows = rows["book_exact"].to_numpy()
         exact_at = np.where(sample_rows > 0, exact_rows[np.maximum(sample_rows - 1, 0)], True)

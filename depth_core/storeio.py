@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 from depth_store.base import ObjectInfo, ObjectStore
 
 
-def put_parquet(store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144,
-                fast: bool = False) -> ObjectInfo:
+def put_parquet(
+    store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144, fast: bool = False
+) -> ObjectInfo:
     """Write a frame as zstd Parquet with statistics, atomically (temp file, then one put).
 
     pyarrow's writer: same speed as polars' here, and its encodings make the merged rows ~20% smaller.
@@ -26,8 +27,14 @@ def put_parquet(store: ObjectStore, key: str, frame: pl.DataFrame, row_group_siz
     os.close(fd)
     path = Path(name)
     try:
-        pq.write_table(frame.to_arrow(), path, row_group_size=row_group_size, write_statistics=True,
-                       compression="lz4" if fast else "zstd", compression_level=None if fast else 3)
+        pq.write_table(
+            frame.to_arrow(),
+            path,
+            row_group_size=row_group_size,
+            write_statistics=True,
+            compression="lz4" if fast else "zstd",
+            compression_level=None if fast else 3,
+        )
         return store.put_file(key, path)
     finally:
         path.unlink(missing_ok=True)

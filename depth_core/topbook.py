@@ -66,7 +66,9 @@ def compute_top_levels(
     if not 0 < depth <= 10_000:
         raise ValueError(f"depth must be in 1..10000, not {depth}")
     day = dt.date.fromisoformat(validate_date(date))
-    rows = (merged_day.lazy() if isinstance(merged_day, pl.DataFrame) else merged_day).select(_NEEDED).collect()
+    rows = (
+        (merged_day.lazy() if isinstance(merged_day, pl.DataFrame) else merged_day).select(_NEEDED).collect()
+    )
     if rows.height == 0:
         return pl.DataFrame(schema=TOP_SCHEMA)
     symbol = str(rows["symbol"][0])
@@ -79,8 +81,14 @@ def compute_top_levels(
     sample_rows = grid_sample_rows(e_ns, grid)
     book = start_book.copy() if start_book is not None else None
     _, tops = sample_tops(
-        (rows["side"] == SIDE_BID).to_numpy(), rows["price"].to_numpy(), rows["qty"].to_numpy(),
-        rows["is_snapshot"].to_numpy(), rows["last_update_id"].to_numpy(), sample_rows, depth, book,
+        (rows["side"] == SIDE_BID).to_numpy(),
+        rows["price"].to_numpy(),
+        rows["qty"].to_numpy(),
+        rows["is_snapshot"].to_numpy(),
+        rows["last_update_id"].to_numpy(),
+        sample_rows,
+        depth,
+        book,
     )
     ids = rows["last_update_id"].to_numpy()
     sample_id = np.where(sample_rows > 0, ids[np.maximum(sample_rows - 1, 0)], -1)
@@ -92,14 +100,16 @@ def compute_top_levels(
     qtys = np.stack([tops.ask_qty, tops.bid_qty], axis=1)
     present = ~np.isnan(qtys) & sample_exact[:, None, None]
     t_idx, side_idx, level = np.nonzero(present)
-    out = pl.DataFrame({
-        "time": grid[t_idx] // 1_000_000,
-        "side_is_bid": side_idx.astype(np.bool_),
-        "level": level.astype(np.int16),
-        "price": prices[present],
-        "qty": qtys[present],
-        "last_update_id": sample_id[t_idx],
-    })
+    out = pl.DataFrame(
+        {
+            "time": grid[t_idx] // 1_000_000,
+            "side_is_bid": side_idx.astype(np.bool_),
+            "level": level.astype(np.int16),
+            "price": prices[present],
+            "qty": qtys[present],
+            "last_update_id": sample_id[t_idx],
+        }
+    )
     return out.select(
         pl.lit(symbol, dtype=pl.String).alias("symbol"),
         pl.col("time").cast(pl.Datetime("ms", "UTC")),
@@ -116,8 +126,16 @@ def top_day_key(market: Market, symbol: str, date: str, table: str = TOP_TABLE_N
     return derived_day_key(table, market, symbol, date)
 
 
-def build_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s",
-                  depth: int = 25, carry_previous_day: bool = False) -> pl.DataFrame:
+def build_top_day(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    *,
+    every: str = "1s",
+    depth: int = 25,
+    carry_previous_day: bool = False,
+) -> pl.DataFrame:
     """Read the merged symbol-day from the store and compute the table (empty if the day has no data).
 
     With ``carry_previous_day`` the grid times before the day's first image (at most the first seconds:
@@ -137,12 +155,14 @@ def build_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *,
             from depth_core.book import replay_merged
 
             start_book = replay_merged(scan_keys(store, prev_keys).select(_NEEDED).collect())
-    return compute_top_levels(scan_keys(store, keys).select(_NEEDED), date, every=every, depth=depth,
-                              start_book=start_book)
+    return compute_top_levels(
+        scan_keys(store, keys).select(_NEEDED), date, every=every, depth=depth, start_book=start_book
+    )
 
 
-def write_top_day(store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s",
-                  depth: int = 25) -> tuple[str, pl.DataFrame]:
+def write_top_day(
+    store: ObjectStore, market: Market, symbol: str, date: str, *, every: str = "1s", depth: int = 25
+) -> tuple[str, pl.DataFrame]:
     """Build the table for one symbol-day and write it (zstd Parquet); returns (key, table)."""
     from depth_core.storeio import put_parquet
 

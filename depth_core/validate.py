@@ -100,11 +100,18 @@ PREFETCH = 2
 COMMIT_THREADS = 4  # symbol-days whose files are written and reports committed at once (many small PUTs)
 STATE_THREADS = 8  # symbol-days whose previous state (report, merged manifest) is read at once
 REPORT_VERSION = 2
-ORPHAN_AGE = dt.timedelta(days=1)  # unlisted files older than this (a crashed run's) are removed by the next run
+ORPHAN_AGE = dt.timedelta(
+    days=1
+)  # unlisted files older than this (a crashed run's) are removed by the next run
 
 LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
-QUARANTINE_SCHEMA = {"object_key": pl.String(), "line_no": pl.Int64(), "receive_ns": pl.Int64(),
-                     "reason": pl.String(), "text": pl.Binary()}
+QUARANTINE_SCHEMA = {
+    "object_key": pl.String(),
+    "line_no": pl.Int64(),
+    "receive_ns": pl.Int64(),
+    "reason": pl.String(),
+    "text": pl.Binary(),
+}
 META_SCHEMA = {"receive_ns": pl.Int64, "text": pl.Binary}
 
 
@@ -115,8 +122,9 @@ class ConcurrentValidationError(RuntimeError):
 # ------------------------------------------------------------------------------------------------ keys
 
 
-def read_symbol_day_report(store: ObjectStore, market: Market, stream: str, symbol: str,
-                           date: str) -> tuple[dict[str, Any], str | None] | None:
+def read_symbol_day_report(
+    store: ObjectStore, market: Market, stream: str, symbol: str, date: str
+) -> tuple[dict[str, Any], str | None] | None:
     """The committed report of a validated symbol-day and its etag, or None if there is none.
 
     The etag is the version read (the same before and after the read), so a compare-and-swap against it
@@ -167,7 +175,9 @@ class SymbolDayReport:
     mixed_decimals_levels: int = 0
     objects: list[RawObjectRead] = field(default_factory=list)
     level_parts: list[str] = field(default_factory=list)  # keys, in part order
-    files: dict[str, str | None] = field(default_factory=dict)  # data file name -> etag of the version written
+    files: dict[str, str | None] = field(
+        default_factory=dict
+    )  # data file name -> etag of the version written
     keys: dict[str, str] = field(default_factory=dict)  # data file name -> key (run-unique)
     prefix: str = ""
     run_id: str = ""
@@ -221,7 +231,12 @@ class StreamDayValidation:
         out = {k: v for k, v in self.__dict__.items() if k not in ("reports", "objects")}
         # asdict() is slow for 10^5 objects; symbol_event_dates in the compact form (validated_layout)
         out["objects"] = [
-            {**o.__dict__, "symbol_event_dates": compact_symbol_event_dates(o.symbols, o.event_dates, o.symbol_event_dates)}
+            {
+                **o.__dict__,
+                "symbol_event_dates": compact_symbol_event_dates(
+                    o.symbols, o.event_dates, o.symbol_event_dates
+                ),
+            }
             for o in self.objects
         ]
         out["version"] = COMPACT_SYMBOL_DATES_VERSION
@@ -242,8 +257,11 @@ def _window(date: str) -> list[tuple[str, int, int]]:
     """(receive day, lo, hi): objects of D, of D-1 that started in its last hour, of D+1 in its first hour."""
     start_ns = day_index(date) * DAY_MS * 10**6
     end_ns = start_ns + DAY_MS * 10**6
-    return [(date_of_day_index(day_index(date) - 1), start_ns - EDGE_NS, start_ns), (date, 0, 1 << 63),
-            (date_of_day_index(day_index(date) + 1), end_ns, end_ns + EDGE_NS)]
+    return [
+        (date_of_day_index(day_index(date) - 1), start_ns - EDGE_NS, start_ns),
+        (date, 0, 1 << 63),
+        (date_of_day_index(day_index(date) + 1), end_ns, end_ns + EDGE_NS),
+    ]
 
 
 def _v1_symbols(store: ObjectStore, market: Market, stream: str) -> list[str]:
@@ -255,13 +273,14 @@ def _v1_symbols(store: ObjectStore, market: Market, stream: str) -> list[str]:
         first = next(iter(store.list(base, start_after=after)), None)
         if first is None:
             return out
-        sym = first.key[len(base):].split("/", 1)[0]
+        sym = first.key[len(base) :].split("/", 1)[0]
         out.append(sym)
         after = f"{base}{sym}0"  # '0' sorts right after '/': skips every key of this symbol
 
 
-def list_stream_day(store: ObjectStore, market: Market, stream: str, date: str,
-                    symbols: Collection[str] | None = None) -> list[Listed]:
+def list_stream_day(
+    store: ObjectStore, market: Market, stream: str, date: str, symbols: Collection[str] | None = None
+) -> list[Listed]:
     """The raw objects of a stream-day (v2 objects, and v1 objects of ``symbols`` or of every symbol), with
     the neighbouring hours across midnight, in order of first receive time."""
     out: list[Listed] = []
@@ -296,7 +315,9 @@ def _batches(infos: list[Listed], batch_bytes: int) -> list[list[Listed]]:
     return out
 
 
-def _fetch_batch(store: ObjectStore, batch: list[Listed]) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
+def _fetch_batch(
+    store: ObjectStore, batch: list[Listed]
+) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
     """Get, gunzip and join one batch of objects (runs on a helper thread)."""
     texts = [decompress(store.get_bytes(info.key)) for info, _key in batch]
     return join_objects([t for t, _p in texts]), [p for _t, p in texts]
@@ -323,7 +344,9 @@ class _Writer:
         self.lock = threading.Lock()
         self.pending: list[cf.Future[ObjectInfo]] = []
 
-    def parquet(self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True) -> ObjectInfo | None:
+    def parquet(
+        self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True
+    ) -> ObjectInfo | None:
         with self.lock:
             self.written.add(key)
         if wait:
@@ -394,8 +417,13 @@ class _SymbolDay:
 
     @property
     def buffered(self) -> int:
-        return (self.events.bytes + self.levels.bytes + self.snapshots.bytes + self.snapshot_levels.bytes
-                + self.book_tickers.bytes)
+        return (
+            self.events.bytes
+            + self.levels.bytes
+            + self.snapshots.bytes
+            + self.snapshot_levels.bytes
+            + self.book_tickers.bytes
+        )
 
     def part_key(self, part: int) -> str:
         return f"{self.prefix}{self.run_id}-levels-{part:05d}.parquet"
@@ -403,8 +431,14 @@ class _SymbolDay:
     def file_key(self, name: str) -> str:
         return f"{self.prefix}{self.run_id}-{name}"
 
-    def take(self, events: pl.DataFrame, levels: pl.DataFrame, snaps: pl.DataFrame, snap_levels: pl.DataFrame,
-             book_tickers: pl.DataFrame) -> None:
+    def take(
+        self,
+        events: pl.DataFrame,
+        levels: pl.DataFrame,
+        snaps: pl.DataFrame,
+        snap_levels: pl.DataFrame,
+        book_tickers: pl.DataFrame,
+    ) -> None:
         """This symbol's rows of one batch, already numbered (``ev``/``snap``) and pointing at its objects."""
         if events.height:
             self.events.add(events)
@@ -421,8 +455,15 @@ class _SymbolDay:
         self.book_tickers.add(book_tickers)
 
     def add_quarantine(self, q: QuarantineEntry, object_key: str) -> None:
-        self.quarantine.append({"object_key": object_key, "line_no": q.line_no, "receive_ns": q.receive_ns,
-                                "reason": q.reason, "text": q.text})
+        self.quarantine.append(
+            {
+                "object_key": object_key,
+                "line_no": q.line_no,
+                "receive_ns": q.receive_ns,
+                "reason": q.reason,
+                "text": q.text,
+            }
+        )
         idx = self.omap[q.object_index]
         if idx >= 0:
             self.report.objects[idx].quarantined += 1
@@ -432,7 +473,9 @@ class _SymbolDay:
         self.meta.append((ns, text))
         self.report.lines_read += 1
 
-    def flush(self, writer: _Writer, spill: bool, defer: list[tuple[str, pl.DataFrame, bool]] | None = None) -> None:
+    def flush(
+        self, writer: _Writer, spill: bool, defer: list[tuple[str, pl.DataFrame, bool]] | None = None
+    ) -> None:
         """Buffered levels -> the next level part; with ``spill`` also the other tables -> spill files.
 
         ``defer``: append the level part there (key, frame, fast) instead of writing it now."""
@@ -452,8 +495,12 @@ class _SymbolDay:
             self.levels = _Buffer()
             self.level_rows = 0
         if spill:
-            for name, buf in (("events", self.events), ("snapshots", self.snapshots),
-                              ("snapshot_levels", self.snapshot_levels), ("book_tickers", self.book_tickers)):
+            for name, buf in (
+                ("events", self.events),
+                ("snapshots", self.snapshots),
+                ("snapshot_levels", self.snapshot_levels),
+                ("book_tickers", self.book_tickers),
+            ):
                 if buf.frames:
                     key = f"{self.prefix}{self.run_id}-spill-{name}-{self.spill_no:05d}.parquet"
                     writer.parquet(key, pl.concat(buf.frames, how="diagonal_relaxed"), fast=True)
@@ -484,7 +531,9 @@ class _SymbolDay:
         dup[order["ev"].to_numpy()] = ~first
         events = events.select(_empty_events().columns).with_columns(pl.Series("dup", dup))
         rep.duplicates = int(events["dup"].sum())
-        live = events.select("U", "u", "pu", "E", "receive_ns").filter(pl.Series(~dup))  # what the report needs
+        live = events.select("U", "u", "pu", "E", "receive_ns").filter(
+            pl.Series(~dup)
+        )  # what the report needs
         del order, first
         rep.events = live.height
         if live.height:
@@ -505,11 +554,17 @@ class _SymbolDay:
         if self.price_dec:
             rep.price_decimals = max(self.price_dec)
             rep.qty_decimals = max(self.qty_dec)
-            rep.mixed_decimals_levels = (sum(self.price_dec.values()) - self.price_dec[rep.price_decimals]) + (
-                sum(self.qty_dec.values()) - self.qty_dec[rep.qty_decimals])
+            rep.mixed_decimals_levels = (
+                sum(self.price_dec.values()) - self.price_dec[rep.price_decimals]
+            ) + (sum(self.qty_dec.values()) - self.qty_dec[rep.qty_decimals])
         snapshots = self._gather(store, self.snapshots, _empty_snapshots())
-        snapshot_levels = self._gather(store, self.snapshot_levels, pl.DataFrame(
-            schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}))
+        snapshot_levels = self._gather(
+            store,
+            self.snapshot_levels,
+            pl.DataFrame(
+                schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
+            ),
+        )
         book_tickers = self._gather(store, self.book_tickers, pl.DataFrame(schema=BOOK_TICKER_SCHEMA))
         meta = sorted(self.meta, key=lambda r: r[0])
         if self.carry is not None:
@@ -521,7 +576,9 @@ class _SymbolDay:
         rep.quarantined = len(self.quarantine)
         rep.quarantine_reasons = dict(Counter(_reason_class(q["reason"]) for q in self.quarantine))
         for name, frame in (
-            (EVENTS_FILE, events), (SNAPSHOTS_FILE, snapshots), (SNAPSHOT_LEVELS_FILE, snapshot_levels),
+            (EVENTS_FILE, events),
+            (SNAPSHOTS_FILE, snapshots),
+            (SNAPSHOT_LEVELS_FILE, snapshot_levels),
             (BOOK_TICKERS_FILE, book_tickers),
             (QUARANTINE_FILE, pl.DataFrame(self.quarantine, schema=QUARANTINE_SCHEMA)),
             (META_FILE, pl.DataFrame(meta, schema=META_SCHEMA, orient="row")),
@@ -532,7 +589,11 @@ class _SymbolDay:
         return out
 
     def spill_keys(self) -> list[str]:
-        return [k for b in (self.events, self.snapshots, self.snapshot_levels, self.book_tickers) for k in b.spills]
+        return [
+            k
+            for b in (self.events, self.snapshots, self.snapshot_levels, self.book_tickers)
+            for k in b.spills
+        ]
 
 
 def _by_symbol(frame: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
@@ -546,13 +607,37 @@ def _by_symbol(frame: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
 
 
 _EMPTY = {
-    "ev": pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
-                               "T": pl.Int64, "U": pl.Int64, "u": pl.Int64, "pu": pl.Int64, "n_levels": pl.Int32,
-                               "levels_hash": pl.Int64, "ev": pl.Int64}),
+    "ev": pl.DataFrame(
+        schema={
+            "obj": pl.Int32,
+            "line_no": pl.Int64,
+            "receive_ns": pl.Int64,
+            "E": pl.Int64,
+            "T": pl.Int64,
+            "U": pl.Int64,
+            "u": pl.Int64,
+            "pu": pl.Int64,
+            "n_levels": pl.Int32,
+            "levels_hash": pl.Int64,
+            "ev": pl.Int64,
+        }
+    ),
     "lv": pl.DataFrame(schema=LEVEL_COLUMNS),
-    "sn": pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
-                               "T": pl.Int64, "last_update_id": pl.Int64, "n_levels": pl.Int32, "snap": pl.Int64}),
-    "slv": pl.DataFrame(schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}),
+    "sn": pl.DataFrame(
+        schema={
+            "obj": pl.Int32,
+            "line_no": pl.Int64,
+            "receive_ns": pl.Int64,
+            "E": pl.Int64,
+            "T": pl.Int64,
+            "last_update_id": pl.Int64,
+            "n_levels": pl.Int32,
+            "snap": pl.Int64,
+        }
+    ),
+    "slv": pl.DataFrame(
+        schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
+    ),
     "bt": pl.DataFrame(schema=BOOK_TICKER_SCHEMA),
 }
 
@@ -563,15 +648,37 @@ def _reason_class(reason: str) -> str:
 
 
 def _empty_events() -> pl.DataFrame:
-    return pl.DataFrame(schema={
-        "obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64, "T": pl.Int64, "U": pl.Int64,
-        "u": pl.Int64, "pu": pl.Int64, "n_levels": pl.Int32, "levels_hash": pl.Int64, "ev": pl.Int64,
-        "part": pl.Int32})
+    return pl.DataFrame(
+        schema={
+            "obj": pl.Int32,
+            "line_no": pl.Int64,
+            "receive_ns": pl.Int64,
+            "E": pl.Int64,
+            "T": pl.Int64,
+            "U": pl.Int64,
+            "u": pl.Int64,
+            "pu": pl.Int64,
+            "n_levels": pl.Int32,
+            "levels_hash": pl.Int64,
+            "ev": pl.Int64,
+            "part": pl.Int32,
+        }
+    )
 
 
 def _empty_snapshots() -> pl.DataFrame:
-    return pl.DataFrame(schema={"obj": pl.Int32, "line_no": pl.Int64, "receive_ns": pl.Int64, "E": pl.Int64,
-                                "T": pl.Int64, "last_update_id": pl.Int64, "n_levels": pl.Int32, "snap": pl.Int64})
+    return pl.DataFrame(
+        schema={
+            "obj": pl.Int32,
+            "line_no": pl.Int64,
+            "receive_ns": pl.Int64,
+            "E": pl.Int64,
+            "T": pl.Int64,
+            "last_update_id": pl.Int64,
+            "n_levels": pl.Int32,
+            "snap": pl.Int64,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------ stream-day
@@ -580,8 +687,9 @@ def _empty_snapshots() -> pl.DataFrame:
 class _StreamDayRun:
     """One validation of a stream-day (see :func:`validate_stream_day`)."""
 
-    def __init__(self, store: ObjectStore, market: Market, stream: str, date: str,
-                 symbols: Collection[str] | None) -> None:
+    def __init__(
+        self, store: ObjectStore, market: Market, stream: str, date: str, symbols: Collection[str] | None
+    ) -> None:
         self.store, self.market, self.stream, self.date = store, market, stream, date
         self.filter = None if symbols is None else sorted({validate_symbol(s) for s in symbols})
         self.run_id = new_run_id()
@@ -596,7 +704,9 @@ class _StreamDayRun:
         self.checked: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
         self._batch_keys: list[str] = []
         self._names: list[str] = []
-        self.finish_bytes = BUFFER_BYTES // 2  # built files waiting for their writes, at most (one symbol always)
+        self.finish_bytes = (
+            BUFFER_BYTES // 2
+        )  # built files waiting for their writes, at most (one symbol always)
         self.buffer_bytes, self.part_rows = BUFFER_BYTES, PART_ROWS
 
     def _read_prev_stream_report(self) -> dict[str, Any]:
@@ -617,7 +727,9 @@ class _StreamDayRun:
         known: dict[str, str] = {}
         version = stream_day_report_version(self.prev_stream)
         for o in self.prev_stream.get("objects", []):
-            if symbol in o.get("symbols", []) and self.date in object_dates_of(o, symbol, version, [self.date]):
+            if symbol in o.get("symbols", []) and self.date in object_dates_of(
+                o, symbol, version, [self.date]
+            ):
                 known[o["key"]] = "the stream-day report"
         from depth_core.layout import merged_manifest_key  # the merge's record of what it consumed
 
@@ -651,7 +763,9 @@ class _StreamDayRun:
             for n in new:
                 self.builder(n, writer)
             return
-        with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as pool:
+        with cf.ThreadPoolExecutor(
+            max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state"
+        ) as pool:
             todo = list(reversed(new))
             futures: list[cf.Future[_SymbolDay]] = []
             try:
@@ -683,13 +797,17 @@ class _StreamDayRun:
         if missing:
             names = ", ".join(f"{k} (listed by {where})" for k, where in sorted(missing.items())[:20])
             more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-            state = ("its validated report.json is missing" if report is None
-                     else "its validated report.json does not list them")
+            state = (
+                "its validated report.json is missing"
+                if report is None
+                else "its validated report.json does not list them"
+            )
             raise MissingStateError(
                 f"validation of {self.stream} {symbol} {self.date} stopped: {len(missing)} raw object(s) of this "
                 f"symbol-day were deleted after a merge and {state}, so their rows exist nowhere else: "
                 f"{names}{more}. Restore validated/ (or the raw objects) before re-validating; nothing was "
-                "deleted")
+                "deleted"
+            )
         self.checked[symbol] = (report, etag)
         return report, etag
 
@@ -705,10 +823,21 @@ class _StreamDayRun:
             try:
                 # before anything is read: the symbols named by the caller (written even without data), and
                 # every symbol whose objects the previous stream-day report lists as gone (state checked only)
-                first = (self.filter if self.filter is not None else
-                         sorted({s for o in self.prev_stream.get("objects", []) if o["key"] not in self.present
-                                 for s in o.get("symbols", [])}))
-                with cf.ThreadPoolExecutor(max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state") as sp:
+                first = (
+                    self.filter
+                    if self.filter is not None
+                    else sorted(
+                        {
+                            s
+                            for o in self.prev_stream.get("objects", [])
+                            if o["key"] not in self.present
+                            for s in o.get("symbols", [])
+                        }
+                    )
+                )
+                with cf.ThreadPoolExecutor(
+                    max_workers=STATE_THREADS, thread_name_prefix="depth-validate-state"
+                ) as sp:
                     list(sp.map(self._check_state, first))
                 self._create_builders(list(self.filter or []), writer)
                 batches = _batches(listed, batch_bytes)
@@ -722,8 +851,9 @@ class _StreamDayRun:
                     self.stats["batches"] += 1
                     self.stats["objects_read"] += len(batch)
                     self.stats["bytes_read"] += sum(i.size for i, _k in batch)
-                    self.stats["max_batch_bytes"] = max(self.stats["max_batch_bytes"],
-                                                        sum(i.size for i, _k in batch))
+                    self.stats["max_batch_bytes"] = max(
+                        self.stats["max_batch_bytes"], sum(i.size for i, _k in batch)
+                    )
                     self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
                     t0 = time.perf_counter()
                     chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch], self.filter)
@@ -740,7 +870,9 @@ class _StreamDayRun:
                 raise
         return self.result
 
-    def _split(self, chunk: ParsedChunk, batch: list[Listed], problems: list[str | None], writer: _Writer) -> None:
+    def _split(
+        self, chunk: ParsedChunk, batch: list[Listed], problems: list[str | None], writer: _Writer
+    ) -> None:
         """Hand every symbol its rows of one parsed batch, numbered in one vectorised pass over all symbols."""
         names = chunk.symbols
         n_sym, n_obj = len(names), len(batch)
@@ -752,8 +884,9 @@ class _StreamDayRun:
                 h.add(names.index(key.symbol))
             held.append(h)
         for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
-            self.objects[info.key] = StreamObject(info.key, info.size, info.etag, key.layout,
-                                                  sorted(names[s] for s in held[i]))
+            self.objects[info.key] = StreamObject(
+                info.key, info.size, info.etag, key.layout, sorted(names[s] for s in held[i])
+            )
         self._create_builders([n for n in names if self.wanted(n)], writer)
         builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
         wanted = np.zeros(n_sym + 1, np.bool_)
@@ -762,15 +895,24 @@ class _StreamDayRun:
         omap = np.full((n_sym + 1, n_obj), -1, np.int32)
         for sid, b in builders.items():
             objs = [i for i in range(n_obj) if sid in held[i]]
-            omap[sid, objs] = np.arange(len(b.report.objects), len(b.report.objects) + len(objs), dtype=np.int32)
-            b.report.objects.extend(RawObjectRead(batch[i][0].key, batch[i][0].size, batch[i][0].etag, [])
-                                    for i in objs)
+            omap[sid, objs] = np.arange(
+                len(b.report.objects), len(b.report.objects) + len(objs), dtype=np.int32
+            )
+            b.report.objects.extend(
+                RawObjectRead(batch[i][0].key, batch[i][0].size, batch[i][0].etag, []) for i in objs
+            )
             b.omap = omap[sid]
 
         events, levels = self._number(chunk.events, chunk.levels, "ev", pl.col("E"), builders, omap, wanted)
-        snaps, snap_levels = self._number(chunk.snapshots, chunk.snapshot_levels, "snap",
-                                          pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6), builders, omap,
-                                          wanted)
+        snaps, snap_levels = self._number(
+            chunk.snapshots,
+            chunk.snapshot_levels,
+            "snap",
+            pl.coalesce(pl.col("E"), pl.col("receive_ns") // 10**6),
+            builders,
+            omap,
+            wanted,
+        )
         if levels.height:  # decimals per symbol: one bincount over (symbol, decimals)
             lsym = levels[SYM_COLUMN].to_numpy().astype(np.int64)
             for col in ("price_dec", "qty_dec"):
@@ -779,12 +921,25 @@ class _StreamDayRun:
                 for code in np.flatnonzero(counts).tolist():
                     getattr(builders[code // 64], col)[code % 64] += int(counts[code])
         levels = levels.drop("price_dec", "qty_dec")
-        by = {name: _by_symbol(frame) for name, frame in (("ev", events), ("lv", levels), ("sn", snaps),
-                                                          ("slv", snap_levels), ("bt", chunk.book_tickers))}
+        by = {
+            name: _by_symbol(frame)
+            for name, frame in (
+                ("ev", events),
+                ("lv", levels),
+                ("sn", snaps),
+                ("slv", snap_levels),
+                ("bt", chunk.book_tickers),
+            )
+        }
         for sid, b in builders.items():
             k = (sid,)
-            b.take(by["ev"].get(k, _EMPTY["ev"]), by["lv"].get(k, _EMPTY["lv"]), by["sn"].get(k, _EMPTY["sn"]),
-                   by["slv"].get(k, _EMPTY["slv"]), by["bt"].get(k, _EMPTY["bt"]))
+            b.take(
+                by["ev"].get(k, _EMPTY["ev"]),
+                by["lv"].get(k, _EMPTY["lv"]),
+                by["sn"].get(k, _EMPTY["sn"]),
+                by["slv"].get(k, _EMPTY["slv"]),
+                by["bt"].get(k, _EMPTY["bt"]),
+            )
         bt_sym = chunk.book_tickers[SYM_COLUMN].to_numpy()
         for sid, n in enumerate(np.bincount(bt_sym, minlength=n_sym).tolist() if len(bt_sym) else []):
             if n and sid in builders:
@@ -793,7 +948,13 @@ class _StreamDayRun:
         for i, problem in enumerate(problems):
             if not problem:
                 continue
-            row = {"object_key": batch[i][0].key, "line_no": 0, "receive_ns": None, "reason": problem, "text": b""}
+            row = {
+                "object_key": batch[i][0].key,
+                "line_no": 0,
+                "receive_ns": None,
+                "reason": problem,
+                "text": b"",
+            }
             for sid in held[i]:
                 if sid in builders:
                     builders[sid].quarantine.append(dict(row))
@@ -806,23 +967,40 @@ class _StreamDayRun:
                 if q.sym in builders:
                     builders[q.sym].add_quarantine(q, okey)
             else:  # a v2 line naming no symbol: the stream-day keeps it
-                self.unattributed.append({"object_key": okey, "line_no": q.line_no, "receive_ns": q.receive_ns,
-                                          "reason": q.reason, "text": q.text})
+                self.unattributed.append(
+                    {
+                        "object_key": okey,
+                        "line_no": q.line_no,
+                        "receive_ns": q.receive_ns,
+                        "reason": q.reason,
+                        "text": q.text,
+                    }
+                )
         for o, ns, text, sid in chunk.meta:
-            for s in ([sid] if sid >= 0 else sorted(held[o])):  # a stream-wide note: every symbol of that object
+            for s in (
+                [sid] if sid >= 0 else sorted(held[o])
+            ):  # a stream-wide note: every symbol of that object
                 if s in builders:
                     builders[s].add_meta(ns, text)
 
-    def _number(self, head: pl.DataFrame, levels: pl.DataFrame, col: str, day_ms: pl.Expr,
-                builders: dict[int, _SymbolDay], omap: np.ndarray,
-                wanted: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _number(
+        self,
+        head: pl.DataFrame,
+        levels: pl.DataFrame,
+        col: str,
+        day_ms: pl.Expr,
+        builders: dict[int, _SymbolDay],
+        omap: np.ndarray,
+        wanted: np.ndarray,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Events (or snapshots) of day D of the wanted symbols, numbered per symbol after what each already
         holds, ``obj`` pointing into each symbol's object list; their level rows renumbered alike. Also
         records, per object, the event dates and event counts of every symbol it holds."""
         empty_head = head.clear().drop(SYM_COLUMN).with_columns(pl.lit(0, pl.Int64).alias(col))
         if not head.height:
-            return empty_head.with_columns(pl.lit(0, pl.Int32).alias(SYM_COLUMN)), levels.clear().with_columns(
-                pl.lit(0, pl.Int32).alias(SYM_COLUMN))
+            return empty_head.with_columns(
+                pl.lit(0, pl.Int32).alias(SYM_COLUMN)
+            ), levels.clear().with_columns(pl.lit(0, pl.Int32).alias(SYM_COLUMN))
         sym = head[SYM_COLUMN].to_numpy().astype(np.int64)
         obj = head["obj"].to_numpy().astype(np.int64)
         days = head.select(_day_of(day_ms).alias("d"))["d"].to_numpy()
@@ -869,20 +1047,28 @@ class _StreamDayRun:
             starts = np.concatenate([[0], np.cumsum(counts_s)[:-1]])
             rank = np.empty(len(sel), np.int64)
             rank[order] = np.arange(len(sel)) - starts[s_sel[order]]
-            base = np.array([(builders[s].n_events if col == "ev" else builders[s].n_snaps) if s in builders else 0
-                             for s in range(n_sym)], np.int64)
+            base = np.array(
+                [
+                    (builders[s].n_events if col == "ev" else builders[s].n_snaps) if s in builders else 0
+                    for s in range(n_sym)
+                ],
+                np.int64,
+            )
             gmap[sel] = base[s_sel] + rank
         out = head[sel].with_columns(
-            pl.Series(col, gmap[sel], pl.Int64),
-            pl.Series("obj", omap[sym[sel], obj[sel]], pl.Int32))
+            pl.Series(col, gmap[sel], pl.Int64), pl.Series("obj", omap[sym[sel], obj[sel]], pl.Int32)
+        )
         lv_ev = levels[col].to_numpy()
         lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)
         lmask = lg >= 0
         if lmask.all():  # the usual batch: every level row is of day D and of a wanted symbol (no copy)
-            lv = levels.with_columns(pl.Series(col, lg, pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32))
+            lv = levels.with_columns(
+                pl.Series(col, lg, pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32)
+            )
         else:
-            lv = levels.filter(pl.Series(lmask)).with_columns(pl.Series(col, lg[lmask], pl.Int64),
-                                                              pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32))
+            lv = levels.filter(pl.Series(lmask)).with_columns(
+                pl.Series(col, lg[lmask], pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32)
+            )
         extra = ["price_dec", "qty_dec"] if col == "ev" else []  # decimals are counted, then dropped
         return out, lv.select(col, "is_bid", "price", "qty", SYM_COLUMN, *extra)
 
@@ -908,7 +1094,9 @@ class _StreamDayRun:
         committed (helper threads): the writes are many small requests, the building is CPU."""
         t0 = time.perf_counter()
         writer.drain()  # every level part submitted during the pass is written before any report names it
-        with cf.ThreadPoolExecutor(max_workers=COMMIT_THREADS, thread_name_prefix="depth-validate-commit") as pool:
+        with cf.ThreadPoolExecutor(
+            max_workers=COMMIT_THREADS, thread_name_prefix="depth-validate-commit"
+        ) as pool:
             inflight: list[tuple[_SymbolDay, cf.Future[None], int]] = []
             try:
                 for sym in sorted(self.builders):
@@ -919,7 +1107,8 @@ class _StreamDayRun:
                     del files
                     # bounded: a few symbols' frames in memory (by count and by bytes)
                     while len(inflight) > 2 * COMMIT_THREADS or (
-                            len(inflight) > 1 and sum(x[2] for x in inflight) > self.finish_bytes):
+                        len(inflight) > 1 and sum(x[2] for x in inflight) > self.finish_bytes
+                    ):
                         done, fut, _size = inflight.pop(0)
                         fut.result()
                         self.result.reports[done.symbol] = done.report
@@ -934,7 +1123,9 @@ class _StreamDayRun:
         self.stats["finish_ms"] = int((time.perf_counter() - t0) * 1000)
         self._write_stream_report(writer)
 
-    def _write_and_commit(self, b: _SymbolDay, files: list[tuple[str, pl.DataFrame, bool]], writer: _Writer) -> None:
+    def _write_and_commit(
+        self, b: _SymbolDay, files: list[tuple[str, pl.DataFrame, bool]], writer: _Writer
+    ) -> None:
         names = {v: k for k, v in b.report.keys.items()}
         for key, frame, fast in files:
             info = writer.parquet(key, frame, fast=fast)
@@ -964,7 +1155,8 @@ class _StreamDayRun:
             writer.discard(mine | set(b.spill_keys()))
             raise ConcurrentValidationError(
                 f"another validation of {self.stream} {b.symbol} {self.date} committed its report while this one "
-                f"(run {self.run_id}) ran; this run's files were removed and the other's output stands")
+                f"(run {self.run_id}) ran; this run's files were removed and the other's output stands"
+            )
         writer.forget(mine)  # committed: no longer this run's to remove on a later failure
         doomed = [k for k in _report_files(b.prev) if k not in mine] + b.spill_keys()
         doomed += _orphans(self.store, b.prefix, mine | set(doomed), self.run_id)
@@ -980,10 +1172,15 @@ class _StreamDayRun:
         for _attempt in range(5):
             latest, etag = _read_json_version(self.store, key)
             q_key = self._build_stream_report(latest or {}, writer)
-            data = orjson.dumps(self.result.to_dict(), option=orjson.OPT_SORT_KEYS)  # not indented: ~40 % smaller
+            data = orjson.dumps(
+                self.result.to_dict(), option=orjson.OPT_SORT_KEYS
+            )  # not indented: ~40 % smaller
             try:
-                ok = (self.store.put_bytes_if_absent(key, data) if latest is None
-                      else self.store.put_bytes_if_match(key, data, etag or ""))
+                ok = (
+                    self.store.put_bytes_if_absent(key, data)
+                    if latest is None
+                    else self.store.put_bytes_if_match(key, data, etag or "")
+                )
             except StoreError as exc:
                 if "does not support conditional" not in str(exc):
                     raise
@@ -996,11 +1193,15 @@ class _StreamDayRun:
                 return
             if q_key:  # lost the race: rebuild from the report that won
                 self.store.delete(q_key)
-        raise ConcurrentValidationError(f"{key} kept changing while this validation (run {self.run_id}) wrote it")
+        raise ConcurrentValidationError(
+            f"{key} kept changing while this validation (run {self.run_id}) wrote it"
+        )
 
     def _build_stream_report(self, prev: dict[str, Any], writer: _Writer) -> str | None:
         res = self.result
-        seen_before = {o["key"] for o in self.prev_stream.get("objects", [])}  # listed before this run's listing
+        seen_before = {
+            o["key"] for o in self.prev_stream.get("objects", [])
+        }  # listed before this run's listing
         objects = dict(self.objects)
         prev_version = stream_day_report_version(prev)
         for key, o in ((o["key"], o) for o in prev.get("objects", [])):
@@ -1009,16 +1210,31 @@ class _StreamDayRun:
             # gone since a report listed it before this run's listing: deleted after a merge (carried); else
             # another run's entry (a filtered run's v1 objects, or an object newer than this run's listing)
             carried = (key not in self.present and key in seen_before) or bool(o.get("carried"))
-            objects[key] = StreamObject(o["key"], int(o["size"]), o.get("etag"), int(o.get("layout", 1)),
-                                        list(o.get("symbols", [])), list(o.get("event_dates", [])),
-                                        object_symbol_dates(o, prev_version), carried=carried)
+            objects[key] = StreamObject(
+                o["key"],
+                int(o["size"]),
+                o.get("etag"),
+                int(o.get("layout", 1)),
+                list(o.get("symbols", [])),
+                list(o.get("event_dates", [])),
+                object_symbol_dates(o, prev_version),
+                carried=carried,
+            )
         res.objects = sorted(objects.values(), key=lambda o: o.key)
         res.symbols = {s: v for s, v in prev.get("symbols", {}).items() if s not in self.builders}
         for sym, b in self.builders.items():
             r = b.report
-            res.symbols[sym] = {"events": r.events, "levels": r.levels, "snapshots": r.snapshots,
-                                "quarantined": r.quarantined, "duplicates": r.duplicates, "gaps": len(r.gaps),
-                                "objects": len(r.objects), "report": b.prefix + REPORT_FILE, "run_id": r.run_id}
+            res.symbols[sym] = {
+                "events": r.events,
+                "levels": r.levels,
+                "snapshots": r.snapshots,
+                "quarantined": r.quarantined,
+                "duplicates": r.duplicates,
+                "gaps": len(r.gaps),
+                "objects": len(r.objects),
+                "report": b.prefix + REPORT_FILE,
+                "run_id": r.run_id,
+            }
         # quarantine lines that name no symbol: this run's, plus those of deleted objects from the previous run
         rows = list(self.unattributed)
         prev_q = prev.get("quarantine_key")
@@ -1027,14 +1243,17 @@ class _StreamDayRun:
                 old = read_parquet(self.store, prev_q)
                 rows += old.filter(~pl.col("object_key").is_in(list(self.present))).to_dicts()
             except ObjectNotFoundError as exc:
-                raise MissingStateError(f"the stream-day quarantine {prev_q} named by "
-                                        f"{stream_day_report_key(self.market, self.stream, self.date)} is missing"
-                                        ) from exc
+                raise MissingStateError(
+                    f"the stream-day quarantine {prev_q} named by "
+                    f"{stream_day_report_key(self.market, self.stream, self.date)} is missing"
+                ) from exc
         res.unattributed_quarantined = len(rows)
         res.quarantine_key = None
         if rows:
-            res.quarantine_key = (validated_stream_day_prefix(self.market, self.stream, self.date)
-                                  + f"{self.run_id}-{secrets.token_hex(2)}-{QUARANTINE_FILE}")
+            res.quarantine_key = (
+                validated_stream_day_prefix(self.market, self.stream, self.date)
+                + f"{self.run_id}-{secrets.token_hex(2)}-{QUARANTINE_FILE}"
+            )
             writer.parquet(res.quarantine_key, pl.DataFrame(rows, schema=QUARANTINE_SCHEMA))
         res.stats = dict(self.stats)
         return res.quarantine_key
@@ -1053,7 +1272,9 @@ def _read_json_version(store: ObjectStore, key: str) -> tuple[dict[str, Any] | N
         after = store.head(key)
         if after is not None and after.etag == before.etag:
             return data, before.etag
-    raise ConcurrentValidationError(f"{key} keeps changing while it is read (another validation is writing it)")
+    raise ConcurrentValidationError(
+        f"{key} keeps changing while it is read (another validation is writing it)"
+    )
 
 
 def _report_files(report: dict[str, Any] | None) -> list[str]:
@@ -1074,14 +1295,27 @@ def _report_files(report: dict[str, Any] | None) -> list[str]:
 def _orphans(store: ObjectStore, prefix: str, keep: set[str], run_id: str) -> list[str]:
     """Files under the symbol-day no report names, left by a run that crashed more than ORPHAN_AGE ago."""
     cutoff = dt.datetime.now(dt.UTC) - ORPHAN_AGE
-    return [i.key for i in store.list(prefix)
-            if i.key not in keep and not i.key.endswith("/" + REPORT_FILE)
-            and not i.key[len(prefix):].startswith(run_id) and i.last_modified < cutoff]
+    return [
+        i.key
+        for i in store.list(prefix)
+        if i.key not in keep
+        and not i.key.endswith("/" + REPORT_FILE)
+        and not i.key[len(prefix) :].startswith(run_id)
+        and i.last_modified < cutoff
+    ]
 
 
-def validate_stream_day(store: ObjectStore, market: Market, stream: str, date: str,
-                        symbols: Collection[str] | None = None, *, batch_bytes: int | None = None,
-                        buffer_bytes: int | None = None, part_rows: int | None = None) -> StreamDayValidation:
+def validate_stream_day(
+    store: ObjectStore,
+    market: Market,
+    stream: str,
+    date: str,
+    symbols: Collection[str] | None = None,
+    *,
+    batch_bytes: int | None = None,
+    buffer_bytes: int | None = None,
+    part_rows: int | None = None,
+) -> StreamDayValidation:
     """Validate every symbol of one stream-day in one pass over its raw objects (v2 and v1).
 
     Writes each symbol's ``validated/market=/stream=/symbol=/date=/`` (run-unique files committed by its
@@ -1094,11 +1328,15 @@ def validate_stream_day(store: ObjectStore, market: Market, stream: str, date: s
     missing (nothing is deleted), :class:`ConcurrentValidationError` when another run committed a
     symbol-day first.
     """
-    run = _StreamDayRun(store, validate_market(market), validate_collector_id(stream), validate_date(date), symbols)
+    run = _StreamDayRun(
+        store, validate_market(market), validate_collector_id(stream), validate_date(date), symbols
+    )
     return run.run(batch_bytes or BATCH_BYTES, buffer_bytes or BUFFER_BYTES, part_rows or PART_ROWS)
 
 
-def validate_symbol_day(store: ObjectStore, market: Market, stream: str, symbol: str, date: str) -> SymbolDayReport:
+def validate_symbol_day(
+    store: ObjectStore, market: Market, stream: str, symbol: str, date: str
+) -> SymbolDayReport:
     """Validate one stream-symbol-day (the stream-day pass restricted to one symbol)."""
     symbol = validate_symbol(symbol)
     return validate_stream_day(store, market, stream, date, [symbol]).reports[symbol]

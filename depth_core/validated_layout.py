@@ -22,7 +22,14 @@ QUARANTINE_FILE = "quarantine.parquet"
 META_FILE = "meta.parquet"
 REPORT_FILE = "report.json"
 STREAM_DAY_REPORT = "_stream_day.json"
-DATA_FILES = (EVENTS_FILE, SNAPSHOTS_FILE, SNAPSHOT_LEVELS_FILE, BOOK_TICKERS_FILE, QUARANTINE_FILE, META_FILE)
+DATA_FILES = (
+    EVENTS_FILE,
+    SNAPSHOTS_FILE,
+    SNAPSHOT_LEVELS_FILE,
+    BOOK_TICKERS_FILE,
+    QUARANTINE_FILE,
+    META_FILE,
+)
 _PART_RE = re.compile(r"levels-(\d+)\.parquet$")
 
 
@@ -37,13 +44,17 @@ class MissingStateError(RuntimeError):
 
 
 def validated_day_prefix(market: Market, stream: str, symbol: str, date: str) -> str:
-    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
-            f"symbol={validate_symbol(symbol)}/date={validate_date(date)}/")
+    return (
+        f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
+        f"symbol={validate_symbol(symbol)}/date={validate_date(date)}/"
+    )
 
 
 def validated_stream_day_prefix(market: Market, stream: str, date: str) -> str:
-    return (f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
-            f"date={validate_date(date)}/")
+    return (
+        f"{VALIDATED_ROOT}/market={validate_market(market)}/stream={validate_collector_id(stream)}/"
+        f"date={validate_date(date)}/"
+    )
 
 
 def stream_day_report_key(market: Market, stream: str, date: str) -> str:
@@ -58,8 +69,9 @@ def stream_day_report_key(market: Market, stream: str, date: str) -> str:
 COMPACT_SYMBOL_DATES_VERSION = 3
 
 
-def compact_symbol_event_dates(symbols: list[str], event_dates: list[str],
-                               symbol_event_dates: dict[str, list[str]]) -> dict[str, list[str]]:
+def compact_symbol_event_dates(
+    symbols: list[str], event_dates: list[str], symbol_event_dates: dict[str, list[str]]
+) -> dict[str, list[str]]:
     """The ``symbol_event_dates`` written for one object (see ``COMPACT_SYMBOL_DATES_VERSION``)."""
     return {s: list(d) for s in symbols if (d := symbol_event_dates.get(s, [])) != event_dates}
 
@@ -122,4 +134,6 @@ class RawObjectRead:
     event_dates: list[str]
     events: int = 0  # depth events of this symbol in the object (all days)
     quarantined: int = 0  # its lines in this symbol's quarantine
-    carried: bool = False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
+    carried: bool = (
+        False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
+    )

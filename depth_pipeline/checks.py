@@ -48,7 +48,9 @@ def check_results(
                 check_name=decl.name,
                 passed=outcome.passed if outcome else True,
                 severity=severity(decl),
-                description=(outcome.description if outcome else "not evaluated for this partition (does not apply)")
+                description=(
+                    outcome.description if outcome else "not evaluated for this partition (does not apply)"
+                )
                 or None,
                 metadata=report_metadata(outcome.metadata if outcome else {}),
             )

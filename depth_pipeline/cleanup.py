@@ -125,8 +125,10 @@ def _latest_merge_attempt(
     instance: dg.DagsterInstance, date: str, symbol: str, day: DayRecords | None = None
 ) -> dg.DagsterRun | None:
     """The newest run of the date that targeted ``merged_depth`` for ``symbol`` (cleanup runs are not)."""
-    runs = day.runs if day is not None else instance.get_runs(
-        filters=dg.RunsFilter(tags={"dagster/partition": date}), limit=100
+    runs = (
+        day.runs
+        if day is not None
+        else instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}), limit=100)
     )
     for run in runs:
         if run.tags.get(TAG_KIND) == "cleanup" or not _asks_for(run, symbol):
@@ -371,7 +373,6 @@ def deleted_merged_objects(
 # ------------------------------------------------------------------------------------- batched, per date
 
 
-
 @dataclass
 class DayCleanup:
     """What the cleanup of one date did: per requested symbol a :class:`CleanupResult`, and day totals.
@@ -404,12 +405,21 @@ class DayCleanup:
             parts.append(f"{len(self.delete_errors)} the store refused to delete")
         refused = [s for s, r in self.results.items() if not r.ok]
         if refused:
-            parts.append(f"refused for {len(refused)} symbols ({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''})")
+            parts.append(
+                f"refused for {len(refused)} symbols ({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''})"
+            )
         return f"{self.date}: " + ", ".join(parts)
 
 
-_KEY_LISTS = ("deleted", "already_absent", "kept_later_arrivals", "kept_other_date_pending", "kept_retention",
-              "kept_changed", "left_to_other_date")
+_KEY_LISTS = (
+    "deleted",
+    "already_absent",
+    "kept_later_arrivals",
+    "kept_other_date_pending",
+    "kept_retention",
+    "kept_changed",
+    "left_to_other_date",
+)
 
 
 def encode_results(results: dict[str, CleanupResult]) -> dict[str, Any]:
@@ -476,7 +486,9 @@ def _holdings(
             try:
                 report = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
                 version = stream_day_report_version(report)
-                reports[(stream, date)] = {o["key"]: {**o, "version": version} for o in report.get("objects", [])}
+                reports[(stream, date)] = {
+                    o["key"]: {**o, "version": version} for o in report.get("objects", [])
+                }
             except (ObjectNotFoundError, ValueError):
                 reports[(stream, date)] = None
         index = reports[(stream, date)]

@@ -149,13 +149,17 @@ def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
         if user is not None:
             messages.append(user.description or "failed")
         elif getattr(data, "error", None) is not None:
-            messages.append(f"{event.step_key if event else '?'}: {data.error.message.strip().splitlines()[0]}")
+            messages.append(
+                f"{event.step_key if event else '?'}: {data.error.message.strip().splitlines()[0]}"
+            )
     return "; ".join(messages) or "run failed"
 
 
 def _day_table(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
     """The per-symbol rows the run recorded on ``merged_depth`` (empty if it recorded none)."""
-    for record in instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+    for record in instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records:
         materialization = record.event_log_entry.asset_materialization
         if materialization is None or materialization.asset_key != MERGED_DEPTH:
             continue
@@ -196,7 +200,9 @@ def reap_dead_runs(instance: dg.DagsterInstance, date: str) -> list[str]:
     slots they held — else the next run of the date waits for those slots for ever. Returns their ids."""
     host = socket.gethostname()
     reaped = []
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": date}, statuses=list(_UNFINISHED)))
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={"dagster/partition": date}, statuses=list(_UNFINISHED))
+    )
     for run in runs:
         launcher_host, _, pid_text = run.tags.get(TAG_LAUNCHER, "").partition(":")
         if launcher_host != host or not pid_text.isdigit() or _pid_alive(int(pid_text)):
@@ -232,7 +238,11 @@ def run_days(
     for date in dates:
         try:
             run_id = _launch(
-                instance, job_fn, date, day_run_config(symbols, allow_shrink), day_run_tags(date, symbols, kind)
+                instance,
+                job_fn,
+                date,
+                day_run_config(symbols, allow_shrink),
+                day_run_tags(date, symbols, kind),
             )
         except Exception as exc:  # a run that could not even start: report it, go on with the rest
             outcome = DayOutcome(date, "*", False, f"could not run: {exc}", "-")
@@ -247,12 +257,18 @@ def run_days(
             message = (
                 f"rows={row['rows']}, events={row['events']}, gaps={row['gaps']}, coverage={row['coverage']}"
                 if ok
-                else f"{row['status']}: {row['reason']}" if row["status"] != "no raw data" else str(row["reason"])
+                else f"{row['status']}: {row['reason']}"
+                if row["status"] != "no raw data"
+                else str(row["reason"])
             )
             day.append(DayOutcome(date, str(row["symbol"]), ok, message, run_id))
-        if not day or (run is not None and run.status != dg.DagsterRunStatus.SUCCESS and all(o.ok for o in day)):
+        if not day or (
+            run is not None and run.status != dg.DagsterRunStatus.SUCCESS and all(o.ok for o in day)
+        ):
             ok = run is not None and run.status == dg.DagsterRunStatus.SUCCESS
-            day.append(DayOutcome(date, "*", ok, "succeeded" if ok else _failure_text(instance, run_id), run_id))
+            day.append(
+                DayOutcome(date, "*", ok, "succeeded" if ok else _failure_text(instance, run_id), run_id)
+            )
         for o in day:
             print(f"{'ok  ' if o.ok else 'FAIL'} {date} {o.symbol} run {o.run_id}: {o.message}", flush=True)
         outcomes.extend(day)
@@ -273,7 +289,9 @@ def cleanup_days(
         day_run_tags(date, symbols, "cleanup"),
     )
     outcomes: list[DayOutcome] = []
-    results: dict[str, Any] = decode_results(load_step_result(load_config().store_url, run_id, "cleanup_raw") or {})
+    results: dict[str, Any] = decode_results(
+        load_step_result(load_config().store_url, run_id, "cleanup_raw") or {}
+    )
     refused = _failure_text(instance, run_id) if not results else ""
     for symbol, r in sorted(results.items()):
         result = CleanupResult(**r)
@@ -282,7 +300,9 @@ def cleanup_days(
     if not outcomes:
         outcomes.append(DayOutcome(date, "*", False, refused, run_id))
     for o in outcomes:
-        print(f"{'ok  ' if o.ok else 'FAIL'} cleanup {date} {o.symbol} run {o.run_id}: {o.message}", flush=True)
+        print(
+            f"{'ok  ' if o.ok else 'FAIL'} cleanup {date} {o.symbol} run {o.run_id}: {o.message}", flush=True
+        )
     return outcomes
 
 

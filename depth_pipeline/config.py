@@ -107,9 +107,13 @@ class PipelineConfig:
             return cls(
                 store_url=e.get("DEPTH_STORE_URL", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
                 streams=tuple(parse_streams(e.get("DEPTH_STREAMS", DEFAULT_STREAMS))),
-                symbols=tuple(parse_symbols(e.get("DEPTH_SYMBOLS", ""))) if e.get("DEPTH_SYMBOLS", "").strip() else (),
+                symbols=tuple(parse_symbols(e.get("DEPTH_SYMBOLS", "")))
+                if e.get("DEPTH_SYMBOLS", "").strip()
+                else (),
                 market=validate_market(e.get("DEPTH_MARKET", "spot") or "spot"),
-                start_date=validate_date(e["DEPTH_START_DATE"]) if e.get("DEPTH_START_DATE", "").strip() else None,
+                start_date=validate_date(e["DEPTH_START_DATE"])
+                if e.get("DEPTH_START_DATE", "").strip()
+                else None,
                 schedule_hour=hour,
                 schedule_minute=minute,
                 silence_seconds=float(e.get("DEPTH_GAP_SILENCE_SECONDS", "60")),

@@ -91,8 +91,9 @@ def _is_date(text: str) -> bool:
     return True
 
 
-def partition_start(store: ObjectStore, market: Market, streams: tuple[str, ...] | list[str],
-                    configured: str | None) -> str:
+def partition_start(
+    store: ObjectStore, market: Market, streams: tuple[str, ...] | list[str], configured: str | None
+) -> str:
     """``DEPTH_START_DATE`` when set, else the store's first date (never after today: a day run's marker
     is its date, so a demo that merged today shows exactly one date, materialized), else yesterday (UTC:
     the first day the daily schedule asks for on an empty store)."""

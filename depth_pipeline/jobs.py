@@ -8,7 +8,6 @@ one run per date go at a time (dagster.yaml), and the store lease (``depth_pipel
 runs that do not go through the queue.
 """
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +69,11 @@ def day_run_request(
 
 
 def cleanup_run_request(
-    date: str, symbols: Sequence[str] | None = None, *, run_key: str | None = None, retention_days: float = 0.0
+    date: str,
+    symbols: Sequence[str] | None = None,
+    *,
+    run_key: str | None = None,
+    retention_days: float = 0.0,
 ) -> dg.RunRequest:
     """A request for the gated cleanup of ``date`` (the symbols named, or every symbol merged that day)."""
     date = validate_date(date)
@@ -109,7 +112,9 @@ def build_executor(config: PipelineConfig) -> dg.ExecutorDefinition:
     )
 
 
-def build_daily_job(selection: dg.AssetSelection, executor: dg.ExecutorDefinition) -> UnresolvedAssetJobDefinition:
+def build_daily_job(
+    selection: dg.AssetSelection, executor: dg.ExecutorDefinition
+) -> UnresolvedAssetJobDefinition:
     """Validate every stream-day, merge the day's symbols (fanned out as steps) and derive, for one date."""
     return dg.define_asset_job(
         DAILY_JOB_NAME,
@@ -148,8 +153,10 @@ def cleanup_raw(
 ) -> Any:
     date = date_of(context.partition_key)
     object_store = store.open()
-    symbols = parse_symbols(",".join(config.symbols)) if config.symbols else symbols_merged_on(
-        context.instance, date
+    symbols = (
+        parse_symbols(",".join(config.symbols))
+        if config.symbols
+        else symbols_merged_on(context.instance, date)
     )
     if not symbols:
         raise dg.Failure(description=f"no merge of {date} is recorded: nothing may be deleted")

@@ -255,7 +255,9 @@ def day_lease(
 ) -> Iterator[Lease | None]:
     """``hold`` for a step of a Dagster run: the run id holds it; a refusal fails the step clearly."""
     try:
-        with hold(store, market, date, context.run.run_id, instance=context.instance, release=release) as lease:
+        with hold(
+            store, market, date, context.run.run_id, instance=context.instance, release=release
+        ) as lease:
             yield lease
     except LeaseHeldError as exc:
         # the run wrote nothing: say so on the run, so the cleanup gate does not count it as a failed merge

@@ -35,7 +35,9 @@ def symbol_timeline(inp: Any) -> dict[str, Any]:
     day0 = _day0(inp.date)
     id_map = _id_to_ms(inp)
     gaps = [int(t) for t in _ids_at(id_map, np.array([lo for lo, _ in inp.merged_gaps], np.int64), day0)]
-    times = [int(t) for s in inp.streams if len(s.exchange_ms) for t in (s.exchange_ms.min(), s.exchange_ms.max())]
+    times = [
+        int(t) for s in inp.streams if len(s.exchange_ms) for t in (s.exchange_ms.min(), s.exchange_ms.max())
+    ]
 
     def spans(intervals: list[Any]) -> list[list[int]]:
         return [[iv.start_ms, iv.end_ms] for iv in intervals[:MAX_INTERVALS]]
@@ -103,8 +105,11 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
         for k, stream in enumerate(streams):
             s = t.get("streams", {}).get(stream, {})
             for kind in colors:
-                boxes[kind] += [(max(a, lo), min(b, hi), base + k + 0.1, base + k + 0.9)
-                                for a, b in s.get(kind, []) if b > lo and a < hi]
+                boxes[kind] += [
+                    (max(a, lo), min(b, hi), base + k + 0.1, base + k + 0.9)
+                    for a, b in s.get(kind, [])
+                    if b > lo and a < hi
+                ]
         for g in t.get("merged_gaps_ms", []):
             gap_x.append(g)
             gap_y.append(base)
@@ -132,12 +137,15 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     ax.tick_params(axis="x", labeltop=True, top=True)  # a tall picture: the time axis at both ends
     ax.set_xlabel(f"{date} (UTC)")
     ax.grid(axis="x", alpha=0.25)
-    title = "\n".join(textwrap.fill(line, 165) for line in [
-        f"{date}: {rows} symbols, a line per stream ({', '.join(streams)}): received (green), outage (red), "
-        "no data (grey: quiet market or nothing captured); black tick: a gap in the merged day",
-        f"gaps in the merged day: {len(gapped)} symbols" + (f" ({_names(gapped)})" if gapped else ""),
-        f"an outage of a stream: {len(down)} symbols" + (f" ({_names(down)})" if down else ""),
-    ])
+    title = "\n".join(
+        textwrap.fill(line, 165)
+        for line in [
+            f"{date}: {rows} symbols, a line per stream ({', '.join(streams)}): received (green), outage (red), "
+            "no data (grey: quiet market or nothing captured); black tick: a gap in the merged day",
+            f"gaps in the merged day: {len(gapped)} symbols" + (f" ({_names(gapped)})" if gapped else ""),
+            f"an outage of a stream: {len(down)} symbols" + (f" ({_names(down)})" if down else ""),
+        ]
+    )
     ax.set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
     raw = io.BytesIO()

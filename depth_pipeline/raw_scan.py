@@ -174,7 +174,9 @@ def scan_stream(
     retry, state.retry = state.retry, []
     for entry in retry:  # handed back by the caller last tick (out of time): first in line now
         key_text, size, etag, modified = entry
-        info = ObjectInfo(str(key_text), int(size), etag, dt.datetime.fromtimestamp(float(modified), tz=dt.UTC))
+        info = ObjectInfo(
+            str(key_text), int(size), etag, dt.datetime.fromtimestamp(float(modified), tz=dt.UTC)
+        )
         found.append(NewObject(info, RawObjectKey.parse(info.key), "retry"))
 
     if head:
@@ -234,15 +236,13 @@ def _prune(state: StreamScan, market: Market, stream: str, lag_seconds: float) -
     base = stream_prefix(market, stream)
     if state.head is None:
         return
-    lag_point = _lag_key(market, stream, RawObjectKey.parse(state.head).first_receive_ns - int(lag_seconds * 1e9))
+    lag_point = _lag_key(
+        market, stream, RawObjectKey.parse(state.head).first_receive_ns - int(lag_seconds * 1e9)
+    )
     floor = state.prev_pass_started - CLOCK_MARGIN_SECONDS
-    state.seen = {
-        rel: when for rel, when in state.seen.items() if base + rel > lag_point or when >= floor
-    }
+    state.seen = {rel: when for rel, when in state.seen.items() if base + rel > lag_point or when >= floor}
 
 
 def rewind(state: StreamScan, unhandled: list[NewObject]) -> None:
     """Hand back objects the caller could not handle this tick (out of time): reported first next tick."""
-    state.retry.extend(
-        [o.info.key, o.info.size, o.info.etag, _epoch(o.info)] for o in unhandled
-    )
+    state.retry.extend([o.info.key, o.info.size, o.info.etag, _epoch(o.info)] for o in unhandled)

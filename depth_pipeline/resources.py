@@ -112,7 +112,8 @@ def build_resources(config: PipelineConfig, env: Mapping[str, str] | None = None
     return {
         "store": DepthStoreResource(url=store_url),
         "settings": DepthSettingsResource(
-            streams=list(config.streams), symbols=list(config.symbols),
+            streams=list(config.streams),
+            symbols=list(config.symbols),
             market=_from_env("DEPTH_MARKET", config.market, e),
         ),
         "day_run": DayRunResource(),

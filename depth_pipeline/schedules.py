@@ -52,6 +52,8 @@ def build_retention_cleanup_schedule(
         tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         lag = int(config.retention_days) + (0 if config.retention_days.is_integer() else 1) + 1
         day = (tick.astimezone(dt.UTC).date() - dt.timedelta(days=lag)).isoformat()
-        return [cleanup_run_request(day, run_key=f"retention-cleanup:{day}", retention_days=config.retention_days)]
+        return [
+            cleanup_run_request(day, run_key=f"retention-cleanup:{day}", retention_days=config.retention_days)
+        ]
 
     return depth_retention_cleanup_schedule

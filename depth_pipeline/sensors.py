@@ -286,7 +286,12 @@ def evaluate_stream_gaps(
                 if last_ns is not None and (ns - last_ns) / 1e9 > silence_seconds:
                     pause = (ns - last_ns) / 1e9
                     alerts.append(
-                        Alert("gap", stream, f"no raw object for {pause:.0f} s before {obj.info.key}", silent_seconds=pause)
+                        Alert(
+                            "gap",
+                            stream,
+                            f"no raw object for {pause:.0f} s before {obj.info.key}",
+                            silent_seconds=pause,
+                        )
                     )
                 last_ns = ns if last_ns is None else max(last_ns, ns)
             if deadline.passed():
@@ -304,7 +309,11 @@ def evaluate_stream_gaps(
         silence_by_stream[stream] = silence
         if silence > silence_seconds:
             if stream not in silent:
-                what = f"silent for {silence:.0f} s" if newest.get(stream) else "has delivered no raw object lately"
+                what = (
+                    f"silent for {silence:.0f} s"
+                    if newest.get(stream)
+                    else "has delivered no raw object lately"
+                )
                 alerts.append(
                     Alert(
                         "silent",
@@ -469,6 +478,7 @@ def late_for_merged_days(
     """
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     merged: dict[str, bool] = {}
+
     def is_merged(date: str) -> bool:
         if date not in merged:
             merged[date] = oldest <= date < today and bool(symbols_merged_on(instance, date))
@@ -500,7 +510,9 @@ def active_run_of_date(instance: dg.DagsterInstance, date: str) -> dg.DagsterRun
     return runs[0] if runs else None
 
 
-def still_late(store: ObjectStore, market: Market, date: str, per_symbol: dict[str, list[str]]) -> dict[str, list[str]]:
+def still_late(
+    store: ObjectStore, market: Market, date: str, per_symbol: dict[str, list[str]]
+) -> dict[str, list[str]]:
     """The pending late keys that the day's published manifests still do not list."""
     out: dict[str, list[str]] = {}
     for symbol, keys in per_symbol.items():
@@ -726,7 +738,9 @@ def build_cleanup_sensor(
                     f"{date} was merged again and its end changed for {len(stale)} symbols: re-merge {following}"
                 )
                 requests.append(
-                    day_run_request(following, stale, reason="carry-changed", run_key=f"carry:{run_id}:{following}")
+                    day_run_request(
+                        following, stale, reason="carry-changed", run_key=f"carry:{run_id}:{following}"
+                    )
                 )
         return requests
 
@@ -741,7 +755,9 @@ class DayState:
     """What a completed date that still holds raw objects needs."""
 
     date: str
-    reason: str  # running | never merged | failed | retention | awaiting late objects | awaiting cleanup | done
+    reason: (
+        str  # running | never merged | failed | retention | awaiting late objects | awaiting cleanup | done
+    )
     symbols: list[str]
     detail: str = ""
     other_dates: set[str] = field(default_factory=set)  # other event dates its remaining objects hold
@@ -827,14 +843,18 @@ def day_state(
                     holding.append(info.key)
                 other_dates.update(d for d in entry.get("event_dates", []) if d != date)
     if late:
-        return DayState(date, "awaiting late objects", [], f"{len(late)} objects, e.g. {late[0]}", other_dates)
+        return DayState(
+            date, "awaiting late objects", [], f"{len(late)} objects, e.g. {late[0]}", other_dates
+        )
     if unknown:
         cleaned_after = [c for c in cleanups if _created(instance, c) >= _created(instance, latest)]
         if cleaned_after:  # a cleanup after the merge left them: not merged (or another day holds them)
             return DayState(date, "awaiting late objects", [], f"{len(unknown)} objects left by the cleanup")
         return DayState(date, "awaiting cleanup", [], f"{len(unknown)} objects, e.g. {unknown[0]}")
     if holding:
-        return DayState(date, "awaiting cleanup", [], f"{len(holding)} objects, e.g. {holding[0]}", other_dates)
+        return DayState(
+            date, "awaiting cleanup", [], f"{len(holding)} objects, e.g. {holding[0]}", other_dates
+        )
     return DayState(date, "done", [], "", other_dates)
 
 
@@ -854,7 +874,9 @@ def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> list[str]:
             continue
         entries = recorded_outcomes(materialization)
         out.update(
-            s for s, e in entries.items() if not (e["ok"] and e[META_BLOCKING_PASSED]) and not e.get(META_NO_RAW_DATA)
+            s
+            for s, e in entries.items()
+            if not (e["ok"] and e[META_BLOCKING_PASSED]) and not e.get(META_NO_RAW_DATA)
         )
     return sorted(out)
 
@@ -931,8 +953,10 @@ def evaluate_reconcile(
             )
         else:
             requests.append(day_run_request(date, state.symbols or None, reason="reconcile", run_key=run_key))
-        logs.append(f"{date}: {state.reason}{' (' + state.detail + ')' if state.detail else ''} -> requested "
-                    f"(attempt {ask['attempts']})")
+        logs.append(
+            f"{date}: {state.reason}{' (' + state.detail + ')' if state.detail else ''} -> requested "
+            f"(attempt {ask['attempts']})"
+        )
     for date in [d for d in asks if d not in considered]:
         del asks[date]  # its raw objects are gone: nothing left to do
     return requests, _dump(states, asks=asks), logs

@@ -33,8 +33,15 @@ def _day_lines(first_id: int = 1_000, events: int = 200) -> list[tuple[int, Line
     lines = [((start_ms - 50) * 10**6, LineKind.SNAPSHOT, json.dumps(snapshot).encode())]
     for i in range(events):
         e_ms = start_ms + 100 * i
-        data = {"e": "depthUpdate", "E": e_ms, "s": SYMBOL, "U": first_id + i, "u": first_id + i,
-                "b": [[f"{100 + i % 5:.2f}", f"{1 + i % 3}.000"]], "a": [[f"{110 + i % 5:.2f}", "2.000"]]}
+        data = {
+            "e": "depthUpdate",
+            "E": e_ms,
+            "s": SYMBOL,
+            "U": first_id + i,
+            "u": first_id + i,
+            "b": [[f"{100 + i % 5:.2f}", f"{1 + i % 3}.000"]],
+            "a": [[f"{110 + i % 5:.2f}", "2.000"]],
+        }
         frame = {"stream": f"{SYMBOL.lower()}@depth@100ms", "data": data}
         lines.append(((e_ms + 20) * 10**6, LineKind.DEPTH, json.dumps(frame, separators=(",", ":")).encode()))
     return lines

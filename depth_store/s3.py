@@ -645,7 +645,12 @@ class S3Store(ObjectStore):
             else:
                 result.deleted.append(key)
         if failed:
-            log.error("S3 DeleteObjects refused %d of %d keys, e.g. %s", len(failed), len(keys), next(iter(failed.items())))
+            log.error(
+                "S3 DeleteObjects refused %d of %d keys, e.g. %s",
+                len(failed),
+                len(keys),
+                next(iter(failed.items())),
+            )
 
     def scan_location(self, key: str) -> tuple[str, dict[str, str] | None]:
         """``s3://bucket/prefix/key`` and polars/object_store ``storage_options``.

@@ -12,8 +12,11 @@ from exchange_sim.server import ExchangeSimulator, SimConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="depth-exchange-sim", description="Local Binance-compatible market-data server "
-                                "(websocket streams, REST depth and a /_sim control API on one port).")
+    p = argparse.ArgumentParser(
+        prog="depth-exchange-sim",
+        description="Local Binance-compatible market-data server "
+        "(websocket streams, REST depth and a /_sim control API on one port).",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9443, help="0 picks a free port")
     p.add_argument("--market", choices=["spot", "usdm"], default="spot")
@@ -21,8 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--event-interval-ms", type=int, default=100)
     p.add_argument("--speed", type=float, default=1.0, help="time compression (exchange time / wall time)")
-    p.add_argument("--replay", metavar="FILE", help="replay a recording (hftbacktest .gz or cryptofeed .ws file)")
-    p.add_argument("--replay-snapshot", metavar="FILE", help="cryptofeed .http file (default: found beside --replay)")
+    p.add_argument(
+        "--replay", metavar="FILE", help="replay a recording (hftbacktest .gz or cryptofeed .ws file)"
+    )
+    p.add_argument(
+        "--replay-snapshot", metavar="FILE", help="cryptofeed .http file (default: found beside --replay)"
+    )
     p.add_argument("--replay-start", choices=["on_subscribe", "immediate", "paused"], default="on_subscribe")
     p.add_argument("--firehose-rate", type=int, help="messages/s per symbol from a pre-encoded pool")
     p.add_argument("--firehose-pool", type=int, default=2048, help="generated events in the firehose cycle")
@@ -40,13 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
-        market=args.market, symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-        seed=args.seed, event_interval_ms=args.event_interval_ms, speed=args.speed,
-        max_connection_age_s=args.max_connection_age, shutdown_notice_s=args.shutdown_notice,
-        ping_interval_s=args.ping_interval, pong_timeout_s=args.pong_timeout,
-        weight_limit_per_minute=args.weight_limit, max_incoming_per_s=args.max_incoming_per_s,
-        replay_path=args.replay, replay_snapshot_path=args.replay_snapshot, replay_start=args.replay_start,
-        firehose_rate=args.firehose_rate, firehose_pool=args.firehose_pool, start_paused=args.paused, truth_max_events=args.truth_max_events,
+        market=args.market,
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        seed=args.seed,
+        event_interval_ms=args.event_interval_ms,
+        speed=args.speed,
+        max_connection_age_s=args.max_connection_age,
+        shutdown_notice_s=args.shutdown_notice,
+        ping_interval_s=args.ping_interval,
+        pong_timeout_s=args.pong_timeout,
+        weight_limit_per_minute=args.weight_limit,
+        max_incoming_per_s=args.max_incoming_per_s,
+        replay_path=args.replay,
+        replay_snapshot_path=args.replay_snapshot,
+        replay_start=args.replay_start,
+        firehose_rate=args.firehose_rate,
+        firehose_pool=args.firehose_pool,
+        start_paused=args.paused,
+        truth_max_events=args.truth_max_events,
     )
 
 

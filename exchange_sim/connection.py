@@ -61,8 +61,9 @@ class FaultState:
 class SimConnection:
     """One websocket client: its subscriptions, outgoing queue, faults and counters."""
 
-    def __init__(self, conn_id: int, ws: ServerConnection, combined: bool, path: str, *,
-                 max_send_buffer_bytes: int) -> None:
+    def __init__(
+        self, conn_id: int, ws: ServerConnection, combined: bool, path: str, *, max_send_buffer_bytes: int
+    ) -> None:
         self.id = conn_id
         self.ws = ws
         self.combined = combined
@@ -84,10 +85,15 @@ class SimConnection:
     def info(self) -> dict[str, Any]:
         remote = self.ws.remote_address
         return {
-            "id": self.id, "path": self.path, "combined": self.combined,
+            "id": self.id,
+            "path": self.path,
+            "combined": self.combined,
             "remote": f"{remote[0]}:{remote[1]}" if remote else None,
-            "streams": list(self.streams), "age_s": round(time.monotonic() - self.opened_at, 3),
-            "sent": self.sent, "dropped": self.dropped, "queued": len(self.queue),
+            "streams": list(self.streams),
+            "age_s": round(time.monotonic() - self.opened_at, 3),
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "queued": len(self.queue),
             "batching": self.faults.batching,
             "drop_ranges": [list(r) for r in self.faults.drop_ranges],
             "stalled": self.faults.stall_until > time.monotonic(),

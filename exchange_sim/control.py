@@ -26,11 +26,17 @@ class SimControl:
         self.timeout = timeout
 
     def _call(self, method: str, name: str, **query: Any) -> Any:
-        q = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in query.items() if v is not None}
+        q = {
+            k: (json.dumps(v) if isinstance(v, dict | list) else str(v))
+            for k, v in query.items()
+            if v is not None
+        }
         url = f"{self.rest_url}/_sim/{name}"
         if q:
             url += "?" + urllib.parse.urlencode(q)
-        req = urllib.request.Request(url, method=method, headers={"Content-Length": "0"} if method == "POST" else {})
+        req = urllib.request.Request(
+            url, method=method, headers={"Content-Length": "0"} if method == "POST" else {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
@@ -47,11 +53,25 @@ class SimControl:
     def last_update_id(self, symbol: str) -> int:
         return int(self._call("GET", "last_update_id", symbol=symbol)["last_update_id"])
 
-    def truth(self, symbol: str, from_id: int = 0, to_id: int = 2**62, *, fine: bool = False,
-              max_count: int = 100_000) -> list[dict[str, Any]]:
+    def truth(
+        self,
+        symbol: str,
+        from_id: int = 0,
+        to_id: int = 2**62,
+        *,
+        fine: bool = False,
+        max_count: int = 100_000,
+    ) -> list[dict[str, Any]]:
         """Canonical events (Binance ``data`` objects) overlapping ``[from_id; to_id]``."""
-        body = self._call("GET", "truth", symbol=symbol, from_id=from_id, to_id=to_id,
-                          fine=1 if fine else None, max=max_count)
+        body = self._call(
+            "GET",
+            "truth",
+            symbol=symbol,
+            from_id=from_id,
+            to_id=to_id,
+            fine=1 if fine else None,
+            max=max_count,
+        )
         return list(body["events"])
 
     def book(self, symbol: str, update_id: int | None = None, limit: int | None = None) -> dict[str, Any]:

@@ -31,7 +31,9 @@ class ControlledSimulator(SimulatorCore, Protocol):
     replay: ReplayEngine | None
     weights: WeightBudget
 
-    def inject_fault(self, target: str | int, kind: str, params: dict[str, Any] | None = None) -> list[int]: ...
+    def inject_fault(
+        self, target: str | int, kind: str, params: dict[str, Any] | None = None
+    ) -> list[int]: ...
     def list_symbol(self, symbol: str, rate: float | None = None) -> bool: ...
     def delist_symbol(self, symbol: str) -> bool: ...
     def book_at(self, symbol: str, update_id: int) -> tuple[dict[int, int], dict[int, int]]: ...
@@ -74,14 +76,19 @@ def handle_control(sim: ControlledSimulator, method: str, route: str, query: dic
 
 
 def _dispatch(sim: ControlledSimulator, method: str, route: str, query: dict[str, str]) -> Any:
-    name = route[len("/_sim/"):]
+    name = route[len("/_sim/") :]
     if name == "status":
         cfg = sim.config
         return {
-            "market": cfg.market, "symbols": list(sim.replay.symbols if sim.replay else sim.symbols),
-            "seed": cfg.seed, "speed": cfg.speed, "event_interval_ms": cfg.event_interval_ms,
-            "paused": sim.paused.is_set(), "connections": len(sim.connections),
-            "events_generated": sim.events_generated, "mode": _mode(sim),
+            "market": cfg.market,
+            "symbols": list(sim.replay.symbols if sim.replay else sim.symbols),
+            "seed": cfg.seed,
+            "speed": cfg.speed,
+            "event_interval_ms": cfg.event_interval_ms,
+            "paused": sim.paused.is_set(),
+            "connections": len(sim.connections),
+            "events_generated": sim.events_generated,
+            "mode": _mode(sim),
             "replay_done": bool(sim.replay and sim.replay.done.is_set()),
             "time_ms": int(time.time() * 1000),
         }
@@ -176,7 +183,8 @@ def _dispatch(sim: ControlledSimulator, method: str, route: str, query: dict[str
             bids, asks = sim.book_at(sym, update_id)
         f = st.fmt
         return {
-            "symbol": sym, "update_id": update_id,
+            "symbol": sym,
+            "update_id": update_id,
             "bids": [[f.price(p), f.qty(q)] for p, q in top_levels(bids, limit, True)],
             "asks": [[f.price(p), f.qty(q)] for p, q in top_levels(asks, limit, False)],
         }

@@ -41,12 +41,17 @@ def check_fault(kind: str, params: dict[str, Any]) -> FaultKind:
 def new_batcher(conn: SimConnection, batching: dict[str, Any], name: str, sim_seed: int) -> Batcher:
     """The batcher re-splitting stream ``name`` of ``conn`` (seeded per connection and stream)."""
     seed = int(batching.get("seed", sim_seed * 1_000_003 + conn.id))
-    return Batcher(str(batching.get("mode", "random")), hash((seed, name)) & 0xFFFFFFFF,
-                   int(batching.get("max_parts", 3)), int(batching.get("max_hold", 3)))
+    return Batcher(
+        str(batching.get("mode", "random")),
+        hash((seed, name)) & 0xFFFFFFFF,
+        int(batching.get("max_parts", 3)),
+        int(batching.get("max_hold", 3)),
+    )
 
 
-def apply_fault(conn: SimConnection, kind: FaultKind, params: dict[str, Any], *, sim_seed: int,
-                background: Background) -> None:
+def apply_fault(
+    conn: SimConnection, kind: FaultKind, params: dict[str, Any], *, sim_seed: int, background: Background
+) -> None:
     """Arm (or, for close/malformed/shutdown_notice, do) ``kind`` on ``conn``; ``background`` runs what
     has to happen later (a close) as a task the simulator keeps."""
     f = conn.faults
@@ -60,7 +65,9 @@ def apply_fault(conn: SimConnection, kind: FaultKind, params: dict[str, Any], *,
             background(conn.ws.close(int(code), str(params.get("reason", ""))))
     elif kind == "drop_ids":
         sym = params.get("symbol")
-        f.drop_ranges.append((str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"])))
+        f.drop_ranges.append(
+            (str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"]))
+        )
     elif kind == "stall":
         f.stall_until = time.monotonic() + float(params.get("seconds", 5.0))
     elif kind == "malformed":

@@ -38,7 +38,9 @@ async def run_firehose(sim: SimulatorCore) -> None:
     """Generate ``firehose_rate`` events/s per symbol and write them to every depth subscriber."""
     cfg = sim.config
     rate = float(cfg.firehose_rate or 0)
-    pools = {sym: ClosedCycle(st.spec, cfg.market, cfg.seed, cfg.firehose_pool) for sym, st in sim.symbols.items()}
+    pools = {
+        sym: ClosedCycle(st.spec, cfg.market, cfg.seed, cfg.firehose_pool) for sym, st in sim.symbols.items()
+    }
     sim.firehose = pools
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -91,7 +93,9 @@ async def run_firehose(sim: SimulatorCore) -> None:
         await asyncio.sleep(0)
 
 
-def firehose_snapshot(pool: ClosedCycle, limit: int, fmt: Formatter, market: str, now_ms: int) -> dict[str, Any]:
+def firehose_snapshot(
+    pool: ClosedCycle, limit: int, fmt: Formatter, market: str, now_ms: int
+) -> dict[str, Any]:
     """An exact snapshot at the current event boundary."""
     from exchange_sim.truth import top_levels
 

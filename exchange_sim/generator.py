@@ -61,12 +61,22 @@ _KNOWN_SPOT = {
 }
 _KNOWN_USDM = {
     "BTCUSDT": dict(
-        start_price=60000.0, tick_decimals=1, price_str_decimals=2, lot_decimals=3, qty_str_decimals=3,
-        typical_qty=0.2, first_update_id=5_123_000_000_000,
+        start_price=60000.0,
+        tick_decimals=1,
+        price_str_decimals=2,
+        lot_decimals=3,
+        qty_str_decimals=3,
+        typical_qty=0.2,
+        first_update_id=5_123_000_000_000,
     ),
     "ETHUSDT": dict(
-        start_price=2600.0, tick_decimals=2, price_str_decimals=2, lot_decimals=3, qty_str_decimals=3,
-        typical_qty=3.0, first_update_id=4_100_000_000_000,
+        start_price=2600.0,
+        tick_decimals=2,
+        price_str_decimals=2,
+        lot_decimals=3,
+        qty_str_decimals=3,
+        typical_qty=3.0,
+        first_update_id=4_100_000_000_000,
     ),
 }
 
@@ -81,12 +91,24 @@ def spec_for(symbol: str, market: str = "spot") -> SymbolSpec:
     price = 0.5 + (h % 20000) / 10.0
     if market == "usdm":
         return SymbolSpec(
-            symbol=symbol, tick_decimals=3, price_str_decimals=3, lot_decimals=1, qty_str_decimals=1,
-            start_price=price, typical_qty=50.0, first_update_id=1_000_000_000_000 + (h % 10**9) * 100,
+            symbol=symbol,
+            tick_decimals=3,
+            price_str_decimals=3,
+            lot_decimals=1,
+            qty_str_decimals=1,
+            start_price=price,
+            typical_qty=50.0,
+            first_update_id=1_000_000_000_000 + (h % 10**9) * 100,
         )
     return SymbolSpec(
-        symbol=symbol, tick_decimals=4, price_str_decimals=8, lot_decimals=2, qty_str_decimals=8,
-        start_price=price, typical_qty=40.0, first_update_id=1_000_000_000 + (h % 10**9),
+        symbol=symbol,
+        tick_decimals=4,
+        price_str_decimals=8,
+        lot_decimals=2,
+        qty_str_decimals=8,
+        start_price=price,
+        typical_qty=40.0,
+        first_update_id=1_000_000_000 + (h % 10**9),
     )
 
 
@@ -192,7 +214,10 @@ class BookGenerator:
 
     def _fill_initial(self) -> None:
         rng = self.rng
-        for side, book, top, sign in ((BID, self.bids, self.best_bid, -1), (ASK, self.asks, self.best_ask, 1)):
+        for side, book, top, sign in (
+            (BID, self.bids, self.best_bid, -1),
+            (ASK, self.asks, self.best_ask, 1),
+        ):
             del side
             book[top] = self._random_qty()
             while len(book) < self.spec.initial_levels:
@@ -310,8 +335,15 @@ class BookGenerator:
         self.last_update_id = ids[-1]
         t_ms = event_time_ms - int(rand() * 3) if self.market == "usdm" else event_time_ms
         return CanonicalEvent(
-            symbol=self.spec.symbol, first_id=ids[0], last_id=ids[-1], event_time_ms=event_time_ms,
-            transaction_time_ms=t_ms, ids=ids, sides=sides, prices=prices, qtys=qtys,
+            symbol=self.spec.symbol,
+            first_id=ids[0],
+            last_id=ids[-1],
+            event_time_ms=event_time_ms,
+            transaction_time_ms=t_ms,
+            ids=ids,
+            sides=sides,
+            prices=prices,
+            qtys=qtys,
         )
 
 
@@ -376,13 +408,24 @@ def depth_data(partial: Partial, fmt: Formatter, market: str) -> dict[str, objec
     a = [[p(k), q(partial.asks[k])] for k in sorted(partial.asks)]
     if market == "usdm":
         return {
-            "e": "depthUpdate", "E": partial.event_time_ms, "T": partial.transaction_time_ms,
-            "s": partial.symbol, "U": partial.first_id, "u": partial.last_id, "pu": partial.prev_last_id,
-            "b": b, "a": a,
+            "e": "depthUpdate",
+            "E": partial.event_time_ms,
+            "T": partial.transaction_time_ms,
+            "s": partial.symbol,
+            "U": partial.first_id,
+            "u": partial.last_id,
+            "pu": partial.prev_last_id,
+            "b": b,
+            "a": a,
         }
     return {
-        "e": "depthUpdate", "E": partial.event_time_ms, "s": partial.symbol,
-        "U": partial.first_id, "u": partial.last_id, "b": b, "a": a,
+        "e": "depthUpdate",
+        "E": partial.event_time_ms,
+        "s": partial.symbol,
+        "U": partial.first_id,
+        "u": partial.last_id,
+        "b": b,
+        "a": a,
     }
 
 
@@ -423,7 +466,9 @@ def generate_messages(
     fmt = Formatter(spec)
     stream = stream or f"{symbol.lower()}@depth@100ms"
     prev_u = spec.first_update_id
-    for ev in generate_events(spec, n_events, market=market, seed=seed, start_ms=start_ms, interval_ms=interval_ms):
+    for ev in generate_events(
+        spec, n_events, market=market, seed=seed, start_ms=start_ms, interval_ms=interval_ms
+    ):
         part = partial_of([ev])
         part.prev_last_id = prev_u
         prev_u = ev.last_id
@@ -457,11 +502,22 @@ class ClosedCycle:
             fixes += [(side, p, q) for p, q in start.items() if now.get(p) != q]
         next_id = gen.last_update_id
         for i in range(0, len(fixes), 40):
-            chunk = fixes[i:i + 40]
+            chunk = fixes[i : i + 40]
             ids = [next_id + 1 + j // 2 for j in range(len(chunk))]
             next_id = ids[-1]
-            events.append(CanonicalEvent(spec.symbol, ids[0], ids[-1], 0, 0, ids, [c[0] for c in chunk],
-                                         [c[1] for c in chunk], [c[2] for c in chunk]))
+            events.append(
+                CanonicalEvent(
+                    spec.symbol,
+                    ids[0],
+                    ids[-1],
+                    0,
+                    0,
+                    ids,
+                    [c[0] for c in chunk],
+                    [c[1] for c in chunk],
+                    [c[2] for c in chunk],
+                )
+            )
         self.events = events
         fmt = Formatter(spec)
         self.templates: list[bytes] = []  # data JSON with %d for E, (T,) U, u, (pu)
@@ -493,7 +549,7 @@ class ClosedCycle:
         pos = k % len(self.events)
         cp = pos // _CHECKPOINT_EVERY
         bids, asks = dict(self.checkpoints[cp][0]), dict(self.checkpoints[cp][1])
-        for ev in self.events[cp * _CHECKPOINT_EVERY:pos]:
+        for ev in self.events[cp * _CHECKPOINT_EVERY : pos]:
             _apply(bids, asks, ev)
         return bids, asks
 
@@ -551,7 +607,9 @@ def day_frames(
     if market == "usdm":
         snapshot["E"] = start_ms
         snapshot["T"] = start_ms
-    snapshot["bids"] = [[fmt.price(p), fmt.qty(cycle.start_bids[p])] for p in sorted(cycle.start_bids, reverse=True)]
+    snapshot["bids"] = [
+        [fmt.price(p), fmt.qty(cycle.start_bids[p])] for p in sorted(cycle.start_bids, reverse=True)
+    ]
     snapshot["asks"] = [[fmt.price(p), fmt.qty(cycle.start_asks[p])] for p in sorted(cycle.start_asks)]
     head = b'{"stream":"' + (stream or f"{symbol.lower()}@depth@100ms").encode() + b'","data":'
 

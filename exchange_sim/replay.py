@@ -60,8 +60,9 @@ def _message(recv_ns: int, obj: dict[str, Any]) -> ReplayMessage:
     return ReplayMessage(recv_ns, stream, sym, kind, obj["data"])
 
 
-def load_recording(path: str | Path, snapshot_path: str | Path | None = None) -> tuple[
-        list[ReplayMessage], list[ReplaySnapshot]]:
+def load_recording(
+    path: str | Path, snapshot_path: str | Path | None = None
+) -> tuple[list[ReplayMessage], list[ReplaySnapshot]]:
     """Messages in receive order and snapshots of a recording (format detected from the content)."""
     path = Path(path)
     with path.open("rb") as fh:
@@ -96,7 +97,9 @@ def _load_hftbacktest(path: Path) -> tuple[list[ReplayMessage], list[ReplaySnaps
     return messages, snaps
 
 
-def _load_cryptofeed(path: Path, snapshot_path: Path | None) -> tuple[list[ReplayMessage], list[ReplaySnapshot]]:
+def _load_cryptofeed(
+    path: Path, snapshot_path: Path | None
+) -> tuple[list[ReplayMessage], list[ReplaySnapshot]]:
     messages: list[ReplayMessage] = []
     with path.open("rb") as fh:
         for n, line in enumerate(fh, 1):
@@ -130,7 +133,9 @@ def _load_cryptofeed(path: Path, snapshot_path: Path | None) -> tuple[list[Repla
                     raise ReplayFormatError(f"{snapshot_path}:{n}: not '<url> -> <epoch_s>: <json>'")
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(url.decode()).query)
                 symbol = query.get("symbol", [""])[0].upper()
-                snaps.append(ReplaySnapshot(int(Decimal(ts.decode()) * 1_000_000_000), symbol, orjson.loads(text)))
+                snaps.append(
+                    ReplaySnapshot(int(Decimal(ts.decode()) * 1_000_000_000), symbol, orjson.loads(text))
+                )
     messages.sort(key=lambda m: m.recv_ns)
     return messages, snaps
 
@@ -150,7 +155,9 @@ class ReplayEngine:
         self._start = asyncio.Event()
         if sim.config.replay_start == "immediate":
             self._start.set()
-        first_e = next((int(m.data["E"]) for m in self.messages if "E" in m.data), self.messages[0].recv_ns // 10**6)
+        first_e = next(
+            (int(m.data["E"]) for m in self.messages if "E" in m.data), self.messages[0].recv_ns // 10**6
+        )
         self.first_e_ms = first_e
         self.shift_ms = 0
         self.position_ns = 0  # receive time (recording clock) of the last message played
@@ -283,7 +290,8 @@ class ReplayEngine:
                         side[p] = q
             at = u
         return {
-            "symbol": symbol, "update_id": at,
+            "symbol": symbol,
+            "update_id": at,
             "bids": [[p, bids[p]] for p in sorted(bids, key=Decimal, reverse=True)[:limit]],
             "asks": [[p, asks[p]] for p in sorted(asks, key=Decimal)[:limit]],
         }

@@ -72,8 +72,9 @@ class ExchangeSimulator:
         self._next_faults: list[tuple[FaultKind, dict[str, Any]]] = []
         self.symbols: dict[str, SymbolState] = {}
         self.subscribers: dict[str, set[SimConnection]] = {}
-        self.weights = WeightBudget(cfg.weight_limit_per_minute, cfg.weight_window_s, cfg.ban_after_violations,
-                                    cfg.ban_seconds)
+        self.weights = WeightBudget(
+            cfg.weight_limit_per_minute, cfg.weight_window_s, cfg.ban_after_violations, cfg.ban_seconds
+        )
         self._tick = 0  # ticks of the canonical clock (event_interval_ms each) since the start
         self.paused = asyncio.Event()  # set = paused
         self._snap_rng = random.Random(cfg.seed)
@@ -81,7 +82,10 @@ class ExchangeSimulator:
         self.firehose: dict[str, ClosedCycle] = {}  # symbol -> pre-encoded pool in firehose mode
         self.start_ms = cfg.start_time_ms if cfg.start_time_ms is not None else int(time.time() * 1000)
         self._mono0 = time.monotonic()  # wall reference of start_ms for the compressed exchange clock
-        self._e_anchor = (0, self.start_ms)  # (tick, E): an event of tick k gets E = anchor E + (k - tick) * interval
+        self._e_anchor = (
+            0,
+            self.start_ms,
+        )  # (tick, E): an event of tick k gets E = anchor E + (k - tick) * interval
         self.events_generated = 0
         # Every HTTP request path as received (websocket upgrades included), newest last: tests check
         # which URLs a client really asked for.
@@ -140,9 +144,19 @@ class ExchangeSimulator:
             if usdm:
                 entry["contractType"] = "PERPETUAL"
             out.append(entry)
-        return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-             "limit": self.config.weight_limit_per_minute}], "symbols": out}
+        return {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.config.weight_limit_per_minute,
+                }
+            ],
+            "symbols": out,
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -163,9 +177,16 @@ class ExchangeSimulator:
             for sym in self.replay.symbols:
                 self.subscribers.setdefault(sym, set())
         self._server = await serve(
-            self._handle_ws, host, port, process_request=self._process_request,
-            ping_interval=cfg.ping_interval_s, ping_timeout=cfg.pong_timeout_s, compression=None,
-            max_queue=64, write_limit=2**20, close_timeout=2,
+            self._handle_ws,
+            host,
+            port,
+            process_request=self._process_request,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.pong_timeout_s,
+            compression=None,
+            max_queue=64,
+            write_limit=2**20,
+            close_timeout=2,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -241,14 +262,24 @@ class ExchangeSimulator:
         st.truth.append(ev)
         st.event_index += 1
         self.events_generated += 1
-        top = (st.gen.best_bid, st.gen.bids.get(st.gen.best_bid, 0), st.gen.best_ask, st.gen.asks.get(st.gen.best_ask, 0))
+        top = (
+            st.gen.best_bid,
+            st.gen.bids.get(st.gen.best_bid, 0),
+            st.gen.best_ask,
+            st.gen.asks.get(st.gen.best_ask, 0),
+        )
         st.pending = st.gen.next_event(e_ms + cfg.event_interval_ms)
         subs = self.subscribers.get(st.spec.symbol)
         if not subs:
             st.group_buffers.clear()
             return
         # canonical groupings for each speed in use, computed once and shared by all connections
-        groups = {self._group_of(s) for c in subs for s in c.streams.values() if s.kind == "depth" and s.symbol == st.spec.symbol}
+        groups = {
+            self._group_of(s)
+            for c in subs
+            for s in c.streams.values()
+            if s.kind == "depth" and s.symbol == st.spec.symbol
+        }
         canonical: dict[int, Partial] = {}
         for g in groups:
             buf = st.group_buffers.get(g)
@@ -256,7 +287,7 @@ class ExchangeSimulator:
                 # a speed newly listened to: the exchange's group began before anyone listened, so seed it
                 # from the truth log (ev is its last entry); every @depth/@500ms event is then the whole
                 # group and its pu the previous group's u, whenever the first subscriber came
-                buf = st.group_buffers[g] = st.truth.events[-(k % g + 1):]
+                buf = st.group_buffers[g] = st.truth.events[-(k % g + 1) :]
             else:
                 buf.append(ev)
             if (k + 1) % g == 0:
@@ -323,12 +354,29 @@ class ExchangeSimulator:
         f = st.fmt
         bb, bq, ba, aq = top
         if self.config.market == "usdm":
-            return orjson.dumps({
-                "e": "bookTicker", "u": ev.last_id, "s": st.spec.symbol, "b": f.price(bb), "B": f.qty(bq),
-                "a": f.price(ba), "A": f.qty(aq), "T": ev.transaction_time_ms, "E": ev.event_time_ms,
-            })
-        return orjson.dumps({"u": ev.last_id, "s": st.spec.symbol, "b": f.price(bb), "B": f.qty(bq),
-                             "a": f.price(ba), "A": f.qty(aq)})
+            return orjson.dumps(
+                {
+                    "e": "bookTicker",
+                    "u": ev.last_id,
+                    "s": st.spec.symbol,
+                    "b": f.price(bb),
+                    "B": f.qty(bq),
+                    "a": f.price(ba),
+                    "A": f.qty(aq),
+                    "T": ev.transaction_time_ms,
+                    "E": ev.event_time_ms,
+                }
+            )
+        return orjson.dumps(
+            {
+                "u": ev.last_id,
+                "s": st.spec.symbol,
+                "b": f.price(bb),
+                "B": f.qty(bq),
+                "a": f.price(ba),
+                "A": f.qty(aq),
+            }
+        )
 
     def now_ms(self) -> int:
         """Exchange time now (compressed by ``speed``)."""
@@ -341,7 +389,7 @@ class ExchangeSimulator:
         route = parsed.path.rstrip("/") or "/"
         for prefix in _WS_PREFIXES:
             if route.startswith(prefix + "/"):
-                route = route[len(prefix):]
+                route = route[len(prefix) :]
                 break
         if route == "/stream":
             qs = urllib.parse.parse_qs(parsed.query)
@@ -359,8 +407,13 @@ class ExchangeSimulator:
         if parsed is None:  # process_request already refused it
             return
         combined, streams = parsed
-        conn = SimConnection(self._next_conn_id, ws, combined, ws.request.path,
-                             max_send_buffer_bytes=self.config.max_send_buffer_bytes)
+        conn = SimConnection(
+            self._next_conn_id,
+            ws,
+            combined,
+            ws.request.path,
+            max_send_buffer_bytes=self.config.max_send_buffer_bytes,
+        )
         self._next_conn_id += 1
         self.connections[conn.id] = conn
         for name in streams:
@@ -431,7 +484,10 @@ class ExchangeSimulator:
         try:
             req = orjson.loads(message)
         except orjson.JSONDecodeError:
-            return {"error": {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1"}, "id": None}
+            return {
+                "error": {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1"},
+                "id": None,
+            }
         if not isinstance(req, dict):
             return {"error": {"code": 2, "msg": "Invalid request: request must be an object"}, "id": None}
         req_id = req.get("id")
@@ -439,12 +495,21 @@ class ExchangeSimulator:
         params = req.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-                return {"error": {"code": 1, "msg": "Invalid value type: expected array of strings"}, "id": req_id}
+                return {
+                    "error": {"code": 1, "msg": "Invalid value type: expected array of strings"},
+                    "id": req_id,
+                }
             if method == "SUBSCRIBE":
                 new = [p for p in params if p not in conn.streams]
                 if len(conn.streams) + len(set(new)) > self.config.max_streams_per_connection:
-                    return {"error": {"code": 2, "msg": "Invalid request: too many streams (max "
-                                      f"{self.config.max_streams_per_connection} per connection)"}, "id": req_id}
+                    return {
+                        "error": {
+                            "code": 2,
+                            "msg": "Invalid request: too many streams (max "
+                            f"{self.config.max_streams_per_connection} per connection)",
+                        },
+                        "id": req_id,
+                    }
                 for p in params:
                     self._subscribe(conn, p)
             else:
@@ -491,7 +556,11 @@ class ExchangeSimulator:
 
         def done(t: asyncio.Task[Any]) -> None:
             self._background_tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), ConnectionClosed):
+            if (
+                not t.cancelled()
+                and t.exception() is not None
+                and not isinstance(t.exception(), ConnectionClosed)
+            ):
                 log.warning("background task failed: %r", t.exception())
 
         task.add_done_callback(done)
@@ -501,7 +570,7 @@ class ExchangeSimulator:
         """``path`` without the configured ``path_prefix`` (unchanged when it does not start with it)."""
         prefix = self.config.path_prefix.rstrip("/")
         if prefix and path.startswith(prefix + "/"):
-            return path[len(prefix):]
+            return path[len(prefix) :]
         return path
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -515,7 +584,9 @@ class ExchangeSimulator:
             if ws_route is None:
                 return binance_error(404, -1, f"Unknown websocket path {route}")
             if len(ws_route[1]) > self.config.max_streams_per_connection:
-                return binance_error(400, -1, f"Too many streams (max {self.config.max_streams_per_connection})")
+                return binance_error(
+                    400, -1, f"Too many streams (max {self.config.max_streams_per_connection})"
+                )
             return None
         try:
             if route.startswith("/_sim/"):
@@ -556,21 +627,35 @@ class ExchangeSimulator:
         hdr = {"X-MBX-USED-WEIGHT-1M": str(used)}
         if status == 418:
             hdr["Retry-After"] = str(max(1, math.ceil(retry)))
-            return binance_error(418, -1003, f"Way too many requests; IP banned for {hdr['Retry-After']} s.", hdr)
+            return binance_error(
+                418, -1003, f"Way too many requests; IP banned for {hdr['Retry-After']} s.", hdr
+            )
         if status == 429:
             hdr["Retry-After"] = str(max(1, math.ceil(retry)))
-            return binance_error(429, -1003, "Too many requests; current limit of IP is "
-                                 f"{cfg.weight_limit_per_minute} request weight per 1 MINUTE.", hdr)
+            return binance_error(
+                429,
+                -1003,
+                "Too many requests; current limit of IP is "
+                f"{cfg.weight_limit_per_minute} request weight per 1 MINUTE.",
+                hdr,
+            )
         if limit < 0:
-            return binance_error(400, -1100, "Illegal characters found in parameter 'limit'; legal range is "
-                                 "'^[0-9]{1,20}$'.", hdr)
+            return binance_error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+                hdr,
+            )
         if (usdm and limit not in USDM_LIMITS) or (not usdm and not 1 <= limit <= 5000):
             legal = ",".join(map(str, USDM_LIMITS)) if usdm else "1-5000"
-            return binance_error(400, -1100, f"Illegal value for parameter 'limit'; legal values are {legal}.", hdr)
+            return binance_error(
+                400, -1100, f"Illegal value for parameter 'limit'; legal values are {legal}.", hdr
+            )
         symbol = query.get("symbol", "")
         if not symbol:
-            return binance_error(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or "
-                                 "malformed.", hdr)
+            return binance_error(
+                400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", hdr
+            )
         if self.replay is not None:
             body = self.replay.snapshot_body(symbol, limit)
             if body is None:
@@ -606,4 +691,3 @@ class ExchangeSimulator:
     def book_at(self, symbol: str, update_id: int) -> tuple[dict[int, int], dict[int, int]]:
         st = self.symbols[symbol]
         return st.truth.book_at(update_id, st.pending)
-

@@ -18,7 +18,11 @@ class TruthLog:
     """
 
     def __init__(
-        self, symbol: str, base_bids: dict[int, int], base_asks: dict[int, int], base_id: int,
+        self,
+        symbol: str,
+        base_bids: dict[int, int],
+        base_asks: dict[int, int],
+        base_id: int,
         max_events: int = 500_000,
     ) -> None:
         self.symbol = symbol
@@ -105,7 +109,9 @@ class TruthLog:
         return bids, asks
 
 
-def apply_event(bids: dict[int, int], asks: dict[int, int], ev: CanonicalEvent, upto_id: int | None = None) -> None:
+def apply_event(
+    bids: dict[int, int], asks: dict[int, int], ev: CanonicalEvent, upto_id: int | None = None
+) -> None:
     """Apply ``ev``'s changes (only those with id <= ``upto_id`` if given) to the book in place."""
     for i, uid in enumerate(ev.ids):
         if upto_id is not None and uid > upto_id:

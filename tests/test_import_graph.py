@@ -21,14 +21,25 @@ PRODUCT_PACKAGES = ("depth_core", "depth_store", "collectors", "exchange_sim", "
 FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
     # The pure core: no orchestration, no network, no S3 client, nothing above it.
     "depth_core": frozenset(
-        {"dagster", "dagster_aws", "boto3", "botocore", "websockets", "collectors", "exchange_sim", "depth_pipeline"}
+        {
+            "dagster",
+            "dagster_aws",
+            "boto3",
+            "botocore",
+            "websockets",
+            "collectors",
+            "exchange_sim",
+            "depth_pipeline",
+        }
     ),
     # The one object store knows nothing of what is stored in it.
     "depth_store": frozenset(
         {"depth_core", "collectors", "exchange_sim", "depth_pipeline", "dagster", "dagster_aws", "websockets"}
     ),
     "collectors": frozenset({"dagster", "dagster_aws", "depth_pipeline", "exchange_sim"}),
-    "exchange_sim": frozenset({"dagster", "dagster_aws", "depth_pipeline", "collectors", "depth_store", "boto3"}),
+    "exchange_sim": frozenset(
+        {"dagster", "dagster_aws", "depth_pipeline", "collectors", "depth_store", "boto3"}
+    ),
 }
 
 #: Cycles known on main and not yet broken: none since issue 16 item 2 (the last, exchange_sim's server with

@@ -78,9 +78,16 @@ def build_derived_assets(
     """``book_top25_1s`` and ``depth_quality_report`` of a date, one graph-backed multi-asset."""
     stream_list = list(streams)
     ins = {"merged": dg.AssetIn(MERGED_DEPTH, dagster_type=dg.Nothing)}
-    ins.update({f"validated_{i}": dg.AssetIn(validated_key(s), dagster_type=dg.Nothing) for i, s in enumerate(stream_list)})
+    ins.update(
+        {
+            f"validated_{i}": dg.AssetIn(validated_key(s), dagster_type=dg.Nothing)
+            for i, s in enumerate(stream_list)
+        }
+    )
 
-    @dg.op(out=dg.DynamicOut(dict), ins={name: dg.In(dg.Nothing) for name in ins}, tags={"depth/step": "plan"})
+    @dg.op(
+        out=dg.DynamicOut(dict), ins={name: dg.In(dg.Nothing) for name in ins}, tags={"depth/step": "plan"}
+    )
     def plan_derive(context: dg.OpExecutionContext, config: PlanConfig, day_run: DayRunResource) -> Any:
         date = date_of(context.partition_key)
         published = _published_symbols(context.instance, date)
@@ -89,17 +96,23 @@ def build_derived_assets(
         size = step_size(len(symbols), config.symbols_per_step, config.parallel_steps)
         for i, batch in enumerate(batches_of(symbols, size)):
             yield dg.DynamicOutput(
-                {"symbols": batch, "inline_reports": len(symbols) <= INLINE_REPORTS_UP_TO}, mapping_key=f"b{i:04d}"
+                {"symbols": batch, "inline_reports": len(symbols) <= INLINE_REPORTS_UP_TO},
+                mapping_key=f"b{i:04d}",
             )
 
     @dg.op(pool="depth_derive", tags={"depth/step": "derive"})
     def derive_symbols(
-        context: dg.OpExecutionContext, batch: dict, store: DepthStoreResource, settings: DepthSettingsResource
+        context: dg.OpExecutionContext,
+        batch: dict,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
     ) -> list:
         date = date_of(context.partition_key)
         object_store = store.open()
         return [
-            derive_one(object_store, settings.market_name, s, date, stream_list, bool(batch.get("inline_reports")))
+            derive_one(
+                object_store, settings.market_name, s, date, stream_list, bool(batch.get("inline_reports"))
+            )
             for s in batch["symbols"]
         ]
 
@@ -108,7 +121,10 @@ def build_derived_assets(
         tags={"depth/step": "record"},
     )
     def record_derived(
-        context: dg.OpExecutionContext, results: list, store: DepthStoreResource, settings: DepthSettingsResource
+        context: dg.OpExecutionContext,
+        results: list,
+        store: DepthStoreResource,
+        settings: DepthSettingsResource,
     ) -> Any:
         date = date_of(context.partition_key)
         outcomes = sorted((o for batch in results for o in batch), key=lambda o: o["symbol"])
@@ -134,8 +150,12 @@ def build_derived_assets(
             None,
             output_name="depth_quality_report",
             metadata={
-                "report": dg.MetadataValue.md(overview_md + (inline or listing or f"_no merged symbol on {date}_")),
-                "overview_key": dg.MetadataValue.text(quality_overview_key(settings.market_name, date) if ok else ""),
+                "report": dg.MetadataValue.md(
+                    overview_md + (inline or listing or f"_no merged symbol on {date}_")
+                ),
+                "overview_key": dg.MetadataValue.text(
+                    quality_overview_key(settings.market_name, date) if ok else ""
+                ),
                 "symbols": dg.MetadataValue.int(len(ok)),
                 "keys": dg.MetadataValue.json({o["symbol"]: o.get("quality_keys", {}) for o in ok}),
             },
@@ -145,9 +165,10 @@ def build_derived_assets(
             raise dg.Failure(
                 description=f"derived outputs of {date} failed for "
                 + "; ".join(f"{o['symbol']}: {o['reason']}" for o in failed[:20]),
-                metadata={"failed_symbols": dg.MetadataValue.json({o["symbol"]: o["reason"] for o in failed})},
+                metadata={
+                    "failed_symbols": dg.MetadataValue.json({o["symbol"]: o["reason"] for o in failed})
+                },
             )
-
 
     def derived_day(**upstream: Any) -> Any:
         top, quality = record_derived(plan_derive(**upstream).map(derive_symbols).collect())
@@ -174,5 +195,9 @@ def build_derived_assets(
         },
         ins=ins,
         partitions_def=partitions_def,
-        config={"plan_derive": {"config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}}},
+        config={
+            "plan_derive": {
+                "config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}
+            }
+        },
     )(graph_signature(derived_day, list(ins)))

@@ -21,7 +21,6 @@ result per declared check, summarised over the symbols (the failing ones named).
 fails the run after everything else was recorded.
 """
 
-
 import inspect
 import logging
 import traceback
@@ -112,7 +111,9 @@ def merge_one(
     out[META_BLOCKING_PASSED] = report.blocking_passed and received > 0
     if received == 0:
         out[META_NO_RAW_DATA] = True
-        out["reason"] = f"no raw data: no stream of {', '.join(streams)} has a diff-depth event for {symbol} {date}"
+        out["reason"] = (
+            f"no raw data: no stream of {', '.join(streams)} has a diff-depth event for {symbol} {date}"
+        )
         return out
     out["published"] = report.published
     out["refused_reason"] = report.refused_reason or ""
@@ -213,7 +214,11 @@ def day_check_results(
                 severity=severity(decl),
                 description=description[:2000],
                 metadata=report_metadata(
-                    {"failed_symbols": sorted(failing), "symbols_evaluated": evaluated, "symbols": len(merged)}
+                    {
+                        "failed_symbols": sorted(failing),
+                        "symbols_evaluated": evaluated,
+                        "symbols": len(merged),
+                    }
                 ),
             )
         )
@@ -228,7 +233,9 @@ def _latest_stream_day(instance: dg.DagsterInstance, stream: str, date: str) -> 
     return recorded_stream_day(records[0].event_log_entry.asset_materialization if records else None)
 
 
-AUTO_STEP_MIN = 25  # symbols a step takes at least when sized automatically (a step process costs ≈ 2.5 CPU-s)
+AUTO_STEP_MIN = (
+    25  # symbols a step takes at least when sized automatically (a step process costs ≈ 2.5 CPU-s)
+)
 AUTO_STEP_MAX = 100  # ... and at most (what one failed step process takes with it)
 STEPS_PER_SLOT = 2  # steps per parallel step slot when sized automatically (evens out the slots' finish)
 
@@ -262,7 +269,9 @@ def batches_of(symbols: list[str], size: int) -> list[list[str]]:
 
 def graph_signature(fn: Any, names: list[str]) -> Any:
     """Give a ``**kwargs`` graph function the named parameters Dagster maps the asset inputs onto."""
-    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
+    )
     return fn
 
 
@@ -276,9 +285,12 @@ def build_merged_asset(
     """``merged_depth`` over ``streams``: a graph-backed asset fanning the day's symbols out as steps."""
     stream_list = list(streams)
     ins: dict[str, dg.AssetIn] = {
-        f"validated_{i}": dg.AssetIn(validated_key(s), dagster_type=dg.Nothing) for i, s in enumerate(stream_list)
+        f"validated_{i}": dg.AssetIn(validated_key(s), dagster_type=dg.Nothing)
+        for i, s in enumerate(stream_list)
     }
-    ins["previous_day"] = dg.AssetIn(MERGED_DEPTH, partition_mapping=previous_day_mapping(), dagster_type=dg.Nothing)
+    ins["previous_day"] = dg.AssetIn(
+        MERGED_DEPTH, partition_mapping=previous_day_mapping(), dagster_type=dg.Nothing
+    )
 
     @dg.op(
         out={"batches": dg.DynamicOut(dict), "skipped": dg.Out(list)},
@@ -310,16 +322,26 @@ def build_merged_asset(
         known.update(symbols_merged_on(context.instance, date))
         symbols = requested or sorted(s for s in known | set(failed) if settings.wants(s))
         skipped: list[SymbolOutcome] = [
-            {"symbol": s, "ok": False, "not_validated": True, "published": False,
-             "reason": f"not validated ({failed[s]}); its published day is unchanged"}
-            for s in symbols if s in failed
+            {
+                "symbol": s,
+                "ok": False,
+                "not_validated": True,
+                "published": False,
+                "reason": f"not validated ({failed[s]}); its published day is unchanged",
+            }
+            for s in symbols
+            if s in failed
         ]
         todo = [s for s in symbols if s not in failed]
         size = step_size(len(todo), config.symbols_per_step, config.parallel_steps)
         batches = batches_of(todo, size)
         context.log.info(
             f"{date}: {len(todo)} symbols to merge in {len(batches)} steps of up to {size}"
-            + (f"; {len(skipped)} not validated: {', '.join(s['symbol'] for s in skipped)}" if skipped else "")
+            + (
+                f"; {len(skipped)} not validated: {', '.join(s['symbol'] for s in skipped)}"
+                if skipped
+                else ""
+            )
         )
         for i, batch in enumerate(batches):
             yield dg.DynamicOutput({"symbols": batch}, output_name="batches", mapping_key=f"b{i:04d}")
@@ -340,7 +362,12 @@ def build_merged_asset(
         with day_lease(object_store, settings.market_name, date, context):
             for symbol in batch["symbols"]:
                 outcome = merge_one(
-                    object_store, settings.market_name, symbol, date, stream_list, allow_shrink=day_run.allow_shrink
+                    object_store,
+                    settings.market_name,
+                    symbol,
+                    date,
+                    stream_list,
+                    allow_shrink=day_run.allow_shrink,
                 )
                 context.log.info(
                     f"{'ok  ' if outcome['ok'] else 'FAIL'} {symbol} {date}: "
@@ -391,7 +418,6 @@ def build_merged_asset(
                 },
             )
 
-
     def merged_day(**upstream: Any) -> Any:
         plan = plan_day(**upstream)
         recorded = record_day(plan.batches.map(merge_symbols).collect(), plan.skipped)
@@ -417,16 +443,17 @@ def build_merged_asset(
         ins=ins,
         partitions_def=partitions_def,
         check_specs=check_specs(MERGED_DEPTH, MERGED_CHECKS),
-        config={"plan_day": {"config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}}},
+        config={
+            "plan_day": {"config": {"symbols_per_step": symbols_per_step, "parallel_steps": parallel_steps}}
+        },
     )(graph_signature(merged_day, list(ins)))
 
 
 def _day_outputs(date: str, outcomes: list[SymbolOutcome]) -> Any:
     ok = [o for o in outcomes if o.get("ok")]
     failed = [o for o in outcomes if not o.get("ok")]
-    summary = (
-        f"### merged_depth · {date}\n\n{len(ok)} of {len(outcomes)} symbols ok"
-        + (f"; **failed**: {', '.join(o['symbol'] for o in failed)}" if failed else "")
+    summary = f"### merged_depth · {date}\n\n{len(ok)} of {len(outcomes)} symbols ok" + (
+        f"; **failed**: {', '.join(o['symbol'] for o in failed)}" if failed else ""
     )
     machine = {o["symbol"]: symbol_record(o) for o in outcomes}
     yield dg.Output(

@@ -47,7 +47,11 @@ def raw_spec(stream: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetSp
 
 
 def validate_stream_symbols(
-    store: ObjectStore, market: Market, stream: str, date: str, symbols: list[str] | None,
+    store: ObjectStore,
+    market: Market,
+    stream: str,
+    date: str,
+    symbols: list[str] | None,
     wants: Callable[[str], bool],
 ) -> tuple[dict[str, "SymbolDayReport"], dict[str, str]]:
     """Validate one stream-day in one pass over its raw objects (v2 and v1; each object is read once
@@ -105,15 +109,22 @@ def stream_day_metadata(
     ]
     records += [
         dg.TableRecord(
-            {"symbol": s, "events": 0, "gaps": 0, "duplicates": 0, "quarantined": 0, "objects": 0,
-             "carried_over": 0, "error": e[:300]}
+            {
+                "symbol": s,
+                "events": 0,
+                "gaps": 0,
+                "duplicates": 0,
+                "quarantined": 0,
+                "objects": 0,
+                "carried_over": 0,
+                "error": e[:300],
+            }
         )
         for s, e in sorted(errors.items())
     ]
     events = sum(r.events for r in reports.values())
-    head = (
-        f"### {stream} · {date}\n\n{len(reports)} symbols validated, {events} events"
-        + (f", **{len(errors)} not validated**: {', '.join(sorted(errors))}" if errors else "")
+    head = f"### {stream} · {date}\n\n{len(reports)} symbols validated, {events} events" + (
+        f", **{len(errors)} not validated**: {', '.join(sorted(errors))}" if errors else ""
     )
     return {
         "summary": dg.MetadataValue.md(head),
@@ -160,7 +171,12 @@ def build_validated_asset(stream: str, partitions_def: dg.PartitionsDefinition) 
         with day_lease(object_store, settings.market_name, date, context):
             try:
                 reports, errors = validate_stream_symbols(
-                    object_store, settings.market_name, stream, date, day_run.requested() or None, settings.wants
+                    object_store,
+                    settings.market_name,
+                    stream,
+                    date,
+                    day_run.requested() or None,
+                    settings.wants,
                 )
             except (MissingStateError, ConcurrentValidationError) as exc:  # nothing was deleted
                 raise dg.Failure(description=f"{stream} {date}: {exc}") from exc

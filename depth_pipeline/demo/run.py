@@ -261,7 +261,19 @@ def run_demo(opts: DemoOptions) -> int:
             )
         raw_after = sum(1 for _ in store.list(f"{RAW_ROOT}/"))
 
-        print_report(opts.seconds, opts.symbols, opts.data_dir, stats, merged, dates, store_dir, dagster_home, leftovers, raw_before, raw_after)
+        print_report(
+            opts.seconds,
+            opts.symbols,
+            opts.data_dir,
+            stats,
+            merged,
+            dates,
+            store_dir,
+            dagster_home,
+            leftovers,
+            raw_before,
+            raw_after,
+        )
         return 0
     finally:
         if relay is not None:

@@ -33,7 +33,12 @@ SPEC_FLAGS = {
     "--rest-url": "DEPTH_REST_URL",
 }
 SPEC_FLAGS_WITHOUT_NAMED_ENV = (
-    "--speed", "--flush-seconds", "--snapshot-interval", "--spool-dir", "--metrics-port", "--shutdown-grace",
+    "--speed",
+    "--flush-seconds",
+    "--snapshot-interval",
+    "--spool-dir",
+    "--metrics-port",
+    "--shutdown-grace",
 )
 
 
@@ -47,7 +52,11 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "collectors.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "collectors.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=30,
     )
 
@@ -72,7 +81,9 @@ def test_every_spec_flag_has_its_env_var_and_is_documented() -> None:
     for flag in SPEC_FLAGS_WITHOUT_NAMED_ENV:
         assert flag in by_flag, f"{flag} missing"
         assert by_flag[flag].startswith("DEPTH_")
-    docs = (REPO_ROOT / "README.md").read_text() + "".join(p.read_text() for p in (REPO_ROOT / "docs").glob("*.md"))
+    docs = (REPO_ROOT / "README.md").read_text() + "".join(
+        p.read_text() for p in (REPO_ROOT / "docs").glob("*.md")
+    )
     undocumented = [f"{f.flag}/{f.env}" for f in FLAGS if f.flag not in docs or f.env not in docs]
     assert not undocumented, f"flags or env vars not documented in README.md or docs/: {undocumented}"
     helped = run_cli(["--help"], os.environ.copy())
@@ -82,7 +93,10 @@ def test_every_spec_flag_has_its_env_var_and_is_documented() -> None:
 
 
 def test_defaults_are_binance_public_endpoints() -> None:
-    assert DEFAULT_WS_URL == {"spot": "wss://stream.binance.com:9443", "usdm": "wss://fstream.binance.com/public"}
+    assert DEFAULT_WS_URL == {
+        "spot": "wss://stream.binance.com:9443",
+        "usdm": "wss://fstream.binance.com/public",
+    }
     assert DEFAULT_REST_URL == {"spot": "https://api.binance.com", "usdm": "https://fapi.binance.com"}
 
 
@@ -116,7 +130,9 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
     tmp_path: Path, make_simulator: Callable[..., SimulatorThread]
 ) -> None:
     # pings every 0.2 s, 1 s to answer: a collector that does not answer is disconnected
-    sim = make_simulator(symbols=["BTCUSDT", "ETHUSDT"], path_prefix="/x", ping_interval_s=0.2, pong_timeout_s=1.0)
+    sim = make_simulator(
+        symbols=["BTCUSDT", "ETHUSDT"], path_prefix="/x", ping_interval_s=0.2, pong_timeout_s=1.0
+    )
     store_dir = tmp_path / "store"
     env = clean_env(
         tmp_path,
@@ -130,7 +146,9 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
         DEPTH_METRICS_PORT="0",
     )
     proc = CollectorProcess(
-        ["--collector-id", "acc-1", "--market", "spot", "--ws-url", sim.ws_url + "/x"], env, tmp_path / "c.log"
+        ["--collector-id", "acc-1", "--market", "spot", "--ws-url", sim.ws_url + "/x"],
+        env,
+        tmp_path / "c.log",
     ).start()
     second = CollectorProcess(["--collector-id", "acc-1"], env, tmp_path / "c2.log")
     try:
@@ -138,7 +156,9 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
         proc.wait_for_event("snapshot", count=2, timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         ws_paths = [p for p in requests if "/stream" in p]
-        assert ws_paths and ws_paths[0] == "/x/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms", requests
+        assert ws_paths and ws_paths[0] == "/x/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms", (
+            requests
+        )
         rest = sorted(p for p in requests if "/depth?" in p)
         assert rest[:2] == [
             "/x/api/v3/depth?symbol=BTCUSDT&limit=1000",
@@ -156,7 +176,11 @@ def test_spot_urls_flag_wins_sigterm_uploads_everything_and_spool_is_locked(
         sent = lambda: sum(c["sent"] for c in sim.control.connections())  # noqa: E731
         received = wait_until(
             "the collector to receive every frame the simulator sent",
-            lambda: (m := metric_values(url, "depth_collector_messages_total")) and sum(m.values()) == sent() and m,
+            lambda: (
+                (m := metric_values(url, "depth_collector_messages_total"))
+                and sum(m.values()) == sent()
+                and m
+            ),
             timeout=20,
         )
         last_ids = {sym: sim.control.last_update_id(sym) for sym in ("BTCUSDT", "ETHUSDT")}
@@ -216,10 +240,28 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
     sim = make_simulator(market="usdm", symbols=["BTCUSDT"], path_prefix="/y")
     env = clean_env(tmp_path, DEPTH_SPEED="100ms", DEPTH_SPOOL_DIR=str(tmp_path / "unused"))
     proc = CollectorProcess(
-        ["--collector-id", "acc-u", "--symbols", "btcusdt", "--store", str(tmp_path / "store"), "--market", "usdm",
-         "--speed", "1000ms", "--ws-url", sim.ws_url + "/y", "--rest-url", sim.rest_url + "/y",
-         "--spool-dir", str(tmp_path / "spool"), "--snapshot-interval", "1"],
-        env, tmp_path / "u.log",
+        [
+            "--collector-id",
+            "acc-u",
+            "--symbols",
+            "btcusdt",
+            "--store",
+            str(tmp_path / "store"),
+            "--market",
+            "usdm",
+            "--speed",
+            "1000ms",
+            "--ws-url",
+            sim.ws_url + "/y",
+            "--rest-url",
+            sim.rest_url + "/y",
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--snapshot-interval",
+            "1",
+        ],
+        env,
+        tmp_path / "u.log",
     ).start()
     try:
         proc.wait_for_event("snapshot", timeout=30)
@@ -233,7 +275,9 @@ def test_usdm_paths_and_1000ms_speed(tmp_path: Path, make_simulator: Callable[..
         proc.wait_for_event("snapshot", lambda e: e.get("reason") == "gap", timeout=30)
         requests = sim.call(lambda s: list(s.request_log))
         assert requests.count("/y/stream?streams=btcusdt@depth") == 2, requests
-        assert any(e.get("reason") == "reconnect" for e in proc.find_events("snapshot")), proc.find_events("snapshot")
+        assert any(e.get("reason") == "reconnect" for e in proc.find_events("snapshot")), proc.find_events(
+            "snapshot"
+        )
         assert "/y/fapi/v1/depth?symbol=BTCUSDT&limit=1000" in requests, requests
         assert (tmp_path / "spool").is_dir() and not (tmp_path / "unused").exists()
         proc.signal(signal.SIGINT)  # SIGINT stops it like SIGTERM
@@ -249,9 +293,26 @@ def test_store_unreachable_at_sigterm_exit_0_spool_kept_reported_and_uploaded_fi
     store_url, proxy = s3_behind_proxy
     sim = make_simulator(symbols=["BTCUSDT"])
     env = clean_env(tmp_path)
-    args = ["--collector-id", "acc-s3", "--symbols", "BTCUSDT", "--store", store_url, "--ws-url", sim.ws_url,
-            "--rest-url", sim.rest_url, "--spool-dir", str(tmp_path / "spool"), "--flush-seconds", "1",
-            "--shutdown-grace", "2", "--metrics-port", "0"]
+    args = [
+        "--collector-id",
+        "acc-s3",
+        "--symbols",
+        "BTCUSDT",
+        "--store",
+        store_url,
+        "--ws-url",
+        sim.ws_url,
+        "--rest-url",
+        sim.rest_url,
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--flush-seconds",
+        "1",
+        "--shutdown-grace",
+        "2",
+        "--metrics-port",
+        "0",
+    ]
     first = CollectorProcess(args, env, tmp_path / "s3-1.log").start()
     second = CollectorProcess(args, env, tmp_path / "s3-2.log")
     try:
@@ -262,7 +323,11 @@ def test_store_unreachable_at_sigterm_exit_0_spool_kept_reported_and_uploaded_fi
         sent = lambda: sum(c["sent"] for c in sim.control.connections())  # noqa: E731
         received = wait_until(
             "every sent frame received",
-            lambda: (m := metric_values(url, "depth_collector_messages_total")) and sum(m.values()) == sent() and m,
+            lambda: (
+                (m := metric_values(url, "depth_collector_messages_total"))
+                and sum(m.values()) == sent()
+                and m
+            ),
             timeout=20,
         )["BTCUSDT"]
         first.terminate()
@@ -275,9 +340,11 @@ def test_store_unreachable_at_sigterm_exit_0_spool_kept_reported_and_uploaded_fi
         second.wait_for_event("spool_leftovers", timeout=30)
         stored = wait_until(
             "the spool of the first run uploaded by the second",
-            lambda: (ev := depth_events(read_stored(store_url, "spot", "acc-s3").get("BTCUSDT", [])))
-            and len(ev) >= received
-            and ev,
+            lambda: (
+                (ev := depth_events(read_stored(store_url, "spot", "acc-s3").get("BTCUSDT", [])))
+                and len(ev) >= received
+                and ev
+            ),
             timeout=30,
         )
         assert len(stored) == received

@@ -50,7 +50,9 @@ class DecimalPlan(DayPlan):
             bids.append(["101.00", "0.00000000"])  # removes a level of the snapshot
         asks = [[f"{110 + (i % 5) * 0.01 + 0.13:.2f}", f"{(i % 3 + 1) * 0.1:.8f}"]]
         data = {"e": "depthUpdate", "E": e_ms, "s": self.symbol, "U": uid, "u": uid, "b": bids, "a": asks}
-        frame = json.dumps({"stream": f"{self.symbol.lower()}@depth@100ms", "data": data}, separators=(",", ":"))
+        frame = json.dumps(
+            {"stream": f"{self.symbol.lower()}@depth@100ms", "data": data}, separators=(",", ":")
+        )
         return (e_ms + self.latency_ms) * 10**6, frame.encode()
 
 
@@ -84,8 +86,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     store = open_store(str(store_dir))
     raw_a: set[str] = set()
     for stream, skip in zip(STREAMS, (EU_OUTAGE, AP_OUTAGE), strict=True):
-        raw_a |= {i.key for i in write_stream_day(store, stream, PLAN_A, session=stream.replace("-", ""), skip=skip)}
-    raw_b = {i.key for s in STREAMS for i in write_stream_day(store, s, PLAN_B, session=s[:2], with_snapshot=False)}
+        raw_a |= {
+            i.key for i in write_stream_day(store, stream, PLAN_A, session=stream.replace("-", ""), skip=skip)
+        }
+    raw_b = {
+        i.key for s in STREAMS for i in write_stream_day(store, s, PLAN_B, session=s[:2], with_snapshot=False)
+    }
     raw_c = {i.key for i in write_stream_day(store, "eu-1", PLAN_C, session="c")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTH_", "DAGSTER_"))}
     env.update(
@@ -100,20 +106,33 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     results: dict[str, subprocess.CompletedProcess[str]] = {}
     results["run_a"] = run([str(BIN / "depth-pipeline"), "run", "--date", DAY_A, "--symbols", "BTCUSDT"], env)
     results["materialize_b"] = run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "depth_pipeline.definitions", "--select", "*",
-         "--partition", DAY_B],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "depth_pipeline.definitions",
+            "--select",
+            "*",
+            "--partition",
+            DAY_B,
+        ],
         env,
     )
     # a raw object of day A that arrives after A's merge: events eu-1 had missed
     late_lines = [(ns, LineKind.DEPTH, frame) for ns, frame in (PLAN_A.event(i) for i in EU_OUTAGE)]
     late_key = write_object(store, "eu-1", "BTCUSDT", late_lines, session="eulate").key
-    results["cleanup_a"] = run([str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_A, "--symbols", "BTCUSDT"], env)
+    results["cleanup_a"] = run(
+        [str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_A, "--symbols", "BTCUSDT"], env
+    )
     raw_after_cleanup_a = {i.key for i in store.list("raw/")}
     # both symbols named: BTCUSDT is merged again (after the cleanup), ETHUSDT has no raw data
     results["run_b"] = run(
         [str(BIN / "depth-pipeline"), "run", "--date", DAY_B, "--symbols", "BTCUSDT,ETHUSDT"], env
     )
-    results["cleanup_c"] = run([str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_C, "--symbols", "btcusdt"], env)
+    results["cleanup_c"] = run(
+        [str(BIN / "depth-pipeline"), "cleanup", "--date", DAY_C, "--symbols", "btcusdt"], env
+    )
     return Scenario(store_dir, home, env, results, raw_a, raw_b, raw_c, late_key, raw_after_cleanup_a)
 
 
@@ -122,7 +141,9 @@ def raw_keys(s: Scenario) -> set[str]:
 
 
 def merged_files(s: Scenario, date: str, symbol: str = "BTCUSDT") -> list[Path]:
-    return sorted((s.store_dir / "merged" / "market=spot" / f"symbol={symbol}" / f"date={date}").glob("*.parquet"))
+    return sorted(
+        (s.store_dir / "merged" / "market=spot" / f"symbol={symbol}" / f"date={date}").glob("*.parquet")
+    )
 
 
 def merged_day(s: Scenario, date: str) -> list[dict[str, Any]]:
@@ -181,7 +202,9 @@ def test_standard_dagster_command_materializes_a_symbol_day(scenario: Scenario) 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert merged_files(scenario, DAY_B)
     manifest = json.loads(
-        (scenario.store_dir / f"merged/market=spot/symbol=BTCUSDT/date={DAY_B}/_coverage_manifest.json").read_text()
+        (
+            scenario.store_dir / f"merged/market=spot/symbol=BTCUSDT/date={DAY_B}/_coverage_manifest.json"
+        ).read_text()
     )
     assert manifest["blocking_passed"] is True and manifest["gaps"] == []
     assert {r["stream"] for r in manifest["covered"]} <= set(STREAMS)
@@ -238,7 +261,9 @@ def test_cleanup_without_a_merge_deletes_nothing_and_says_why(scenario: Scenario
     done = scenario.results["cleanup_c"]
     assert done.returncode == 1, done.stdout + done.stderr
     assert scenario.raw_c <= raw_keys(scenario)
-    assert f"BTCUSDT {DAY_C}: deleted nothing: no merge of BTCUSDT {DAY_C} is recorded" in done.stdout, done.stdout
+    assert f"BTCUSDT {DAY_C}: deleted nothing: no merge of BTCUSDT {DAY_C} is recorded" in done.stdout, (
+        done.stdout
+    )
 
 
 def test_nothing_but_raw_objects_under_raw(scenario: Scenario) -> None:
@@ -255,11 +280,25 @@ def test_nothing_but_raw_objects_under_raw(scenario: Scenario) -> None:
 
 def test_merged_schema_types_and_hive_path(scenario: Scenario) -> None:
     schema = pq.read_schema(merged_files(scenario, DAY_A)[0])
-    expected = ["symbol", "exchange_time", "transaction_time", "receive_time", "first_update_id", "last_update_id",
-                "prev_update_id", "is_snapshot", "side", "price", "qty", "source"]
+    expected = [
+        "symbol",
+        "exchange_time",
+        "transaction_time",
+        "receive_time",
+        "first_update_id",
+        "last_update_id",
+        "prev_update_id",
+        "is_snapshot",
+        "side",
+        "price",
+        "qty",
+        "source",
+    ]
     assert [n for n in schema.names if n in expected] == expected
     for name in ("symbol", "side", "source"):
-        assert pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type)
+        assert pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(
+            schema.field(name).type
+        )
     for name in ("exchange_time", "transaction_time", "receive_time"):
         t = schema.field(name).type
         assert pa.types.is_timestamp(t) and t.tz in ("UTC", "+00:00", "Etc/UTC"), (name, t)
@@ -288,7 +327,9 @@ def test_rows_sorted_images_first_sources_and_event_dates(scenario: Scenario) ->
         events = [r for r in rows if not r["is_snapshot"]]
         assert {r["source"] for r in events} <= set(STREAMS)
         assert all(r["exchange_time"].date().isoformat() == date for r in events)
-        assert all(r["exchange_time"].tzinfo is not None and r["receive_time"].tzinfo is not None for r in rows)
+        assert all(
+            r["exchange_time"].tzinfo is not None and r["receive_time"].tzinfo is not None for r in rows
+        )
         assert all(r["transaction_time"] is None and r["prev_update_id"] is None for r in rows)
         assert {r["side"] for r in rows} == {"bid", "ask"}
     rows_a = merged_day(scenario, DAY_A)
@@ -303,7 +344,9 @@ def test_rows_sorted_images_first_sources_and_event_dates(scenario: Scenario) ->
     assert receive_ns[0] == PLAN_A.snapshot()[0], "an image's receive_time is its receive time, in ns"
     exchange_ms = table.column("exchange_time").cast(pa.int64()).to_pylist()  # unit of the column
     unit = {"ms": 10**6, "us": 10**3, "ns": 1}[table.schema.field("exchange_time").type.unit]
-    assert exchange_ms[0] * unit // 10**6 == PLAN_A.snapshot()[0] // 10**6, "spot image: E is its receive time"
+    assert exchange_ms[0] * unit // 10**6 == PLAN_A.snapshot()[0] // 10**6, (
+        "spot image: E is its receive time"
+    )
     assert receive_ns[len(image)] == PLAN_A.event(0)[0]
 
 
@@ -363,7 +406,11 @@ def test_polars_pandas_and_duckdb_read_the_hive_layout(scenario: Scenario) -> No
     root = scenario.store_dir / "merged"
     glob = f"{root}/market=*/symbol=*/date=*/*.parquet"
     total = sum(pq.read_metadata(f).num_rows for d in (DAY_A, DAY_B) for f in merged_files(scenario, d))
-    frame = pl.scan_parquet(glob, hive_partitioning=True).filter(pl.col("date") == dt.date(2026, 11, 24)).collect()
+    frame = (
+        pl.scan_parquet(glob, hive_partitioning=True)
+        .filter(pl.col("date") == dt.date(2026, 11, 24))
+        .collect()
+    )
     assert frame.height == len(merged_day(scenario, DAY_B)) and frame["market"].unique().to_list() == ["spot"]
     con = duckdb.connect()
     n, dates = con.sql(
@@ -371,15 +418,28 @@ def test_polars_pandas_and_duckdb_read_the_hive_layout(scenario: Scenario) -> No
     ).fetchall()[0]
     assert (n, dates) == (total, 2)
     types = dict(
-        (name, kind) for name, kind, *_ in con.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)").fetchall()
+        (name, kind)
+        for name, kind, *_ in con.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)"
+        ).fetchall()
     )
-    assert types["exchange_time"] == "TIMESTAMP WITH TIME ZONE" and types["receive_time"] == "TIMESTAMPTZ_NS", types
+    assert (
+        types["exchange_time"] == "TIMESTAMP WITH TIME ZONE" and types["receive_time"] == "TIMESTAMPTZ_NS"
+    ), types
     one_day = pd.read_parquet(root / "market=spot" / "symbol=BTCUSDT" / f"date={DAY_A}")
     assert len(one_day) == len(merged_day(scenario, DAY_A))
     assert str(one_day["receive_time"].dtype) == "datetime64[ns, UTC]"
     # the whole tree with pandas: the file's `symbol` column and the `symbol=` folder need one type
-    part = ds.partitioning(pa.schema([("market", pa.string()), ("symbol", pq.read_schema(
-        merged_files(scenario, DAY_A)[0]).field("symbol").type), ("date", pa.string())]), flavor="hive")
+    part = ds.partitioning(
+        pa.schema(
+            [
+                ("market", pa.string()),
+                ("symbol", pq.read_schema(merged_files(scenario, DAY_A)[0]).field("symbol").type),
+                ("date", pa.string()),
+            ]
+        ),
+        flavor="hive",
+    )
     assert len(pd.read_parquet(root, partitioning=part)) == total
 
 
@@ -397,5 +457,8 @@ def test_coverage_manifest_is_beside_each_day_and_documented(scenario: Scenario)
 
 
 def test_quality_report_location_is_documented() -> None:
-    docs = "".join(p.read_text() for p in (REPO_ROOT / "docs").glob("*.md")) + (REPO_ROOT / "README.md").read_text()
+    docs = (
+        "".join(p.read_text() for p in (REPO_ROOT / "docs").glob("*.md"))
+        + (REPO_ROOT / "README.md").read_text()
+    )
     assert "quality/" in docs

@@ -15,7 +15,9 @@ def test_readme_first_commands_are_make_demo_then_make_test() -> None:
     text = (REPO_ROOT / "README.md").read_text()
     first_block = re.search(r"```(?:bash|sh|console)\n(.*?)```", text, re.S)  # the first shell block
     assert first_block is not None
-    commands = [ln.split("#")[0].strip() for ln in first_block.group(1).splitlines() if ln.split("#")[0].strip()]
+    commands = [
+        ln.split("#")[0].strip() for ln in first_block.group(1).splitlines() if ln.split("#")[0].strip()
+    ]
     assert commands[:2] == ["make demo", "make test"], commands
     assert "./.venv" in text or ".venv" in text
 
@@ -46,5 +48,7 @@ def test_console_scripts_are_in_the_repo_venv() -> None:
         return  # the suite runs from another interpreter: nothing to say about ./.venv
     for name in scripts:
         assert (venv_bin / name).is_file(), f".venv/bin/{name} missing"
-    done = subprocess.run([str(venv_bin / "depth-pipeline"), "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(venv_bin / "depth-pipeline"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "cleanup" in done.stdout

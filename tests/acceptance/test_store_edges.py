@@ -11,7 +11,9 @@ from depth_store import open_store
 from tests.fixtures.moto import moto_client, new_bucket, set_s3_env
 
 
-def test_s3_endpoint_from_the_s3_specific_variable(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+def test_s3_endpoint_from_the_s3_specific_variable(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
     set_s3_env(monkeypatch, moto_endpoint)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)

@@ -51,7 +51,9 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
     assert {r["source"] for r in reanchor} == {"snapshot:ap-1"}
     for i, r in images:
         assert int(r["exchange_time"].timestamp() * 1000) == ex.times[r["last_update_id"]], "image E"
-        assert receive_ns[i] == int((ex.times[r["last_update_id"]] + 50.0) * 1_000_000)  # as stream_lines wrote it
+        assert receive_ns[i] == int(
+            (ex.times[r["last_update_id"]] + 50.0) * 1_000_000
+        )  # as stream_lines wrote it
     for i, r in enumerate(rows):
         if r["is_snapshot"]:
             continue
@@ -60,7 +62,9 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
         expected = "ap-1" if eu_drop[0] <= r["last_update_id"] <= eu_drop[1] else "eu-1"
         assert r["source"] == expected
         e_ms = int(str(ev["E"]))
-        assert receive_ns[i] == (int((e_ms + 25) * 1_000_000) if expected == "ap-1" else int((e_ms + 20.0) * 1_000_000))
+        assert receive_ns[i] == (
+            int((e_ms + 25) * 1_000_000) if expected == "ap-1" else int((e_ms + 20.0) * 1_000_000)
+        )
         assert r["first_update_id"] == ev["U"] and r["prev_update_id"] == ev["pu"]
         assert r["transaction_time"] is not None and int(r["transaction_time"].timestamp() * 1000) == ev["T"]
         # events between the gap and the re-anchoring image are kept, flagged: their book is unknown
@@ -81,9 +85,9 @@ def test_usdm_columns_images_and_reanchoring(tmp_path: Path) -> None:
         end_of_group = i + 1 == len(rows) or rows[i + 1]["last_update_id"] != r["last_update_id"]
         if end_of_group and r["book_exact"]:
             bids, asks = ex.books[r["last_update_id"]]
-            assert book == {("bid", p): q for p, q in bids.items()} | {("ask", p): q for p, q in asks.items()}, (
-                f"book after u={r['last_update_id']}"
-            )
+            assert book == {("bid", p): q for p, q in bids.items()} | {
+                ("ask", p): q for p, q in asks.items()
+            }, f"book after u={r['last_update_id']}"
 
     manifest = json.loads((folder / "_coverage_manifest.json").read_text())
     assert len(manifest["gaps"]) == 1

@@ -40,13 +40,29 @@ def load_recording(path: Path, market: str) -> Recording:
             if "@depth" in stream:
                 depth.append((int(ns_text), data))
             elif stream.endswith("@bookTicker"):
-                tickers[int(data["u"])] = (float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"]))
+                tickers[int(data["u"])] = (
+                    float(data["b"]),
+                    float(data["B"]),
+                    float(data["a"]),
+                    float(data["A"]),
+                )
     assert snapshot is not None
     last_id = int(snapshot["lastUpdateId"])
     rows: dict[str, list] = {name: [] for name in MERGED_SCHEMA}
 
-    def add(ns: int, e_ms: int, t_ms: int | None, first: int, last: int, prev: int | None, snap: bool,
-            side: str, price: str, qty: str, source: str) -> None:
+    def add(
+        ns: int,
+        e_ms: int,
+        t_ms: int | None,
+        first: int,
+        last: int,
+        prev: int | None,
+        snap: bool,
+        side: str,
+        price: str,
+        qty: str,
+        source: str,
+    ) -> None:
         rows["symbol"].append("BTCUSDT")
         rows["exchange_time"].append(e_ms)
         rows["transaction_time"].append(t_ms)
@@ -64,8 +80,19 @@ def load_recording(path: Path, market: str) -> Recording:
     snap_e = int(snapshot.get("E", snapshot_ns // 1_000_000))
     for side, key in (("bid", "bids"), ("ask", "asks")):
         for price, qty in snapshot[key]:
-            add(snapshot_ns, snap_e, snapshot.get("T"), last_id, last_id, None, True, side, price, qty,
-                "snapshot:real")
+            add(
+                snapshot_ns,
+                snap_e,
+                snapshot.get("T"),
+                last_id,
+                last_id,
+                None,
+                True,
+                side,
+                price,
+                qty,
+                "snapshot:real",
+            )
     n_events = 0
     for ns, ev in depth:
         u = int(ev["u"])
@@ -74,10 +101,26 @@ def load_recording(path: Path, market: str) -> Recording:
         n_events += 1
         for side, key in (("bid", "b"), ("ask", "a")):
             for price, qty in ev[key]:
-                add(ns, int(ev["E"]), ev.get("T"), int(ev["U"]), u, ev.get("pu"), False, side, price, qty, "real")
-    frame = pl.DataFrame(rows).with_columns(
-        pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
-        pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
-        pl.col("receive_time").cast(pl.Datetime("ns", "UTC")),
-    ).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+                add(
+                    ns,
+                    int(ev["E"]),
+                    ev.get("T"),
+                    int(ev["U"]),
+                    u,
+                    ev.get("pu"),
+                    False,
+                    side,
+                    price,
+                    qty,
+                    "real",
+                )
+    frame = (
+        pl.DataFrame(rows)
+        .with_columns(
+            pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
+            pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
+            pl.col("receive_time").cast(pl.Datetime("ns", "UTC")),
+        )
+        .cast(MERGED_SCHEMA)
+    )  # type: ignore[arg-type]
     return Recording(merged=frame, tickers=tickers, n_events=n_events)

@@ -67,11 +67,23 @@ def generate(
     n_events = 0
 
     def as_floats() -> tuple[dict[float, float], dict[float, float]]:
-        return ({_fmt(p, tick_dec): _fmt(q, lot_dec) for p, q in bids.items()},
-                {_fmt(p, tick_dec): _fmt(q, lot_dec) for p, q in asks.items()})
+        return (
+            {_fmt(p, tick_dec): _fmt(q, lot_dec) for p, q in bids.items()},
+            {_fmt(p, tick_dec): _fmt(q, lot_dec) for p, q in asks.items()},
+        )
 
-    def add(day: str, e_ms: int, first: int, last: int, prev: int | None, snap: bool, side: str,
-            price: int, qty: int, source: str) -> None:
+    def add(
+        day: str,
+        e_ms: int,
+        first: int,
+        last: int,
+        prev: int | None,
+        snap: bool,
+        side: str,
+        price: int,
+        qty: int,
+        source: str,
+    ) -> None:
         r = rows[day]
         r["symbol"].append(symbol)
         r["exchange_time"].append(e_ms)
@@ -136,17 +148,21 @@ def generate(
         truth.at_time[queries[qi]] = as_floats()
         qi += 1
     frames = {
-        d: pl.DataFrame(rows[d]).with_columns(
+        d: pl.DataFrame(rows[d])
+        .with_columns(
             pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
             pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
             pl.col("receive_time").cast(pl.Datetime("ns", "UTC")),
-        ).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+        )
+        .cast(MERGED_SCHEMA)  # type: ignore[arg-type]
         for d in days
     }
     return SynthData(symbol, market, list(days), frames, truth, n_events)
 
 
-def _change(rng: random.Random, bids: dict[int, int], asks: dict[int, int], lot_dec: int) -> tuple[str, int, int]:
+def _change(
+    rng: random.Random, bids: dict[int, int], asks: dict[int, int], lot_dec: int
+) -> tuple[str, int, int]:
     """One random level change that keeps the book uncrossed; applied to the dicts."""
     best_bid, best_ask = max(bids), min(asks)
     if rng.random() < 0.5:
@@ -175,5 +191,6 @@ def write(store: ObjectStore, data: SynthData, files_per_day: int = 2, cuts: lis
             part = frame.slice(a, b - a)
             buf = io.BytesIO()
             part.write_parquet(buf, row_group_size=500)
-            store.put_bytes(merged_day_prefix(data.market, data.symbol, day) + f"part-{i:05d}.parquet",
-                            buf.getvalue())
+            store.put_bytes(
+                merged_day_prefix(data.market, data.symbol, day) + f"part-{i:05d}.parquet", buf.getvalue()
+            )

@@ -35,8 +35,9 @@ class DictBook:
         return bids, asks
 
 
-def random_updates(rng: np.random.Generator, n: int, mid: float, tick: float, spread_ticks: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_updates(
+    rng: np.random.Generator, n: int, mid: float, tick: float, spread_ticks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Level updates around a drifting mid: bids below, asks above, about a third removals."""
     is_bid = rng.random(n) < 0.5
     drift = np.cumsum(rng.integers(-2, 3, n))
@@ -133,28 +134,41 @@ def test_real_usdm_replay_matches_book_ticker(real_data: Path) -> None:
 def test_replay_merged_images_reset_and_events_group() -> None:
     rows = [
         # image id 10: bids 100, 99; ask 101
-        (10, 10, True, "bid", 100.0, 1.0), (10, 10, True, "bid", 99.0, 2.0), (10, 10, True, "ask", 101.0, 3.0),
-        (11, 12, False, "bid", 100.0, 0.0), (11, 12, False, "ask", 100.5, 4.0),
+        (10, 10, True, "bid", 100.0, 1.0),
+        (10, 10, True, "bid", 99.0, 2.0),
+        (10, 10, True, "ask", 101.0, 3.0),
+        (11, 12, False, "bid", 100.0, 0.0),
+        (11, 12, False, "ask", 100.5, 4.0),
         (13, 13, False, "bid", 99.5, 1.5),
         # a re-anchoring image id 20 replaces everything
-        (20, 20, True, "bid", 90.0, 1.0), (20, 20, True, "ask", 91.0, 1.0),
-        (21, 21, False, "ask", 91.0, 0.0), (21, 21, False, "ask", 92.0, 2.0),
+        (20, 20, True, "bid", 90.0, 1.0),
+        (20, 20, True, "ask", 91.0, 1.0),
+        (21, 21, False, "ask", 91.0, 0.0),
+        (21, 21, False, "ask", 92.0, 2.0),
     ]
     frame = pl.DataFrame(
         {
-            "first_update_id": [r[0] for r in rows], "last_update_id": [r[1] for r in rows],
-            "is_snapshot": [r[2] for r in rows], "side": [r[3] for r in rows],
-            "price": [r[4] for r in rows], "qty": [r[5] for r in rows],
+            "first_update_id": [r[0] for r in rows],
+            "last_update_id": [r[1] for r in rows],
+            "is_snapshot": [r[2] for r in rows],
+            "side": [r[3] for r in rows],
+            "price": [r[4] for r in rows],
+            "qty": [r[5] for r in rows],
         }
     )
     seen: list[tuple[int, bool, int, tuple[float, float] | None]] = []
     book = replay_merged(
         [frame.slice(0, 4), frame.slice(4, 5), frame.slice(9)],
-        lambda b, g: seen.append((int(g["last_update_id"][0]), bool(g["is_snapshot"][0]), g.height, b.best_bid())),
+        lambda b, g: seen.append(
+            (int(g["last_update_id"][0]), bool(g["is_snapshot"][0]), g.height, b.best_bid())
+        ),
     )
     assert seen == [
-        (10, True, 3, (100.0, 1.0)), (12, False, 2, (99.0, 2.0)), (13, False, 1, (99.5, 1.5)),
-        (20, True, 2, (90.0, 1.0)), (21, False, 2, (90.0, 1.0)),
+        (10, True, 3, (100.0, 1.0)),
+        (12, False, 2, (99.0, 2.0)),
+        (13, False, 1, (99.5, 1.5)),
+        (20, True, 2, (90.0, 1.0)),
+        (21, False, 2, (90.0, 1.0)),
     ]
     assert book.levels("ask") == {92.0: 2.0}
     assert book.levels("bid") == {90.0: 1.0}
@@ -248,15 +262,20 @@ def test_bad_columns_are_refused_with_a_clear_error() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(1, 400), st.sampled_from([0, 0, 1, 2, 3, 250])),
-                max_size=300),
-       st.sampled_from([4, 16, 1 << 16]), st.integers(0, 4))
-def test_property_any_update_sequence_matches_dict_book(ops: list[tuple[bool, int, int]], window: int,
-                                                        decimals: int) -> None:
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(1, 400), st.sampled_from([0, 0, 1, 2, 3, 250])), max_size=300
+    ),
+    st.sampled_from([4, 16, 1 << 16]),
+    st.integers(0, 4),
+)
+def test_property_any_update_sequence_matches_dict_book(
+    ops: list[tuple[bool, int, int]], window: int, decimals: int
+) -> None:
     book, ref = OrderBook(window=window), DictBook()
     scale = 10**decimals
     for start in range(0, len(ops), 37):
-        chunk = ops[start:start + 37]
+        chunk = ops[start : start + 37]
         is_bid = np.array([o[0] for o in chunk], dtype=bool)
         price = np.array([float(f"{o[1] / scale:.{decimals}f}") for o in chunk])
         qty = np.array([o[2] / 8 for o in chunk])

@@ -30,7 +30,9 @@ def test_doc_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DEPTH_STORE_URL", str(store_dir))
     monkeypatch.chdir(tmp_path)
     python_blocks = blocks("python")
-    commands = [line for block in blocks("bash") for line in block.splitlines() if line.startswith("depth-export")]
+    commands = [
+        line for block in blocks("bash") for line in block.splitlines() if line.startswith("depth-export")
+    ]
     assert len(python_blocks) >= 8 and len(commands) == 2
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -39,7 +41,9 @@ def test_doc_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for i, code in enumerate(python_blocks):
         if "exports/" in code and not ran_exports:  # the shell commands come before the block that reads them
             for command in commands:
-                done = subprocess.run(shlex.split(command), env=env, capture_output=True, text=True, timeout=120)
+                done = subprocess.run(
+                    shlex.split(command), env=env, capture_output=True, text=True, timeout=120
+                )
                 assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
             ran_exports = True
         try:

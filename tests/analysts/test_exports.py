@@ -29,8 +29,9 @@ def books_by_time(frame: pl.DataFrame) -> dict[int, tuple[dict[float, float], di
 
 
 @pytest.fixture(scope="module", params=["spot", "usdm"])
-def day_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[ObjectStore, synth.SynthData]:
+def day_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ObjectStore, synth.SynthData]:
     data = synth.generate(market=request.param, days=(DAY,), events_per_day=800, seed=13)
     store = open_store(str(tmp_path_factory.mktemp("exp")))
     frame = data.frames[DAY]
@@ -40,8 +41,9 @@ def day_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return store, data
 
 
-def test_tardis_round_trip_rebuilds_the_same_books(day_store: tuple[ObjectStore, synth.SynthData],
-                                                   tmp_path: Path) -> None:
+def test_tardis_round_trip_rebuilds_the_same_books(
+    day_store: tuple[ObjectStore, synth.SynthData], tmp_path: Path
+) -> None:
     store, data = day_store
     out = tmp_path / exports.tardis_file_name(data.market, data.symbol, DAY)
     n = exports.export_tardis_day(store, data.symbol, DAY, out, data.market)
@@ -87,8 +89,9 @@ def replay_hftbacktest(events: np.ndarray) -> dict[int, tuple[dict[float, float]
     return out
 
 
-def test_hftbacktest_events_rebuild_the_same_books(day_store: tuple[ObjectStore, synth.SynthData],
-                                                   tmp_path: Path) -> None:
+def test_hftbacktest_events_rebuild_the_same_books(
+    day_store: tuple[ObjectStore, synth.SynthData], tmp_path: Path
+) -> None:
     store, data = day_store
     out = tmp_path / exports.hftbacktest_file_name(data.market, data.symbol, DAY)
     n = exports.export_hftbacktest_day(store, data.symbol, DAY, out, data.market)
@@ -105,16 +108,35 @@ def test_hftbacktest_events_rebuild_the_same_books(day_store: tuple[ObjectStore,
     assert replay_hftbacktest(events) == books_by_time(original)
 
 
-def test_cli_writes_one_file_per_day_and_reports_missing_days(day_store: tuple[ObjectStore, synth.SynthData],
-                                                              tmp_path: Path) -> None:
+def test_cli_writes_one_file_per_day_and_reports_missing_days(
+    day_store: tuple[ObjectStore, synth.SynthData], tmp_path: Path
+) -> None:
     store, data = day_store
-    args = ["--symbol", data.symbol, "--date", DAY, "--market", data.market, "--store", store.url,
-            "--out-dir", str(tmp_path)]
+    args = [
+        "--symbol",
+        data.symbol,
+        "--date",
+        DAY,
+        "--market",
+        data.market,
+        "--store",
+        store.url,
+        "--out-dir",
+        str(tmp_path),
+    ]
     assert exports.main(["tardis", *args]) == 0
     assert exports.main(["hftbacktest", *args]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted([exports.tardis_file_name(data.market, data.symbol, DAY),
-                            exports.hftbacktest_file_name(data.market, data.symbol, DAY)])
+    assert names == sorted(
+        [
+            exports.tardis_file_name(data.market, data.symbol, DAY),
+            exports.hftbacktest_file_name(data.market, data.symbol, DAY),
+        ]
+    )
     assert exports.main(["tardis", *args[:3], DAY, "--to-date", "2026-11-24", *args[4:]]) == 1
-    assert exports.main(["tardis", "--symbol", "bad/sym", "--date", DAY, "--store", store.url,
-                         "--out-dir", str(tmp_path)]) == 2
+    assert (
+        exports.main(
+            ["tardis", "--symbol", "bad/sym", "--date", DAY, "--store", store.url, "--out-dir", str(tmp_path)]
+        )
+        == 2
+    )

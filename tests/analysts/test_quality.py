@@ -19,8 +19,13 @@ DAY0 = 1_795_478_400_000  # 2026-11-24T00:00:00Z in ms
 HOUR = 3_600_000
 
 
-def _stream(name: str, rng: np.random.Generator, outage: tuple[int, int] | None, gap_every: int = 0,
-            latency_ms: float = 40.0) -> quality.StreamTimeline:
+def _stream(
+    name: str,
+    rng: np.random.Generator,
+    outage: tuple[int, int] | None,
+    gap_every: int = 0,
+    latency_ms: float = 40.0,
+) -> quality.StreamTimeline:
     times = np.arange(DAY0 + 100, DAY0 + 24 * HOUR, 100, dtype=np.int64)  # 10 events/s
     if outage is not None:
         times = times[(times < DAY0 + outage[0]) | (times >= DAY0 + outage[1])]
@@ -33,8 +38,13 @@ def _stream(name: str, rng: np.random.Generator, outage: tuple[int, int] | None,
             gaps = sorted([*gaps, (int(ids[before]), int(ids[before + 1]) - 3)])
     lat = (receive - times * 1e6) / 1e6
     return quality.StreamTimeline(
-        stream=name, exchange_ms=times, receive_ns=receive.astype(np.int64), last_update_id=ids, id_gaps=gaps,
-        coverage=0.999 if gaps or outage else 1.0, quarantined=2,
+        stream=name,
+        exchange_ms=times,
+        receive_ns=receive.astype(np.int64),
+        last_update_id=ids,
+        id_gaps=gaps,
+        coverage=0.999 if gaps or outage else 1.0,
+        quarantined=2,
         latency_p50_ms=float(np.percentile(lat, 50)) if len(lat) else None,
         latency_p99_ms=float(np.percentile(lat, 99)) if len(lat) else None,
         clock_offset_ms=float(lat.min()) if len(lat) else None,
@@ -53,9 +63,15 @@ def test_report_renders_outages_gaps_and_every_stream(tmp_path: object) -> None:
     ap = _stream("ap-1", rng, outage=None, gap_every=150_000, latency_ms=120.0)
     us = _stream("us-1", rng, outage=(0, 24 * HOUR))  # down all day
     inp = quality.QualityInput(
-        market="spot", symbol="BTCUSDT", date=DATE, streams=[eu, ap, us],
+        market="spot",
+        symbol="BTCUSDT",
+        date=DATE,
+        streams=[eu, ap, us],
         covered=[(1_000, 300_000, "eu-1"), (300_001, 2_591_000, "ap-1")],
-        merged_gaps=[(1_500_000, 1_500_010)], merged_coverage=0.99999, images=2, reanchor_ids=[1_500_011],
+        merged_gaps=[(1_500_000, 1_500_010)],
+        merged_coverage=0.99999,
+        images=2,
+        reanchor_ids=[1_500_011],
     )
     store = open_store(str(tmp_path))
     report = quality.write_quality_report(store, inp)
@@ -72,9 +88,14 @@ def test_report_renders_outages_gaps_and_every_stream(tmp_path: object) -> None:
     summary = orjson.loads(store.get_bytes(report.keys["json"]))
     assert summary["streams"]["eu-1"]["outages"] == 1
     assert abs(summary["streams"]["eu-1"]["outage_seconds"] - 3600) < 1
-    assert summary["streams"]["ap-1"]["outages"] == 0 and summary["streams"]["ap-1"]["id_gaps"] == len(ap.id_gaps) > 0
+    assert (
+        summary["streams"]["ap-1"]["outages"] == 0
+        and summary["streams"]["ap-1"]["id_gaps"] == len(ap.id_gaps) > 0
+    )
     assert summary["streams"]["eu-1"]["id_gaps"] == 1
-    assert summary["streams"]["us-1"]["events"] == 0 and summary["streams"]["us-1"]["outage_seconds"] == 86_400
+    assert (
+        summary["streams"]["us-1"]["events"] == 0 and summary["streams"]["us-1"]["outage_seconds"] == 86_400
+    )
     assert summary["streams"]["ap-1"]["latency_p50_ms"] > summary["streams"]["eu-1"]["latency_p50_ms"]
     assert summary["merged_gaps"] == 1
     inline = report.markdown_with_inline_png()
@@ -98,19 +119,49 @@ def test_load_quality_input_from_validated_outputs_and_manifest(tmp_path: object
     rng = np.random.default_rng(3)
     src = _stream("eu-1", rng, outage=(5 * HOUR, 6 * HOUR), gap_every=200_000)
     prefix = validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE)
-    events = pl.DataFrame({"E": src.exchange_ms, "receive_ns": src.receive_ns, "u": src.last_update_id,
-                           "dup": np.zeros(len(src.exchange_ms), dtype=bool)})
+    events = pl.DataFrame(
+        {
+            "E": src.exchange_ms,
+            "receive_ns": src.receive_ns,
+            "u": src.last_update_id,
+            "dup": np.zeros(len(src.exchange_ms), dtype=bool),
+        }
+    )
     buf = io.BytesIO()
     events.write_parquet(buf)
     store.put_bytes(prefix + EVENTS_FILE, buf.getvalue())
-    store.put_bytes(prefix + REPORT_FILE, orjson.dumps({
-        "gaps": [list(g) for g in src.id_gaps], "quarantined": 4, "latency_p50_ms": 41.0,
-        "latency_p99_ms": 60.0, "clock_offset_ms": 39.5}))
-    store.put_bytes(merged_manifest_key("spot", "BTCUSDT", DATE), orjson.dumps({
-        "coverage": 0.9991, "covered": [{"first_id": 1000, "last_id": 9000, "stream": "eu-1", "events": 7}],
-        "gaps": [{"first_id": 9001, "last_id": 9010, "reanchored_at": 9011, "snapshot_source": "eu-1",
-                  "skipped_ids": 0}],
-        "per_stream": {"eu-1": {"coverage": 0.9991}}, "images": [{"update_id": 1000}, {"update_id": 9011}]}))
+    store.put_bytes(
+        prefix + REPORT_FILE,
+        orjson.dumps(
+            {
+                "gaps": [list(g) for g in src.id_gaps],
+                "quarantined": 4,
+                "latency_p50_ms": 41.0,
+                "latency_p99_ms": 60.0,
+                "clock_offset_ms": 39.5,
+            }
+        ),
+    )
+    store.put_bytes(
+        merged_manifest_key("spot", "BTCUSDT", DATE),
+        orjson.dumps(
+            {
+                "coverage": 0.9991,
+                "covered": [{"first_id": 1000, "last_id": 9000, "stream": "eu-1", "events": 7}],
+                "gaps": [
+                    {
+                        "first_id": 9001,
+                        "last_id": 9010,
+                        "reanchored_at": 9011,
+                        "snapshot_source": "eu-1",
+                        "skipped_ids": 0,
+                    }
+                ],
+                "per_stream": {"eu-1": {"coverage": 0.9991}},
+                "images": [{"update_id": 1000}, {"update_id": 9011}],
+            }
+        ),
+    )
     inp = quality.load_quality_input(store, "spot", "BTCUSDT", DATE, ["eu-1", "ap-1"])
     assert [s.stream for s in inp.streams] == ["eu-1", "ap-1"]
     assert len(inp.streams[0].exchange_ms) == len(src.exchange_ms) and len(inp.streams[1].exchange_ms) == 0
@@ -137,8 +188,13 @@ def _capture(name: str, start: int, stop: int, down: tuple[int, int] | None = No
     if down is not None:
         before = int(np.searchsorted(times, down[0])) - 1
         gaps = [(int(ids[before]), int(ids[before + 1]) - 1)]
-    return quality.StreamTimeline(stream=name, exchange_ms=times, receive_ns=times * 1_000_000 + 40_000_000,
-                                  last_update_id=ids, id_gaps=gaps)
+    return quality.StreamTimeline(
+        stream=name,
+        exchange_ms=times,
+        receive_ns=times * 1_000_000 + 40_000_000,
+        last_update_id=ids,
+        id_gaps=gaps,
+    )
 
 
 def _demo_like() -> quality.QualityInput:
@@ -154,12 +210,16 @@ def _inside(iv: quality.Interval, cover: list[quality.Interval]) -> bool:
 
 def test_an_outage_is_only_time_another_stream_covered() -> None:
     eu, ap = quality.summarize(_demo_like())
-    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu.outages] == [(19_900, 35_000)]  # its last event before
+    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu.outages] == [
+        (19_900, 35_000)
+    ]  # its last event before
     assert ap.outages == []
     for this, other in ((eu, ap), (ap, eu)):
         assert all(_inside(o, other.receiving) for o in this.outages)
     # after both stopped (and before they started) is no data for both, not an outage of the one that stopped first
-    assert any(q.end_ms == DAY0 + 24 * HOUR for q in eu.quiet) and any(q.end_ms == DAY0 + 24 * HOUR for q in ap.quiet)
+    assert any(q.end_ms == DAY0 + 24 * HOUR for q in eu.quiet) and any(
+        q.end_ms == DAY0 + 24 * HOUR for q in ap.quiet
+    )
     assert all(q.start_ms >= NOON + 58_400 for q in eu.quiet if q.end_ms > NOON)
 
 
@@ -167,7 +227,9 @@ def test_a_stream_that_stopped_long_before_the_other_is_down_only_while_the_othe
     eu = _capture("eu-1", NOON, NOON + 30_000)
     ap = _capture("ap-1", NOON, NOON + 90_000)
     eu_sum, ap_sum = quality.summarize(quality.QualityInput("spot", "BTCUSDT", DATE, [eu, ap]))
-    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu_sum.outages] == [(29_900, 89_900)]  # to ap-1's last event
+    assert [(o.start_ms - NOON, o.end_ms - NOON) for o in eu_sum.outages] == [
+        (29_900, 89_900)
+    ]  # to ap-1's last event
     assert ap_sum.outages == []
 
 
@@ -201,8 +263,9 @@ def _figure_of(render: Any, monkeypatch: Any) -> Any:
     return figure
 
 
-def test_short_capture_picture_is_cropped_to_its_data_with_unique_second_ticks(monkeypatch: Any,
-                                                                             tmp_path: Any) -> None:
+def test_short_capture_picture_is_cropped_to_its_data_with_unique_second_ticks(
+    monkeypatch: Any, tmp_path: Any
+) -> None:
     inp = _demo_like()
     report: list[quality.QualityReport] = []
     figure = _figure_of(lambda: report.append(quality.build_report(inp)), monkeypatch)
@@ -218,6 +281,11 @@ def test_short_capture_picture_is_cropped_to_its_data_with_unique_second_ticks(m
     from matplotlib.colors import to_rgba
 
     red = to_rgba("#d62728")
-    xs = [x for c in figure.axes[0].collections if len(c.get_facecolors()) and tuple(c.get_facecolors()[0]) == red
-          for path in c.get_paths() for x in path.vertices[:, 0]]
+    xs = [
+        x
+        for c in figure.axes[0].collections
+        if len(c.get_facecolors()) and tuple(c.get_facecolors()[0]) == red
+        for path in c.get_paths()
+        for x in path.vertices[:, 0]
+    ]
     assert xs and min(xs) >= (NOON + 19_000 - DAY0) / HOUR and max(xs) <= (NOON + 35_000 - DAY0) / HOUR + 1e-9

@@ -24,7 +24,7 @@ DATE = "2024-08-08"
 def _write(store: ObjectStore, stream: str, lines: list[tuple[int, LineKind, str]]) -> None:
     lines.sort(key=lambda x: x[0])
     for seq, start in enumerate(range(0, len(lines), 500)):
-        chunk = lines[start:start + 500]
+        chunk = lines[start : start + 500]
         key = RawObjectKey.for_segment("spot", stream, "BTCUSDT", chunk[0][0], "q1", seq)
         body = b"".join(encode_line(ns, kind, text) for ns, kind, text in chunk)
         store.put_bytes(key.key, gzip.compress(body, compresslevel=1))
@@ -47,7 +47,9 @@ def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp
                 tickers[int(data["u"])] = (float(data["b"]), float(data["a"]))
     n = len(depth)
     eu = [(ns, LineKind.DEPTH, t) for i, (ns, t) in enumerate(depth) if not 0.30 * n <= i < 0.40 * n]
-    ap = [(ns + 3_000_000, LineKind.DEPTH, t) for i, (ns, t) in enumerate(depth) if not 0.60 * n <= i < 0.75 * n]
+    ap = [
+        (ns + 3_000_000, LineKind.DEPTH, t) for i, (ns, t) in enumerate(depth) if not 0.60 * n <= i < 0.75 * n
+    ]
     store = open_store(str(tmp_path / "store"))
     _write(store, "eu-1", [*eu, *snaps])
     _write(store, "ap-1", ap)
@@ -73,8 +75,13 @@ def test_quality_report_from_validated_and_merged_real_data(real_data: Path, tmp
     (tmp_path / "real-quality.png").write_bytes(report.png)
 
     # the reading API on the merge's own files: the book after an event equals Binance's bookTicker there
-    merged_ids = set(reader.load_deltas("BTCUSDT", DATE, "2024-08-09", store=store).filter(~pl.col("is_snapshot"))
-                     .select("last_update_id").collect()["last_update_id"].to_list())
+    merged_ids = set(
+        reader.load_deltas("BTCUSDT", DATE, "2024-08-09", store=store)
+        .filter(~pl.col("is_snapshot"))
+        .select("last_update_id")
+        .collect()["last_update_id"]
+        .to_list()
+    )
     common = sorted(set(tickers) & merged_ids)
     assert len(common) > 100
     for u in common[:: len(common) // 15]:

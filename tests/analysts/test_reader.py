@@ -31,8 +31,9 @@ def _queries(seed: int) -> list[int]:
 
 
 @pytest.fixture(scope="module", params=["spot", "usdm"])
-def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[ObjectStore, synth.SynthData]:
+def dataset(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ObjectStore, synth.SynthData]:
     market: Market = request.param
     queries = _queries(11)
     data = synth.generate(market=market, days=DAYS, events_per_day=1200, seed=3, query_times_ns=queries)
@@ -83,26 +84,38 @@ def test_book_at_update_id_and_depth(tmp_path: object) -> None:
 def test_iter_books_on_a_grid_across_midnight(dataset: tuple[ObjectStore, synth.SynthData]) -> None:
     store, data = dataset
     start = dt.datetime(2026, 11, 23, 22, 0, tzinfo=dt.UTC)
-    samples = list(reader.iter_books(data.symbol, start, "2026-11-24T02:00:00", every="10m", depth=5,
-                                     store=store, market=data.market))
+    samples = list(
+        reader.iter_books(
+            data.symbol, start, "2026-11-24T02:00:00", every="10m", depth=5, store=store, market=data.market
+        )
+    )
     assert len(samples) == 24
     assert samples[0].time == start and samples[-1].time == dt.datetime(2026, 11, 24, 1, 50, tzinfo=dt.UTC)
     for sample in samples[::5]:
-        bids, asks = reader.book_at(data.symbol, sample.time, store=store, market=data.market,
-                                    depth=5)
+        bids, asks = reader.book_at(data.symbol, sample.time, store=store, market=data.market, depth=5)
         assert sample.bids.tolist() == bids.to_numpy().tolist(), sample.time
         assert sample.asks.tolist() == asks.to_numpy().tolist(), sample.time
         assert sample.bids.shape == (5, 2) and sample.bids[0, 0] < sample.asks[0, 0]
-    after = list(reader.iter_books(data.symbol, "2026-11-24T23:59:00", "2026-11-25T00:02:00", every="1m",
-                                   depth=2, store=store, market=data.market))
+    after = list(
+        reader.iter_books(
+            data.symbol,
+            "2026-11-24T23:59:00",
+            "2026-11-25T00:02:00",
+            every="1m",
+            depth=2,
+            store=store,
+            market=data.market,
+        )
+    )
     assert [len(s.bids) for s in after] == [2, 0, 0]  # 2026-11-25 is not merged: empty, not stale
 
 
 def test_load_deltas_bounds_and_pushdown(dataset: tuple[ObjectStore, synth.SynthData]) -> None:
     store, data = dataset
     everything = pl.concat(list(data.frames.values()))
-    lf = reader.load_deltas(data.symbol, "2026-11-23T06:00:00", "2026-11-24T03:00:00", store=store,
-                            market=data.market)
+    lf = reader.load_deltas(
+        data.symbol, "2026-11-23T06:00:00", "2026-11-24T03:00:00", store=store, market=data.market
+    )
     plan = lf.explain()
     assert "exchange_time" in plan and "SELECTION" in plan.upper()  # the filter is inside the scan
     got = lf.collect()
@@ -113,22 +126,25 @@ def test_load_deltas_bounds_and_pushdown(dataset: tuple[ObjectStore, synth.Synth
     assert got["last_update_id"].is_sorted()
     ids = everything["last_update_id"]
     lo, hi = int(ids[300]), int(ids[2000])
-    by_id = reader.load_deltas(data.symbol, store=store, market=data.market,
-                               min_update_id=lo, max_update_id=hi).collect()
+    by_id = reader.load_deltas(
+        data.symbol, store=store, market=data.market, min_update_id=lo, max_update_id=hi
+    ).collect()
     assert by_id.equals(everything.filter(pl.col("last_update_id").is_between(lo, hi)))
-    one_day = reader.load_deltas(data.symbol, "2026-11-24", "2026-11-25", store=store,
-                                 market=data.market).collect()
+    one_day = reader.load_deltas(
+        data.symbol, "2026-11-24", "2026-11-25", store=store, market=data.market
+    ).collect()
     assert one_day.equals(data.frames["2026-11-24"])
     assert reader.list_days(data.symbol, store=store, market=data.market) == list(DAYS)
 
 
 def test_reader_over_s3(s3_env: str) -> None:
-    data = synth.generate(days=DAYS[:1], events_per_day=200, seed=4,
-                          query_times_ns=[_day_ns(DAYS[0]) + 43_200 * 1_000_000_000])
+    data = synth.generate(
+        days=DAYS[:1], events_per_day=200, seed=4, query_times_ns=[_day_ns(DAYS[0]) + 43_200 * 1_000_000_000]
+    )
     synth.write(open_store(s3_env), data)
     frame = reader.load_deltas(data.symbol, DAYS[0], "2026-11-24", store=s3_env).collect()
     assert frame.equals(data.frames[DAYS[0]])
-    (_, (true_bids, _)), = data.truth.at_time.items()
+    ((_, (true_bids, _)),) = data.truth.at_time.items()
     bids, _ = reader.book_at(data.symbol, dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC), store=s3_env)
     assert _as_dict(bids) == true_bids
 

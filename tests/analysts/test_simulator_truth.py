@@ -38,7 +38,10 @@ def test_book_at_equals_simulator_book(market: Market, tmp_path: object) -> None
 
     def book_now() -> tuple[dict[float, float], dict[float, float]]:
         bids, asks = gen.snapshot_levels()
-        return ({px(p): float(fmt.qty(q)) for p, q in bids.items()}, {px(p): float(fmt.qty(q)) for p, q in asks.items()})
+        return (
+            {px(p): float(fmt.qty(q)) for p, q in bids.items()},
+            {px(p): float(fmt.qty(q)) for p, q in asks.items()},
+        )
 
     rows: list[tuple] = []
     open_ms = DAY_MS + 700
@@ -46,7 +49,20 @@ def test_book_at_equals_simulator_book(market: Market, tmp_path: object) -> None
     bids, asks = gen.snapshot_levels()
     for side, levels in (("bid", bids), ("ask", asks)):
         for p, q in levels.items():
-            rows.append((open_ms, None, image_id, image_id, None, True, side, px(p), float(fmt.qty(q)), "snapshot:sim"))
+            rows.append(
+                (
+                    open_ms,
+                    None,
+                    image_id,
+                    image_id,
+                    None,
+                    True,
+                    side,
+                    px(p),
+                    float(fmt.qty(q)),
+                    "snapshot:sim",
+                )
+            )
     times = sorted(rng.sample(range(open_ms + 1, DAY_MS + 86_400_000), 1500))
     queries = sorted(rng.sample(range(open_ms, DAY_MS + 86_400_000), 20))
     truth: dict[int, tuple[dict[float, float], dict[float, float]]] = {}
@@ -60,24 +76,54 @@ def test_book_at_equals_simulator_book(market: Market, tmp_path: object) -> None
         part = partial_of([ev])
         for side, levels in (("bid", part.bids), ("ask", part.asks)):
             for p, q in levels.items():
-                rows.append((t, ev.transaction_time_ms if market == "usdm" else None, ev.first_id, ev.last_id,
-                             prev_u if market == "usdm" else None, False, side, px(p), float(fmt.qty(q)), "sim"))
+                rows.append(
+                    (
+                        t,
+                        ev.transaction_time_ms if market == "usdm" else None,
+                        ev.first_id,
+                        ev.last_id,
+                        prev_u if market == "usdm" else None,
+                        False,
+                        side,
+                        px(p),
+                        float(fmt.qty(q)),
+                        "sim",
+                    )
+                )
         prev_u = ev.last_id
     for q_ms in queries[qi:]:
         truth[q_ms] = book_now()
     assert BID == 0 and len(truth) == 20
-    frame = pl.DataFrame(
-        rows, orient="row", infer_schema_length=None,
-        schema=["exchange_time", "transaction_time", "first_update_id", "last_update_id", "prev_update_id",
-                "is_snapshot", "side", "price", "qty", "source"],
-    ).with_columns(
-        pl.lit("BTCUSDT").alias("symbol"),
-        pl.lit(True).alias("book_exact"),
-        pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
-        pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
-        (pl.col("exchange_time").cast(pl.Int64) * 1_000_000 + 30_000_000).cast(pl.Datetime("ns", "UTC"))
-        .alias("receive_time"),
-    ).select(list(MERGED_SCHEMA)).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+    frame = (
+        pl.DataFrame(
+            rows,
+            orient="row",
+            infer_schema_length=None,
+            schema=[
+                "exchange_time",
+                "transaction_time",
+                "first_update_id",
+                "last_update_id",
+                "prev_update_id",
+                "is_snapshot",
+                "side",
+                "price",
+                "qty",
+                "source",
+            ],
+        )
+        .with_columns(
+            pl.lit("BTCUSDT").alias("symbol"),
+            pl.lit(True).alias("book_exact"),
+            pl.col("exchange_time").cast(pl.Datetime("ms", "UTC")),
+            pl.col("transaction_time").cast(pl.Datetime("ms", "UTC")),
+            (pl.col("exchange_time").cast(pl.Int64) * 1_000_000 + 30_000_000)
+            .cast(pl.Datetime("ns", "UTC"))
+            .alias("receive_time"),
+        )
+        .select(list(MERGED_SCHEMA))
+        .cast(MERGED_SCHEMA)
+    )  # type: ignore[arg-type]
     store = open_store(str(tmp_path))
     data = synth.SynthData("BTCUSDT", market, [DAY], {DAY: frame}, synth.TruthBook(), len(times))
     synth.write(store, data, files_per_day=3)

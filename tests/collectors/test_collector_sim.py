@@ -18,20 +18,33 @@ from tests.collectors.truth import compare_with_truth, stored_texts_match_truth
 from tests.fixtures.collector import InProcessCollector, notes, read_stored, wait_until
 
 
-def config_for(sim: SimulatorThread, tmp_path: Path, *extra: str, market: str = "spot", symbols: str = "BTCUSDT,ETHUSDT") -> CollectorConfig:
+def config_for(
+    sim: SimulatorThread, tmp_path: Path, *extra: str, market: str = "spot", symbols: str = "BTCUSDT,ETHUSDT"
+) -> CollectorConfig:
     return parse_config(
         [
-            "--collector-id", "eu-1",
-            "--symbols", symbols,
-            "--store", str(tmp_path / "store"),
-            "--market", market,
-            "--ws-url", sim.ws_url,
-            "--rest-url", sim.rest_url,
-            "--spool-dir", str(tmp_path / "spool"),
-            "--flush-seconds", "0.5",
-            "--snapshot-interval", "0",
-            "--shutdown-grace", "20",
-            "--stall-timeout", "0",
+            "--collector-id",
+            "eu-1",
+            "--symbols",
+            symbols,
+            "--store",
+            str(tmp_path / "store"),
+            "--market",
+            market,
+            "--ws-url",
+            sim.ws_url,
+            "--rest-url",
+            sim.rest_url,
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--flush-seconds",
+            "0.5",
+            "--snapshot-interval",
+            "0",
+            "--shutdown-grace",
+            "20",
+            "--stall-timeout",
+            "0",
             *extra,
         ],
         env={},
@@ -88,7 +101,11 @@ class Bystander:
         self.frames = 0
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
-        wait_until("the bystander to subscribe", lambda: len({c["id"] for c in sim.control.connections()} - before) == 1, 10)
+        wait_until(
+            "the bystander to subscribe",
+            lambda: len({c["id"] for c in sim.control.connections()} - before) == 1,
+            10,
+        )
         self.conn_id = ({c["id"] for c in sim.control.connections()} - before).pop()
 
     def _read(self) -> None:
@@ -103,7 +120,10 @@ class Bystander:
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_abrupt_close_reconnects_records_gap_and_snapshots(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
+    market: str,
 ) -> None:
     sim = make_simulator(market=market)
     bystander = Bystander(sim, ["BTCUSDT", "ETHUSDT"], market)
@@ -162,7 +182,14 @@ def test_malformed_frame_is_recorded_and_collection_continues(
     assert c.collector.reconnects["unplanned"] == 0
     stored = stop_and_read(c, cfg)
     # layout 2 writes a note that names no symbol once, stream-wide: read_stored gives it to every symbol
-    bad = list({(ln.receive_ns, ln.text): n for sym in stored for ln in stored[sym] for n in notes([ln], "malformed_frame")}.values())
+    bad = list(
+        {
+            (ln.receive_ns, ln.text): n
+            for sym in stored
+            for ln in stored[sym]
+            for n in notes([ln], "malformed_frame")
+        }.values()
+    )
     assert len(bad) == 2
     assert all(n["text"] == '{"stream":"malformed","data":{"e":"depthUpdate","E":' for n in bad)
     for symbol in ("BTCUSDT", "ETHUSDT"):
@@ -171,7 +198,10 @@ def test_malformed_frame_is_recorded_and_collection_continues(
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_silent_drop_is_detected_snapshotted_and_collection_continues(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
+    market: str,
 ) -> None:
     sim = make_simulator(market=market)
     cfg = config_for(sim, tmp_path, market=market)
@@ -195,7 +225,10 @@ def test_silent_drop_is_detected_snapshotted_and_collection_continues(
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_max_connection_age_make_before_break_loses_no_id(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
+    market: str,
 ) -> None:
     sim = make_simulator(market=market)
     cfg = config_for(sim, tmp_path, "--max-connection-age", "1.5", market=market)
@@ -207,7 +240,11 @@ def test_max_connection_age_make_before_break_loses_no_id(
     for symbol in ("BTCUSDT", "ETHUSDT"):
         check_symbol(sim, stored, symbol, expect_loss=False)
         assert not notes(stored[symbol], "gap")
-        planned = [n for n in notes(stored[symbol], "disconnect") if n["planned"] and n["reason"] == "planned_max_age"]
+        planned = [
+            n
+            for n in notes(stored[symbol], "disconnect")
+            if n["planned"] and n["reason"] == "planned_max_age"
+        ]
         assert len(planned) >= 2
         # the overlaps proved continuity: no re-snapshot, only the one at start
         assert [n["reason"] for n in notes(stored[symbol], "snapshot")] == ["start"]
@@ -215,7 +252,10 @@ def test_max_connection_age_make_before_break_loses_no_id(
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
 def test_server_shutdown_notice_make_before_break_loses_no_id(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path, market: str
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
+    market: str,
 ) -> None:
     sim = make_simulator(market=market)
     cfg = config_for(sim, tmp_path, market=market)
@@ -233,15 +273,23 @@ def test_server_shutdown_notice_make_before_break_loses_no_id(
 
 
 def test_429_retry_after_is_honoured_and_no_ban_follows(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
 ) -> None:
     # the exchange allows 2 snapshots of weight 250 per 3 s window and bans on the 2nd violation in a window
-    sim = make_simulator(weight_limit_per_minute=500, weight_window_s=3.0, ban_after_violations=1, ban_seconds=30)
+    sim = make_simulator(
+        weight_limit_per_minute=500, weight_window_s=3.0, ban_after_violations=1, ban_seconds=30
+    )
     cfg = config_for(sim, tmp_path, "--snapshot-interval", "0.5", "--rest-weight-per-minute", "100000")
     c = in_process_collector(cfg)
     wait_until("a 429", lambda: c.collector.budget.rate_limited >= 1, 20)
     ok_before = sum(st.snapshots for st in c.collector.symbols.values())
-    wait_until("snapshots after the 429", lambda: sum(st.snapshots for st in c.collector.symbols.values()) >= ok_before + 2, 20)
+    wait_until(
+        "snapshots after the 429",
+        lambda: sum(st.snapshots for st in c.collector.symbols.values()) >= ok_before + 2,
+        20,
+    )
     wait_messages(c, 10)
     assert c.collector.budget.banned == 0  # honouring Retry-After never earns the 418
     assert not sim.sim.weights.banned_until
@@ -253,14 +301,22 @@ def test_429_retry_after_is_honoured_and_no_ban_follows(
 
 
 def test_418_ban_pauses_every_rest_call_until_retry_after(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
 ) -> None:
-    sim = make_simulator(weight_limit_per_minute=500, weight_window_s=2.0, ban_after_violations=0, ban_seconds=3)
+    sim = make_simulator(
+        weight_limit_per_minute=500, weight_window_s=2.0, ban_after_violations=0, ban_seconds=3
+    )
     cfg = config_for(sim, tmp_path, "--snapshot-interval", "0.3", "--rest-weight-per-minute", "100000")
     c = in_process_collector(cfg)
     wait_until("a 418", lambda: c.collector.budget.banned >= 1, 20)
     ok_before = sum(st.snapshots for st in c.collector.symbols.values())
-    wait_until("snapshots after the ban", lambda: sum(st.snapshots for st in c.collector.symbols.values()) > ok_before, 20)
+    wait_until(
+        "snapshots after the ban",
+        lambda: sum(st.snapshots for st in c.collector.symbols.values()) > ok_before,
+        20,
+    )
     wait_messages(c, 10)
     stored = stop_and_read(c, cfg)
     rest_notes = sorted(
@@ -290,7 +346,11 @@ def test_book_ticker_and_metrics_and_healthz(
     server = MetricsServer(c.collector, "127.0.0.1", 0)
     server.start()
     try:
-        wait_until("book tickers", lambda: all(st.book_ticker_messages > 5 for st in c.collector.symbols.values()), 20)
+        wait_until(
+            "book tickers",
+            lambda: all(st.book_ticker_messages > 5 for st in c.collector.symbols.values()),
+            20,
+        )
         wait_until("an upload", lambda: c.collector.uploader.uploaded_objects > 0, 20)
         wait_until("a clock warning (threshold 0)", lambda: c.collector.clock_warnings > 0, 20)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
@@ -321,10 +381,14 @@ def test_book_ticker_and_metrics_and_healthz(
 
 
 def test_symbols_are_split_across_connections(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
 ) -> None:
     sim = make_simulator(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"])
-    cfg = config_for(sim, tmp_path, "--max-streams-per-connection", "2", "--book-ticker", symbols="BTCUSDT,ETHUSDT,SOLUSDT")
+    cfg = config_for(
+        sim, tmp_path, "--max-streams-per-connection", "2", "--book-ticker", symbols="BTCUSDT,ETHUSDT,SOLUSDT"
+    )
     c = in_process_collector(cfg)
     assert len(c.collector.groups) == 3  # 2 streams per symbol (depth + bookTicker), 2 per connection
     wait_messages(c, 30)
@@ -388,7 +452,12 @@ def test_planned_reconnect_of_quiet_symbols_does_not_wait_for_an_event(
         def drained() -> bool:  # every frame sent before the pause has been received
             conns = simulator.control.connections()
             cur = c.collector.groups[0].current
-            return len(conns) == 1 and conns[0]["queued"] == 0 and cur is not None and cur.frames == conns[0]["sent"]
+            return (
+                len(conns) == 1
+                and conns[0]["queued"] == 0
+                and cur is not None
+                and cur.frames == conns[0]["sent"]
+            )
 
         wait_until("the frames sent before the pause", drained, 20)
         frames_before = c.collector.symbols["BTCUSDT"].messages
@@ -405,27 +474,60 @@ def test_planned_reconnect_of_quiet_symbols_does_not_wait_for_an_event(
 
 
 def test_symbols_from_exchange_follow_listings_and_delistings_without_restart_or_storm(
-    make_simulator: Callable[..., SimulatorThread], in_process_collector: Callable[..., InProcessCollector], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread],
+    in_process_collector: Callable[..., InProcessCollector],
+    tmp_path: Path,
 ) -> None:
     sim = make_simulator(symbols=["BTCUSDT", "ETHUSDT", "ETHBTC"])
     cfg = parse_config(
         [
-            "--collector-id", "eu-1", "--symbols-from", "exchange", "--quote-asset", "USDT",
-            "--symbols-refresh", "0.3", "--store", str(tmp_path / "store"), "--ws-url", sim.ws_url,
-            "--rest-url", sim.rest_url, "--spool-dir", str(tmp_path / "spool"), "--flush-seconds", "0.5",
-            "--shutdown-grace", "20", "--stall-timeout", "0",
+            "--collector-id",
+            "eu-1",
+            "--symbols-from",
+            "exchange",
+            "--quote-asset",
+            "USDT",
+            "--symbols-refresh",
+            "0.3",
+            "--store",
+            str(tmp_path / "store"),
+            "--ws-url",
+            sim.ws_url,
+            "--rest-url",
+            sim.rest_url,
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--flush-seconds",
+            "0.5",
+            "--shutdown-grace",
+            "20",
+            "--stall-timeout",
+            "0",
         ],
         env={},
     )
     c = in_process_collector(cfg)
-    wait_until("both USDT symbols anchored", lambda: all(
-        st.first_snapshot_done for st in list(c.collector.symbols.values())) and len(c.collector.symbols) == 2, 20)
+    wait_until(
+        "both USDT symbols anchored",
+        lambda: (
+            all(st.first_snapshot_done for st in list(c.collector.symbols.values()))
+            and len(c.collector.symbols) == 2
+        ),
+        20,
+    )
     assert set(c.collector.symbols) == {"BTCUSDT", "ETHUSDT"}  # ETHBTC is not of the quote asset
     wait_messages(c, 10)
     assert sim.control.list_symbol("NEWUSDT")
     assert sim.control.delist_symbol("ETHUSDT")
-    wait_until("the listing captured", lambda: "NEWUSDT" in c.collector.symbols
-               and c.collector.symbols["NEWUSDT"].first_snapshot_done and c.collector.symbols["NEWUSDT"].messages > 30, 30)
+    wait_until(
+        "the listing captured",
+        lambda: (
+            "NEWUSDT" in c.collector.symbols
+            and c.collector.symbols["NEWUSDT"].first_snapshot_done
+            and c.collector.symbols["NEWUSDT"].messages > 30
+        ),
+        30,
+    )
     wait_until("the delisting stopped", lambda: "ETHUSDT" not in c.collector.symbols, 20)
     wait_snapshots_done(c)
     assert c.collector.reconnects["unplanned"] == 0 and c.collector.reconnects["planned"] == 0

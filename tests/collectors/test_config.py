@@ -50,7 +50,12 @@ def test_environment_is_read_and_the_flag_wins() -> None:
         "XDG_STATE_HOME": "/state",
     }
     cfg = parse_config([], env=env)
-    assert (cfg.collector_id, cfg.symbols, cfg.store, cfg.market) == ("ap-1", ("SOLUSDT",), "s3://bucket/prefix", "usdm")
+    assert (cfg.collector_id, cfg.symbols, cfg.store, cfg.market) == (
+        "ap-1",
+        ("SOLUSDT",),
+        "s3://bucket/prefix",
+        "usdm",
+    )
     assert cfg.flush_seconds == 2.5
     assert cfg.spool_max_bytes == 512 * 1024**2
     assert cfg.book_ticker is True
@@ -100,7 +105,21 @@ def test_main_exits_2_with_a_message(capsys: pytest.CaptureFixture[str], tmp_pat
     assert main(["--collector-id", "Bad Id", "--symbols", "BTCUSDT", "--store", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--collector-id" in err and "invalid collector id" in err
-    assert main(["--collector-id", "a", "--symbols", "BTCUSDT", "--store", "gs://bucket/x", "--spool-dir", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "--collector-id",
+                "a",
+                "--symbols",
+                "BTCUSDT",
+                "--store",
+                "gs://bucket/x",
+                "--spool-dir",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     assert "--store" in capsys.readouterr().err
 
 
@@ -132,8 +151,15 @@ def test_raw_layout_flag_and_env() -> None:
 
 def test_symbols_from_exchange() -> None:
     base = ["--collector-id", "eu-1", "--store", "/tmp/store"]
-    cfg = parse_config([*base, "--symbols-from", "exchange"], env={"DEPTH_SYMBOLS": "BTCUSDT"})  # the flag wins
-    assert (cfg.symbols_from, cfg.symbols, cfg.quote_asset, cfg.symbols_refresh) == ("exchange", (), "USDT", 300.0)
+    cfg = parse_config(
+        [*base, "--symbols-from", "exchange"], env={"DEPTH_SYMBOLS": "BTCUSDT"}
+    )  # the flag wins
+    assert (cfg.symbols_from, cfg.symbols, cfg.quote_asset, cfg.symbols_refresh) == (
+        "exchange",
+        (),
+        "USDT",
+        300.0,
+    )
     cfg = parse_config([*base, "--symbols", "btcusdt"], env={"DEPTH_SYMBOLS_FROM": "exchange"})
     assert (cfg.symbols_from, cfg.symbols) == (None, ("BTCUSDT",))
     cfg = parse_config(base, env={"DEPTH_SYMBOLS_FROM": "exchange", "DEPTH_QUOTE_ASSET": "fdusd"})

@@ -22,7 +22,10 @@ def real_depth_frames(path: Path) -> list[bytes]:
 
 
 def test_fast_path_matches_json_on_real_spot_and_usdm(real_data: Path) -> None:
-    for name, usdm in (("hftbacktest_spot_btcusdt_20240808.gz", False), ("hftbacktest_usdm_btcusdt_20240808.gz", True)):
+    for name, usdm in (
+        ("hftbacktest_spot_btcusdt_20240808.gz", False),
+        ("hftbacktest_usdm_btcusdt_20240808.gz", True),
+    ):
         frames = real_depth_frames(real_data / name)
         assert len(frames) > 3000
         track = Continuity()
@@ -62,7 +65,12 @@ def test_slow_path_handles_other_field_orders_and_garbage() -> None:
     frame = b'{"data":{"u":5,"U":3,"E":9,"e":"depthUpdate","s":"X"},"stream":"x@depth@100ms"}'
     assert stream_name(frame) is None
     env = parse_slow(frame)
-    assert env is not None and (env.stream, env.first_id, env.last_id, env.event_time) == (b"x@depth@100ms", 3, 5, 9)
+    assert env is not None and (env.stream, env.first_id, env.last_id, env.event_time) == (
+        b"x@depth@100ms",
+        3,
+        5,
+        9,
+    )
     assert parse_slow(b"not json") is None
     assert parse_slow(b"[1,2]") is None
     assert int_field(b'{"U":12a,', b'"U":') is None
@@ -73,7 +81,10 @@ def test_slow_path_handles_other_field_orders_and_garbage() -> None:
 def test_depth_head_agrees_with_json_or_declines(real_data: Path) -> None:
     from collectors.frames import depth_head
 
-    for name, usdm in (("hftbacktest_spot_btcusdt_20240808.gz", False), ("hftbacktest_usdm_btcusdt_20240808.gz", True)):
+    for name, usdm in (
+        ("hftbacktest_spot_btcusdt_20240808.gz", False),
+        ("hftbacktest_usdm_btcusdt_20240808.gz", True),
+    ):
         for frame in real_depth_frames(real_data / name)[:2000]:
             data = orjson.loads(frame)["data"]
             pos = frame.find(b'"', 11)
@@ -81,8 +92,15 @@ def test_depth_head_agrees_with_json_or_declines(real_data: Path) -> None:
     # another field order or a foreign value: declined (the slow path takes over), never guessed
     assert depth_head(b'{"stream":"x@depth","data":{"u":5,"U":3,"E":9}}', 18, False) is None
     assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5x,"b":[]}}', 18, False) is None
-    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"b":[]}}', 18, True) is None  # usdm needs pu
-    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"pu":-1,"b":[]}}', 18, True) == (3, 5, -1, 9)
+    assert (
+        depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"b":[]}}', 18, True) is None
+    )  # usdm needs pu
+    assert depth_head(b'{"stream":"x@depth","data":{"E":9,"U":3,"u":5,"pu":-1,"b":[]}}', 18, True) == (
+        3,
+        5,
+        -1,
+        9,
+    )
 
 
 def test_depth_head_regex_matches_every_real_frame_and_agrees_with_json(real_data: Path) -> None:
@@ -90,8 +108,10 @@ def test_depth_head_regex_matches_every_real_frame_and_agrees_with_json(real_dat
     reads the same ids as a JSON parse; anything laid out otherwise does not match (general path)."""
     from collectors.frames import DEPTH_HEAD_SPOT, DEPTH_HEAD_USDM
 
-    for name, pattern in (("hftbacktest_spot_btcusdt_20240808.gz", DEPTH_HEAD_SPOT),
-                          ("hftbacktest_usdm_btcusdt_20240808.gz", DEPTH_HEAD_USDM)):
+    for name, pattern in (
+        ("hftbacktest_spot_btcusdt_20240808.gz", DEPTH_HEAD_SPOT),
+        ("hftbacktest_usdm_btcusdt_20240808.gz", DEPTH_HEAD_USDM),
+    ):
         for frame in real_depth_frames(real_data / name):
             doc = orjson.loads(frame)
             data = doc["data"]
@@ -99,10 +119,12 @@ def test_depth_head_regex_matches_every_real_frame_and_agrees_with_json(real_dat
             assert m is not None, frame[:160]
             expected = (data["U"], data["u"]) if pattern is DEPTH_HEAD_SPOT else (data["u"], data["pu"])
             assert (m[1].decode(), int(m[2]), int(m[3]), int(m[4])) == (doc["stream"], data["E"], *expected)
-    for other in (b'{"stream":"x@depth","data":{"u":5,"U":3,"E":9}}',
-                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":3,"u":5x,"b":[]}}',
-                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":-3,"u":5,"b":[]}}',
-                  b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":\xd9\xa3,"u":5,"b":[]}}'):
+    for other in (
+        b'{"stream":"x@depth","data":{"u":5,"U":3,"E":9}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":3,"u":5x,"b":[]}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":-3,"u":5,"b":[]}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"s":"X","U":\xd9\xa3,"u":5,"b":[]}}',
+    ):
         assert DEPTH_HEAD_SPOT.match(other) is None
     usdm = b'{"stream":"x@depth","data":{"e":"depthUpdate","E":9,"T":8,"s":"X","U":3,"u":5,"pu":-1,"b":[]}}'
     assert DEPTH_HEAD_USDM.match(usdm) is not None and DEPTH_HEAD_USDM.match(usdm)[4] == b"-1"  # type: ignore[index]

@@ -15,8 +15,19 @@ from depth_store import open_store
 
 def make(tmp_path: Path, market: str = "spot") -> tuple[Collector, Connection]:
     cfg = parse_config(
-        ["--collector-id", "t-1", "--symbols", "BTCUSDT,ETHUSDT", "--store", str(tmp_path / "store"),
-         "--spool-dir", str(tmp_path / "spool"), "--market", market, "--book-ticker"],
+        [
+            "--collector-id",
+            "t-1",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--store",
+            str(tmp_path / "store"),
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--market",
+            market,
+            "--book-ticker",
+        ],
         env={},
     )
     c = Collector(cfg, lambda: open_store(str(tmp_path / "store")))
@@ -53,10 +64,16 @@ def test_frames_of_every_kind(tmp_path: Path) -> None:
         c.on_frame(conn, depth("BTCUSDT", 12, 14))  # gap 10..11
         other_order = b'{"data":{"u":20,"U":15,"E":3,"e":"depthUpdate","s":"BTCUSDT","b":[],"a":[]},"stream":"btcusdt@depth@100ms"}'
         c.on_frame(conn, other_order)
-        c.on_frame(conn, b'{"stream":"ethusdt@bookTicker","data":{"u":7,"s":"ETHUSDT","b":"1","B":"2","a":"3","A":"4"}}')
+        c.on_frame(
+            conn,
+            b'{"stream":"ethusdt@bookTicker","data":{"u":7,"s":"ETHUSDT","b":"1","B":"2","a":"3","A":"4"}}',
+        )
         c.on_frame(conn, b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":')  # truncated
         c.on_frame(conn, b"\xff\xfe not utf-8")
-        c.on_frame(conn, b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"U":21,"u":22,\n"b":[],"a":[]}}')
+        c.on_frame(
+            conn,
+            b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"U":21,"u":22,\n"b":[],"a":[]}}',
+        )
         c.on_frame(conn, b'{"result":null,"id":1}')
         c.on_frame(conn, b'{"e":"serverShutdown","E":5}')
         got = lines(c)
@@ -101,8 +118,19 @@ def test_streams_are_split_so_every_url_stays_under_8_kb_and_1024_streams(tmp_pa
     symbols = ",".join(f"SYM{i:04d}LONGNAMEUSDT" for i in range(1000))
     for extra, per_symbol in (([], 1), (["--book-ticker"], 2)):
         cfg = parse_config(
-            ["--collector-id", "t-1", "--symbols", symbols, "--store", str(tmp_path / "store"),
-             "--spool-dir", str(tmp_path / "spool"), "--ws-url", "wss://stream.binance.com:9443", *extra],
+            [
+                "--collector-id",
+                "t-1",
+                "--symbols",
+                symbols,
+                "--store",
+                str(tmp_path / "store"),
+                "--spool-dir",
+                str(tmp_path / "spool"),
+                "--ws-url",
+                "wss://stream.binance.com:9443",
+                *extra,
+            ],
             env={},
         )
         c = Collector(cfg, lambda: open_store(str(tmp_path / "store")))
@@ -113,6 +141,10 @@ def test_streams_are_split_so_every_url_stays_under_8_kb_and_1024_streams(tmp_pa
             assert len(f"GET {url} HTTP/1.1") < 8192 and len(url) <= MAX_URL_BYTES
             assert g.url_bytes == len(url)
             assert len(url.split("streams=")[1].split("/")) == len(g.symbols) * per_symbol <= 1024
-    few = parse_config(["--collector-id", "t-1", "--symbols", "BTCUSDT,ETHUSDT", "--store", str(tmp_path / "s")], env={})
+    few = parse_config(
+        ["--collector-id", "t-1", "--symbols", "BTCUSDT,ETHUSDT", "--store", str(tmp_path / "s")], env={}
+    )
     c = Collector(few, lambda: open_store(str(tmp_path / "s")))
-    assert [g.url for g in c.groups] == ["wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"]
+    assert [g.url for g in c.groups] == [
+        "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
+    ]

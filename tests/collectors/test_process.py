@@ -21,17 +21,28 @@ from tests.fixtures.collector import CollectorProcess, read_stored, wait_until
 Make = Callable[..., CollectorProcess]
 
 
-def args_for(sim: SimulatorThread, store: str, spool: Path, *extra: str, symbols: str = "BTCUSDT,ETHUSDT") -> list[str]:
+def args_for(
+    sim: SimulatorThread, store: str, spool: Path, *extra: str, symbols: str = "BTCUSDT,ETHUSDT"
+) -> list[str]:
     return [
-        "--collector-id", "eu-1",
-        "--symbols", symbols,
-        "--store", store,
-        "--ws-url", sim.ws_url,
-        "--rest-url", sim.rest_url,
-        "--spool-dir", str(spool),
-        "--flush-seconds", "1",
-        "--snapshot-interval", "0",
-        "--stall-timeout", "0",
+        "--collector-id",
+        "eu-1",
+        "--symbols",
+        symbols,
+        "--store",
+        store,
+        "--ws-url",
+        sim.ws_url,
+        "--rest-url",
+        sim.rest_url,
+        "--spool-dir",
+        str(spool),
+        "--flush-seconds",
+        "1",
+        "--snapshot-interval",
+        "0",
+        "--stall-timeout",
+        "0",
         *extra,
     ]
 
@@ -93,8 +104,12 @@ def test_bad_flags_exit_2_with_a_message(collector_process: Make) -> None:
     assert "--symbols" in p.output()
 
 
-def test_no_known_symbol_exits_2_naming_it(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
-    p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="NOSUCHCOIN"))
+def test_no_known_symbol_exits_2_naming_it(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
+    p = collector_process(
+        *args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", symbols="NOSUCHCOIN")
+    )
     assert p.wait(30) == 2
     assert "NOSUCHCOIN" in p.output().splitlines()[-1]
 
@@ -117,7 +132,9 @@ def test_an_unknown_symbol_is_a_per_symbol_error_and_the_others_go_on(
     assert errors and b"-1121" in errors[0].text
 
 
-def test_second_process_on_the_same_spool_is_refused(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+def test_second_process_on_the_same_spool_is_refused(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
     args = args_for(simulator, str(tmp_path / "store"), tmp_path / "spool")
     first = collector_process(*args)
     first.wait_for_event("connect")
@@ -129,12 +146,16 @@ def test_second_process_on_the_same_spool_is_refused(simulator: SimulatorThread,
     assert first.wait(30) == 0
 
 
-def test_sigterm_flushes_everything_and_exits_0(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+def test_sigterm_flushes_everything_and_exits_0(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
     store = str(tmp_path / "store")
     spool = tmp_path / "spool"
     p = collector_process(*args_for(simulator, store, spool, "--flush-seconds", "30"))
     p.wait_for_event("snapshot", count=2)
-    wait_until("frames in the journal", lambda: sum(1 for _, t in spool_lines(spool) if b" D " in t[:30]) > 60, 20)
+    wait_until(
+        "frames in the journal", lambda: sum(1 for _, t in spool_lines(spool) if b" D " in t[:30]) > 60, 20
+    )
     # a 30 s segment: nothing has been uploaded yet, all of it is in the journal
     assert uploads_of(store) == 0
     p.signal(signal.SIGTERM)
@@ -241,14 +262,18 @@ def test_store_down_at_start_and_at_shutdown_exits_0_leaving_the_spool_for_the_n
         assert read_raw_object(open_store(store).get_bytes(obj_key)).problems == []
 
 
-def test_metrics_port_in_use_exits_2(simulator: SimulatorThread, collector_process: Make, tmp_path: Path) -> None:
+def test_metrics_port_in_use_exits_2(
+    simulator: SimulatorThread, collector_process: Make, tmp_path: Path
+) -> None:
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        p = collector_process(*args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", "--metrics-port", str(port)))
+        p = collector_process(
+            *args_for(simulator, str(tmp_path / "store"), tmp_path / "spool", "--metrics-port", str(port))
+        )
         assert p.wait(30) == 2
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in p.output()
 

@@ -23,14 +23,18 @@ def run_until_taken(sched: SnapshotScheduler, taken: list[tuple[str, str]], n: i
     asyncio.run(asyncio.wait_for(go(), 10))
 
 
-def make(per_minute: int = 100_000, weight: int = 50, interval: float = 0.0, **kw: object) -> tuple[SnapshotScheduler, list[tuple[str, str]], dict[str, SymbolState]]:
+def make(
+    per_minute: int = 100_000, weight: int = 50, interval: float = 0.0, **kw: object
+) -> tuple[SnapshotScheduler, list[tuple[str, str]], dict[str, SymbolState]]:
     taken: list[tuple[str, str]] = []
     states: dict[str, SymbolState] = {}
 
     async def take(st: SymbolState, reason: str) -> None:
         taken.append((st.symbol, reason))
 
-    sched = SnapshotScheduler(WeightBudget(per_minute, 6000), weight, take, lambda: states.values(), interval=interval, **kw)  # type: ignore[arg-type]
+    sched = SnapshotScheduler(
+        WeightBudget(per_minute, 6000), weight, take, lambda: states.values(), interval=interval, **kw
+    )  # type: ignore[arg-type]
     return sched, taken, states
 
 
@@ -42,7 +46,12 @@ def test_urgent_requests_go_before_periodic_ones_in_the_order_asked() -> None:
     sched.request(c, "start")
     sched.request(d, "interval")
     run_until_taken(sched, taken, 4)
-    assert taken == [("BBBUSDT", "gap"), ("CCCUSDT", "start"), ("AAAUSDT", "interval"), ("DDDUSDT", "interval")]
+    assert taken == [
+        ("BBBUSDT", "gap"),
+        ("CCCUSDT", "start"),
+        ("AAAUSDT", "interval"),
+        ("DDDUSDT", "interval"),
+    ]
 
 
 def test_a_waiting_periodic_request_turns_urgent_and_serves_both_reasons_once() -> None:

@@ -86,9 +86,18 @@ def test_lines_reach_disk_on_flush_and_roll_by_time(tmp_path: Path) -> None:
     assert bad == 0
     by_symbol = {RawObjectKey.parse(o.key).symbol: o for o in objs}
     assert set(by_symbol) == {"BTCUSDT", "ETHUSDT"}
-    assert decode(by_symbol["BTCUSDT"]) == [(T0 + 5, LineKind.DEPTH, b'{"a":1}'), (T0 + 7, LineKind.META, b'{"c":3}')]
+    assert decode(by_symbol["BTCUSDT"]) == [
+        (T0 + 5, LineKind.DEPTH, b'{"a":1}'),
+        (T0 + 7, LineKind.META, b'{"c":3}'),
+    ]
     key = RawObjectKey.parse(by_symbol["ETHUSDT"].key)
-    assert (key.first_receive_ns, key.session, key.seq, key.stream, key.market) == (T0 + 6, "abc123", 1, "eu-1", "spot")
+    assert (key.first_receive_ns, key.session, key.seq, key.stream, key.market) == (
+        T0 + 6,
+        "abc123",
+        1,
+        "eu-1",
+        "spot",
+    )
 
 
 def test_threads_convert_rolled_segments_and_split_at_utc_hours(tmp_path: Path) -> None:
@@ -191,7 +200,9 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     again.release()
 
 
-def test_conversion_streams_in_chunks_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conversion_streams_in_chunks_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import collectors.spool as spool_mod
 
     j = tmp_path / "j.jnl"
@@ -250,7 +261,10 @@ print("ok", lost)
 def test_a_full_disk_is_counted_and_survived(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-c", WRITE_FAILURE_SCRIPT, str(tmp_path / "spool")],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("ok")
@@ -340,18 +354,26 @@ def test_v2_recovery_keeps_v1_leftovers_in_v1_and_drops_only_a_cut_line(tmp_path
     journal = spool_dir / "journal"
     journal.mkdir(parents=True)
     old = JournalName("spot", "eu-1", "old1", 3)  # left by a layout-1 collector
-    (journal / old.filename).write_bytes(line("BTCUSDT", T0 + 1, "v1-one") + line("ETHUSDT", T0 + 2, "v1-two"))
+    (journal / old.filename).write_bytes(
+        line("BTCUSDT", T0 + 1, "v1-one") + line("ETHUSDT", T0 + 2, "v1-two")
+    )
     new = JournalName("spot", "eu-1", "new2", 4, layout=2)
     assert new.filename.endswith(".v2.jnl") and JournalName.parse(new.filename) == new
     (journal / new.filename).write_bytes(
-        line_v2("BTCUSDT", T0 + 3, "v2-one") + line_v2("ETHUSDT", T0 + 4, "v2-two") + b"12345 D BTCUSDT half-wr"
+        line_v2("BTCUSDT", T0 + 3, "v2-one")
+        + line_v2("ETHUSDT", T0 + 4, "v2-two")
+        + b"12345 D BTCUSDT half-wr"
     )
     got: list[OutboxObject] = []
     spool = make_spool(tmp_path, Clock(T0), got, layout=2)
     leftovers = spool.recover()
     assert spool.bad_journal_lines == 1
     keys = sorted(RawObjectKey.parse(o.key) for o in leftovers)
-    assert [(k.layout, k.symbol, k.session) for k in keys] == [(2, None, "new2"), (1, "BTCUSDT", "old1"), (1, "ETHUSDT", "old1")]
+    assert [(k.layout, k.symbol, k.session) for k in keys] == [
+        (2, None, "new2"),
+        (1, "BTCUSDT", "old1"),
+        (1, "ETHUSDT", "old1"),
+    ]
     v2 = next(o for o in leftovers if RawObjectKey.parse(o.key).layout == 2)
     assert decode_v2(v2) == [line_v2("BTCUSDT", T0 + 3, "v2-one"), line_v2("ETHUSDT", T0 + 4, "v2-two")]
 
@@ -456,7 +478,9 @@ def test_v2_batch_across_an_hour_rolls_between_the_hours(tmp_path: Path) -> None
     for ln in before + after:
         spool.append(ln)
     spool.flush_once(force_roll=True)
-    keys = sorted((RawObjectKey.parse(o.key).first_receive_ns, gzip.decompress(o.path.read_bytes())) for o in got)
+    keys = sorted(
+        (RawObjectKey.parse(o.key).first_receive_ns, gzip.decompress(o.path.read_bytes())) for o in got
+    )
     assert keys == [(T0 - 2, b"".join(before)), (T0, b"".join(after))]
 
 
@@ -502,7 +526,10 @@ def test_a_full_disk_is_counted_and_survived_v2(tmp_path: Path) -> None:
     sync point, so the lost count is exact and the failed segment still converts."""
     res = subprocess.run(
         [sys.executable, "-c", WRITE_FAILURE_SCRIPT_V2, str(tmp_path / "spool")],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("ok 390")

@@ -68,7 +68,9 @@ def wait_for_log_event(proc: CollectorProcess, name: str, timeout: float) -> dic
                 found: dict[str, Any] = json.loads(line)
                 return found
         if not proc.running:
-            raise AssertionError(f"collector exited ({proc.returncode}) before {name!r}: {proc.output()[-2000:]}")
+            raise AssertionError(
+                f"collector exited ({proc.returncode}) before {name!r}: {proc.output()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {name!r} in {proc.log_path}")
         time.sleep(1.0)  # polling a log file: there is no event to await across processes
@@ -76,7 +78,9 @@ def wait_for_log_event(proc: CollectorProcess, name: str, timeout: float) -> dic
 
 @pytest.mark.timeout(int(SECONDS) + 600)  # anchoring (up to 8 min at depth 1000) + the run + stopping
 def test_two_collectors_capture_400_symbols_within_the_weight_budget(
-    make_simulator: Callable[..., SimulatorThread], collector_process: Callable[..., CollectorProcess], tmp_path: Path
+    make_simulator: Callable[..., SimulatorThread],
+    collector_process: Callable[..., CollectorProcess],
+    tmp_path: Path,
 ) -> None:
     rates = universe_rates(N_SYMBOLS)
     symbols = list(rates)
@@ -84,13 +88,28 @@ def test_two_collectors_capture_400_symbols_within_the_weight_budget(
     # truth_max_events: the truth of 400 symbols over 8 minutes would hold ~0.5 M events (GBs), and the
     # garbage collector's full passes over them stall the exchange for seconds. The truth keeps the last 60
     # events per symbol; every stored id chain is checked for holes in full instead.
-    sim = make_simulator(symbols=symbols, rates=rates, speed=1.0, weight_limit_per_minute=6000, truth_max_events=60)
+    sim = make_simulator(
+        symbols=symbols, rates=rates, speed=1.0, weight_limit_per_minute=6000, truth_max_events=60
+    )
     store = tmp_path / "store"
     procs = {
         stream: collector_process(
-            "--collector-id", stream, "--symbols", ",".join(symbols), "--store", str(store),
-            "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--spool-dir", str(tmp_path / f"spool-{stream}"),
-            "--snapshot-depth", DEPTH, "--stall-timeout", "0",
+            "--collector-id",
+            stream,
+            "--symbols",
+            ",".join(symbols),
+            "--store",
+            str(store),
+            "--ws-url",
+            sim.ws_url,
+            "--rest-url",
+            sim.rest_url,
+            "--spool-dir",
+            str(tmp_path / f"spool-{stream}"),
+            "--snapshot-depth",
+            DEPTH,
+            "--stall-timeout",
+            "0",
         )
         for stream in STREAMS
     }
@@ -102,7 +121,9 @@ def test_two_collectors_capture_400_symbols_within_the_weight_budget(
     anchored_at = time.monotonic() - t0
     remaining = SECONDS - (time.monotonic() - t0)
     if remaining > 0:
-        time.sleep(remaining)  # the run's length (collecting for that long is the point), not a synchronisation
+        time.sleep(
+            remaining
+        )  # the run's length (collecting for that long is the point), not a synchronisation
     for p in procs.values():
         p.terminate()
     stopped = {}
@@ -113,22 +134,34 @@ def test_two_collectors_capture_400_symbols_within_the_weight_budget(
 
     assert not sim.sim.weights.banned_until, "the simulator banned the IP (418)"
     control = SimControl(sim.rest_url, timeout=120)  # a busy simulator (400 symbols) may answer slowly
-    figures: dict[str, Any] = {"symbols": N_SYMBOLS, "seconds": round(time.monotonic() - t0, 1), "depth": int(DEPTH),
-                               "all_anchored_within_s": round(anchored_at, 1), "streams": {}}
+    figures: dict[str, Any] = {
+        "symbols": N_SYMBOLS,
+        "seconds": round(time.monotonic() - t0, 1),
+        "depth": int(DEPTH),
+        "all_anchored_within_s": round(anchored_at, 1),
+        "streams": {},
+    }
     for stream in STREAMS:
         report, first = stopped[stream], anchored[stream]
         assert report["uploaded_all"] is True and report["exit_code"] == 0
         assert report["rest_418"] == 0 and first["rest_418"] == 0
         assert report["symbols_anchored"] == N_SYMBOLS == first["symbols"]
-        keys = [RawObjectKey.parse(i.key) for i in open_store(str(store)).list(f"raw/market=spot/stream={stream}/")]
+        keys = [
+            RawObjectKey.parse(i.key)
+            for i in open_store(str(store)).list(f"raw/market=spot/stream={stream}/")
+        ]
         assert keys and all(k.layout == 2 for k in keys)
-        span_min = max((max(k.first_receive_ns for k in keys) - min(k.first_receive_ns for k in keys)) / 60e9, 1.0)
+        span_min = max(
+            (max(k.first_receive_ns for k in keys) - min(k.first_receive_ns for k in keys)) / 60e9, 1.0
+        )
         per_minute = len(keys) / span_min
         assert per_minute <= 15, f"{stream}: {len(keys)} objects in {span_min:.1f} min"
         stored = read_stored(str(store), "spot", stream)
         depth_lines = sum(1 for lines in stored.values() for ln in lines if ln.kind is LineKind.DEPTH)
         assert report["depth_frames_not_spooled"] == 0
-        assert depth_lines == report["depth_frames"], f"{stream}: received {report['depth_frames']}, stored {depth_lines}"
+        assert depth_lines == report["depth_frames"], (
+            f"{stream}: received {report['depth_frames']}, stored {depth_lines}"
+        )
         for sym in symbols:
             assert any(ln.kind is LineKind.SNAPSHOT for ln in stored[sym]), f"{stream} {sym}: no snapshot"
         for sym in symbols:  # spot ids chain (U == previous u + 1): no hole in anything stored
@@ -138,7 +171,9 @@ def test_two_collectors_capture_400_symbols_within_the_weight_budget(
             assert not holes, f"{stream} {sym}: stored ids have holes {holes[:3]}"
         for sym in symbols[:: max(1, N_SYMBOLS // 40)]:  # the truth's tail of 40 symbols, busy and quiet ones
             cmp = compare_with_truth(stored[sym], control.truth(sym))
-            assert cmp.missing == [] and cmp.gap_notes == [], f"{stream} {sym}: {cmp.missing[:3]} {cmp.gap_notes[:3]}"
+            assert cmp.missing == [] and cmp.gap_notes == [], (
+                f"{stream} {sym}: {cmp.missing[:3]} {cmp.gap_notes[:3]}"
+            )
         figures["streams"][stream] = {
             "objects": len(keys),
             "objects_per_minute": round(per_minute, 2),
@@ -154,4 +189,3 @@ def test_two_collectors_capture_400_symbols_within_the_weight_budget(
     out.mkdir(exist_ok=True)
     (out / "universe.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
-

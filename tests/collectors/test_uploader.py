@@ -14,7 +14,7 @@ T0 = 1_764_000_000 * 10**9
 
 def outbox_objects(tmp_path: Path, n: int, session: str = "s1") -> list[OutboxObject]:
     j = tmp_path / f"{session}.jnl"
-    j.write_bytes(b"".join(f"SYM{i:02d} {T0 + i} D {{\"i\":{i}}}\n".encode() for i in range(n)))
+    j.write_bytes(b"".join(f'SYM{i:02d} {T0 + i} D {{"i":{i}}}\n'.encode() for i in range(n)))
     objs, bad = convert_journal(j, JournalName("spot", "eu-1", session, 1), tmp_path / "outbox", 1)
     assert bad == 0
     return objs
@@ -80,7 +80,9 @@ def test_leftover_already_in_the_store_is_not_overwritten(tmp_path: Path) -> Non
     same, different = outbox_objects(tmp_path, 2)
     store.put_file(same.key, same.path)  # uploaded before a kill -9, confirmation never seen
     store.put_bytes(different.key, b"other bytes")
-    up = Uploader(lambda: open_store(str(store_dir)), concurrency=1, on_uploaded=lambda o: None, backoff_initial=0.05)
+    up = Uploader(
+        lambda: open_store(str(store_dir)), concurrency=1, on_uploaded=lambda o: None, backoff_initial=0.05
+    )
     up.submit(same, leftover=True)
     up.submit(different, leftover=True)
     assert run_until_drained(up)  # a conflict does not block the queue

@@ -45,7 +45,9 @@ def test_frames_cut_anywhere_reach_the_sink_whole_and_in_order() -> None:
         rng = random.Random(5)
         async with serve(_silent, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
-            async with connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection, max_size=2**25) as ws:
+            async with connect(
+                f"ws://127.0.0.1:{port}", create_connection=FastTextConnection, max_size=2**25
+            ) as ws:
                 assert isinstance(ws, FastTextConnection) and ws.fast
                 got: list[bytes] = []
                 sizes = [0, 1, 123, 124, 125, 126, 127, 1400, 65533, 65534, 65535, 65536, 70000]
@@ -80,7 +82,12 @@ def test_an_unusual_frame_hands_the_rest_to_websockets_in_order() -> None:
                 ws.set_sink(got.append)
                 stream = frame(0x1, b"one") + frame(0x1, b"two")
                 # a fragmented message, a binary one, then plain text again: all websockets' from here
-                stream += frame(0x1, b"thr", fin=False) + frame(0x0, b"ee") + frame(0x2, b"\x00bin") + frame(0x1, b"four")
+                stream += (
+                    frame(0x1, b"thr", fin=False)
+                    + frame(0x0, b"ee")
+                    + frame(0x2, b"\x00bin")
+                    + frame(0x1, b"four")
+                )
                 for b in range(len(stream)):
                     ws.data_received(stream[b : b + 1])
                 assert got == [b"one", b"two"] and not ws.fast
@@ -104,7 +111,9 @@ def test_messages_sent_with_the_handshake_are_all_received_in_order() -> None:
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
             for _ in range(3):
-                async with connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection, compression=None) as ws:
+                async with connect(
+                    f"ws://127.0.0.1:{port}", create_connection=FastTextConnection, compression=None
+                ) as ws:
                     assert isinstance(ws, FastTextConnection) and ws.fast
                     got: list[bytes] = []
                     done = asyncio.Event()
@@ -182,8 +191,12 @@ def test_frames_over_tls_are_read_in_place(tmp_path: Path) -> None:
     async def go() -> None:
         async with serve(handler, "127.0.0.1", 0, ssl=server_ctx) as server:
             port = server.sockets[0].getsockname()[1]
-            async with connect(f"wss://127.0.0.1:{port}", ssl=client_ctx, create_connection=FastTextConnection,
-                               compression=None) as ws:
+            async with connect(
+                f"wss://127.0.0.1:{port}",
+                ssl=client_ctx,
+                create_connection=FastTextConnection,
+                compression=None,
+            ) as ws:
                 assert isinstance(ws, FastTextConnection)
                 got: list[bytes] = []
                 done = asyncio.Event()

@@ -58,7 +58,11 @@ class SyntheticExchange:
                 price = round(best_bid - self.rng.randint(0, 30) * 0.01, 2)
             else:
                 price = round(best_ask + self.rng.randint(0, 30) * 0.01, 2)
-            qty = 0.0 if (self.rng.random() < 0.3 and len(side) > 5) else round(self.rng.randint(1, 5000) / 1000, 3)
+            qty = (
+                0.0
+                if (self.rng.random() < 0.3 and len(side) > 5)
+                else round(self.rng.randint(1, 5000) / 1000, 3)
+            )
             if qty == 0.0 and price in ((best_bid,) if is_bid else (best_ask,)) and len(side) < 3:
                 qty = 1.0
             if qty:
@@ -79,8 +83,13 @@ class SyntheticExchange:
         for i in ids:
             b, p, q = self.changes[i]
             final[(b, p)] = q
-        ev: dict[str, object] = {"e": "depthUpdate", "E": self.times[ids[-1]], "s": self.symbol, "U": ids[0],
-                                 "u": ids[-1]}
+        ev: dict[str, object] = {
+            "e": "depthUpdate",
+            "E": self.times[ids[-1]],
+            "s": self.symbol,
+            "U": ids[0],
+            "u": ids[-1],
+        }
         if self.market == "usdm":
             ev["T"] = self.times[ids[-1]] - 1
             ev["pu"] = prev_u if prev_u is not None else ids[0] - 1
@@ -119,9 +128,15 @@ def depth_frame(symbol: str, ev: dict[str, object], speed: str = "@100ms") -> st
     return orjson.dumps({"stream": f"{symbol.lower()}@depth{speed}", "data": ev}).decode()
 
 
-def write_stream(store: ObjectStore, market: Market, stream: str, symbol: str,
-                 lines: Sequence[tuple[int, LineKind, str | bytes]], per_object: int = 50,
-                 session: str = "s1") -> list[str]:
+def write_stream(
+    store: ObjectStore,
+    market: Market,
+    stream: str,
+    symbol: str,
+    lines: Sequence[tuple[int, LineKind, str | bytes]],
+    per_object: int = 50,
+    session: str = "s1",
+) -> list[str]:
     """Write lines (receive_ns, kind, text) as raw objects of ``per_object`` lines each; returns keys."""
     keys = []
     ordered = sorted(lines, key=lambda x: x[0])
@@ -133,8 +148,7 @@ def write_stream(store: ObjectStore, market: Market, stream: str, symbol: str,
         if not chunk:
             return
         key = RawObjectKey.for_segment(market, stream, symbol, chunk[0][0], session, seq)
-        body = b"".join(encode_line(ns, kind, text) if kind is not None else text
-                        for ns, kind, text in chunk)
+        body = b"".join(encode_line(ns, kind, text) if kind is not None else text for ns, kind, text in chunk)
         store.put_bytes(key.key, gzip.compress(body, compresslevel=1))
         keys.append(key.key)
         seq += 1
@@ -151,9 +165,14 @@ def write_stream(store: ObjectStore, market: Market, stream: str, symbol: str,
     return keys
 
 
-def stream_lines(ex: SyntheticExchange, events: list[dict[str, object]], latency_ms: float = 20.0,
-                 drop: Sequence[tuple[int, int]] = (), snapshots: Sequence[int] = (),
-                 snap_latency_ms: float = 50.0) -> list[tuple[int, LineKind, str]]:
+def stream_lines(
+    ex: SyntheticExchange,
+    events: list[dict[str, object]],
+    latency_ms: float = 20.0,
+    drop: Sequence[tuple[int, int]] = (),
+    snapshots: Sequence[int] = (),
+    snap_latency_ms: float = 50.0,
+) -> list[tuple[int, LineKind, str]]:
     """Raw lines of one stream: events (minus those whose u falls in a ``drop`` id range) and snapshots."""
     out: list[tuple[int, LineKind, str]] = []
     for ev in events:
@@ -168,9 +187,14 @@ def stream_lines(ex: SyntheticExchange, events: list[dict[str, object]], latency
     return out
 
 
-def write_stream_v2(store: ObjectStore, market: Market, stream: str,
-                    lines: Sequence[tuple[int, LineKind, str, str | bytes]], per_object: int = 50,
-                    session: str = "v2") -> list[str]:
+def write_stream_v2(
+    store: ObjectStore,
+    market: Market,
+    stream: str,
+    lines: Sequence[tuple[int, LineKind, str, str | bytes]],
+    per_object: int = 50,
+    session: str = "v2",
+) -> list[str]:
     """Write lines (receive_ns, kind, SYMBOL or '-', text) of many symbols as v2 raw objects (one object per
     ``per_object`` lines, none spanning an hour boundary); returns keys."""
     keys = []

@@ -12,11 +12,16 @@ def test_dense_asof_equals_the_sorting_reference_on_random_chunks() -> None:
     for i in range(60):
         n, m = int(rng.integers(1, 400)), int(rng.integers(1, 300))
         tick = 10**6 if i % 2 else 1  # 8 decimals with a 0.01 tick: sparse keys, made dense by the gcd
-        m_key = (rng.integers(0, 60, n).astype(np.int64) * tick + 6_100_000_000_000) * 2 + rng.integers(0, 2, n)
+        m_key = (rng.integers(0, 60, n).astype(np.int64) * tick + 6_100_000_000_000) * 2 + rng.integers(
+            0, 2, n
+        )
         m_b = np.sort(rng.integers(100, 200, n)).astype(np.int64)  # chunk rows in id order, ties = one event
         m_q = rng.integers(0, 5, n).astype(np.float64)
-        q_key = np.where(rng.random(m) < 0.8, m_key[rng.integers(0, n, m)],  # mostly levels the chunk set,
-                         (6_100_000_000_000 + rng.integers(-10, 70 * tick, m)) * 2)  # some off its grid
+        q_key = np.where(
+            rng.random(m) < 0.8,
+            m_key[rng.integers(0, n, m)],  # mostly levels the chunk set,
+            (6_100_000_000_000 + rng.integers(-10, 70 * tick, m)) * 2,
+        )  # some off its grid
         q_b = rng.integers(90, 210, m).astype(np.int64)  # some ends before the chunk's first row
         want = _asof_sorted(m_key, m_b, m_q, q_key, q_b)
         got = asof_levels(m_key, m_b, m_q, q_key, q_b)

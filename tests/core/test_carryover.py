@@ -50,11 +50,17 @@ def _merge(store: ObjectStore) -> None:
 
 def _extras(ex: SyntheticExchange, t: int) -> list[tuple[int, LineKind, str]]:
     """A malformed line, a bookTicker and a collector note: rows that must survive the cleanup too."""
-    ticker = orjson.dumps({"stream": "btcusdt@bookTicker", "data": {"u": ex.ids[5], "s": SYM, "b": "99.99",
-                                                                     "B": "1", "a": "100.00", "A": "2"}}).decode()
-    return [(t + 1, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","U":1'),
-            (t + 2, LineKind.BOOK_TICKER, ticker),
-            (t + 3, LineKind.META, '{"event":"connect"}')]
+    ticker = orjson.dumps(
+        {
+            "stream": "btcusdt@bookTicker",
+            "data": {"u": ex.ids[5], "s": SYM, "b": "99.99", "B": "1", "a": "100.00", "A": "2"},
+        }
+    ).decode()
+    return [
+        (t + 1, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","U":1'),
+        (t + 2, LineKind.BOOK_TICKER, ticker),
+        (t + 3, LineKind.META, '{"event":"connect"}'),
+    ]
 
 
 def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(store: ObjectStore) -> None:
@@ -80,7 +86,12 @@ def test_late_objects_after_cleanup_are_merged_with_everything_validated_before(
     assert second.events == len(evs) - 20
     assert sum(o.carried for o in second.objects) == len(deleted)
     assert {o.key for o in second.objects if o.carried} == set(deleted)
-    assert second.quarantined == 1 and second.book_tickers == 1 and second.snapshots == 1 and second.meta_lines == 1
+    assert (
+        second.quarantined == 1
+        and second.book_tickers == 1
+        and second.snapshots == 1
+        and second.meta_lines == 1
+    )
     assert second.levels == first.levels + sum(len(e["b"]) + len(e["a"]) for e in evs[60:80])  # type: ignore[arg-type, misc]
     _merge(store)
 
@@ -111,7 +122,11 @@ def test_revalidation_with_nothing_deleted_rebuilds_from_raw(store: ObjectStore)
     assert ev_b.height == b.events
     # run-unique names: b wrote its own files and removed a's once its report was committed
     assert a.run_id != b.run_id and not store.exists(a.file_key("events.parquet"))
-    assert {i.key for i in store.list(b.prefix)} == {*b.keys.values(), *b.level_parts, b.prefix + "report.json"}
+    assert {i.key for i in store.list(b.prefix)} == {
+        *b.keys.values(),
+        *b.level_parts,
+        b.prefix + "report.json",
+    }
 
 
 def test_untrusted_previous_output_is_refused_and_left_untouched(store: ObjectStore) -> None:
@@ -140,7 +155,9 @@ def test_carried_rows_keep_their_object_provenance(store: ObjectStore) -> None:
     ex = SyntheticExchange(seed=24)
     ex.run(200)
     evs = ex.events(2)
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[:50], 20, snapshots=[ex.ids[0]]), per_object=10)
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, evs[:50], 20, snapshots=[ex.ids[0]]), per_object=10
+    )
     validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     _merge(store)
     _cleanup(store)
@@ -183,7 +200,9 @@ def test_revalidation_crashed_before_its_report_leaves_the_previous_output_intac
     ex = SyntheticExchange(seed=25)
     ex.run(200)
     evs = ex.events(2)
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs[:60], 20, snapshots=[ex.ids[0]]), per_object=15)
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, evs[:60], 20, snapshots=[ex.ids[0]]), per_object=15
+    )
     validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     _merge(store)
     _cleanup(store)

@@ -45,8 +45,9 @@ def snapshot_line(ex: SyntheticExchange, body: dict[str, Any]) -> tuple[int, Lin
     return ns, LineKind.SNAPSHOT, orjson.dumps(body).decode()
 
 
-def merge_with(store: ObjectStore, ex: SyntheticExchange, anchor: dict[str, Any],
-               later: dict[str, Any]) -> CheckOutcome:
+def merge_with(
+    store: ObjectStore, ex: SyntheticExchange, anchor: dict[str, Any], later: dict[str, Any]
+) -> CheckOutcome:
     """eu-1: every event plus the anchoring snapshot; ap-1: only the later snapshot. The snapshot outcome."""
     lines = stream_lines(ex, ex.events(4), 20)
     write_stream(store, "spot", "eu-1", SYM, [*lines, snapshot_line(ex, anchor)])
@@ -68,8 +69,9 @@ def untouched_bid_inside(ex: SyntheticExchange, body: dict[str, Any], straddler_
 def test_deep_anchor_compared_with_shallow_snapshot_passes(store: ObjectStore) -> None:
     ex = SyntheticExchange(seed=21)
     ex.run(300)
-    outcome = merge_with(store, ex, truncated_snapshot(ex, ex.ids[0], None),
-                         truncated_snapshot(ex, ex.ids[150], SHALLOW))
+    outcome = merge_with(
+        store, ex, truncated_snapshot(ex, ex.ids[0], None), truncated_snapshot(ex, ex.ids[150], SHALLOW)
+    )
     assert outcome.passed, outcome.description
     assert outcome.metadata["compared"] == 2
 

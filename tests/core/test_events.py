@@ -17,14 +17,29 @@ def lines(*items: tuple[int, LineKind, str]) -> bytes:
 
 
 def depth(U: int, u: int, bids: list[list[str]], asks: list[list[str]], **extra: object) -> str:
-    return orjson.dumps({"stream": "btcusdt@depth@100ms",
-                         "data": {"e": "depthUpdate", "E": 1_700_000_000_000, "s": "BTCUSDT", "U": U, "u": u,
-                                  "b": bids, "a": asks, **extra}}).decode()
+    return orjson.dumps(
+        {
+            "stream": "btcusdt@depth@100ms",
+            "data": {
+                "e": "depthUpdate",
+                "E": 1_700_000_000_000,
+                "s": "BTCUSDT",
+                "U": U,
+                "u": u,
+                "b": bids,
+                "a": asks,
+                **extra,
+            },
+        }
+    ).decode()
 
 
 decimal_text = st.builds(
     lambda whole, frac, places: f"{whole}.{str(frac).zfill(places)[:places]}" if places else str(whole),
-    st.integers(0, 10**7), st.integers(0, 10**8), st.integers(0, 8))
+    st.integers(0, 10**7),
+    st.integers(0, 10**8),
+    st.integers(0, 8),
+)
 
 
 def _assert_parsed_exactly(levels: list[tuple[str, str]]) -> None:
@@ -32,8 +47,9 @@ def _assert_parsed_exactly(levels: list[tuple[str, str]]) -> None:
     chunk = parse_objects([data], "BTCUSDT")
     assert chunk.events.height == 1 and not chunk.quarantine
     got = chunk.levels
-    for (p_text, q_text), p, q, pd in zip(levels, got["price"].to_list(), got["qty"].to_list(),
-                                          got["price_dec"].to_list(), strict=True):
+    for (p_text, q_text), p, q, pd in zip(
+        levels, got["price"].to_list(), got["qty"].to_list(), got["price_dec"].to_list(), strict=True
+    ):
         assert p == float(p_text) and q == float(q_text)
         assert f"{p:.{pd}f}" == p_text
     assert len(round_trip_failures(got["price"].to_numpy(), int(got["price_dec"].max()))) == 0  # type: ignore[arg-type]
@@ -98,11 +114,21 @@ def test_objects_keep_their_own_line_numbers_and_unterminated_last_line() -> Non
 
 def test_book_tickers_spot_and_usdm_forms() -> None:
     spot = '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"1.5","B":"2","a":"1.6","A":"3"}}'
-    usdm = ('{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":8,"s":"BTCUSDT","b":"1.5","B":"2",'
-            '"a":"1.6","A":"3.25","T":5,"E":6}}')
+    usdm = (
+        '{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":8,"s":"BTCUSDT","b":"1.5","B":"2",'
+        '"a":"1.6","A":"3.25","T":5,"E":6}}'
+    )
     other = '{"stream":"ethusdt@bookTicker","data":{"u":9,"s":"ETHUSDT","b":"1","B":"1","a":"2","A":"1"}}'
-    chunk = parse_objects([lines((1, LineKind.BOOK_TICKER, spot), (2, LineKind.BOOK_TICKER, usdm),
-                                 (3, LineKind.BOOK_TICKER, other))], "BTCUSDT")
+    chunk = parse_objects(
+        [
+            lines(
+                (1, LineKind.BOOK_TICKER, spot),
+                (2, LineKind.BOOK_TICKER, usdm),
+                (3, LineKind.BOOK_TICKER, other),
+            )
+        ],
+        "BTCUSDT",
+    )
     bt = chunk.book_tickers
     assert bt["u"].to_list() == [7, 8]
     assert bt["E"].to_list() == [None, 6]
@@ -111,11 +137,17 @@ def test_book_tickers_spot_and_usdm_forms() -> None:
 
 
 def test_snapshot_bodies_spot_usdm_and_error() -> None:
-    spot = orjson.dumps({"lastUpdateId": 10, "bids": [["1.00", "2.000"]], "asks": [["1.01", "1.000"]]}).decode()
-    usdm = orjson.dumps({"lastUpdateId": 11, "E": 5, "T": 4, "bids": [], "asks": [["1.01", "1.000"]]}).decode()
+    spot = orjson.dumps(
+        {"lastUpdateId": 10, "bids": [["1.00", "2.000"]], "asks": [["1.01", "1.000"]]}
+    ).decode()
+    usdm = orjson.dumps(
+        {"lastUpdateId": 11, "E": 5, "T": 4, "bids": [], "asks": [["1.01", "1.000"]]}
+    ).decode()
     err = '{"code":-1003,"msg":"Too much request weight used"}'
-    chunk = parse_objects([lines((1, LineKind.SNAPSHOT, spot), (2, LineKind.SNAPSHOT, usdm),
-                                 (3, LineKind.SNAPSHOT, err))], "BTCUSDT")
+    chunk = parse_objects(
+        [lines((1, LineKind.SNAPSHOT, spot), (2, LineKind.SNAPSHOT, usdm), (3, LineKind.SNAPSHOT, err))],
+        "BTCUSDT",
+    )
     assert chunk.snapshots["last_update_id"].to_list() == [10, 11]
     assert chunk.snapshots["E"].to_list() == [None, 5]
     assert chunk.snapshots["n_levels"].to_list() == [2, 1]

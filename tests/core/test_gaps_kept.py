@@ -88,8 +88,11 @@ def test_gap_with_no_snapshot_after_keeps_the_rest_of_the_day(store: ObjectStore
     got = set(frame.filter(~pl.col("is_snapshot"))["last_update_id"].to_list())
     # every id a stream received is covered by an output event (the output's events tile the received ids)
     out_events = frame.filter(~pl.col("is_snapshot")).unique(["first_update_id", "last_update_id"])
-    covered = {i for lo, hi in out_events.select("first_update_id", "last_update_id").iter_rows()
-               for i in range(lo, hi + 1)}
+    covered = {
+        i
+        for lo, hi in out_events.select("first_update_id", "last_update_id").iter_rows()
+        for i in range(lo, hi + 1)
+    }
     assert received_ids(ex, a, drop_a) | received_ids(ex, b, drop_b) <= covered
     assert max(got) == ids[-1]  # the day runs to its last event
     after = frame.filter(pl.col("last_update_id") > gap.last_id)
@@ -97,7 +100,9 @@ def test_gap_with_no_snapshot_after_keeps_the_rest_of_the_day(store: ObjectStore
     first_image = int(frame.with_row_index("r").filter(pl.col("is_snapshot"))["r"][0])
     before = frame.slice(first_image).filter(pl.col("last_update_id") < gap.first_id)  # opening image .. gap
     assert before.height and before["book_exact"].all()
-    assert not frame.head(first_image)["book_exact"].any()  # the event ending at the snapshot's id precedes it
+    assert not frame.head(first_image)[
+        "book_exact"
+    ].any()  # the event ending at the snapshot's id precedes it
     assert exact_replay_matches(frame, ex) > 30
     manifest = orjson.loads(store.get_bytes(merged_manifest_key("spot", SYM, DATE)))
     assert manifest["gaps"][0]["skipped_ids"] == 0 and manifest["inexact_events"] > 0
@@ -110,14 +115,19 @@ def test_events_between_a_gap_and_its_snapshot_are_kept_inexact(store: ObjectSto
     ids = ex.ids
     hole = (ids[200], ids[230])
     evs = ex.events(4)
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, drop=[hole], snapshots=[ids[2], ids[300]]))
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, drop=[hole], snapshots=[ids[2], ids[300]])
+    )
     report = merge(store, ["eu-1"])
     assert report.gap_count == 1 and report.gaps[0].reanchored_at == ids[300]
     assert report.gaps[0].skipped_ids == 0
     assert report.blocking_passed and report.published, report.markdown()
     frame = rows(store)
-    stretch = frame.filter((pl.col("last_update_id") > report.gaps[0].last_id)
-                           & (pl.col("last_update_id") <= ids[300]) & ~pl.col("is_snapshot"))
+    stretch = frame.filter(
+        (pl.col("last_update_id") > report.gaps[0].last_id)
+        & (pl.col("last_update_id") <= ids[300])
+        & ~pl.col("is_snapshot")
+    )
     assert stretch.height and not stretch["book_exact"].any()
     expected = {int(e["u"]) for e in evs if ids[230] < int(e["u"]) <= ids[300]}
     assert set(stretch["last_update_id"].to_list()) == expected  # every received event of the stretch
@@ -133,8 +143,17 @@ def test_coverage_check_fails_when_received_ids_are_missing() -> None:
     checker = MergeChecker("spot", ["eu-1"], 2, 3)
     checker.inputs = [SimpleNamespace(stream="eu-1", report={"segments": [[0, 100]]})]  # type: ignore[list-item]
     kind = np.array([KIND_SNAPSHOT, KIND_EVENT, KIND_EVENT], np.int8)
-    checker.plan = Plan(kind, np.zeros(3, np.int32), np.zeros(3, np.int64), np.array([0, 20, 40]),
-                        np.array([0, 0, 20]), [], {}, 0, np.ones(3, bool))
+    checker.plan = Plan(
+        kind,
+        np.zeros(3, np.int32),
+        np.zeros(3, np.int64),
+        np.array([0, 20, 40]),
+        np.array([0, 0, 20]),
+        [],
+        {},
+        0,
+        np.ones(3, bool),
+    )
     report = MergeReport("spot", SYM, DATE, ["eu-1"], first_update_id=0, last_update_id=40)
     outcome = checker._coverage_check(report)
     assert not outcome.passed and outcome.blocking
@@ -169,11 +188,17 @@ def test_inexact_stretch_in_the_reader_and_old_files(store: ObjectStore) -> None
     ex = SyntheticExchange(seed=44)
     ex.run(300)
     ids = ex.ids
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(4), 20, drop=[(ids[100], ids[130])],
-                                                          snapshots=[ids[2], ids[200]]))
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        SYM,
+        stream_lines(ex, ex.events(4), 20, drop=[(ids[100], ids[130])], snapshots=[ids[2], ids[200]]),
+    )
     report = merge(store, ["eu-1"])
-    inside = int(rows(store).filter(~pl.col("book_exact") & (pl.col("last_update_id") > ids[131]))
-                 ["last_update_id"][0])
+    inside = int(
+        rows(store).filter(~pl.col("book_exact") & (pl.col("last_update_id") > ids[131]))["last_update_id"][0]
+    )
     with pytest.raises(InexactBookError):
         book_at(SYM, inside, store=store)
     after = ids[-1]

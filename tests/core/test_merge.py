@@ -96,10 +96,12 @@ def test_different_partials_and_disjoint_outages(store: ObjectStore) -> None:
     a = ex.events([3, 7, 2])
     b = ex.events([5, 4])
     ids = ex.ids
-    write_stream(store, "spot", "eu-1", SYM,
-                 stream_lines(ex, a, 20, drop=[(ids[100], ids[180])], snapshots=[ids[10]]))
-    write_stream(store, "spot", "ap-1", SYM,
-                 stream_lines(ex, b, 30, drop=[(ids[300], ids[420])], snapshots=[ids[500]]))
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, a, 20, drop=[(ids[100], ids[180])], snapshots=[ids[10]])
+    )
+    write_stream(
+        store, "spot", "ap-1", SYM, stream_lines(ex, b, 30, drop=[(ids[300], ids[420])], snapshots=[ids[500]])
+    )
     report = run(store, ["eu-1", "ap-1"])
     assert report.blocking_passed, report.markdown()
     assert report.gap_count == 0
@@ -120,8 +122,12 @@ def test_common_outage_is_one_gap_reanchored(store: ObjectStore) -> None:
     a = ex.events(4)
     b = ex.events(6)
     hole = (ids[200], ids[260])
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, a, 20, drop=[hole], snapshots=[ids[5], ids[300]]))
-    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, b, 30, drop=[hole], snapshots=[ids[7], ids[280]]))
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, a, 20, drop=[hole], snapshots=[ids[5], ids[300]])
+    )
+    write_stream(
+        store, "spot", "ap-1", SYM, stream_lines(ex, b, 30, drop=[hole], snapshots=[ids[7], ids[280]])
+    )
     report = run(store, ["eu-1", "ap-1"])
     assert report.gap_count == 1, report.markdown()
     gap = report.gaps[0]
@@ -166,8 +172,11 @@ def test_malformed_lines_quarantined_day_still_merges(store: ObjectStore) -> Non
         (t + 2, LineKind.DEPTH, depth_frame("ETHUSDT", {**evs[3], "s": "ETHUSDT"})),  # wrong symbol
         (t + 3, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","E":1,"U":9,"u":8,"b":[],"a":[]}}'),
         (t + 4, LineKind.SNAPSHOT, '{"code":-1003,"msg":"Too many requests"}'),
-        (t + 5, LineKind.DEPTH, '{"stream":"x","data":{"e":"depthUpdate","E":1,"U":1,"u":2,"b":[["1e3","1"]],'
-                                '"a":[]}}'),
+        (
+            t + 5,
+            LineKind.DEPTH,
+            '{"stream":"x","data":{"e":"depthUpdate","E":1,"U":1,"u":2,"b":[["1e3","1"]],"a":[]}}',
+        ),
     ]
     write_stream(store, "spot", "eu-1", SYM, lines)
     # a raw line with a broken header, written around the encoder
@@ -197,7 +206,9 @@ def test_day_boundary_split_by_E_and_carry(store: ObjectStore) -> None:
     day1 = "2025-11-24"
     day2 = "2025-11-25"
     # receive clock 1.5 s behind: events of day 2 land in objects filed under day 1
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, -1500, snapshots=[ex.ids[0]]), per_object=40)
+    write_stream(
+        store, "spot", "eu-1", SYM, stream_lines(ex, evs, -1500, snapshots=[ex.ids[0]]), per_object=40
+    )
     write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, evs, 900, snapshots=[ex.ids[2]]), per_object=33)
     r1 = run(store, ["eu-1", "ap-1"], date=day1)
     r2 = run(store, ["eu-1", "ap-1"], date=day2)
@@ -223,10 +234,12 @@ def test_usdm_pu_chain(store: ObjectStore) -> None:
     ids = ex.ids
     a = ex.events(4)
     b = ex.events([3, 6])
-    write_stream(store, "usdm", "eu-1", SYM, stream_lines(ex, a, 20, drop=[(ids[100], ids[150])],
-                                                          snapshots=[ids[4]]))
-    write_stream(store, "usdm", "ap-1", SYM, stream_lines(ex, b, 30, drop=[(ids[300], ids[350])],
-                                                          snapshots=[ids[9]]))
+    write_stream(
+        store, "usdm", "eu-1", SYM, stream_lines(ex, a, 20, drop=[(ids[100], ids[150])], snapshots=[ids[4]])
+    )
+    write_stream(
+        store, "usdm", "ap-1", SYM, stream_lines(ex, b, 30, drop=[(ids[300], ids[350])], snapshots=[ids[9]])
+    )
     report = run(store, ["eu-1", "ap-1"], market="usdm")
     assert report.blocking_passed, report.markdown()
     assert report.gap_count == 0
@@ -248,7 +261,9 @@ def test_rerun_replaces_files_consistently(store: ObjectStore) -> None:
     keys = {i.key for i in store.list(merged_day_prefix("spot", SYM, DATE))}
     assert keys == {*r2.files, r2.manifest_key}  # the previous version's files are gone
     assert list(store.list("staging/")) == []  # nothing staged is left behind
-    assert [i.key for i in store.list("state/")] == [f"state/market=spot/symbol={SYM}/date={DATE}/{r2.version}/end_book.parquet"]
+    assert [i.key for i in store.list("state/")] == [
+        f"state/market=spot/symbol={SYM}/date={DATE}/{r2.version}/end_book.parquet"
+    ]
 
 
 def test_no_raw_data_reports_zero_events(store: ObjectStore) -> None:
@@ -269,10 +284,14 @@ def test_snapshot_that_disagrees_with_the_replay_fails(store: ObjectStore) -> No
     floor = min(ex.books[ex.ids[0]][0])
     bids_now = ex.books[ex.ids[150]][0]
     touched = {ex.changes[i][1] for i in ex.ids[148:152]}
-    extra = next(p for p in (round(max(bids_now) - k * 0.01, 2) for k in range(1, 200))
-                 if p > floor and p not in bids_now and p not in touched)
-    bad["bids"] = sorted([*cast(list[list[str]], bad["bids"]), [f"{extra:.2f}", "1.000"]],
-                         key=lambda lv: -float(lv[0]))
+    extra = next(
+        p
+        for p in (round(max(bids_now) - k * 0.01, 2) for k in range(1, 200))
+        if p > floor and p not in bids_now and p not in touched
+    )
+    bad["bids"] = sorted(
+        [*cast(list[list[str]], bad["bids"]), [f"{extra:.2f}", "1.000"]], key=lambda lv: -float(lv[0])
+    )
     ns = (ex.times[ex.ids[150]] + 50) * 1_000_000
     write_stream(store, "spot", "ap-1", SYM, [(ns, LineKind.SNAPSHOT, orjson.dumps(bad).decode())])
     report = run(store, ["eu-1", "ap-1"])
@@ -312,7 +331,9 @@ def test_without_any_snapshot_the_day_is_published_unanchored(store: ObjectStore
     assert report.events == len(evs) and report.unanchored_events == len(evs)
     assert f"{len(evs)} events, not anchored" in " ".join(report.problems)
     frame = merged(store)
-    assert frame.height == report.rows > 0 and not frame["book_exact"].any() and not frame["is_snapshot"].any()
+    assert (
+        frame.height == report.rows > 0 and not frame["book_exact"].any() and not frame["is_snapshot"].any()
+    )
     assert sorted(frame["last_update_id"].unique().to_list()) == [int(e["u"]) for e in evs]  # type: ignore[call-overload]
     manifest = orjson.loads(store.get_bytes(merged_manifest_key("spot", SYM, DATE)))
     assert manifest["end_state"]["book_exact"] is False  # never carried into the next day
@@ -365,10 +386,22 @@ def test_two_days_on_s3_with_outages_and_a_gap(s3_env: str) -> None:
     ex.run(400, ms_per_id=7)
     ids = ex.ids
     hole = (ids[250], ids[270])
-    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(3), 20, drop=[hole, (ids[40], ids[60])],
-                                                          snapshots=[ids[0], ids[300]]), per_object=40)
-    write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, ex.events(5), 25, drop=[hole, (ids[100], ids[120])],
-                                                          snapshots=[ids[2]]), per_object=40)
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        SYM,
+        stream_lines(ex, ex.events(3), 20, drop=[hole, (ids[40], ids[60])], snapshots=[ids[0], ids[300]]),
+        per_object=40,
+    )
+    write_stream(
+        store,
+        "spot",
+        "ap-1",
+        SYM,
+        stream_lines(ex, ex.events(5), 25, drop=[hole, (ids[100], ids[120])], snapshots=[ids[2]]),
+        per_object=40,
+    )
     r1 = run(store, ["eu-1", "ap-1"], date="2025-11-24")
     r2 = run(store, ["eu-1", "ap-1"], date="2025-11-25")
     assert r1.blocking_passed and r2.blocking_passed, r1.markdown() + r2.markdown()

@@ -43,7 +43,9 @@ def published_bytes(store: ObjectStore) -> dict[str, bytes]:
 
 
 def day_rows(store: ObjectStore, date: str = DAY1) -> pl.DataFrame:
-    keys = sorted(i.key for i in store.list(merged_day_prefix("spot", SYM, date)) if i.key.endswith(".parquet"))
+    keys = sorted(
+        i.key for i in store.list(merged_day_prefix("spot", SYM, date)) if i.key.endswith(".parquet")
+    )
     return pl.concat([read_parquet(store, k) for k in keys])
 
 
@@ -89,8 +91,16 @@ def test_failing_remerge_leaves_the_published_day_byte_identical(store: ObjectSt
     assert nxt.opening["source"] == f"carry:{DAY1}" and nxt.published, nxt.markdown()
     carried = day_rows(store, DAY2).filter(pl.col("source") == f"carry:{DAY1}")
     bids, asks = ex.books[int(first.last_update_id or 0)]
-    assert dict(zip(carried.filter(pl.col("side") == "bid")["price"], carried.filter(pl.col("side") == "bid")["qty"],
-                    strict=True)) == bids
+    assert (
+        dict(
+            zip(
+                carried.filter(pl.col("side") == "bid")["price"],
+                carried.filter(pl.col("side") == "bid")["qty"],
+                strict=True,
+            )
+        )
+        == bids
+    )
     assert len(carried.filter(pl.col("side") == "ask")) == len(asks)
 
 
@@ -116,8 +126,13 @@ def test_remerge_with_one_stream_fewer_publishes_nothing_smaller(store: ObjectSt
     ex = SyntheticExchange(seed=33)
     ex.run(300)
     ids = ex.ids
-    write_stream(store, "spot", "eu-1", SYM,
-                 stream_lines(ex, ex.events(3), 20, drop=[(ids[100], ids[140])], snapshots=[ids[5], ids[200]]))
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        SYM,
+        stream_lines(ex, ex.events(3), 20, drop=[(ids[100], ids[140])], snapshots=[ids[5], ids[200]]),
+    )
     write_stream(store, "spot", "ap-1", SYM, stream_lines(ex, ex.events(5), 30, snapshots=[ids[7]]))
     full = merge(store, ["eu-1", "ap-1"])
     assert full.published and full.gap_count == 0
@@ -152,10 +167,22 @@ def test_same_streams_remerge_is_not_a_shrink(store: ObjectStore) -> None:
 
 
 def test_shrink_comparison_of_manifests() -> None:
-    old = {"covered": [{"first_id": 1, "last_id": 10, "stream": "a"}, {"first_id": 11, "last_id": 20, "stream": "b"}],
-           "images": [{"update_id": 0}], "per_stream": {"a": {"events": 3}, "b": {"events": 2}}}
-    new = {"covered": [{"first_id": 1, "last_id": 14, "stream": "a"}, {"first_id": 18, "last_id": 20, "stream": "a"}],
-           "images": [{"update_id": 0}], "per_stream": {"a": {"events": 3}, "b": {"events": 0}}}
+    old = {
+        "covered": [
+            {"first_id": 1, "last_id": 10, "stream": "a"},
+            {"first_id": 11, "last_id": 20, "stream": "b"},
+        ],
+        "images": [{"update_id": 0}],
+        "per_stream": {"a": {"events": 3}, "b": {"events": 2}},
+    }
+    new = {
+        "covered": [
+            {"first_id": 1, "last_id": 14, "stream": "a"},
+            {"first_id": 18, "last_id": 20, "stream": "a"},
+        ],
+        "images": [{"update_id": 0}],
+        "per_stream": {"a": {"events": 3}, "b": {"events": 0}},
+    }
     assert manifest_id_ranges(old) == [(-1, 20)]
     finding = shrink_against(old, new)
     assert finding.lost_ranges == [(14, 17)] and finding.lost_ids == 3 and finding.lost_streams == ["b"]
@@ -182,21 +209,36 @@ def test_racing_publishes_of_one_day_have_one_winner(store: ObjectStore) -> None
         store.put_bytes(src, version.encode())
         dst = published_file_key("spot", SYM, DAY1, version, 0)
         body = {**(seen_by_both.manifest or {}), "files": [dst], "version_id": version}
-        outcomes.append(publish_version(store, "spot", SYM, DAY1, staged=[(src, dst)], manifest=body,
-                                        previous=seen_by_both, version_state_keys=[],
-                                        started_at=dt.datetime.now(dt.UTC)))
+        outcomes.append(
+            publish_version(
+                store,
+                "spot",
+                SYM,
+                DAY1,
+                staged=[(src, dst)],
+                manifest=body,
+                previous=seen_by_both,
+                version_state_keys=[],
+                started_at=dt.datetime.now(dt.UTC),
+            )
+        )
     assert outcomes[0].published and not outcomes[1].published
     assert "another merge of this symbol-day published" in (outcomes[1].refused_reason or "")
     day = sorted(i.key for i in store.list(merged_day_prefix("spot", SYM, DAY1)))
-    assert day == sorted([published_file_key("spot", SYM, DAY1, "20991231T000000Z-0000000a", 0),
-                          merged_manifest_key("spot", SYM, DAY1)])
+    assert day == sorted(
+        [
+            published_file_key("spot", SYM, DAY1, "20991231T000000Z-0000000a", 0),
+            merged_manifest_key("spot", SYM, DAY1),
+        ]
+    )
     assert manifest(store)["version_id"] == "20991231T000000Z-0000000a" != first.version
     info = store.head(merged_manifest_key("spot", SYM, DAY1))
     assert info is not None and outcomes[0].manifest_etag == info.etag
 
 
-def test_store_failure_while_publishing_leaves_the_published_day(store: ObjectStore,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_failure_while_publishing_leaves_the_published_day(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A copy that fails half-way withdraws the copies made; the published version stays as it was."""
     from depth_store.base import StoreUnavailableError
 
@@ -230,8 +272,13 @@ def test_publish_cycle_on_both_backends(any_store: ObjectStore) -> None:
     ex = SyntheticExchange(seed=37)
     ex.run(150)
     ids = ex.ids
-    write_stream(any_store, "spot", "eu-1", SYM,
-                 stream_lines(ex, ex.events(3), 20, drop=[(ids[60], ids[80])], snapshots=[ids[2], ids[100]]))
+    write_stream(
+        any_store,
+        "spot",
+        "eu-1",
+        SYM,
+        stream_lines(ex, ex.events(3), 20, drop=[(ids[60], ids[80])], snapshots=[ids[2], ids[100]]),
+    )
     write_stream(any_store, "spot", "ap-1", SYM, stream_lines(ex, ex.events(5), 30, snapshots=[ids[4]]))
     first = merge(any_store, ["eu-1", "ap-1"])
     second = merge(any_store, ["eu-1", "ap-1"])

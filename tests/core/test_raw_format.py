@@ -24,7 +24,9 @@ NS = 1_764_000_000_123_456_789  # 2025-11-24T16:00:00.123456789Z
 def test_v2_key_has_no_symbol_part_and_round_trips() -> None:
     key = RawObjectKey.for_stream_segment("spot", "eu-1", NS, "ab12", 3)
     assert key.symbol is None and key.layout == 2
-    assert key.key == "raw/market=spot/stream=eu-1/date=2025-11-24/1764000000123456789-ab12-00000003.ndjson.gz"
+    assert (
+        key.key == "raw/market=spot/stream=eu-1/date=2025-11-24/1764000000123456789-ab12-00000003.ndjson.gz"
+    )
     assert key.key.startswith(stream_date_prefix("spot", "eu-1", "2025-11-24"))
     assert RawObjectKey.parse(key.key) == key
 
@@ -65,7 +67,9 @@ def test_v2_lines_name_their_symbol_or_the_whole_stream() -> None:
     assert encode_line_v2(7, LineKind.DEPTH, "BTCUSDT", b'{"stream":"btcusdt@depth"}') == (
         b'7 D BTCUSDT {"stream":"btcusdt@depth"}\n'
     )
-    assert encode_line_v2(8, LineKind.META, STREAM_WIDE, '{"event":"connect"}') == b'8 M - {"event":"connect"}\n'
+    assert (
+        encode_line_v2(8, LineKind.META, STREAM_WIDE, '{"event":"connect"}') == b'8 M - {"event":"connect"}\n'
+    )
     for bad in ("btcusdt", "BTC/USDT", "", " -"):
         with pytest.raises(RawFormatError):
             encode_line_v2(1, LineKind.DEPTH, bad, b"{}")

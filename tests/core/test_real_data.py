@@ -59,8 +59,9 @@ def combine(a: dict[str, object], b: dict[str, object]) -> dict[str, object]:
     return {"stream": a["stream"], "data": out}
 
 
-def split_streams(depth: list[tuple[int, dict[str, object]]], outage_a: tuple[float, float],
-                  outage_b: tuple[float, float]) -> tuple[list[RecLine], list[RecLine]]:
+def split_streams(
+    depth: list[tuple[int, dict[str, object]]], outage_a: tuple[float, float], outage_b: tuple[float, float]
+) -> tuple[list[RecLine], list[RecLine]]:
     """Stream A: every event as recorded; stream B: pairs combined into one event (another batching of the
     same ids), received 3 ms later, except where A is down (there B has A's boundaries, so every bookTicker u
     stays an event boundary of the merge). Each stream misses the events in its outage window (fractions)."""
@@ -80,7 +81,9 @@ def split_streams(depth: list[tuple[int, dict[str, object]]], outage_a: tuple[fl
         if i + 1 < n and not in_a_outage(i) and not in_a_outage(i + 1):
             if not in_b_outage:
                 ns = depth[i + 1][0] + 3_000_000
-                b_lines.append((ns, LineKind.DEPTH, orjson.dumps(combine(depth[i][1], depth[i + 1][1])).decode()))
+                b_lines.append(
+                    (ns, LineKind.DEPTH, orjson.dumps(combine(depth[i][1], depth[i + 1][1])).decode())
+                )
             i += 2
             continue
         if not in_b_outage:
@@ -98,12 +101,16 @@ def merge_days(store: ObjectStore, market: Market, dates: list[str]) -> list[Mer
     return reports
 
 
-@pytest.mark.parametrize(("market", "filename", "expected"), [
-    ("spot", "hftbacktest_spot_btcusdt_20240808.gz", 564),
-    ("usdm", "hftbacktest_usdm_btcusdt_20240808.gz", 629),
-])
-def test_real_recording_two_streams_matches_book_ticker(real_data: Path, tmp_path: Path, market: Market,
-                                                        filename: str, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("market", "filename", "expected"),
+    [
+        ("spot", "hftbacktest_spot_btcusdt_20240808.gz", 564),
+        ("usdm", "hftbacktest_usdm_btcusdt_20240808.gz", 629),
+    ],
+)
+def test_real_recording_two_streams_matches_book_ticker(
+    real_data: Path, tmp_path: Path, market: Market, filename: str, expected: int
+) -> None:
     depth, tickers, snaps = load_recording(real_data / filename)
     a_lines, b_lines = split_streams(depth, (0.30, 0.40), (0.60, 0.75))
     store = open_store(str(tmp_path / "store"))

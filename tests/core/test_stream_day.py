@@ -36,8 +36,14 @@ from tests.core.synth import SyntheticExchange, stream_lines, write_stream, writ
 
 DATE = "2025-11-24"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
-DATA_FILES = ("events.parquet", "snapshots.parquet", "snapshot_levels.parquet", "book_tickers.parquet",
-              "quarantine.parquet", "meta.parquet")
+DATA_FILES = (
+    "events.parquet",
+    "snapshots.parquet",
+    "snapshot_levels.parquet",
+    "book_tickers.parquet",
+    "quarantine.parquet",
+    "meta.parquet",
+)
 
 
 def _exchanges(n: int = 300) -> dict[str, SyntheticExchange]:
@@ -50,8 +56,10 @@ def _exchanges(n: int = 300) -> dict[str, SyntheticExchange]:
 
 
 def _lines(exes: dict[str, SyntheticExchange]) -> dict[str, list[tuple[int, LineKind, str]]]:
-    return {sym: stream_lines(ex, ex.events([2, 3, 5]), 20, snapshots=[ex.ids[0], ex.ids[len(ex.ids) // 2]])
-            for sym, ex in exes.items()}
+    return {
+        sym: stream_lines(ex, ex.events([2, 3, 5]), 20, snapshots=[ex.ids[0], ex.ids[len(ex.ids) // 2]])
+        for sym, ex in exes.items()
+    }
 
 
 def _v2_lines(lines: dict[str, list[tuple[int, LineKind, str]]]) -> list[tuple[int, LineKind, str, str]]:
@@ -78,8 +86,21 @@ def _assert_same(store_a: ObjectStore, a: SymbolDayReport, store_b: ObjectStore,
     fa, fb = _output(store_a, a), _output(store_b, b)
     for name, frame in fa.items():
         assert fb[name].equals(frame), (a.symbol, name)
-    for attr in ("events", "levels", "snapshots", "segments", "gaps", "quarantined", "duplicates", "meta_lines",
-                 "price_decimals", "qty_decimals", "first_update_id", "last_update_id", "latency_p50_ms"):
+    for attr in (
+        "events",
+        "levels",
+        "snapshots",
+        "segments",
+        "gaps",
+        "quarantined",
+        "duplicates",
+        "meta_lines",
+        "price_decimals",
+        "qty_decimals",
+        "first_update_id",
+        "last_update_id",
+        "latency_p50_ms",
+    ):
         assert getattr(a, attr) == getattr(b, attr), (a.symbol, attr)
 
 
@@ -92,8 +113,14 @@ def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_pa
     lines = _lines(_exchanges())
     v1 = open_store(str(tmp_path / "v1"))
     for sym, ls in lines.items():
-        write_stream(v1, "spot", "eu-1", sym, [*ls, (_note_ns(lines), LineKind.META, '{"event":"connect"}')],
-                     per_object=40)
+        write_stream(
+            v1,
+            "spot",
+            "eu-1",
+            sym,
+            [*ls, (_note_ns(lines), LineKind.META, '{"event":"connect"}')],
+            per_object=40,
+        )
     v2 = CountingStore(open_store(str(tmp_path / "v2")))
     keys = write_stream_v2(v2, "spot", "eu-1", _v2_lines(lines), per_object=70)
     v2.snapshot_and_reset()
@@ -105,7 +132,9 @@ def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_pa
     assert set(result.reports) == set(SYMBOLS)
     for sym in SYMBOLS:
         _assert_same(v1, validate_symbol_day(v1, "spot", "eu-1", sym, DATE), v2, result.reports[sym])
-        assert result.reports[sym].meta_lines == 1  # the stream-wide connect note reached every symbol of its object
+        assert (
+            result.reports[sym].meta_lines == 1
+        )  # the stream-wide connect note reached every symbol of its object
 
     # the stream-day report: every object with the symbols and event dates it holds
     report = json.loads(v2.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
@@ -119,9 +148,13 @@ def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_pa
         assert o["symbols"] and set(o["symbol_event_dates"]) <= set(o["symbols"])
         assert all(d != o["event_dates"] for d in o["symbol_event_dates"].values())
         mem = in_memory[o["key"]]
-        assert object_symbol_dates(o, report["version"]) == {s: mem.symbol_event_dates.get(s, []) for s in mem.symbols}
+        assert object_symbol_dates(o, report["version"]) == {
+            s: mem.symbol_event_dates.get(s, []) for s in mem.symbols
+        }
     assert set(SYMBOLS) == {s for o in report["objects"] for s in o["symbols"]}
-    assert {s: v["events"] for s, v in report["symbols"].items()} == {s: r.events for s, r in result.reports.items()}
+    assert {s: v["events"] for s, v in report["symbols"].items()} == {
+        s: r.events for s, r in result.reports.items()
+    }
     assert report["stats"]["objects_read"] == len(keys)
 
 
@@ -145,8 +178,9 @@ def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: 
     sizes = [i.size for i in small.list("raw/")]
     batch = 3 * max(sizes)
     full = validate_stream_day(plain, "spot", "eu-1", DATE)
-    bounded = validate_stream_day(small, "spot", "eu-1", DATE, batch_bytes=batch, buffer_bytes=64 << 10,
-                                  part_rows=300)
+    bounded = validate_stream_day(
+        small, "spot", "eu-1", DATE, batch_bytes=batch, buffer_bytes=64 << 10, part_rows=300
+    )
     s = bounded.stats
     assert full.stats["batches"] == 1 and s["batches"] >= sum(sizes) // batch
     assert s["max_batch_bytes"] <= batch  # never more than a batch of raw input in memory
@@ -166,8 +200,11 @@ def test_real_multi_symbol_recording_as_v2_validates_like_v1(real_data: Path, tm
     """cryptofeed's spot recording: four symbols at 100 ms on one connection, with their REST snapshots."""
     messages, snaps = load_recording(real_data / "cryptofeed_BINANCE.ws.1.0")
     kinds = {"depth": LineKind.DEPTH, "bookTicker": LineKind.BOOK_TICKER}
-    rows = [(m.recv_ns, kinds[m.kind], m.symbol, orjson.dumps({"stream": m.stream, "data": m.data}).decode())
-            for m in messages if m.kind in kinds]
+    rows = [
+        (m.recv_ns, kinds[m.kind], m.symbol, orjson.dumps({"stream": m.stream, "data": m.data}).decode())
+        for m in messages
+        if m.kind in kinds
+    ]
     rows += [(s.recv_ns, LineKind.SNAPSHOT, s.symbol, orjson.dumps(s.body).decode()) for s in snaps]
     symbols = sorted({r[2] for r in rows})
     assert len(symbols) == 4
@@ -208,15 +245,23 @@ def _scenario_2(store: ObjectStore) -> tuple[SyntheticExchange, list[tuple[int, 
     ex.run(320)
     evs = ex.events(4)
     lines = stream_lines(ex, evs, 20, snapshots=[ex.ids[0]])
-    late = [ln for ln in lines if ln[1] == LineKind.DEPTH and int(orjson.loads(ln[2])["data"]["u"]) > ex.ids[239]]
+    late = [
+        ln for ln in lines if ln[1] == LineKind.DEPTH and int(orjson.loads(ln[2])["data"]["u"]) > ex.ids[239]
+    ]
     on_time = [ln for ln in lines if ln not in late]
     write_stream(store, "spot", "eu-1", "BTCUSDT", on_time, per_object=20)
     validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
     deleted = _merge_and_clean(store, "BTCUSDT")
     store.delete(validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE) + "report.json")
     # a late object: the events after id 240 with a snapshot, so a rebuilt day would pass its blocking checks
-    write_stream(store, "spot", "eu-1", "BTCUSDT", [*late, *stream_lines(ex, [], 20, snapshots=[ex.ids[239]])],
-                 session="late")
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        "BTCUSDT",
+        [*late, *stream_lines(ex, [], 20, snapshots=[ex.ids[239]])],
+        session="late",
+    )
     return ex, lines, deleted
 
 
@@ -239,18 +284,27 @@ def test_missing_report_after_cleanup_stops_validation_naming_the_deleted_object
     assert _files(store, vprefix) == validated_before
 
 
-def test_missing_validated_file_after_cleanup_is_an_error_for_validation_and_merge(store: ObjectStore) -> None:
+def test_missing_validated_file_after_cleanup_is_an_error_for_validation_and_merge(
+    store: ObjectStore,
+) -> None:
     ex = SyntheticExchange(seed=32)
     ex.run(200)
-    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]),
-                 per_object=20)
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        "BTCUSDT",
+        stream_lines(ex, ex.events(4), 20, snapshots=[ex.ids[0]]),
+        per_object=20,
+    )
     rep = validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
     _merge_and_clean(store, "BTCUSDT")
     store.delete(rep.level_parts[0])
     with pytest.raises(MissingStateError, match="missing"):
         merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1"])
-    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, [], 20, snapshots=[ex.ids[100]]),
-                 session="late")
+    write_stream(
+        store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, [], 20, snapshots=[ex.ids[100]]), session="late"
+    )
     before = _files(store, rep.prefix)
     with pytest.raises(MissingStateError, match=r"cannot be trusted .*levels-00000.parquet is missing"):
         validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
@@ -267,12 +321,23 @@ def test_stream_day_report_keeps_deleted_objects_and_late_data_is_carried(store:
     # a late v2 object holding one symbol: that symbol is re-validated with every row carried over
     ex = SyntheticExchange(symbol="ETHUSDT", seed=61, first_id=20_000)
     ex.run(200)
-    write_stream_v2(store, "spot", "eu-1", [(ns + 1, LineKind.SNAPSHOT, "ETHUSDT", t) for ns, _k, t in
-                                           stream_lines(ex, [], 20, snapshots=[ex.ids[150]])], session="late")
+    write_stream_v2(
+        store,
+        "spot",
+        "eu-1",
+        [
+            (ns + 1, LineKind.SNAPSHOT, "ETHUSDT", t)
+            for ns, _k, t in stream_lines(ex, [], 20, snapshots=[ex.ids[150]])
+        ],
+        session="late",
+    )
     second = validate_stream_day(store, "spot", "eu-1", DATE)
     assert set(second.reports) == {"ETHUSDT"}  # the others had nothing new: left as they were
     eth = second.reports["ETHUSDT"]
-    assert eth.events == first.reports["ETHUSDT"].events and eth.snapshots == first.reports["ETHUSDT"].snapshots + 1
+    assert (
+        eth.events == first.reports["ETHUSDT"].events
+        and eth.snapshots == first.reports["ETHUSDT"].snapshots + 1
+    )
     assert {o.key for o in eth.objects if o.carried} == {o.key for o in first.reports["ETHUSDT"].objects}
     report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", DATE)))
     carried = {o["key"] for o in report["objects"] if o["carried"]}
@@ -281,7 +346,10 @@ def test_stream_day_report_keeps_deleted_objects_and_late_data_is_carried(store:
     for sym in SYMBOLS:  # the symbols without new data kept their report and files
         if sym != "ETHUSDT":
             assert report["symbols"][sym]["run_id"] == first.run_id
-            assert read_parquet(store, first.reports[sym].file_key("events.parquet")).height == first.reports[sym].events
+            assert (
+                read_parquet(store, first.reports[sym].file_key("events.parquet")).height
+                == first.reports[sym].events
+            )
     # losing a symbol's report now is an error even though the stream-day's raw objects are all gone
     store.delete(validated_day_prefix("spot", "eu-1", "SOLUSDT", DATE) + "report.json")
     with pytest.raises(MissingStateError, match="SOLUSDT"):
@@ -314,8 +382,14 @@ def test_two_validations_of_one_day_never_delete_each_others_files(tmp_path: Pat
     store = _Interleaving(tmp_path / "store")
     ex = SyntheticExchange(seed=33)
     ex.run(200)
-    write_stream(store, "spot", "eu-1", "BTCUSDT", stream_lines(ex, ex.events(3), 20, snapshots=[ex.ids[0]]),
-                 per_object=20)
+    write_stream(
+        store,
+        "spot",
+        "eu-1",
+        "BTCUSDT",
+        stream_lines(ex, ex.events(3), 20, snapshots=[ex.ids[0]]),
+        per_object=20,
+    )
     validate_symbol_day(store, "spot", "eu-1", "BTCUSDT", DATE)
     inner: list[StreamDayValidation] = []
     store.hook = lambda: inner.append(validate_stream_day(store, "spot", "eu-1", DATE))
@@ -326,7 +400,11 @@ def test_two_validations_of_one_day_never_delete_each_others_files(tmp_path: Pat
     committed = json.loads(store.get_bytes(prefix + "report.json"))
     assert committed["run_id"] == winner.run_id
     # exactly the winner's files are there: the loser removed its own and nothing of the winner's
-    assert {i.key for i in store.list(prefix)} == {*winner.keys.values(), *winner.level_parts, prefix + "report.json"}
+    assert {i.key for i in store.list(prefix)} == {
+        *winner.keys.values(),
+        *winner.level_parts,
+        prefix + "report.json",
+    }
     report = merge_symbol_day(store, "spot", "BTCUSDT", DATE, ["eu-1"])
     assert report.blocking_passed
 
@@ -355,8 +433,11 @@ def test_carried_rows_of_many_symbols_stay_within_the_buffer_budget(store: Objec
     first = validate_stream_day(store, "spot", "eu-1", DATE)
     for sym in SYMBOLS:
         _merge_and_clean(store, sym)
-    late = [(ns + 1, LineKind.SNAPSHOT, sym, t) for sym, ex in exes.items()
-            for ns, _k, t in stream_lines(ex, [], 20, snapshots=[ex.ids[150]])]
+    late = [
+        (ns + 1, LineKind.SNAPSHOT, sym, t)
+        for sym, ex in exes.items()
+        for ns, _k, t in stream_lines(ex, [], 20, snapshots=[ex.ids[150]])
+    ]
     write_stream_v2(store, "spot", "eu-1", late, session="late")
     second = validate_stream_day(store, "spot", "eu-1", DATE, buffer_bytes=1 << 10)
     assert second.stats["spills"] >= len(SYMBOLS) - 1

@@ -160,28 +160,41 @@ def _as_v2(line: bytes, symbol: bytes) -> bytes:
     return b" ".join((ns, kind, symbol, rest))
 
 
-hostile_symbols = st.one_of(st.sampled_from([b"btcusdt", b"B", b"", b"-", b"BTC/USDT", b"A" * 31]),
-                            st.binary(min_size=1, max_size=12).filter(lambda b: b" " not in b and b"\n" not in b
-                                                                      and b"\r" not in b))
+hostile_symbols = st.one_of(
+    st.sampled_from([b"btcusdt", b"B", b"", b"-", b"BTC/USDT", b"A" * 31]),
+    st.binary(min_size=1, max_size=12).filter(lambda b: b" " not in b and b"\n" not in b and b"\r" not in b),
+)
 
 
 @FUZZ
 @given(raw_objects(), st.lists(hostile_symbols, max_size=6), st.integers(0, 3))
 def test_hostile_v2_objects_split_by_symbol_are_quarantined_not_fatal(
-    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[bytes], int, int], symbols: list[bytes], cut: int
+    tmp_path_factory: pytest.TempPathFactory,
+    case: tuple[list[bytes], int, int],
+    symbols: list[bytes],
+    cut: int,
 ) -> None:
     """A v2 object (every symbol of the stream): this symbol's hostile lines, another symbol's good ones and
     lines whose symbol field is garbage. Every line lands in its symbol's output or the stream-day quarantine."""
     lines, good, bad = case
     mine = [_as_v2(ln, SYMBOL.encode()) for ln in lines]
-    other = [encode_line((DAY_MS + 2000 + i) * 10**6, LineKind.DEPTH, _frame(_event(5000 + i, 5000 + i,
-                                                                                    DAY_MS + 2000 + i,
-                                                                                    symbol="ETHUSDT"), "ETHUSDT"))
-             for i in range(3)]
+    other = [
+        encode_line(
+            (DAY_MS + 2000 + i) * 10**6,
+            LineKind.DEPTH,
+            _frame(_event(5000 + i, 5000 + i, DAY_MS + 2000 + i, symbol="ETHUSDT"), "ETHUSDT"),
+        )
+        for i in range(3)
+    ]
     other = [_as_v2(ln, b"ETHUSDT") for ln in other]
-    garbage = [_as_v2(encode_line((DAY_MS + 3000) * 10**6, LineKind.DEPTH, b"{}"), s) for s in symbols
-               if s != b"-" and not (2 <= len(s) <= 30 and s.isalnum() and s.upper() == s and s.isascii())]
-    garbage += [_as_v2(encode_line((DAY_MS + 3001) * 10**6, LineKind.DEPTH, b"{}"), b"-")] if b"-" in symbols else []
+    garbage = [
+        _as_v2(encode_line((DAY_MS + 3000) * 10**6, LineKind.DEPTH, b"{}"), s)
+        for s in symbols
+        if s != b"-" and not (2 <= len(s) <= 30 and s.isalnum() and s.upper() == s and s.isascii())
+    ]
+    garbage += (
+        [_as_v2(encode_line((DAY_MS + 3001) * 10**6, LineKind.DEPTH, b"{}"), b"-")] if b"-" in symbols else []
+    )
     root: Path = tmp_path_factory.mktemp("validate2") / uuid.uuid4().hex
     store = open_store(str(root))
     key = RawObjectKey.for_stream_segment("spot", STREAM, (DAY_MS + 1000) * 10**6, "fuzz", 1)

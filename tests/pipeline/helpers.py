@@ -34,7 +34,11 @@ def write_day(store: ObjectStore, plan: DayPlan, with_snapshot: bool = True) -> 
 
 
 def run_partition(
-    defs: dg.Definitions, instance: dg.DagsterInstance, date: str, symbol: str | None = None, kind: str = "merge"
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    date: str,
+    symbol: str | None = None,
+    kind: str = "merge",
 ) -> dg.ExecuteInProcessResult:
     """One run of ``date``: the symbol named (as ``depth-pipeline run --symbols`` does), or all of them."""
     symbols = [symbol] if symbol else None
@@ -66,7 +70,11 @@ def cleanup_output(result: dg.ExecuteInProcessResult, symbol: str = "BTCUSDT") -
 
 def day_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """The per-symbol outcome table of the run's ``merged_depth`` materialization, by symbol."""
-    (mat,) = [m for m in result.asset_materializations_for_node("merged_depth_day") if m.asset_key.path == ["merged_depth"]]
+    (mat,) = [
+        m
+        for m in result.asset_materializations_for_node("merged_depth_day")
+        if m.asset_key.path == ["merged_depth"]
+    ]
     table: Any = mat.metadata["symbol_outcomes"].value
     return {r.data["symbol"]: dict(r.data) for r in table.records}
 

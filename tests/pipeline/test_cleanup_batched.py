@@ -74,7 +74,13 @@ def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore, c
     _report(any_store, "eu-1", objects, compact=compact)
     store = CountingStore(any_store)
     only_btc = cleanup_day(
-        None, store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True})  # type: ignore[arg-type]
+        None,
+        store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        ["BTCUSDT"],
+        gate_of=_gates(objects, {"BTCUSDT": True}),  # type: ignore[arg-type]
     )
     assert only_btc.deleted == [] and len(only_btc.kept_holdings_pending) == 3
     assert "ETHUSDT" in next(iter(only_btc.kept_holdings_pending.values()))
@@ -83,7 +89,13 @@ def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore, c
     store.reset()
     # --symbols BTCUSDT narrows what is cleaned, not the condition: ETH verified too -> deleted
     both = cleanup_day(
-        None, store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True})  # type: ignore[arg-type]
+        None,
+        store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        ["BTCUSDT"],
+        gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True}),  # type: ignore[arg-type]
     )
     assert sorted(both.deleted) == sorted(o.key for o in objects) and both.ok
     assert both.results["BTCUSDT"].deleted == sorted(o.key for o in objects)
@@ -92,7 +104,13 @@ def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore, c
     assert list(any_store.list("raw/")) == []
 
     again = cleanup_day(
-        None, any_store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True})  # type: ignore[arg-type]
+        None,
+        any_store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        ["BTCUSDT"],
+        gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True}),  # type: ignore[arg-type]
     )
     assert again.deleted == [] and sorted(again.already_absent) == sorted(o.key for o in objects)
 
@@ -103,12 +121,24 @@ def test_compact_report_a_symbol_left_out_still_holds_the_objects_dates(any_stor
     objects = _v2_day(any_store, n=2)
     _report(any_store, "eu-1", objects, {"BTCUSDT": [DATE], "ETHUSDT": []}, compact=True)
     eth_only = cleanup_day(
-        None, any_store, "spot", ["eu-1"], DATE, ["ETHUSDT"], gate_of=_gates(objects, {"ETHUSDT": True})  # type: ignore[arg-type]
+        None,
+        any_store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        ["ETHUSDT"],
+        gate_of=_gates(objects, {"ETHUSDT": True}),  # type: ignore[arg-type]
     )
     assert eth_only.deleted == [] and len(eth_only.kept_holdings_pending) == 2
     assert "BTCUSDT" in next(iter(eth_only.kept_holdings_pending.values()))
     both = cleanup_day(
-        None, any_store, "spot", ["eu-1"], DATE, ["ETHUSDT"], gate_of=_gates(objects, {"ETHUSDT": True, "BTCUSDT": True})  # type: ignore[arg-type]
+        None,
+        any_store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        ["ETHUSDT"],
+        gate_of=_gates(objects, {"ETHUSDT": True, "BTCUSDT": True}),  # type: ignore[arg-type]
     )
     assert sorted(both.deleted) == sorted(o.key for o in objects)
 
@@ -119,7 +149,9 @@ def test_step_output_holds_each_key_once_and_decodes_to_every_symbols_lists() ->
 
     keys = [f"raw/market=spot/stream=eu-1/date={DATE}/{i:019d}-s-{i:08d}.ndjson.gz" for i in range(5)]
     results = {
-        "BTCUSDT": CleanupResult(DATE, "BTCUSDT", True, "ok", deleted=keys[:4], kept_later_arrivals=[keys[4]]),
+        "BTCUSDT": CleanupResult(
+            DATE, "BTCUSDT", True, "ok", deleted=keys[:4], kept_later_arrivals=[keys[4]]
+        ),
         "ETHUSDT": CleanupResult(DATE, "ETHUSDT", True, "ok", deleted=[keys[0], keys[2], keys[3]]),
         "XRPUSDT": CleanupResult(DATE, "XRPUSDT", False, "no merge"),
     }
@@ -135,7 +167,9 @@ def test_v2_object_without_a_stream_day_report_or_changed_is_kept(any_store: Obj
     objects = _v2_day(any_store, 2)
     gate = _gates(objects, {"BTCUSDT": True, "ETHUSDT": True})
     no_report = cleanup_day(None, any_store, "spot", ["eu-1"], DATE, list(SYMBOLS), gate_of=gate)  # type: ignore[arg-type]
-    assert no_report.deleted == [] and set(no_report.kept_holdings_pending.values()) == {"no stream-day report lists it"}
+    assert no_report.deleted == [] and set(no_report.kept_holdings_pending.values()) == {
+        "no stream-day report lists it"
+    }
 
     _report(any_store, "eu-1", objects)
     # an object whose content changed since the merge (same key, other bytes) is never deleted
@@ -151,8 +185,14 @@ def test_refused_gate_and_retention_delete_nothing(any_store: ObjectStore) -> No
     refused = cleanup_day(None, any_store, "spot", ["eu-1"], DATE, list(SYMBOLS), gate_of=_gates(objects, {}))  # type: ignore[arg-type]
     assert refused.deleted == [] and not refused.ok and not refused.results["BTCUSDT"].ok
     held = cleanup_day(
-        None, any_store, "spot", ["eu-1"], DATE, list(SYMBOLS),  # type: ignore[arg-type]
-        retention_days=1.0, gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True}),
+        None,
+        any_store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        list(SYMBOLS),  # type: ignore[arg-type]
+        retention_days=1.0,
+        gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True}),
     )
     assert held.deleted == [] and held.results["ETHUSDT"].kept_retention == sorted(o.key for o in objects)
     assert len(list(any_store.list("raw/"))) == 2
@@ -163,7 +203,13 @@ def test_later_arrival_is_kept_and_reported(any_store: ObjectStore) -> None:
     _report(any_store, "eu-1", objects)
     late = write_v2(any_store, "eu-1", NOON_NS + 5 * 10**10, SYMBOLS, seq=9)
     out = cleanup_day(
-        None, any_store, "spot", ["eu-1"], DATE, list(SYMBOLS), gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True})  # type: ignore[arg-type]
+        None,
+        any_store,
+        "spot",
+        ["eu-1"],
+        DATE,
+        list(SYMBOLS),
+        gate_of=_gates(objects, {"BTCUSDT": True, "ETHUSDT": True}),  # type: ignore[arg-type]
     )
     assert sorted(out.deleted) == sorted(o.key for o in objects)
     assert out.later_arrivals == [late.key]
@@ -179,12 +225,21 @@ def test_many_v1_objects_are_deleted_in_batches_of_1000(any_store: ObjectStore, 
     with ThreadPoolExecutor(8) as pool:
         objects = list(
             pool.map(
-                lambda i: write_object(any_store, "eu-1", "BTCUSDT", [(NOON_NS + i * 10**6, LineKind.DEPTH, b"{}")], session="s", seq=i),
+                lambda i: write_object(
+                    any_store,
+                    "eu-1",
+                    "BTCUSDT",
+                    [(NOON_NS + i * 10**6, LineKind.DEPTH, b"{}")],
+                    session="s",
+                    seq=i,
+                ),
                 range(n),
             )
         )
     store = CountingStore(any_store)
-    out = cleanup_day(None, store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True}))  # type: ignore[arg-type]
+    out = cleanup_day(
+        None, store, "spot", ["eu-1"], DATE, ["BTCUSDT"], gate_of=_gates(objects, {"BTCUSDT": True})
+    )  # type: ignore[arg-type]
     assert len(out.deleted) == n and out.ok
     counts = store.snapshot()
     assert counts["HEAD"] == 0 and counts["DELETE_BATCH"] == 3 and counts["LIST"] == 3  # 2,345 keys: 3 pages

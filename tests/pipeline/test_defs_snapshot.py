@@ -93,8 +93,9 @@ def test_definitions_match_the_snapshot(tmp_path: Path) -> None:
         SNAPSHOT.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
     expected = json.loads(SNAPSHOT.read_text())
     diff = _diff(expected, actual)
-    assert not diff, "the definitions changed; if on purpose, `make defs-snapshot` and review the diff:\n" + "\n".join(
-        diff
+    assert not diff, (
+        "the definitions changed; if on purpose, `make defs-snapshot` and review the diff:\n"
+        + "\n".join(diff)
     )
 
 
@@ -105,13 +106,17 @@ def _flip_first_blocking(monkeypatch: pytest.MonkeyPatch) -> str:
     return first.name
 
 
-def test_a_flipped_blocking_flag_fails_the_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flipped_blocking_flag_fails_the_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The snapshot is not vacuous: one merged check declared non-blocking in the core shows up as exactly
     that (the pipeline's check specs are derived from the core's declarations)."""
     name = _flip_first_blocking(monkeypatch)
     expected = json.loads(SNAPSHOT.read_text())
     diff = _diff(expected, _build(tmp_path))
-    assert diff == [f"checks.merged_depth:{name}: snapshot {{'blocking': True}} != now {{'blocking': False}}"], diff
+    assert diff == [
+        f"checks.merged_depth:{name}: snapshot {{'blocking': True}} != now {{'blocking': False}}"
+    ], diff
 
 
 def test_manifest_and_dagster_severity_come_from_one_declaration(

@@ -100,7 +100,9 @@ def test_helm_values_match_the_instance_config() -> None:
     ]
     env = yaml.safe_load((K8S / "config-env.yaml").read_text())["data"]
     assert {"DEPTH_STORE_URL", "DEPTH_STREAMS", "DEPTH_SYMBOLS", "DEPTH_MARKET", "DEPTH_EXECUTOR"} <= set(env)
-    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"][
+        "tagConcurrencyLimits"
+    ]
     assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
     assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
         instance["concurrency"]["runs"]["tag_concurrency_limits"]

@@ -136,8 +136,11 @@ def test_late_object_triggers_remerge_and_is_cleaned_once_merged(
 
 
 def _merged_update_ids(store: ObjectStore, date: str) -> set[int]:
-    frames = [read_parquet(store, i.key) for i in store.list(merged_day_prefix("spot", "BTCUSDT", date))
-              if i.key.endswith(".parquet")]
+    frames = [
+        read_parquet(store, i.key)
+        for i in store.list(merged_day_prefix("spot", "BTCUSDT", date))
+        if i.key.endswith(".parquet")
+    ]
     merged = pl.concat(frames).filter(~pl.col("is_snapshot"))
     return set(merged["last_update_id"].to_list())
 
@@ -188,7 +191,9 @@ def test_late_object_after_the_cleanup_is_merged_with_everything_merged_before(
 
 
 def validated_report(store: ObjectStore, stream: str) -> dict[str, Any]:
-    return cast(dict[str, Any], get_json(store, validated_day_prefix("spot", stream, "BTCUSDT", DATE) + "report.json"))
+    return cast(
+        dict[str, Any], get_json(store, validated_day_prefix("spot", stream, "BTCUSDT", DATE) + "report.json")
+    )
 
 
 def test_cleanup_deletes_nothing_when_the_merge_failed(

@@ -51,17 +51,23 @@ def _write(store: ObjectStore, plan: DayPlan, snapshot: bool = True) -> list[str
     return [i.key for i in eu + ap]
 
 
-def _late_tail(store: ObjectStore, plan: DayPlan, events: range, session: str = "late", stream: str = "eu-1") -> str:
+def _late_tail(
+    store: ObjectStore, plan: DayPlan, events: range, session: str = "late", stream: str = "eu-1"
+) -> str:
     """Events ``events`` of ``plan`` (past its end: ids continuing it, E still on its date) from a cut-off
     collector, uploaded after the merge."""
     lines = [(plan.event(i)[0] + 5, LineKind.DEPTH, plan.event(i)[1]) for i in events]
     return write_object(store, stream, plan.symbol, lines, session=session, seq=0).key
 
 
-def _status_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[dg.RunRequest]:
+def _status_sensor(
+    defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult
+) -> list[dg.RunRequest]:
     success = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
     context = dg.build_run_status_sensor_context(
-        sensor_name="cleanup_after_merge_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
+        sensor_name="cleanup_after_merge_sensor",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
         dagster_event=success,
     )
     return cast(list[dg.RunRequest], sensor(defs, "cleanup_after_merge_sensor")(context))
@@ -98,24 +104,40 @@ def test_remerge_of_the_day_before_that_changes_its_end_remerges_the_next_day(
     assert manifest(store, D0)["last_update_id"] == p0.first_id + 63
     requests = _status_sensor(defs, dagster_instance, changed)
     nxt = [r for r in requests if r.job_name == "depth_daily"]
-    assert [(r.partition_key, _symbols_of(r), r.tags["depth/kind"]) for r in nxt] == [(D1, ["BTCUSDT"], "carry-changed")]
+    assert [(r.partition_key, _symbols_of(r), r.tags["depth/kind"]) for r in nxt] == [
+        (D1, ["BTCUSDT"], "carry-changed")
+    ]
 
 
 def _frame(symbol: str, uid: int, e_ms: int) -> bytes:
-    data = {"e": "depthUpdate", "E": e_ms, "s": symbol, "U": uid, "u": uid, "b": [["100.00", "1.000"]], "a": []}
-    return json.dumps({"stream": f"{symbol.lower()}@depth@100ms", "data": data}, separators=(",", ":")).encode()
+    data = {
+        "e": "depthUpdate",
+        "E": e_ms,
+        "s": symbol,
+        "U": uid,
+        "u": uid,
+        "b": [["100.00", "1.000"]],
+        "a": [],
+    }
+    return json.dumps(
+        {"stream": f"{symbol.lower()}@depth@100ms", "data": data}, separators=(",", ":")
+    ).encode()
 
 
 def _midnight_ms(date: str) -> int:
     return int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()) * 1000
 
 
-def _late(instance: dg.DagsterInstance, store: ObjectStore, cursor: dict[str, Any], now: float) -> tuple[list[dg.RunRequest], dict[str, Any]]:
+def _late(
+    instance: dg.DagsterInstance, store: ObjectStore, cursor: dict[str, Any], now: float
+) -> tuple[list[dg.RunRequest], dict[str, Any]]:
     requests, text, _logs = evaluate_late_data(instance, store, "spot", STREAMS, cursor, now=now)
     return requests, json.loads(text)
 
 
-def test_late_object_spanning_midnight_remerges_both_days(tmp_path: Path, dagster_instance: dg.DagsterInstance) -> None:
+def test_late_object_spanning_midnight_remerges_both_days(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     """Received in D0's last 50 ms, it holds an event of D0 and one of D1 (the exchange clock runs 70 ms
     ahead): both days are asked for. The old sensor looked at the object's folder date (and the day before)."""
     config = make_config(str(tmp_path / "store"))
@@ -124,18 +146,27 @@ def test_late_object_spanning_midnight_remerges_both_days(tmp_path: Path, dagste
     _write(store, p0)
     _write(store, p1, snapshot=False)
     defs = build_definitions(config)
-    assert run_partition(defs, dagster_instance, D0).success and run_partition(defs, dagster_instance, D1).success
+    assert (
+        run_partition(defs, dagster_instance, D0).success
+        and run_partition(defs, dagster_instance, D1).success
+    )
     end_ms = _midnight_ms(D1)
-    lines = [((end_ms - 50) * 10**6, LineKind.DEPTH, _frame("BTCUSDT", 999_990, end_ms - 100)),
-             ((end_ms - 10) * 10**6, LineKind.DEPTH, _frame("BTCUSDT", 999_991, end_ms + 20))]
+    lines = [
+        ((end_ms - 50) * 10**6, LineKind.DEPTH, _frame("BTCUSDT", 999_990, end_ms - 100)),
+        ((end_ms - 10) * 10**6, LineKind.DEPTH, _frame("BTCUSDT", 999_991, end_ms + 20)),
+    ]
     key = write_object(store, "ap-1", "BTCUSDT", lines, session="skew").key
     assert f"/date={D0}/" in key
     requests, _cursor = _late(dagster_instance, store, {}, time.time())
     assert sorted((r.partition_key, _symbols_of(r), r.tags["depth/kind"]) for r in requests) == [
-        (D0, ["BTCUSDT"], "remerge"), (D1, ["BTCUSDT"], "remerge")]
+        (D0, ["BTCUSDT"], "remerge"),
+        (D1, ["BTCUSDT"], "remerge"),
+    ]
 
 
-def test_late_v2_object_remerges_each_symbol_it_holds(tmp_path: Path, dagster_instance: dg.DagsterInstance) -> None:
+def test_late_v2_object_remerges_each_symbol_it_holds(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     """A layout-2 late object holds several symbols: the date's re-merge names each (one that the merged day
     did not have too), in one run of the date."""
     from tests.pipeline.v2gen import write_stream_day_v2
@@ -146,14 +177,18 @@ def test_late_v2_object_remerges_each_symbol_it_holds(tmp_path: Path, dagster_in
     _write(store, p0)
     defs = build_definitions(config)
     assert run_partition(defs, dagster_instance, D0).success
-    late = [DayPlan(D0, symbol="BTCUSDT", first_id=p0.first_id + 60, events=3, start_offset_s=3600),
-            DayPlan(D0, symbol="ETHUSDT", events=3, start_offset_s=3600)]
+    late = [
+        DayPlan(D0, symbol="BTCUSDT", first_id=p0.first_id + 60, events=3, start_offset_s=3600),
+        DayPlan(D0, symbol="ETHUSDT", events=3, start_offset_s=3600),
+    ]
     write_stream_day_v2(store, "eu-1", late, session="late", with_snapshot=False)
     requests, _cursor = _late(dagster_instance, store, {}, time.time())
     assert [(r.partition_key, _symbols_of(r)) for r in requests] == [(D0, ["BTCUSDT", "ETHUSDT"])]
 
 
-def test_failed_remerge_is_asked_for_again_with_backoff(tmp_path: Path, dagster_instance: dg.DagsterInstance) -> None:
+def test_failed_remerge_is_asked_for_again_with_backoff(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     root = tmp_path / "store"
     config = make_config(str(root))
     store = open_store(config.store_url)
@@ -164,7 +199,9 @@ def test_failed_remerge_is_asked_for_again_with_backoff(tmp_path: Path, dagster_
     late_key = _late_tail(store, p0, range(60, 64))
     now = time.time()
     first, cursor = _late(dagster_instance, store, {}, now)
-    assert [(r.partition_key, r.run_key) for r in first] == [(D0, first[0].run_key)] and first[0].run_key.endswith(":1")
+    assert [(r.partition_key, r.run_key) for r in first] == [(D0, first[0].run_key)] and first[
+        0
+    ].run_key.endswith(":1")
     # the re-merge fails (a store blip: every write under merged/ fails)
     (root / "merged").rename(root / "merged-away")
     (root / "merged").write_text("blocked")
@@ -181,13 +218,20 @@ def test_failed_remerge_is_asked_for_again_with_backoff(tmp_path: Path, dagster_
     assert done == [] and cursor["pending"] == {}
 
 
-def _reconcile(instance: dg.DagsterInstance, store: ObjectStore, config: PipelineConfig, cursor: dict[str, Any],
-               now: float) -> tuple[list[dg.RunRequest], dict[str, Any], list[str]]:
+def _reconcile(
+    instance: dg.DagsterInstance,
+    store: ObjectStore,
+    config: PipelineConfig,
+    cursor: dict[str, Any],
+    now: float,
+) -> tuple[list[dg.RunRequest], dict[str, Any], list[str]]:
     requests, text, logs = evaluate_reconcile(instance, store, "spot", STREAMS, cursor, config, now=now)
     return requests, json.loads(text), logs
 
 
-def test_failed_nightly_merge_is_retried_then_cleaned(tmp_path: Path, dagster_instance: dg.DagsterInstance) -> None:
+def test_failed_nightly_merge_is_retried_then_cleaned(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     """A store blip fails the nightly merge of D0: the reconcile sensor asks again (with backoff) until it is
     merged, then asks for its cleanup, then has nothing left to do."""
     root = tmp_path / "store"
@@ -201,7 +245,9 @@ def test_failed_nightly_merge_is_retried_then_cleaned(tmp_path: Path, dagster_in
     (root / "merged").unlink()
     now = time.time()
     first, cursor, logs = _reconcile(dagster_instance, store, config, {}, now)
-    assert [(r.job_name, r.partition_key, r.tags["depth/kind"]) for r in first] == [("depth_daily", D0, "reconcile")], logs
+    assert [(r.job_name, r.partition_key, r.tags["depth/kind"]) for r in first] == [
+        ("depth_daily", D0, "reconcile")
+    ], logs
     assert _reconcile(dagster_instance, store, config, cursor, now + 60)[0] == []  # backoff
     second, cursor, _logs = _reconcile(dagster_instance, store, config, cursor, now + 601)
     assert [r.run_key for r in second] == [f"reconcile:{D0}:failed:2"]
@@ -226,7 +272,9 @@ def test_never_merged_day_is_asked_for_once_the_nightly_run_is_overdue(
     early, cursor, _logs = _reconcile(dagster_instance, store, config, {}, midnight + 40 * 60)
     assert early == []
     late, cursor, logs = _reconcile(dagster_instance, store, config, cursor, midnight + 90 * 60 + 1)
-    assert [(r.partition_key, r.run_key) for r in late] == [(yesterday, f"reconcile:{yesterday}:never-merged:1")], logs
+    assert [(r.partition_key, r.run_key) for r in late] == [
+        (yesterday, f"reconcile:{yesterday}:never-merged:1")
+    ], logs
 
 
 def test_retention_counts_from_the_latest_merge_so_remerged_days_are_cleaned(

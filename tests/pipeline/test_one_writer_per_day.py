@@ -48,14 +48,18 @@ def test_lease_refuses_a_second_writer_naming_the_holder_and_is_taken_over_only_
     with pytest.raises(lease.LeaseHeldError):
         lease.acquire(store, "spot", DATE, "run-d", instance=dagster_instance, seconds=600)
     dagster_instance.report_run_failed(run)
-    assert lease.acquire(store, "spot", DATE, "run-d", instance=dagster_instance, seconds=600).holder == "run-d"
+    assert (
+        lease.acquire(store, "spot", DATE, "run-d", instance=dagster_instance, seconds=600).holder == "run-d"
+    )
     assert not lease.release_day_lease(store, "spot", DATE, run.run_id)  # not the holder: nothing released
     assert lease.release_day_lease(store, "spot", DATE, "run-d")
     assert store.head(lease.day_lease_key("spot", DATE)) is None
 
 
 def _merged_ids(store: ObjectStore) -> set[int]:
-    files = [i.key for i in store.list(merged_day_prefix("spot", "BTCUSDT", DATE)) if i.key.endswith(".parquet")]
+    files = [
+        i.key for i in store.list(merged_day_prefix("spot", "BTCUSDT", DATE)) if i.key.endswith(".parquet")
+    ]
     if not files:
         return set()
     frame = pl.concat([read_parquet(store, k) for k in files]).filter(~pl.col("is_snapshot"))
@@ -97,8 +101,13 @@ def test_two_runs_of_a_date_at_once_with_a_late_object_then_cleanup_lose_nothing
         assert code == 0 or "is being written by run" in out, out
 
     cleanup = subprocess.run(
-        [str(BIN / "depth-pipeline"), "cleanup", "--date", DATE], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600, check=False,
+        [str(BIN / "depth-pipeline"), "cleanup", "--date", DATE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
     # nothing lost: every id is in the published day or still in a raw object the cleanup kept
@@ -112,8 +121,13 @@ def test_two_runs_of_a_date_at_once_with_a_late_object_then_cleanup_lose_nothing
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     done = subprocess.run(
-        [str(BIN / "depth-pipeline"), "cleanup", "--date", DATE], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600, check=False,
+        [str(BIN / "depth-pipeline"), "cleanup", "--date", DATE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert _merged_ids(store) == {plan.first_id + i for i in range(65)}
@@ -126,10 +140,17 @@ def test_lease_of_a_killed_writer_on_this_host_is_taken_over(tmp_path: Path) -> 
     processes are gone, the next run of the date takes the lease over."""
     store_url = str(tmp_path / "store")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom depth_pipeline import lease\nfrom depth_store import open_store\n"
-         f"lease.acquire(open_store({store_url!r}), 'spot', {DATE!r}, 'killed-run', seconds=600)\n"
-         "print('held', flush=True)\nsys.stdin.read()"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom depth_pipeline import lease\nfrom depth_store import open_store\n"
+            f"lease.acquire(open_store({store_url!r}), 'spot', {DATE!r}, 'killed-run', seconds=600)\n"
+            "print('held', flush=True)\nsys.stdin.read()",
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     store = open_store(store_url)
@@ -152,10 +173,13 @@ def test_a_killed_run_does_not_block_the_next_run_of_its_date(tmp_path: Path) ->
     write_day(store, DayPlan(DATE))
     home = tmp_path / "home"
     home.mkdir()
-    env = subprocess_env({**pipeline_env(store_url), "DAGSTER_HOME": str(home), "DEPTH_MAX_PARALLEL_STEPS": "2"})
+    env = subprocess_env(
+        {**pipeline_env(store_url), "DAGSTER_HOME": str(home), "DEPTH_MAX_PARALLEL_STEPS": "2"}
+    )
     cmd = [str(BIN / "depth-pipeline"), "run", "--date", DATE]
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while not any(True for _ in store.list("validated/")) and first.poll() is None:
         assert time.monotonic() < deadline, "the run wrote nothing in 300 s"
@@ -166,5 +190,7 @@ def test_a_killed_run_does_not_block_the_next_run_of_its_date(tmp_path: Path) ->
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         statuses = sorted(r.status.value for r in instance.get_runs())
-    assert statuses in (["FAILURE", "SUCCESS"], ["SUCCESS", "SUCCESS"]), statuses  # killed before or after its end
+    assert statuses in (["FAILURE", "SUCCESS"], ["SUCCESS", "SUCCESS"]), (
+        statuses
+    )  # killed before or after its end
     assert _merged_ids(store) == {plan_id for plan_id in range(1_000_000, 1_000_060)}

@@ -55,10 +55,15 @@ def test_a_short_capture_is_cropped_with_unique_second_ticks_and_no_outage_after
     timelines = []
     for i in range(3):
         inp = quality.QualityInput(
-            "spot", f"S{i}USDT", DATE,
-            [_stream("eu-1", start, start + 58_500, (start + 20_000, start + 35_000)),
-             _stream("ap-1", start, start + 60_000)],
-            merged_gaps=[(1_300, 1_300)] if i == 1 else [], merged_coverage=0.999 if i == 1 else 1.0,
+            "spot",
+            f"S{i}USDT",
+            DATE,
+            [
+                _stream("eu-1", start, start + 58_500, (start + 20_000, start + 35_000)),
+                _stream("ap-1", start, start + 60_000),
+            ],
+            merged_gaps=[(1_300, 1_300)] if i == 1 else [],
+            merged_coverage=0.999 if i == 1 else 1.0,
         )
         timelines.append(symbol_timeline(inp))
     for t in timelines:
@@ -92,9 +97,13 @@ def _day_timeline(i: int) -> dict[str, Any]:
         return [[edges[j], edges[j + 1]] for j in range(0, len(edges) - 1, 2)]
 
     return {
-        "symbol": f"S{i:03d}USDT", "first_ms": first, "last_ms": last,
-        "streams": {"eu-1": {"receiving": receiving(eu_out), "outages": eu_out, "quiet": []},
-                    "ap-1": {"receiving": receiving(ap_out), "outages": ap_out, "quiet": []}},
+        "symbol": f"S{i:03d}USDT",
+        "first_ms": first,
+        "last_ms": last,
+        "streams": {
+            "eu-1": {"receiving": receiving(eu_out), "outages": eu_out, "quiet": []},
+            "ap-1": {"receiving": receiving(ap_out), "outages": ap_out, "quiet": []},
+        },
         "merged_gaps_ms": [DAY0 + 20 * HOUR] if i % 53 == 0 else [],
         "merged_coverage": 0.9995 if i % 53 == 0 else 1.0,
     }
@@ -109,7 +118,9 @@ def test_overview_of_400_symbols_reads(monkeypatch: pytest.MonkeyPatch, tmp_path
     (tmp_path / "overview-400.png").write_bytes(png[0])
     (ax,) = figure.axes
     labels = ax.get_yticklabels()
-    assert [t.get_text() for t in labels] == [  # the merged coverage beside a symbol whose merged day has gaps
+    assert [
+        t.get_text() for t in labels
+    ] == [  # the merged coverage beside a symbol whose merged day has gaps
         t["symbol"] + (" 99.95%" if t["merged_gaps_ms"] else "") for t in timelines
     ]
     assert all(label.get_fontsize() >= 6 for label in labels)

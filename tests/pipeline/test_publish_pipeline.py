@@ -38,8 +38,11 @@ DATE = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
 
 def day_bytes(store: ObjectStore) -> dict[str, bytes]:
     """What readers and the next day see of the symbol-day: merged files, manifest, end state."""
-    return {i.key: store.get_bytes(i.key) for root in (merged_day_prefix("spot", "BTCUSDT", DATE), "state/")
-            for i in store.list(root)}
+    return {
+        i.key: store.get_bytes(i.key)
+        for root in (merged_day_prefix("spot", "BTCUSDT", DATE), "state/")
+        for i in store.list(root)
+    }
 
 
 def test_failing_remerge_leaves_the_published_day_byte_identical(
@@ -58,8 +61,14 @@ def test_failing_remerge_leaves_the_published_day_byte_identical(
     ns, frame = plan.event(5)
     data = json.loads(frame)
     data["data"]["b"] = [["104.00", "9.999"]]
-    write_object(store, "ap-1", "BTCUSDT", [(ns + 10**9, LineKind.DEPTH, json.dumps(data).encode())],
-                 session="bad", seq=0)
+    write_object(
+        store,
+        "ap-1",
+        "BTCUSDT",
+        [(ns + 10**9, LineKind.DEPTH, json.dumps(data).encode())],
+        session="bad",
+        seq=0,
+    )
     remerge = run_partition(defs, dagster_instance, DATE, "BTCUSDT", kind="remerge")
     assert not remerge.success
     assert day_bytes(store) == before  # byte-identical Parquet, manifest and end state
@@ -125,7 +134,8 @@ def test_gap_with_no_snapshot_after_it_keeps_every_event_before_cleanup(
     m = manifest(store, DATE)
     assert m["events"] == plan.events - 5  # the old merge kept 20 (it stopped at the gap) and passed
     assert [(g["first_id"], g["last_id"], g["reanchored_at"]) for g in m["gaps"]] == [
-        (plan.first_id + 20, plan.first_id + 24, None)]
+        (plan.first_id + 20, plan.first_id + 24, None)
+    ]
     assert m["inexact_events"] == plan.events - 25 and m["gaps"][0]["skipped_ids"] == 0
     cleanup = run_cleanup(defs, dagster_instance, DATE, "BTCUSDT")
     assert cleanup.success and raw_keys(store) == set()

@@ -17,9 +17,18 @@ from tests.pipeline.v2gen import write_v2
 S = 10**9
 
 
-def _tick(store: ObjectStore, state: StreamScan | None, now: float, **kw: object) -> tuple[list[NewObject], StreamScan]:
+def _tick(
+    store: ObjectStore, state: StreamScan | None, now: float, **kw: object
+) -> tuple[list[NewObject], StreamScan]:
     new, state = scan_stream(
-        store, "spot", "eu-1", state, now=now, initial_lookback_seconds=3600, deadline=Deadline(30), **kw  # type: ignore[arg-type]
+        store,
+        "spot",
+        "eu-1",
+        state,
+        now=now,
+        initial_lookback_seconds=3600,
+        deadline=Deadline(30),
+        **kw,  # type: ignore[arg-type]
     )
     # the state goes through JSON as in a sensor cursor
     restored = StreamScan.from_json(state.to_json())
@@ -101,8 +110,15 @@ def test_sweep_collects_date_folders_and_midnight_neighbours(tmp_path: Path, edg
     write_v2(store, "eu-1", (midnight + 30) * S)  # 30 s after midnight: may hold the day before's events
     write_v2(store, "eu-1", (midnight + 7200) * S, seq=1)
     _new, state = scan_stream(
-        store, "spot", "eu-1", None, now=time.time(), initial_lookback_seconds=0, deadline=Deadline(30),
-        head=False, edge_seconds=120 if edge else 0,
+        store,
+        "spot",
+        "eu-1",
+        None,
+        now=time.time(),
+        initial_lookback_seconds=0,
+        deadline=Deadline(30),
+        head=False,
+        edge_seconds=120 if edge else 0,
     )
     assert state.passes == 1
     import datetime as dt

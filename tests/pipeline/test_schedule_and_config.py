@@ -151,10 +151,15 @@ def test_definitions_read_the_environment_when_loaded_and_resources_name_their_v
     assert isinstance(module.defs(), dg.Definitions)
 
     resources = build_resources(PipelineConfig.from_env())
-    assert isinstance(resources["store"].url, dg.EnvVar) and resources["store"].url.env_var_name == "DEPTH_STORE_URL"
+    assert (
+        isinstance(resources["store"].url, dg.EnvVar)
+        and resources["store"].url.env_var_name == "DEPTH_STORE_URL"
+    )
     assert isinstance(resources["settings"].market, dg.EnvVar)
     # a configuration built in code (tests, benchmarks) keeps its values
-    assert build_resources(PipelineConfig(store_url=str(tmp_path / "other")))["store"].url == str(tmp_path / "other")
+    assert build_resources(PipelineConfig(store_url=str(tmp_path / "other")))["store"].url == str(
+        tmp_path / "other"
+    )
 
     @dg.asset
     def seen(store: DepthStoreResource, settings: DepthSettingsResource) -> dict[str, str]:

@@ -122,8 +122,11 @@ def test_gap_sensor_reports_collector_gap_notes(tmp_path: Path, dagster_instance
         "eu-1",
         1,
         1,
-        notes=[("ETHUSDT", {"event": "gap", "expected": 10, "got": 15}), ("-", {"event": "disconnect"}),
-               ("BTCUSDT", {"event": "connect"})],
+        notes=[
+            ("ETHUSDT", {"event": "gap", "expected": 10, "got": 15}),
+            ("-", {"event": "disconnect"}),
+            ("BTCUSDT", {"event": "connect"}),
+        ],
     )
     _evaluate(sensor, config, dagster_instance, first.cursor)
     gaps = [a for a in notifier.alerts if a.kind == "gap"]
@@ -136,13 +139,21 @@ def test_gap_sensor_reads_every_new_object_across_ticks_within_its_time_budget(t
     none read twice (the old sensor read at most 200 objects a tick and dropped the rest's notes)."""
     store = CountingStore(open_store(str(tmp_path / "store")))
     for seq in range(250):
-        write_v2(store, "eu-1", time.time_ns() - (300 - seq) * 10**8, SYMBOLS, seq=seq,
-                 notes=[("BTCUSDT", {"event": "gap", "n": seq})])
+        write_v2(
+            store,
+            "eu-1",
+            time.time_ns() - (300 - seq) * 10**8,
+            SYMBOLS,
+            seq=seq,
+            notes=[("BTCUSDT", {"event": "gap", "n": seq})],
+        )
     out_of_time = evaluate_stream_gaps(store, "spot", ["eu-1"], 3600, {}, budget_seconds=0)
     assert [a for a in out_of_time.alerts if a.kind == "gap"] == []
     store.reset()
     tick = evaluate_stream_gaps(store, "spot", ["eu-1"], 3600, json.loads(out_of_time.cursor))
-    assert sorted(int(a.message.split('"n": ')[1].split("}")[0]) for a in tick.alerts if a.kind == "gap") == list(range(250))
+    assert sorted(
+        int(a.message.split('"n": ')[1].split("}")[0]) for a in tick.alerts if a.kind == "gap"
+    ) == list(range(250))
     assert store.snapshot()["GET"] == 250
     again = evaluate_stream_gaps(store, "spot", ["eu-1"], 3600, json.loads(tick.cursor))
     assert [a for a in again.alerts if a.kind == "gap"] == []
@@ -245,5 +256,7 @@ def test_raw_arrival_sensor_records_runless_materializations(
     for _ in range(3):
         tick = _evaluate(sensor, config, dagster_instance, cursor)
         cursor = tick.cursor
-        found += [(e.asset_key, e.metadata["objects"], e.metadata["found_late_by_sweep"]) for e in tick.asset_events]
+        found += [
+            (e.asset_key, e.metadata["objects"], e.metadata["found_late_by_sweep"]) for e in tick.asset_events
+        ]
     assert found == [(dg.AssetKey(["raw", "eu-1"]), dg.MetadataValue.int(1), dg.MetadataValue.int(1))]

@@ -173,7 +173,9 @@ def test_graphql_shows_a_days_symbols_with_their_outcomes(webserver: Webserver) 
     (day,) = found["assetNodeOrError"]["assetMaterializations"]
     assert day["partition"] == MERGED_DATE
     (table,) = [e["table"] for e in day["metadataEntries"] if e["label"] == "symbol_outcomes"]
-    assert {"symbol", "status", "rows", "gaps", "coverage", "checks"} <= {c["name"] for c in table["schema"]["columns"]}
+    assert {"symbol", "status", "rows", "gaps", "coverage", "checks"} <= {
+        c["name"] for c in table["schema"]["columns"]
+    }
     rows = {r["symbol"]: r for r in map(json.loads, table["records"])}
     assert set(rows) == set(DAY_SYMBOLS)  # every symbol of the day named, none other
     for row in rows.values():
@@ -196,13 +198,17 @@ def test_graphql_shows_the_days_overview_on_the_quality_report(webserver: Webser
     (day,) = found["assetNodeOrError"]["assetMaterializations"]
     entries = {e["label"]: e for e in day["metadataEntries"]}
     assert entries["overview_key"]["text"] == f"quality/market=spot/date={MERGED_DATE}/overview.png"
-    match = re.match(rf"!\[overview of {MERGED_DATE}\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
-                     entries["report"]["mdStr"])
+    match = re.match(
+        rf"!\[overview of {MERGED_DATE}\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
+        entries["report"]["mdStr"],
+    )
     assert match, entries["report"]["mdStr"][:200]
     image = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
     assert image.size[0] >= 1000 and image.size[1] >= 200
     for symbol in DAY_SYMBOLS:  # more symbols than are inlined: each one's report is listed by key
-        assert f"quality/market=spot/symbol={symbol}/date={MERGED_DATE}/quality.md" in entries["report"]["mdStr"]
+        assert (
+            f"quality/market=spot/symbol={symbol}/date={MERGED_DATE}/quality.md" in entries["report"]["mdStr"]
+        )
 
 
 BACKFILL_MUTATION = """
@@ -279,7 +285,9 @@ def _assert_real_picture(path: Path, size: tuple[int, int]) -> None:
 
 
 @pytest.mark.slow
-def test_chromium_shows_the_days_partition_page_with_its_symbols(webserver: Webserver, tmp_path: Path) -> None:
+def test_chromium_shows_the_days_partition_page_with_its_symbols(
+    webserver: Webserver, tmp_path: Path
+) -> None:
     """The partition page of the day on ``merged_depth``: its latest materialization and the table of symbols
     (a screenshot in tmp and ``artifacts/ui-day-partition.png``)."""
     binary = chromium_binary()

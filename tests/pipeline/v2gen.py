@@ -24,7 +24,9 @@ def write_v2(
     """A v2 object whose first line was received at ``first_ns``: one depth line per symbol, then ``notes``
     (symbol or ``-``, JSON) as ``M`` lines."""
     lines = [
-        encode_line_v2(first_ns + i, LineKind.DEPTH, sym, json.dumps({"stream": f"{sym.lower()}@depth", "data": {}}))
+        encode_line_v2(
+            first_ns + i, LineKind.DEPTH, sym, json.dumps({"stream": f"{sym.lower()}@depth", "data": {}})
+        )
         for i, sym in enumerate(symbols)
     ]
     for j, (sym, note) in enumerate(notes):

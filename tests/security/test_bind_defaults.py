@@ -12,7 +12,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_collector_metrics_bind_loopback_by_default(tmp_path: Path) -> None:
     config = parse_config(
-        ["--collector-id", "eu-1", "--symbols", "BTCUSDT", "--store", str(tmp_path), "--metrics-port", "9100"],
+        [
+            "--collector-id",
+            "eu-1",
+            "--symbols",
+            "BTCUSDT",
+            "--store",
+            str(tmp_path),
+            "--metrics-port",
+            "9100",
+        ],
         env={},
     )
     assert config.metrics_port == 9100

@@ -46,7 +46,9 @@ def _condition_holds(cond: dict[str, Any] | None, context: dict[str, str]) -> bo
     return True
 
 
-def allowed(policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+def allowed(
+    policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None
+) -> bool:
     ctx = context or {}
     allow = False
     for st in policy["Statement"]:
@@ -67,11 +69,17 @@ def obj(key: str) -> str:
 
 
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
-OWN_RAW = "raw/market=spot/stream=eu-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
-OTHER_RAW = "raw/market=spot/stream=ap-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
+OWN_RAW = (
+    "raw/market=spot/stream=eu-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
+)
+OTHER_RAW = (
+    "raw/market=spot/stream=ap-1/symbol=BTCUSDT/date=2026-11-24/0001732406400000000000-abc-00000001.ndjson.gz"
+)
 MERGED = "merged/market=spot/symbol=BTCUSDT/date=2026-11-24/part-00000.parquet"
 STATE = "state/market=spot/symbol=BTCUSDT/date=2026-11-24/20261124T010000Z-0a1b2c3d/end_book.parquet"
-STAGING = "staging/merged/market=spot/symbol=BTCUSDT/date=2026-11-24/20261124T010000Z-0a1b2c3d/part-00000.parquet"
+STAGING = (
+    "staging/merged/market=spot/symbol=BTCUSDT/date=2026-11-24/20261124T010000Z-0a1b2c3d/part-00000.parquet"
+)
 VALIDATED = "validated/market=spot/stream=eu-1/symbol=BTCUSDT/date=2026-11-24/events.parquet"
 QUALITY = "quality/market=spot/symbol=BTCUSDT/date=2026-11-24/report.png"
 
@@ -86,7 +94,9 @@ def test_policy_is_valid_and_has_no_blanket_grants(name: str) -> None:
             for action in _as_list(st["Action"]):
                 assert "*" not in action, f"{name}: wildcard action {action} in {st.get('Sid')}"
             for res in _as_list(st["Resource"]):
-                assert res not in ("*", f"arn:aws:s3:::{BUCKET}/*"), f"{name}: blanket resource in {st.get('Sid')}"
+                assert res not in ("*", f"arn:aws:s3:::{BUCKET}/*"), (
+                    f"{name}: blanket resource in {st.get('Sid')}"
+                )
 
 
 def test_collector_writes_only_its_own_raw_prefix() -> None:
@@ -138,12 +148,19 @@ def test_analyst_reads_merged_only() -> None:
 
 def test_evaluator_itself_honours_deny_and_conditions() -> None:
     """The evaluator must be able to say no, or the tests above prove nothing."""
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"},
-        {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::b/keep/*"},
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b",
-         "Condition": {"StringLike": {"s3:prefix": ["x/*"]}}},
-    ]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"},
+            {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::b/keep/*"},
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": "arn:aws:s3:::b",
+                "Condition": {"StringLike": {"s3:prefix": ["x/*"]}},
+            },
+        ],
+    }
     assert allowed(policy, "s3:DeleteObject", "arn:aws:s3:::b/other/k")
     assert not allowed(policy, "s3:DeleteObject", "arn:aws:s3:::b/keep/k")
     assert allowed(policy, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "x/y"})

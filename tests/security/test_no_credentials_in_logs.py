@@ -28,16 +28,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def marker_env(endpoint: str, key_id: str, secret: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": key_id,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_DEFAULT_REGION": MOTO_REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": MOTO_REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -71,10 +73,25 @@ def test_collector_and_pipeline_never_log_credentials(
     s3 = moto_client(moto_endpoint)
 
     collector = collector_process(
-        "--collector-id", "sec-1", "--symbols", "BTCUSDT", "--store", store_url,
-        "--ws-url", simulator.ws_url, "--rest-url", simulator.rest_url,
-        "--spool-dir", str(tmp_path / "spool"), "--flush-seconds", "1", "--log-level", "DEBUG",
-        "--metrics-port", "0", env=env,
+        "--collector-id",
+        "sec-1",
+        "--symbols",
+        "BTCUSDT",
+        "--store",
+        store_url,
+        "--ws-url",
+        simulator.ws_url,
+        "--rest-url",
+        simulator.rest_url,
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--flush-seconds",
+        "1",
+        "--log-level",
+        "DEBUG",
+        "--metrics-port",
+        "0",
+        env=env,
     )
 
     def uploaded() -> int:
@@ -90,11 +107,22 @@ def test_collector_and_pipeline_never_log_credentials(
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     date = dt.datetime.now(dt.UTC).date().isoformat()
-    pipe_env = {**env, "DAGSTER_HOME": str(dagster_home), "DEPTH_STORE_URL": store_url, "DEPTH_STREAMS": "sec-1",
-                "DEPTH_SYMBOLS": "BTCUSDT", "DEPTH_MARKET": "spot", "DAGSTER_TELEMETRY_DISABLED": "1"}
+    pipe_env = {
+        **env,
+        "DAGSTER_HOME": str(dagster_home),
+        "DEPTH_STORE_URL": store_url,
+        "DEPTH_STREAMS": "sec-1",
+        "DEPTH_SYMBOLS": "BTCUSDT",
+        "DEPTH_MARKET": "spot",
+        "DAGSTER_TELEMETRY_DISABLED": "1",
+    }
     pipe = subprocess.run(
         [sys.executable, "-m", "depth_pipeline.cli", "run", "--date", date, "--symbols", "BTCUSDT"],
-        cwd=REPO_ROOT, env=pipe_env, capture_output=True, timeout=240, check=False,
+        cwd=REPO_ROOT,
+        env=pipe_env,
+        capture_output=True,
+        timeout=240,
+        check=False,
     )
     pipe_output = pipe.stdout + pipe.stderr
     assert pipe_output.strip(), "the pipeline printed nothing"

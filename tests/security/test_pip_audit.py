@@ -37,18 +37,39 @@ def vulnerability_service_status() -> str | None:
 def test_pinned_set_has_no_known_vulnerabilities(tmp_path: Path) -> None:
     why = vulnerability_service_status()
     if why is not None:
-        pytest.skip(f"pip-audit's vulnerability service (PyPI per-version JSON API) is not available here: {why}")
+        pytest.skip(
+            f"pip-audit's vulnerability service (PyPI per-version JSON API) is not available here: {why}"
+        )
     out = tmp_path / "audit.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip_audit", "-r", str(LOCK), "--no-deps", "--disable-pip",
-         "--progress-spinner", "off", "-f", "json", "-o", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip_audit",
+            "-r",
+            str(LOCK),
+            "--no-deps",
+            "--disable-pip",
+            "--progress-spinner",
+            "off",
+            "-f",
+            "json",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert out.exists(), f"pip-audit wrote no report (exit {proc.returncode}): {proc.stderr[-2000:]}"
     deps = json.loads(out.read_text())["dependencies"]
     audited = [d for d in deps if "skip_reason" not in d]
     if not audited:
         pytest.skip(f"pip-audit could audit none of the {len(deps)} pins: {deps[0].get('skip_reason')}")
-    vulnerable = {f"{d['name']}=={d['version']}": [(v["id"], v.get("fix_versions")) for v in d["vulns"]]
-                  for d in audited if d.get("vulns")}
+    vulnerable = {
+        f"{d['name']}=={d['version']}": [(v["id"], v.get("fix_versions")) for v in d["vulns"]]
+        for d in audited
+        if d.get("vulns")
+    }
     assert vulnerable == {}, f"vulnerable pins (id, fixed in): {vulnerable}"

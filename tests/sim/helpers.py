@@ -24,8 +24,12 @@ def http_get(url: str) -> tuple[int, dict[str, str], Any]:
         return exc.code, dict(exc.headers), json.loads(exc.read())
 
 
-async def collect(url: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0,
-                  send: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+async def collect(
+    url: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 10.0,
+    send: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Open ``url``, send ``send`` messages, read JSON frames until ``until(frames)`` or the deadline."""
     frames: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout

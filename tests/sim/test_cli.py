@@ -21,9 +21,24 @@ def _command() -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_prints_ready_line_serves_and_stops_cleanly(sig: signal.Signals) -> None:
     proc = subprocess.Popen(
-        [*_command(), "--port", "0", "--market", "usdm", "--symbols", "BTCUSDT,ETHUSDT", "--seed", "3",
-         "--speed", "10", "--max-connection-age", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *_command(),
+            "--port",
+            "0",
+            "--market",
+            "usdm",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--seed",
+            "3",
+            "--speed",
+            "10",
+            "--max-connection-age",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -31,7 +46,9 @@ def test_cli_prints_ready_line_serves_and_stops_cleanly(sig: signal.Signals) -> 
         assert line.startswith("listening ws://127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
         rest_url = "http://" + line.split("ws://", 1)[1]
         status = SimControl(rest_url).status()
-        assert status["market"] == "usdm" and status["symbols"] == ["BTCUSDT", "ETHUSDT"] and status["seed"] == 3
+        assert (
+            status["market"] == "usdm" and status["symbols"] == ["BTCUSDT", "ETHUSDT"] and status["seed"] == 3
+        )
         code, _, body = http_get(rest_url + "/fapi/v1/depth?symbol=ETHUSDT&limit=5")
         assert code == 200 and len(body["bids"]) == 5
         proc.send_signal(sig)

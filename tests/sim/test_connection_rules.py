@@ -35,7 +35,7 @@ def test_max_connection_age_sends_server_shutdown_then_disconnects(make_simulato
     notices = [i for i, f in enumerate(frames) if f.get("e") == "serverShutdown"]
     assert len(notices) == 1
     # depth events keep flowing between the notice and the disconnect
-    assert any("stream" in f for f in frames[notices[0] + 1:])
+    assert any("stream" in f for f in frames[notices[0] + 1 :])
 
 
 def test_connection_without_pong_is_dropped_and_one_with_pong_stays(make_simulator: Any) -> None:
@@ -45,8 +45,12 @@ def test_connection_without_pong_is_dropped_and_one_with_pong_stays(make_simulat
     # a raw client that completes the handshake and then never answers the server's pings
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     received = b""
     deadline = time.monotonic() + 10
     closed = False

@@ -31,20 +31,33 @@ def _events(texts: list[str]) -> list[dict[str, Any]]:
     return [json.loads(t)["data"] for t in texts]
 
 
-def _two_connections(sim: SimulatorThread, min_events: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _two_connections(
+    sim: SimulatorThread, min_events: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Connection A opened with a 'random' batching fault, connection B canonical; read both."""
+
     async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         url = f"{sim.ws_url}/stream?streams={STREAM}"
-        async with websockets.connect(url, max_size=None, max_queue=None) as a, websockets.connect(url, max_size=None, max_queue=None) as b:
-            ta, tb = await asyncio.gather(_read_until(a, lambda t: len(t) >= min_events),
-                                          _read_until(b, lambda t: len(t) >= min_events))
+        async with (
+            websockets.connect(url, max_size=None, max_queue=None) as a,
+            websockets.connect(url, max_size=None, max_queue=None) as b,
+        ):
+            ta, tb = await asyncio.gather(
+                _read_until(a, lambda t: len(t) >= min_events), _read_until(b, lambda t: len(t) >= min_events)
+            )
             ea, eb = _events(ta), _events(tb)
             # read on until both reached the same id, so their ranges overlap fully at the end
             target = max(ea[-1]["u"], eb[-1]["u"])
-            ta += await _read_until(a, lambda t: bool(t) and json.loads(t[-1])["data"]["u"] >= target) \
-                if ea[-1]["u"] < target else []
-            tb += await _read_until(b, lambda t: bool(t) and json.loads(t[-1])["data"]["u"] >= target) \
-                if eb[-1]["u"] < target else []
+            ta += (
+                await _read_until(a, lambda t: bool(t) and json.loads(t[-1])["data"]["u"] >= target)
+                if ea[-1]["u"] < target
+                else []
+            )
+            tb += (
+                await _read_until(b, lambda t: bool(t) and json.loads(t[-1])["data"]["u"] >= target)
+                if eb[-1]["u"] < target
+                else []
+            )
             return _events(ta), _events(tb)
 
     sim.control.fault("batching", target="next", mode="random", seed=7)
@@ -98,10 +111,13 @@ def test_usdm_partials_chain_on_their_own_pu(make_simulator: Any) -> None:
     assert {(e["u"], e["pu"]) for e in a} != {(e["u"], e["pu"]) for e in b}
 
 
-def _connect_and_fault(sim: SimulatorThread, kind: str, params: dict[str, Any],
-                       pred: Any, timeout: float = 15.0) -> list[str]:
+def _connect_and_fault(
+    sim: SimulatorThread, kind: str, params: dict[str, Any], pred: Any, timeout: float = 15.0
+) -> list[str]:
     async def run() -> list[str]:
-        async with websockets.connect(f"{sim.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None) as ws:
+        async with websockets.connect(
+            f"{sim.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None
+        ) as ws:
             first = await _read_until(ws, lambda t: len(t) >= 2)
             conn_id = max(c["id"] for c in sim.control.connections())
             assert sim.control.fault(kind, target=conn_id, **params) == [conn_id]
@@ -117,8 +133,9 @@ def test_drop_ids_silently_skips_overlapping_events(simulator: SimulatorThread) 
     def past(texts: list[str]) -> bool:
         return bool(texts) and texts[-1].startswith("{") and json.loads(texts[-1])["data"]["u"] > hi + 200
 
-    events = _events(_connect_and_fault(simulator, "drop_ids", {"from_id": lo, "to_id": hi, "symbol": "BTCUSDT"},
-                                        past))
+    events = _events(
+        _connect_and_fault(simulator, "drop_ids", {"from_id": lo, "to_id": hi, "symbol": "BTCUSDT"}, past)
+    )
     assert not [e for e in events if e["U"] <= hi and e["u"] >= lo]
     gaps = [(p["u"], n["U"]) for p, n in itertools.pairwise(events) if n["U"] != p["u"] + 1]
     assert len(gaps) == 1 and gaps[0][0] < lo and gaps[0][1] > hi
@@ -128,7 +145,9 @@ def test_drop_ids_silently_skips_overlapping_events(simulator: SimulatorThread) 
 
 def test_stall_keeps_the_connection_and_loses_nothing(simulator: SimulatorThread) -> None:
     async def run() -> list[str]:
-        async with websockets.connect(f"{simulator.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None) as ws:
+        async with websockets.connect(
+            f"{simulator.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None
+        ) as ws:
             texts = await _read_until(ws, lambda t: len(t) >= 2)
             conn_id = max(c["id"] for c in simulator.control.connections())
             simulator.control.fault("stall", target=conn_id, seconds=0.8)
@@ -201,7 +220,9 @@ def test_unknown_fault_kind_is_refused(simulator: SimulatorThread) -> None:
 
 def test_pause_and_resume(simulator: SimulatorThread) -> None:
     async def run() -> None:
-        async with websockets.connect(f"{simulator.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None) as ws:
+        async with websockets.connect(
+            f"{simulator.ws_url}/stream?streams={STREAM}", max_size=None, max_queue=None
+        ) as ws:
             texts = await _read_until(ws, lambda t: len(t) >= 2)
             data = json.loads(texts[-1])["data"]
             simulator.control.pause()

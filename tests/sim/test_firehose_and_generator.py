@@ -100,7 +100,9 @@ def test_closed_cycle_is_one_consistent_book_forever() -> None:
         assert float(book.best()[0]) < float(book.best()[2])
     fmt = Formatter(cycle.spec)
     bids, asks = cycle.book_after(3 * n + 7)
-    assert book.levels("bids", 10**6) == [[fmt.price(p), fmt.qty(bids[p])] for p in sorted(bids, reverse=True)]
+    assert book.levels("bids", 10**6) == [
+        [fmt.price(p), fmt.qty(bids[p])] for p in sorted(bids, reverse=True)
+    ]
     assert book.levels("asks", 10**6) == [[fmt.price(p), fmt.qty(asks[p])] for p in sorted(asks)]
 
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.realdata
 
 def replay_all(sim: SimulatorThread, path: str, timeout: float = 60.0) -> list[dict[str, Any]]:
     """Subscribe, then read every frame the replay sends (until the server says it is done and all arrived)."""
+
     async def run() -> list[dict[str, Any]]:
         frames: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -42,8 +43,9 @@ def replay_all(sim: SimulatorThread, path: str, timeout: float = 60.0) -> list[d
     return asyncio.run(run())
 
 
-def sync_and_compare(frames: list[dict[str, Any]], snapshot: dict[str, Any], usdm: bool,
-                     depth_stream: str, ticker_stream: str) -> tuple[int, int, int]:
+def sync_and_compare(
+    frames: list[dict[str, Any]], snapshot: dict[str, Any], usdm: bool, depth_stream: str, ticker_stream: str
+) -> tuple[int, int, int]:
     """Binance's sync rules on a plain dict book; returns (events applied, bookTicker matches, compared)."""
     book = DictBook(snapshot)
     lid = book.last_update_id
@@ -82,7 +84,9 @@ def test_replayed_spot_btcusdt_reproduces_bookticker_564_of_564(make_simulator: 
     assert len(frames) == 3451 + 28040
     status, _, snap = http_get(sim.rest_url + "/api/v3/depth?symbol=BTCUSDT&limit=1000")
     assert status == 200 and snap["lastUpdateId"] == 50093239218 and len(snap["bids"]) == 1000
-    applied, matches, compared = sync_and_compare(frames, snap, False, "btcusdt@depth@100ms", "btcusdt@bookTicker")
+    applied, matches, compared = sync_and_compare(
+        frames, snap, False, "btcusdt@depth@100ms", "btcusdt@bookTicker"
+    )
     assert (matches, compared) == (564, 564)
     assert applied > 3000
     # timestamps are shifted to now (the recording is from 2024)
@@ -103,20 +107,25 @@ def test_replayed_usdm_btcusdt_reproduces_bookticker(make_simulator: Any, real_d
     assert (matches, compared) == (629, 629)
 
 
-@pytest.mark.parametrize(("name", "market", "symbol"), [
-    ("cryptofeed_BINANCE.ws.1.0", "spot", "NKNUSDT"),
-    ("cryptofeed_BINANCE_FUTURES.ws.1.0", "usdm", "SUSHIUSDT"),
-])
+@pytest.mark.parametrize(
+    ("name", "market", "symbol"),
+    [
+        ("cryptofeed_BINANCE.ws.1.0", "spot", "NKNUSDT"),
+        ("cryptofeed_BINANCE_FUTURES.ws.1.0", "usdm", "SUSHIUSDT"),
+    ],
+)
 def test_replayed_cryptofeed_recording_syncs_to_its_http_snapshot(
-        make_simulator: Any, real_data: Path, name: str, market: str, symbol: str) -> None:
+    make_simulator: Any, real_data: Path, name: str, market: str, symbol: str
+) -> None:
     sim = make_simulator(market=market, symbols=[symbol], replay_path=str(real_data / name), speed=50.0)
     sym = symbol.lower()
     frames = replay_all(sim, f"/stream?streams={sym}@depth@100ms/{sym}@bookTicker")
     route = "/fapi/v1/depth" if market == "usdm" else "/api/v3/depth"
     status, _, snap = http_get(f"{sim.rest_url}{route}?symbol={symbol}&limit=1000")
     assert status == 200
-    applied, matches, compared = sync_and_compare(frames, snap, market == "usdm", f"{sym}@depth@100ms",
-                                                  f"{sym}@bookTicker")
+    applied, matches, compared = sync_and_compare(
+        frames, snap, market == "usdm", f"{sym}@depth@100ms", f"{sym}@bookTicker"
+    )
     assert applied > 10
     assert matches == compared
 

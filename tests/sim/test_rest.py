@@ -10,8 +10,10 @@ from exchange_sim.runner import SimulatorThread
 from tests.sim.helpers import http_get
 
 
-@pytest.mark.parametrize(("limit", "weight", "levels"), [(5, 5, 5), (100, 5, 100), (500, 25, 500),
-                                                        (1000, 50, 1000), (5000, 250, 5000)])
+@pytest.mark.parametrize(
+    ("limit", "weight", "levels"),
+    [(5, 5, 5), (100, 5, 100), (500, 25, 500), (1000, 50, 1000), (5000, 250, 5000)],
+)
 def test_spot_depth_limits_and_weights(make_simulator: Any, limit: int, weight: int, levels: int) -> None:
     sim = make_simulator(symbols=["BTCUSDT"], specs={})
     status, headers, body = http_get(f"{sim.rest_url}/api/v3/depth?symbol=BTCUSDT&limit={limit}")
@@ -29,13 +31,16 @@ def test_spot_depth_default_limit_is_100(simulator: SimulatorThread) -> None:
     assert status == 200 and len(body["bids"]) == 100 and len(body["asks"]) == 100
 
 
-@pytest.mark.parametrize(("query", "status", "code"), [
-    ("symbol=NOPEUSDT&limit=100", 400, -1121),
-    ("limit=100", 400, -1102),
-    ("symbol=BTCUSDT&limit=abc", 400, -1100),
-    ("symbol=BTCUSDT&limit=6000", 400, -1100),
-    ("symbol=BTCUSDT&limit=0", 400, -1100),
-])
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("symbol=NOPEUSDT&limit=100", 400, -1121),
+        ("limit=100", 400, -1102),
+        ("symbol=BTCUSDT&limit=abc", 400, -1100),
+        ("symbol=BTCUSDT&limit=6000", 400, -1100),
+        ("symbol=BTCUSDT&limit=0", 400, -1100),
+    ],
+)
 def test_spot_depth_errors(simulator: SimulatorThread, query: str, status: int, code: int) -> None:
     got_status, headers, body = http_get(f"{simulator.rest_url}/api/v3/depth?{query}")
     assert got_status == status
@@ -61,8 +66,9 @@ def test_usdm_depth_limits_weights_and_errors(make_simulator: Any) -> None:
 
 
 def test_weight_budget_429_then_418_with_retry_after(make_simulator: Any) -> None:
-    sim = make_simulator(symbols=["BTCUSDT"], weight_limit_per_minute=120, ban_after_violations=2,
-                         ban_seconds=300)
+    sim = make_simulator(
+        symbols=["BTCUSDT"], weight_limit_per_minute=120, ban_after_violations=2, ban_seconds=300
+    )
     url = sim.rest_url + "/api/v3/depth?symbol=BTCUSDT&limit=1000"  # weight 50
     statuses = []
     for _ in range(6):

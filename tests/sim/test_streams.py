@@ -37,11 +37,17 @@ def test_subscribe_unsubscribe_list(simulator: SimulatorThread) -> None:
     def done(frames: list[dict[str, Any]]) -> bool:
         return any(f.get("id") == 3 for f in frames)
 
-    frames = asyncio.run(collect(simulator.ws_url + "/stream", done, send=[
-        {"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms", "ethusdt@bookTicker"], "id": 1},
-        {"method": "UNSUBSCRIBE", "params": ["ethusdt@bookTicker"], "id": 2},
-        {"method": "LIST_SUBSCRIPTIONS", "id": 3},
-    ]))
+    frames = asyncio.run(
+        collect(
+            simulator.ws_url + "/stream",
+            done,
+            send=[
+                {"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms", "ethusdt@bookTicker"], "id": 1},
+                {"method": "UNSUBSCRIBE", "params": ["ethusdt@bookTicker"], "id": 2},
+                {"method": "LIST_SUBSCRIPTIONS", "id": 3},
+            ],
+        )
+    )
     replies = {f["id"]: f for f in frames if "id" in f}
     assert replies[1] == {"result": None, "id": 1}
     assert replies[2] == {"result": None, "id": 2}
@@ -50,6 +56,7 @@ def test_subscribe_unsubscribe_list(simulator: SimulatorThread) -> None:
 
 def test_one_second_stream_groups_ten_events(simulator: SimulatorThread) -> None:
     url = simulator.ws_url + "/stream?streams=btcusdt@depth/btcusdt@depth@100ms"
+
     def done(f: list[dict[str, Any]]) -> bool:
         slow, fast = depth_events(f, "btcusdt@depth"), depth_events(f, "btcusdt@depth@100ms")
         return len(slow) >= 3 and bool(fast) and fast[-1]["u"] >= slow[-1]["u"]

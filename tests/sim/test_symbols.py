@@ -19,7 +19,12 @@ def test_exchange_info_lists_symbols_and_follows_listings_and_delistings(make_si
     headers, info = get_json(sim.rest_url + "/api/v3/exchangeInfo")
     assert int(headers["X-MBX-USED-WEIGHT-1M"]) >= 20
     by = {s["symbol"]: s for s in info["symbols"]}
-    assert by["BTCUSDT"] == {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"}
+    assert by["BTCUSDT"] == {
+        "symbol": "BTCUSDT",
+        "status": "TRADING",
+        "baseAsset": "BTC",
+        "quoteAsset": "USDT",
+    }
     assert by["ETHBTC"]["quoteAsset"] == "BTC"
     assert sim.control.list_symbol("NEWUSDT") is True
     assert sim.control.list_symbol("NEWUSDT") is False  # already trading
@@ -35,7 +40,9 @@ def test_exchange_info_lists_symbols_and_follows_listings_and_delistings(make_si
         assert exc.code == 400 and json.loads(exc.read())["code"] == -1121
     _, book = get_json(sim.rest_url + "/api/v3/depth?symbol=NEWUSDT&limit=5")
     assert book["lastUpdateId"] > 0 and len(book["bids"]) == 5
-    wait_until("events of the new symbol", lambda: sim.control.last_update_id("NEWUSDT") > book["lastUpdateId"], 10)
+    wait_until(
+        "events of the new symbol", lambda: sim.control.last_update_id("NEWUSDT") > book["lastUpdateId"], 10
+    )
     last = sim.control.last_update_id("BTCUSDT")
     eth = sim.control.last_update_id("ETHBTC")
     wait_until("more events of the others", lambda: sim.control.last_update_id("ETHBTC") > eth + 20, 10)
@@ -46,7 +53,13 @@ def test_usdm_exchange_info(make_simulator: Any) -> None:
     sim = make_simulator(market="usdm", symbols=["BTCUSDT"])
     _, info = get_json(sim.rest_url + "/fapi/v1/exchangeInfo")
     assert info["symbols"] == [
-        {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT", "contractType": "PERPETUAL"}
+        {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "quoteAsset": "USDT",
+            "contractType": "PERPETUAL",
+        }
     ]
 
 

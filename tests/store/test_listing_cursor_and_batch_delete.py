@@ -33,7 +33,9 @@ def test_start_after_lists_only_later_keys(any_store: ObjectStore) -> None:
     assert [o.key for o in any_store.list("raw/s=a/", start_after="raw/s=a/date=2026-11-24/")] == [
         k for k in everything if k.startswith("raw/s=a/date=2026-11-24/") or k == "raw/s=a/z"
     ]
-    assert [o.key for o in any_store.list("raw/s=a/", start_after="raw/s=a/date=2026-11-23/0000")] == everything
+    assert [
+        o.key for o in any_store.list("raw/s=a/", start_after="raw/s=a/date=2026-11-23/0000")
+    ] == everything
     assert [o.key for o in any_store.list("raw/s=a/", start_after="raw/")] == everything
     assert list(any_store.list("raw/s=a/", start_after="raw/s=a/zz")) == []
     assert list(any_store.list("raw/s=a/", start_after="zzz")) == []
