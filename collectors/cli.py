@@ -56,7 +56,10 @@ async def _run(config: CollectorConfig, collector: Collector) -> int:
         try:
             server = MetricsServer(collector, config.metrics_host, config.metrics_port)
         except OSError as exc:
-            collector.fatal_message = f"--metrics-port: cannot listen on {config.metrics_host}:{config.metrics_port}: {exc.strerror or exc}"
+            collector.fatal_message = (
+                f"--metrics-port: cannot listen on {config.metrics_host}:{config.metrics_port}: "
+                f"{exc.strerror or exc}"
+            )
             return EXIT_USAGE
         server.start()
         logs.info("metrics_listening", url=f"http://{server.host}:{server.port}/metrics")

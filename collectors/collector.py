@@ -831,7 +831,8 @@ class Collector:
                     logs.error(
                         "exchange_info_no_symbols",
                         quote_asset=self.config.quote_asset,
-                        message="exchangeInfo lists no TRADING symbol of this quote asset; keeping the current set",
+                        message="exchangeInfo lists no TRADING symbol of this quote asset; "
+                        "keeping the current set",
                     )
                 else:
                     self.apply_symbol_set(wanted, initial=first)
@@ -841,7 +842,8 @@ class Collector:
                 await asyncio.wait_for(self.stop_event.wait(), delay)
 
     def apply_symbol_set(self, wanted: list[str], *, initial: bool = False) -> None:
-        """Start the symbols that are new, stop the ones that left: no restart, and snapshots only of new ones."""
+        """Start the symbols that are new, stop the ones that left: no restart, and snapshots only of new
+        ones."""
         keep = set(wanted)
         gone = [sym for sym in self.symbols if sym not in keep]
         new = [sym for sym in dict.fromkeys(wanted) if sym not in self.symbols]
@@ -956,8 +958,8 @@ class Collector:
                 reason=reason,
                 error=str(exc),
                 retry_in_s=self.unknown_symbol_retry_s,
-                message="the exchange does not know this symbol (unknown or delisted): it has no snapshot and "
-                "is asked about again later; the other symbols go on",
+                message="the exchange does not know this symbol (unknown or delisted): it has no snapshot "
+                "and is asked about again later; the other symbols go on",
             )
             self._check_any_symbol_known()
             self._retry_later(st, reason, self.unknown_symbol_retry_s)
@@ -1081,7 +1083,8 @@ class Collector:
                 await asyncio.wait_for(self.stop_event.wait(), delay)
 
     async def _spool_watch(self) -> None:
-        """After the spool refused lines (disk budget), note it in every symbol and re-anchor with snapshots."""
+        """After the spool refused lines (disk budget), note it in every symbol and re-anchor with
+        snapshots."""
         while not self.stop_event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), 1.0)
@@ -1202,7 +1205,8 @@ class Collector:
         else:
             logs.error(
                 "stopped_with_spool_left",
-                message="the store stayed unreachable: these objects stay in the spool and are uploaded first by the next start",
+                message="the store stayed unreachable: these objects stay in the spool and are uploaded "
+                "first by the next start",
                 **self.shutdown_report,
             )
         return self.exit_code

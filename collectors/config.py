@@ -1,4 +1,5 @@
-"""Command-line flags and environment variables of ``depth-collector`` (docs/collector.md, "Flags and environment").
+"""Command-line flags and environment variables of ``depth-collector``
+(docs/collector.md, "Flags and environment").
 
 Every flag has an environment variable (``DEPTH_...``); a flag given on the command line wins. Every
 value is checked here, before anything starts, so a bad value ends the process with exit status 2 and a
@@ -75,7 +76,8 @@ FLAGS: tuple[Flag, ...] = (
         "symbols_from",
         "--symbols-from",
         "DEPTH_SYMBOLS_FROM",
-        "'exchange': every TRADING symbol of --quote-asset from exchangeInfo, followed while running (instead of --symbols)",
+        "'exchange': every TRADING symbol of --quote-asset from exchangeInfo, followed while running "
+        "(instead of --symbols)",
         "SOURCE",
     ),
     Flag(
@@ -241,7 +243,8 @@ FLAGS: tuple[Flag, ...] = (
         "raw_layout",
         "--raw-layout",
         "DEPTH_RAW_LAYOUT",
-        "raw object layout: v2 = one object per stream per flush holding every symbol, v1 = one object per symbol (default v2)",
+        "raw object layout: v2 = one object per stream per flush holding every symbol, "
+        "v1 = one object per symbol (default v2)",
         "v1|v2",
     ),
     Flag("log_format", "--log-format", "DEPTH_LOG_FORMAT", "json (default) or kv (key=value)", "FMT"),

@@ -93,7 +93,8 @@ class SnapshotScheduler:
             st.next_periodic = st.added_monotonic + phase
 
     def request(self, st: SymbolState, reason: str) -> None:
-        """Queue a snapshot of ``st``; one already waiting takes this reason too (and turns urgent if it is)."""
+        """Queue a snapshot of ``st``; one already waiting takes this reason too (and turns urgent if
+        it is)."""
         urgent = reason != PERIODIC
         self.requested += 1
         req = self._pending.get(st.symbol)

@@ -5,7 +5,8 @@ Layout under the spool dir::
     .lock                                   flock held by the one collector using this dir
     journal/{market}.{id}.{session}.{seq:08d}.v2gz.jnl
                                             layout 2 segment: one gzip stream of raw lines
-                                            "<receive_ns> <kind> <SYMBOL> <text>\\n", sync-flushed at every fsync
+                                            "<receive_ns> <kind> <SYMBOL> <text>\\n",
+                                            sync-flushed at every fsync
     journal/{market}.{id}.{session}.{seq:08d}.v2.jnl
                                             layout 2 segment as plain text (written by earlier collectors)
     journal/{market}.{id}.{session}.{seq:08d}.jnl
@@ -582,7 +583,8 @@ class Spool:
                 "spool_full",
                 used_bytes=used,
                 max_bytes=self.max_bytes,
-                message="spool disk budget exhausted: new messages are NOT being recorded until uploads drain it",
+                message="spool disk budget exhausted: new messages are NOT being recorded "
+                "until uploads drain it",
             )
         elif self.accepting and not was:
             logs.warning("spool_accepting_again", used_bytes=used, dropped_lines=self.dropped_lines)

@@ -1,7 +1,8 @@
 """The one order-book replay of the project: merge checks, the reading API, exports and benchmarks use it.
 
-Rows of the merged dataset (docs/analysts.md, "Columns") are replayed in order: an image (``is_snapshot`` rows sharing one
-``last_update_id``) resets the book, every other row sets the quantity at its price (0 removes the level).
+Rows of the merged dataset (docs/analysts.md, "Columns") are replayed in order: an image (``is_snapshot``
+rows sharing one ``last_update_id``) resets the book, every other row sets the quantity at its price
+(0 removes the level).
 
 Why it is fast (issue 8 asks for ≥ 5 M level updates/s): prices are turned into integer ticks (``price *
 10**decimals``, exact because Binance prices are decimal strings) and each side keeps
@@ -765,7 +766,8 @@ def _replay_groups(
 
 
 def _group_bounds(cols: pl.DataFrame) -> list[tuple[int, int]]:
-    """Row ranges [start, stop) of consecutive rows with one (is_snapshot, last_update_id, first_update_id)."""
+    """Row ranges [start, stop) of consecutive rows with one (is_snapshot, last_update_id,
+    first_update_id)."""
     snap = cols["is_snapshot"].to_numpy()
     last = cols["last_update_id"].to_numpy()
     first = cols["first_update_id"].to_numpy()

@@ -167,7 +167,8 @@ def _untrusted(store: ObjectStore, prev: dict[str, Any]) -> list[str]:
 def load_carryover(
     store: ObjectStore, b: SymbolDaySeed, present: set[str], writer: RunWriter
 ) -> CarryOver | None:
-    """Seed ``b`` with the rows of the raw objects its previous report lists that are no longer in ``present``.
+    """Seed ``b`` with the rows of the raw objects its previous report lists that are no longer in
+    ``present``.
 
     Carried objects come first in the new report (``carried``), their events and snapshots renumbered from 0,
     their level rows rewritten into this run's first level parts.
@@ -184,9 +185,9 @@ def load_carryover(
     def refuse(problems: list[str]) -> CarryOverError:
         return CarryOverError(
             f"raw objects of {b.stream} {b.symbol} {b.date} were deleted after a merge ({len(gone_keys)}: "
-            f"{', '.join(gone_keys[:5])}{' ...' if len(gone_keys) > 5 else ''}), but the validated output under "
-            f"{b.prefix} cannot be trusted ({'; '.join(problems)}); refusing to rebuild the day from it — nothing "
-            "was deleted"
+            f"{', '.join(gone_keys[:5])}{' ...' if len(gone_keys) > 5 else ''}), "
+            f"but the validated output under {b.prefix} cannot be trusted ({'; '.join(problems)}); "
+            "refusing to rebuild the day from it — nothing was deleted"
         )
 
     problems = _untrusted(store, prev)

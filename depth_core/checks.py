@@ -32,7 +32,8 @@ MAX_LISTED = 20  # how many offending ids a check names in its metadata
 
 
 def _group_bounds(snap: np.ndarray, last: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row ranges of events/images: consecutive rows sharing (is_snapshot, last_update_id, first_update_id)."""
+    """Row ranges of events/images: consecutive rows sharing (is_snapshot, last_update_id,
+    first_update_id)."""
     n = len(snap)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -180,9 +181,9 @@ class MergeChecker:
         # price band the replay knows from its latest anchoring image: (lowest bid, highest ask); None before
         # the first image. Levels beyond it are unknown to the replay until an event sets them.
         self.anchor_band: tuple[float, float] | None = None
-        # the previous day's end-of-day ``anchor_band``, if the carried state records it: the band of a carried
-        # opening image (a carried book also holds levels beyond it that events set, so its own deepest
-        # level overstates what the replay knows). None: the carried image's deepest level is used.
+        # the previous day's end-of-day ``anchor_band``, if the carried state records it: the band of a
+        # carried opening image (a carried book also holds levels beyond it that events set, so its own
+        # deepest level overstates what the replay knows). None: the carried image's deepest level is used.
         self.carried_anchor_band: tuple[float, float] | None = None
 
     # ---------------------------------------------------------------- before the output
@@ -209,8 +210,8 @@ class MergeChecker:
         parts = [(i, s.events) for i, s in enumerate(self.inputs) if s.events.height]
         if not parts:
             return
-        # one sort of the events by (lo, u, levels hash), in numpy (no hash table over every event: the merge's
-        # peak memory); a range disagrees when two events of it carry different hashes
+        # one sort of the events by (lo, u, levels hash), in numpy (no hash table over every event: the
+        # merge's peak memory); a range disagrees when two events of it carry different hashes
         lo = np.concatenate([e["lo"].to_numpy() for _i, e in parts])
         u = np.concatenate([e["u"].to_numpy() for _i, e in parts])
         h = np.concatenate([e["levels_hash"].to_numpy() for _i, e in parts])
@@ -606,8 +607,9 @@ class MergeChecker:
                 n_dis == 0,
                 "events covering the same update ids carry the same levels in every stream"
                 if n_dis == 0
-                else f"{n_dis} id ranges where events disagree, e.g. ids {self.disagreements[0]['first_id']}.."
-                f"{self.disagreements[0]['last_id']} in streams {', '.join(self.disagreements[0]['streams'])}",
+                else f"{n_dis} id ranges where events disagree, e.g. ids "
+                f"{self.disagreements[0]['first_id']}..{self.disagreements[0]['last_id']} in streams "
+                f"{', '.join(self.disagreements[0]['streams'])}",
                 {"disagreements": n_dis, "examples": self.disagreements},
             )
         )
@@ -636,8 +638,8 @@ class MergeChecker:
                 f"replay equals all {len(self.snap_checks)} comparable REST snapshots "
                 f"({skipped} not comparable: before the first image or in a gap)"
                 if not bad_snaps
-                else f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, first at id "
-                f"{bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
+                else f"{len(bad_snaps)} of {len(self.snap_checks)} snapshots differ from the replay, "
+                f"first at id {bad_snaps[0]['last_update_id']} ({bad_snaps[0]['stream']})",
                 {
                     "compared": len(self.snap_checks),
                     "differing": len(bad_snaps),
@@ -662,8 +664,8 @@ class MergeChecker:
                 MERGED_CHECKS,
                 "decimal_round_trip",
                 (self.decimal_failures == 0 and self.price_decimals is not None) or report.rows == 0,
-                f"every price/qty is the exact double of a decimal with {self.price_decimals}/{self.qty_decimals} "
-                "places"
+                f"every price/qty is the exact double of a decimal with "
+                f"{self.price_decimals}/{self.qty_decimals} places"
                 if self.decimal_failures == 0
                 else f"{self.decimal_failures} values do not round-trip",
                 {
@@ -682,7 +684,8 @@ class MergeChecker:
                     MERGED_CHECKS,
                     "matches_book_ticker",
                     ok,
-                    f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} matching u",
+                    f"replayed top of book equals @bookTicker at {self.bt_matched} of {self.bt_compared} "
+                    "matching u",
                     {
                         "compared": self.bt_compared,
                         "matched": self.bt_matched,
@@ -700,8 +703,8 @@ class MergeChecker:
                 anchored or report.events_received == 0,
                 f"the day opens with an image ({report.opening.get('source')})"
                 if anchored
-                else f"{report.unanchored_events} events, not anchored: no snapshot or carried state from which the "
-                "day can be replayed (rows kept with book_exact false)",
+                else f"{report.unanchored_events} events, not anchored: no snapshot or carried state from "
+                "which the day can be replayed (rows kept with book_exact false)",
                 {"opening": report.opening, "unanchored_events": report.unanchored_events},
             )
         )

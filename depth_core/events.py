@@ -40,7 +40,8 @@ F_SYM_OK, F_EV_DEPTH = 1024, 2048
 F_BT_B, F_BT_BQ, F_BT_A, F_BT_AQ = 4096, 8192, 16384, 32768
 #: All four bookTicker fields.
 F_BT_ALL = F_BT_B | F_BT_BQ | F_BT_A | F_BT_AQ
-#: The bookTicker fields by slot (the compiled scanner's ``fl`` columns, flag ``F_BT_B << slot``; the slow path).
+#: The bookTicker fields by slot (the compiled scanner's ``fl`` columns, flag ``F_BT_B << slot``;
+#: the slow path).
 BT_KEYS = ("b", "B", "a", "A")
 
 #: Slots of a frame's integer fields: a row of the compiled scanner's ``ints`` and the slow path's
@@ -565,7 +566,8 @@ def _parse_frames(
 ) -> tuple[np.ndarray, ...]:
     """Parse the frames at [ts[i], te[i]); levels go to flat columns tagged with the frame index.
 
-    Frame i's expected symbol (checked against its ``s`` field) is ``sym_buf[sym_off[fsym[i]]:sym_off[fsym[i]+1]]``.
+    Frame i's expected symbol (checked against its ``s`` field) is
+    ``sym_buf[sym_off[fsym[i]]:sym_off[fsym[i]+1]]``.
     """
     n = ts.shape[0]
     ints = np.zeros((n, N_INTS), np.int64)
@@ -837,8 +839,8 @@ def _line_symbols(
     ok: np.ndarray,
     object_symbols: list[str | None],
 ) -> tuple[np.ndarray, list[str]]:
-    """Symbol id of every line: a v1 object's key symbol; a v2 line's symbol field (grouped by a compiled hash,
-    checked byte for byte); -1 for stream-wide notes and for v2 lines whose header did not parse."""
+    """Symbol id of every line: a v1 object's key symbol; a v2 line's symbol field (grouped by a compiled
+    hash, checked byte for byte); -1 for stream-wide notes and for v2 lines whose header did not parse."""
     names: list[str] = []
     index: dict[str, int] = {}
 
@@ -877,8 +879,9 @@ def parse_objects(
     ``datas``: the objects' texts, or what :func:`join_objects` made of them (so a helper thread can join).
     ``symbols``: per object, the symbol of a v1 object (from its key) or ``None`` for a v2 object (every line
     names its symbol); one string means every object is a v1 object of that symbol.
-    ``only``: parse the lines of these symbols only (and lines that name none: stream-wide notes, bad headers);
-    the others are skipped unparsed, though ``object_symbols`` still names every symbol an object holds.
+    ``only``: parse the lines of these symbols only (and lines that name none: stream-wide notes, bad
+    headers); the others are skipped unparsed, though ``object_symbols`` still names every symbol an object
+    holds.
     """
     quarantine: list[QuarantineEntry] = []
     joined, obj_starts = datas if isinstance(datas, tuple) else join_objects(datas)

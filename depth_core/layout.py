@@ -10,7 +10,8 @@ contract, docs/raw-format.md), and the validated layout with its file names (``v
     staging/merged/market=/symbol=/date=/<version>/      a merged version before its checks pass
     merged/market=/symbol=/date=/                        the published day + _coverage_manifest.json
     state/market=/symbol=/date=/<version>/end_book.parquet   each version's end-of-day book (the carry)
-    state/market=/_first_date, state/market=/_leases/date=D.json, state/dagster-steps/run=/...   the pipeline's
+    state/market=/_first_date, state/market=/_leases/date=D.json, state/dagster-steps/run=/...
+                                                         the pipeline's
     derived/<table>/market=/symbol=/date=/part-00000.parquet   derived tables (book_top25_1s)
     quality/market=/symbol=/date=/, quality/market=/date=/overview.png   quality reports
 """
@@ -33,7 +34,10 @@ STEP_IO_ROOT = f"{STATE_ROOT}/dagster-steps"
 
 
 def _symbol_day(root: str, market: Market, symbol: str, date: str) -> str:
-    return f"{root}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/date={validate_date(date)}/"
+    return (
+        f"{root}/market={validate_market(market)}/symbol={validate_symbol(symbol)}/"
+        f"date={validate_date(date)}/"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ merged

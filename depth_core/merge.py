@@ -108,7 +108,8 @@ def _load_stream(
 
     # only the columns the merge and its checks use: the per-event tables are held for the whole merge
     key = validated_file_key(report, EVENTS_FILE)
-    try:  # read only those columns (and the duplicate flag): a whole-table read would peak at twice the memory
+    # read only those columns (and the duplicate flag): a whole-table read would peak at twice the memory
+    try:
         names = scan_parquet(store, key).collect_schema().names()
     except Exception as exc:
         if store.exists(key):
@@ -315,7 +316,8 @@ def _walk(
         if exact:
             if p >= n:
                 break
-            # a gap: ids last+1..next_lo no stream received; the book is unknown until the next usable snapshot
+            # a gap: ids last+1..next_lo no stream received; the book is unknown until the next usable
+            # snapshot
             tj = int(np.searchsorted(snap_ids, last, side="right"))
             if tj >= snap_ids.shape[0]:
                 tj = -1

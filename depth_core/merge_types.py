@@ -23,8 +23,9 @@ class GapRecord:
     last_id: int
     reanchored_at: int | None
     snapshot_source: str | None
-    # ids after the hole that streams had but that are not in the output: always 0 since events after a gap are
-    # kept as rows with book_exact false up to the re-anchoring image (kept for readers of older manifests)
+    # ids after the hole that streams had but that are not in the output: always 0 since events after a gap
+    # are kept as rows with book_exact false up to the re-anchoring image (kept for readers of older
+    # manifests)
     skipped_ids: int = 0
 
     @property

@@ -389,8 +389,8 @@ def render_png(inp: QualityInput, summaries: list[StreamSummary]) -> bytes:
     ax_cov.set_title(
         textwrap.fill(
             f"{inp.symbol} {inp.date} ({inp.market}) - coverage: green receiving, red outage / gap no stream "
-            "covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), re-anchor (^); "
-            "merged row coloured by supplying stream",
+            "covered, grey no data (quiet market or nothing captured), black triangles: id gap (v), "
+            "re-anchor (^); merged row coloured by supplying stream",
             78,
         ),
         fontsize=9,
@@ -538,7 +538,8 @@ def render_markdown(inp: QualityInput, summaries: list[StreamSummary]) -> str:
     for s in summaries:
         cov = f"{s.coverage:.6%}" if s.coverage is not None else "n/a"
         lines.append(
-            f"| {s.stream} | {s.events:,} | {cov} | {len(s.outages)} | {sum(o.seconds for o in s.outages):.0f} s | "
+            f"| {s.stream} | {s.events:,} | {cov} | {len(s.outages)} | "
+            f"{sum(o.seconds for o in s.outages):.0f} s | "
             f"{s.id_gaps} | {s.missing_ids:,} | {_fmt_ms(s.latency_p50_ms)} | {_fmt_ms(s.latency_p99_ms)} | "
             f"{_fmt_ms(s.clock_offset_ms)} | {s.peak_rate_per_s:.0f} | {s.quarantined} |"
         )

@@ -120,14 +120,16 @@ class RawObjectKey:
     def for_segment(
         cls, market: Market, stream: str, symbol: str, first_receive_ns: int, session: str, seq: int
     ) -> RawObjectKey:
-        """The layout-1 key of a one-symbol spool segment whose first line was received at ``first_receive_ns``."""
+        """The layout-1 key of a one-symbol spool segment whose first line was received at
+        ``first_receive_ns``."""
         return cls(market, stream, symbol, utc_date_of_ns(first_receive_ns), first_receive_ns, session, seq)
 
     @classmethod
     def for_stream_segment(
         cls, market: Market, stream: str, first_receive_ns: int, session: str, seq: int
     ) -> RawObjectKey:
-        """The layout-2 key of a stream segment (every symbol) whose first line was received at ``first_receive_ns``."""
+        """The layout-2 key of a stream segment (every symbol) whose first line was received at
+        ``first_receive_ns``."""
         return cls(market, stream, None, utc_date_of_ns(first_receive_ns), first_receive_ns, session, seq)
 
     @property
@@ -163,7 +165,8 @@ class RawObjectKey:
 
     @classmethod
     def parse(cls, key: str) -> RawObjectKey:
-        """Parse a key (either layout) relative to the store prefix; raises RawFormatError for anything foreign."""
+        """Parse a key (either layout) relative to the store prefix; raises RawFormatError for anything
+        foreign."""
         m = _KEY_RE.fullmatch(key)
         symbol: str | None
         if m is not None:

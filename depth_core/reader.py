@@ -102,7 +102,8 @@ def day_files(store: ObjectStore, symbol: str, date: str, market: Market = "spot
     """Keys of one symbol-day's published Parquet files in row order.
 
     The coverage manifest names them (exact even while a new version is being published, when the day
-    folder briefly holds two versions); without a manifest, the folder's files (their names sort in row order).
+    folder briefly holds two versions); without a manifest, the folder's files (their names sort in row
+    order).
     """
     try:
         manifest = orjson.loads(store.get_bytes(merged_manifest_key(market, symbol, date)))
@@ -247,8 +248,8 @@ def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int |
         rows = rows.filter(pl.col("exchange_time").cum_max() <= when)
     if rows.height and not rows["book_exact"][-1]:
         raise InexactBookError(
-            f"the merged book is not exact at update id {rows['last_update_id'][-1]}: it follows ids no stream "
-            "received and precedes the image that re-anchors the book (rows with book_exact false)"
+            f"the merged book is not exact at update id {rows['last_update_id'][-1]}: it follows ids no "
+            "stream received and precedes the image that re-anchors the book (rows with book_exact false)"
         )
     return rows
 

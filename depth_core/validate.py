@@ -116,7 +116,8 @@ META_SCHEMA = {"receive_ns": pl.Int64, "text": pl.Binary}
 
 
 class ConcurrentValidationError(RuntimeError):
-    """Another validation committed the symbol-day's report while this one ran; this run's files were removed."""
+    """Another validation committed the symbol-day's report while this one ran; this run's files were
+    removed."""
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -365,7 +366,8 @@ class _Writer:
             self.pending.pop(0).result()
 
     def discard(self, keys: Iterable[str] | None = None) -> None:
-        """Remove files of this run (all of them by default); best effort: used on the way out of a failure."""
+        """Remove files of this run (all of them by default); best effort: used on the way out of a
+        failure."""
         with self.lock:
             doomed = list(self.written if keys is None else keys)
         for f in self.pending:
@@ -514,8 +516,8 @@ class _SymbolDay:
         return pl.concat(frames, how="diagonal_relaxed") if frames else empty
 
     def finish(self, store: ObjectStore, writer: _Writer) -> list[tuple[str, pl.DataFrame, bool]]:
-        """Build the data files and fill in the report; returns the files to write (key, frame, fast): the last
-        level part, then the data files (:data:`DATA_FILES` order), committed by the caller."""
+        """Build the data files and fill in the report; returns the files to write (key, frame, fast): the
+        last level part, then the data files (:data:`DATA_FILES` order), committed by the caller."""
         out: list[tuple[str, pl.DataFrame, bool]] = []
         self.flush(writer, spill=False, defer=out)
         rep = self.report
@@ -756,8 +758,9 @@ class _StreamDayRun:
         return b
 
     def _create_builders(self, symbols: list[str], writer: _Writer) -> None:
-        """First sight of these symbols: previous state and carry-over read concurrently (many small requests),
-        a window at a time (carried rows bounded), registered in order with the buffers bounded after each."""
+        """First sight of these symbols: previous state and carry-over read concurrently (many small
+        requests), a window at a time (carried rows bounded), registered in order with the buffers bounded
+        after each."""
         new = [n for n in symbols if n not in self.builders]
         if len(new) <= 1:
             for n in new:
@@ -785,8 +788,8 @@ class _StreamDayRun:
         return b
 
     def _check_state(self, symbol: str) -> tuple[dict[str, Any] | None, str | None]:
-        """The symbol-day's committed report (and etag); MissingStateError if a raw object some record says held
-        the symbol-day is gone and that report does not list it (its rows would be lost)."""
+        """The symbol-day's committed report (and etag); MissingStateError if a raw object some record says
+        held the symbol-day is gone and that report does not list it (its rows would be lost)."""
         if symbol in self.checked:
             return self.checked[symbol]
         prev = read_symbol_day_report(self.store, self.market, self.stream, symbol, self.date)
@@ -803,8 +806,8 @@ class _StreamDayRun:
                 else "its validated report.json does not list them"
             )
             raise MissingStateError(
-                f"validation of {self.stream} {symbol} {self.date} stopped: {len(missing)} raw object(s) of this "
-                f"symbol-day were deleted after a merge and {state}, so their rows exist nowhere else: "
+                f"validation of {self.stream} {symbol} {self.date} stopped: {len(missing)} raw object(s) of "
+                f"this symbol-day were deleted after a merge and {state}, so their rows exist nowhere else: "
                 f"{names}{more}. Restore validated/ (or the raw objects) before re-validating; nothing was "
                 "deleted"
             )
@@ -873,7 +876,8 @@ class _StreamDayRun:
     def _split(
         self, chunk: ParsedChunk, batch: list[Listed], problems: list[str | None], writer: _Writer
     ) -> None:
-        """Hand every symbol its rows of one parsed batch, numbered in one vectorised pass over all symbols."""
+        """Hand every symbol its rows of one parsed batch, numbered in one vectorised pass over all
+        symbols."""
         names = chunk.symbols
         n_sym, n_obj = len(names), len(batch)
         self._names, self._batch_keys = names, [info.key for info, _k in batch]
@@ -1154,8 +1158,8 @@ class _StreamDayRun:
         if ok is None:
             writer.discard(mine | set(b.spill_keys()))
             raise ConcurrentValidationError(
-                f"another validation of {self.stream} {b.symbol} {self.date} committed its report while this one "
-                f"(run {self.run_id}) ran; this run's files were removed and the other's output stands"
+                f"another validation of {self.stream} {b.symbol} {self.date} committed its report while this "
+                f"one (run {self.run_id}) ran; this run's files were removed and the other's output stands"
             )
         writer.forget(mine)  # committed: no longer this run's to remove on a later failure
         doomed = [k for k in _report_files(b.prev) if k not in mine] + b.spill_keys()
@@ -1165,7 +1169,8 @@ class _StreamDayRun:
 
     def _write_stream_report(self, writer: _Writer) -> None:
         """Write ``_stream_day.json``: compare-and-swap against the latest report, rebuilt and retried if
-        another validation of the stream-day wrote one meanwhile (its entries are kept, this run's override)."""
+        another validation of the stream-day wrote one meanwhile (its entries are kept, this run's
+        override)."""
         import orjson
 
         key = stream_day_report_key(self.market, self.stream, self.date)
@@ -1235,7 +1240,8 @@ class _StreamDayRun:
                 "report": b.prefix + REPORT_FILE,
                 "run_id": r.run_id,
             }
-        # quarantine lines that name no symbol: this run's, plus those of deleted objects from the previous run
+        # quarantine lines that name no symbol: this run's, plus those of deleted objects from the previous
+        # run
         rows = list(self.unattributed)
         prev_q = prev.get("quarantine_key")
         if prev_q:

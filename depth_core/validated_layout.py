@@ -64,8 +64,8 @@ def stream_day_report_key(market: Market, stream: str, date: str) -> str:
 
 # Since this version of ``_stream_day.json`` an object's ``symbol_event_dates`` leaves out every symbol whose
 # event dates are the object's own ``event_dates`` (nearly all of them: a 400-symbol object's entry shrinks
-# from ~16 KB to ~5 KB, a full day's report from ~140 MB to ~45 MB per stream); a symbol of ``symbols`` with no
-# event (its lines are snapshots or notes only) is listed with ``[]``.
+# from ~16 KB to ~5 KB, a full day's report from ~140 MB to ~45 MB per stream); a symbol of ``symbols`` with
+# no event (its lines are snapshots or notes only) is listed with ``[]``.
 COMPACT_SYMBOL_DATES_VERSION = 3
 
 

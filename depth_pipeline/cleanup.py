@@ -406,7 +406,8 @@ class DayCleanup:
         refused = [s for s, r in self.results.items() if not r.ok]
         if refused:
             parts.append(
-                f"refused for {len(refused)} symbols ({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''})"
+                f"refused for {len(refused)} symbols "
+                f"({', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''})"
             )
         return f"{self.date}: " + ", ".join(parts)
 
@@ -438,8 +439,8 @@ def encode_results(results: dict[str, CleanupResult]) -> dict[str, Any]:
 
 
 def decode_results(output: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Symbol -> ``CleanupResult.to_dict()`` (key lists sorted) from :func:`encode_results`'s output, or the plain
-    form written before it."""
+    """Symbol -> ``CleanupResult.to_dict()`` (key lists sorted) from :func:`encode_results`'s output, or the
+    plain form written before it."""
     if "results" not in output or "keys" not in output:
         return output
     keys: list[str] = output["keys"]
@@ -607,7 +608,8 @@ def cleanup_day(
                     out.results[symbol].kept_other_date_pending.append(key)
                 continue
             holdings = found
-        # every (symbol, date) it holds must list it as it is now (a v2 object: hundreds of pairs, a tight loop)
+        # every (symbol, date) it holds must list it as it is now (a v2 object: hundreds of pairs, a tight
+        # loop)
         as_listed = (info.size, info.etag)
         why = ""
         for held_by in holdings:

@@ -1,4 +1,5 @@
-"""Pipeline configuration read from the environment (docs/pipeline.md, "Configuration"), once, at code-location load.
+"""Pipeline configuration read from the environment (docs/pipeline.md, "Configuration"), once, at
+code-location load.
 
 The stream list shapes the asset graph, so it must be known when the definitions are built. The symbols of
 a day are not configuration: they are whatever the day's raw data holds (``DEPTH_SYMBOLS`` only filters
@@ -61,8 +62,8 @@ class PipelineConfig:
     ``store_url`` is where raw objects are and outputs go; ``streams`` the collector ids merged;
     ``symbols`` an optional filter of the symbols merged (empty: every symbol the day's raw data holds);
     ``market`` spot or usdm; ``start_date`` the first ``date`` partition (None: the first date the store
-    holds data for, see ``depth_pipeline.daydata.first_date``); ``schedule_hour``/``schedule_minute`` when (UTC) the
-    daily run for the previous day starts; ``silence_seconds`` how long a stream may deliver nothing
+    holds data for, see ``depth_pipeline.daydata.first_date``); ``schedule_hour``/``schedule_minute`` when
+    (UTC) the daily run for the previous day starts; ``silence_seconds`` how long a stream may deliver nothing
     before the gap sensor alerts; ``retention_days`` how long cleanup keeps merged raw objects;
     ``late_lookback_days`` how far back the late-data sensor compares raw objects with manifests
     (every ``late_interval_seconds``);

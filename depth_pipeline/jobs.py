@@ -36,7 +36,8 @@ def day_run_config(symbols: Sequence[str] | None = None, allow_shrink: str = "")
 
 
 def day_run_tags(date: str, symbols: Sequence[str] | None = None, kind: str = "merge") -> dict[str, str]:
-    """Tags of every run of a date: what it is, which date (the queue's one-run-per-date key), which symbols."""
+    """Tags of every run of a date: what it is, which date (the queue's one-run-per-date key), which
+    symbols."""
     return {
         TAG_KIND: kind,
         TAG_DATE: validate_date(date),
@@ -211,7 +212,8 @@ def build_cleanup_job(partitions_def: dg.PartitionsDefinition, retention_days: f
         tags={TAG_KIND: "cleanup"},
         config=cleanup_run_config(None, retention_days),
         executor_def=dg.in_process_executor,
-        description="Gated deletion of merged raw objects for one date (every merged symbol or the ones named).",
+        description="Gated deletion of merged raw objects for one date "
+        "(every merged symbol or the ones named).",
     )
     def depth_cleanup() -> None:
         cleanup_raw()

@@ -239,8 +239,8 @@ def hold(
             _conditional(store).delete_if_match(lease.key, lease.etag)
     if lost.is_set():
         raise LeaseHeldError(
-            f"the lease {lease.key} of run {holder} was taken over while it was writing (it was not renewed in "
-            f"time): its output of {date} may be overwritten; run the day again"
+            f"the lease {lease.key} of run {holder} was taken over while it was writing (it was not renewed "
+            f"in time): its output of {date} may be overwritten; run the day again"
         )
 
 

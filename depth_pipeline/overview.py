@@ -76,9 +76,10 @@ def _names(symbols: list[str], limit: int = 10) -> str:
 def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any]]) -> bytes:
     """One PNG that still reads at 400 symbols: a band per symbol (a thin line per stream: received green,
     outage red, no data grey; a black tick where the merged day has a gap; the name in red when the symbol
-    had either, with the merged day's coverage when it is under 100 %), the symbols with gaps and outages named in the title, on the day's time axis cropped to its
-    data with round ticks (``depth_core.quality.data_window`` and ``time_ticks``, as the per-symbol
-    picture). Rectangles are drawn as one collection per colour, so 400 symbols render in seconds."""
+    had either, with the merged day's coverage when it is under 100 %), the symbols with gaps and outages
+    named in the title, on the day's time axis cropped to its data with round ticks
+    (``depth_core.quality.data_window`` and ``time_ticks``, as the per-symbol picture). Rectangles are
+    drawn as one collection per colour, so 400 symbols render in seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,8 +141,9 @@ def render_overview(date: str, streams: list[str], timelines: list[dict[str, Any
     title = "\n".join(
         textwrap.fill(line, 165)
         for line in [
-            f"{date}: {rows} symbols, a line per stream ({', '.join(streams)}): received (green), outage (red), "
-            "no data (grey: quiet market or nothing captured); black tick: a gap in the merged day",
+            f"{date}: {rows} symbols, a line per stream ({', '.join(streams)}): received (green), "
+            "outage (red), no data (grey: quiet market or nothing captured); black tick: a gap in the "
+            "merged day",
             f"gaps in the merged day: {len(gapped)} symbols" + (f" ({_names(gapped)})" if gapped else ""),
             f"an outage of a stream: {len(down)} symbols" + (f" ({_names(down)})" if down else ""),
         ]

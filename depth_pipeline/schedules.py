@@ -18,7 +18,8 @@ def build_daily_schedule(config: PipelineConfig, job: UnresolvedAssetJobDefiniti
         job=job,
         cron_schedule=f"{config.schedule_minute} {config.schedule_hour} * * *",
         execution_timezone="UTC",
-        description="Merge yesterday (UTC): one run, every symbol its raw data holds (DEPTH_SYMBOLS filters).",
+        description="Merge yesterday (UTC): one run, every symbol its raw data holds "
+        "(DEPTH_SYMBOLS filters).",
     )
     def depth_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)

@@ -735,7 +735,8 @@ def build_cleanup_sensor(
             if stale:
                 following = next_day(date)
                 context.log.info(
-                    f"{date} was merged again and its end changed for {len(stale)} symbols: re-merge {following}"
+                    f"{date} was merged again and its end changed for {len(stale)} symbols: "
+                    f"re-merge {following}"
                 )
                 requests.append(
                     day_run_request(

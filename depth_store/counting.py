@@ -3,14 +3,15 @@
 Wrap the store a component uses (``CountingStore(open_store(url))``), run the workload, then read
 ``snapshot()`` (or ``snapshot_and_reset()`` per interval). Counts are by request kind as S3 bills them:
 
-- ``PUT``: ``put_bytes`` / ``put_file`` / ``put_bytes_if_*`` / ``copy`` (one PUT-tier request each; a multipart upload of a large file is counted
-  as one here, S3 bills its parts and the completion separately);
+- ``PUT``: ``put_bytes`` / ``put_file`` / ``put_bytes_if_*`` / ``copy`` (one PUT-tier request each; a
+  multipart upload of a large file is counted as one here, S3 bills its parts and the completion
+  separately);
 - ``GET``: ``get_bytes`` / ``get_file``;
 - ``HEAD``: ``head`` / ``exists``;
 - ``LIST``: pages of a listing: one per 1,000 keys yielded, at least one per ``list`` call (S3's
   ``ListObjectsV2`` page size; a listing abandoned part-way counts the pages it read);
-- ``DELETE``: ``delete`` / ``delete_if_match`` calls (one key each); a backend's batched delete, where it exists, counts
-  one ``DELETE_BATCH`` request per 1,000 keys and its keys under ``DELETE``.
+- ``DELETE``: ``delete`` / ``delete_if_match`` calls (one key each); a backend's batched delete, where it
+  exists, counts one ``DELETE_BATCH`` request per 1,000 keys and its keys under ``DELETE``.
 
 Any other public method of the wrapped store (a backend extra) is passed through and counted under
 its own name, so nothing is invisible. A request that fails still counts: S3 bills it too.

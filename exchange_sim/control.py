@@ -75,7 +75,8 @@ class SimControl:
         return list(body["events"])
 
     def book(self, symbol: str, update_id: int | None = None, limit: int | None = None) -> dict[str, Any]:
-        """The exact book after update id ``update_id`` (default: the last published): bids, asks best first."""
+        """The exact book after update id ``update_id`` (default: the last published): bids, asks best
+        first."""
         return dict(self._call("GET", "book", symbol=symbol, update_id=update_id, limit=limit))
 
     # -- control ----------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class ControlledSimulator(SimulatorCore, Protocol):
-    """What the control API uses of the simulator (``server.ExchangeSimulator``, which imports this module)."""
+    """What the control API uses of the simulator (``server.ExchangeSimulator``, which imports this
+    module)."""
 
     connections: dict[int, SimConnection]
     replay: ReplayEngine | None

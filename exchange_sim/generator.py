@@ -82,7 +82,8 @@ _KNOWN_USDM = {
 
 
 def spec_for(symbol: str, market: str = "spot") -> SymbolSpec:
-    """A realistic spec for ``symbol``: known majors get their real tick sizes; others a stable made-up one."""
+    """A realistic spec for ``symbol``: known majors get their real tick sizes; others a stable made-up
+    one."""
     symbol = symbol.upper()
     known = (_KNOWN_USDM if market == "usdm" else _KNOWN_SPOT).get(symbol)
     if known is not None:

@@ -263,7 +263,8 @@ class ReplayEngine:
         return out
 
     def book_body(self, symbol: str, update_id: int, limit: int) -> dict[str, Any]:
-        """The book at ``update_id``: the recording's snapshot plus the recorded events (sync rules applied)."""
+        """The book at ``update_id``: the recording's snapshot plus the recorded events (sync rules
+        applied)."""
         snap = self._snapshot_for(symbol)
         if snap is None:
             raise LookupError(f"the recording has no snapshot of {symbol}")

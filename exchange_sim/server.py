@@ -531,8 +531,8 @@ class ExchangeSimulator:
 
     # -- faults -----------------------------------------------------------------------------------
     def inject_fault(self, target: str | int, kind: str, params: dict[str, Any] | None = None) -> list[int]:
-        """Arm a fault (``faults.py``) on a connection id, on ``"all"`` connections or on the ``"next"`` one to
-        open; returns the connection ids it was applied to."""
+        """Arm a fault (``faults.py``) on a connection id, on ``"all"`` connections or on the ``"next"`` one
+        to open; returns the connection ids it was applied to."""
         params = params or {}
         fault = check_fault(kind, params)
         if target == "next":

@@ -2,10 +2,10 @@
 
 Both read only what the merge and the validation wrote (never raw objects), so they can be rebuilt at any
 time, also after the raw objects were cleaned up. The day's materialization of ``depth_quality_report``
-also carries the overview picture of every symbol of the day (``depth_pipeline/overview.py``). Like the merge, one date's symbols fan out as steps
-(``plan_derive`` → ``derive_symbols[bN]`` → ``record_derived``); the symbols are those the date's latest
-merge published (or the run's ``day_run.symbols``). They do not take the day's store lease: they write only
-``derived/`` and ``quality/``, from the published merged day, idempotently.
+also carries the overview picture of every symbol of the day (``depth_pipeline/overview.py``). Like the merge,
+one date's symbols fan out as steps (``plan_derive`` → ``derive_symbols[bN]`` → ``record_derived``); the
+symbols are those the date's latest merge published (or the run's ``day_run.symbols``). They do not take the
+day's store lease: they write only ``derived/`` and ``quality/``, from the published merged day, idempotently.
 """
 
 import base64
@@ -181,8 +181,9 @@ def build_derived_assets(
                 key=BOOK_TOP25_1S,
                 group_name="derived",
                 kinds={"parquet", "polars"},
-                description="The best 25 bid and ask levels once per second of each merged symbol-day, sampled "
-                "from the replayed merged book, under `derived/book_top25_1s/market=/symbol=/date=/`.",
+                description="The best 25 bid and ask levels once per second of each merged symbol-day, "
+                "sampled from the replayed merged book, under "
+                "`derived/book_top25_1s/market=/symbol=/date=/`.",
             ),
             "depth_quality_report": dg.AssetOut(
                 key=QUALITY_REPORT,

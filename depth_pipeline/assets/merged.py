@@ -432,11 +432,12 @@ def build_merged_asset(
                 kinds={"parquet", "polars"},
                 description=(
                     "Order-book deltas of each symbol-day of the date merged across all collector streams by "
-                    "update id: one row per price-level change (columns: docs/analysts.md), sorted by last_update_id, "
-                    "opening with a book image; each id range from the stream that received it first; gaps "
-                    "only where no stream had the ids. Per symbol under `merged/market=/symbol=/date=/` with "
-                    "`_coverage_manifest.json`. The materialization's table `symbol_outcomes` has one row per "
-                    "symbol-day (rows, events, gaps, coverage, checks, published or why not)."
+                    "update id: one row per price-level change (columns: docs/analysts.md), sorted by "
+                    "last_update_id, opening with a book image; each id range from the stream that received "
+                    "it first; gaps only where no stream had the ids. Per symbol under "
+                    "`merged/market=/symbol=/date=/` with `_coverage_manifest.json`. The materialization's "
+                    "table `symbol_outcomes` has one row per symbol-day (rows, events, gaps, coverage, "
+                    "checks, published or why not)."
                 ),
             )
         },

@@ -91,7 +91,8 @@ def stream_day_metadata(
     stream: str, date: str, reports: dict[str, "SymbolDayReport"], errors: dict[str, str]
 ) -> dict[str, dg.MetadataValue]:
     """The stream-day's materialization metadata: one table row per symbol, totals, the symbol list the
-    merge step fans out over (``symbols``) and the symbols that could not be validated (``failed_symbols``)."""
+    merge step fans out over (``symbols``) and the symbols that could not be validated
+    (``failed_symbols``)."""
     records = [
         dg.TableRecord(
             {

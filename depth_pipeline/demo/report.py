@@ -53,11 +53,13 @@ def print_report(
                 or "none"
             )
             lines.append(
-                f"  stream {stream}: {st.events} events, {st.snapshots} snapshots, {st.objects} raw objects; gaps: {gap_text}"
+                f"  stream {stream}: {st.events} events, {st.snapshots} snapshots, {st.objects} raw objects; "
+                f"gaps: {gap_text}"
             )
         share = ", ".join(f"{k}={v}" for k, v in sorted(m.by_source.items()))
         lines.append(
-            f"  merged: {m.events} events, {m.rows} rows ({m.snapshot_rows} snapshot rows); supplied by {share}"
+            f"  merged: {m.events} events, {m.rows} rows ({m.snapshot_rows} snapshot rows); "
+            f"supplied by {share}"
         )
         lost = sum(m.missing.values())
         lines.append(

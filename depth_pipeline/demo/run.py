@@ -228,7 +228,8 @@ def run_demo(opts: DemoOptions) -> int:
         for (stream, symbol), st in stats.items():
             if st.events == 0:
                 raise DemoError(
-                    f"collector {stream} stored no {symbol} events (log: {log_dir / f'collector-{stream}.log'})"
+                    f"collector {stream} stored no {symbol} events "
+                    f"(log: {log_dir / f'collector-{stream}.log'})"
                 )
 
         # 6. merge + checks, then gated cleanup, for every UTC day the capture touched
