@@ -208,7 +208,8 @@ def count_stored_depth_lines(store_root: Path) -> int:
 def ours(
     count: int, *, sim_firehose_rate: int | None = None, extra: list[str] | None = None
 ) -> dict[str, Any]:
-    """Our collector taking ``count`` frames; rate and CPU/message over the steady window, then zero-loss check."""
+    """Our collector taking ``count`` frames; rate and CPU/message over the steady window, then zero-loss
+    check."""
     work = WORK_DIR / "collector-throughput"
     store = work / "store"
     port = free_port()
@@ -337,7 +338,8 @@ def real_rate(seconds: float = 60.0) -> dict[str, Any]:
 
 
 def lag_vs_moto(seconds: float = 30.0, flush_seconds: float = 5.0) -> dict[str, Any]:
-    """Receive-to-object-in-store lag against moto's S3 server: for every stored line, first-seen - receive."""
+    """Receive-to-object-in-store lag against moto's S3 server: for every stored line, first-seen -
+    receive."""
     try:
         import boto3
     except ImportError as exc:

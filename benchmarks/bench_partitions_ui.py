@@ -68,12 +68,13 @@ dates = dg.DailyPartitionsDefinition(start_date=START, end_date="{end}", timezon
 if "{model}" == "multi":
     parts = dg.MultiPartitionsDefinition({{"date": dates, "symbol": dg.StaticPartitionsDefinition(SYMBOLS)}})
     prev = dg.MultiPartitionMapping({{
-        "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
-                                             allow_nonexistent_upstream_partitions=True)),
+        "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping())}})
 else:
     parts = dates
-    prev = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+    prev = dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 raw = [dg.AssetSpec(["raw", s], partitions_def=parts) for s in ("eu-1", "ap-1")]
 
@@ -85,7 +86,8 @@ def validated(stream):
     return _v
 
 @dg.asset(key="merged_depth", partitions_def=parts,
-          deps=[["validated", "eu-1"], ["validated", "ap-1"], dg.AssetDep("merged_depth", partition_mapping=prev)],
+          deps=[["validated", "eu-1"], ["validated", "ap-1"],
+                dg.AssetDep("merged_depth", partition_mapping=prev)],
           check_specs=[dg.AssetCheckSpec("gaps_missed_by_every_stream", asset="merged_depth")])
 def merged_depth():
     return None
@@ -124,7 +126,8 @@ def _seed(home: Path, workdir: Path, model: str, symbols: int, days: list[str]) 
                 if "{model}" == "multi":
                     for i in range({symbols}):
                         key = dg.MultiPartitionKey({{"date": day, "symbol": f"S{{i:04d}}USDT"}})
-                        instance.report_runless_asset_event(dg.AssetMaterialization("merged_depth", partition=key))
+                        instance.report_runless_asset_event(
+                            dg.AssetMaterialization("merged_depth", partition=key))
                 else:
                     instance.report_runless_asset_event(dg.AssetMaterialization("merged_depth", partition=day,
                         metadata={{"symbols": {symbols}}}))

@@ -5,10 +5,10 @@ stream (``bench-v2``) of v2 raw objects: every symbol's own synthetic book (:mod
 events/s, one object per 10 s of receive time holding every symbol (as the collector writes v2), gzip level
 3, a REST snapshot per symbol at its start.
 
-``python -m benchmarks.bench_stream_day run STORE [--symbols-filter N] [--buffer-mib M]`` validates that stream-day in this
-process (run it in a fresh one) and prints one JSON line: objects read, requests by kind (the
-request-counting store), wall, CPU (user+sys of the process, threads included), peak RSS, events and level
-rows written, the batch/buffer figures of the stream-day report.
+``python -m benchmarks.bench_stream_day run STORE [--symbols-filter N] [--buffer-mib M]`` validates that
+stream-day in this process (run it in a fresh one) and prints one JSON line: objects read, requests by kind
+(the request-counting store), wall, CPU (user+sys of the process, threads included), peak RSS, events and
+level rows written, the batch/buffer figures of the stream-day report.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 layout-2 raw objects for N symbols x 2 streams, with every store request counted (``depth_store.counting``).
 
 ``python -m benchmarks.bench_universe [--symbols 400] [--streams 2] [--flush-seconds 10] [--quick]``
-prints one JSON line (see ``benchmarks.common.emit``). ``benchmarks/run.py`` (section ``universe``) runs it and
-renders BENCHMARKS.md; ``docs/cost.md`` takes its request counts.
+prints one JSON line (see ``benchmarks.common.emit``). ``benchmarks/run.py`` (section ``universe``) runs it
+and renders BENCHMARKS.md; ``docs/cost.md`` takes its request counts.
 
 The day: ``86400 / flush`` objects per stream for yesterday (the date the nightly run and cleanup handle) and
 the last ``RECENT_MINUTES`` of today (the collectors' live position), each holding one short depth line per
@@ -18,8 +18,8 @@ What is timed:
 - steady ticks after 1 new object per stream (a 10 s flush between two ticks of a 30 s sensor gives 3):
   arrival, gap (reads each new object for notes), late-data, and one reconcile tick;
 - the reconcile sensor's sweep until its first pass completes;
-- ``cleanup_day`` of yesterday for every symbol (merge gates given: no real merge of synthetic data exists; the
-  gate's own cost is one manifest HEAD + GET per symbol-day, counted separately in docs/cost.md).
+- ``cleanup_day`` of yesterday for every symbol (merge gates given: no real merge of synthetic data exists;
+  the gate's own cost is one manifest HEAD + GET per symbol-day, counted separately in docs/cost.md).
 
 The nightly run itself (validate, merge, derive of 400 symbols, then the gated cleanup, against the
 simulator's truth) is measured on real captured data by ``benchmarks/bench_universe_pipeline.py``
@@ -70,7 +70,8 @@ def _symbols(n: int) -> list[str]:
 def synthetic_day(
     store: Any, streams: list[str], symbols: list[str], flush_seconds: float, date: str, now: float
 ) -> dict[str, list[Any]]:
-    """Upload yesterday's full day and today's last minutes of v2 objects; write yesterday's stream-day reports."""
+    """Upload yesterday's full day and today's last minutes of v2 objects; write yesterday's stream-day
+    reports."""
     from depth_core.raw_format import LineKind, RawObjectKey, encode_line_v2
 
     midnight = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()

@@ -1,4 +1,5 @@
-"""The gated cleanup of a full 400-symbol layout-2 day, at the scale no capture reaches: CPU, peak RSS, output.
+"""The gated cleanup of a full 400-symbol layout-2 day, at the scale no capture reaches: CPU, peak RSS,
+output.
 
 A local store gets ``--objects`` tiny v2 raw objects per stream (a full day at a 10 s flush: 8,640), the
 compact stream-day report of each stream (every object holds every symbol), and one coverage manifest per

@@ -433,31 +433,39 @@ def markdown(r: dict[str, Any]) -> str:
         for kind, k in steps.get("by_kind", {}).items()
     )
     lines = [
-        f"Measured {r['measured_utc']} by `{r['reproduce']}` (load average {r['load_at_start']} at the start).",
+        f"Measured {r['measured_utc']} by `{r['reproduce']}` "
+        f"(load average {r['load_at_start']} at the start).",
         "",
         f"Capture: {r['capture']['symbols']} symbols, {r['capture']['seconds'] / 60:.1f} min, "
         f"{r['raw_objects']} raw objects (two streams), date {r['date']}.",
         "",
-        "| command | exit | wall | CPU-s (all processes) | peak RSS: one process / whole tree | store requests | load (1 min) before → after |",
+        "| command | exit | wall | CPU-s (all processes) | peak RSS: one process / whole tree "
+        "| store requests | load (1 min) before → after |",
         "|---|---|---|---|---|---|---|",
     ]
     for x in (run, cl):
         lines.append(
-            f"| `{x['command']}` | {x['exit_code']} | {x['wall_s'] / 60:.1f} min ({x['wall_s']:.0f} s) | {x['cpu_s']:.0f} "
-            f"| {x['max_process_rss_mib']} MiB / {x['peak_tree_rss_mib']} MiB ({x['peak_processes']} processes) "
+            f"| `{x['command']}` | {x['exit_code']} | {x['wall_s'] / 60:.1f} min ({x['wall_s']:.0f} s) "
+            f"| {x['cpu_s']:.0f} "
+            f"| {x['max_process_rss_mib']} MiB / {x['peak_tree_rss_mib']} MiB "
+            f"({x['peak_processes']} processes) "
             f"| {reqs(x)} | {x['load1_before']:.1f} → {x['load1_after']:.1f} |"
         )
     lines += [
         "",
-        f"- The run's steps ({steps.get('step_processes', '?')} step processes; time from step start to success, "
+        f"- The run's steps ({steps.get('step_processes', '?')} step processes; "
+        "time from step start to success, "
         f"summed, 2 at a time): {step_text}.",
-        f"- Truth: {t['symbols_merged']} of {t['symbols']} symbols merged; {t['ids_published_inside_window']:,} ids "
-        f"published inside the received windows, **{t['ids_missing_inside_window']} missing** from the merged "
+        f"- Truth: {t['symbols_merged']} of {t['symbols']} symbols merged; "
+        f"{t['ids_published_inside_window']:,} ids "
+        f"published inside the received windows, **{t['ids_missing_inside_window']} missing** "
+        "from the merged "
         f"output; legitimately absent: {t['ids_before_first_received']:,} ids published before the first "
         f"received frame (before the collectors subscribed), {t['ids_after_last_received']:,} after the last "
         "(after they stopped).",
-        f"- Cleanup: {r['raw_objects'] - cl['raw_objects_left']} of {r['raw_objects']} raw objects deleted by "
-        f"{cl['store_requests'].get('DELETE_BATCH', 0)} DeleteObjects request(s) ({cl['raw_objects_left']} left; "
+        f"- Cleanup: {r['raw_objects'] - cl['raw_objects_left']} of {r['raw_objects']} raw objects "
+        f"deleted by {cl['store_requests'].get('DELETE_BATCH', 0)} DeleteObjects request(s) "
+        f"({cl['raw_objects_left']} left; "
         "DELETE counts every key deleted, the run's lease object included).",
         "- Done when: "
         + ", ".join(f"{k} {'met' if v else '**not met**'}" for k, v in r["done_when"].items())

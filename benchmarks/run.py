@@ -1,11 +1,13 @@
 """``make bench``: run every benchmark once, side by side, and write ``BENCHMARKS.md``.
 
-``python -m benchmarks.run [--only collector,realrate,lag,universe_collector,merge,book,storage,scaling,universe]
+``python -m benchmarks.run
+[--only collector,realrate,lag,universe_collector,merge,book,storage,scaling,universe]
 [--quick] [--universe-seconds S] [--output PATH]`` (the collector's universe run alone:
 ``make bench BENCH_ARGS="--only universe_collector --universe-seconds 600"``). A full run (no ``--only``, no
-``--quick``) writes ``BENCHMARKS.md`` at the repo root; partial or quick runs write ``artifacts/BENCHMARKS.partial.md`` unless ``--output`` says
-otherwise. Raw figures go to ``artifacts/bench-results.json``. A section whose code has not landed or
-cannot run here prints "not available: <reason>" and the run goes on.
+``--quick``) writes ``BENCHMARKS.md`` at the repo root; partial or quick runs write
+``artifacts/BENCHMARKS.partial.md`` unless ``--output`` says otherwise. Raw figures go to
+``artifacts/bench-results.json``. A section whose code has not landed or cannot run here prints "not
+available: <reason>" and the run goes on.
 """
 
 from __future__ import annotations
@@ -151,14 +153,16 @@ class Bench:
         b_cpu = median([r["cpu_us_per_msg"] for r in bare])
         bt_cpu = median([r["cpu_us_per_msg"] for r in bare_tls])
         lines = [
-            f"Frames: real-size spot depth frames (~{_frame_kb()} KB, 40 levels) from `benchmarks/firehose.py` "
-            "(a raw-socket sender in its own process), one symbol, loopback. CPU is user+system of the receiving "
-            "process; for ours, all its threads from the first measured frame until it exited after SIGTERM, so "
-            "the spool, gzip and upload work those frames caused is included even where it runs after the "
-            "receive window (the window alone is in `artifacts/bench-results.json`). Median of the runs shown. "
-            "msgs/s (wall) depends on what else the 2 shared cores are doing; msgs per CPU-second does not.",
+            f"Frames: real-size spot depth frames (~{_frame_kb()} KB, 40 levels) from "
+            "`benchmarks/firehose.py` (a raw-socket sender in its own process), one symbol, loopback. CPU is "
+            "user+system of the receiving process; for ours, all its threads from the first measured frame "
+            "until it exited after SIGTERM, so the spool, gzip and upload work those frames caused is "
+            "included even where it runs after the receive window (the window alone is in "
+            "`artifacts/bench-results.json`). Median of the runs shown. msgs/s (wall) depends on what else "
+            "the 2 shared cores are doing; msgs per CPU-second does not.",
             "",
-            "| receiver | runs | msgs/s (wall) | CPU µs/msg | msgs per CPU-s (one core) | CPU/msg vs bare loop | target |",
+            "| receiver | runs | msgs/s (wall) | CPU µs/msg | msgs per CPU-s (one core) "
+            "| CPU/msg vs bare loop | target |",
             "|---|---|---|---|---|---|---|",
             row("bare websockets loop (`recv()` only)", bare, b_cpu, "baseline"),
         ]
@@ -183,12 +187,13 @@ class Bench:
         if sim is not None:
             lines.append(
                 f"| depth-collector fed by `depth-exchange-sim --firehose-rate 200000` | 1 | "
-                f"{fmt(sim['msgs_per_s'])} | {sim['cpu_us_per_msg']:.1f} | {fmt(1e6 / sim['cpu_us_per_msg'])} | "
-                f"{sim['cpu_us_per_msg'] / b_cpu:.2f}x | - |"
+                f"{fmt(sim['msgs_per_s'])} | {sim['cpu_us_per_msg']:.1f} | "
+                f"{fmt(1e6 / sim['cpu_us_per_msg'])} | {sim['cpu_us_per_msg'] / b_cpu:.2f}x | - |"
             )
         else:
             lines.append(
-                f"| depth-collector fed by the simulator's firehose | - | not available: {sim_error} | | | | |"
+                "| depth-collector fed by the simulator's firehose | - "
+                f"| not available: {sim_error} | | | | |"
             )
         lines.append("")
         if ours:
@@ -198,7 +203,8 @@ class Bench:
             lines += [
                 f"- Zero loss: every run stored exactly the frames sent (lost per run: {lost}); "
                 f"collector RSS at the end of a run: {fmt(median([r['rss_mib'] for r in ours]), 0)} MiB.",
-                "- Spread (CPU µs/msg of each run, with the 1-minute load average when it started): bare loop "
+                "- Spread (CPU µs/msg of each run, with the 1-minute load average when it started): "
+                "bare loop "
                 + ", ".join(
                     f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in bare
                 )
@@ -207,10 +213,10 @@ class Bench:
                     f"{r['cpu_us_per_msg']:.2f} (load {r.get('load1', float('nan')):.1f})" for r in ours
                 )
                 + ".",
-                f"- Target ≥ 100 k msgs per CPU-second (issue 15; ≤ 10 µs per message, all threads, until exit): "
-                f"{verdict(per_core >= 100_000)} ({fmt(per_core)} msgs per CPU-second); issue 3's ≥ 50 k: "
-                f"{verdict(per_core >= 50_000)}. CPU/msg vs the bare loop: {ratio:.2f}x (about 2x asked: "
-                f"{verdict(ratio <= 2.0)}; the older ≤ 1.5x: {verdict(ratio <= 1.5)}).",
+                "- Target ≥ 100 k msgs per CPU-second (issue 15; ≤ 10 µs per message, all threads, until "
+                f"exit): {verdict(per_core >= 100_000)} ({fmt(per_core)} msgs per CPU-second); issue 3's ≥ "
+                f"50 k: {verdict(per_core >= 50_000)}. CPU/msg vs the bare loop: {ratio:.2f}x (about 2x "
+                f"asked: {verdict(ratio <= 2.0)}; the older ≤ 1.5x: {verdict(ratio <= 1.5)}).",
             ]
         try:
             import isal  # noqa: F401
@@ -221,9 +227,9 @@ class Bench:
         lines.append(f"- `isal` in this run: {isal_note}.")
         lines.append(
             '- cryptofeed accepts only `wss://` addresses (`connection.py`: "must be a wss address"), so it '
-            "gets the same frames over TLS from the same sender (self-signed certificate via `SSL_CERT_FILE`), "
-            "pointed there by a subclass overriding the class attributes `websocket_endpoints`/`rest_endpoints` "
-            "(no patch). Compare it with the bare loop over TLS."
+            "gets the same frames over TLS from the same sender (self-signed certificate via "
+            "`SSL_CERT_FILE`), pointed there by a subclass overriding the class attributes "
+            "`websocket_endpoints`/`rest_endpoints` (no patch). Compare it with the bare loop over TLS."
         )
         return "\n".join(lines) + "\n"
 
@@ -232,11 +238,11 @@ class Bench:
         r = bench_collector.real_rate(seconds)
         self.results["realrate"] = r
         return (
-            f"3 symbols at 10 msg/s each (BTCUSDT's real `@depth@100ms` rate), {r['seconds']:.0f} s measured after "
-            "start-up, file store, default flush (10 s).\n\n"
+            f"3 symbols at 10 msg/s each (BTCUSDT's real `@depth@100ms` rate), {r['seconds']:.0f} s measured "
+            "after start-up, file store, default flush (10 s).\n\n"
             "| msgs/s | CPU % of one core | RSS MiB | target |\n|---|---|---|---|\n"
-            f"| {r['msgs_per_s']:.1f} | {r['cpu_percent']:.2f} % | {r['rss_mib']:.0f} | ≤ 1 % CPU, ≤ 150 MB RSS: "
-            f"{verdict(r['cpu_percent'] <= 1.0)} / {verdict(r['rss_mib'] <= 150)} |\n"
+            f"| {r['msgs_per_s']:.1f} | {r['cpu_percent']:.2f} % | {r['rss_mib']:.0f} | ≤ 1 % CPU, ≤ 150 MB "
+            f"RSS: {verdict(r['cpu_percent'] <= 1.0)} / {verdict(r['rss_mib'] <= 150)} |\n"
         )
 
     def lag(self) -> str:
@@ -246,9 +252,10 @@ class Bench:
         ok = r["p99_s"] <= r["flush_seconds"] + 2
         return (
             f"Collector → moto S3 server (`moto_server`, loopback), 3 symbols at 10 msg/s, `--flush-seconds "
-            f"{r['flush_seconds']:g}`, {seconds:g} s. Lag of a line = the time its object first appeared in a "
-            "listing (polled every 0.1 s) minus the line's receive time.\n\n"
-            "| objects | lines | p50 s | p99 s | max s | target p99 ≤ flush + 2 s |\n|---|---|---|---|---|---|\n"
+            f"{r['flush_seconds']:g}`, {seconds:g} s. Lag of a line = the time its object first appeared in "
+            "a listing (polled every 0.1 s) minus the line's receive time.\n\n"
+            "| objects | lines | p50 s | p99 s | max s | target p99 ≤ flush + 2 s |\n"
+            "|---|---|---|---|---|---|\n"
             f"| {r['objects']} | {r['lines']} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['max_s']:.2f} | "
             f"{verdict(ok)} |\n"
         )
@@ -296,7 +303,10 @@ class Bench:
         got = run_child(["-m", "benchmarks.bench_merge", "hash", ds.store_url, ds.date], timeout=900).report
         self.results.setdefault("merged_hash", {})[fraction] = {"got": got, "recorded": recorded}
         if recorded is None:
-            return f"no recorded hash for a {fraction} day (got {got['rows']:,} rows, sha256 {got['sha256'][:16]}…)"
+            return (
+                f"no recorded hash for a {fraction} day (got {got['rows']:,} rows, "
+                f"sha256 {got['sha256'][:16]}…)"
+            )
         ok = got["rows"] == recorded["rows"] and got["sha256"] == recorded["sha256"]
         return (
             f"{'identical' if ok else '**DIFFERENT**'} to the output recorded before the changes "
@@ -342,32 +352,35 @@ class Bench:
             f"Dataset: `benchmarks/dayset.py`, one synthetic BTCUSDT day: {ds.meta['events']:,} events, "
             f"{ds.meta['level_rows']:,} level rows, two streams (`bench-a` one event per message; `bench-b` "
             "merges ~¼ of consecutive event pairs into one message, 100 ms later) with disjoint 5-minute "
-            f"outages, {ds.meta['objects']:,} raw objects of layout v{ds.meta.get('layout', 1)} (one object per "
-            f"stream-flush, as the collector writes by default), {ds.meta['gzip_bytes'] / 1e6:.0f} MB gzip. "
-            "Every step runs in a fresh process; peak RSS is that process's `ru_maxrss`.",
+            f"outages, {ds.meta['objects']:,} raw objects of layout v{ds.meta.get('layout', 1)} (one object "
+            f"per stream-flush, as the collector writes by default), {ds.meta['gzip_bytes'] / 1e6:.0f} MB "
+            "gzip. Every step runs in a fresh process; peak RSS is that process's `ru_maxrss`.",
             "",
             "| step | wall s | CPU s | peak RSS MiB | rows written | ours ÷ this (CPU) | target |",
             "|---|---|---|---|---|---|---|",
             f"| **ours**: `validate_stream_day` x2 + `merge_symbol_day` | {o_wall:.1f} (validate "
-            f"{ours['validate_s']:.1f} + merge {ours['merge_s']:.1f}) | {o_cpu:.1f} | {ours['peak_rss_mib']:.0f} | "
-            f"{ours.get('merged_rows', 0):,} | 1 | ≤ 90 s: {verdict(o_wall <= 90)} (wall, as loaded as this run was; "
-            f"CPU {o_cpu:.0f} s); ≤ 4 GiB: {verdict(gib <= 4)} |",
-            f"| floor: read + gunzip + parse both streams, write one stream's rows (zstd Parquet) | {f_wall:.1f} | "
-            f"{f_cpu:.1f} | {floor.peak_rss_mib:.0f} | {floor.report['rows_written']:,} | {o_cpu / f_cpu:.2f}x | "
-            f"ours ≤ 1.5x floor (issue 8): {verdict(o_cpu / f_cpu <= 1.5)}; ≤ 2x (issue 4): "
-            f"{verdict(o_cpu / f_cpu <= 2.0)} |",
-            f"| plain-Python dict-book merge, measured on {small.meta['events']:,} events and scaled x{scale:.0f} | "
-            f"{p_wall:.0f} (measured {plain.report['total_s']:.1f}) | {p_cpu:.0f} | {plain.peak_rss_mib:.0f} (at 1/32 "
-            f"day; it holds everything) | {plain.report['rows_written']:,} (at 1/32 day) | {o_cpu / p_cpu:.3f}x "
-            f"(ours is {p_cpu / o_cpu:.1f}x faster) | ≥ 20x faster: {verdict(p_cpu / o_cpu >= 20)} |",
+            f"{ours['validate_s']:.1f} + merge {ours['merge_s']:.1f}) | {o_cpu:.1f} | "
+            f"{ours['peak_rss_mib']:.0f} | {ours.get('merged_rows', 0):,} | 1 | ≤ 90 s: "
+            f"{verdict(o_wall <= 90)} (wall, as loaded as this run was; CPU {o_cpu:.0f} s); ≤ 4 GiB: "
+            f"{verdict(gib <= 4)} |",
+            "| floor: read + gunzip + parse both streams, write one stream's rows (zstd Parquet) | "
+            f"{f_wall:.1f} | {f_cpu:.1f} | {floor.peak_rss_mib:.0f} | {floor.report['rows_written']:,} | "
+            f"{o_cpu / f_cpu:.2f}x | ours ≤ 1.5x floor (issue 8): {verdict(o_cpu / f_cpu <= 1.5)}; ≤ 2x "
+            f"(issue 4): {verdict(o_cpu / f_cpu <= 2.0)} |",
+            f"| plain-Python dict-book merge, measured on {small.meta['events']:,} events and scaled "
+            f"x{scale:.0f} | {p_wall:.0f} (measured {plain.report['total_s']:.1f}) | {p_cpu:.0f} | "
+            f"{plain.peak_rss_mib:.0f} (at 1/32 day; it holds everything) | {plain.report['rows_written']:,} "
+            f"(at 1/32 day) | {o_cpu / p_cpu:.3f}x (ours is {p_cpu / o_cpu:.1f}x faster) | ≥ 20x faster: "
+            f"{verdict(p_cpu / o_cpu >= 20)} |",
             "",
             f"Merged output: {ours.get('merged_rows', 0):,} rows in {ours.get('merged_files', 0)} file(s), "
-            f"gaps reported: {ours.get('report_gaps', '?')} (the dataset has none: the outages are disjoint); "
-            f"{same}. "
-            "Ratios use CPU seconds: wall time on this shared 2-core machine swings with the other engineers' load.",
+            f"gaps reported: {ours.get('report_gaps', '?')} (the dataset has none: the outages are "
+            f"disjoint); {same}. "
+            "Ratios use CPU seconds: wall time on this shared 2-core machine swings with the other "
+            "engineers' load.",
             "",
-            f"The floor itself is {p_cpu / f_cpu:.1f}x faster than the plain-Python merge (CPU): a merge that does "
-            "at least what the floor does cannot be more than that much faster than plain Python.",
+            f"The floor itself is {p_cpu / f_cpu:.1f}x faster than the plain-Python merge (CPU): a merge "
+            "that does at least what the floor does cannot be more than that much faster than plain Python.",
         ]
         return "\n".join(lines) + "\n"
 
@@ -400,12 +413,13 @@ class Bench:
             )
 
         lines = [
-            "The same level-update stream (the generated day's canonical updates, float64 price/qty; qty 0 removes) "
-            "replayed into each book; all end in the same book (checked: "
-            f"{'identical' if len(digests) == 1 else 'DIFFERENT'} level counts, best prices and quantity sums). "
-            "Median of the runs; rates per CPU-second are the load-independent figure.",
+            "The same level-update stream (the generated day's canonical updates, float64 price/qty; qty 0 "
+            "removes) replayed into each book; all end in the same book (checked: "
+            f"{'identical' if len(digests) == 1 else 'DIFFERENT'} level counts, best prices and quantity "
+            "sums). Median of the runs; rates per CPU-second are the load-independent figure.",
             "",
-            "| implementation | updates | runs | updates/s (wall) | updates per CPU-s | vs order-book | vs sortedcontainers | target |",
+            "| implementation | updates | runs | updates/s (wall) | updates per CPU-s | vs order-book "
+            "| vs sortedcontainers | target |",
             "|---|---|---|---|---|---|---|---|",
             row("sortedcontainers `SortedDict` per side (Python loop)", res["sortedcontainers"]),
             row("`order-book` C extension (cryptofeed's; Python loop)", res["order_book"]),
@@ -445,14 +459,14 @@ class Bench:
             raise NotAvailableError(r["not_available"])
         rows = r["merged_rows"]
         lines = [
-            f"The merged output of the {ds.meta['params']['fraction']:g}-day dataset ({rows:,} level rows; bytes per "
-            "row do not depend on the "
+            f"The merged output of the {ds.meta['params']['fraction']:g}-day dataset ({rows:,} level rows; "
+            "bytes per row do not depend on the "
             "length of the day) and the exporters' files of the same day (`depth_core/exports.py`).",
             "",
             "| format | bytes | bytes per level row | vs ours | target |",
             "|---|---|---|---|---|",
-            f"| **ours**: merged Parquet (zstd) | {r['merged_bytes']:,} | {r['merged_bytes'] / rows:.2f} | 1 | "
-            f"≤ 6: {verdict(r['merged_bytes'] / rows <= 6)} |",
+            f"| **ours**: merged Parquet (zstd) | {r['merged_bytes']:,} | {r['merged_bytes'] / rows:.2f} | 1 "
+            f"| ≤ 6: {verdict(r['merged_bytes'] / rows <= 6)} |",
         ]
         for name, key in (
             ("Tardis `incremental_book_L2` CSV.gz", "tardis_bytes"),
@@ -523,8 +537,8 @@ class Bench:
         for frac in sorted(got):
             g = got[frac]
             lines.append(
-                f"| {frac:g} | {g['events']:,} | {g['level_rows']:,} | {g['total_s']:.1f} | {g['cpu_s']:.1f} | "
-                f"{g['cpu_s'] / (g['level_rows'] / 1e6):.2f} | {g['peak_rss_mib']:.0f} |"
+                f"| {frac:g} | {g['events']:,} | {g['level_rows']:,} | {g['total_s']:.1f} | {g['cpu_s']:.1f} "
+                f"| {g['cpu_s'] / (g['level_rows'] / 1e6):.2f} | {g['peak_rss_mib']:.0f} |"
             )
         fr = sorted(got)
         if len(fr) >= 2:
@@ -547,7 +561,8 @@ class Bench:
 
 def universe_section(b: Bench) -> str:
     """Sensor tick times and the day's cleanup on moto holding a synthetic full day of v2 objects for 400
-    symbols x 2 streams (benchmarks/bench_universe.py), and the request cost model (benchmarks/cost_model.py)."""
+    symbols x 2 streams (benchmarks/bench_universe.py), and the request cost model
+    (benchmarks/cost_model.py)."""
     from benchmarks import cost_model
 
     args = ["-m", "benchmarks.bench_universe"] + (
@@ -566,11 +581,11 @@ def universe_section(b: Bench) -> str:
 
     steady_max = max(r[k]["wall_s"] for k in ("arrival_steady_tick", "gap_steady_tick", "late_steady_tick"))
     lines = [
-        f"moto S3 (`moto_server`, loopback) holding {r['objects']:,} v2 objects: a full day of {r['symbols']} "
-        f"symbols x {r['streams']} streams at a {r['flush_seconds']:g} s flush plus today's last minutes "
-        f"({r['object_bytes'] / 2**20:.0f} MiB; uploaded in {r['upload_s']:.0f} s). Requests counted by "
-        "`depth_store.counting.CountingStore`. On moto every LIST costs time in proportion to the whole bucket "
-        "(its listing is not indexed), so these tick times are an upper bound for S3.",
+        f"moto S3 (`moto_server`, loopback) holding {r['objects']:,} v2 objects: a full day of "
+        f"{r['symbols']} symbols x {r['streams']} streams at a {r['flush_seconds']:g} s flush plus today's "
+        f"last minutes ({r['object_bytes'] / 2**20:.0f} MiB; uploaded in {r['upload_s']:.0f} s). Requests "
+        "counted by `depth_store.counting.CountingStore`. On moto every LIST costs time in proportion to the "
+        "whole bucket (its listing is not indexed), so these tick times are an upper bound for S3.",
         "",
         "| tick | wall s | CPU s | store requests | target |",
         "|---|---|---|---|---|",
@@ -609,10 +624,10 @@ def universe_section(b: Bench) -> str:
         "",
         "### The nightly run on the 8-minute 400-symbol capture (issue 13's done-when)",
         "",
-        "Measured by `make universe-pipeline` (`benchmarks/bench_universe_pipeline.py`, ≈ 25 min, not part of "
-        "`make bench`): the collector benchmark's capture, then `depth-pipeline run --date D` and `depth-pipeline "
-        "cleanup --date D` on it (fresh `DAGSTER_HOME`), every published id checked against the simulator's "
-        "truth. Its last passing result (`benchmarks/universe_pipeline.md`):",
+        "Measured by `make universe-pipeline` (`benchmarks/bench_universe_pipeline.py`, ≈ 25 min, not part "
+        "of `make bench`): the collector benchmark's capture, then `depth-pipeline run --date D` and "
+        "`depth-pipeline cleanup --date D` on it (fresh `DAGSTER_HOME`), every published id checked against "
+        "the simulator's truth. Its last passing result (`benchmarks/universe_pipeline.md`):",
         "",
         _universe_pipeline_result(),
         UNIVERSE_PIPELINE_NOTES,
@@ -643,16 +658,21 @@ What changed between the measurements on this capture size (same commands; load 
 
 | code | run wall | run CPU-s | step processes | cleanup wall / CPU-s | `_stream_day.json` per stream |
 |---|---|---|---|---|---|
-| e7eaf51: 25 symbols a step, a gate read per symbol (16:35 UTC, load 5.1 → 8.5) | 590 s | 403 | 38 | 21 s / 12 | 1.6 MB |
-| same, `DEPTH_SYMBOLS_PER_STEP=100` (16:54 UTC, `--reuse-capture`, load 8.2) | 550 s | 318 | 14 | 25 s / 13 | 1.6 MB |
-| 70516b8: `auto` step size, the date's gate records read once, compact stream-day report (17:14 UTC, load 2.8 → 5.8) | 314 s | 286 | 14 | 5 s / 4 | 0.32 MB |
-| 1e5d58b (also the cleanup's shared entries and compact output, and the merge's newer internals), 17:31 UTC, `--reuse-capture` of that capture, load 1.4 → 3.0 | 142 s | 254 | 14 | 4 s / 3 | 0.32 MB |
+| e7eaf51: 25 symbols a step, a gate read per symbol (16:35 UTC, load 5.1 → 8.5) | 590 s | 403 | 38 \
+| 21 s / 12 | 1.6 MB |
+| same, `DEPTH_SYMBOLS_PER_STEP=100` (16:54 UTC, `--reuse-capture`, load 8.2) | 550 s | 318 | 14 \
+| 25 s / 13 | 1.6 MB |
+| 70516b8: `auto` step size, the date's gate records read once, compact stream-day report \
+(17:14 UTC, load 2.8 → 5.8) | 314 s | 286 | 14 | 5 s / 4 | 0.32 MB |
+| 1e5d58b (also the cleanup's shared entries and compact output, and the merge's newer internals), \
+17:31 UTC, `--reuse-capture` of that capture, load 1.4 → 3.0 | 142 s | 254 | 14 | 4 s / 3 | 0.32 MB |
 
 - Where the run's CPU goes (17:14 run): per symbol the derive step spends 0.32 CPU-s on the quality
   report (its matplotlib PNG) and 0.07 CPU-s on the top-25 book (measured on 20 of the symbols, one process);
   so ≈ 130 + 28 CPU-s of the 286 are derive, ≈ 40 the CLI and the 14 step processes' start (≈ 2.5 CPU-s
   each), ≈ 85 the validation and merge of 0.9 M depth frames.
-- The cleanup (`cleanup_day` of the 400-symbol day in one process, under cProfile): 12.6 CPU-s / 34.6 s → 0.9 CPU-s / 1.1 s;
+- The cleanup (`cleanup_day` of the 400-symbol day in one process, under cProfile): 12.6 CPU-s / 34.6 s \
+→ 0.9 CPU-s / 1.1 s;
   it had re-read and re-deserialised the date's 400-row `merged_depth` materialization once per symbol.
 - Extrapolated to a real day at the simulator's rates (940 msg/s over 400 symbols, 180 times this window):
   validation, merge and the top-25 book grow with the events (≈ 110 CPU-s here → ≈ 20,000 CPU-s, ≈ 3 h on
@@ -680,8 +700,8 @@ def render(b: Bench, order: list[str], argv: list[str], started: dt.datetime, lo
         "# Benchmarks",
         "",
         f"Written by `{' '.join(['python -m benchmarks.run', *argv]).strip()}` (`make bench`) on "
-        f"{started:%Y-%m-%d %H:%M} UTC, {took / 60:.1f} min for the whole run. Every figure below comes from this "
-        "one run; ratios compare with baselines measured in the same run on the same machine.",
+        f"{started:%Y-%m-%d %H:%M} UTC, {took / 60:.1f} min for the whole run. Every figure below comes from "
+        "this one run; ratios compare with baselines measured in the same run on the same machine.",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; {m['os']}; Python {m['python']}.",
         f"- Load average at start / end: {load0} / {load_avg()} (the 2 cores are shared with other work: "

@@ -1,4 +1,5 @@
-"""The universe pipeline benchmark's truth check (benchmarks/bench_universe_pipeline.py) finds what is missing."""
+"""The universe pipeline benchmark's truth check (benchmarks/bench_universe_pipeline.py) finds what is
+missing."""
 
 from __future__ import annotations
 

@@ -376,7 +376,8 @@ def truth_book(plans: list[DecimalPlan]) -> dict[tuple[str, Decimal], Decimal]:
 
 
 def replay(rows: list[dict[str, Any]]) -> dict[tuple[str, Decimal], Decimal]:
-    """Replay a day as docs/analysts.md says; floats converted through their shortest repr (the exact round trip)."""
+    """Replay a day as docs/analysts.md says; floats converted through their shortest repr (the exact round
+    trip)."""
     book: dict[tuple[str, Decimal], Decimal] = {}
     current_image: int | None = None
     for r in rows:

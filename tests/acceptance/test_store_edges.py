@@ -1,5 +1,5 @@
-"""``depth-collector --store`` forms (docs/collector.md): ``s3://bucket/prefix`` with the endpoint from ``AWS_ENDPOINT_URL_S3``, and
-``file:///abs/path`` / a plain path naming the same local store."""
+"""``depth-collector --store`` forms (docs/collector.md): ``s3://bucket/prefix`` with the endpoint from
+``AWS_ENDPOINT_URL_S3``, and ``file:///abs/path`` / a plain path naming the same local store."""
 
 from __future__ import annotations
 

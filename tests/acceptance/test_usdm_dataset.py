@@ -1,4 +1,5 @@
-"""The merged dataset (docs/analysts.md, "Columns") on usdm: ``T`` and ``pu`` columns, image times, and the re-anchoring image after a gap no stream covered.
+"""The merged dataset (docs/analysts.md, "Columns") on usdm: ``T`` and ``pu`` columns, image times, and the
+re-anchoring image after a gap no stream covered.
 
 The merge core is driven directly (validate + merge of one symbol-day over a local store) on a synthetic
 usdm exchange whose book after every update id is known.

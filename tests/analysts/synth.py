@@ -1,8 +1,9 @@
 """A small merged dataset generated from a known book, with the ground-truth book at chosen instants.
 
-Independent of the pipeline: it writes Parquet of the merged schema (docs/analysts.md) itself. Each day starts with an image (the
-first day a ``snapshot:`` image, later days a ``carry:`` image of the previous day's last book), and the
-first day has a mid-day gap re-anchored by a second image, as the merge would write it.
+Independent of the pipeline: it writes Parquet of the merged schema (docs/analysts.md) itself. Each day
+starts with an image (the first day a ``snapshot:`` image, later days a ``carry:`` image of the previous
+day's last book), and the first day has a mid-day gap re-anchored by a second image, as the merge would
+write it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The book replay against a plain dict book (random data) and against Binance's own bookTicker (real data)."""
+"""The book replay against a plain dict book (random data) and against Binance's own bookTicker (real
+data)."""
 
 from __future__ import annotations
 

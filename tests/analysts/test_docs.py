@@ -1,4 +1,5 @@
-"""docs/analysts.md runs as written: its python blocks in order (one namespace) and its depth-export commands."""
+"""docs/analysts.md runs as written: its python blocks in order (one namespace) and its depth-export
+commands."""
 
 from __future__ import annotations
 

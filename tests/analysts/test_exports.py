@@ -1,4 +1,5 @@
-"""Exports round-trip: the Tardis CSV re-imported and the hftbacktest events replayed rebuild the same books."""
+"""Exports round-trip: the Tardis CSV re-imported and the hftbacktest events replayed rebuild the same
+books."""
 
 from __future__ import annotations
 

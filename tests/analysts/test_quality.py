@@ -198,7 +198,8 @@ def _capture(name: str, start: int, stop: int, down: tuple[int, int] | None = No
 
 
 def _demo_like() -> quality.QualityInput:
-    """eu-1 down from 20 s to 35 s of a 60 s capture and stopped 1.5 s before ap-1; nothing before or after."""
+    """eu-1 down from 20 s to 35 s of a 60 s capture and stopped 1.5 s before ap-1; nothing before or
+    after."""
     eu = _capture("eu-1", NOON, NOON + 58_500, down=(NOON + 20_000, NOON + 35_000))
     ap = _capture("ap-1", NOON, NOON + 60_000)
     return quality.QualityInput("spot", "BTCUSDT", DATE, [eu, ap])
@@ -216,7 +217,8 @@ def test_an_outage_is_only_time_another_stream_covered() -> None:
     assert ap.outages == []
     for this, other in ((eu, ap), (ap, eu)):
         assert all(_inside(o, other.receiving) for o in this.outages)
-    # after both stopped (and before they started) is no data for both, not an outage of the one that stopped first
+    # after both stopped (and before they started) is no data for both, not an outage of the one that
+    # stopped first
     assert any(q.end_ms == DAY0 + 24 * HOUR for q in eu.quiet) and any(
         q.end_ms == DAY0 + 24 * HOUR for q in ap.quiet
     )

@@ -62,7 +62,10 @@ def test_frames_of_every_kind(tmp_path: Path) -> None:
         c.on_frame(conn, depth("BTCUSDT", 1, 5))
         c.on_frame(conn, depth("BTCUSDT", 6, 9))
         c.on_frame(conn, depth("BTCUSDT", 12, 14))  # gap 10..11
-        other_order = b'{"data":{"u":20,"U":15,"E":3,"e":"depthUpdate","s":"BTCUSDT","b":[],"a":[]},"stream":"btcusdt@depth@100ms"}'
+        other_order = (
+            b'{"data":{"u":20,"U":15,"E":3,"e":"depthUpdate","s":"BTCUSDT","b":[],"a":[]},'
+            b'"stream":"btcusdt@depth@100ms"}'
+        )
         c.on_frame(conn, other_order)
         c.on_frame(
             conn,

@@ -185,7 +185,8 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
         # another process, not just another fd: flock is per open file description
         code = (
             "import sys; from pathlib import Path; from collectors.spool import SpoolLock, SpoolLockedError\n"
-            f"try:\n    SpoolLock(Path({str(tmp_path / 'spool')!r})).acquire()\nexcept SpoolLockedError as e:\n"
+            f"try:\n    SpoolLock(Path({str(tmp_path / 'spool')!r})).acquire()\n"
+            "except SpoolLockedError as e:\n"
             "    print(e); sys.exit(3)\n"
         )
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -496,7 +497,8 @@ spool = Spool(Path(sys.argv[1]), market="spot", collector_id="eu-1", session="s1
               segment_max_bytes=1 << 30, max_bytes=1 << 30, fsync_interval=0.05, gzip_level=1,
               on_object=got.append, layout=2)
 spool.recover()
-line = lambda i: b"%d D BTCUSDT {\"i\":%d,\"pad\":\"%s\"}\n" % (1764000000000000000 + i, i, b"%d" % (i * 7919) * 20)
+line = lambda i: b"%d D BTCUSDT {\"i\":%d,\"pad\":\"%s\"}\n" % (
+    1764000000000000000 + i, i, b"%d" % (i * 7919) * 20)
 for i in range(10):
     spool.append(line(i))
 spool.flush_once()                      # fine

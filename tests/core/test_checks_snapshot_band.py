@@ -32,7 +32,8 @@ def store(tmp_path: Path) -> ObjectStore:
 
 
 def truncated_snapshot(ex: SyntheticExchange, at_id: int, depth: int | None) -> dict[str, Any]:
-    """The exchange's snapshot at ``at_id`` as a REST call with ``limit=depth`` returns it (None: whole book)."""
+    """The exchange's snapshot at ``at_id`` as a REST call with ``limit=depth`` returns it (None: whole
+    book)."""
     body = ex.snapshot(at_id)
     if depth is not None:
         body["bids"] = cast(list[list[str]], body["bids"])[:depth]
@@ -109,7 +110,8 @@ def test_mismatch_inside_the_band_fails_naming_id_and_stream(store: ObjectStore)
 
 
 def test_carried_day_compares_only_the_previous_anchor_band(store: ObjectStore) -> None:
-    """Day 2 opens from day 1's carried book, which also holds levels events set beyond day 1's shallow anchor.
+    """Day 2 opens from day 1's carried book, which also holds levels events set beyond day 1's shallow
+    anchor.
 
     Levels beyond that anchor that no event set are unknown to the replay, so a deep snapshot on day 2 must be
     compared only inside the band carried in the state (``anchor_band``), not down to the carried book's

@@ -55,7 +55,8 @@ def _assert_parsed_exactly(levels: list[tuple[str, str]]) -> None:
     assert len(round_trip_failures(got["price"].to_numpy(), int(got["price_dec"].max()))) == 0  # type: ignore[arg-type]
 
 
-# fewer examples with up to 200 levels each: as many levels checked as 200 examples of up to 20, 1/4 of the parses
+# fewer examples with up to 200 levels each: as many levels checked as 200 examples of up to 20, 1/4 of
+# the parses
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(decimal_text, decimal_text), min_size=1, max_size=200))
 def test_decimals_parse_to_the_nearest_double_and_round_trip(levels: list[tuple[str, str]]) -> None:

@@ -162,7 +162,8 @@ def test_coverage_check_fails_when_received_ids_are_missing() -> None:
 
 
 def test_unanchored_start_then_snapshot(store: ObjectStore) -> None:
-    """No carried book: the events before the first snapshot are rows too (book_exact false), then its image."""
+    """No carried book: the events before the first snapshot are rows too (book_exact false), then its
+    image."""
     ex = SyntheticExchange(seed=43)
     ex.run(200)
     ids = ex.ids

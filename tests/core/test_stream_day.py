@@ -1,6 +1,6 @@
 """Validation per stream-day: one pass over the stream-day's objects splits every symbol into its validated
-output (bounded memory, each object read once), a stream-day report for the cleanup, run-unique validated files
-committed by their report, and missing state as an error (issue 14, scenario 2)."""
+output (bounded memory, each object read once), a stream-day report for the cleanup, run-unique validated
+files committed by their report, and missing state as an error (issue 14, scenario 2)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def test_one_pass_splits_a_multi_symbol_v2_day_and_reads_each_object_once(tmp_pa
 
     result = validate_stream_day(v2, "spot", "eu-1", DATE)
     counts = v2.snapshot_and_reset()
-    # every raw object once, plus the previous stream-day report and each symbol's merged manifest (absent here)
+    # every raw object once, plus the previous stream-day report and each symbol's merged manifest
+    # (absent here)
     assert counts["GET"] == len(keys) + 1 + len(SYMBOLS)
     assert set(result.reports) == set(SYMBOLS)
     for sym in SYMBOLS:
@@ -184,7 +185,8 @@ def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: 
     s = bounded.stats
     assert full.stats["batches"] == 1 and s["batches"] >= sum(sizes) // batch
     assert s["max_batch_bytes"] <= batch  # never more than a batch of raw input in memory
-    # buffered rows were flushed as soon as all symbols together passed the budget (one batch's rows at most on top)
+    # buffered rows were flushed as soon as all symbols together passed the budget (one batch's rows at
+    # most on top)
     assert s["spills"] > 0 and s["part_flushes"] > 0
     assert s["peak_buffered_bytes"] <= (64 << 10) + 4 * s["max_batch_text_bytes"]
     for sym in SYMBOLS:
@@ -240,7 +242,8 @@ def _files(store: ObjectStore, prefix: str) -> dict[str, str | None]:
 
 
 def _scenario_2(store: ObjectStore) -> tuple[SyntheticExchange, list[tuple[int, LineKind, str]], list[str]]:
-    """Validated, merged, cleaned up; then validated/.../report.json is lost (a lifecycle rule, an operator)."""
+    """Validated, merged, cleaned up; then validated/.../report.json is lost (a lifecycle rule, an
+    operator)."""
     ex = SyntheticExchange(seed=31)
     ex.run(320)
     evs = ex.events(4)
@@ -425,8 +428,8 @@ def test_concurrent_stream_day_reports_keep_both_runs_entries(tmp_path: Path) ->
 
 
 def test_carried_rows_of_many_symbols_stay_within_the_buffer_budget(store: ObjectStore) -> None:
-    """After a cleanup, a late v2 object holding every symbol carries every symbol's day over: the carried rows
-    are spilled as they come in, not all held at once."""
+    """After a cleanup, a late v2 object holding every symbol carries every symbol's day over: the carried
+    rows are spilled as they come in, not all held at once."""
     exes = _exchanges(200)
     lines = _lines(exes)
     write_stream_v2(store, "spot", "eu-1", _v2_lines(lines), per_object=60)

@@ -106,8 +106,8 @@ def test_soak(e2e_system: Callable[..., E2ESystem]) -> None:
         if now >= next_fault and not restore:
             stream = rng.choice(STREAMS)
             kind = rng.choice(
-                ["kill9", "sigterm", "ws_cut", "store_refuse", "store_500", "store_blackhole", "stall", "malformed",
-                 "drop_one", "drop_one", "drop_both"]
+                ["kill9", "sigterm", "ws_cut", "store_refuse", "store_500", "store_blackhole", "stall",
+                 "malformed", "drop_one", "drop_one", "drop_both"]
             )  # fmt: skip
             proc = system.collectors[stream]
             if kind == "kill9":

@@ -175,7 +175,8 @@ def test_hostile_v2_objects_split_by_symbol_are_quarantined_not_fatal(
     cut: int,
 ) -> None:
     """A v2 object (every symbol of the stream): this symbol's hostile lines, another symbol's good ones and
-    lines whose symbol field is garbage. Every line lands in its symbol's output or the stream-day quarantine."""
+    lines whose symbol field is garbage. Every line lands in its symbol's output or the stream-day
+    quarantine."""
     lines, good, bad = case
     mine = [_as_v2(ln, SYMBOL.encode()) for ln in lines]
     other = [

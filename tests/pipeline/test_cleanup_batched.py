@@ -116,8 +116,9 @@ def test_v2_object_waits_for_every_symbol_day_it_holds(any_store: ObjectStore, c
 
 
 def test_compact_report_a_symbol_left_out_still_holds_the_objects_dates(any_store: ObjectStore) -> None:
-    """Compact form: BTC (dates = the object's) is left out of symbol_event_dates, ETH (snapshot lines only) is
-    listed with []; the object still waits for BTC's verified merge (reading the map alone would miss it)."""
+    """Compact form: BTC (dates = the object's) is left out of symbol_event_dates, ETH (snapshot lines only)
+    is listed with []; the object still waits for BTC's verified merge (reading the map alone would miss
+    it)."""
     objects = _v2_day(any_store, n=2)
     _report(any_store, "eu-1", objects, {"BTCUSDT": [DATE], "ETHUSDT": []}, compact=True)
     eth_only = cleanup_day(

@@ -6,7 +6,8 @@ sensors that ``build_definitions`` makes for one fixed configuration. A change t
 stops blocking, a renamed job, a dropped dep) fails here and has to be accepted on purpose by regenerating
 the snapshot and reviewing its diff:
 
-    make defs-snapshot   # = DEPTH_UPDATE_DEFS_SNAPSHOT=1 .venv/bin/pytest tests/pipeline/test_defs_snapshot.py
+    make defs-snapshot
+    # = DEPTH_UPDATE_DEFS_SNAPSHOT=1 .venv/bin/pytest tests/pipeline/test_defs_snapshot.py
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def _plans(first_id: int = 1_000_000) -> tuple[DayPlan, DayPlan]:
 
 
 def _write(store: ObjectStore, plan: DayPlan, snapshot: bool = True) -> list[str]:
-    """Both streams, disjoint outages (layout 1: what the day run reads today; layout 2 in the sensor tests)."""
+    """Both streams, disjoint outages (layout 1: what the day run reads today; layout 2 in the sensor
+    tests)."""
     eu = write_stream_day(store, "eu-1", plan, session="eu", skip=range(10, 14), with_snapshot=snapshot)
     ap = write_stream_day(store, "ap-1", plan, session="ap", skip=range(30, 33), with_snapshot=snapshot)
     return [i.key for i in eu + ap]
@@ -139,7 +140,8 @@ def test_late_object_spanning_midnight_remerges_both_days(
     tmp_path: Path, dagster_instance: dg.DagsterInstance
 ) -> None:
     """Received in D0's last 50 ms, it holds an event of D0 and one of D1 (the exchange clock runs 70 ms
-    ahead): both days are asked for. The old sensor looked at the object's folder date (and the day before)."""
+    ahead): both days are asked for. The old sensor looked at the object's folder date (and the day
+    before)."""
     config = make_config(str(tmp_path / "store"))
     store = open_store(config.store_url)
     p0, p1 = _plans()

@@ -1,4 +1,5 @@
-"""The sensors' raw scan: StartAfter head + bounded sweep; O(streams) requests, nothing missed, nothing twice."""
+"""The sensors' raw scan: StartAfter head + bounded sweep; O(streams) requests, nothing missed, nothing
+twice."""
 
 from __future__ import annotations
 

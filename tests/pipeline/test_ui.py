@@ -255,7 +255,9 @@ def test_chromium_renders_lineage_and_merged_asset_page(webserver: Webserver) ->
     binary = chromium_binary()
     ARTIFACTS.mkdir(exist_ok=True)
     pages = {
-        "ui-lineage.png": f"{webserver.url}/assets/merged_depth?view=lineage&lineageScope=upstream&lineageDepth=2",
+        "ui-lineage.png": (
+            f"{webserver.url}/assets/merged_depth?view=lineage&lineageScope=upstream&lineageDepth=2"
+        ),
         "ui-merged-depth.png": f"{webserver.url}/assets/merged_depth",
     }
     for name, url in pages.items():
@@ -317,7 +319,10 @@ new Promise((resolve, reject) => {
     const img = [...document.querySelectorAll("img")]
       .find(i => i.src.startsWith("data:image/png") && i.complete && i.naturalWidth > 0);
     if (img) { resolve([img.naturalWidth, img.naturalHeight]); return; }
-    if (Date.now() > until) { reject(new Error("no overview picture; report link clicked: " + clicked)); return; }
+    if (Date.now() > until) {
+      reject(new Error("no overview picture; report link clicked: " + clicked));
+      return;
+    }
     setTimeout(tick, 100);
   };
   tick();

@@ -1,4 +1,5 @@
-"""Layout-2 raw objects for the sensor and cleanup tests: one object per stream flush, every symbol's lines."""
+"""Layout-2 raw objects for the sensor and cleanup tests: one object per stream flush, every symbol's
+lines."""
 
 from __future__ import annotations
 

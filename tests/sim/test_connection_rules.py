@@ -1,4 +1,5 @@
-"""Binance's connection rules on short clocks: max age with serverShutdown, ping/pong, 5 msg/s, 1024 streams."""
+"""Binance's connection rules on short clocks: max age with serverShutdown, ping/pong, 5 msg/s, 1024
+streams."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Replay of the real recordings: the replayed stream, synced to the recording's snapshot, is the exchange's book."""
+"""Replay of the real recordings: the replayed stream, synced to the recording's snapshot, is the exchange's
+book."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.realdata
 
 
 def replay_all(sim: SimulatorThread, path: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Subscribe, then read every frame the replay sends (until the server says it is done and all arrived)."""
+    """Subscribe, then read every frame the replay sends (until the server says it is done and all
+    arrived)."""
 
     async def run() -> list[dict[str, Any]]:
         frames: list[dict[str, Any]] = []
