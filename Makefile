@@ -18,6 +18,7 @@ install: $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy depth_core depth_store exchange_sim collectors depth_pipeline
 
 test: install lint
