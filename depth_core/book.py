@@ -146,6 +146,7 @@ def _top_side(
     return count
 
 
+# each kernel below spells out both sides' four arrays (win, st, ok, oq) on purpose: numba takes flat arrays
 @numba.njit(cache=True, nogil=True)
 def _record(
     bw: np.ndarray,

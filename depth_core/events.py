@@ -829,6 +829,16 @@ class _Lines:
     sym_buf: np.ndarray  # the symbol names, concatenated (for the compiled ``s`` check)
     sym_off: np.ndarray
 
+    def text(self, i: int) -> bytes:
+        """The bytes of line ``i``."""
+        return self.joined[self.ts[i] : self.te[i]]
+
+    def quarantined(self, i: int, reason: str, text: bytes) -> QuarantineEntry:
+        """The quarantine entry of line ``i`` (a received frame: it has a receive time)."""
+        return QuarantineEntry(
+            int(self.obj[i]), int(self.lno[i]), int(self.ns[i]), reason, text, int(self.lsym[i])
+        )
+
 
 def _line_symbols(
     joined: bytes,
@@ -939,15 +949,7 @@ def _held(obj: np.ndarray, lsym: np.ndarray, n_names: int, n_obj: int) -> list[l
 
 def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry]) -> pl.DataFrame:
     """bookTicker frames: the compiled scanner, the slow path for what it declines."""
-    joined, obj, lno, ns, ts, te, lsym = (
-        lines.joined,
-        lines.obj,
-        lines.lno,
-        lines.ns,
-        lines.ts,
-        lines.te,
-        lines.lsym,
-    )
+    ns, ts, te, lsym = lines.ns, lines.ts, lines.te, lines.lsym
     idx = np.flatnonzero(sel)
     schema = {**BOOK_TICKER_SCHEMA, SYM_COLUMN: pl.Int32()}
     if len(idx) == 0:
@@ -975,15 +977,11 @@ def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[Quarant
     bt_rows = []
     for j in np.flatnonzero(~usable).tolist():
         i = int(idx[j])
-        text = joined[ts[i] : te[i]]
+        text = lines.text(i)
         try:
             bt_rows.append((int(ns[i]), *_book_ticker(text, lines.names[lsym[i]]), int(lsym[i])))
         except FrameError as exc:
-            quarantine.append(
-                QuarantineEntry(
-                    int(obj[i]), int(lno[i]), int(ns[i]), f"bookTicker: {exc}", text, int(lsym[i])
-                )
-            )
+            quarantine.append(lines.quarantined(i, f"bookTicker: {exc}", text))
     slow = pl.DataFrame(bt_rows, schema=schema, orient="row")
     return pl.concat([fast.select(list(schema)).cast(schema), slow])  # type: ignore[arg-type]
 
@@ -991,15 +989,7 @@ def _parse_book_tickers(lines: _Lines, sel: np.ndarray, quarantine: list[Quarant
 def _parse_kind(
     lines: _Lines, sel: np.ndarray, quarantine: list[QuarantineEntry], snapshot: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    joined, obj, lno, ns, ts, te, lsym = (
-        lines.joined,
-        lines.obj,
-        lines.lno,
-        lines.ns,
-        lines.ts,
-        lines.te,
-        lines.lsym,
-    )
+    obj, lno, ns, ts, te, lsym = lines.obj, lines.lno, lines.ns, lines.ts, lines.te, lines.lsym
     idx = np.flatnonzero(sel)
     head_schema = {**(SNAPSHOT_SCHEMA if snapshot else EVENT_SCHEMA), SYM_COLUMN: pl.Int32()}
     lv_schema = SNAPSHOT_LEVEL_SCHEMA if snapshot else LEVEL_SCHEMA
@@ -1025,7 +1015,7 @@ def _parse_kind(
     extra_lv: list[tuple[int, bool, float, float, int, int]] = []
     for j in np.flatnonzero(~usable).tolist():
         i = int(idx[j])
-        text = joined[ts[i] : te[i]]
+        text = lines.text(i)
         try:
             fr = slow_parse(text)
             vals = fr.ints
@@ -1052,24 +1042,13 @@ def _parse_kind(
                     h += _py_level_hash(px, q, bid)
             extra_head.append((j, vals, _wrap64(h)))
         except FrameError as exc:
-            quarantine.append(
-                QuarantineEntry(int(obj[i]), int(lno[i]), int(ns[i]), str(exc), text, int(lsym[i]))
-            )
+            quarantine.append(lines.quarantined(i, str(exc), text))
     if not snapshot:
         # U > u is malformed even when it parsed
         bad_order = usable & (ints[:, I_U] > ints[:, I_u])
         for j in np.flatnonzero(bad_order).tolist():
             i = int(idx[j])
-            quarantine.append(
-                QuarantineEntry(
-                    int(obj[i]),
-                    int(lno[i]),
-                    int(ns[i]),
-                    f"U {ints[j, I_U]} > u {ints[j, I_u]}",
-                    joined[ts[i] : te[i]],
-                    int(lsym[i]),
-                )
-            )
+            quarantine.append(lines.quarantined(i, f"U {ints[j, I_U]} > u {ints[j, I_u]}", lines.text(i)))
         usable &= ~bad_order
     # assemble in numpy: frames kept (fast or slow path) in line order; levels point at their row
     extra_j = np.array([x[0] for x in extra_head], dtype=np.int64)

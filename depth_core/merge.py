@@ -201,6 +201,21 @@ def _grown(a: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _heap_push(heap_r: np.ndarray, heap_i: np.ndarray, size: int, r: int, i: int) -> None:
+    """Push (r, i) onto the binary min-heap of ``size`` entries (by r, then i); the caller grows size."""
+    j = size
+    while j > 0:
+        parent = (j - 1) >> 1
+        if heap_r[parent] < r or (heap_r[parent] == r and heap_i[parent] < i):
+            break
+        heap_r[j] = heap_r[parent]
+        heap_i[j] = heap_i[parent]
+        j = parent
+    heap_r[j] = r
+    heap_i[j] = i
+
+
+@numba.njit(cache=True, nogil=True)
 def _walk(
     lo: np.ndarray,
     hi: np.ndarray,
@@ -245,18 +260,8 @@ def _walk(
     while True:
         while p < n and lo[p] <= last:
             if hi[p] > last:
-                # push (recv[p], p)
-                j = size
+                _heap_push(heap_r, heap_i, size, recv[p], p)
                 size += 1
-                while j > 0:
-                    parent = (j - 1) >> 1
-                    if heap_r[parent] < recv[p] or (heap_r[parent] == recv[p] and heap_i[parent] < p):
-                        break
-                    heap_r[j] = heap_r[parent]
-                    heap_i[j] = heap_i[parent]
-                    j = parent
-                heap_r[j] = recv[p]
-                heap_i[j] = p
             p += 1
         # pop until the top is applicable (stale ones have hi <= last); inexact: set aside those ending past
         # the target (they apply after its image)
@@ -295,17 +300,8 @@ def _walk(
             break
         for t in range(n_stash):
             q = stash[t]
-            j = size
+            _heap_push(heap_r, heap_i, size, recv[q], q)
             size += 1
-            while j > 0:
-                parent = (j - 1) >> 1
-                if heap_r[parent] < recv[q] or (heap_r[parent] == recv[q] and heap_i[parent] < q):
-                    break
-                heap_r[j] = heap_r[parent]
-                heap_i[j] = heap_i[parent]
-                j = parent
-            heap_r[j] = recv[q]
-            heap_i[j] = q
         if chosen >= 0:
             out_kind[k] = KIND_EVENT
             out_ref[k] = chosen

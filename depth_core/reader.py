@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from depth_core.book import OrderBook, sample_tops
+from depth_core.book import OrderBook, TopSamples, sample_tops
 from depth_core.days import DAY_NS, DAY_S, days_touched, previous_day
 from depth_core.layout import merged_day_prefix, merged_manifest_key, merged_symbol_prefix
 from depth_core.names import Market, validate_market, validate_symbol
@@ -257,17 +257,24 @@ def _day_rows_up_to(lf: pl.LazyFrame, when: dt.datetime | None, update_id: int |
 def _replay_rows(rows: pl.DataFrame, book: OrderBook | None = None) -> OrderBook:
     book = book if book is not None else OrderBook()
     if rows.height:
-        sample_tops(
-            (rows["side"] == SIDE_BID).to_numpy(),
-            rows["price"].to_numpy(),
-            rows["qty"].to_numpy(),
-            rows["is_snapshot"].to_numpy(),
-            rows["last_update_id"].to_numpy(),
-            np.zeros(0, np.int64),
-            0,
-            book,
-        )
+        sample_rows_tops(rows, np.zeros(0, np.int64), 0, book)
     return book
+
+
+def sample_rows_tops(
+    rows: pl.DataFrame, sample_rows: np.ndarray, depth: int, book: OrderBook | None
+) -> tuple[OrderBook, TopSamples]:
+    """:func:`sample_tops` over merged rows (columns side, price, qty, is_snapshot, last_update_id)."""
+    return sample_tops(
+        (rows["side"] == SIDE_BID).to_numpy(),
+        rows["price"].to_numpy(),
+        rows["qty"].to_numpy(),
+        rows["is_snapshot"].to_numpy(),
+        rows["last_update_id"].to_numpy(),
+        sample_rows,
+        depth,
+        book,
+    )
 
 
 def book_frames(book: OrderBook, depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -412,16 +419,7 @@ def iter_books(
             continue
         e_ns = rows["exchange_time"].dt.epoch("ns").to_numpy()
         sample_rows = grid_sample_rows(e_ns, day_grid)
-        book, tops = sample_tops(
-            (rows["side"] == SIDE_BID).to_numpy(),
-            rows["price"].to_numpy(),
-            rows["qty"].to_numpy(),
-            rows["is_snapshot"].to_numpy(),
-            rows["last_update_id"].to_numpy(),
-            sample_rows,
-            depth,
-            book,
-        )
+        book, tops = sample_rows_tops(rows, sample_rows, depth, book)
         exact_rows = rows["book_exact"].to_numpy()
         exact_at = np.where(sample_rows > 0, exact_rows[np.maximum(sample_rows - 1, 0)], True)
         # the day's rows continue after the last grid time; the carried book is rebuilt by the next image

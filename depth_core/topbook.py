@@ -26,11 +26,11 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from depth_core.book import OrderBook, sample_tops
+from depth_core.book import OrderBook
 from depth_core.days import DAY_NS, days_touched, previous_day
 from depth_core.layout import derived_day_key
 from depth_core.names import Market, validate_date
-from depth_core.reader import grid_sample_rows, parse_every
+from depth_core.reader import grid_sample_rows, parse_every, sample_rows_tops
 from depth_core.schema import SIDE_ASK, SIDE_BID
 from depth_store.base import ObjectStore
 
@@ -80,16 +80,7 @@ def compute_top_levels(
     grid = np.arange(day_start, grid_end, step, dtype=np.int64)
     sample_rows = grid_sample_rows(e_ns, grid)
     book = start_book.copy() if start_book is not None else None
-    _, tops = sample_tops(
-        (rows["side"] == SIDE_BID).to_numpy(),
-        rows["price"].to_numpy(),
-        rows["qty"].to_numpy(),
-        rows["is_snapshot"].to_numpy(),
-        rows["last_update_id"].to_numpy(),
-        sample_rows,
-        depth,
-        book,
-    )
+    _, tops = sample_rows_tops(rows, sample_rows, depth, book)
     ids = rows["last_update_id"].to_numpy()
     sample_id = np.where(sample_rows > 0, ids[np.maximum(sample_rows - 1, 0)], -1)
     # no levels where the book is not exact (book_exact false: after a gap, before the re-anchoring image)

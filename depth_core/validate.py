@@ -608,22 +608,23 @@ def _by_symbol(frame: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
     return frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False)
 
 
+# the columns of the gathered event rows (the empty frames below: one list)
+_EVENT_COLUMNS = {
+    "obj": pl.Int32,
+    "line_no": pl.Int64,
+    "receive_ns": pl.Int64,
+    "E": pl.Int64,
+    "T": pl.Int64,
+    "U": pl.Int64,
+    "u": pl.Int64,
+    "pu": pl.Int64,
+    "n_levels": pl.Int32,
+    "levels_hash": pl.Int64,
+    "ev": pl.Int64,
+}
+
 _EMPTY = {
-    "ev": pl.DataFrame(
-        schema={
-            "obj": pl.Int32,
-            "line_no": pl.Int64,
-            "receive_ns": pl.Int64,
-            "E": pl.Int64,
-            "T": pl.Int64,
-            "U": pl.Int64,
-            "u": pl.Int64,
-            "pu": pl.Int64,
-            "n_levels": pl.Int32,
-            "levels_hash": pl.Int64,
-            "ev": pl.Int64,
-        }
-    ),
+    "ev": pl.DataFrame(schema=_EVENT_COLUMNS),
     "lv": pl.DataFrame(schema=LEVEL_COLUMNS),
     "sn": pl.DataFrame(
         schema={
@@ -650,22 +651,7 @@ def _reason_class(reason: str) -> str:
 
 
 def _empty_events() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "obj": pl.Int32,
-            "line_no": pl.Int64,
-            "receive_ns": pl.Int64,
-            "E": pl.Int64,
-            "T": pl.Int64,
-            "U": pl.Int64,
-            "u": pl.Int64,
-            "pu": pl.Int64,
-            "n_levels": pl.Int32,
-            "levels_hash": pl.Int64,
-            "ev": pl.Int64,
-            "part": pl.Int32,
-        }
-    )
+    return pl.DataFrame(schema={**_EVENT_COLUMNS, "part": pl.Int32})
 
 
 def _empty_snapshots() -> pl.DataFrame:
