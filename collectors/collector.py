@@ -544,6 +544,15 @@ class Collector:
         logs.info("connect", **fields)
         self.note_all(group.symbols, "connect", **fields)
 
+    async def _reap(
+        self, group: ConnectionGroup, conn: Connection, reader: asyncio.Task[None], planned: bool
+    ) -> None:
+        """Cancel the connection's reader, wait for it to end, then log and note the disconnect."""
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        self._disconnected(group, conn, planned=planned)
+
     def _disconnected(self, group: ConnectionGroup, conn: Connection, planned: bool) -> None:
         fields = {
             "conn": conn.conn_id,
@@ -621,10 +630,7 @@ class Collector:
             if outcome == "empty":
                 conn.close_reason = "no symbols left"
                 await self._close(conn, "no symbols left")
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-                self._disconnected(group, conn, planned=True)
+                await self._reap(group, conn, reader, planned=True)
                 group.current = None
                 conn = None
                 reader = None
@@ -642,10 +648,7 @@ class Collector:
             if outcome == "stall":
                 conn.close_reason = "stall"
                 await self._close(conn, "stall")
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            self._disconnected(group, conn, planned=False)
+            await self._reap(group, conn, reader, planned=False)
             self.reconnects["unplanned"] += 1
             group.current = None
             reason = "reconnect"
@@ -661,10 +664,7 @@ class Collector:
         if conn is not None and reader is not None:
             conn.close_reason = "shutdown"
             await self._close(conn, "shutdown")
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            self._disconnected(group, conn, planned=True)
+            await self._reap(group, conn, reader, planned=True)
             group.current = None
 
     async def _supervise(self, group: ConnectionGroup, conn: Connection) -> str:
@@ -747,10 +747,7 @@ class Collector:
                 break
             await asyncio.sleep(0.01)
         if new.closed.is_set():
-            new_reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await new_reader
-            self._disconnected(group, new, planned=False)
+            await self._reap(group, new, new_reader, planned=False)
             old.opened_monotonic = time.monotonic() - self.config.max_connection_age + 5.0
             return None, None
         # promote: from now on the new connection feeds continuity; the old one stops

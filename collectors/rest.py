@@ -26,6 +26,7 @@ from depth_core.names import SYMBOL_RE, Market
 def depth_weight(market: Market, limit: int) -> int:
     """Binance's published request weight of one depth snapshot."""
     if market == "spot":
+        # deliberately repeated in exchange_sim/weights.py spot_weight: the simulator keeps its own table
         if limit <= 100:
             return 5
         if limit <= 500:

@@ -33,7 +33,7 @@ from depth_pipeline.jobs import (
     day_run_config,
     day_run_tags,
 )
-from depth_pipeline.keys import MERGED_DEPTH
+from depth_pipeline.outcomes import merged_materializations
 from depth_pipeline.resources import load_step_result
 from depth_store import open_store
 
@@ -157,12 +157,7 @@ def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
 
 def _day_table(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
     """The per-symbol rows the run recorded on ``merged_depth`` (empty if it recorded none)."""
-    for record in instance.get_records_for_run(
-        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records:
-        materialization = record.event_log_entry.asset_materialization
-        if materialization is None or materialization.asset_key != MERGED_DEPTH:
-            continue
+    for materialization in merged_materializations(instance, run_id):
         table: Any = materialization.metadata.get("symbol_outcomes")
         if table is not None:
             return [dict(r.data) for r in table.value.records]

@@ -7,11 +7,12 @@ Apart from ``assets/merged.py`` (which writes both) so that its readers do not i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NotRequired, TypedDict
 
 import dagster as dg
 
-from depth_pipeline.keys import META_SYMBOL_OUTCOMES
+from depth_pipeline.keys import MERGED_DEPTH, META_SYMBOL_OUTCOMES
 
 
 class CheckSummary(TypedDict):
@@ -70,6 +71,16 @@ def symbol_record(outcome: SymbolOutcome) -> SymbolRecord:
         "reason": outcome["reason"][:500],
         "no_raw_data": bool(outcome.get("no_raw_data")),
     }
+
+
+def merged_materializations(instance: dg.DagsterInstance, run_id: str) -> Iterator[dg.AssetMaterialization]:
+    """The ``merged_depth`` materializations the run recorded, in event-log order."""
+    for record in instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is not None and materialization.asset_key == MERGED_DEPTH:
+            yield materialization
 
 
 def recorded_outcomes(materialization: dg.AssetMaterialization | None) -> dict[str, SymbolRecord]:

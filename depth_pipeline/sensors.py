@@ -30,7 +30,6 @@ from depth_pipeline.cleanup import parse_manifest_objects, stream_day_report_key
 from depth_pipeline.config import PipelineConfig
 from depth_pipeline.jobs import cleanup_run_request, day_run_request
 from depth_pipeline.keys import (
-    MERGED_DEPTH,
     META_BLOCKING_PASSED,
     META_NO_RAW_DATA,
     TAG_KIND,
@@ -38,7 +37,7 @@ from depth_pipeline.keys import (
     raw_key,
 )
 from depth_pipeline.notify import Alert, Notifier, build_notifier
-from depth_pipeline.outcomes import recorded_outcomes
+from depth_pipeline.outcomes import merged_materializations, recorded_outcomes
 from depth_pipeline.partitions import date_of
 from depth_pipeline.raw_scan import Deadline, NewObject, StreamScan, rewind, scan_stream
 from depth_pipeline.resources import DepthSettingsResource, DepthStoreResource
@@ -645,17 +644,9 @@ def build_late_data_sensor(config: PipelineConfig, job: UnresolvedAssetJobDefini
 def merged_partitions_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, list[str]]]:
     """(date, symbols) of each ``merged_depth`` day a run materialized, with the symbols whose merge passed
     every blocking check (a day with none is left out)."""
-    records = instance.get_records_for_run(
-        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
     out: list[tuple[str, list[str]]] = []
-    for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        if (
-            materialization is None
-            or materialization.asset_key != MERGED_DEPTH
-            or not materialization.partition
-        ):
+    for materialization in merged_materializations(instance, run_id):
+        if not materialization.partition:
             continue
         entries = recorded_outcomes(materialization)
         passed = sorted(s for s, e in entries.items() if e["ok"] and e[META_BLOCKING_PASSED])
@@ -867,12 +858,7 @@ def _created(instance: dg.DagsterInstance, run: dg.DagsterRun) -> float:
 def _failed_symbols(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """Symbols a successful run recorded as not ok (a symbol-day's merge can fail inside a day run)."""
     out: set[str] = set()
-    for record in instance.get_records_for_run(
-        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records:
-        materialization = record.event_log_entry.asset_materialization
-        if materialization is None or materialization.asset_key != MERGED_DEPTH:
-            continue
+    for materialization in merged_materializations(instance, run_id):
         entries = recorded_outcomes(materialization)
         out.update(
             s

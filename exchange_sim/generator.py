@@ -144,12 +144,7 @@ class Formatter:
     def price(self, ticks: int) -> str:
         s = self._price_cache.get(ticks)
         if s is None:
-            d = self.spec.tick_decimals
-            if d:
-                whole, frac = divmod(ticks, self.spec.tick_scale)
-                s = f"{whole}.{frac:0{d}d}{self._price_pad}"
-            else:
-                s = f"{ticks}.{self._price_pad}" if self._price_pad else str(ticks)
+            s = _fixed_str(ticks, self.spec.tick_decimals, self.spec.tick_scale, self._price_pad)
             if len(self._price_cache) > 500_000:
                 self._price_cache.clear()
             self._price_cache[ticks] = s
@@ -158,12 +153,7 @@ class Formatter:
     def qty(self, lots: int) -> str:
         s = self._qty_cache.get(lots)
         if s is None:
-            d = self.spec.lot_decimals
-            if d:
-                whole, frac = divmod(lots, self.spec.lot_scale)
-                s = f"{whole}.{frac:0{d}d}{self._qty_pad}"
-            else:
-                s = f"{lots}.{self._qty_pad}" if self._qty_pad else str(lots)
+            s = _fixed_str(lots, self.spec.lot_decimals, self.spec.lot_scale, self._qty_pad)
             if len(self._qty_cache) > 200_000:
                 self._qty_cache.clear()
             self._qty_cache[lots] = s
@@ -175,6 +165,14 @@ class Formatter:
 
     def parse_qty(self, text: str) -> int:
         return _parse_fixed(text, self.spec.lot_decimals)
+
+
+def _fixed_str(units: int, decimals: int, scale: int, pad: str) -> str:
+    """Integer ticks/lots as the exchange's decimal string (the formatter's cache-miss path)."""
+    if decimals:
+        whole, frac = divmod(units, scale)
+        return f"{whole}.{frac:0{decimals}d}{pad}"
+    return f"{units}.{pad}" if pad else str(units)
 
 
 def _parse_fixed(text: str, decimals: int) -> int:

@@ -353,6 +353,7 @@ class ExchangeSimulator:
     def _book_ticker(self, st: SymbolState, ev: CanonicalEvent, top: tuple[int, int, int, int]) -> bytes:
         f = st.fmt
         bb, bq, ba, aq = top
+        # two literal bodies on purpose: each is one market's wire format, built once a message
         if self.config.market == "usdm":
             return orjson.dumps(
                 {

@@ -9,6 +9,7 @@ USDM_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 
 
 def spot_weight(limit: int) -> int:
+    # deliberately repeats collectors/rest.py depth_weight: the simulator must not share the client's table
     if limit <= 100:
         return 5
     if limit <= 500:
