@@ -126,7 +126,7 @@ class Bench:
             cf_error = str(exc)
         gz1: dict[str, Any] | None = None
         if ours:
-            gz1 = bench_collector.ours(n, extra=["--gzip-level", "1"])
+            gz1 = bench_collector.ours(n, extra=["--gzip-level", "6"])
         sim: dict[str, Any] | None = None
         sim_error = ""
         try:
@@ -183,7 +183,7 @@ class Bench:
         else:
             lines.append(f"| cryptofeed | - | not available: {cf_error} | | | | |")
         if gz1 is not None:
-            lines.append(row("depth-collector `--gzip-level 1` (what compression costs)", [gz1], b_cpu, "-"))
+            lines.append(row("depth-collector `--gzip-level 6` (heavier compression)", [gz1], b_cpu, "-"))
         if sim is not None:
             lines.append(
                 f"| depth-collector fed by `depth-exchange-sim --firehose-rate 200000` | 1 | "
