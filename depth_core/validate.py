@@ -623,21 +623,21 @@ _EVENT_COLUMNS = {
     "ev": pl.Int64,
 }
 
+_SNAPSHOT_COLUMNS = {
+    "obj": pl.Int32,
+    "line_no": pl.Int64,
+    "receive_ns": pl.Int64,
+    "E": pl.Int64,
+    "T": pl.Int64,
+    "last_update_id": pl.Int64,
+    "n_levels": pl.Int32,
+    "snap": pl.Int64,
+}
+
 _EMPTY = {
     "ev": pl.DataFrame(schema=_EVENT_COLUMNS),
     "lv": pl.DataFrame(schema=LEVEL_COLUMNS),
-    "sn": pl.DataFrame(
-        schema={
-            "obj": pl.Int32,
-            "line_no": pl.Int64,
-            "receive_ns": pl.Int64,
-            "E": pl.Int64,
-            "T": pl.Int64,
-            "last_update_id": pl.Int64,
-            "n_levels": pl.Int32,
-            "snap": pl.Int64,
-        }
-    ),
+    "sn": pl.DataFrame(schema=_SNAPSHOT_COLUMNS),
     "slv": pl.DataFrame(
         schema={"snap": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
     ),
@@ -655,18 +655,7 @@ def _empty_events() -> pl.DataFrame:
 
 
 def _empty_snapshots() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "obj": pl.Int32,
-            "line_no": pl.Int64,
-            "receive_ns": pl.Int64,
-            "E": pl.Int64,
-            "T": pl.Int64,
-            "last_update_id": pl.Int64,
-            "n_levels": pl.Int32,
-            "snap": pl.Int64,
-        }
-    )
+    return pl.DataFrame(schema=_SNAPSHOT_COLUMNS)
 
 
 # ------------------------------------------------------------------------------------------------ stream-day
