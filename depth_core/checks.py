@@ -205,6 +205,14 @@ class MergeChecker:
             for s in inputs
         ]
 
+    def snapshot_levels_of(self, stream: int, snap: int) -> pl.DataFrame:
+        """The levels (is_bid, price, qty) of snapshot ``snap`` of input ``stream``, in their order (the merge
+        writes its images from these: one copy of the day's snapshot levels)."""
+        lv = self.snapshot_levels[stream].get(snap)
+        if lv is None:
+            return pl.DataFrame(schema={"is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64})
+        return lv.select("is_bid", "price", "qty")
+
     def _streams_agree_same_ranges(self) -> None:
         """Events covering the same ids ``(lo, hi]`` must carry the same levels (any streams)."""
         parts = [(i, s.events) for i, s in enumerate(self.inputs) if s.events.height]

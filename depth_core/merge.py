@@ -40,6 +40,7 @@ from depth_core.layout import (
     state_book_key,
     state_day_prefix,
 )
+from depth_core.memory import release_free_memory
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -128,13 +129,13 @@ def _load_stream(
     )
 
 
-def _event_columns(market: Market, *, checks: bool = True) -> list[str]:
+def _event_columns(market: Market) -> list[str]:
     """The event columns the merge uses (spot events have no transaction time nor previous update id);
-    ``levels_hash`` only for the checks before the output."""
+    ``levels_hash`` for the checks before the output."""
     cols = ["ev", "part", "receive_ns", "E", "U", "u", "n_levels"]
     if market == "usdm":
         cols += ["T", "pu"]
-    return cols + (["levels_hash"] if checks else [])
+    return [*cols, "levels_hash"]
 
 
 def _load_carry(
@@ -466,19 +467,19 @@ _NULL = np.iinfo(np.int64).min  # a null transaction time / previous update id w
 
 
 def _levels_of(
-    store: ObjectStore, market: Market, symbol: str, date: str, s: StreamInput, ev: pl.DataFrame
+    store: ObjectStore, symbol: str, date: str, s: StreamInput, ev: np.ndarray, part: np.ndarray
 ) -> _Levels:
-    """Level rows of the events ``ev`` (columns ev, part) from the level parts, ordered by ``ev`` (rows of one
-    event in their order in the event)."""
-    parts = sorted(set(ev["part"].to_list()))
-    lo_ev, hi_ev = int(ev["ev"].min()), int(ev["ev"].max())  # type: ignore[arg-type]
+    """Level rows of the events ``ev`` (held in level parts ``part``), ordered by ``ev`` (rows of one event in
+    their order in the event)."""
+    parts = np.unique(part).tolist()
+    lo_ev, hi_ev = int(ev.min()), int(ev.max())
     part_keys = level_part_keys(s.report)  # exactly the parts the committed report names
     frames = []
-    for part in parts:
-        key = part_keys.get(part)
+    for p in parts:
+        key = part_keys.get(p)
         if key is None:
             raise MissingStateError(
-                f"validated {s.stream} {symbol} {date}: level part {part} of its events is "
+                f"validated {s.stream} {symbol} {date}: level part {p} of its events is "
                 "not named by its report"
             )
         frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
@@ -521,43 +522,105 @@ class _Levels:
         return start[which] + k, which, k
 
 
-def _other_candidates(inputs: Sequence[StreamInput], plan: Plan, a: int, b: int) -> list[pl.DataFrame | None]:
-    """Per stream: its events not chosen whose ``u`` is an event end of items a..b but whose range differs.
+class _ItemColumns:
+    """Per plan item, the columns of its chosen event that the output rows need beyond the plan (``ev`` is
+    ``plan.ref``, ``u`` is ``plan.update_id``; images hold fillers): numpy, held through the output loop
+    instead of the streams' per-event tables, so what lives for the whole merge is a few bytes per chosen
+    event."""
+
+    def __init__(self, market: Market, inputs: Sequence[StreamInput], plan: Plan, counts: np.ndarray) -> None:
+        n = len(plan.kind)
+        self.part = np.full(n, -1, np.int32)  # the level part holding the event's levels
+        names = ["receive_ns", "E", "U"] + (["T", "pu"] if market == "usdm" else [])
+        self.cols = {name: np.full(n, _NULL, np.int64) for name in names}  # _NULL: null
+        is_event = plan.kind == KIND_EVENT
+        for i, s in enumerate(inputs):
+            # the stream's chosen events, found by event number (binary search, no hash join)
+            pos = np.flatnonzero(is_event & (plan.stream == i))
+            ev_col = s.events["ev"].to_numpy()
+            ref = plan.ref[pos]
+            if s.events["ev"].is_sorted():  # read in event order: no sort needed
+                rows = np.minimum(np.searchsorted(ev_col, ref), max(len(ev_col) - 1, 0))
+            else:
+                by_ev = np.argsort(ev_col, kind="stable")
+                rows = by_ev[np.minimum(np.searchsorted(ev_col, ref, sorter=by_ev), max(len(ev_col) - 1, 0))]
+            if len(rows) and not bool((ev_col[rows] == ref).all()):
+                raise AssertionError(
+                    f"the plan names events of {s.stream} that its validated events do not hold"
+                )
+            counts[pos] = s.events["n_levels"].to_numpy()[rows]
+            self.part[pos] = s.events["part"].to_numpy()[rows]
+            for name, dest in self.cols.items():
+                dest[pos] = s.events[name].fill_null(_NULL).to_numpy()[rows]
+
+
+class _Candidates:
+    """One stream's events of another batching: not chosen, ending at the end ``u`` of an exact chosen event
+    (plan position ``pos``) but starting elsewhere; ordered by ``pos`` (then event number)."""
+
+    def __init__(self, pos: np.ndarray, ev: np.ndarray, part: np.ndarray, first_id: np.ndarray) -> None:
+        self.pos, self.ev, self.part, self.first_id = pos, ev, part, first_id
+
+    def between(self, a: int, b: int) -> _Candidates | None:
+        """The candidates whose event end is one of plan items a..b (None: none)."""
+        i, j = np.searchsorted(self.pos, [a, b])
+        if j <= i:
+            return None
+        return _Candidates(self.pos[i:j], self.ev[i:j], self.part[i:j], self.first_id[i:j])
+
+
+def _other_candidates(inputs: Sequence[StreamInput], plan: Plan) -> list[_Candidates | None]:
+    """Per stream: its events not chosen whose ``u`` ends an exact chosen event but whose range differs.
 
     Each carries the absolute quantities after its ``u``, so the replayed book after that event end must
     hold exactly them (``streams_agree`` for different batchings; identical ranges are compared by hash).
+    Found once for the day (a binary search of every event's ``u`` in the plan's event ends, which strictly
+    increase), so the per-event tables need not be held while the files are written.
     """
     if len(inputs) < 2:
         return [None] * len(inputs)
-    ev_mask = (plan.kind[a:b] == KIND_EVENT) & plan.exact[a:b]  # an inexact event's book is unknown
-    if not ev_mask.any():
-        return [None] * len(inputs)
-    ends = pl.DataFrame(
-        {"u": plan.update_id[a:b][ev_mask], "lo_c": plan.lo[a:b][ev_mask], "s_c": plan.stream[a:b][ev_mask]}
-    )
-    u_min, u_max = int(plan.update_id[a:b][ev_mask].min()), int(plan.update_id[a:b][ev_mask].max())
-    out: list[pl.DataFrame | None] = []
+    ends = np.flatnonzero((plan.kind == KIND_EVENT) & plan.exact)  # an inexact event's book is unknown
+    ends_u = plan.update_id[ends]
+    if len(ends_u) > 1 and not bool((ends_u[1:] > ends_u[:-1]).all()):
+        raise AssertionError("the plan's event ends do not strictly increase")
+    out: list[_Candidates | None] = []
     for s in inputs:
-        # a range filter (one linear scan) before the join: the join then hashes this file's events, not the
-        # whole day's for every file
-        near = s.events.filter(pl.col("u").is_between(u_min, u_max))
-        cand = near.join(ends, on="u", how="inner").filter(pl.col("lo") != pl.col("lo_c"))
-        out.append(cand if cand.height else None)
+        if not len(ends) or not s.events.height:
+            out.append(None)
+            continue
+        u = s.events["u"].to_numpy()
+        j = np.minimum(np.searchsorted(ends_u, u), len(ends_u) - 1)
+        hit = np.flatnonzero((ends_u[j] == u) & (s.events["lo"].to_numpy() != plan.lo[ends[j]]))
+        if not len(hit):
+            out.append(None)
+            continue
+        pos = ends[j[hit]]
+        order = np.argsort(pos, kind="stable")  # stable: by event number within one event end
+        hit, pos = hit[order], pos[order]
+        out.append(
+            _Candidates(
+                pos,
+                s.events["ev"].to_numpy()[hit],
+                s.events["part"].to_numpy()[hit],
+                s.events["U"].to_numpy()[hit],
+            )
+        )
     return out
 
 
-def _other_rows(si: int, lv: _Levels, cand: pl.DataFrame) -> pl.DataFrame:
+def _other_rows(si: int, lv: _Levels, cand: _Candidates, plan: Plan) -> pl.DataFrame:
     """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
-    idx, which, _k = lv.rows_of(cand["ev"].to_numpy())
+    idx, which, _k = lv.rows_of(cand.ev)
+    pos = cand.pos[which]
     return pl.DataFrame(
         {
-            "b": cand["u"].to_numpy()[which],
+            "b": plan.update_id[pos],
             "is_bid": lv.is_bid[idx],
             "price": lv.price[idx],
             "qty": lv.qty[idx],
-            "U": cand["U"].to_numpy()[which],
+            "U": cand.first_id[which],
             "s": np.full(len(idx), si, np.int32),
-            "s_c": cand["s_c"].to_numpy()[which].astype(np.int32),
+            "s_c": plan.stream[pos].astype(np.int32),
         }
     ).select(
         "b",
@@ -644,30 +707,29 @@ class _Rows:
         )
 
 
-def _put_events(rows: _Rows, market: Market, s: StreamInput, ev: pl.DataFrame, lv: _Levels, a: int) -> None:
-    """The level rows of the chosen events ``ev`` (event columns + pos) of one stream."""
-    idx, which, k = lv.rows_of(ev["ev"].to_numpy())
-
-    def col(name: str) -> np.ndarray:
-        return ev[name].fill_null(_NULL).to_numpy()[which]
-
-    usdm = market == "usdm"
+def _put_events(
+    rows: _Rows, s: StreamInput, plan: Plan, items: _ItemColumns, pos: np.ndarray, lv: _Levels, a: int
+) -> None:
+    """The level rows of one stream's chosen events at plan positions ``pos``."""
+    idx, which, k = lv.rows_of(plan.ref[pos])
+    at = pos[which]  # plan position of each row
     n = len(idx)
+    null = np.full(n, _NULL, np.int64)
     rows.put(
-        ev["pos"].to_numpy()[which] - a,
+        at - a,
         k,
         s.stream,
-        exchange_ms=col("E"),
-        transaction_ms=col("T") if usdm else np.full(n, _NULL, np.int64),
-        receive_ns=col("receive_ns"),
-        first_update_id=col("U"),
-        last_update_id=col("u"),
-        prev_update_id=col("pu") if usdm else np.full(n, _NULL, np.int64),
+        exchange_ms=items.cols["E"][at],
+        transaction_ms=items.cols["T"][at] if "T" in items.cols else null,
+        receive_ns=items.cols["receive_ns"][at],
+        first_update_id=items.cols["U"][at],
+        last_update_id=plan.update_id[at],
+        prev_update_id=items.cols["pu"][at] if "pu" in items.cols else null,
         is_snapshot=False,
         is_bid=lv.is_bid[idx],
         price=lv.price[idx],
         qty=lv.qty[idx],
-        book_exact=ev["book_exact"].to_numpy()[which],
+        book_exact=plan.exact[at],
     )
 
 
@@ -781,47 +843,25 @@ def merge_symbol_day(
     stage = staging_prefix(market, symbol, date, report.version)
     checker = MergeChecker(market, [s.stream for s in inputs], report.price_decimals, report.qty_decimals)
     checker.set_inputs(inputs, plan)
-    for s in inputs:  # the levels' hashes served the checks above; the per-event tables are held to the end
-        s.events = s.events.drop("levels_hash")
     if carry is not None:
         checker.carried_anchor_band = carry.anchor_band
 
-    # positions of the plan, chunked by level-row count
-    n_items = len(plan.kind)
-    counts = np.zeros(n_items, np.int64)
-    chosen: list[pl.DataFrame] = []  # per stream: its chosen events with their plan position, by position
-    items = pl.DataFrame(
-        {
-            "pos": np.arange(n_items, dtype=np.int64),
-            "kind": plan.kind,
-            "s": plan.stream,
-            "ref": plan.ref,
-            "book_exact": plan.exact,
-        }
-    )
+    # what the output loop needs of the per-event tables, taken once: the chosen events' columns per plan item
+    # and the other-batching candidates; then the tables go (memory: what is held through the loop is a few
+    # numpy columns per chosen event, not both streams' tables)
+    counts = np.zeros(len(plan.kind), np.int64)  # level rows per plan item
+    items = _ItemColumns(market, inputs, plan, counts)
+    others = _other_candidates(inputs, plan)
+    events_per_stream = [s.events.height for s in inputs]
     for i, s in enumerate(inputs):
-        # the stream's chosen events in plan order: found by event number (binary search, no hash join)
-        pos = np.flatnonzero((plan.kind == KIND_EVENT) & (plan.stream == i))
-        ev_col = s.events["ev"].to_numpy()
-        by_ev = np.argsort(ev_col, kind="stable")
-        rows = by_ev[np.searchsorted(ev_col, plan.ref[pos], sorter=by_ev)]
-        if len(rows) and not bool((ev_col[rows] == plan.ref[pos]).all()):
-            raise AssertionError(f"the plan names events of {s.stream} that its validated events do not hold")
-        ch = s.events.select(_event_columns(market, checks=False))[rows].with_columns(
-            pl.Series("pos", pos, pl.Int64), pl.Series("book_exact", plan.exact[pos], pl.Boolean)
-        )
-        del ev_col, by_ev, rows
-        chosen.append(ch)
-        counts[ch["pos"].to_numpy()] = ch["n_levels"].to_numpy()
-        snaps = items.filter((pl.col("kind") == KIND_SNAPSHOT) & (pl.col("s") == i)).join(
-            s.snapshots.select(pl.col("snap").alias("ref"), "n_levels"), on="ref", how="inner"
-        )
-        counts[snaps["pos"].to_numpy()] = snaps["n_levels"].to_numpy()
-    del items
-    for s in inputs:  # from here the per-event tables only serve the other-batching candidates of each file
-        s.events = s.events.select("ev", "part", "U", "u", "lo")
+        s.events = s.events.clear()
+        s.snapshot_levels = s.snapshot_levels.clear()  # the checker holds them by snapshot
+        pos = np.flatnonzero((plan.kind == KIND_SNAPSHOT) & (plan.stream == i))
+        n_levels = dict(s.snapshots.select("snap", "n_levels").iter_rows())
+        counts[pos] = [n_levels[int(r)] for r in plan.ref[pos]]
     if carry is not None:
         counts[plan.kind == KIND_CARRY] = carry.book.height
+    release_free_memory()  # the planning's temporaries (and an earlier phase's) are freed: return them
     bounds = _chunk_bounds(counts, ROWS_PER_FILE)
 
     staged: list[tuple[str, str]] = []  # (staging key, published key)
@@ -836,7 +876,8 @@ def merge_symbol_day(
             inputs,
             plan,
             carry,
-            chosen,
+            items,
+            others,
             checker,
             counts,
             day_start_ms,
@@ -850,7 +891,7 @@ def merge_symbol_day(
             report.first_update_id = int(plan.update_id[0])
             report.last_update_id = int(plan.update_id[-1])
 
-        _fill_stream_stats(report, inputs, plan)
+        _fill_stream_stats(report, inputs, plan, events_per_stream)
         report.checks = checker.finish(report)
 
         # this version's end book (the next day's opening, once published)
@@ -951,7 +992,8 @@ def _write_version(
     inputs: Sequence[StreamInput],
     plan: Plan,
     carry: CarryState | None,
-    chosen: list[pl.DataFrame],
+    items: _ItemColumns,
+    others: Sequence[_Candidates | None],
     checker: MergeChecker,
     counts: np.ndarray,
     day_start_ms: int,
@@ -970,7 +1012,20 @@ def _write_version(
     try:
         for fi, (a, b) in enumerate(bounds):
             out = _build_file(
-                store, market, symbol, date, inputs, plan, carry, chosen, checker, counts, day_start_ms, a, b
+                store,
+                market,
+                symbol,
+                date,
+                inputs,
+                plan,
+                carry,
+                items,
+                others,
+                checker,
+                counts,
+                day_start_ms,
+                a,
+                b,
             )
             key = f"{stage}part-{fi:05d}.parquet"
             if pending is not None:
@@ -1007,7 +1062,8 @@ def _build_file(
     inputs: Sequence[StreamInput],
     plan: Plan,
     carry: CarryState | None,
-    chosen: list[pl.DataFrame],
+    items: _ItemColumns,
+    others: Sequence[_Candidates | None],
     checker: MergeChecker,
     counts: np.ndarray,
     day_start_ms: int,
@@ -1017,32 +1073,31 @@ def _build_file(
     """The merged rows of plan items a..b (one output file), checked; the caller writes them."""
     sl = slice(a, b)
     kinds = plan.kind[sl]
-    cands = _other_candidates(inputs, plan, a, b)
+    is_event = kinds == KIND_EVENT
     other_frames: list[pl.DataFrame] = []
-    chosen_here: list[tuple[StreamInput, pl.DataFrame, _Levels]] = []
+    chosen_here: list[tuple[StreamInput, np.ndarray, _Levels]] = []
     for si, s in enumerate(inputs):
-        ch = chosen[si]
-        pos_col = ch["pos"].to_numpy()
-        lo_i, hi_i = np.searchsorted(pos_col, [a, b])
-        mine = ch.slice(int(lo_i), int(hi_i - lo_i)) if hi_i > lo_i else None
-        cand = cands[si]
-        wanted = [f.select("ev", "part") for f in (mine, cand) if f is not None]
-        if not wanted:
+        mine = a + np.flatnonzero(is_event & (plan.stream[sl] == si))  # plan positions of its chosen events
+        stream_others = others[si]
+        cand = stream_others.between(a, b) if stream_others is not None else None
+        wanted_ev = [plan.ref[mine]] + ([cand.ev] if cand is not None else [])
+        wanted_part = [items.part[mine]] + ([cand.part] if cand is not None else [])
+        if not len(mine) and cand is None:
             continue
         # one read of the stream's level parts serves its chosen events and its other-batching candidates
-        lv = _levels_of(store, market, symbol, date, s, pl.concat(wanted))
-        if mine is not None:
+        lv = _levels_of(store, symbol, date, s, np.concatenate(wanted_ev), np.concatenate(wanted_part))
+        if len(mine):
             chosen_here.append((s, mine, lv))
         if cand is not None:
-            other_frames.append(_other_rows(si, lv, cand))
+            other_frames.append(_other_rows(si, lv, cand, plan))
     # rows are placed straight into plan order (an item's rows after the previous item's): no join, no sort
     images: list[tuple[int, pl.DataFrame, int, int, int | None, int, str]] = []
     item_rows = np.zeros(b - a, np.int64)
     for _s, mine, lv in chosen_here:
-        ev = mine["ev"].to_numpy()
+        ev = plan.ref[mine]
         n_lv = np.searchsorted(lv.ev, ev, side="right") - np.searchsorted(lv.ev, ev, side="left")
-        item_rows[mine["pos"].to_numpy() - a] = n_lv
-    for k in np.flatnonzero(kinds != KIND_EVENT).tolist():
+        item_rows[mine - a] = n_lv
+    for k in np.flatnonzero(~is_event).tolist():
         p = a + k
         if plan.kind[p] == KIND_CARRY:
             assert carry is not None
@@ -1058,10 +1113,11 @@ def _build_file(
                 )
             )
         else:
-            s = inputs[int(plan.stream[p])]
+            si = int(plan.stream[p])
+            s = inputs[si]
             snap = int(plan.ref[p])
             head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
-            lvs = s.snapshot_levels.filter(pl.col("snap") == snap).select("is_bid", "price", "qty")
+            lvs = checker.snapshot_levels_of(si, snap)
             e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
             images.append(
                 (
@@ -1077,7 +1133,7 @@ def _build_file(
         item_rows[k] = images[-1][1].height
     rows = _Rows(item_rows)
     for s, mine, lv in chosen_here:
-        _put_events(rows, market, s, mine, lv, a)
+        _put_events(rows, s, plan, items, mine, lv, a)
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
         _put_image(rows, k, lvs, update_id, e_ms, t_ms, recv_ns, source)
     out = rows.frame(symbol).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
@@ -1101,7 +1157,9 @@ def _chunk_bounds(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan: Plan) -> None:
+def _fill_stream_stats(
+    report: MergeReport, inputs: Sequence[StreamInput], plan: Plan, events_per_stream: Sequence[int]
+) -> None:
     anchor = int(plan.update_id[0]) if len(plan.update_id) else None
     end = report.last_update_id
     span = (end - anchor) if (anchor is not None and end is not None) else 0
@@ -1117,7 +1175,7 @@ def _fill_stream_stats(report: MergeReport, inputs: Sequence[StreamInput], plan:
     for i, s in enumerate(inputs):
         st = StreamStats(s.stream)
         rep = s.report
-        st.events = s.events.height
+        st.events = events_per_stream[i]
         segs = [tuple(x) for x in rep.get("segments", [])]
         if anchor is not None and end is not None:
             st.covered_ids = sum(intersect_length([seg], anchor, end) for seg in segs)
