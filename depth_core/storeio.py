@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import polars as pl
@@ -18,26 +16,24 @@ from depth_store.base import ObjectInfo, ObjectStore
 def put_parquet(
     store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144, fast: bool = False
 ) -> ObjectInfo:
-    """Write a frame as zstd Parquet with statistics, atomically (temp file, then one put).
+    """Write a frame as zstd Parquet with statistics, atomically (the store's own temp file, then renamed).
 
     pyarrow's writer: same speed as polars' here, and its encodings make the merged rows ~20% smaller.
     ``fast``: lz4 instead of zstd, for intermediate files read once by the merge (faster to write).
     """
-    fd, name = tempfile.mkstemp(suffix=".parquet", prefix="depth-core-")
-    os.close(fd)
-    path = Path(name)
-    try:
+    table = frame.to_arrow()
+
+    def write(fh: BinaryIO) -> None:
         pq.write_table(
-            frame.to_arrow(),
-            path,
+            table,
+            fh,
             row_group_size=row_group_size,
             write_statistics=True,
             compression="lz4" if fast else "zstd",
             compression_level=None if fast else 3,
         )
-        return store.put_file(key, path)
-    finally:
-        path.unlink(missing_ok=True)
+
+    return store.put_written(key, write)
 
 
 def local_path(store: ObjectStore, key: str) -> Path | None:

@@ -116,6 +116,25 @@ def test_local_symlink_out_of_root_refused(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
+def test_local_symlinks_out_of_root_refused_after_the_folder_was_remembered(tmp_path: Path) -> None:
+    """The store remembers resolved folders: an object that is itself a link out of the root, in a folder
+    already used, is still refused (read and write)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not the store's")
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("a/b/ok", b"1")
+    assert store.get_bytes("a/b/ok") == b"1"  # the folder a/b is now remembered
+    (tmp_path / "store" / "a" / "b" / "leak").symlink_to(outside / "secret")
+    with pytest.raises(InvalidKeyError):
+        store.get_bytes("a/b/leak")
+    with pytest.raises(InvalidKeyError):
+        store.put_bytes("a/b/leak", b"escape")
+    assert (outside / "secret").read_bytes() == b"not the store's"
+    (tmp_path / "store" / "a" / "inside").symlink_to(tmp_path / "store" / "a" / "b" / "ok")
+    assert store.get_bytes("a/inside") == b"1"  # a link that stays inside the root is followed
+
+
 def test_temp_folder_never_listed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put_bytes("a/b", b"1")
