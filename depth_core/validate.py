@@ -58,6 +58,7 @@ from depth_core.events import (
     QuarantineEntry,
     join_objects,
     parse_objects,
+    symbol_decimal_counts,
 )
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
@@ -921,13 +922,12 @@ class _StreamDayRun:
             omap,
             wanted,
         )
-        if levels.height:  # decimals per symbol: one bincount over (symbol, decimals)
-            lsym = levels[SYM_COLUMN].to_numpy().astype(np.int64)
+        if levels.height:  # decimals per symbol: one compiled pass over (symbol, decimals)
+            lsym = levels[SYM_COLUMN].to_numpy()
             for col in ("price_dec", "qty_dec"):
-                dec = levels[col].to_numpy().astype(np.int64)
-                counts = np.bincount(lsym * 64 + np.clip(dec, 0, 63), minlength=(n_sym + 1) * 64)
-                for code in np.flatnonzero(counts).tolist():
-                    getattr(builders[code // 64], col)[code % 64] += int(counts[code])
+                counts = symbol_decimal_counts(lsym, levels[col].to_numpy(), n_sym + 1)
+                for sid, d in zip(*np.nonzero(counts), strict=True):
+                    getattr(builders[int(sid)], col)[int(d)] += int(counts[sid, d])
         levels = levels.drop("price_dec", "qty_dec")
         by = {
             name: _by_symbol(frame)
