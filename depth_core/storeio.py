@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from depth_store.base import ObjectInfo, ObjectStore
@@ -16,26 +17,26 @@ from depth_store.base import ObjectInfo, ObjectStore
 def put_parquet(
     store: ObjectStore, key: str, frame: pl.DataFrame, row_group_size: int = 262_144, fast: bool = False
 ) -> ObjectInfo:
-    """Write a frame as zstd Parquet with statistics, atomically (the store's own temp file, then renamed).
+    """Write a frame as zstd Parquet with statistics, atomically (one put of the whole file).
 
-    pyarrow's writer: same speed as polars' here, and its encodings make the merged rows ~20% smaller.
+    pyarrow's writer: same speed as polars' here, and its encodings make the merged rows ~20% smaller. It
+    writes into memory (no Python call per page, so a busy GIL never stalls it; the files are tens of MB),
+    and the store puts the bytes once (the local store: hashed and written straight into its own temp
+    file; before, a temp file elsewhere was copied in and hashed again, ~1.3 CPU-s of a benchmark day).
     ``fast``: dictionary-encoded pages left uncompressed, for the validated level parts the merge reads
-    (per 77 M level rows: 3.9 instead of 5.0 CPU-s to write with lz4, 0.9 instead of 1.1 to read, 12 % more
-    bytes: the dictionaries already hold most of what lz4 found; ``python -m benchmarks.bench_level_parts``).
+    (per million level rows 15 % less CPU to write than lz4 and 12 % more bytes: the dictionaries already
+    hold most of what lz4 found; ``python -m benchmarks.bench_level_parts STORE``).
     """
-    table = frame.to_arrow()
-
-    def write(fh: BinaryIO) -> None:
-        pq.write_table(
-            table,
-            fh,
-            row_group_size=row_group_size,
-            write_statistics=True,
-            compression="none" if fast else "zstd",
-            compression_level=None if fast else 3,
-        )
-
-    return store.put_written(key, write)
+    buf = pa.BufferOutputStream()
+    pq.write_table(
+        frame.to_arrow(),
+        buf,
+        row_group_size=row_group_size,
+        write_statistics=True,
+        compression="none" if fast else "zstd",
+        compression_level=None if fast else 3,
+    )
+    return store.put_bytes(key, buf.getvalue().to_pybytes())
 
 
 def local_path(store: ObjectStore, key: str) -> Path | None:

@@ -11,7 +11,6 @@ import builtins
 import datetime as dt
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -101,22 +100,6 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         """Upload a local file atomically (multipart for large files on S3)."""
-
-    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> ObjectInfo:
-        """Write an object by handing ``write`` a binary file to fill (a Parquet writer, say); atomic.
-
-        This default fills a local temp file, then :meth:`put_file` uploads it. The local store overrides
-        it to write straight into its own temp folder, hashing as it goes: no second copy, no re-read.
-        """
-        fd, name = tempfile.mkstemp(prefix="depth-store-", suffix=".part")
-        os.close(fd)
-        path = Path(name)
-        try:
-            with path.open("wb") as fh:
-                write(fh)
-            return self.put_file(key, path)
-        finally:
-            path.unlink(missing_ok=True)
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
         """Create ``key`` only if no object has that key; None (nothing written) if one exists.

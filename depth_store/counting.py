@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from depth_store.base import DeleteResult, ObjectInfo, ObjectStore
 
@@ -92,11 +92,6 @@ class CountingStore(ObjectStore):
             size = 0
         self._add("PUT", nbytes=size)
         return self.inner.put_file(key, path)
-
-    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> ObjectInfo:
-        info = self.inner.put_written(key, write)
-        self._add("PUT", nbytes=info.size)
-        return info
 
     def get_bytes(self, key: str) -> bytes:
         self._add("GET")

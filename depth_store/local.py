@@ -16,15 +16,14 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
-import io
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any
 
 from depth_store.base import (
     DeleteResult,
@@ -75,32 +74,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only binary file that feeds every byte to an md5 on its way to ``fh``."""
-
-    def __init__(self, fh: IO[bytes], digest: Any) -> None:
-        super().__init__()
-        self._fh = fh
-        self._digest = digest
-        self._pos = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self._digest.update(view)
-        self._fh.write(view)
-        self._pos += view.nbytes
-        return view.nbytes
-
-    def tell(self) -> int:
-        return self._pos
-
-    def flush(self) -> None:
-        self._fh.flush()
 
 
 class LocalStore(ObjectStore):
@@ -189,15 +162,6 @@ class LocalStore(ObjectStore):
                     fh.write(chunk)
 
         return self._write_atomically(key, target, copy, None, digest)
-
-    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> ObjectInfo:
-        """``write`` fills the store's own temp file through a hashing writer, renamed onto the key: the
-        bytes are written and hashed once (no temp file elsewhere, no copy, no re-read)."""
-        target = self._path(key)
-        digest = hashlib.md5(usedforsecurity=False)
-        return self._write_atomically(
-            key, target, lambda fh: write(cast(BinaryIO, _HashingWriter(fh, digest))), None, digest
-        )
 
     def _write_atomically(
         self,

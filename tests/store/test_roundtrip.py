@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -53,37 +52,6 @@ def test_put_file_round_trip(any_store: ObjectStore, tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFoundError):
         any_store.get_file("files/absent.bin", tmp_path / "down" / "absent.bin")
     assert not (tmp_path / "down" / "absent.bin").exists()
-
-
-def test_put_written_round_trip(any_store: ObjectStore) -> None:
-    """A writer filling the object in many small writes (as a Parquet writer does): the bytes and the etag
-    are those of the whole, and nothing is visible until it is complete."""
-    payload = bytes(range(256)) * 4096
-    seen_during_write: list[bool] = []
-
-    def write(fh: BinaryIO) -> None:
-        for i in range(0, len(payload), 10_000):
-            fh.write(payload[i : i + 10_000])
-            seen_during_write.append(any_store.exists("files/written.bin"))
-
-    info = any_store.put_written("files/written.bin", write)
-    assert info.size == len(payload)
-    assert info.etag == hashlib.md5(payload).hexdigest()
-    assert any_store.get_bytes("files/written.bin") == payload
-    assert seen_during_write and not any(seen_during_write)
-    head = any_store.head("files/written.bin")
-    assert head is not None and head.etag == info.etag
-
-
-def test_put_written_failure_leaves_nothing(any_store: ObjectStore) -> None:
-    def write(fh: BinaryIO) -> None:
-        fh.write(b"half of it")
-        raise RuntimeError("the writer failed")
-
-    with pytest.raises(RuntimeError, match="the writer failed"):
-        any_store.put_written("files/failed.bin", write)
-    assert any_store.head("files/failed.bin") is None
-    assert list(any_store.list("files/")) == []
 
 
 def test_missing_objects(any_store: ObjectStore) -> None:
