@@ -421,31 +421,42 @@ class LocalStore(ObjectStore):
             validate_key(start_after, allow_prefix=True)
         folder_part = prefix.rpartition("/")[0]
         start = self._path(folder_part, allow_prefix=True)
-        found: list[tuple[str, Path]] = []
-        try:
-            for dirpath, dirnames, filenames in os.walk(start, onerror=self._walk_error):
-                here = Path(dirpath)
-                if here == self.root:
-                    dirnames[:] = [d for d in dirnames if d != TEMP_DIR_NAME]
-                if start_after is not None:
-                    # every key under folder F starts with "F/": skip folders wholly before the cursor
-                    dirnames[:] = [
-                        d for d in dirnames if not _folder_before(self._key_of(here / d) + "/", start_after)
-                    ]
-                for name in filenames:
-                    path = here / name
-                    key = self._key_of(path)
-                    if start_after is not None and key <= start_after:
-                        continue
-                    if key.startswith(prefix) and not path.is_symlink():
-                        found.append((key, path))
-        except FileNotFoundError:
-            return
-        found.sort()
-        for key, path in found:
+        # os.scandir, keys built as strings: no pathlib object, lstat or relative_to per object (a
+        # stream-day is thousands of objects); links (files or folders) are neither listed nor followed
+        found: list[tuple[str, os.DirEntry[str]]] = []
+
+        def scan(folder: str, folder_key: str) -> None:
             try:
-                st = path.stat()
-                info = self._info(key, path, st)
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                self._walk_error(exc)
+                return
+            for entry in entries:
+                key = folder_key + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if not folder_key and entry.name == TEMP_DIR_NAME:
+                        continue
+                    sub = key + "/"
+                    if not (sub.startswith(prefix) or prefix.startswith(sub)):
+                        continue  # a folder beside the prefix
+                    if start_after is not None and _folder_before(sub, start_after):
+                        continue  # every key under it sorts at or before the cursor
+                    scan(entry.path, sub)
+                elif (
+                    entry.is_file(follow_symlinks=False)
+                    and key.startswith(prefix)
+                    and (start_after is None or key > start_after)
+                ):
+                    found.append((key, entry))
+
+        scan(str(start), folder_part + "/" if folder_part else "")
+        found.sort(key=lambda item: item[0])
+        for key, entry in found:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                info = self._info(key, Path(entry.path), st)
             except FileNotFoundError:
                 continue  # deleted while listing
             yield info
