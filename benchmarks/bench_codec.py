@@ -31,7 +31,11 @@ def _timed(fn: Callable[[], bytes], repeat: int = 3) -> tuple[float, bytes]:
 
 
 def measure(store: str) -> dict[str, Any]:
-    files = sorted(Path(store).glob("raw/market=spot/stream=bench-a/symbol=BTCUSDT/date=*/*.ndjson.gz"))[:100]
+    base = Path(store) / "raw" / "market=spot" / "stream=bench-a"
+    # the day's raw objects, layout v2 (date=*/) or v1 (symbol=*/date=*/)
+    files = sorted([*base.glob("date=*/*.ndjson.gz"), *base.glob("symbol=*/date=*/*.ndjson.gz")])[:100]
+    if not files:
+        raise SystemExit(f"no raw objects of bench-a under {store}")
     data = b"".join(gzip.decompress(f.read_bytes()) for f in files)
     codecs: list[tuple[str, Callable[[bytes], bytes], Callable[[bytes], bytes]]] = [
         (f"zlib level {lvl}", functools.partial(gzip.compress, compresslevel=lvl, mtime=0), gzip.decompress)
