@@ -351,8 +351,10 @@ class _Writer:
     ) -> ObjectInfo | None:
         with self.lock:
             self.written.add(key)
-        if wait:
-            return put_parquet(self.store, key, frame, 131_072 if fast else 262_144, fast)
+        if wait:  # not fast: a table of one row per event or line (events, snapshots, ...): ints delta-encoded
+            return put_parquet(
+                self.store, key, frame, 131_072 if fast else 262_144, fast, delta_ints=not fast
+            )
         self.pending.append(self.pool.submit(put_parquet, self.store, key, frame, 131_072, fast))
         while len(self.pending) > 1:  # at most one part in flight (bounded memory)
             self.pending.pop(0).result()
