@@ -351,7 +351,7 @@ class _Writer:
     ) -> ObjectInfo | None:
         with self.lock:
             self.written.add(key)
-        if wait:  # not fast: a table of one row per event or line (events, snapshots, ...): ints delta-encoded
+        if wait:  # not fast: a table of one row per event or line (events, snapshots): ints delta-encoded
             return put_parquet(
                 self.store, key, frame, 131_072 if fast else 262_144, fast, delta_ints=not fast
             )
