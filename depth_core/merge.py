@@ -122,8 +122,8 @@ def _load_stream(
         ) from exc
     wanted = [c for c in _event_columns(market) if c in names]
     events = read(EVENTS_FILE, wanted + (["dup"] if "dup" in names else []))
-    if "dup" in events.columns:
-        events = events.filter(~pl.col("dup")).drop("dup")
+    if "dup" in events.columns:  # filtered only when there are duplicates (no copy of the table otherwise)
+        events = events.filter(~pl.col("dup")).drop("dup") if events["dup"].any() else events.drop("dup")
     events = events.with_columns(lo_expr(market))
     return StreamInput(
         stream, report, events, read(SNAPSHOTS_FILE), read(SNAPSHOT_LEVELS_FILE), read(BOOK_TICKERS_FILE)
@@ -552,7 +552,8 @@ class _ItemColumns:
             counts[pos] = s.events["n_levels"].to_numpy()[rows]
             self.part[pos] = s.events["part"].to_numpy()[rows]
             for name, dest in self.cols.items():
-                dest[pos] = s.events[name].fill_null(_NULL).to_numpy()[rows]
+                col = s.events[name]
+                dest[pos] = (col.fill_null(_NULL) if col.null_count() else col).to_numpy()[rows]
 
 
 class _Candidates:
