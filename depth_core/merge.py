@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -525,12 +526,12 @@ class _Levels:
 
 class _ItemColumns:
     """Per plan item, the columns of its chosen event that the output rows need beyond the plan (``ev`` is
-    ``plan.ref``, ``u`` is ``plan.update_id``; images hold fillers): numpy, held through the output loop
-    instead of the streams' per-event tables, so what lives for the whole merge is a few bytes per chosen
-    event."""
+    ``plan.ref``, ``u`` is ``plan.update_id``; images hold fillers) and its level-row count: numpy, taken
+    from the streams' per-event tables once, so that the tables can go before the output loop."""
 
-    def __init__(self, market: Market, inputs: Sequence[StreamInput], plan: Plan, counts: np.ndarray) -> None:
+    def __init__(self, market: Market, inputs: Sequence[StreamInput], plan: Plan) -> None:
         n = len(plan.kind)
+        self.counts = np.zeros(n, np.int64)  # level rows per plan item (images: filled by the caller)
         self.part = np.full(n, -1, np.int32)  # the level part holding the event's levels
         names = ["receive_ns", "E", "U"] + (["T", "pu"] if market == "usdm" else [])
         self.cols = {name: np.full(n, _NULL, np.int64) for name in names}  # _NULL: null
@@ -549,11 +550,80 @@ class _ItemColumns:
                 raise AssertionError(
                     f"the plan names events of {s.stream} that its validated events do not hold"
                 )
-            counts[pos] = s.events["n_levels"].to_numpy()[rows]
+            self.counts[pos] = s.events["n_levels"].to_numpy()[rows]
             self.part[pos] = s.events["part"].to_numpy()[rows]
             for name, dest in self.cols.items():
                 col = s.events[name]
                 dest[pos] = (col.fill_null(_NULL) if col.null_count() else col).to_numpy()[rows]
+
+
+_PLAN_COLUMNS = ("kind", "stream", "ref", "update_id", "lo", "exact")
+
+
+class _Items:
+    """Plan items ``a``..``a + len(kind)`` (one output file) as numpy columns indexed from 0 (= item ``a``):
+    the plan's and their chosen events' (``_ItemColumns``)."""
+
+    def __init__(self, parked: _ParkedItems, a: int, b: int) -> None:
+        self.a = a
+        self.kind = parked.read("kind", a, b)
+        self.stream = parked.read("stream", a, b)
+        self.ref = parked.read("ref", a, b)
+        self.update_id = parked.read("update_id", a, b)
+        self.exact = parked.read("exact", a, b)
+        self.counts = parked.read("counts", a, b)
+        self.part = parked.read("part", a, b)
+        self.cols = {name: parked.read(f"col:{name}", a, b) for name in parked.event_columns}
+
+
+class _ParkedItems:
+    """The plan's per-item columns and the chosen events' (``_ItemColumns``) in a temporary file while the
+    output loop runs: each output file reads back only its own items (``items(a, b)``), so what the loop
+    holds does not grow with the day's length (≈ 70 bytes per chosen event otherwise). The plan's arrays are
+    empty meanwhile; ``restore`` puts them back for the checks' outcomes and the manifest."""
+
+    def __init__(self, plan: Plan, items: _ItemColumns) -> None:
+        self.plan = plan
+        self.event_columns = list(items.cols)
+        columns = {
+            **{name: getattr(plan, name) for name in _PLAN_COLUMNS},
+            "counts": items.counts,
+            "part": items.part,
+            **{f"col:{name}": values for name, values in items.cols.items()},
+        }
+        # closed (and so removed) by restore(), after the output loop
+        self.file = tempfile.TemporaryFile(prefix="depth-merge-items-")  # noqa: SIM115
+        self.where: dict[str, tuple[int, np.dtype[Any], int]] = {}
+        offset = 0
+        for name, values in columns.items():
+            values = np.ascontiguousarray(values)
+            self.file.write(values.data.cast("B"))
+            self.where[name] = (offset, values.dtype, len(values))
+            offset += values.nbytes
+        self.file.flush()
+        for name in _PLAN_COLUMNS:
+            setattr(plan, name, getattr(plan, name)[:0].copy())
+
+    def read(self, name: str, a: int, b: int) -> np.ndarray:
+        offset, dtype, n = self.where[name]
+        b = min(b, n)
+        a = min(a, b)
+        out = np.empty(b - a, dtype)
+        self.file.seek(offset + a * dtype.itemsize)
+        if self.file.readinto(out.data.cast("B")) != out.nbytes:
+            raise OSError(f"the merge's temporary item file is short at {name} {a}..{b}")
+        return out
+
+    def items(self, a: int, b: int) -> _Items:
+        return _Items(self, a, b)
+
+    def restore(self) -> None:
+        """The plan's arrays back in memory; the file is removed."""
+        try:
+            for name in _PLAN_COLUMNS:
+                setattr(self.plan, name, self.read(name, 0, self.where[name][2]))
+        finally:
+            self.file.close()
 
 
 class _Candidates:
@@ -610,19 +680,19 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan) -> list[_Candid
     return out
 
 
-def _other_rows(si: int, lv: _Levels, cand: _Candidates, plan: Plan) -> pl.DataFrame:
+def _other_rows(si: int, lv: _Levels, cand: _Candidates, it: _Items) -> pl.DataFrame:
     """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
     idx, which, _k = lv.rows_of(cand.ev)
-    pos = cand.pos[which]
+    at = cand.pos[which] - it.a  # item (in this file) whose end each row is compared at
     return pl.DataFrame(
         {
-            "b": plan.update_id[pos],
+            "b": it.update_id[at],
             "is_bid": lv.is_bid[idx],
             "price": lv.price[idx],
             "qty": lv.qty[idx],
             "U": cand.first_id[which],
             "s": np.full(len(idx), si, np.int32),
-            "s_c": plan.stream[pos].astype(np.int32),
+            "s_c": it.stream[at].astype(np.int32),
         }
     ).select(
         "b",
@@ -752,30 +822,28 @@ def _scatter_event_rows(
             out_exact[d] = exact[i]
 
 
-def _put_events(
-    rows: _Rows, s: StreamInput, plan: Plan, items: _ItemColumns, pos: np.ndarray, lv: _Levels, a: int
-) -> None:
-    """The level rows of one stream's chosen events at plan positions ``pos``."""
-    numbers = plan.ref[pos]
+def _put_events(rows: _Rows, s: StreamInput, it: _Items, mine: np.ndarray, lv: _Levels) -> None:
+    """The level rows of one stream's chosen events, items ``mine`` of the file."""
+    numbers = it.ref[mine]
     lv_start = np.searchsorted(lv.ev, numbers, side="left")
     lv_count = np.searchsorted(lv.ev, numbers, side="right") - lv_start
-    null = np.full(len(pos), _NULL, np.int64)
+    null = np.full(len(mine), _NULL, np.int64)
     by_name = {
-        "exchange_ms": items.cols["E"][pos],
-        "transaction_ms": items.cols["T"][pos] if "T" in items.cols else null,
-        "receive_ns": items.cols["receive_ns"][pos],
-        "first_update_id": items.cols["U"][pos],
-        "last_update_id": plan.update_id[pos],
-        "prev_update_id": items.cols["pu"][pos] if "pu" in items.cols else null,
+        "exchange_ms": it.cols["E"][mine],
+        "transaction_ms": it.cols["T"][mine] if "T" in it.cols else null,
+        "receive_ns": it.cols["receive_ns"][mine],
+        "first_update_id": it.cols["U"][mine],
+        "last_update_id": it.update_id[mine],
+        "prev_update_id": it.cols["pu"][mine] if "pu" in it.cols else null,
     }
     ev_cols = np.ascontiguousarray(np.stack([by_name[c].astype(np.int64) for c in _Rows.INT_COLUMNS]))
     c = rows.cols
     _scatter_event_rows(
-        rows.start[pos - a],
+        rows.start[mine],
         lv_start,
         lv_count,
         ev_cols,
-        plan.exact[pos],
+        it.exact[mine],
         lv.is_bid,
         lv.price,
         lv.qty,
@@ -904,10 +972,9 @@ def merge_symbol_day(
         checker.carried_anchor_band = carry.anchor_band
 
     # what the output loop needs of the per-event tables, taken once: the chosen events' columns per plan item
-    # and the other-batching candidates; then the tables go (memory: what is held through the loop is a few
-    # numpy columns per chosen event, not both streams' tables)
-    counts = np.zeros(len(plan.kind), np.int64)  # level rows per plan item
-    items = _ItemColumns(market, inputs, plan, counts)
+    # and the other-batching candidates; then the tables go, and the per-item columns wait in a temporary
+    # file, read back file by file (memory through the loop: one file's items, whatever the day's length)
+    items = _ItemColumns(market, inputs, plan)
     others = _other_candidates(inputs, plan)
     events_per_stream = [s.events.height for s in inputs]
     for i, s in enumerate(inputs):
@@ -915,33 +982,36 @@ def merge_symbol_day(
         s.snapshot_levels = s.snapshot_levels.clear()  # the checker holds them by snapshot
         pos = np.flatnonzero((plan.kind == KIND_SNAPSHOT) & (plan.stream == i))
         n_levels = dict(s.snapshots.select("snap", "n_levels").iter_rows())
-        counts[pos] = [n_levels[int(r)] for r in plan.ref[pos]]
+        items.counts[pos] = [n_levels[int(r)] for r in plan.ref[pos]]
     if carry is not None:
-        counts[plan.kind == KIND_CARRY] = carry.book.height
+        items.counts[plan.kind == KIND_CARRY] = carry.book.height
+    bounds = _chunk_bounds(items.counts, ROWS_PER_FILE)
+    parked = _ParkedItems(plan, items)
+    del items
     release_free_memory()  # the planning's temporaries (and an earlier phase's) are freed: return them
-    bounds = _chunk_bounds(counts, ROWS_PER_FILE)
 
     staged: list[tuple[str, str]] = []  # (staging key, published key)
     state_keys: list[str] = []
     try:
-        last_e_ms, last_recv = _write_version(
-            store,
-            market,
-            symbol,
-            date,
-            report,
-            inputs,
-            plan,
-            carry,
-            items,
-            others,
-            checker,
-            counts,
-            day_start_ms,
-            bounds,
-            stage,
-            staged,
-        )
+        try:
+            last_e_ms, last_recv = _write_version(
+                store,
+                market,
+                symbol,
+                date,
+                report,
+                inputs,
+                carry,
+                parked,
+                others,
+                checker,
+                day_start_ms,
+                bounds,
+                stage,
+                staged,
+            )
+        finally:
+            parked.restore()
         report.files = [dst for _, dst in staged]
         report.events = int(np.count_nonzero(plan.kind == KIND_EVENT))
         if len(plan.update_id):
@@ -1047,12 +1117,10 @@ def _write_version(
     date: str,
     report: MergeReport,
     inputs: Sequence[StreamInput],
-    plan: Plan,
     carry: CarryState | None,
-    items: _ItemColumns,
+    parked: _ParkedItems,
     others: Sequence[_Candidates | None],
     checker: MergeChecker,
-    counts: np.ndarray,
     day_start_ms: int,
     bounds: list[tuple[int, int]],
     stage: str,
@@ -1069,20 +1137,7 @@ def _write_version(
     try:
         for fi, (a, b) in enumerate(bounds):
             out = _build_file(
-                store,
-                market,
-                symbol,
-                date,
-                inputs,
-                plan,
-                carry,
-                items,
-                others,
-                checker,
-                counts,
-                day_start_ms,
-                a,
-                b,
+                store, symbol, date, inputs, carry, parked.items(a, b), others, checker, day_start_ms
             )
             key = f"{stage}part-{fi:05d}.parquet"
             if pending is not None:
@@ -1113,56 +1168,48 @@ def _json_band(band: tuple[float, float] | None) -> list[float | None] | None:
 
 def _build_file(
     store: ObjectStore,
-    market: Market,
     symbol: str,
     date: str,
     inputs: Sequence[StreamInput],
-    plan: Plan,
     carry: CarryState | None,
-    items: _ItemColumns,
+    it: _Items,
     others: Sequence[_Candidates | None],
     checker: MergeChecker,
-    counts: np.ndarray,
     day_start_ms: int,
-    a: int,
-    b: int,
 ) -> pl.DataFrame:
-    """The merged rows of plan items a..b (one output file), checked; the caller writes them."""
-    sl = slice(a, b)
-    kinds = plan.kind[sl]
-    is_event = kinds == KIND_EVENT
+    """The merged rows of the plan items ``it`` (one output file), checked; the caller writes them."""
+    a, b = it.a, it.a + len(it.kind)
+    is_event = it.kind == KIND_EVENT
     other_frames: list[pl.DataFrame] = []
     chosen_here: list[tuple[StreamInput, np.ndarray, _Levels]] = []
     for si, s in enumerate(inputs):
-        mine = a + np.flatnonzero(is_event & (plan.stream[sl] == si))  # plan positions of its chosen events
+        mine = np.flatnonzero(is_event & (it.stream == si))  # items of its chosen events
         stream_others = others[si]
         cand = stream_others.between(a, b) if stream_others is not None else None
-        wanted_ev = [plan.ref[mine]] + ([cand.ev] if cand is not None else [])
-        wanted_part = [items.part[mine]] + ([cand.part] if cand is not None else [])
         if not len(mine) and cand is None:
             continue
+        wanted_ev = [it.ref[mine]] + ([cand.ev] if cand is not None else [])
+        wanted_part = [it.part[mine]] + ([cand.part] if cand is not None else [])
         # one read of the stream's level parts serves its chosen events and its other-batching candidates
         lv = _levels_of(store, symbol, date, s, np.concatenate(wanted_ev), np.concatenate(wanted_part))
         if len(mine):
             chosen_here.append((s, mine, lv))
         if cand is not None:
-            other_frames.append(_other_rows(si, lv, cand, plan))
+            other_frames.append(_other_rows(si, lv, cand, it))
     # rows are placed straight into plan order (an item's rows after the previous item's): no join, no sort
     images: list[tuple[int, pl.DataFrame, int, int, int | None, int, str]] = []
     item_rows = np.zeros(b - a, np.int64)
     for _s, mine, lv in chosen_here:
-        ev = plan.ref[mine]
-        n_lv = np.searchsorted(lv.ev, ev, side="right") - np.searchsorted(lv.ev, ev, side="left")
-        item_rows[mine - a] = n_lv
+        ev = it.ref[mine]
+        item_rows[mine] = np.searchsorted(lv.ev, ev, side="right") - np.searchsorted(lv.ev, ev, side="left")
     for k in np.flatnonzero(~is_event).tolist():
-        p = a + k
-        if plan.kind[p] == KIND_CARRY:
+        if it.kind[k] == KIND_CARRY:
             assert carry is not None
             images.append(
                 (
                     k,
                     carry.book.select("is_bid", "price", "qty"),
-                    int(plan.update_id[p]),
+                    int(it.update_id[k]),
                     day_start_ms,
                     None,
                     day_start_ms * 10**6,
@@ -1170,9 +1217,9 @@ def _build_file(
                 )
             )
         else:
-            si = int(plan.stream[p])
+            si = int(it.stream[k])
             s = inputs[si]
-            snap = int(plan.ref[p])
+            snap = int(it.ref[k])
             head = s.snapshots.filter(pl.col("snap") == snap).row(0, named=True)
             lvs = checker.snapshot_levels_of(si, snap)
             e_ms = head["E"] if head["E"] is not None else head["receive_ns"] // 10**6
@@ -1180,7 +1227,7 @@ def _build_file(
                 (
                     k,
                     lvs,
-                    int(plan.update_id[p]),
+                    int(it.update_id[k]),
                     int(e_ms),
                     head["T"],
                     int(head["receive_ns"]),
@@ -1190,11 +1237,11 @@ def _build_file(
         item_rows[k] = images[-1][1].height
     rows = _Rows(item_rows)
     for s, mine, lv in chosen_here:
-        _put_events(rows, s, plan, items, mine, lv, a)
+        _put_events(rows, s, it, mine, lv)
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
         _put_image(rows, k, lvs, update_id, e_ms, t_ms, recv_ns, source)
     out = rows.frame(symbol).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
-    checker.on_chunk(out, a, counts[a:b], pl.concat(other_frames) if other_frames else None)
+    checker.on_chunk(out, a, it.counts, pl.concat(other_frames) if other_frames else None)
     return out
 
 
