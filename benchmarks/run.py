@@ -36,6 +36,7 @@ from benchmarks.common import (
     run_child,
 )
 
+MERGE_PAIRS = 3  # ours/floor runs of the merge section (the median pair is shown)
 SECTIONS = (
     "collector",
     "realrate",
@@ -317,20 +318,33 @@ class Bench:
     def merge(self) -> str:
         ds = self._dataset(1.0)
         self._warm()
-        log(f"merge: ours on {ds.meta['events']} events ...")
-        ours = self._ours(ds)
-        same = self._same_output(ds)
+        # ours and the floor alternated MERGE_PAIRS times: CPU seconds on these shared cores move by 5-10 %
+        # from run to run, so the ratio is the median of the pairs' ratios (each pair run back to back)
+        pairs: list[tuple[dict[str, Any], Any]] = []
+        same = ""
+        for i in range(1 if self.quick else MERGE_PAIRS):
+            log(f"merge: ours on {ds.meta['events']} events (pair {i + 1}) ...")
+            run = self._ours(ds)
+            if i == 0:
+                same = self._same_output(ds)
+            log(f"merge: floor (pair {i + 1}) ...")
+            floor_run = run_child(
+                ["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
+                timeout=900,
+            )
+            pairs.append((run, floor_run))
+        ratios = [o["cpu_s"] / f.cpu_s for o, f in pairs]
+        ours, floor = pairs[sorted(range(len(pairs)), key=lambda k: ratios[k])[len(pairs) // 2]]
+        spread = ", ".join(
+            f"{o['cpu_s']:.1f} ÷ {f.cpu_s:.1f} = {r:.2f}x (peak RSS {o['peak_rss_mib']:.0f} MiB)"
+            for (o, f), r in zip(pairs, ratios, strict=True)
+        )
         self.results.setdefault("scaling", {})[1.0] = {
             **ours,
             "events": ds.meta["events"],
             "level_rows": ds.meta["level_rows"],
             "same_output": same,
         }
-        log("merge: floor ...")
-        floor = run_child(
-            ["-m", "benchmarks.bench_merge", "floor", ds.store_url, ds.date, str(WORK_DIR / "floor")],
-            timeout=900,
-        )
         small = dayset.build(dayset.params_for(1 / 32, self.quick), log=log)
         log(f"merge: plain Python on {small.meta['events']} events ...")
         plain = run_child(
@@ -339,6 +353,7 @@ class Bench:
         )
         scale = ds.meta["events"] / small.meta["events"]
         self.results["merge"] = {
+            "pairs": [{"ours": o, "floor": {**f.report, "cpu_s": f.cpu_s}} for o, f in pairs],
             "ours": ours,
             "floor": {**floor.report, "wall_s": floor.wall_s},
             "plain": {**plain.report, "wall_s": plain.wall_s, "scale": scale},
@@ -365,13 +380,16 @@ class Bench:
             f"{verdict(gib <= 4)} |",
             "| floor: read + gunzip + parse both streams, write one stream's rows (zstd Parquet) | "
             f"{f_wall:.1f} | {f_cpu:.1f} | {floor.peak_rss_mib:.0f} | {floor.report['rows_written']:,} | "
-            f"{o_cpu / f_cpu:.2f}x | ours ≤ 1.5x floor (issue 8): {verdict(o_cpu / f_cpu <= 1.5)}; ≤ 2x "
+            f"{o_cpu / f_cpu:.2f}x | ours ≤ 1.5x floor (issue 15): {verdict(o_cpu / f_cpu <= 1.5)}; ≤ 2x "
             f"(issue 4): {verdict(o_cpu / f_cpu <= 2.0)} |",
             f"| plain-Python dict-book merge, measured on {small.meta['events']:,} events and scaled "
             f"x{scale:.0f} | {p_wall:.0f} (measured {plain.report['total_s']:.1f}) | {p_cpu:.0f} | "
             f"{plain.peak_rss_mib:.0f} (at 1/32 day; it holds everything) | {plain.report['rows_written']:,} "
             f"(at 1/32 day) | {o_cpu / p_cpu:.3f}x (ours is {p_cpu / o_cpu:.1f}x faster) | ≥ 20x faster: "
             f"{verdict(p_cpu / o_cpu >= 20)} |",
+            "",
+            f"Ours and the floor were run {len(pairs)} time(s), alternating (ours CPU ÷ floor CPU of each "
+            f"pair: {spread}); the table shows the pair with the median ratio.",
             "",
             f"Merged output: {ours.get('merged_rows', 0):,} rows in {ours.get('merged_files', 0)} file(s), "
             f"gaps reported: {ours.get('report_gaps', '?')} (the dataset has none: the outages are "
