@@ -300,20 +300,20 @@ class MergeChecker:
     ) -> None:
         """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``).
 
-        ``other_batchings``: levels (b, side, price, qty, U, s, s_c) of events of other batchings ending at
+        ``other_batchings``: levels (b, is_bid, price, qty, U, s, s_c) of events of other batchings ending at
         event end ``b`` of this chunk; compared with the replayed book after ``b``.
         """
         self._schema_and_order(out)
         self._decimals(out)
         if out.height == 0:
             return
+        is_bid = (out["side"] == "bid").to_numpy()  # of the rows as written (the side strings), once a chunk
         if other_batchings is not None and other_batchings.height:
-            self._compare_other_batchings(out, other_batchings)
+            self._compare_other_batchings(out, is_bid, other_batchings)
         snap = out["is_snapshot"].to_numpy()
         last = out["last_update_id"].to_numpy()
         first = out["first_update_id"].to_numpy()
         row_exact = out["book_exact"].to_numpy()
-        is_bid = (out["side"] == "bid").to_numpy()
         price = out["price"].to_numpy()
         qty = out["qty"].to_numpy()
         starts, stops = _group_bounds(snap, last, first)
@@ -387,10 +387,10 @@ class MergeChecker:
             )
         return stops[img], bands
 
-    def _compare_other_batchings(self, out: pl.DataFrame, other: pl.DataFrame) -> None:
+    def _compare_other_batchings(self, out: pl.DataFrame, is_bid: np.ndarray, other: pl.DataFrame) -> None:
         """The book after event end b (as-of over this chunk's rows, else the book at the chunk's start)
         must hold every level of an event of another batching that ends at b."""
-        rows = out.select("side", "price", "qty", "last_update_id", "is_snapshot").with_row_index("r")
+        rows = out.select("price", "qty", "last_update_id", "is_snapshot").with_row_index("r")
         snap = rows["is_snapshot"].to_numpy()
         opens_with_image = bool(snap[0])
         later_images = rows.filter(
@@ -404,8 +404,8 @@ class MergeChecker:
             if not other.height:
                 return
         # as-of lookup in numpy: (level key, event end) -> last quantity the chunk set at or before that end
-        m_key = self._level_keys(rows["side"], rows["price"])
-        q_key = self._level_keys(other["side"], other["price"])
+        m_key = self._level_keys_np(is_bid, rows["price"].to_numpy())
+        q_key = self._level_keys_np(other["is_bid"].to_numpy(), other["price"].to_numpy())
         replay = asof_levels(
             m_key, rows["last_update_id"].to_numpy(), rows["qty"].to_numpy(), q_key, other["b"].to_numpy()
         )
@@ -449,9 +449,6 @@ class MergeChecker:
                     "example_price": row["price"],
                 }
             )
-
-    def _level_keys(self, side: pl.Series, price: pl.Series) -> np.ndarray:
-        return self._level_keys_np((side == "bid").to_numpy(), price.to_numpy())
 
     def _level_keys_np(self, is_bid: np.ndarray, price: np.ndarray) -> np.ndarray:
         """One int64 per (side, price): price ticks at the symbol's decimals, doubled, +1 for bids."""

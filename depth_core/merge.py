@@ -681,7 +681,7 @@ def _other_candidates(inputs: Sequence[StreamInput], plan: Plan) -> list[_Candid
 
 
 def _other_rows(si: int, lv: _Levels, cand: _Candidates, it: _Items) -> pl.DataFrame:
-    """Levels (b, side, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
+    """Levels (b, is_bid, price, qty, U, s, s_c) of the candidate events ``cand`` of stream ``si``."""
     idx, which, _k = lv.rows_of(cand.ev)
     at = cand.pos[which] - it.a  # item (in this file) whose end each row is compared at
     return pl.DataFrame(
@@ -694,14 +694,6 @@ def _other_rows(si: int, lv: _Levels, cand: _Candidates, it: _Items) -> pl.DataF
             "s": np.full(len(idx), si, np.int32),
             "s_c": it.stream[at].astype(np.int32),
         }
-    ).select(
-        "b",
-        pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
-        "price",
-        "qty",
-        "U",
-        "s",
-        "s_c",
     )
 
 
