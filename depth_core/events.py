@@ -193,12 +193,14 @@ def _spans_equal(buf: np.ndarray, ss: np.ndarray, se: np.ndarray, ref: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def symbol_decimal_counts(sym: np.ndarray, dec: np.ndarray, n_sym: int) -> np.ndarray:
-    """Level rows per (symbol, decimals) of one batch: ``out[s, d]``, decimals clipped to 0..63. One pass
-    with no temporaries (a numpy bincount needed two 8-byte copies of every row)."""
+    """Level rows per (symbol, decimals) of one batch: ``out[s, d]``, decimals clipped to 0..63; ``sym``
+    empty: every row is of symbol 0. One pass with no temporaries (a numpy bincount needed two 8-byte
+    copies of every row)."""
     out = np.zeros((n_sym, 64), np.int64)
-    for i in range(sym.shape[0]):
+    one = sym.shape[0] == 0
+    for i in range(dec.shape[0]):
         d = dec[i]
-        out[sym[i], 0 if d < 0 else (63 if d > 63 else d)] += 1
+        out[0 if one else sym[i], 0 if d < 0 else (63 if d > 63 else d)] += 1
     return out
 
 

@@ -594,12 +594,13 @@ class _SymbolDay:
         ]
 
 
-def _by_symbol(frame: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
-    """Rows per symbol id (without the id column); no copy when one symbol has them all (a v1 batch)."""
+def _by_symbol(frame: pl.DataFrame, one: bool) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """Rows per symbol id (without the id column); no copy when one symbol has them all (a v1 batch);
+    ``one``: the caller knows they do (no pass over the ids)."""
     if not frame.height:
         return {}
     first = frame[SYM_COLUMN][0]
-    if frame[SYM_COLUMN].n_unique() == 1:
+    if one or frame[SYM_COLUMN].n_unique() == 1:
         return {(first,): frame.drop(SYM_COLUMN)}
     return frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False)
 
@@ -924,23 +925,19 @@ class _StreamDayRun:
             omap,
             wanted,
         )
+        one = n_sym == 1  # a batch of one symbol (a v1 batch, or one busy symbol): no per-row symbol work
         if levels.height:  # decimals per symbol: one compiled pass over (symbol, decimals)
-            lsym = levels[SYM_COLUMN].to_numpy()
+            lsym = np.zeros(0, np.int32) if one else levels[SYM_COLUMN].to_numpy()
             for col in ("price_dec", "qty_dec"):
                 counts = symbol_decimal_counts(lsym, levels[col].to_numpy(), n_sym + 1)
                 for sid, d in zip(*np.nonzero(counts), strict=True):
                     getattr(builders[int(sid)], col)[int(d)] += int(counts[sid, d])
         levels = levels.drop("price_dec", "qty_dec")
         by = {
-            name: _by_symbol(frame)
-            for name, frame in (
-                ("ev", events),
-                ("lv", levels),
-                ("sn", snaps),
-                ("slv", snap_levels),
-                ("bt", chunk.book_tickers),
-            )
+            name: _by_symbol(frame, one)
+            for name, frame in (("ev", events), ("lv", levels), ("sn", snaps), ("slv", snap_levels))
         }
+        by["bt"] = _by_symbol(chunk.book_tickers, False)
         for sid, b in builders.items():
             k = (sid,)
             b.take(
@@ -1072,9 +1069,8 @@ class _StreamDayRun:
         lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)
         lmask = lg >= 0
         if lmask.all():  # the usual batch: every level row is of day D and of a wanted symbol (no copy)
-            lv = levels.with_columns(
-                pl.Series(col, lg, pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32)
-            )
+            lsym = pl.lit(0, pl.Int32) if n_sym == 1 else pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32)
+            lv = levels.with_columns(pl.Series(col, lg, pl.Int64), lsym.alias(SYM_COLUMN))
         else:
             lv = levels.filter(pl.Series(lmask)).with_columns(
                 pl.Series(col, lg[lmask], pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32)
