@@ -1143,6 +1143,8 @@ def _write_version(
             if out.height:
                 last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
                 last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
+            # the writer holds the file's only reference: freed once written, not at the next file
+            del out
         if pending is not None:
             pending.result()
     finally:
