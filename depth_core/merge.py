@@ -10,10 +10,12 @@ are still written, with ``book_exact`` false, until the earliest snapshot (any s
 resumes, emitted as image rows (no received id is dropped). The version is written under ``staging/`` and
 published only if verified and not smaller than the published one (``depth_core.publish``).
 
-Memory: the streams' per-event tables serve the plan and the checks before the output, then only a few numpy
-columns per chosen event (``_ItemColumns``) and the other-batching candidates (``_Candidates``) are kept
-through the output loop; level rows are streamed: the output is written in files of ``ROWS_PER_FILE`` rows,
-each gathered from the level parts of the streams by event number (row-group statistics prune the reads).
+Memory: the streams' per-event tables serve the plan and the checks before the output; then the plan's
+per-item columns and a few of the chosen events' (``_ItemColumns``) wait in a temporary file
+(``_ParkedItems``), each output file reading back its own items, and only the other-batching candidates
+(``_Candidates``) stay in memory; level rows are streamed: the output is written in files of
+``ROWS_PER_FILE`` rows, each gathered from the level parts of the streams by event number (row-group
+statistics prune the reads). So the peak does not grow with the day's length.
 """
 
 from __future__ import annotations
