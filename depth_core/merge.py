@@ -715,8 +715,9 @@ class _Rows:
     def __init__(self, rows_per_item: np.ndarray) -> None:
         self.start = np.cumsum(rows_per_item) - rows_per_item
         n = int(rows_per_item.sum())
-        self.ints = np.empty((len(self.INT_COLUMNS), n), np.int64)  # one block: the compiled scatter fills it
-        self.cols: dict[str, np.ndarray] = {c: self.ints[i] for i, c in enumerate(self.INT_COLUMNS)}
+        # one array per column (8 MB a million rows: glibc reuses such blocks file after file, where one
+        # 48 MB block of all six went to a fresh mmap, page-faulted in again for every file)
+        self.cols: dict[str, np.ndarray] = {c: np.empty(n, np.int64) for c in self.INT_COLUMNS}
         self.cols.update(
             is_snapshot=np.empty(n, np.bool_),
             is_bid=np.empty(n, np.bool_),
@@ -788,7 +789,12 @@ def _scatter_event_rows(
     lv_price: np.ndarray,
     lv_qty: np.ndarray,
     source: int,
-    out_ints: np.ndarray,
+    out_e_ms: np.ndarray,
+    out_t_ms: np.ndarray,
+    out_recv: np.ndarray,
+    out_first: np.ndarray,
+    out_last: np.ndarray,
+    out_prev: np.ndarray,
     out_is_snapshot: np.ndarray,
     out_is_bid: np.ndarray,
     out_price: np.ndarray,
@@ -799,15 +805,26 @@ def _scatter_event_rows(
     """Event i's level rows ``lv_start[i] .. + lv_count[i]`` to output rows ``dest_start[i] ..``, each with
     the event's integer columns (``ev_cols[:, i]``, in ``_Rows.INT_COLUMNS`` order): one pass, no index
     arrays (a numpy gather and scatter per column cost ≈ 3 CPU-s of a benchmark day)."""
-    n_int = ev_cols.shape[0]
     for i in range(dest_start.shape[0]):
         d0 = dest_start[i]
         r0 = lv_start[i]
+        e_ms, t_ms, recv, first, last, prev = (
+            ev_cols[0, i],
+            ev_cols[1, i],
+            ev_cols[2, i],
+            ev_cols[3, i],
+            ev_cols[4, i],
+            ev_cols[5, i],
+        )
         for k in range(lv_count[i]):
             d = d0 + k
             r = r0 + k
-            for c in range(n_int):
-                out_ints[c, d] = ev_cols[c, i]
+            out_e_ms[d] = e_ms
+            out_t_ms[d] = t_ms
+            out_recv[d] = recv
+            out_first[d] = first
+            out_last[d] = last
+            out_prev[d] = prev
             out_is_snapshot[d] = False
             out_is_bid[d] = lv_is_bid[r]
             out_price[d] = lv_price[r]
@@ -842,7 +859,12 @@ def _put_events(rows: _Rows, s: StreamInput, it: _Items, mine: np.ndarray, lv: _
         lv.price,
         lv.qty,
         rows.source_code(s.stream),
-        rows.ints,
+        c["exchange_ms"],
+        c["transaction_ms"],
+        c["receive_ns"],
+        c["first_update_id"],
+        c["last_update_id"],
+        c["prev_update_id"],
         c["is_snapshot"],
         c["is_bid"],
         c["price"],

@@ -52,7 +52,7 @@ def put_parquet(
         use_dictionary=[f.name for f in table.schema if f.name not in delta] if delta else True,
         column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED") or None,
     )
-    return store.put_bytes(key, buf.getvalue().to_pybytes())
+    return store.put_bytes(key, memoryview(buf.getvalue()))
 
 
 def local_path(store: ObjectStore, key: str) -> Path | None:

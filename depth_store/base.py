@@ -94,8 +94,11 @@ class ObjectStore(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        """Write atomically (readers never see a partial object); verifies the checksum on upload."""
+    def put_bytes(self, key: str, data: bytes | memoryview) -> ObjectInfo:
+        """Write atomically (readers never see a partial object); verifies the checksum on upload.
+
+        ``data`` may be a ``memoryview`` of a buffer (a Parquet file written into memory): no copy to
+        ``bytes`` is needed first."""
 
     @abc.abstractmethod
     def put_file(self, key: str, path: Path) -> ObjectInfo:

@@ -81,7 +81,7 @@ class CountingStore(ObjectStore):
 
     # --- the ObjectStore interface -------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    def put_bytes(self, key: str, data: bytes | memoryview) -> ObjectInfo:
         self._add("PUT", nbytes=len(data))
         return self.inner.put_bytes(key, data)
 

@@ -145,7 +145,7 @@ class LocalStore(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    def put_bytes(self, key: str, data: bytes | memoryview) -> ObjectInfo:
         target = self._path(key)
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         return self._write_atomically(key, target, lambda fh: fh.write(data), digest)

@@ -324,8 +324,8 @@ class S3Store(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        info = self._put_object(key, data, {})
+    def put_bytes(self, key: str, data: bytes | memoryview) -> ObjectInfo:
+        info = self._put_object(key, data if isinstance(data, bytes) else data.tobytes(), {})
         assert info is not None  # unconditional: never refused
         return info
 
