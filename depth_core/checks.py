@@ -388,43 +388,49 @@ class MergeChecker:
         return stops[img], bands
 
     def _compare_other_batchings(self, out: pl.DataFrame, is_bid: np.ndarray, other: pl.DataFrame) -> None:
-        """The book after event end b (as-of over this chunk's rows, else the book at the chunk's start)
-        must hold every level of an event of another batching that ends at b."""
-        rows = out.select("price", "qty", "last_update_id", "is_snapshot").with_row_index("r")
-        snap = rows["is_snapshot"].to_numpy()
+        """The book after event end b must hold every level of an event of another batching that ends at b.
+
+        The book after b is an as-of over this chunk's rows since the last image at or before b: before the
+        chunk's first re-anchoring image, levels the chunk has not set yet come from the book at the chunk's
+        start (none if the chunk opens with an image); after an image, levels it does not hold are absent.
+        Every segment between images is compared (a file with an image mid-way is checked past it too).
+        """
+        snap = out["is_snapshot"].to_numpy()
+        last = out["last_update_id"].to_numpy()
+        price = out["price"].to_numpy()
+        qty = out["qty"].to_numpy()
         opens_with_image = bool(snap[0])
-        later_images = rows.filter(
-            pl.col("is_snapshot")
-            & (pl.col("r") > 0)
-            & (pl.col("last_update_id") != rows["last_update_id"][0])
-        )
-        if later_images.height:
-            # past a re-anchoring image the chunk-start book no longer applies: compare only before it
-            other = other.filter(pl.col("b") < later_images["last_update_id"].min())
-            if not other.height:
-                return
-        # as-of lookup in numpy: (level key, event end) -> last quantity the chunk set at or before that end
-        m_key = self._level_keys_np(is_bid, rows["price"].to_numpy())
+        # the first row of each image after row 0 (an image's rows share its id; a new image starts a run)
+        new_image = snap.copy()
+        new_image[1:] &= ~snap[:-1] | (last[1:] != last[:-1])
+        img_starts = np.flatnonzero(new_image)
+        img_starts = img_starts[img_starts > 0]
+        bounds = np.concatenate([[0], img_starts, [len(snap)]])
+        q_b = other["b"].to_numpy()
+        segment = np.searchsorted(last[img_starts], q_b, side="right")  # images at or before each b
+        m_key = self._level_keys_np(is_bid, price)
         q_key = self._level_keys_np(other["is_bid"].to_numpy(), other["price"].to_numpy())
-        replay = asof_levels(
-            m_key, rows["last_update_id"].to_numpy(), rows["qty"].to_numpy(), q_key, other["b"].to_numpy()
-        )
-        hit = ~np.isnan(replay)
-        if (~hit).any():
-            # not set in this chunk before b: the book at the chunk start (empty if the chunk opens an image)
-            if opens_with_image:
-                replay[~hit] = 0.0
-            else:
-                nb, na = self.book.depth_counts()
-                top_b, top_a = self.book.top(max(nb, na, 1))
-                s_key = np.concatenate(
-                    [
-                        self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
-                        self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0]),
-                    ]
-                )
-                s_q = np.concatenate([top_b[:, 1], top_a[:, 1]])
-                replay[~hit] = _lookup(s_key, s_q, q_key[~hit])
+        replay = np.empty(len(q_b))
+        for k in np.unique(segment).tolist():
+            sel = segment == k
+            a, e = int(bounds[k]), int(bounds[k + 1])
+            r = asof_levels(m_key[a:e], last[a:e], qty[a:e], q_key[sel], q_b[sel])
+            miss = np.isnan(r)
+            if miss.any():
+                if k > 0 or opens_with_image:  # after an image: a level it does not hold is absent
+                    r[miss] = 0.0
+                else:  # not set in this chunk before b: the book at the chunk start
+                    nb, na = self.book.depth_counts()
+                    top_b, top_a = self.book.top(max(nb, na, 1))
+                    s_key = np.concatenate(
+                        [
+                            self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
+                            self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0]),
+                        ]
+                    )
+                    s_q = np.concatenate([top_b[:, 1], top_a[:, 1]])
+                    r[miss] = _lookup(s_key, s_q, q_key[sel][miss])
+            replay[sel] = r
         j = other.with_columns(pl.Series("replay", replay))
         bad = j.filter(pl.col("replay") != pl.col("qty"))
         if not bad.height:

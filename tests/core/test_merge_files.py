@@ -50,10 +50,9 @@ def _write_days(root: Path, market: str, conflict: bool) -> None:
         victim["a"] = [[p, "9.999"] for p, _q in cast(list[list[str]], victim["a"])] or [["100.00", "9.999"]]
         b[60] = victim
     hole = (ids[450], ids[470])
-    # with the conflict the day opens with an image: a chunk compares other batchings only up to its first
-    # image after row 0 (the book before it is not the chunk-start book), so an unanchored opening would
-    # hide the conflict from a one-file merge
-    first = 0 if conflict else 10
+    # the day opens with unanchored events, then the first image: the conflict lies after that image, in the
+    # first file of a one-file merge (each segment between images is compared)
+    first = 10
     store = open_store(str(root))
     write_stream(
         store,
