@@ -71,7 +71,7 @@ class ChildResult:
 
     wall_s: float
     cpu_s: float  # user + system of the child and its own children
-    peak_rss_mib: float  # the child's peak resident set (ru_maxrss of the waited-for child)
+    peak_rss_mib: float  # the child's peak resident set (its VmHWM, see :func:`self_usage`)
     report: dict[str, Any]
 
 
@@ -79,7 +79,7 @@ def run_child(args: Sequence[str], *, timeout: float, env: dict[str, str] | None
     """Run ``python args...`` in a fresh process, so each measurement starts from a cold, empty heap.
 
     The child prints one JSON object as its last stdout line (see :func:`emit`), carrying its own
-    ``getrusage`` CPU time and peak RSS (``ru_maxrss`` of itself and of anything it spawned): exact
+    ``getrusage`` CPU time and peak RSS (its own ``VmHWM``, and ``ru_maxrss`` of anything it spawned): exact
     peaks, not sampled ones.
     """
     full_env = dict(os.environ)
@@ -106,12 +106,17 @@ def run_child(args: Sequence[str], *, timeout: float, env: dict[str, str] | None
 
 
 def self_usage() -> dict[str, float]:
-    """CPU seconds and peak RSS of this process (for children to put in their JSON report)."""
+    """CPU seconds and peak RSS of this process (for children to put in their JSON report).
+
+    The peak is ``VmHWM``, the high-water mark of this process's own memory since it started: Linux's
+    ``ru_maxrss`` also counts the RSS the parent had when it forked this process (kept across ``exec``), so
+    a child of a 1.7 GiB benchmark runner reported 1.7 GiB whatever it used itself."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     rc = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = proc_peak_rss_mib(os.getpid()) if Path("/proc/self/status").exists() else ru.ru_maxrss / 1024.0
     return {
         "cpu_s": ru.ru_utime + ru.ru_stime + rc.ru_utime + rc.ru_stime,
-        "peak_rss_mib": max(ru.ru_maxrss, rc.ru_maxrss) / 1024.0,
+        "peak_rss_mib": max(own, rc.ru_maxrss / 1024.0 if rc.ru_maxrss else 0.0),
     }
 
 
