@@ -369,7 +369,8 @@ class Bench:
             "merges ~¼ of consecutive event pairs into one message, 100 ms later) with disjoint 5-minute "
             f"outages, {ds.meta['objects']:,} raw objects of layout v{ds.meta.get('layout', 1)} (one object "
             f"per stream-flush, as the collector writes by default), {ds.meta['gzip_bytes'] / 1e6:.0f} MB "
-            "gzip. Every step runs in a fresh process; peak RSS is that process's own high-water mark (`VmHWM`; its `ru_maxrss` would include the runner's RSS at fork).",
+            "gzip. Every step runs in a fresh process; peak RSS is that process's own high-water mark "
+            "(`VmHWM`; its `ru_maxrss` would include the runner's RSS at fork).",
             "",
             "| step | wall s | CPU s | peak RSS MiB | rows written | ours ÷ this (CPU) | target |",
             "|---|---|---|---|---|---|---|",
