@@ -308,8 +308,6 @@ class MergeChecker:
         if out.height == 0:
             return
         is_bid = (out["side"] == "bid").to_numpy()  # of the rows as written (the side strings), once a chunk
-        if other_batchings is not None and other_batchings.height:
-            self._compare_other_batchings(out, is_bid, other_batchings)
         snap = out["is_snapshot"].to_numpy()
         last = out["last_update_id"].to_numpy()
         first = out["first_update_id"].to_numpy()
@@ -317,6 +315,9 @@ class MergeChecker:
         price = out["price"].to_numpy()
         qty = out["qty"].to_numpy()
         starts, stops = _group_bounds(snap, last, first)
+        if other_batchings is not None and other_batchings.height:
+            image_starts = starts[snap[starts] & (starts > 0)]
+            self._compare_other_batchings(snap, last, is_bid, price, qty, image_starts, other_batchings)
         # cut points: items before which a snapshot is compared
         item_start_row = np.concatenate([[0], np.cumsum(item_rows)])
         n_items = len(item_rows)
@@ -387,24 +388,25 @@ class MergeChecker:
             )
         return stops[img], bands
 
-    def _compare_other_batchings(self, out: pl.DataFrame, is_bid: np.ndarray, other: pl.DataFrame) -> None:
+    def _compare_other_batchings(
+        self,
+        snap: np.ndarray,
+        last: np.ndarray,
+        is_bid: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        img_starts: np.ndarray,
+        other: pl.DataFrame,
+    ) -> None:
         """The book after event end b must hold every level of an event of another batching that ends at b.
 
         The book after b is an as-of over this chunk's rows since the last image at or before b: before the
         chunk's first re-anchoring image, levels the chunk has not set yet come from the book at the chunk's
         start (none if the chunk opens with an image); after an image, levels it does not hold are absent.
-        Every segment between images is compared (a file with an image mid-way is checked past it too).
+        Every segment between images is compared (a file with an image mid-way is checked past it too);
+        ``img_starts``: the first row of each image after row 0.
         """
-        snap = out["is_snapshot"].to_numpy()
-        last = out["last_update_id"].to_numpy()
-        price = out["price"].to_numpy()
-        qty = out["qty"].to_numpy()
         opens_with_image = bool(snap[0])
-        # the first row of each image after row 0 (an image's rows share its id; a new image starts a run)
-        new_image = snap.copy()
-        new_image[1:] &= ~snap[:-1] | (last[1:] != last[:-1])
-        img_starts = np.flatnonzero(new_image)
-        img_starts = img_starts[img_starts > 0]
         bounds = np.concatenate([[0], img_starts, [len(snap)]])
         q_b = other["b"].to_numpy()
         segment = np.searchsorted(last[img_starts], q_b, side="right")  # images at or before each b
