@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from collectors import logs
 from collectors.config import EXCHANGE_WEIGHT_LIMIT, CollectorConfig
+from collectors.flow import ReadFlow
 from collectors.frames import (
     DEPTH_HEAD_SPOT,
     DEPTH_HEAD_USDM,
@@ -175,7 +176,10 @@ class Collector:
             gzip_level=config.gzip_level,
             on_object=self.uploader.submit,
             layout=self.layout,
+            max_pending_bytes=config.spool_max_pending_bytes,
         )
+        # socket reading pauses while the spool writer's backlog is over max_pending_bytes
+        self.read_flow = ReadFlow(self.spool)
         self.budget = WeightBudget(config.rest_weight_per_minute, EXCHANGE_WEIGHT_LIMIT[config.market])
         self.rest = RestClient(config.rest_url, config.market, self.budget)
         self.snapshots = SnapshotScheduler(
@@ -514,6 +518,8 @@ class Collector:
         on_frame = self.on_frame
         if isinstance(ws, FastTextConnection):
             ws.set_sink(functools.partial(on_frame, conn))
+            ws.read_flow = self.read_flow
+            self.read_flow.add(ws)
         try:
             while True:
                 frame = await recv(decode=False)
@@ -530,6 +536,9 @@ class Collector:
             conn.close_reason = conn.close_reason or f"error: {exc!r}"
             logs.error("reader_failed", conn=conn.conn_id, error=repr(exc))
         finally:
+            if isinstance(ws, FastTextConnection):
+                self.read_flow.discard(ws)
+                ws.read_flow = None
             conn.closed.set()
             self.groups[conn.group].wake.set()
 
@@ -1116,6 +1125,7 @@ class Collector:
         self.request_stop()
 
     def request_stop(self) -> None:
+        self.read_flow.stop()  # closing connections read their close handshakes; the final flush takes all
         self.stop_event.set()
         for g in self.groups:
             g.wake.set()
@@ -1134,6 +1144,7 @@ class Collector:
         """Collect until stop; then flush, upload and return the exit status."""
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
+        self.read_flow.start(asyncio.get_running_loop())
         self.start_storage()
         logs.info(
             "start",
@@ -1194,6 +1205,10 @@ class Collector:
             "symbols_anchored": sum(st.first_snapshot_done for st in self.symbols.values()),
             "rest_429": self.budget.rate_limited,
             "rest_418": self.budget.banned,
+            # flow control: how often and how long socket reading waited for the spool writer
+            "read_pauses": self.read_flow.pauses,
+            "read_paused_s": round(self.read_flow.paused_seconds, 3),
+            "read_pause_timeouts": self.read_flow.timeouts,
             "uploaded_objects": self.uploader.uploaded_objects,
             "store_requests": self.store_requests.snapshot() if self.store_requests is not None else {},
         }

@@ -149,6 +149,14 @@ FLAGS: tuple[Flag, ...] = (
         "BYTES",
     ),
     Flag(
+        "spool_max_pending_bytes",
+        "--spool-max-pending-bytes",
+        "DEPTH_SPOOL_MAX_PENDING_BYTES",
+        "received lines not yet taken by the spool writer, past which socket reading pauses until it "
+        "catches up (flow control; default 8M)",
+        "BYTES",
+    ),
+    Flag(
         "segment_max_bytes",
         "--segment-max-bytes",
         "DEPTH_SEGMENT_MAX_BYTES",
@@ -278,6 +286,7 @@ class CollectorConfig:
     snapshot_depth: int = 0
     spool_dir: Path = field(default_factory=lambda: Path("."))
     spool_max_bytes: int = 10 * 1024**3
+    spool_max_pending_bytes: int = 8 * 1024**2
     segment_max_bytes: int = 64 * 1024**2
     fsync_interval: float = 0.1
     metrics_port: int | None = None
@@ -486,6 +495,9 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         spool_max_bytes=parse_size(raw["spool_max_bytes"], "--spool-max-bytes")
         if "spool_max_bytes" in raw
         else 10 * 1024**3,
+        spool_max_pending_bytes=parse_size(raw["spool_max_pending_bytes"], "--spool-max-pending-bytes")
+        if "spool_max_pending_bytes" in raw
+        else 8 * 1024**2,
         segment_max_bytes=parse_size(raw["segment_max_bytes"], "--segment-max-bytes")
         if "segment_max_bytes" in raw
         else 64 * 1024**2,

@@ -127,6 +127,31 @@ class CollectorMetrics(PromCollector):
             "lines received and not yet written and fsync'd (the writer's backlog)",
             value=len(sp.pending),
         )
+        yield GaugeMetricFamily(
+            P + "spool_pending_bytes",
+            "bytes of lines received and not yet taken by the spool writer (bounded by flow control)",
+            value=sp.pending_bytes,
+        )
+        yield GaugeMetricFamily(
+            P + "spool_max_pending_bytes",
+            "backlog past which socket reading pauses (--spool-max-pending-bytes)",
+            value=sp.max_pending_bytes,
+        )
+        flow = c.read_flow
+        yield GaugeMetricFamily(P + "read_paused", "1 while socket reading is paused", value=int(flow.paused))
+        yield CounterMetricFamily(
+            P + "read_pauses", "socket reading paused for the spool writer to catch up", value=flow.pauses
+        )
+        yield CounterMetricFamily(
+            P + "read_paused_seconds",
+            "seconds socket reading was paused, in total",
+            value=flow.paused_seconds,
+        )
+        yield CounterMetricFamily(
+            P + "read_pause_timeouts",
+            "pauses ended after 5 s because the spool writer took nothing (hung disk?)",
+            value=flow.timeouts,
+        )
         yield CounterMetricFamily(
             P + "spool_write_errors", "failed spool writes (disk full, I/O error)", value=sp.write_errors
         )

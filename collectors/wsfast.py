@@ -21,7 +21,7 @@ it, every complete frame is looked at once:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
@@ -32,6 +32,12 @@ _TEXT_FIN = 0x81  # FIN + opcode 1, no reserved bits
 _PING_FIN = 0x89
 _PONG_FIN = 0x8A
 _HTTP_END = b"\r\n\r\n"
+
+
+class FlowCheck(Protocol):
+    def over(self) -> bool:
+        """After a read: True when this connection must stop reading (collectors.flow.ReadFlow)."""
+        ...
 
 
 class FastTextConnection(ClientConnection):
@@ -46,6 +52,8 @@ class FastTextConnection(ClientConnection):
         self.fast_frames = 0  # frames read here (the rest came out of recv())
         self.fallback_reason: str | None = None  # why websockets reads the frames (None: it does not)
         self.sink_error: Exception | None = None
+        # asked after every read whether to pause reading (the spool writer is behind); None: never
+        self.read_flow: FlowCheck | None = None
 
     @property
     def fast(self) -> bool:
@@ -66,10 +74,28 @@ class FastTextConnection(ClientConnection):
         except Exception as exc:
             self._sink_failed(exc)
 
+    def pause_for_spool(self) -> None:
+        """Stop reading the socket (flow control; the kernel buffers what arrives meanwhile)."""
+        self.transport.pause_reading()
+
+    def resume_for_spool(self) -> None:
+        """Read again, unless websockets' own message queue holds reading paused (after a fallback)."""
+        if not self.recv_messages.paused:
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         if self._fast:
             self._receive_frames(data)
+            flow = self.read_flow
+            if flow is not None and flow.over():
+                self.transport.pause_reading()
             return
+        self._data_received_slow(data)
+        flow = self.read_flow
+        if flow is not None and flow.over():
+            self.transport.pause_reading()
+
+    def _data_received_slow(self, data: bytes) -> None:
         if self.protocol.state is State.CONNECTING:
             end = data.find(_HTTP_END)
             if end >= 0:
