@@ -178,14 +178,19 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
         raise NotAvailableError("collector did not stop within 60 s of SIGTERM") from None
 
 
-def _stop_with_rusage(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, float]:
-    """SIGTERM, wait, and return (exit code, the process's total CPU seconds from wait4's rusage)."""
+def _stop_with_rusage(
+    proc: subprocess.Popen[bytes], timeout: float = 60, usage: dict[str, float] | None = None
+) -> tuple[int, float]:
+    """SIGTERM, wait, and return (exit code, the process's total CPU seconds from wait4's rusage);
+    ``usage`` gets its user and system seconds and minor page faults (whole process life)."""
     proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while True:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            if usage is not None:
+                usage.update(user_s=ru.ru_utime, sys_s=ru.ru_stime, minor_faults=ru.ru_minflt)
             return proc.returncode, ru.ru_utime + ru.ru_stime
         if time.monotonic() > deadline:
             proc.kill()
@@ -203,6 +208,19 @@ def count_stored_depth_lines(store_root: Path) -> int:
             1 for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln[:40].split(b" ", 2)[1:2] == [b"D"]
         )
     return n
+
+
+def _stopped_report(work: Path) -> dict[str, Any]:
+    """The collector's ``stopped`` log line (its shutdown report), or nothing."""
+    try:
+        text = (work / "stderr.log").read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in reversed(text.splitlines()):
+        if '"event":"stopped"' in line:
+            with contextlib.suppress(ValueError):
+                return dict(json.loads(line))
+    return {}
 
 
 def ours(
@@ -244,11 +262,13 @@ def ours(
             rss = proc_rss_mib(proc.pid)
             peak = proc_peak_rss_mib(proc.pid)
         finally:
+            usage: dict[str, float] = {}
             if proc.poll() is None:
-                rc, c_end = _stop_with_rusage(proc)
+                rc, c_end = _stop_with_rusage(proc, usage=usage)
             else:
                 rc, c_end = proc.returncode, float("nan")
     window = n - first
+    report = _stopped_report(work)
     out: dict[str, Any] = {
         "messages": window,
         "msgs_per_s": window / (t1 - t0),
@@ -259,6 +279,11 @@ def ours(
         "peak_rss_mib": peak,
         "exit_code": rc,
         "load1": load1,
+        # whole process life (start-up included): where the CPU went, and the page faults of its memory
+        **usage,
+        # flow control: how often and how long socket reading waited for the spool writer
+        "read_pauses": report.get("read_pauses"),
+        "read_paused_s": report.get("read_paused_s"),
     }
     if sim_firehose_rate is None:
         stored = count_stored_depth_lines(store)

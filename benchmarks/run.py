@@ -203,7 +203,12 @@ class Bench:
             ratio = median([r["cpu_us_per_msg"] for r in ours]) / b_cpu
             lines += [
                 f"- Zero loss: every run stored exactly the frames sent (lost per run: {lost}); "
-                f"collector RSS at the end of a run: {fmt(median([r['rss_mib'] for r in ours]), 0)} MiB.",
+                f"collector RSS at the end of a run: {fmt(median([r['rss_mib'] for r in ours]), 0)} MiB "
+                "(the writer's backlog is bounded by flow control: socket reading paused "
+                + ", ".join(f"{r.get('read_pauses')} times for {r.get('read_paused_s')} s" for r in ours)
+                + "; minor page faults over the process's life: "
+                + ", ".join(f"{r.get('minor_faults', 0) / 1e3:.0f} k" for r in ours)
+                + ").",
                 "- Spread (CPU µs/msg of each run, with the 1-minute load average when it started): "
                 "bare loop "
                 + ", ".join(

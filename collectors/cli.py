@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from collectors import logs
 from collectors.collector import Collector
 from collectors.config import CollectorConfig, ConfigError, parse_config
+from collectors.memory import keep_freed_memory
 from collectors.metrics import MetricsServer
 from collectors.spool import SpoolLock, SpoolLockedError
 from depth_store import ObjectStore, StoreError, StoreUnavailableError, open_store
@@ -95,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"depth-collector: error: cannot use spool dir {config.spool_dir}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # the backlog is bounded (flow control): keep its freed memory for reuse instead of faulting it in again
+    keep_freed_memory(config.spool_max_pending_bytes)
     collector = Collector(config, StoreOpener(config.store, first_store))
     try:
         code = asyncio.run(_run(config, collector))

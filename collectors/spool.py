@@ -467,7 +467,9 @@ class Spool:
     """Journal writer (one thread: flush + fsync every ``fsync_interval``) and converter (one thread).
 
     The hot path calls :meth:`append` from the event loop; ``collections.deque`` appends and pops are
-    atomic, so the writer thread drains it without a lock. While the spool is over its disk budget
+    atomic, so the writer thread drains it without a lock. The backlog in bytes is bounded by the event
+    loop's read flow control (:mod:`collectors.flow`, ``max_pending_bytes``): the writer, woken early when
+    reading pauses, resumes reading once it has taken the backlog. While the spool is over its disk budget
     ``accepting`` is False and callers count what they could not spool instead of appending.
     """
 

@@ -45,6 +45,7 @@ def test_environment_is_read_and_the_flag_wins() -> None:
         "DEPTH_MARKET": "usdm",
         "DEPTH_FLUSH_SECONDS": "2.5",
         "DEPTH_SPOOL_MAX_BYTES": "512M",
+        "DEPTH_SPOOL_MAX_PENDING_BYTES": "16M",
         "DEPTH_BOOK_TICKER": "true",
         "DEPTH_WS_URL": "ws://127.0.0.1:1/x/",
         "XDG_STATE_HOME": "/state",
@@ -58,11 +59,13 @@ def test_environment_is_read_and_the_flag_wins() -> None:
     )
     assert cfg.flush_seconds == 2.5
     assert cfg.spool_max_bytes == 512 * 1024**2
+    assert cfg.spool_max_pending_bytes == 16 * 1024**2
     assert cfg.book_ticker is True
     assert cfg.ws_url == "ws://127.0.0.1:1/x"  # path kept, trailing slash dropped
     assert cfg.spool_dir == Path("/state/depth-collector/ap-1")
     cfg2 = parse_config(["--collector-id", "eu-2", "--flush-seconds", "3", "--market", "spot"], env=env)
     assert (cfg2.collector_id, cfg2.flush_seconds, cfg2.market) == ("eu-2", 3.0, "spot")
+    assert parse_config(["--spool-max-pending-bytes", "2M"], env=env).spool_max_pending_bytes == 2 * 1024**2
 
 
 @pytest.mark.parametrize(
