@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from depth_core.level_parts import read_level_part
 from depth_core.storeio import read_parquet
 from depth_core.validated_layout import (
     BOOK_TICKERS_FILE,
@@ -112,6 +113,8 @@ class RunWriter(Protocol):
     def parquet(
         self, key: str, frame: pl.DataFrame, fast: bool = False, wait: bool = True
     ) -> ObjectInfo | None: ...
+
+    def level_part(self, key: str, frame: pl.DataFrame, wait: bool = True) -> None: ...
 
 
 class CarryOverError(MissingStateError):
@@ -235,12 +238,12 @@ def load_carryover(
     part_map: dict[int, int] = {}
     for old_part in carried_parts:
         mapping = carried_ev.filter(pl.col("part") == old_part).select("ev", "new_ev")
-        lv = read_parquet(store, parts[old_part])
+        lv = read_level_part(store, parts[old_part])
         lv = lv.join(mapping, on="ev", how="inner", maintain_order="left").select(
             pl.col("new_ev").alias("ev"), "is_bid", "price", "qty"
         )
         key = b.part_key(b.part)
-        writer.parquet(key, lv, fast=True)
+        writer.level_part(key, lv)
         part_map[old_part] = b.part
         b.part += 1
         rep.level_parts.append(key)

@@ -44,6 +44,7 @@ from depth_core.layout import (
     state_book_key,
     state_day_prefix,
 )
+from depth_core.level_parts import read_level_columns
 from depth_core.memory import release_free_memory
 from depth_core.merge_types import (
     CarryState,
@@ -478,7 +479,7 @@ def _levels_of(
     parts = np.unique(part).tolist()
     lo_ev, hi_ev = int(ev.min()), int(ev.max())
     part_keys = level_part_keys(s.report)  # exactly the parts the committed report names
-    frames = []
+    keys = []
     for p in parts:
         key = part_keys.get(p)
         if key is None:
@@ -486,22 +487,20 @@ def _levels_of(
                 f"validated {s.stream} {symbol} {date}: level part {p} of its events is "
                 "not named by its report"
             )
-        frames.append(scan_parquet(store, key).filter(pl.col("ev").is_between(lo_ev, hi_ev)))
-    if not frames:
+        keys.append(key)
+    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for key in keys:
+        try:
+            cols.append(read_level_columns(store, key, (lo_ev, hi_ev)))
+        except ObjectNotFoundError as exc:
+            raise MissingStateError(
+                f"validated {s.stream} {symbol} {date}: level part {key} named by its report is missing"
+            ) from exc
+    if not cols:
         return _Levels(
             np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.float64), np.zeros(0, np.float64)
         )
-    try:
-        lv = pl.concat(frames).collect()
-    except Exception as exc:
-        missing = [part_keys[p] for p in parts if not store.exists(part_keys[p])]
-        if missing:
-            raise MissingStateError(
-                f"validated {s.stream} {symbol} {date}: level parts named by its report are "
-                f"missing: {', '.join(missing)}"
-            ) from exc
-        raise
-    out = _Levels(lv["ev"].to_numpy(), lv["is_bid"].to_numpy(), lv["price"].to_numpy(), lv["qty"].to_numpy())
+    out = _Levels(*(c[0] if len(cols) == 1 else np.concatenate(c) for c in zip(*cols, strict=True)))
     if len(out.ev) > 1 and not bool((out.ev[1:] >= out.ev[:-1]).all()):
         order = np.argsort(out.ev, kind="stable")  # stable: an event's rows keep their order
         out = _Levels(out.ev[order], out.is_bid[order], out.price[order], out.qty[order])

@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -61,6 +61,7 @@ from depth_core.events import (
     symbol_decimal_counts,
 )
 from depth_core.idline import gaps_between, lo_expr, union_ranges
+from depth_core.level_parts import LEVEL_COLUMNS, put_level_part
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import (
     RawFormatError,
@@ -105,7 +106,6 @@ ORPHAN_AGE = dt.timedelta(
     days=1
 )  # unlisted files older than this (a crashed run's) are removed by the next run
 
-LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
 QUARANTINE_SCHEMA = {
     "object_key": pl.String(),
     "line_no": pl.Int64(),
@@ -356,9 +356,22 @@ class _Writer:
                 self.store, key, frame, 131_072 if fast else 262_144, fast, delta_ints=not fast
             )
         self.pending.append(self.pool.submit(put_parquet, self.store, key, frame, 131_072, fast))
+        self._bound_pending()
+        return None
+
+    def level_part(self, key: str, frame: pl.DataFrame, wait: bool = True) -> None:
+        """A level part (``depth_core.level_parts``: exact integer ticks where they exist)."""
+        with self.lock:
+            self.written.add(key)
+        if wait:
+            put_level_part(self.store, key, frame)
+            return
+        self.pending.append(self.pool.submit(put_level_part, self.store, key, frame))
+        self._bound_pending()
+
+    def _bound_pending(self) -> None:
         while len(self.pending) > 1:  # at most one part in flight (bounded memory)
             self.pending.pop(0).result()
-        return None
 
     def forget(self, keys: set[str]) -> None:
         with self.lock:
@@ -380,6 +393,15 @@ class _Writer:
         if doomed:
             with contextlib.suppress(StoreError):
                 self.store.delete_many(doomed)
+
+
+class _PendingFile(NamedTuple):
+    """A file :meth:`_SymbolDay.finish` built, written by the caller before the report is committed."""
+
+    key: str
+    frame: pl.DataFrame
+    fast: bool = False
+    level_part: bool = False
 
 
 @dataclass
@@ -478,19 +500,17 @@ class _SymbolDay:
         self.meta.append((ns, text))
         self.report.lines_read += 1
 
-    def flush(
-        self, writer: _Writer, spill: bool, defer: list[tuple[str, pl.DataFrame, bool]] | None = None
-    ) -> None:
+    def flush(self, writer: _Writer, spill: bool, defer: list[_PendingFile] | None = None) -> None:
         """Buffered levels -> the next level part; with ``spill`` also the other tables -> spill files.
 
-        ``defer``: append the level part there (key, frame, fast) instead of writing it now."""
+        ``defer``: append the level part there instead of writing it now."""
         if self.levels.frames or any("part" not in f.columns for f in self.events.frames):
             key = self.part_key(self.part)
             frames = self.levels.frames or [pl.DataFrame(schema=LEVEL_COLUMNS)]
             if defer is not None:
-                defer.append((key, pl.concat(frames), True))
+                defer.append(_PendingFile(key, pl.concat(frames), level_part=True))
             else:
-                writer.parquet(key, pl.concat(frames), fast=True, wait=False)
+                writer.level_part(key, pl.concat(frames), wait=False)
             self.report.level_parts.append(key)
             fresh = [f for f in self.events.frames if "part" not in f.columns]
             if fresh:  # one frame for the events of this part
@@ -518,10 +538,10 @@ class _SymbolDay:
         buf.frames, buf.bytes = [], 0
         return pl.concat(frames, how="diagonal_relaxed") if frames else empty
 
-    def finish(self, store: ObjectStore, writer: _Writer) -> list[tuple[str, pl.DataFrame, bool]]:
-        """Build the data files and fill in the report; returns the files to write (key, frame, fast): the
-        last level part, then the data files (:data:`DATA_FILES` order), committed by the caller."""
-        out: list[tuple[str, pl.DataFrame, bool]] = []
+    def finish(self, store: ObjectStore, writer: _Writer) -> list[_PendingFile]:
+        """Build the data files and fill in the report; returns the files to write: the last level part, then
+        the data files (:data:`DATA_FILES` order), committed by the caller."""
+        out: list[_PendingFile] = []
         self.flush(writer, spill=False, defer=out)
         rep = self.report
         events = self._gather(store, self.events, _empty_events())
@@ -582,7 +602,7 @@ class _SymbolDay:
             (META_FILE, pl.DataFrame(meta, schema=META_SCHEMA, orient="row")),
         ):
             rep.keys[name] = self.file_key(name)
-            out.append((rep.keys[name], frame, False))
+            out.append(_PendingFile(rep.keys[name], frame))
         self.quarantine, self.meta = [], []
         return out
 
@@ -1108,7 +1128,7 @@ class _StreamDayRun:
                 for sym in sorted(self.builders):
                     b = self.builders[sym]
                     files = b.finish(self.store, writer)
-                    size = sum(int(f.estimated_size()) for _k, f, _fast in files)
+                    size = sum(int(f.frame.estimated_size()) for f in files)
                     inflight.append((b, pool.submit(self._write_and_commit, b, files, writer), size))
                     del files
                     # bounded: a few symbols' frames in memory (by count and by bytes)
@@ -1129,15 +1149,16 @@ class _StreamDayRun:
         self.stats["finish_ms"] = int((time.perf_counter() - t0) * 1000)
         self._write_stream_report(writer)
 
-    def _write_and_commit(
-        self, b: _SymbolDay, files: list[tuple[str, pl.DataFrame, bool]], writer: _Writer
-    ) -> None:
+    def _write_and_commit(self, b: _SymbolDay, files: list[_PendingFile], writer: _Writer) -> None:
         names = {v: k for k, v in b.report.keys.items()}
-        for key, frame, fast in files:
-            info = writer.parquet(key, frame, fast=fast)
+        for f in files:
+            if f.level_part:
+                writer.level_part(f.key, f.frame)
+                continue
+            info = writer.parquet(f.key, f.frame, fast=f.fast)
             assert info is not None
-            if key in names:
-                b.report.files[names[key]] = info.etag
+            if f.key in names:
+                b.report.files[names[f.key]] = info.etag
         self._commit(b, writer)
 
     def _commit(self, b: _SymbolDay, writer: _Writer) -> None:

@@ -1,0 +1,172 @@
+"""Validated level parts: a stream's level rows of a symbol-day, as the merge and the carry-over read them.
+
+A level part holds the rows ``(ev, is_bid, price, qty)`` of the events whose ``part`` column names it, in
+event order. It is the durable copy of those rows once the raw objects are cleaned up, and the largest thing
+a validation writes (a BTCUSDT day: ~38 M rows per stream), so its encoding is chosen for the CPU to write
+and read it as much as for its size.
+
+Format 2 (written since issue 15): prices and quantities as integer ticks at the fewest decimals that hold
+every value of the part exactly (``price * 10**price_decimals``), delta-encoded like ``ev``; Parquet,
+uncompressed pages, statistics on ``ev`` only (the merge prunes row groups by event number). The decimals
+are in the file's key-value metadata.
+Per million rows it is written in half the CPU of format 1 (float columns, dictionary pages), read in 20 %
+less, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact: a part is
+written in format 2 only when every value converts back to the very same float64 (``ticks / 10**d``, a
+correctly rounded IEEE division of two exact integers); a part with any value that does not (more than
+15 decimals, a mantissa past 2**53) is written in format 1.
+
+Format 1 (float64 ``price`` and ``qty``, dictionary pages) is still read: validated output of earlier
+releases stays readable, and it is the fallback above. Readers tell them apart by the column type.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numba
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from depth_core.storeio import local_path
+from depth_store.base import ObjectInfo, ObjectStore
+
+LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
+"""The level rows as the validation builds them and as :func:`read_level_part` returns them."""
+
+ROW_GROUP = 131_072
+MAX_DECIMALS = 15  # 10**d exact in float64 up to 22; Binance sends at most 8
+_META_FORMAT = b"depth.level_part_format"
+_META_PRICE_DEC = b"depth.price_decimals"
+_META_QTY_DEC = b"depth.qty_decimals"
+
+
+class LevelPartError(ValueError):
+    """A level part that does not decode (metadata missing or inconsistent with its columns)."""
+
+
+_POW10 = np.array([10.0**d for d in range(MAX_DECIMALS + 1)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_ticks(values: np.ndarray, pow10: np.ndarray, out: np.ndarray) -> int:
+    """The fewest decimals ``d`` at which every value is an exact integer number of ticks (``out``), proven
+    by ``out[i] / 10**d == values[i]``; -1 when there is none (the caller writes floats then).
+
+    One pass: ``d`` only grows (at most ``len(pow10) - 1`` times), and the ticks already written are
+    rescaled when it does (exact: integers below 2**53)."""
+    limit = 9007199254740992.0  # 2**53: every integer below it is exact in float64
+    d = 0
+    top = 0.0  # the largest |tick| so far
+    for i in range(len(values)):
+        v = values[i]
+        while True:
+            t = np.rint(v * pow10[d])
+            if abs(t) < limit and t / pow10[d] == v:
+                break
+            if d + 1 >= len(pow10) or top * 10.0 >= limit:
+                return -1
+            d += 1
+            top *= 10.0
+            for j in range(i):
+                out[j] *= 10
+        out[i] = np.int64(t)
+        top = max(top, abs(t))
+    return d
+
+
+def encode_level_part(frame: pl.DataFrame) -> pa.Table:
+    """The Arrow table of a level part: format 2 when every price and quantity is an exact number of ticks
+    at some decimals (the fewest, per part: spot frames write 8 decimals whatever the tick size), else
+    format 1."""
+    table = frame.select(list(LEVEL_COLUMNS)).to_arrow()
+    ticks = []
+    decimals = []
+    for name in ("price", "qty"):
+        values = frame[name].to_numpy()
+        out = np.empty(len(values), np.int64)
+        d = _to_ticks(values, _POW10, out)
+        if d < 0:
+            return table
+        ticks.append(out)
+        decimals.append(d)
+    return pa.table(
+        {"ev": table["ev"], "is_bid": table["is_bid"], "price": ticks[0], "qty": ticks[1]},
+        metadata={
+            _META_FORMAT: b"2",
+            _META_PRICE_DEC: str(decimals[0]).encode(),
+            _META_QTY_DEC: str(decimals[1]).encode(),
+        },
+    )
+
+
+def put_level_part(store: ObjectStore, key: str, frame: pl.DataFrame) -> ObjectInfo:
+    """Write one level part (format 2 where exact, see the module), atomically."""
+    table = encode_level_part(frame)
+    buf = pa.BufferOutputStream()
+    if pa.types.is_integer(table.schema.field("price").type):
+        pq.write_table(
+            table,
+            buf,
+            row_group_size=ROW_GROUP,
+            compression="none",
+            write_statistics=["ev"],
+            use_dictionary=["is_bid"],
+            column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ev", "price", "qty")},
+        )
+    else:
+        pq.write_table(
+            table,
+            buf,
+            row_group_size=ROW_GROUP,
+            compression="none",
+            write_statistics=["ev"],
+            use_dictionary=["is_bid", "price", "qty"],
+            column_encoding={"ev": "DELTA_BINARY_PACKED"},
+        )
+    return store.put_bytes(key, memoryview(buf.getvalue()))
+
+
+LevelColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""``ev`` (int64), ``is_bid`` (bool), ``price`` and ``qty`` (float64) as numpy arrays."""
+
+
+def decode_level_part(table: pa.Table, name: str = "level part") -> LevelColumns:
+    """The level rows of a level part's table, of either format."""
+    ev = table["ev"].to_numpy().astype(np.int64, copy=False)
+    is_bid = table["is_bid"].to_numpy(zero_copy_only=False).astype(np.bool_, copy=False)
+    price_type = table.schema.field("price").type
+    if pa.types.is_floating(price_type):
+        return ev, is_bid, table["price"].to_numpy(), table["qty"].to_numpy()
+    meta = table.schema.metadata or {}
+    try:
+        if meta[_META_FORMAT] != b"2":
+            raise KeyError(_META_FORMAT)
+        p_dec, q_dec = int(meta[_META_PRICE_DEC]), int(meta[_META_QTY_DEC])
+    except (KeyError, ValueError) as exc:
+        raise LevelPartError(f"{name}: integer price column without valid format-2 metadata ({exc})") from exc
+    if not (0 <= p_dec <= MAX_DECIMALS and 0 <= q_dec <= MAX_DECIMALS):
+        raise LevelPartError(f"{name}: decimals {p_dec}/{q_dec} out of range")
+    # exact: ticks and 10**d are exact doubles and IEEE division rounds correctly (see the module docstring)
+    price = table["price"].to_numpy() / 10.0**p_dec
+    qty = table["qty"].to_numpy() / 10.0**q_dec
+    return ev, is_bid, price, qty
+
+
+def read_level_columns(
+    store: ObjectStore, key: str, ev_between: tuple[int, int] | None = None
+) -> LevelColumns:
+    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi`` (row groups
+    outside are skipped by their statistics). Raises the store's ``ObjectNotFoundError`` for a missing
+    part."""
+    filters = [("ev", ">=", ev_between[0]), ("ev", "<=", ev_between[1])] if ev_between else None
+    path = local_path(store, key)
+    source: str | io.BytesIO = str(path) if path is not None else io.BytesIO(store.get_bytes(key))
+    return decode_level_part(pq.read_table(source, filters=filters), key)
+
+
+def read_level_part(store: ObjectStore, key: str) -> pl.DataFrame:
+    """One part's level rows as a frame (:data:`LEVEL_COLUMNS`)."""
+    ev, is_bid, price, qty = read_level_columns(store, key)
+    return pl.DataFrame({"ev": ev, "is_bid": is_bid, "price": price, "qty": qty}, schema=LEVEL_COLUMNS)
