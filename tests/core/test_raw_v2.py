@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depth_core.events import parse_objects
+from depth_core.level_parts import read_level_part
 from depth_core.raw_format import (
     LineKind,
     RawObjectKey,
@@ -157,7 +158,7 @@ def _validated(store: ObjectStore, stream: str, symbol: str) -> tuple[dict[str, 
         for name in ("events.parquet", "snapshots.parquet", "snapshot_levels.parquet", "meta.parquet")
     }
     levels = (
-        pl.concat([read_parquet(store, k) for k in rep.level_parts]) if rep.level_parts else pl.DataFrame()
+        pl.concat([read_level_part(store, k) for k in rep.level_parts]) if rep.level_parts else pl.DataFrame()
     )
     files["levels"] = levels
     return files, rep

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from depth_core.layout import merged_day_prefix, merged_manifest_key
+from depth_core.level_parts import read_level_part
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey
 from depth_core.storeio import read_parquet
@@ -78,7 +79,7 @@ def _output(store: ObjectStore, rep: SymbolDayReport) -> dict[str, pl.DataFrame]
     for name in DATA_FILES:
         frame = read_parquet(store, rep.file_key(name))
         out[name] = frame.drop([c for c in ("obj", "line_no", "part", "object_key") if c in frame.columns])
-    out["levels"] = pl.concat([read_parquet(store, k) for k in rep.level_parts])
+    out["levels"] = pl.concat([read_level_part(store, k) for k in rep.level_parts])
     return out
 
 

@@ -1,0 +1,147 @@
+"""Validated level parts: format 2 (exact integer ticks) round-trips every float bit for bit, falls back to
+format 1 where ticks are not exact, and format 1 parts of earlier releases stay readable."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from depth_core.level_parts import (
+    LEVEL_COLUMNS,
+    LevelPartError,
+    decode_level_part,
+    encode_level_part,
+    put_level_part,
+    read_level_columns,
+    read_level_part,
+)
+from depth_core.storeio import put_parquet
+from depth_store import open_store
+from depth_store.base import ObjectNotFoundError, ObjectStore
+
+KEY = "validated/market=spot/stream=eu-1/symbol=BTCUSDT/date=2025-11-24/run-levels-00000.parquet"
+
+
+def _frame(price: list[float], qty: list[float]) -> pl.DataFrame:
+    n = len(price)
+    return pl.DataFrame(
+        {"ev": np.arange(n) // 3, "is_bid": np.arange(n) % 2 == 0, "price": price, "qty": qty},
+        schema=LEVEL_COLUMNS,
+    )
+
+
+def _format(store: ObjectStore, key: str) -> tuple[str, dict[bytes, bytes]]:
+    table = pq.read_table(io.BytesIO(store.get_bytes(key)))
+    return str(table.schema.field("price").type), dict(table.schema.metadata or {})
+
+
+def _bits(frame: pl.DataFrame) -> list[np.ndarray]:
+    return [frame[c].to_numpy().view(np.int64) for c in ("price", "qty")]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return open_store(str(tmp_path / "store"))
+
+
+def test_ticks_take_the_fewest_decimals_and_round_trip_bit_for_bit(store: ObjectStore) -> None:
+    # decimals grow mid-part (0, then 2, then 8): the ticks already written are rescaled
+    price = [61837.0, 61837.63, 0.00000001, 61837.6, 12.5, 0.0]
+    qty = [1.0, 0.5, 0.00123, 3.0, 0.0, 1234567.89012]
+    frame = _frame(price, qty)
+    put_level_part(store, KEY, frame)
+    kind, meta = _format(store, KEY)
+    assert kind == "int64"
+    assert meta[b"depth.level_part_format"] == b"2"
+    assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"8", b"5")
+    back = read_level_part(store, KEY)
+    assert back.schema == pl.Schema(LEVEL_COLUMNS)
+    assert back.select("ev", "is_bid").equals(frame.select("ev", "is_bid"))
+    for got, want in zip(_bits(back), _bits(frame), strict=True):
+        assert (got == want).all()
+
+
+def test_a_value_without_exact_ticks_keeps_the_part_in_floats(store: ObjectStore) -> None:
+    # 0.1 + 0.2 is not the nearest double to any decimal of <= 15 places; 2**60 is past exact integers
+    for bad in (0.1 + 0.2, float(2**60), float("nan"), float("inf")):
+        frame = _frame([100.5, bad, 7.25], [1.0, 2.0, 3.0])
+        put_level_part(store, KEY, frame)
+        kind, meta = _format(store, KEY)
+        assert kind == "double", bad
+        assert b"depth.level_part_format" not in meta
+        back = read_level_part(store, KEY)
+        for got, want in zip(_bits(back), _bits(frame), strict=True):
+            assert (got == want).all(), bad
+
+
+def test_format_1_parts_of_earlier_releases_are_read(store: ObjectStore) -> None:
+    frame = _frame([61837.63, 61837.62, 61837.64], [0.5, 0.25, 0.0])
+    put_parquet(store, KEY, frame, 131_072, fast=True)  # how level parts were written before format 2
+    assert _format(store, KEY)[0] == "double"
+    assert read_level_part(store, KEY).equals(frame)
+
+
+def test_an_event_range_reads_only_those_rows(store: ObjectStore) -> None:
+    frame = _frame([float(i) for i in range(30)], [1.0] * 30)
+    put_level_part(store, KEY, frame)
+    ev, _is_bid, price, _qty = read_level_columns(store, KEY, (3, 5))
+    assert ev.tolist() == [3] * 3 + [4] * 3 + [5] * 3
+    assert price.tolist() == [float(i) for i in range(9, 18)]
+
+
+def test_integer_prices_without_their_decimals_are_refused() -> None:
+    table = pa.table({"ev": [0], "is_bid": [True], "price": [6183763], "qty": [5]})
+    with pytest.raises(LevelPartError, match="without valid format-2 metadata"):
+        decode_level_part(table, "some part")
+
+
+def test_a_missing_part_is_not_found(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        read_level_columns(store, KEY)
+
+
+def _places(text: str) -> int:
+    """Decimal places of a decimal string without its trailing zeros ("0.01000000" -> 2)."""
+    return len(text.partition(".")[2].rstrip("0"))
+
+
+@pytest.mark.parametrize(
+    "filename", ["hftbacktest_spot_btcusdt_20240808.gz", "hftbacktest_usdm_btcusdt_20240808.gz"]
+)
+def test_real_levels_round_trip_in_format_2(real_data: Path, store: ObjectStore, filename: str) -> None:
+    """Every level of a real recording (decimal strings as Binance sends them, parsed by Python's float), at
+    the decimals the strings need (Binance pads them with zeros to 8)."""
+    price: list[float] = []
+    qty: list[float] = []
+    places = [0, 0]
+    with gzip.open(real_data / filename) as fh:
+        for raw in fh:
+            msg = orjson.loads(raw.split(b" ", 1)[1])
+            data = msg.get("data", {})
+            if "@depth" not in msg.get("stream", ""):
+                continue
+            for p, q in [*data["b"], *data["a"]]:
+                price.append(float(p))
+                qty.append(float(q))
+                places = [max(places[0], _places(p)), max(places[1], _places(q))]
+    assert len(price) > 10_000
+    frame = _frame(price, qty)
+    put_level_part(store, KEY, frame)
+    kind, meta = _format(store, KEY)
+    assert kind == "int64"
+    assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (
+        str(places[0]).encode(),
+        str(places[1]).encode(),
+    )
+    back = read_level_part(store, KEY)
+    for got, want in zip(_bits(back), _bits(frame), strict=True):
+        assert (got == want).all()
+    assert encode_level_part(frame).num_rows == frame.height
