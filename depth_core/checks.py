@@ -49,10 +49,60 @@ def round_trip_failures(values: np.ndarray, decimals: int | None) -> np.ndarray:
     """Indices of floats that are not the nearest double to a decimal with ``decimals`` places."""
     if decimals is None or len(values) == 0:
         return np.zeros(0, np.int64)
-    scale = 10.0**decimals
-    ints = np.rint(values * scale)
-    ok = (np.abs(ints) < 2.0**53) & (ints / scale == values)
-    return np.flatnonzero(~ok)
+    return _round_trip_failures(values, 10.0**decimals)
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_trip_failures(values: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover - compiled
+    """One pass, no temporaries (a merged chunk is a million rows): ``rint(v * scale) / scale == v`` with
+    the integer below 2**53."""
+    limit = 9007199254740992.0
+    bad = 0
+    for i in range(values.shape[0]):
+        t = np.rint(values[i] * scale)
+        if not (abs(t) < limit and t / scale == values[i]):
+            bad += 1
+    out = np.empty(bad, np.int64)
+    k = 0
+    for i in range(values.shape[0] if bad else 0):
+        t = np.rint(values[i] * scale)
+        if not (abs(t) < limit and t / scale == values[i]):
+            out[k] = i
+            k += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _level_keys(is_bid: np.ndarray, price: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover
+    """``2 * rint(price * scale) + is_bid`` in one pass."""
+    out = np.empty(price.shape[0], np.int64)
+    for i in range(price.shape[0]):
+        out[i] = np.int64(np.rint(price[i] * scale)) * 2 + (1 if is_bid[i] else 0)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_grid(m_key: np.ndarray, m_b: np.ndarray) -> tuple[int, int, int, bool]:  # pragma: no cover
+    """Of level keys ``2 * ticks + is_bid``: the lowest tick, the gcd of the ticks' distances to it, the
+    span of the dense keys on that grid, and whether ``m_b`` is non-decreasing (one pass each)."""
+    t0 = m_key[0] >> 1
+    for i in range(m_key.shape[0]):
+        t0 = min(t0, m_key[i] >> 1)
+    step = 0
+    for i in range(m_key.shape[0]):
+        d = (m_key[i] >> 1) - t0
+        while d:  # Euclid; once the gcd is 1 every later step is one division
+            step, d = d, step % d
+    step = step or 1
+    top = 0
+    for i in range(m_key.shape[0]):
+        top = max(top, ((m_key[i] >> 1) - t0) // step)
+    ordered = True
+    for i in range(1, m_b.shape[0]):
+        if m_b[i] < m_b[i - 1]:
+            ordered = False
+            break
+    return t0, step, 2 * top + 2, ordered
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -131,12 +181,9 @@ def asof_levels(
         return np.full(len(q_key), np.nan)
     # keys are 2 * ticks + is_bid at the symbol's decimals (sparse: 8 decimals, tick 0.01); make them dense
     # by the chunk's own tick step (gcd of the price differences) before the table lookup
-    m_ticks = m_key >> 1
-    t0 = int(m_ticks.min())
-    step = int(np.gcd.reduce(m_ticks - t0)) or 1
-    m_dense = ((m_ticks - t0) // step) * 2 + (m_key & 1)
-    span = int(m_dense.max()) + 1
-    if span <= DENSE_ASOF_MAX_SPAN and bool(np.all(m_b[1:] >= m_b[:-1])):
+    t0, step, span, ordered = _dense_grid(m_key, m_b)
+    if span <= DENSE_ASOF_MAX_SPAN and ordered:
+        m_dense = (((m_key >> 1) - t0) // step) * 2 + (m_key & 1)
         q_ticks = q_key >> 1
         on_grid = (q_ticks >= t0) & ((q_ticks - t0) % step == 0)
         q_dense = np.where(on_grid, ((q_ticks - t0) // step) * 2 + (q_key & 1), -1)
@@ -460,9 +507,7 @@ class MergeChecker:
 
     def _level_keys_np(self, is_bid: np.ndarray, price: np.ndarray) -> np.ndarray:
         """One int64 per (side, price): price ticks at the symbol's decimals, doubled, +1 for bids."""
-        dec = self.price_decimals or 0
-        ticks = np.rint(price * 10.0**dec).astype(np.int64)
-        return ticks * 2 + is_bid.astype(np.int64)
+        return _level_keys(is_bid, price, 10.0 ** (self.price_decimals or 0))
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:

@@ -157,13 +157,26 @@ def decode_level_part(table: pa.Table, name: str = "level part") -> LevelColumns
 def read_level_columns(
     store: ObjectStore, key: str, ev_between: tuple[int, int] | None = None
 ) -> LevelColumns:
-    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi`` (row groups
-    outside are skipped by their statistics). Raises the store's ``ObjectNotFoundError`` for a missing
-    part."""
-    filters = [("ev", ">=", ev_between[0]), ("ev", "<=", ev_between[1])] if ev_between else None
+    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi``. Row groups
+    outside are skipped by their statistics, the rest read whole and cut in numpy (pyarrow's row filters cost
+    more than the read). Raises the store's ``ObjectNotFoundError`` for a missing part."""
     path = local_path(store, key)
-    source: str | io.BytesIO = str(path) if path is not None else io.BytesIO(store.get_bytes(key))
-    return decode_level_part(pq.read_table(source, filters=filters), key)
+    parquet = pq.ParquetFile(str(path) if path is not None else io.BytesIO(store.get_bytes(key)))
+    if ev_between is None:
+        return decode_level_part(parquet.read(), key)
+    lo, hi = ev_between
+    meta = parquet.metadata
+    ev_index = parquet.schema_arrow.get_field_index("ev")
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(ev_index).statistics
+        if stats is None or not stats.has_min_max or (stats.min <= hi and stats.max >= lo):
+            groups.append(g)
+    ev, is_bid, price, qty = decode_level_part(parquet.read_row_groups(groups), key)
+    if len(ev) and (ev.min() < lo or ev.max() > hi):
+        keep = (ev >= lo) & (ev <= hi)
+        ev, is_bid, price, qty = ev[keep], is_bid[keep], price[keep], qty[keep]
+    return ev, is_bid, price, qty
 
 
 def read_level_part(store: ObjectStore, key: str) -> pl.DataFrame:
