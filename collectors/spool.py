@@ -166,7 +166,7 @@ CONVERT_CHUNK = 4 * 1024 * 1024
 # the writer's backlog past which the event loop stops reading sockets (collectors.flow): about 30 ms of a
 # 180 k msg/s firehose, 2 s of 400 symbols at their real rates, drained by the writer in ~20 ms
 DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
-COMPRESS_LINES = 64  # lines per compress() call on the writer (~90 KB of real depth frames)
+COMPRESS_PIECE_BYTES = 96 * 1024  # input of one compress() call on the writer (~64 real depth lines)
 
 _isal_zlib: ModuleType | None
 try:  # ISA-L's deflate: standard gzip output at about a quarter of zlib's CPU (levels 0-3)
@@ -580,13 +580,15 @@ class Spool:
 
     # ---- hot path -------------------------------------------------------------------------------
 
-    def append(self, line: bytes) -> bool:
-        """Queue one journal line in this spool's layout; False (and counted) when over budget."""
+    def append(self, data: bytes, lines: int = 1) -> bool:
+        """Queue ``lines`` complete journal lines in this spool's layout (one line, or the lines of one
+        socket read: one receive time, so an entry never spans two UTC hours); False (and the lines
+        counted as dropped) when over budget."""
         if self.accepting:
-            self.pending.append(line)
-            self.appended_bytes += len(line)
+            self.pending.append(data)
+            self.appended_bytes += len(data)
             return True
-        self.dropped_lines += 1
+        self.dropped_lines += lines
         return False
 
     # ---- accounting -----------------------------------------------------------------------------
@@ -743,12 +745,13 @@ class Spool:
             done += os.write(fd, view[done:])
 
     def _hour_blocks(self, lines: list[bytes]) -> list[tuple[int, int, list[bytes]]]:
-        """Consecutive runs of ``lines`` in one UTC hour, as (hour, first line's ns, lines).
+        """Consecutive runs of entries in one UTC hour, as (hour, first line's ns, entries).
 
-        Journal times never go backwards (every line is stamped on the event loop as it is appended),
-        so when the first and last lines share an hour, all do: the usual case is one run, no scan. Only
-        a batch across an hour boundary is read line by line; a line whose time does not parse (none is
-        written so) is dropped and counted, as the conversion of a plain journal does.
+        An entry is one line or the lines of one socket read, which share one receive time. Journal
+        times never go backwards (every entry is stamped on the event loop as it is appended), so when
+        the first and last entries share an hour, all do: the usual case is one run, no scan. Only a
+        batch across an hour boundary is read entry by entry; an entry whose time does not parse (none
+        is written so) is dropped and counted, as the conversion of a plain journal does.
         """
         first, last = _ns_v2(lines[0]), _ns_v2(lines[-1])
         if first is not None and last is not None and first // HOUR_NS == last // HOUR_NS:
@@ -780,20 +783,32 @@ class Spool:
                 if self._segment is None:
                     self._open_segment(now_ns, first_ns)
                 assert self._segment_file is not None and self._gz is not None
-                # compressed in pieces of ~100 KB: small buffers are reused by the allocator and stay
-                # in cache (one join of a whole interval measured twice the CPU per line)
+                # compressed in pieces of ~100 KB (an entry of one socket read's lines alone): small
+                # buffers are reused by the allocator and stay in cache (one join of a whole interval
+                # measured twice the CPU per line)
                 compress = self._gz.compress
                 outs: list[bytes] = []
-                for j in range(0, len(block), COMPRESS_LINES):
-                    piece = b"".join(block[j : j + COMPRESS_LINES])
-                    size += len(piece)
-                    outs.append(compress(piece))
+                piece: list[bytes] = []
+                piece_bytes = 0
+                for entry in block:
+                    piece.append(entry)
+                    piece_bytes += len(entry)
+                    if piece_bytes >= COMPRESS_PIECE_BYTES:
+                        outs.append(compress(entry if len(piece) == 1 else b"".join(piece)))
+                        size += piece_bytes
+                        piece = []
+                        piece_bytes = 0
+                if piece:
+                    outs.append(compress(b"".join(piece)))
+                    size += piece_bytes
                 outs.append(self._gz.flush(Z_SYNC_FLUSH))
                 out = b"".join(outs)
                 self._write_all(self._segment_file, out)
                 os.fsync(self._segment_file)
             except OSError as exc:
-                self._compressed_write_failed(exc, len(block) + sum(len(b[2]) for b in blocks[i + 1 :]))
+                self._compressed_write_failed(
+                    exc, sum(entry.count(b"\n") for b in blocks[i:] for entry in b[2])
+                )
                 return written
             self._gz_md5.update(out)
             self._gz_size += len(out)
@@ -856,7 +871,7 @@ class Spool:
                     done += os.write(self._segment_file, view[done:])
                 os.fsync(self._segment_file)
             except OSError as exc:
-                self._write_failed(exc, n - data.count(b"\n", 0, done), done)
+                self._write_failed(exc, data.count(b"\n", done), done)  # the lines not wholly written
                 return done
             self.fsyncs += 1
             self.last_fsync_ns = time.time_ns()

@@ -79,6 +79,8 @@ class SymbolState:
         "book_ticker_messages",
         "bytes",
         "continuity",
+        "d_prefix",
+        "d_prefix_ns",
         "dropped_lines",
         "first_snapshot_done",
         "first_snapshot_s",
@@ -113,6 +115,9 @@ class SymbolState:
         self.tag_b = b" B" + mid + b" "
         self.tag_s = b" S" + mid + b" "
         self.tag_m = b" M" + mid + b" "
+        # the start of a depth line of one socket read (head + its receive time + tag), made once per read
+        self.d_prefix = b""
+        self.d_prefix_ns = -1
         self.messages = 0
         self.bytes = 0
         self.book_ticker_messages = 0

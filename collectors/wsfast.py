@@ -10,7 +10,8 @@ cuts the bytes at the end of the HTTP response, so the frame stream starts at a 
 it, every complete frame is looked at once:
 
 - an unmasked text frame with FIN set, no reserved bits and within ``max_size``: its payload goes to
-  the sink, in order (frames that arrive before a sink is set are kept and handed over first);
+  the sink, in order, in one list per socket read (frames that arrive before a sink is set are kept and
+  handed over first);
 - a ping or a pong: its bytes are fed to websockets, which answers a ping and settles a pong as usual;
 - anything else (close, binary, a fragment, reserved bits, a mask, a frame over ``max_size``): this
   frame and everything after it go to websockets for the rest of the connection, so the close
@@ -47,7 +48,7 @@ class FastTextConnection(ClientConnection):
         super().__init__(*args, **kwargs)
         self._fast = False  # the frame stream is read here (decided once, at the end of the handshake)
         self._tail = b""  # the start of a frame whose end has not arrived yet
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Callable[[list[bytes]], None] | None = None
         self._early: list[bytes] = []  # frames received before a sink was set
         self.fast_frames = 0  # frames read here (the rest came out of recv())
         self.fallback_reason: str | None = None  # why websockets reads the frames (None: it does not)
@@ -60,17 +61,19 @@ class FastTextConnection(ClientConnection):
         """Whether text frames currently go to the sink (False: websockets handles every frame)."""
         return self._fast
 
-    def set_sink(self, sink: Callable[[bytes], None]) -> None:
-        """Hand every text frame to ``sink`` from now on, starting with those already received.
+    def set_sink(self, sink: Callable[[list[bytes]], None]) -> None:
+        """Hand every text frame to ``sink`` from now on (the payloads of one read in one list, in
+        order), starting with those already received.
 
         If ``sink`` raises, the connection is closed (``recv()`` then raises ``ConnectionClosed``) and
         the exception is kept in :attr:`sink_error` for the reader to report.
         """
         self._sink = sink
         early, self._early = self._early, []
+        if not early:
+            return
         try:
-            for payload in early:
-                sink(payload)
+            sink(early)
         except Exception as exc:
             self._sink_failed(exc)
 
@@ -124,52 +127,59 @@ class FastTextConnection(ClientConnection):
         n = len(buf)
         i = 0
         max_size = self.protocol.max_message_size
-        sink = self._sink
-        delivered = 0
-        try:
-            while n - i >= 2:
-                b0 = buf[i]
-                b1 = buf[i + 1]
-                length = b1 & 0x7F
-                if length < 126:
-                    head = 2
-                elif length == 126:
-                    if n - i < 4:
-                        break
-                    length = (buf[i + 2] << 8) | buf[i + 3]
-                    head = 4
-                else:
-                    if n - i < 10:
-                        break
-                    length = int.from_bytes(buf[i + 2 : i + 10], "big")
-                    head = 10
-                end = i + head + length
-                if b0 == _TEXT_FIN and b1 < 0x80 and (max_size is None or length <= max_size):
-                    if end > n:
-                        break
-                    delivered += 1
-                    if sink is not None:
-                        sink(buf[i + head : end])
-                    else:
-                        self._early.append(buf[i + head : end])
-                elif b0 in (_PING_FIN, _PONG_FIN) and b1 < 0x80:  # (control frames are <= 125 bytes)
-                    if end > n:
-                        break
-                    ClientConnection.data_received(self, buf[i:end])
-                else:  # websockets reads this frame and everything after it
-                    self.fast_frames += delivered
-                    self._fast = False
-                    self._tail = b""
-                    self.fallback_reason = f"frame starting 0x{b0:02x} 0x{b1:02x}"
-                    logs.info(
-                        "ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames
-                    )
-                    ClientConnection.data_received(self, buf[i:])
+        batch: list[bytes] = []
+        push = batch.append
+        while n - i >= 2:
+            b0 = buf[i]
+            b1 = buf[i + 1]
+            length = b1 & 0x7F
+            if length < 126:
+                head = 2
+            elif length == 126:
+                if n - i < 4:
+                    break
+                length = (buf[i + 2] << 8) | buf[i + 3]
+                head = 4
+            else:
+                if n - i < 10:
+                    break
+                length = int.from_bytes(buf[i + 2 : i + 10], "big")
+                head = 10
+            end = i + head + length
+            if b0 == _TEXT_FIN and b1 < 0x80 and (max_size is None or length <= max_size):
+                if end > n:
+                    break
+                push(buf[i + head : end])
+            elif b0 in (_PING_FIN, _PONG_FIN) and b1 < 0x80:  # (control frames are <= 125 bytes)
+                if end > n:
+                    break
+                ClientConnection.data_received(self, buf[i:end])
+            else:  # websockets reads this frame and everything after it, after the frames before it
+                self._tail = b""
+                self._deliver(batch)
+                if self.sink_error is not None:
                     return
-                i = end
-        except Exception as exc:
-            self.fast_frames += delivered
-            self._sink_failed(exc)
-            return
-        self.fast_frames += delivered
+                self._fast = False
+                self.fallback_reason = f"frame starting 0x{b0:02x} 0x{b1:02x}"
+                logs.info(
+                    "ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames
+                )
+                ClientConnection.data_received(self, buf[i:])
+                return
+            i = end
         self._tail = buf[i:] if i < n else b""
+        self._deliver(batch)
+
+    def _deliver(self, batch: list[bytes]) -> None:
+        """The text frames of one read to the sink (kept for it until it is set)."""
+        if not batch:
+            return
+        self.fast_frames += len(batch)
+        sink = self._sink
+        if sink is None:
+            self._early.extend(batch)
+            return
+        try:
+            sink(batch)
+        except Exception as exc:
+            self._sink_failed(exc)

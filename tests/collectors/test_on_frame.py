@@ -39,7 +39,8 @@ def make(tmp_path: Path, market: str = "spot") -> tuple[Collector, Connection]:
 
 def lines(c: Collector) -> list[tuple[str, str, bytes]]:
     out = []
-    for raw in c.spool.pending:
+    # a spool entry is one line or the lines of one socket read
+    for raw in (ln + b"\n" for entry in c.spool.pending for ln in entry.split(b"\n")[:-1]):
         if c.layout == 2:  # "<ns> <kind> <SYMBOL or -> <text>"
             _ns, kind, sym, text = raw.rstrip(b"\n").split(b" ", 3)
         else:  # "<SYMBOL> <ns> <kind> <text>"
@@ -151,3 +152,50 @@ def test_streams_are_split_so_every_url_stays_under_8_kb_and_1024_streams(tmp_pa
     assert [g.url for g in c.groups] == [
         "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
     ]
+
+
+def test_the_frames_of_one_read_share_its_receive_time_and_keep_their_order_with_notes(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        c, conn = make(tmp_path)
+        c.on_frames(
+            conn,
+            [
+                depth("BTCUSDT", 1, 5),
+                depth("ETHUSDT", 1, 2),
+                depth("BTCUSDT", 6, 9),
+                depth("BTCUSDT", 12, 14),  # gap 10..11: its note comes before this frame's line
+                b'{"result":null,"id":1}',  # a control answer: noted in place
+                depth("BTCUSDT", 15, 16),
+            ],
+        )
+        # an entry per run of common frames, split where a note goes between them: 3 runs + 2 notes
+        assert len(c.spool.pending) == 5
+        got = lines(c)
+        assert [(s, k) for s, k, _ in got] == [
+            ("BTCUSDT", "D"),
+            ("ETHUSDT", "D"),
+            ("BTCUSDT", "D"),
+            ("BTCUSDT", "M"),
+            ("BTCUSDT", "D"),
+            ("-", "M"),
+            ("BTCUSDT", "D"),
+        ]
+        times = {
+            ln.split(b" ", 1)[0]
+            for entry in c.spool.pending
+            for ln in entry.split(b"\n")[:-1]
+            if b" D " in ln
+        }
+        assert len(times) == 1  # one recv(), one receive time
+        assert conn.frames == 6 and c.symbols["BTCUSDT"].messages == 4
+        # over the disk budget, every depth line of the read is counted for its symbol
+        c.spool.pending.clear()
+        c.spool.accepting = False
+        c.on_frames(conn, [depth("BTCUSDT", 17, 18), depth("ETHUSDT", 3, 4), depth("BTCUSDT", 19, 20)])
+        assert not c.spool.pending
+        assert c.symbols["BTCUSDT"].dropped_lines == 2 and c.symbols["ETHUSDT"].dropped_lines == 1
+        assert c.spool.dropped_lines == 3
+
+    asyncio.run(go())

@@ -60,7 +60,7 @@ def test_frames_cut_anywhere_reach_the_sink_whole_and_in_order() -> None:
                 # frames that arrive before the reader is ready are kept for it
                 early = len(stream) // 3
                 ws.data_received(stream[:early])
-                ws.set_sink(got.append)
+                ws.set_sink(got.extend)
                 i = early
                 while i < len(stream):
                     step = rng.choice([1, 2, 3, 9, 10, 11, 200, 1500, 70000])
@@ -79,7 +79,7 @@ def test_an_unusual_frame_hands_the_rest_to_websockets_in_order() -> None:
             async with connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection) as ws:
                 assert isinstance(ws, FastTextConnection)
                 got: list[bytes] = []
-                ws.set_sink(got.append)
+                ws.set_sink(got.extend)
                 stream = frame(0x1, b"one") + frame(0x1, b"two")
                 # a fragmented message, a binary one, then plain text again: all websockets' from here
                 stream += (
@@ -118,8 +118,10 @@ def test_messages_sent_with_the_handshake_are_all_received_in_order() -> None:
                     got: list[bytes] = []
                     done = asyncio.Event()
 
-                    def sink(payload: bytes, got: list[bytes] = got, done: asyncio.Event = done) -> None:
-                        got.append(payload)
+                    def sink(
+                        payloads: list[bytes], got: list[bytes] = got, done: asyncio.Event = done
+                    ) -> None:
+                        got.extend(payloads)
                         if len(got) == count:
                             done.set()
 
@@ -146,10 +148,27 @@ def test_compressed_frames_are_left_to_websockets() -> None:
             async with connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection) as ws:
                 assert isinstance(ws, FastTextConnection)
                 got: list[bytes] = []
-                ws.set_sink(got.append)
+                ws.set_sink(got.extend)
                 rest = [await asyncio.wait_for(ws.recv(decode=False), 10) for _ in range(50 - len(got))]
                 assert got + rest == [text(i, 500) for i in range(50)]
                 assert not ws.fast
+
+    asyncio.run(go())
+
+
+def test_the_frames_of_one_read_reach_the_sink_in_one_call() -> None:
+    async def go() -> None:
+        async with serve(_silent, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection) as ws:
+                assert isinstance(ws, FastTextConnection)
+                calls: list[list[bytes]] = []
+                ws.set_sink(calls.append)
+                ws.data_received(
+                    frame(0x1, b"a") + frame(0x9, b"p") + frame(0x1, b"b") + frame(0x1, b"c")[:2]
+                )
+                ws.data_received(frame(0x1, b"c")[2:])
+                assert calls == [[b"a", b"b"], [b"c"]] and ws.fast_frames == 3
 
     asyncio.run(go())
 
@@ -161,7 +180,7 @@ def test_a_sink_that_raises_closes_the_connection_and_is_reported() -> None:
             ws = await connect(f"ws://127.0.0.1:{port}", create_connection=FastTextConnection)
             assert isinstance(ws, FastTextConnection)
 
-            def sink(payload: bytes) -> None:
+            def sink(payloads: list[bytes]) -> None:
                 raise ValueError("bug")
 
             ws.set_sink(sink)
@@ -201,8 +220,8 @@ def test_frames_over_tls_are_read_in_place(tmp_path: Path) -> None:
                 got: list[bytes] = []
                 done = asyncio.Event()
 
-                def sink(payload: bytes) -> None:
-                    got.append(payload)
+                def sink(payloads: list[bytes]) -> None:
+                    got.extend(payloads)
                     if len(got) == count:
                         done.set()
 
