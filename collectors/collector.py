@@ -636,8 +636,10 @@ class Collector:
         }
         ws = conn.ws
         # how many frames the fast reader took (the rest came through websockets' recv())
-        in_place = ws.fast_frames if isinstance(ws, FastTextConnection) else 0
-        (logs.info if planned else logs.warning)("disconnect", **fields, frames_read_in_place=in_place)
+        in_place, reads = (ws.fast_frames, ws.fast_reads) if isinstance(ws, FastTextConnection) else (0, 0)
+        (logs.info if planned else logs.warning)(
+            "disconnect", **fields, frames_read_in_place=in_place, socket_reads=reads
+        )
         self.note_all(group.symbols, "disconnect", **fields)
 
     async def _run_group_forever(self, group: ConnectionGroup) -> None:

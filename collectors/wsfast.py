@@ -51,6 +51,7 @@ class FastTextConnection(ClientConnection):
         self._sink: Callable[[list[bytes]], None] | None = None
         self._early: list[bytes] = []  # frames received before a sink was set
         self.fast_frames = 0  # frames read here (the rest came out of recv())
+        self.fast_reads = 0  # socket reads those frames came in
         self.fallback_reason: str | None = None  # why websockets reads the frames (None: it does not)
         self.sink_error: Exception | None = None
         # asked after every read whether to pause reading (the spool writer is behind); None: never
@@ -88,6 +89,7 @@ class FastTextConnection(ClientConnection):
 
     def data_received(self, data: bytes) -> None:
         if self._fast:
+            self.fast_reads += 1
             self._receive_frames(data)
             flow = self.read_flow
             if flow is not None and flow.over():
