@@ -35,6 +35,18 @@ _PONG_FIN = 0x8A
 _HTTP_END = b"\r\n\r\n"
 
 
+def _frame_size(head: bytes) -> int | None:
+    """Header plus payload length of the frame ``head`` starts with; None while its header is cut."""
+    if len(head) < 2:
+        return None
+    length = head[1] & 0x7F
+    if length < 126:
+        return 2 + length
+    if length == 126:
+        return None if len(head) < 4 else 4 + ((head[2] << 8) | head[3])
+    return None if len(head) < 10 else 10 + int.from_bytes(head[2:10], "big")
+
+
 class FlowCheck(Protocol):
     def over(self) -> bool:
         """After a read: True when this connection must stop reading (collectors.flow.ReadFlow)."""
@@ -125,11 +137,30 @@ class FastTextConnection(ClientConnection):
         self.transport.close()
 
     def _receive_frames(self, data: bytes) -> None:
-        buf = self._tail + data if self._tail else data
-        n = len(buf)
-        i = 0
-        max_size = self.protocol.max_message_size
         batch: list[bytes] = []
+        tail = self._tail
+        i = 0
+        if tail:
+            # complete the frame the last read cut off, without copying the whole read after it
+            size = _frame_size(tail if len(tail) >= 10 else tail + data[:10])
+            if size is None or size > len(tail) + len(data):
+                self._tail = tail + data
+                return
+            i = size - len(tail)
+            self._tail = b""
+            if not self._scan(tail + data[:i], 0, batch):
+                if self.sink_error is None and i < len(data):
+                    ClientConnection.data_received(self, data[i:])
+                return
+        if self._scan(data, i, batch):
+            self._deliver(batch)
+
+    def _scan(self, buf: bytes, i: int, batch: list[bytes]) -> bool:
+        """The complete frames of ``buf`` from ``i``: text frames into ``batch``, pings and pongs to
+        websockets; the cut-off end is kept as the tail. False when websockets reads on from an unusual
+        frame (``batch`` delivered before it)."""
+        n = len(buf)
+        max_size = self.protocol.max_message_size
         push = batch.append
         while n - i >= 2:
             b0 = buf[i]
@@ -160,17 +191,17 @@ class FastTextConnection(ClientConnection):
                 self._tail = b""
                 self._deliver(batch)
                 if self.sink_error is not None:
-                    return
+                    return False
                 self._fast = False
                 self.fallback_reason = f"frame starting 0x{b0:02x} 0x{b1:02x}"
                 logs.info(
                     "ws_read_by_websockets", reason=self.fallback_reason, frames_before=self.fast_frames
                 )
                 ClientConnection.data_received(self, buf[i:])
-                return
+                return False
             i = end
         self._tail = buf[i:] if i < n else b""
-        self._deliver(batch)
+        return True
 
     def _deliver(self, batch: list[bytes]) -> None:
         """The text frames of one read to the sink (kept for it until it is set)."""
