@@ -82,9 +82,12 @@ def _level_keys(is_bid: np.ndarray, price: np.ndarray, scale: float) -> np.ndarr
 
 
 @numba.njit(cache=True, nogil=True)
-def _dense_grid(m_key: np.ndarray, m_b: np.ndarray) -> tuple[int, int, int, bool]:  # pragma: no cover
+def _dense_grid(
+    m_key: np.ndarray, m_b: np.ndarray
+) -> tuple[int, int, int, bool, np.ndarray]:  # pragma: no cover - compiled
     """Of level keys ``2 * ticks + is_bid``: the lowest tick, the gcd of the ticks' distances to it, the
-    span of the dense keys on that grid, and whether ``m_b`` is non-decreasing (one pass each)."""
+    span of the dense keys on that grid, whether ``m_b`` is non-decreasing, and the dense keys
+    (``2 * ((tick - t0) // step) + is_bid``); a pass each, no temporaries."""
     t0 = m_key[0] >> 1
     for i in range(m_key.shape[0]):
         t0 = min(t0, m_key[i] >> 1)
@@ -94,15 +97,17 @@ def _dense_grid(m_key: np.ndarray, m_b: np.ndarray) -> tuple[int, int, int, bool
         while d:  # Euclid; once the gcd is 1 every later step is one division
             step, d = d, step % d
     step = step or 1
-    top = 0
+    dense = np.empty(m_key.shape[0], np.int64)
+    span = 0
     for i in range(m_key.shape[0]):
-        top = max(top, ((m_key[i] >> 1) - t0) // step)
+        dense[i] = (((m_key[i] >> 1) - t0) // step) * 2 + (m_key[i] & 1)
+        span = max(span, dense[i] + 1)
     ordered = True
     for i in range(1, m_b.shape[0]):
         if m_b[i] < m_b[i - 1]:
             ordered = False
             break
-    return t0, step, 2 * top + 2, ordered
+    return t0, step, span, ordered, dense
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -181,9 +186,8 @@ def asof_levels(
         return np.full(len(q_key), np.nan)
     # keys are 2 * ticks + is_bid at the symbol's decimals (sparse: 8 decimals, tick 0.01); make them dense
     # by the chunk's own tick step (gcd of the price differences) before the table lookup
-    t0, step, span, ordered = _dense_grid(m_key, m_b)
+    t0, step, span, ordered, m_dense = _dense_grid(m_key, m_b)
     if span <= DENSE_ASOF_MAX_SPAN and ordered:
-        m_dense = (((m_key >> 1) - t0) // step) * 2 + (m_key & 1)
         q_ticks = q_key >> 1
         on_grid = (q_ticks >= t0) & ((q_ticks - t0) % step == 0)
         q_dense = np.where(on_grid, ((q_ticks - t0) // step) * 2 + (q_key & 1), -1)
