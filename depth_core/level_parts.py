@@ -81,6 +81,7 @@ def encode_level_part(frame: pl.DataFrame) -> pa.Table:
     at some decimals (the fewest, per part: spot frames write 8 decimals whatever the tick size), else
     format 1."""
     table = frame.select(list(LEVEL_COLUMNS)).to_arrow()
+    table = table.cast(_required(table.schema))
     ticks = []
     decimals = []
     for name in ("price", "qty"):
@@ -91,14 +92,21 @@ def encode_level_part(frame: pl.DataFrame) -> pa.Table:
             return table
         ticks.append(out)
         decimals.append(d)
-    return pa.table(
-        {"ev": table["ev"], "is_bid": table["is_bid"], "price": ticks[0], "qty": ticks[1]},
-        metadata={
-            _META_FORMAT: b"2",
-            _META_PRICE_DEC: str(decimals[0]).encode(),
-            _META_QTY_DEC: str(decimals[1]).encode(),
-        },
+    meta = {
+        _META_FORMAT: b"2",
+        _META_PRICE_DEC: str(decimals[0]).encode(),
+        _META_QTY_DEC: str(decimals[1]).encode(),
+    }
+    schema = _required(
+        pa.schema({"ev": pa.int64(), "is_bid": pa.bool_(), "price": pa.int64(), "qty": pa.int64()}), meta
     )
+    return pa.table([table["ev"], table["is_bid"], ticks[0], ticks[1]], schema=schema)
+
+
+def _required(schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
+    """The schema with every column non-nullable (level rows never hold nulls): the writer then encodes no
+    definition levels (11 % of the CPU to write a part)."""
+    return pa.schema([pa.field(f.name, f.type, nullable=False) for f in schema], metadata=metadata)
 
 
 def put_level_part(store: ObjectStore, key: str, frame: pl.DataFrame) -> ObjectInfo:
