@@ -22,6 +22,7 @@ releases stays readable, and it is the fallback above. Readers tell them apart b
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -50,15 +51,17 @@ _POW10 = np.array([10.0**d for d in range(MAX_DECIMALS + 1)])
 
 
 @numba.njit(cache=True, nogil=True)
-def _to_ticks(values: np.ndarray, pow10: np.ndarray, out: np.ndarray) -> int:
-    """The fewest decimals ``d`` at which every value is an exact integer number of ticks (``out``), proven
-    by ``out[i] / 10**d == values[i]``; -1 when there is none (the caller writes floats then).
+def _to_ticks(values: np.ndarray, pow10: np.ndarray, out: np.ndarray, at: int, state: np.ndarray) -> bool:
+    """Continue ``out`` (ticks up to ``at``) with ``values``, at the fewest decimals at which every value so
+    far is an exact integer number of ticks, proven by ``out[i] / 10**d == value``; False when there is none
+    (the caller writes floats then). ``state``: the decimals and the largest |tick| so far, carried from
+    chunk to chunk.
 
     One pass: ``d`` only grows (at most ``len(pow10) - 1`` times), and the ticks already written are
     rescaled when it does (exact: integers below 2**53)."""
     limit = 9007199254740992.0  # 2**53: every integer below it is exact in float64
-    d = 0
-    top = 0.0  # the largest |tick| so far
+    d = int(state[0])
+    top = state[1]
     for i in range(len(values)):
         v = values[i]
         while True:
@@ -66,41 +69,53 @@ def _to_ticks(values: np.ndarray, pow10: np.ndarray, out: np.ndarray) -> int:
             if abs(t) < limit and t / pow10[d] == v:
                 break
             if d + 1 >= len(pow10) or top * 10.0 >= limit:
-                return -1
+                return False
             d += 1
             top *= 10.0
-            for j in range(i):
+            for j in range(at + i):
                 out[j] *= 10
-        out[i] = np.int64(t)
+        out[at + i] = np.int64(t)
         top = max(top, abs(t))
-    return d
+    state[0] = d
+    state[1] = top
+    return True
 
 
-def encode_level_part(frame: pl.DataFrame) -> pa.Table:
-    """The Arrow table of a level part: format 2 when every price and quantity is an exact number of ticks
-    at some decimals (the fewest, per part: spot frames write 8 decimals whatever the tick size), else
-    format 1."""
-    table = frame.select(list(LEVEL_COLUMNS)).to_arrow()
+def _ticks(column: pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
+    """A float column as exact integer ticks and their decimals (None: not every value has them); chunk by
+    chunk, so frames buffered apart are never concatenated first."""
+    out = np.empty(len(column), np.int64)
+    state = np.zeros(2)  # decimals, largest |tick|
+    at = 0
+    for chunk in column.chunks:
+        if not _to_ticks(chunk.to_numpy(), _POW10, out, at, state):
+            return None
+        at += len(chunk)
+    return out, int(state[0])
+
+
+def encode_level_part(frames: pl.DataFrame | Sequence[pl.DataFrame]) -> pa.Table:
+    """The Arrow table of a level part (its frames in order, never concatenated: chunks of one table):
+    format 2 when every price and quantity is an exact number of ticks at some decimals (the fewest, per
+    part: spot frames write 8 decimals whatever the tick size), else format 1."""
+    parts = [frames] if isinstance(frames, pl.DataFrame) else list(frames)
+    cols = list(LEVEL_COLUMNS)
+    table = pa.concat_tables(
+        [f.select(cols).to_arrow() for f in parts] or [pl.DataFrame(schema=LEVEL_COLUMNS).to_arrow()]
+    )
     table = table.cast(_required(table.schema))
-    ticks = []
-    decimals = []
-    for name in ("price", "qty"):
-        values = frame[name].to_numpy()
-        out = np.empty(len(values), np.int64)
-        d = _to_ticks(values, _POW10, out)
-        if d < 0:
-            return table
-        ticks.append(out)
-        decimals.append(d)
+    price, qty = _ticks(table["price"]), _ticks(table["qty"])
+    if price is None or qty is None:
+        return table
     meta = {
         _META_FORMAT: b"2",
-        _META_PRICE_DEC: str(decimals[0]).encode(),
-        _META_QTY_DEC: str(decimals[1]).encode(),
+        _META_PRICE_DEC: str(price[1]).encode(),
+        _META_QTY_DEC: str(qty[1]).encode(),
     }
     schema = _required(
         pa.schema({"ev": pa.int64(), "is_bid": pa.bool_(), "price": pa.int64(), "qty": pa.int64()}), meta
     )
-    return pa.table([table["ev"], table["is_bid"], ticks[0], ticks[1]], schema=schema)
+    return pa.table([table["ev"], table["is_bid"], price[0], qty[0]], schema=schema)
 
 
 def _required(schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
@@ -109,9 +124,9 @@ def _required(schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> 
     return pa.schema([pa.field(f.name, f.type, nullable=False) for f in schema], metadata=metadata)
 
 
-def put_level_part(store: ObjectStore, key: str, frame: pl.DataFrame) -> ObjectInfo:
-    """Write one level part (format 2 where exact, see the module), atomically."""
-    table = encode_level_part(frame)
+def put_level_part(store: ObjectStore, key: str, frames: pl.DataFrame | Sequence[pl.DataFrame]) -> ObjectInfo:
+    """Write one level part (its frames in order; format 2 where exact, see the module), atomically."""
+    table = encode_level_part(frames)
     buf = pa.BufferOutputStream()
     if pa.types.is_integer(table.schema.field("price").type):
         pq.write_table(

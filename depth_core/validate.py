@@ -359,7 +359,7 @@ class _Writer:
         self._bound_pending()
         return None
 
-    def level_part(self, key: str, frame: pl.DataFrame, wait: bool = True) -> None:
+    def level_part(self, key: str, frame: pl.DataFrame | list[pl.DataFrame], wait: bool = True) -> None:
         """A level part (``depth_core.level_parts``: exact integer ticks where they exist)."""
         with self.lock:
             self.written.add(key)
@@ -508,9 +508,9 @@ class _SymbolDay:
             key = self.part_key(self.part)
             frames = self.levels.frames or [pl.DataFrame(schema=LEVEL_COLUMNS)]
             if defer is not None:
-                defer.append(_PendingFile(key, pl.concat(frames), level_part=True))
-            else:
-                writer.level_part(key, pl.concat(frames), wait=False)
+                defer.append(_PendingFile(key, pl.concat(frames, rechunk=False), level_part=True))
+            else:  # the frames as they are: the writer encodes them chunk by chunk (no concatenated copy)
+                writer.level_part(key, frames, wait=False)
             self.report.level_parts.append(key)
             fresh = [f for f in self.events.frames if "part" not in f.columns]
             if fresh:  # one frame for the events of this part

@@ -145,3 +145,26 @@ def test_real_levels_round_trip_in_format_2(real_data: Path, store: ObjectStore,
     for got, want in zip(_bits(back), _bits(frame), strict=True):
         assert (got == want).all()
     assert encode_level_part(frame).num_rows == frame.height
+
+
+def test_a_part_of_several_frames_is_their_concatenation(store: ObjectStore) -> None:
+    """The validation hands a part's buffered frames over as they are: ticks continue from frame to frame,
+    rescaled when a later frame needs more decimals; one frame without exact ticks keeps all in floats."""
+    frames = [
+        _frame([61837.0, 61838.0, 61839.0], [1.0, 2.0, 3.0]),
+        _frame([61837.5, 61837.25], [4.0, 0.001]),
+        _frame([0.00000001, 7.0, 9.5], [5.0, 6.0, 7.0]),
+    ]
+    whole = pl.concat(frames)
+    put_level_part(store, KEY, frames)
+    kind, meta = _format(store, KEY)
+    assert kind == "int64"
+    assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"8", b"3")
+    back = read_level_part(store, KEY)
+    assert back.select("ev", "is_bid").equals(whole.select("ev", "is_bid"))
+    for got, want in zip(_bits(back), _bits(whole), strict=True):
+        assert (got == want).all()
+    frames.append(_frame([0.1 + 0.2], [1.0]))
+    put_level_part(store, KEY, frames)
+    assert _format(store, KEY)[0] == "double"
+    assert read_level_part(store, KEY).equals(pl.concat(frames))
