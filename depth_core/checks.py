@@ -94,7 +94,9 @@ def _dense_grid(
     step = 0
     for i in range(m_key.shape[0]):
         d = (m_key[i] >> 1) - t0
-        while d:  # Euclid; once the gcd is 1 every later step is one division
+        if step and d % step == 0:  # the common case: on the grid found so far (one division)
+            continue
+        while d:  # Euclid
             step, d = d, step % d
     step = step or 1
     dense = np.empty(m_key.shape[0], np.int64)
@@ -464,8 +466,14 @@ class MergeChecker:
         m_key = self._level_keys_np(is_bid, price)
         q_key = self._level_keys_np(other["is_bid"].to_numpy(), other["price"].to_numpy())
         replay = np.empty(len(q_b))
-        for k in np.unique(segment).tolist():
-            sel = segment == k
+        runs: list[tuple[int, slice | np.ndarray]]
+        if bool(np.all(segment[1:] >= segment[:-1])):  # queries in event order (as built): runs, no sort
+            cut = np.flatnonzero(np.diff(segment)) + 1
+            lo_q, hi_q = np.concatenate([[0], cut]), np.concatenate([cut, [len(segment)]])
+            runs = [(int(segment[x]), slice(int(x), int(y))) for x, y in zip(lo_q, hi_q, strict=True)]
+        else:
+            runs = [(k, segment == k) for k in np.unique(segment).tolist()]
+        for k, sel in runs:
             a, e = int(bounds[k]), int(bounds[k + 1])
             r = asof_levels(m_key[a:e], last[a:e], qty[a:e], q_key[sel], q_b[sel])
             miss = np.isnan(r)
