@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depth_core.checks import round_trip_failures
-from depth_core.events import parse_objects
+from depth_core.events import newline_positions, parse_objects
 from depth_core.raw_format import LineKind, decode_lines, encode_line
 
 
@@ -154,3 +155,13 @@ def test_snapshot_bodies_spot_usdm_and_error() -> None:
     assert chunk.snapshots["n_levels"].to_list() == [2, 1]
     assert chunk.snapshot_levels["snap"].to_list() == [0, 0, 1]
     assert "code -1003" in chunk.quarantine[0].reason
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) - 7])
+def test_newline_positions_match_a_whole_buffer_comparison(size: int) -> None:
+    """Found a window at a time, newlines at and across window edges included."""
+    rng = np.random.default_rng(size)
+    buf = rng.choice(np.array([10, 32, 48, 123], np.uint8), size=size)
+    if size > 2:
+        buf[[0, size - 1, min(size - 1, 1 << 20), min(size - 1, (1 << 20) - 1)]] = 10
+    assert np.array_equal(newline_positions(buf), np.flatnonzero(buf == 10))
