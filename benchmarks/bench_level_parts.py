@@ -1,9 +1,13 @@
-"""Parquet settings of the validated level parts: CPU to write and read them, and their bytes.
+"""Encodings of the validated level parts: CPU to write and read them, and their bytes.
 
 Child: ``python -m benchmarks.bench_level_parts STORE`` on a store the ``ours`` step has validated
-(``bench_merge ours``): takes ~5 M level rows of ``bench-a``'s parts and writes them (best of 5, CPU
-seconds, into memory) with each candidate setting, then reads them back. ``depth_core.storeio.put_parquet``
-(``fast=True``) uses the one named ``none`` (dictionary pages, uncompressed).
+(``bench_merge ours``): takes ~5 M level rows of ``bench-a``'s parts and, best of 5, CPU seconds, in memory:
+
+- ``format-2``: what ``depth_core.level_parts`` writes (prices and quantities as exact integer ticks,
+  delta-encoded with ``ev``, uncompressed, required columns), encode (ticks) + Parquet write, and the read
+  back to float64 columns (``decode_level_part``);
+- ``format-1 none`` / ``lz4`` / ``zstd-1``: float64 columns, dictionary pages (``none``: how level parts were
+  written before format 2, and its fallback), read back alike.
 """
 
 from __future__ import annotations
@@ -17,48 +21,70 @@ from typing import Any
 from benchmarks.common import emit
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "lz4": {"compression": "lz4"},
-    "none": {"compression": "none"},
-    "zstd-1": {"compression": "zstd", "compression_level": 1},
+    "format-1 none": {"compression": "none"},
+    "format-1 lz4": {"compression": "lz4"},
+    "format-1 zstd-1": {"compression": "zstd", "compression_level": 1},
 }
 
 
 def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any]:
+    import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = sorted(Path(store).glob("validated/market=spot/stream=bench-a/symbol=*/date=*/*levels-*.parquet"))
+    from depth_core.level_parts import decode_level_part, encode_level_part, level_part_bytes, read_level_part
+    from depth_store import open_store
+
+    root = Path(store)
+    parts = sorted(root.glob("validated/market=spot/stream=bench-a/symbol=*/date=*/*levels-*.parquet"))
     if not parts:
         raise SystemExit(f"no validated level parts under {store}: run `bench_merge ours` on it first")
-    tables = []
+    st = open_store(store)
+    frames = []
     n = 0
     for p in parts[1:] or parts:  # the first part of a day is short
-        tables.append(pq.read_table(p))
-        n += tables[-1].num_rows
+        frames.append(read_level_part(st, p.relative_to(root).as_posix()))
+        n += frames[-1].height
         if n >= rows:
             break
-    table = pa.concat_tables(tables)
-    out: dict[str, Any] = {"rows": table.num_rows, "settings": []}
-    for name, kw in SETTINGS.items():
-        best_w = best_r = float("inf")
-        size = 0
+    frame = pl.concat(frames)
+    floats = frame.to_arrow()
+    out: dict[str, Any] = {"rows": frame.height, "settings": []}
+
+    def best(fn: Any) -> tuple[float, Any]:
+        low, got = float("inf"), None
         for _ in range(repeat):
+            t = time.process_time()
+            got = fn()
+            low = min(low, time.process_time() - t)
+        return low, got
+
+    per = 1e6 / frame.height
+    write_s, data = best(lambda: level_part_bytes(encode_level_part(frame)))
+    read_s, _ = best(lambda: decode_level_part(pq.read_table(pa.BufferReader(data))))
+    out["settings"].append(
+        {
+            "setting": "format-2",
+            "write_s_per_m_rows": write_s * per,
+            "read_s_per_m_rows": read_s * per,
+            "bytes_per_row": len(data) / frame.height,
+        }
+    )
+    for name, kw in SETTINGS.items():
+
+        def write(kw: dict[str, Any] = kw) -> bytes:
             buf = io.BytesIO()
-            t = time.process_time()
-            pq.write_table(table, buf, row_group_size=131_072, write_statistics=True, **kw)
-            best_w = min(best_w, time.process_time() - t)
-            data = buf.getvalue()
-            size = len(data)
-            t = time.process_time()
-            pq.read_table(io.BytesIO(data))
-            best_r = min(best_r, time.process_time() - t)
-        per = 1e6 / table.num_rows
+            pq.write_table(floats, buf, row_group_size=131_072, write_statistics=True, **kw)
+            return buf.getvalue()
+
+        write_s, raw = best(write)
+        read_s, _ = best(lambda raw=raw: pq.read_table(io.BytesIO(raw)))
         out["settings"].append(
             {
                 "setting": name,
-                "write_s_per_m_rows": best_w * per,
-                "read_s_per_m_rows": best_r * per,
-                "bytes_per_row": size / table.num_rows,
+                "write_s_per_m_rows": write_s * per,
+                "read_s_per_m_rows": read_s * per,
+                "bytes_per_row": len(raw) / frame.height,
             }
         )
     return out

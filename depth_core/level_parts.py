@@ -9,8 +9,8 @@ Format 2 (written since issue 15): prices and quantities as integer ticks at the
 every value of the part exactly (``price * 10**price_decimals``), delta-encoded like ``ev``; Parquet,
 uncompressed pages, statistics on ``ev`` only (the merge prunes row groups by event number). The decimals
 are in the file's key-value metadata.
-Per million rows it is written in half the CPU of format 1 (float columns, dictionary pages), read in 20 %
-less, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact: a part is
+Per million rows it is written in about half the CPU of format 1 (float columns, dictionary pages), read
+in about the same, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact: a part is
 written in format 2 only when every value converts back to the very same float64 (``ticks / 10**d``, a
 correctly rounded IEEE division of two exact integers); a part with any value that does not (more than
 15 decimals, a mantissa past 2**53) is written in format 1.
@@ -126,19 +126,23 @@ def _required(schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> 
 
 def put_level_part(store: ObjectStore, key: str, frames: pl.DataFrame | Sequence[pl.DataFrame]) -> ObjectInfo:
     """Write one level part (its frames in order; format 2 where exact, see the module), atomically."""
-    table = encode_level_part(frames)
+    return store.put_bytes(key, memoryview(level_part_bytes(encode_level_part(frames))))
+
+
+def level_part_bytes(table: pa.Table) -> pa.Buffer:
+    """The Parquet file of an encoded level part (:func:`encode_level_part`), in memory."""
     buf = pa.BufferOutputStream()
-    if pa.types.is_integer(table.schema.field("price").type):
+    if pa.types.is_integer(table.schema.field("price").type):  # format 2: ticks, delta-encoded
         pq.write_table(
             table,
             buf,
             row_group_size=ROW_GROUP,
             compression="none",
             write_statistics=["ev"],
-            use_dictionary=["is_bid"],
+            use_dictionary=False,
             column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ev", "price", "qty")},
         )
-    else:
+    else:  # format 1: floats, dictionary pages
         pq.write_table(
             table,
             buf,
@@ -148,7 +152,7 @@ def put_level_part(store: ObjectStore, key: str, frames: pl.DataFrame | Sequence
             use_dictionary=["is_bid", "price", "qty"],
             column_encoding={"ev": "DELTA_BINARY_PACKED"},
         )
-    return store.put_bytes(key, memoryview(buf.getvalue()))
+    return buf.getvalue()
 
 
 LevelColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
