@@ -10,10 +10,10 @@ every value of the part exactly (``price * 10**price_decimals``), delta-encoded 
 uncompressed pages, statistics on ``ev`` only (the merge prunes row groups by event number). The decimals
 are in the file's key-value metadata.
 Per million rows it is written in about half the CPU of format 1 (float columns, dictionary pages), read
-in about the same, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact: a part is
-written in format 2 only when every value converts back to the very same float64 (``ticks / 10**d``, a
-correctly rounded IEEE division of two exact integers); a part with any value that does not (more than
-15 decimals, a mantissa past 2**53) is written in format 1.
+in about the same, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact:
+a part is written in format 2 only when every value converts back to the very same float64
+(``ticks / 10**d``, a correctly rounded IEEE division of two exact integers); a part with any value that
+does not (more than 15 decimals, a mantissa past 2**53) is written in format 1.
 
 Format 1 (float64 ``price`` and ``qty``, dictionary pages) is still read: validated output of earlier
 releases stays readable, and it is the fallback above. Readers tell them apart by the column type.
