@@ -29,7 +29,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any]:
     import polars as pl
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from depth_core.level_parts import decode_level_part, encode_level_part, level_part_bytes, read_level_part
@@ -61,7 +60,8 @@ def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any
 
     per = 1e6 / frame.height
     write_s, data = best(lambda: level_part_bytes(encode_level_part(frame)))
-    read_s, _ = best(lambda: decode_level_part(pq.read_table(pa.BufferReader(data))))
+    meta = {k.decode(): v.decode() for k, v in (encode_level_part(frame).schema.metadata or {}).items()}
+    read_s, _ = best(lambda: decode_level_part(pl.read_parquet(io.BytesIO(data)), meta))
     out["settings"].append(
         {
             "setting": "format-2",

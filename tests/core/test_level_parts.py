@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -98,9 +97,14 @@ def test_an_event_range_reads_only_those_rows(store: ObjectStore) -> None:
 
 
 def test_integer_prices_without_their_decimals_are_refused() -> None:
-    table = pa.table({"ev": [0], "is_bid": [True], "price": [6183763], "qty": [5]})
+    frame = pl.DataFrame({"ev": [0], "is_bid": [True], "price": [6183763], "qty": [5]})
     with pytest.raises(LevelPartError, match="without valid format-2 metadata"):
-        decode_level_part(table, "some part")
+        decode_level_part(frame, {}, "some part")
+    with pytest.raises(LevelPartError, match="out of range"):
+        decode_level_part(
+            frame,
+            {"depth.level_part_format": "2", "depth.price_decimals": "40", "depth.qty_decimals": "0"},
+        )
 
 
 def test_a_missing_part_is_not_found(store: ObjectStore) -> None:
