@@ -134,25 +134,19 @@ def level_part_bytes(table: pa.Table) -> pa.Buffer:
     """The Parquet file of an encoded level part (:func:`encode_level_part`), in memory."""
     buf = pa.BufferOutputStream()
     if pa.types.is_integer(table.schema.field("price").type):  # format 2: ticks, delta-encoded
-        pq.write_table(
-            table,
-            buf,
-            row_group_size=ROW_GROUP,
-            compression="none",
-            write_statistics=["ev"],
-            use_dictionary=False,
-            column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ev", "price", "qty")},
-        )
+        dictionary: list[str] | bool = False
+        delta = ["ev", "price", "qty"]
     else:  # format 1: floats, dictionary pages
-        pq.write_table(
-            table,
-            buf,
-            row_group_size=ROW_GROUP,
-            compression="none",
-            write_statistics=["ev"],
-            use_dictionary=["is_bid", "price", "qty"],
-            column_encoding={"ev": "DELTA_BINARY_PACKED"},
-        )
+        dictionary, delta = ["is_bid", "price", "qty"], ["ev"]
+    pq.write_table(
+        table,
+        buf,
+        row_group_size=ROW_GROUP,
+        compression="none",
+        write_statistics=["ev"],
+        use_dictionary=dictionary,
+        column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+    )
     return buf.getvalue()
 
 
