@@ -4,6 +4,7 @@ files committed by their report, and missing state as an error (issue 14, scenar
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.level_parts import read_level_part
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey
+from depth_core import validate as validate_module
 from depth_core.storeio import read_parquet
 from depth_core.validate import (
     ConcurrentValidationError,
@@ -169,6 +171,31 @@ def test_symbols_only_filter(store: ObjectStore) -> None:
     assert not store.exists(validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE) + "report.json")
     # the stream-day report still lists every symbol each object holds (the cleanup needs all of them)
     assert {s for o in result.objects for s in o.symbols} == set(SYMBOLS)
+
+
+def test_full_collections_are_deferred_during_a_pass_and_restored_after_it(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(_lines(_exchanges(50))), per_object=50)
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+    run = validate_module._StreamDayRun.run
+
+    def spy(self: Any, *args: Any) -> StreamDayValidation:
+        during.append(gc.get_threshold())
+        if len(during) == 2:
+            raise RuntimeError("a pass that fails")
+        return run(self, *args)
+
+    monkeypatch.setattr(validate_module._StreamDayRun, "run", spy)
+    assert validate_stream_day(store, "spot", "eu-1", DATE).reports
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError, match="a pass that fails"):
+        validate_stream_day(store, "spot", "eu-1", DATE)
+    assert gc.get_threshold() == before  # restored on failure too
+    # the young generations are collected as usual, the oldest not
+    assert [t[:2] for t in during] == [before[:2]] * 2
+    assert all(t[2] > 10**6 for t in during)
 
 
 def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: Path) -> None:
