@@ -8,7 +8,7 @@ validation, and the validation can import the carry-over without a cycle.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
@@ -137,3 +137,13 @@ class RawObjectRead:
     carried: bool = (
         False  # deleted from raw/ after a merge: its rows were carried over (depth_core/carryover.py)
     )
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``dataclasses.asdict`` (an entry of ``report.json``'s ``objects``), without its generic deep
+        copy (a symbol-day lists ~10^4 objects: 75 ms per report with ``asdict``)."""
+        out = {name: getattr(self, name) for name in _RAW_OBJECT_READ_FIELDS}
+        out["event_dates"] = list(self.event_dates)
+        return out
+
+
+_RAW_OBJECT_READ_FIELDS = tuple(f.name for f in fields(RawObjectRead))

@@ -4,6 +4,7 @@ files committed by their report, and missing state as an error (issue 14, scenar
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from pathlib import Path
@@ -13,11 +14,11 @@ import orjson
 import polars as pl
 import pytest
 
+from depth_core import validate as validate_module
 from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.level_parts import read_level_part
 from depth_core.merge import merge_symbol_day
 from depth_core.raw_format import LineKind, RawObjectKey
-from depth_core import validate as validate_module
 from depth_core.storeio import read_parquet
 from depth_core.validate import (
     ConcurrentValidationError,
@@ -171,6 +172,26 @@ def test_symbols_only_filter(store: ObjectStore) -> None:
     assert not store.exists(validated_day_prefix("spot", "eu-1", "BTCUSDT", DATE) + "report.json")
     # the stream-day report still lists every symbol each object holds (the cleanup needs all of them)
     assert {s for o in result.objects for s in o.symbols} == set(SYMBOLS)
+
+
+def test_symbol_day_report_to_dict_is_asdict_with_lists_and_a_copy(store: ObjectStore) -> None:
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(_lines(_exchanges(50))), per_object=50)
+    rep = validate_stream_day(store, "spot", "eu-1", DATE).reports["BTCUSDT"]
+    rep.segments.append((1, 2))
+    rep.objects[0].event_dates.append("2025-11-25")
+    expected = dataclasses.asdict(rep)
+    expected["segments"] = [list(s) for s in rep.segments]
+    expected["gaps"] = [list(g) for g in rep.gaps]
+    out = rep.to_dict()
+    assert out == expected and out["objects"] and out["files"] and out["keys"] and out["level_parts"]
+    assert rep.objects[0].to_dict() == dataclasses.asdict(rep.objects[0])
+    for name in ("objects", "level_parts", "files", "keys", "quarantine_reasons", "segments"):
+        if isinstance(out[name], dict):
+            out[name]["x"] = "y"
+        else:
+            out[name].append("y")
+    out["objects"][0]["event_dates"].append("y")
+    assert rep.to_dict() == expected  # a copy: changing it leaves the report alone
 
 
 def test_full_collections_are_deferred_during_a_pass_and_restored_after_it(
