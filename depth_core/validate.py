@@ -673,6 +673,20 @@ _EMPTY = {
 }
 
 
+def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_counts=True)``, without sorting every value: rows come in object order, so
+    equal values come in runs; the runs are found in one pass and only their values sorted."""
+    if len(values) < 2:
+        return np.unique(values, return_counts=True)
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    lengths = np.diff(np.append(starts, len(values)))
+    run_values = values[starts]
+    if (run_values[1:] > run_values[:-1]).all():  # the runs in order already, each value once
+        return run_values, lengths
+    uniq, inverse = np.unique(run_values, return_inverse=True)
+    return uniq, np.bincount(inverse, weights=lengths, minlength=len(uniq)).astype(np.int64)
+
+
 def _reason_class(reason: str) -> str:
     """Group quarantine reasons for counting (drop the variable tail)."""
     return reason.split(":")[0][:60]
@@ -1034,8 +1048,8 @@ class _StreamDayRun:
         """Events (or snapshots) of day D of the wanted symbols, numbered per symbol after what each already
         holds, ``obj`` pointing into each symbol's object list; their level rows renumbered alike. Also
         records, per object, the event dates and event counts of every symbol it holds."""
-        empty_head = head.clear().drop(SYM_COLUMN).with_columns(pl.lit(0, pl.Int64).alias(col))
         if not head.height:
+            empty_head = head.clear().drop(SYM_COLUMN).with_columns(pl.lit(0, pl.Int64).alias(col))
             return empty_head.with_columns(
                 pl.lit(0, pl.Int32).alias(SYM_COLUMN)
             ), levels.clear().with_columns(pl.lit(0, pl.Int32).alias(SYM_COLUMN))
@@ -1046,10 +1060,11 @@ class _StreamDayRun:
         n_sym = omap.shape[0] - 1
         d0 = int(days.min())
         width = int(days.max()) - d0 + 1
-        code = np.unique((obj * (n_sym + 1) + sym) * width + (days - d0))  # (object, symbol, day), one sort
+        # (object, symbol, day) and its rows
+        code, code_rows = _unique_counts((obj * (n_sym + 1) + sym) * width + (days - d0))
         triples = np.stack([code // width // (n_sym + 1), code // width % (n_sym + 1), code % width + d0])
         batch_keys = list(self._batch_keys)
-        for o, s, d in triples.T.tolist():
+        for (o, s, d), rows in zip(triples.T.tolist(), code_rows.tolist(), strict=True):
             date = date_of_day_index(d)
             so = self.objects[batch_keys[o]]
             dates = so.symbol_event_dates.setdefault(self._names[s], [])
@@ -1063,15 +1078,13 @@ class _StreamDayRun:
                 if date not in ro.event_dates:
                     ro.event_dates.append(date)
                     ro.event_dates.sort()
+                if col == "ev":
+                    ro.events += rows  # the object's events of this symbol, all days
         keep = wanted[sym]
         for s, n in enumerate(np.bincount(sym[keep], minlength=n_sym).tolist()):
             if n:
                 builders[s].report.lines_read += n
         if col == "ev":
-            pairs, counts = np.unique(obj[keep] * (n_sym + 1) + sym[keep], return_counts=True)
-            for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
-                o, s = divmod(pair, n_sym + 1)
-                builders[s].report.objects[omap[s, o]].events += n
             other = keep & (days != self.day)
             for s, n in enumerate(np.bincount(sym[other], minlength=n_sym).tolist()):
                 if n:
@@ -1080,11 +1093,6 @@ class _StreamDayRun:
         gmap = np.full(head.height, -1, np.int64)
         if len(sel):
             s_sel = sym[sel]
-            order = np.argsort(s_sel, kind="stable")
-            counts_s = np.bincount(s_sel, minlength=n_sym)
-            starts = np.concatenate([[0], np.cumsum(counts_s)[:-1]])
-            rank = np.empty(len(sel), np.int64)
-            rank[order] = np.arange(len(sel)) - starts[s_sel[order]]
             base = np.array(
                 [
                     (builders[s].n_events if col == "ev" else builders[s].n_snaps) if s in builders else 0
@@ -1092,7 +1100,15 @@ class _StreamDayRun:
                 ],
                 np.int64,
             )
-            gmap[sel] = base[s_sel] + rank
+            if n_sym == 1:  # one symbol: a row's rank among its symbol's rows is its rank among all
+                gmap[sel] = base[0] + np.arange(len(sel))
+            else:
+                order = np.argsort(s_sel, kind="stable")
+                counts_s = np.bincount(s_sel, minlength=n_sym)
+                starts = np.concatenate([[0], np.cumsum(counts_s)[:-1]])
+                rank = np.empty(len(sel), np.int64)
+                rank[order] = np.arange(len(sel)) - starts[s_sel[order]]
+                gmap[sel] = base[s_sel] + rank
         every_row = len(sel) == head.height
         out = (head if every_row else head[sel]).with_columns(
             pl.Series(col, gmap[sel], pl.Int64), pl.Series("obj", omap[sym[sel], obj[sel]], pl.Int32)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pytest
@@ -499,3 +500,19 @@ def test_carried_rows_of_many_symbols_stay_within_the_buffer_budget(store: Objec
         assert all(o.carried for o in rep.objects[:-1]) and not rep.objects[-1].carried
         report = merge_symbol_day(store, "spot", sym, DATE, ["eu-1"])
         assert report.blocking_passed, report.markdown()
+
+
+def test_unique_counts_is_numpy_unique_with_counts() -> None:
+    rng = np.random.default_rng(7)
+    cases = [np.zeros(0, np.int64), np.array([5]), np.array([3, 3]), np.array([4, 1, 4, 4, 1, 9])]
+    for n in (10, 1000):
+        cases += [
+            np.sort(rng.integers(0, 50, n)),  # in runs and in order (the usual batch)
+            rng.integers(0, 50, n),
+            np.repeat(rng.integers(0, 20, n // 10), 10),  # in runs, out of order
+        ]
+    for values in cases:
+        uniq, counts = validate_module._unique_counts(values.astype(np.int64))
+        want_uniq, want_counts = np.unique(values.astype(np.int64), return_counts=True)
+        assert uniq.tolist() == want_uniq.tolist() and counts.tolist() == want_counts.tolist()
+        assert counts.dtype == np.int64
