@@ -104,11 +104,7 @@ class RawObjectKey:
     seq: int
 
     def __post_init__(self) -> None:
-        validate_market(self.market)
-        validate_collector_id(self.stream)
-        if self.symbol is not None and validate_symbol(self.symbol) != self.symbol:
-            raise InvalidNameError(f"symbol {self.symbol!r} is not canonical (upper case)")
-        validate_date(self.date)
+        _folder_of(self.market, self.stream, self.symbol, self.date)  # checks them
         if not SESSION_RE.fullmatch(self.session):
             raise InvalidNameError(f"invalid session {self.session!r}: must match {SESSION_RE.pattern}")
         if not (0 <= self.first_receive_ns < 10**19):
@@ -159,9 +155,7 @@ class RawObjectKey:
 
     @property
     def key(self) -> str:
-        if self.symbol is None:
-            return f"{stream_date_prefix(self.market, self.stream, self.date)}{self.name}"
-        return f"{stream_day_prefix(self.market, self.stream, self.symbol, self.date)}{self.name}"
+        return _folder_of(self.market, self.stream, self.symbol, self.date) + self.name
 
     @classmethod
     def parse(cls, key: str) -> RawObjectKey:
@@ -194,6 +188,20 @@ class RawObjectKey:
         if parsed.key != key:
             raise RawFormatError(f"raw object key {key!r} is not canonical")
         return parsed
+
+
+@functools.lru_cache(maxsize=1024)
+def _folder_of(market: Market, stream: str, symbol: str | None, date: str) -> str:
+    """The folder of a raw object's key (layout 2 without ``symbol``), its parts checked: once per folder,
+    not once per object (a stream-day's listing parses ~10^4 keys of one folder)."""
+    validate_market(market)
+    validate_collector_id(stream)
+    if symbol is not None and validate_symbol(symbol) != symbol:
+        raise InvalidNameError(f"symbol {symbol!r} is not canonical (upper case)")
+    validate_date(date)
+    if symbol is None:
+        return stream_date_prefix(market, stream, date)
+    return stream_day_prefix(market, stream, symbol, date)
 
 
 def stream_prefix(market: Market, stream: str) -> str:
