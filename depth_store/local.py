@@ -49,9 +49,9 @@ _COPY_CHUNK = 1 << 20
 _FOLDER_CACHE = 65_536  # resolved folders remembered per store (cleared, not grown, past this)
 
 
-def _md5_of_file(path: Path) -> str:
+def _md5_of_file(path: str | Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_COPY_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -337,14 +337,14 @@ class LocalStore(ObjectStore):
     # -- etag cache ------------------------------------------------------------------------------
 
     @staticmethod
-    def _remember_etag(path: Path, etag: str, st: os.stat_result) -> None:
+    def _remember_etag(path: str | Path, etag: str, st: os.stat_result) -> None:
         """Cache the md5 in an xattr, tied to size and mtime so an outside edit invalidates it."""
         # Without xattr support the md5 is simply recomputed when asked.
         with contextlib.suppress(OSError, AttributeError):
             os.setxattr(path, _ETAG_XATTR, f"{etag}:{st.st_size}:{st.st_mtime_ns}".encode())
 
     @staticmethod
-    def _etag(path: Path, st: os.stat_result) -> str:
+    def _etag(path: str | Path, st: os.stat_result) -> str:
         try:
             cached = os.getxattr(path, _ETAG_XATTR).decode()
             etag, size, mtime = cached.split(":")
@@ -360,7 +360,7 @@ class LocalStore(ObjectStore):
     def _mtime(st: os.stat_result) -> dt.datetime:
         return dt.datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=dt.UTC)
 
-    def _info(self, key: str, path: Path, st: os.stat_result) -> ObjectInfo:
+    def _info(self, key: str, path: str | Path, st: os.stat_result) -> ObjectInfo:
         etag = self._etag(path, st)
         return ObjectInfo(
             key=key, size=st.st_size, etag=etag, last_modified=self._mtime(st), content_md5=etag
@@ -456,7 +456,7 @@ class LocalStore(ObjectStore):
         for key, entry in found:
             try:
                 st = entry.stat(follow_symlinks=False)
-                info = self._info(key, Path(entry.path), st)
+                info = self._info(key, entry.path, st)  # a str: no Path object per object
             except FileNotFoundError:
                 continue  # deleted while listing
             yield info
