@@ -20,7 +20,7 @@ the window (rare: only after the price moved by a quarter of the window). ``repl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -182,6 +182,59 @@ def _record(
 
 
 @numba.njit(cache=True, nogil=True)
+def _level_qty(win: np.ndarray, st: np.ndarray, ok: np.ndarray, oq: np.ndarray, key: int | np.int64) -> float:
+    """The quantity at one key of one side (0.0: no level there)."""
+    base = st[0]
+    if key >= base + win.shape[0]:
+        return 0.0  # nothing is ever stored above the window
+    if key >= base:
+        return win[key - base]
+    lo, hi = 0, st[2]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ok[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return oq[lo] if lo < st[2] and ok[lo] == key else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _probe(
+    bw: np.ndarray,
+    bst: np.ndarray,
+    bok: np.ndarray,
+    boq: np.ndarray,
+    aw: np.ndarray,
+    ast: np.ndarray,
+    aok: np.ndarray,
+    aoq: np.ndarray,
+    probe_rows: np.ndarray,
+    probe_state: np.ndarray,
+    upto: int,
+    scale: float,
+    probe_is_bid: np.ndarray,
+    probe_price: np.ndarray,
+    out_q: np.ndarray,
+) -> None:
+    """Record the book's quantity at each pending probe's (side, price) with row <= upto (0.0: no level).
+
+    A price that is no whole tick at the book's decimals is at no level: every level of the book is one."""
+    s = probe_state[0]
+    while s < probe_rows.shape[0] and probe_rows[s] <= upto:
+        p = probe_price[s]
+        t = p * scale
+        q = 0.0
+        if -_MAX_EXACT < t < _MAX_EXACT:
+            k = np.int64(np.floor(t + 0.5))
+            if k / scale == p:
+                q = _level_qty(bw, bst, bok, boq, k) if probe_is_bid[s] else _level_qty(aw, ast, aok, aoq, -k)
+        out_q[s] = q
+        s += 1
+    probe_state[0] = s
+
+
+@numba.njit(cache=True, nogil=True)
 def _run(
     bw: np.ndarray,
     bst: np.ndarray,
@@ -203,15 +256,40 @@ def _run(
     out_bq: np.ndarray,
     out_ap: np.ndarray,
     out_aq: np.ndarray,
+    probe_rows: np.ndarray,
+    probe_state: np.ndarray,
+    probe_is_bid: np.ndarray,
+    probe_price: np.ndarray,
+    probe_qty: np.ndarray,
 ) -> tuple[int, int]:
-    """Apply rows [start, stop); before row i, record the top for every sample whose row index is i.
+    """Apply rows [start, stop); before row i, record the top for every sample whose row index is i, and
+    the quantity at every probe whose row index is i.
 
     Prices become keys here (ticks = price * scale, checked exact: one pass, no temporary arrays).
     Returns (row index, code): code _DONE means all rows were applied; otherwise the caller fixes the side
     (re-centre, grow) or the tick precision (_NEED_DECIMALS) and calls again from the returned row.
     """
     ns = sample_rows.shape[0]
+    nprobe = probe_rows.shape[0]
     for i in range(start, stop):
+        if probe_state[0] < nprobe and probe_rows[probe_state[0]] <= i:
+            _probe(
+                bw,
+                bst,
+                bok,
+                boq,
+                aw,
+                ast,
+                aok,
+                aoq,
+                probe_rows,
+                probe_state,
+                i,
+                scale,
+                probe_is_bid,
+                probe_price,
+                probe_qty,
+            )
         if sample_state[0] < ns and sample_rows[sample_state[0]] <= i:
             _record(
                 bw,
@@ -342,6 +420,8 @@ def _decimals_needed(price: np.ndarray, start: int = 0) -> int:
 
 _EMPTY_SAMPLES = np.zeros(0, dtype=np.int64)
 _EMPTY_OUT = np.zeros((0, 1), dtype=np.float64)
+_EMPTY_BOOL = np.zeros(0, dtype=np.bool_)
+_EMPTY_PRICES = np.zeros(0, dtype=np.float64)
 
 
 class OrderBook:
@@ -444,6 +524,11 @@ class OrderBook:
                 s.bid_q,
                 s.ask_p,
                 s.ask_q,
+                s.probe_rows,
+                s.probe_state,
+                s.probe_is_bid,
+                s.probe_price,
+                s.probe_qty,
             )
             if code == _DONE:
                 return
@@ -528,9 +613,19 @@ class OrderBook:
         return other
 
 
+@dataclass(frozen=True)
+class LevelProbes:
+    """Levels to read from the book during a replay: probe j reads the quantity at (``is_bid[j]``,
+    ``price[j]``) in the book after rows [0, ``rows[j]``) (``rows`` non-decreasing), 0.0 where no level."""
+
+    rows: np.ndarray
+    is_bid: np.ndarray
+    price: np.ndarray
+
+
 @dataclass
 class _Samples:
-    """Where the compiled loop writes the top of book at sample rows."""
+    """Where the compiled loop writes the top of book at sample rows and the quantities at probes."""
 
     rows: np.ndarray
     state: np.ndarray
@@ -538,10 +633,27 @@ class _Samples:
     bid_q: np.ndarray
     ask_p: np.ndarray
     ask_q: np.ndarray
+    probe_rows: np.ndarray
+    probe_state: np.ndarray
+    probe_is_bid: np.ndarray
+    probe_price: np.ndarray
+    probe_qty: np.ndarray
 
     @classmethod
-    def make(cls, rows: np.ndarray, depth: int) -> _Samples:
+    def make(cls, rows: np.ndarray, depth: int, probes: LevelProbes | None = None) -> _Samples:
         n = len(rows)
+        if probes is None:
+            p_rows, p_bid, p_price = _EMPTY_SAMPLES, _EMPTY_BOOL, _EMPTY_PRICES
+        else:
+            p_rows = np.ascontiguousarray(probes.rows, dtype=np.int64).reshape(-1)
+            p_bid = np.ascontiguousarray(probes.is_bid, dtype=np.bool_).reshape(-1)
+            p_price = np.ascontiguousarray(probes.price, dtype=np.float64).reshape(-1)
+            if not len(p_rows) == len(p_bid) == len(p_price):
+                raise ValueError(
+                    f"probe lengths differ: rows {len(p_rows)}, is_bid {len(p_bid)}, price {len(p_price)}"
+                )
+            if len(p_rows) and np.any(p_rows[1:] < p_rows[:-1]):
+                raise ValueError("probe rows must be non-decreasing")
         return cls(
             np.ascontiguousarray(rows, dtype=np.int64),
             np.zeros(1, dtype=np.int64),
@@ -549,11 +661,26 @@ class _Samples:
             np.full((n, depth), np.nan),
             np.full((n, depth), np.nan),
             np.full((n, depth), np.nan),
+            p_rows,
+            np.zeros(1, dtype=np.int64),
+            p_bid,
+            p_price,
+            np.full(len(p_rows), np.nan),
         )
 
 
 _NO_SAMPLES = _Samples(
-    _EMPTY_SAMPLES, np.zeros(1, dtype=np.int64), _EMPTY_OUT, _EMPTY_OUT, _EMPTY_OUT, _EMPTY_OUT
+    _EMPTY_SAMPLES,
+    np.zeros(1, dtype=np.int64),
+    _EMPTY_OUT,
+    _EMPTY_OUT,
+    _EMPTY_OUT,
+    _EMPTY_OUT,
+    _EMPTY_SAMPLES,
+    np.zeros(1, dtype=np.int64),
+    _EMPTY_BOOL,
+    _EMPTY_PRICES,
+    _EMPTY_PRICES,
 )
 
 
@@ -572,12 +699,14 @@ def image_bounds(is_snapshot: np.ndarray, last_update_id: np.ndarray) -> list[tu
 
 @dataclass(frozen=True)
 class TopSamples:
-    """Top of book at sample points: prices/qtys of shape (samples, depth), NaN where a side is shorter."""
+    """Top of book at sample points: prices/qtys of shape (samples, depth), NaN where a side is shorter;
+    ``probe_qty``: the quantity at each of the replay's :class:`LevelProbes` (empty without them)."""
 
     bid_price: np.ndarray
     bid_qty: np.ndarray
     ask_price: np.ndarray
     ask_qty: np.ndarray
+    probe_qty: np.ndarray = field(default_factory=lambda: _EMPTY_PRICES)
 
 
 def replay_arrays(
@@ -605,12 +734,15 @@ def sample_tops(
     sample_rows: np.ndarray,
     depth: int,
     book: OrderBook | None = None,
+    probes: LevelProbes | None = None,
 ) -> tuple[OrderBook, TopSamples]:
     """Replay and record the top ``depth`` levels at each sample: sample j sees rows [0, sample_rows[j]).
 
     ``sample_rows`` must be non-decreasing; put them on event boundaries (e.g. ``searchsorted`` of times).
+    ``probes``: levels whose quantity is read in the same pass (``TopSamples.probe_qty``); like samples,
+    put their rows on event boundaries (a probe inside an image sees the whole image).
     """
-    return _replay_columns(is_bid, price, qty, is_snapshot, last_update_id, book, sample_rows, depth)
+    return _replay_columns(is_bid, price, qty, is_snapshot, last_update_id, book, sample_rows, depth, probes)
 
 
 def _replay_columns(
@@ -622,6 +754,7 @@ def _replay_columns(
     book: OrderBook | None,
     sample_rows: np.ndarray | None,
     depth: int,
+    probes: LevelProbes | None = None,
 ) -> tuple[OrderBook, TopSamples]:
     book = book if book is not None else OrderBook()
     is_bid, price, qty = _columns(is_bid, price, qty)
@@ -632,7 +765,7 @@ def _replay_columns(
     rows = np.zeros(0, dtype=np.int64) if sample_rows is None else np.asarray(sample_rows, dtype=np.int64)
     if len(rows) and np.any(np.diff(rows) < 0):
         raise ValueError("sample_rows must be non-decreasing")
-    samples = _Samples.make(rows, max(depth, 1))
+    samples = _Samples.make(rows, max(depth, 1), probes)
     images = (
         image_bounds(is_snapshot, last_update_id)
         if is_snapshot is not None and last_update_id is not None
@@ -662,14 +795,34 @@ def _replay_columns(
             # samples inside the image see the whole image (an image is atomic)
             _skip_samples_inside(book, samples, b)
     _flush_samples_upto(book, samples, np.iinfo(np.int64).max)
-    tops = TopSamples(samples.bid_p, samples.bid_q, samples.ask_p, samples.ask_q)
+    tops = TopSamples(samples.bid_p, samples.bid_q, samples.ask_p, samples.ask_q, samples.probe_qty)
     if depth <= 0:
-        tops = TopSamples(*(a[:, :0] for a in (tops.bid_price, tops.bid_qty, tops.ask_price, tops.ask_qty)))
+        bp, bq, ap, aq = (a[:, :0] for a in (tops.bid_price, tops.bid_qty, tops.ask_price, tops.ask_qty))
+        tops = TopSamples(bp, bq, ap, aq, samples.probe_qty)
     return book, tops
 
 
 def _flush_samples_upto(book: OrderBook, samples: _Samples, row: int) -> None:
-    """Record the current top for every pending sample whose row is <= ``row`` (no rows applied)."""
+    """Record the current top for every pending sample, and the quantity at every pending probe, whose row
+    is <= ``row`` (no rows applied)."""
+    if len(samples.probe_rows):
+        _probe(
+            book._bids.win,
+            book._bids.st,
+            book._bids.ok,
+            book._bids.oq,
+            book._asks.win,
+            book._asks.st,
+            book._asks.ok,
+            book._asks.oq,
+            samples.probe_rows,
+            samples.probe_state,
+            row,
+            book._scale(),
+            samples.probe_is_bid,
+            samples.probe_price,
+            samples.probe_qty,
+        )
     if len(samples.rows):
         _record(
             book._bids.win,

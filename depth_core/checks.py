@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from depth_core.book import OrderBook, sample_tops
+from depth_core.book import LevelProbes, OrderBook, sample_tops
 from depth_core.check_catalog import MERGED_CHECKS, VALIDATED_CHECKS, CheckOutcome
 from depth_core.idline import intersect_length, subtract_ranges, union_ranges
 from depth_core.names import Market
@@ -43,6 +43,35 @@ def _group_bounds(snap: np.ndarray, last: np.ndarray, first: np.ndarray) -> tupl
     starts = np.flatnonzero(change)
     stops = np.append(starts[1:], n)
     return starts, stops
+
+
+SAME_U_RUN_LIMIT = 64  # events of one u compared pairwise by _same_range_differs; past it: "maybe", sort
+
+
+@numba.njit(cache=True, nogil=True)
+def _same_range_differs(
+    lo: np.ndarray, u: np.ndarray, h: np.ndarray, order: np.ndarray
+) -> bool:  # pragma: no cover - compiled
+    """Whether two events with the same ``(lo, u)`` carry different level hashes (``order`` sorts ``u``).
+
+    Events of one ``u`` are compared pairwise (a run holds one event per stream, or a few): no sort by
+    ``(lo, hash)``. A run longer than ``SAME_U_RUN_LIMIT`` answers True, so the caller's exact pass decides.
+    """
+    n = order.shape[0]
+    a = 0
+    while a < n:
+        b = a + 1
+        while b < n and u[order[b]] == u[order[a]]:
+            b += 1
+        if b - a > SAME_U_RUN_LIMIT:
+            return True
+        for x in range(a, b):
+            for y in range(x + 1, b):
+                i, j = order[x], order[y]
+                if lo[i] == lo[j] and h[i] != h[j]:
+                    return True
+        a = b
+    return False
 
 
 def round_trip_failures(values: np.ndarray, decimals: int | None) -> np.ndarray:
@@ -72,46 +101,6 @@ def _round_trip_failures(values: np.ndarray, scale: float) -> np.ndarray:  # pra
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _level_keys(is_bid: np.ndarray, price: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover
-    """``2 * rint(price * scale) + is_bid`` in one pass."""
-    out = np.empty(price.shape[0], np.int64)
-    for i in range(price.shape[0]):
-        out[i] = np.int64(np.rint(price[i] * scale)) * 2 + (1 if is_bid[i] else 0)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _dense_grid(
-    m_key: np.ndarray, m_b: np.ndarray
-) -> tuple[int, int, int, bool, np.ndarray]:  # pragma: no cover - compiled
-    """Of level keys ``2 * ticks + is_bid``: the lowest tick, the gcd of the ticks' distances to it, the
-    span of the dense keys on that grid, whether ``m_b`` is non-decreasing, and the dense keys
-    (``2 * ((tick - t0) // step) + is_bid``); a pass each, no temporaries."""
-    t0 = m_key[0] >> 1
-    for i in range(m_key.shape[0]):
-        t0 = min(t0, m_key[i] >> 1)
-    step = 0
-    for i in range(m_key.shape[0]):
-        d = (m_key[i] >> 1) - t0
-        if step and d % step == 0:  # the common case: on the grid found so far (one division)
-            continue
-        while d:  # Euclid
-            step, d = d, step % d
-    step = step or 1
-    dense = np.empty(m_key.shape[0], np.int64)
-    span = 0
-    for i in range(m_key.shape[0]):
-        dense[i] = (((m_key[i] >> 1) - t0) // step) * 2 + (m_key[i] & 1)
-        span = max(span, dense[i] + 1)
-    ordered = True
-    for i in range(1, m_b.shape[0]):
-        if m_b[i] < m_b[i - 1]:
-            ordered = False
-            break
-    return t0, step, span, ordered, dense
-
-
 def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """values[keys == at] for each of ``at``, 0.0 where the key is absent."""
     if len(keys) == 0:
@@ -120,82 +109,6 @@ def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     k, v = keys[order], values[order]
     idx = np.clip(np.searchsorted(k, at), 0, len(k) - 1)
     return np.where(k[idx] == at, v[idx], 0.0)
-
-
-DENSE_ASOF_MAX_SPAN = 1 << 22  # level keys a chunk may span for the dense as-of table (32 MiB of float64)
-
-
-@numba.njit(cache=True, nogil=True)
-def _asof_dense(
-    m_key: np.ndarray,
-    m_b: np.ndarray,
-    m_q: np.ndarray,
-    q_key: np.ndarray,
-    q_b: np.ndarray,
-    q_order: np.ndarray,
-    k0: int,
-    span: int,
-) -> np.ndarray:  # pragma: no cover - compiled
-    """Per query: the quantity the last chunk row of its level with ``m_b <= q_b`` set (NaN: none).
-
-    One pass: the chunk rows (``m_b`` non-decreasing) are applied to a dense table of level keys up to each
-    query's event end, queries taken in ``q_b`` order; linear, no sort of the chunk.
-    """
-    table = np.full(span, np.nan)
-    out = np.full(q_key.shape[0], np.nan)
-    r = 0
-    n = m_key.shape[0]
-    for t in range(q_order.shape[0]):
-        j = q_order[t]
-        b = q_b[j]
-        while r < n and m_b[r] <= b:
-            table[m_key[r] - k0] = m_q[r]
-            r += 1
-        k = q_key[j] - k0
-        if 0 <= k < span:
-            out[j] = table[k]
-    return out
-
-
-def _asof_sorted(
-    m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray
-) -> np.ndarray:
-    """The same lookup by sorting (any key span, rows in any order); NaN where the chunk never set it."""
-    uniq, m_dense = np.unique(m_key, return_inverse=True)
-    b0 = int(min(m_b.min(), q_b.min()))
-    m_comp = (m_dense.astype(np.int64) << 40) | (m_b - b0)
-    order = np.argsort(m_comp, kind="stable")  # stable: the later row of one event wins below
-    m_comp, m_q_sorted = m_comp[order], m_q[order]
-    q_dense = np.clip(np.searchsorted(uniq, q_key), 0, len(uniq) - 1)
-    known = uniq[q_dense] == q_key
-    q_comp = (q_dense << 40) | (q_b - b0)
-    q_order = np.argsort(q_comp)  # sorted queries search much faster
-    pos = np.empty(len(q_comp), np.int64)
-    pos[q_order] = np.searchsorted(m_comp, q_comp[q_order], side="right") - 1
-    hit = known & (pos >= 0) & ((m_comp[np.maximum(pos, 0)] >> 40) == q_dense)
-    return np.where(hit, m_q_sorted[np.maximum(pos, 0)], np.nan)
-
-
-def asof_levels(
-    m_key: np.ndarray, m_b: np.ndarray, m_q: np.ndarray, q_key: np.ndarray, q_b: np.ndarray
-) -> np.ndarray:
-    """For each query (level key, event end b): the last quantity the chunk rows set for that level at or
-    before b (rows in order; NaN where none did). Dense and linear when the chunk's rows are in id order and
-    its level keys span a bounded range (always, in a merged chunk); else by sorting."""
-    if len(q_key) == 0:
-        return np.zeros(0)
-    if len(m_key) == 0:
-        return np.full(len(q_key), np.nan)
-    # keys are 2 * ticks + is_bid at the symbol's decimals (sparse: 8 decimals, tick 0.01); make them dense
-    # by the chunk's own tick step (gcd of the price differences) before the table lookup
-    t0, step, span, ordered, m_dense = _dense_grid(m_key, m_b)
-    if span <= DENSE_ASOF_MAX_SPAN and ordered:
-        q_ticks = q_key >> 1
-        on_grid = (q_ticks >= t0) & ((q_ticks - t0) % step == 0)
-        q_dense = np.where(on_grid, ((q_ticks - t0) // step) * 2 + (q_key & 1), -1)
-        q_order = np.argsort(q_b, kind="stable")
-        return _asof_dense(m_dense, m_b, m_q, q_dense, q_b, q_order, 0, span)
-    return _asof_sorted(m_key, m_b, m_q, q_key, q_b)
 
 
 class MergeChecker:
@@ -271,11 +184,16 @@ class MergeChecker:
         parts = [(i, s.events) for i, s in enumerate(self.inputs) if s.events.height]
         if not parts:
             return
-        # one sort of the events by (lo, u, levels hash), in numpy (no hash table over every event: the
-        # merge's peak memory); a range disagrees when two events of it carry different hashes
         lo = np.concatenate([e["lo"].to_numpy() for _i, e in parts])
         u = np.concatenate([e["u"].to_numpy() for _i, e in parts])
         h = np.concatenate([e["levels_hash"].to_numpy() for _i, e in parts])
+        # the common case, no disagreement, proven by one stable sort on u (each stream's events are in u
+        # order already: a merge of sorted runs) and a compiled pass over the runs of one u
+        if not _same_range_differs(lo, u, h, np.argsort(u, kind="stable")):
+            return
+        # some range disagrees: one sort of the events by (lo, u, levels hash), in numpy (no hash table over
+        # every event: the merge's peak memory) names them; a range disagrees when two events of it carry
+        # different hashes
         order = np.lexsort((h, u, lo))
         lo_o, u_o, h_o = lo[order], u[order], h[order]
         del lo, u, h
@@ -368,9 +286,20 @@ class MergeChecker:
         price = out["price"].to_numpy()
         qty = out["qty"].to_numpy()
         starts, stops = _group_bounds(snap, last, first)
-        if other_batchings is not None and other_batchings.height:
-            image_starts = starts[snap[starts] & (starts > 0)]
-            self._compare_other_batchings(snap, last, is_bid, price, qty, image_starts, other_batchings)
+        # other batchings: each level is read from the replayed book after its event end b, in the replay's
+        # own pass (probe rows in row order; ``probe_order`` maps them back to the rows of other_batchings)
+        others = other_batchings if other_batchings is not None and other_batchings.height else None
+        probe_rows, probe_order = self._other_batching_rows(last, others)
+        probe_bid = probe_price = probe_qty = np.zeros(0)
+        if others is not None:
+            probe_bid = others["is_bid"].to_numpy()[probe_order]
+            # a level is a price at the symbol's decimals: read the one the price rounds to (numpy's division
+            # is correctly rounded: the nearest double to that decimal, as the merged rows hold it)
+            probe_price = others["price"].to_numpy()[probe_order]
+            if self.price_decimals is not None:
+                scale = 10.0**self.price_decimals
+                probe_price = np.rint(probe_price * scale) / scale
+            probe_qty = np.empty(len(probe_rows))
         # cut points: items before which a snapshot is compared
         item_start_row = np.concatenate([[0], np.cumsum(item_rows)])
         n_items = len(item_rows)
@@ -394,9 +323,21 @@ class MergeChecker:
                 continue
             m = (stops > a) & (stops <= b)
             rows = stops[m] - a
+            pa = int(np.searchsorted(probe_rows, a, side="right")) if a else 0
+            pb = int(np.searchsorted(probe_rows, b, side="right"))
+            probes = LevelProbes(probe_rows[pa:pb] - a, probe_bid[pa:pb], probe_price[pa:pb])
             self.book, t = sample_tops(
-                is_bid[a:b], price[a:b], qty[a:b], snap[a:b], last[a:b], rows, 1, book=self.book
+                is_bid[a:b],
+                price[a:b],
+                qty[a:b],
+                snap[a:b],
+                last[a:b],
+                rows,
+                1,
+                book=self.book,
+                probes=probes,
             )
+            probe_qty[pa:pb] = t.probe_qty
             grp_snap = snap[starts[m]]
             grp_exact = row_exact[starts[m]]  # an inexact event's book is unknown: nothing to check there
             bb, ba = t.bid_price[:, 0], t.ask_price[:, 0]
@@ -411,6 +352,10 @@ class MergeChecker:
             tops.append(np.column_stack([bb[ev], t.bid_qty[:, 0][ev], ba[ev], t.ask_qty[:, 0][ev]]))
         if img_bands:
             self.anchor_band = img_bands[-1]
+        if others is not None:
+            replay = np.empty(len(probe_qty))
+            replay[probe_order] = probe_qty
+            self._compare_other_batchings(others, replay)
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
 
@@ -441,57 +386,29 @@ class MergeChecker:
             )
         return stops[img], bands
 
-    def _compare_other_batchings(
-        self,
-        snap: np.ndarray,
-        last: np.ndarray,
-        is_bid: np.ndarray,
-        price: np.ndarray,
-        qty: np.ndarray,
-        img_starts: np.ndarray,
-        other: pl.DataFrame,
-    ) -> None:
+    @staticmethod
+    def _other_batching_rows(last: np.ndarray, other: pl.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+        """Where the replay reads each level of ``other`` (events of other batchings ending at event end b):
+        before the chunk's first row past b, i.e. the book after every row with last_update_id <= b (an image
+        at b included); in row order, with the order that takes the rows of ``other`` there."""
+        if other is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows = np.searchsorted(last, other["b"].to_numpy(), side="right")
+        if bool(np.all(rows[1:] >= rows[:-1])):  # queries in event order (as built for one stream)
+            return rows, np.arange(len(rows))
+        order = np.argsort(rows, kind="stable")
+        return rows[order], order
+
+    def _compare_other_batchings(self, other: pl.DataFrame, replay: np.ndarray) -> None:
         """The book after event end b must hold every level of an event of another batching that ends at b.
 
-        The book after b is an as-of over this chunk's rows since the last image at or before b: before the
-        chunk's first re-anchoring image, levels the chunk has not set yet come from the book at the chunk's
-        start (none if the chunk opens with an image); after an image, levels it does not hold are absent.
-        Every segment between images is compared (a file with an image mid-way is checked past it too);
-        ``img_starts``: the first row of each image after row 0.
+        ``replay``: per row of ``other``, the replayed book's quantity at that level after b (0.0: the book
+        has no level there), read in the replay pass (``LevelProbes``); the book carries over from the
+        previous chunks and is reset by every image, so levels this chunk has not set come from the book at
+        its start, and after an image, levels it does not hold are absent.
         """
-        opens_with_image = bool(snap[0])
-        bounds = np.concatenate([[0], img_starts, [len(snap)]])
-        q_b = other["b"].to_numpy()
-        segment = np.searchsorted(last[img_starts], q_b, side="right")  # images at or before each b
-        m_key = self._level_keys_np(is_bid, price)
-        q_key = self._level_keys_np(other["is_bid"].to_numpy(), other["price"].to_numpy())
-        replay = np.empty(len(q_b))
-        runs: list[tuple[int, slice | np.ndarray]]
-        if bool(np.all(segment[1:] >= segment[:-1])):  # queries in event order (as built): runs, no sort
-            cut = np.flatnonzero(np.diff(segment)) + 1
-            lo_q, hi_q = np.concatenate([[0], cut]), np.concatenate([cut, [len(segment)]])
-            runs = [(int(segment[x]), slice(int(x), int(y))) for x, y in zip(lo_q, hi_q, strict=True)]
-        else:
-            runs = [(k, segment == k) for k in np.unique(segment).tolist()]
-        for k, sel in runs:
-            a, e = int(bounds[k]), int(bounds[k + 1])
-            r = asof_levels(m_key[a:e], last[a:e], qty[a:e], q_key[sel], q_b[sel])
-            miss = np.isnan(r)
-            if miss.any():
-                if k > 0 or opens_with_image:  # after an image: a level it does not hold is absent
-                    r[miss] = 0.0
-                else:  # not set in this chunk before b: the book at the chunk start
-                    nb, na = self.book.depth_counts()
-                    top_b, top_a = self.book.top(max(nb, na, 1))
-                    s_key = np.concatenate(
-                        [
-                            self._level_keys_np(np.ones(len(top_b), bool), top_b[:, 0]),
-                            self._level_keys_np(np.zeros(len(top_a), bool), top_a[:, 0]),
-                        ]
-                    )
-                    s_q = np.concatenate([top_b[:, 1], top_a[:, 1]])
-                    r[miss] = _lookup(s_key, s_q, q_key[sel][miss])
-            replay[sel] = r
+        if not bool(np.any(replay != other["qty"].to_numpy())):
+            return
         j = other.with_columns(pl.Series("replay", replay))
         bad = j.filter(pl.col("replay") != pl.col("qty"))
         if not bad.height:
@@ -516,10 +433,6 @@ class MergeChecker:
                     "example_price": row["price"],
                 }
             )
-
-    def _level_keys_np(self, is_bid: np.ndarray, price: np.ndarray) -> np.ndarray:
-        """One int64 per (side, price): price ticks at the symbol's decimals, doubled, +1 for bids."""
-        return _level_keys(is_bid, price, 10.0 ** (self.price_decimals or 0))
 
     def _schema_and_order(self, out: pl.DataFrame) -> None:
         if dict(out.schema) != MERGED_SCHEMA:

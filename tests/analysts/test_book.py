@@ -245,6 +245,55 @@ def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
         assert got_asks.tolist() == asks[:, 0].tolist(), f"sample {j} at row {row}"
 
 
+@pytest.mark.parametrize("window", [16, 1 << 16])
+def test_probes_read_the_stepwise_book_at_their_rows(window: int) -> None:
+    """A probe reads the quantity at its level in the book after rows [0, row): images whole, levels in the
+    window and in the overflow (window 16), absent levels and prices finer than the book's ticks as 0."""
+    from depth_core.book import LevelProbes, sample_tops
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    is_bid, price, qty = random_updates(rng, n, 3000.0, 0.1, 0)
+    snap = np.zeros(n, dtype=bool)
+    last_id = np.arange(n, dtype=np.int64)
+    snap[1500:1540] = True  # an image mid-way (id 1500)
+    last_id[1500:1540] = 1500
+    qty[1500:1540] = 1.0
+    probe_rows = np.sort(rng.choice(np.r_[0, 1500, 1520, 1540, n, np.arange(1, n, 7)], 600))
+    touched = rng.integers(0, n, len(probe_rows))  # levels the replay sets somewhere
+    p_bid, p_price = is_bid[touched].copy(), price[touched].copy()
+    p_price[::17] += 0.05  # on no tick of the book (it has 1 decimal): no level
+    p_bid[::13] = ~p_bid[::13]  # the other side's prices: mostly absent
+    probes = LevelProbes(probe_rows, p_bid, p_price)
+
+    _book, tops = sample_tops(
+        is_bid, price, qty, snap, last_id, np.zeros(0, np.int64), 1, OrderBook(window=window), probes
+    )
+    ref, applied = DictBook(), 0
+    for j, row in enumerate(probe_rows.tolist()):
+        cut = 1540 if 1500 < row < 1540 else row  # inside an image: the whole image is seen
+        while applied < cut:
+            if applied == 1500:
+                ref.reset()
+            ref.set(bool(is_bid[applied]), float(price[applied]), float(qty[applied]))
+            applied += 1
+        want = ref.sides[bool(p_bid[j])].get(float(p_price[j]), 0.0)
+        assert tops.probe_qty[j] == want, f"probe {j} at row {row}"
+    assert (tops.probe_qty > 0).sum() > 100 and (tops.probe_qty == 0).sum() > 50
+    with pytest.raises(ValueError, match="non-decreasing"):
+        sample_tops(
+            is_bid,
+            price,
+            qty,
+            None,
+            None,
+            np.zeros(0, np.int64),
+            1,
+            None,
+            LevelProbes(np.array([5, 3]), np.array([True, True]), np.array([1.0, 2.0])),
+        )
+
+
 def test_bad_columns_are_refused_with_a_clear_error() -> None:
     from depth_core.book import replay_arrays
 
