@@ -101,6 +101,28 @@ def _round_trip_failures(values: np.ndarray, scale: float) -> np.ndarray:  # pra
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _rows_after(last: np.ndarray, stops: np.ndarray, at: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Per id in ``at``: the first row whose last_update_id is past it (``searchsorted(last, at, "right")``
+    for rows sorted by last_update_id), found among the group ends ``stops`` (a group's rows share one id)
+    by binary search, once per run of equal ids."""
+    out = np.empty(at.shape[0], np.int64)
+    prev_id, prev_row = 0, -1
+    for j in range(at.shape[0]):
+        b = at[j]
+        if prev_row < 0 or b != prev_id:
+            lo, hi = 0, stops.shape[0]
+            while lo < hi:  # first group ending past b
+                mid = (lo + hi) >> 1
+                if last[stops[mid] - 1] <= b:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            prev_id, prev_row = b, (stops[lo - 1] if lo > 0 else 0)
+        out[j] = prev_row
+    return out
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """values[keys == at] for each of ``at``, 0.0 where the key is absent."""
     if len(keys) == 0:
@@ -289,13 +311,15 @@ class MergeChecker:
         # other batchings: each level is read from the replayed book after its event end b, in the replay's
         # own pass (probe rows in row order; ``probe_order`` maps them back to the rows of other_batchings)
         others = other_batchings if other_batchings is not None and other_batchings.height else None
-        probe_rows, probe_order = self._other_batching_rows(last, others)
+        probe_rows, probe_order = self._other_batching_rows(last, stops, others)
         probe_bid = probe_price = probe_qty = np.zeros(0)
         if others is not None:
-            probe_bid = others["is_bid"].to_numpy()[probe_order]
+            probe_bid = others["is_bid"].to_numpy()
+            probe_price = others["price"].to_numpy()
+            if probe_order is not None:
+                probe_bid, probe_price = probe_bid[probe_order], probe_price[probe_order]
             # a level is a price at the symbol's decimals: read the one the price rounds to (numpy's division
             # is correctly rounded: the nearest double to that decimal, as the merged rows hold it)
-            probe_price = others["price"].to_numpy()[probe_order]
             if self.price_decimals is not None:
                 scale = 10.0**self.price_decimals
                 probe_price = np.rint(probe_price * scale) / scale
@@ -353,8 +377,10 @@ class MergeChecker:
         if img_bands:
             self.anchor_band = img_bands[-1]
         if others is not None:
-            replay = np.empty(len(probe_qty))
-            replay[probe_order] = probe_qty
+            replay = probe_qty
+            if probe_order is not None:
+                replay = np.empty(len(probe_qty))
+                replay[probe_order] = probe_qty
             self._compare_other_batchings(others, replay)
         # the snapshots compared at the end of the last chunk are handled in finish()
         self._book_ticker(ends_u, tops)
@@ -387,15 +413,17 @@ class MergeChecker:
         return stops[img], bands
 
     @staticmethod
-    def _other_batching_rows(last: np.ndarray, other: pl.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    def _other_batching_rows(
+        last: np.ndarray, stops: np.ndarray, other: pl.DataFrame | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Where the replay reads each level of ``other`` (events of other batchings ending at event end b):
-        before the chunk's first row past b, i.e. the book after every row with last_update_id <= b (an image
-        at b included); in row order, with the order that takes the rows of ``other`` there."""
+        at the first row past b, i.e. in the book after every row with last_update_id <= b (an image at b
+        included); in row order, with the order that takes the rows of ``other`` there (None: as they are)."""
         if other is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        rows = np.searchsorted(last, other["b"].to_numpy(), side="right")
+            return np.zeros(0, np.int64), None
+        rows = _rows_after(last, stops, other["b"].to_numpy())
         if bool(np.all(rows[1:] >= rows[:-1])):  # queries in event order (as built for one stream)
-            return rows, np.arange(len(rows))
+            return rows, None
         order = np.argsort(rows, kind="stable")
         return rows[order], order
 
