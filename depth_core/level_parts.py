@@ -21,9 +21,7 @@ releases stays readable, and it is the fallback above. Readers tell them apart b
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -159,10 +157,26 @@ def decode_level_part(
 ) -> LevelColumns:
     """The level rows of a level part as read (its columns and the file's key-value metadata), either
     format."""
-    ev = frame["ev"].to_numpy()
-    is_bid = frame["is_bid"].to_numpy()
-    if frame.schema["price"].is_float():
-        return ev, is_bid, frame["price"].to_numpy(), frame["qty"].to_numpy()
+    return _decode(
+        frame["ev"].to_numpy(),
+        frame["is_bid"].to_numpy(),
+        frame["price"].to_numpy(),
+        frame["qty"].to_numpy(),
+        metadata,
+        name,
+    )
+
+
+def _decode(
+    ev: np.ndarray,
+    is_bid: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    metadata: dict[str, str],
+    name: str,
+) -> LevelColumns:
+    if price.dtype.kind == "f":
+        return ev, is_bid, price, qty
     try:
         if metadata[_META_FORMAT.decode()] != "2":
             raise KeyError(_META_FORMAT.decode())
@@ -173,27 +187,80 @@ def decode_level_part(
         raise LevelPartError(f"{name}: decimals {p_dec}/{q_dec} out of range")
     # numpy, not polars (which divides by multiplying with the reciprocal, not correctly rounded); exact:
     # ticks and 10**d are exact doubles and IEEE division rounds correctly (see the module docstring)
-    price = frame["price"].to_numpy() / 10.0**p_dec
-    qty = frame["qty"].to_numpy() / 10.0**q_dec
-    return ev, is_bid, price, qty
+    return ev, is_bid, price / 10.0**p_dec, qty / 10.0**q_dec
 
 
 def read_level_columns(
-    store: ObjectStore, key: str, ev_between: tuple[int, int] | None = None
+    store: ObjectStore,
+    key: str,
+    ev_between: tuple[int, int] | None = None,
+    events: np.ndarray | None = None,
 ) -> LevelColumns:
-    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi`` (row groups
-    outside are skipped by their statistics). Read by polars, whose memory does not accumulate over the
-    files of a merge (pyarrow's pool kept ≈ 150 MiB more at a full day than at ⅛). Raises the store's
-    ``ObjectNotFoundError`` for a missing part."""
+    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi``; with
+    ``events`` (sorted event numbers), only the row groups that hold one of them are read (row groups are
+    chosen by their ``ev`` statistics; rows of other events in those groups may come along). Raises the
+    store's ``ObjectNotFoundError`` for a missing part.
+
+    Read by pyarrow on the calling thread, the chosen row groups only, and the event range cut by binary
+    search in the part's sorted ``ev`` column: half the CPU of a polars scan with a row filter (which
+    builds a mask and copies every column through it, on a thread pool). A local part is memory-mapped."""
     path = local_path(store, key)
-    source: Path | io.BytesIO = path if path is not None else io.BytesIO(store.get_bytes(key))
-    metadata = pl.read_parquet_metadata(source)
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    scan = pl.scan_parquet(source)
-    if ev_between is not None:
-        scan = scan.filter(pl.col("ev").is_between(*ev_between))
-    return decode_level_part(scan.collect(), metadata, key)
+    source: pa.NativeFile = (
+        pa.memory_map(str(path)) if path is not None else pa.BufferReader(store.get_bytes(key))
+    )
+    with source, pq.ParquetFile(source, pre_buffer=False) as file:
+        meta = file.metadata
+        groups = _row_groups(meta, ev_between, events)
+        table = file.read_row_groups(groups, use_threads=False) if groups else file.schema_arrow.empty_table()
+        ev = _column(table, "ev")
+        a, b = 0, len(ev)
+        if ev_between is not None and b:
+            if _is_sorted(ev):
+                a = int(np.searchsorted(ev, ev_between[0], side="left"))
+                b = int(np.searchsorted(ev, ev_between[1], side="right"))
+            else:  # parts are written in event order; an unsorted one is still read right
+                keep = (ev >= ev_between[0]) & (ev <= ev_between[1])
+                is_bid, price, qty = (_column(table, c)[keep] for c in ("is_bid", "price", "qty"))
+                return _decode(ev[keep], is_bid, price, qty, _metadata(meta), key)
+        is_bid, price, qty = (_column(table, c)[a:b] for c in ("is_bid", "price", "qty"))
+        # copies: the arrays must not hold Arrow's buffers of the whole row groups beyond this call
+        return _decode(ev[a:b].copy(), is_bid.copy(), price, qty, _metadata(meta), key)
+
+
+def _metadata(meta: pq.FileMetaData) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (meta.metadata or {}).items()}
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
+def _row_groups(
+    meta: pq.FileMetaData, ev_between: tuple[int, int] | None, events: np.ndarray | None
+) -> list[int]:
+    """The row groups that may hold rows of the wanted events (all, without statistics)."""
+    ev_index = meta.schema.names.index("ev")
+    out = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(ev_index).statistics
+        if stats is None or not stats.has_min_max:
+            out.append(i)
+            continue
+        lo, hi = stats.min, stats.max
+        if ev_between is not None and (hi < ev_between[0] or lo > ev_between[1]):
+            continue
+        if events is not None and np.searchsorted(events, lo, "left") == np.searchsorted(events, hi, "right"):
+            continue
+        out.append(i)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_sorted(values: np.ndarray) -> bool:
+    for i in range(1, len(values)):  # noqa: SIM110 (compiled: a plain loop)
+        if values[i] < values[i - 1]:
+            return False
+    return True
 
 
 def read_level_part(store: ObjectStore, key: str) -> pl.DataFrame:

@@ -489,9 +489,10 @@ def _levels_of(
             )
         keys.append(key)
     cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    wanted = np.sort(ev)
     for key in keys:
         try:
-            cols.append(read_level_columns(store, key, (lo_ev, hi_ev)))
+            cols.append(read_level_columns(store, key, (lo_ev, hi_ev), wanted))
         except ObjectNotFoundError as exc:
             raise MissingStateError(
                 f"validated {s.stream} {symbol} {date}: level part {key} named by its report is missing"

@@ -172,3 +172,45 @@ def test_a_part_of_several_frames_is_their_concatenation(store: ObjectStore) -> 
     put_level_part(store, KEY, frames)
     assert _format(store, KEY)[0] == "double"
     assert read_level_part(store, KEY).equals(pl.concat(frames))
+
+
+def _long_part(n_events: int, per_event: int) -> pl.DataFrame:
+    """``n_events`` events of ``per_event`` rows each (more than one row group of a part)."""
+    n = n_events * per_event
+    return pl.DataFrame(
+        {
+            "ev": np.repeat(np.arange(n_events), per_event),
+            "is_bid": np.arange(n) % 2 == 0,
+            "price": (np.arange(n) % 5000 + 60000).astype(np.float64) / 100,
+            "qty": (np.arange(n) % 977).astype(np.float64) / 1000,
+        },
+        schema=LEVEL_COLUMNS,
+    )
+
+
+def test_events_read_only_the_row_groups_that_hold_them(any_store: ObjectStore) -> None:
+    """On both backends: with wanted events, row groups holding none are not read; the range is cut exactly
+    and the values are those written."""
+    frame = _long_part(100_000, 3)  # 300,000 rows: three row groups of 131,072
+    put_level_part(any_store, KEY, frame)
+    wanted = np.array([50_000, 50_001])  # both in the second row group (rows 131,072 .. 262,143)
+    ev, is_bid, price, qty = read_level_columns(any_store, KEY, (0, 99_999), wanted)
+    assert ev.min() >= 131_072 // 3 and ev.max() <= 262_143 // 3  # the first and last groups were skipped
+    for e in wanted.tolist():
+        rows = frame.filter(pl.col("ev") == e)
+        mine = ev == e
+        assert is_bid[mine].tolist() == rows["is_bid"].to_list()
+        assert price[mine].tolist() == rows["price"].to_list()
+        assert qty[mine].tolist() == rows["qty"].to_list()
+    ev, _b, price, _q = read_level_columns(any_store, KEY, (40_000, 40_001))
+    assert ev.tolist() == [40_000] * 3 + [40_001] * 3
+    assert price.tolist() == frame.filter(pl.col("ev").is_between(40_000, 40_001))["price"].to_list()
+    assert len(read_level_columns(any_store, KEY, (200_000, 300_000))[0]) == 0
+
+
+def test_a_part_out_of_event_order_is_still_cut_right(store: ObjectStore) -> None:
+    frame = _frame([float(i) for i in range(12)], [1.0] * 12).reverse()  # events 3, 2, 1, 0
+    put_level_part(store, KEY, frame)
+    ev, _is_bid, price, _qty = read_level_columns(store, KEY, (1, 2))
+    assert ev.tolist() == [2, 2, 2, 1, 1, 1]
+    assert price.tolist() == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0]
