@@ -175,8 +175,19 @@ def _decode(
     metadata: dict[str, str],
     name: str,
 ) -> LevelColumns:
-    if price.dtype.kind == "f":
+    divisors = _tick_divisors(price.dtype.kind == "f", metadata, name)
+    if divisors is None:
         return ev, is_bid, price, qty
+    return ev, is_bid, price / divisors[0], qty / divisors[1]
+
+
+def _tick_divisors(is_float: bool, metadata: dict[str, str], name: str) -> tuple[float, float] | None:
+    """``10**decimals`` of the prices and quantities of a format-2 part (None: format 1, floats as they are).
+
+    Divided by numpy, not polars (which multiplies with the reciprocal, not correctly rounded); exact: ticks
+    and 10**d are exact doubles and IEEE division rounds correctly (see the module docstring)."""
+    if is_float:
+        return None
     try:
         if metadata[_META_FORMAT.decode()] != "2":
             raise KeyError(_META_FORMAT.decode())
@@ -185,9 +196,7 @@ def _decode(
         raise LevelPartError(f"{name}: integer price column without valid format-2 metadata ({exc})") from exc
     if not (0 <= p_dec <= MAX_DECIMALS and 0 <= q_dec <= MAX_DECIMALS):
         raise LevelPartError(f"{name}: decimals {p_dec}/{q_dec} out of range")
-    # numpy, not polars (which divides by multiplying with the reciprocal, not correctly rounded); exact:
-    # ticks and 10**d are exact doubles and IEEE division rounds correctly (see the module docstring)
-    return ev, is_bid, price / 10.0**p_dec, qty / 10.0**q_dec
+    return 10.0**p_dec, 10.0**q_dec
 
 
 def read_level_columns(
@@ -201,30 +210,60 @@ def read_level_columns(
     chosen by their ``ev`` statistics; rows of other events in those groups may come along). Raises the
     store's ``ObjectNotFoundError`` for a missing part.
 
-    Read by pyarrow on the calling thread, the chosen row groups only, and the event range cut by binary
-    search in the part's sorted ``ev`` column: half the CPU of a polars scan with a row filter (which
-    builds a mask and copies every column through it, on a thread pool). A local part is memory-mapped."""
+    Read by pyarrow on the calling thread, one row group at a time straight into the output columns (the
+    working set is one row group, so memory does not grow with the rows read), each group cut by binary search
+    in its sorted ``ev``: ~40 % less CPU than a polars scan with a row filter, which builds a mask and copies
+    every column through it on a thread pool. A local part is memory-mapped."""
     path = local_path(store, key)
     source: pa.NativeFile = (
         pa.memory_map(str(path)) if path is not None else pa.BufferReader(store.get_bytes(key))
     )
-    with source, pq.ParquetFile(source, pre_buffer=False) as file:
-        meta = file.metadata
-        groups = _row_groups(meta, ev_between, events)
-        table = file.read_row_groups(groups, use_threads=False) if groups else file.schema_arrow.empty_table()
-        ev = _column(table, "ev")
-        a, b = 0, len(ev)
-        if ev_between is not None and b:
+    reader = pq.ParquetReader()
+    with source:
+        reader.open(source, pre_buffer=False)
+        try:
+            return _read_row_groups(reader, key, ev_between, events)
+        finally:
+            reader.close()
+
+
+def _read_row_groups(
+    reader: pq.ParquetReader,
+    name: str,
+    ev_between: tuple[int, int] | None,
+    events: np.ndarray | None,
+) -> LevelColumns:
+    meta = reader.metadata
+    divisors = _tick_divisors(
+        pa.types.is_floating(reader.schema_arrow.field("price").type), _metadata(meta), name
+    )
+    groups = _row_groups(meta, ev_between, events)
+    n = sum(meta.row_group(i).num_rows for i in groups)
+    ev_out, bid_out = np.empty(n, np.int64), np.empty(n, np.bool_)
+    price_out, qty_out = np.empty(n, np.float64), np.empty(n, np.float64)
+    at = 0
+    for i in groups:
+        group = reader.read_row_group(i, use_threads=False)
+        ev = _column(group, "ev")
+        take: slice | np.ndarray = slice(None)
+        if ev_between is not None:
+            lo, hi = ev_between
             if _is_sorted(ev):
-                a = int(np.searchsorted(ev, ev_between[0], side="left"))
-                b = int(np.searchsorted(ev, ev_between[1], side="right"))
-            else:  # parts are written in event order; an unsorted one is still read right
-                keep = (ev >= ev_between[0]) & (ev <= ev_between[1])
-                is_bid, price, qty = (_column(table, c)[keep] for c in ("is_bid", "price", "qty"))
-                return _decode(ev[keep], is_bid, price, qty, _metadata(meta), key)
-        is_bid, price, qty = (_column(table, c)[a:b] for c in ("is_bid", "price", "qty"))
-        # copies: the arrays must not hold Arrow's buffers of the whole row groups beyond this call
-        return _decode(ev[a:b].copy(), is_bid.copy(), price, qty, _metadata(meta), key)
+                take = slice(int(np.searchsorted(ev, lo, "left")), int(np.searchsorted(ev, hi, "right")))
+            else:  # parts are written in event order; one that is not is still read right
+                take = (ev >= lo) & (ev <= hi)
+        kept = ev[take]
+        end = at + len(kept)
+        ev_out[at:end] = kept
+        bid_out[at:end] = _column(group, "is_bid")[take]
+        for column, out, div in (("price", price_out, 0), ("qty", qty_out, 1)):
+            values = _column(group, column)[take]
+            if divisors is None:
+                out[at:end] = values
+            else:
+                np.divide(values, divisors[div], out=out[at:end])
+        at = end
+    return ev_out[:at], bid_out[:at], price_out[:at], qty_out[:at]
 
 
 def _metadata(meta: pq.FileMetaData) -> dict[str, str]:
