@@ -627,11 +627,13 @@ class _SymbolDay:
 
 def _by_symbol(frame: pl.DataFrame, one: bool) -> dict[tuple[Any, ...], pl.DataFrame]:
     """Rows per symbol id (without the id column); no copy when one symbol has them all (a v1 batch);
-    ``one``: the caller knows they do (no pass over the ids)."""
+    ``one``: the batch has one symbol, id 0 (no pass over the ids; the frame may lack the id column)."""
     if not frame.height:
         return {}
+    if one:
+        return {(0,): frame.drop(SYM_COLUMN, strict=False)}
     first = frame[SYM_COLUMN][0]
-    if one or frame[SYM_COLUMN].n_unique() == 1:
+    if frame[SYM_COLUMN].n_unique() == 1:
         return {(first,): frame.drop(SYM_COLUMN)}
     return frame.partition_by(SYM_COLUMN, as_dict=True, include_key=False)
 
@@ -1046,8 +1048,9 @@ class _StreamDayRun:
         wanted: np.ndarray,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Events (or snapshots) of day D of the wanted symbols, numbered per symbol after what each already
-        holds, ``obj`` pointing into each symbol's object list; their level rows renumbered alike. Also
-        records, per object, the event dates and event counts of every symbol it holds."""
+        holds, ``obj`` pointing into each symbol's object list; their level rows renumbered alike (with the
+        symbol id column only when the batch has more than one symbol). Also records, per object, the event
+        dates and event counts of every symbol it holds."""
         if not head.height:
             empty_head = head.clear().drop(SYM_COLUMN).with_columns(pl.lit(0, pl.Int64).alias(col))
             return empty_head.with_columns(
@@ -1116,22 +1119,23 @@ class _StreamDayRun:
         if every_row and n_sym == 1:
             # the usual batch (one symbol, every row of day D): a row's number is its position plus what the
             # symbol held before, so is its level rows' (an add in polars: no gather into a fresh array)
-            lv = levels.with_columns(
-                pl.col(col).cast(pl.Int64) + int(gmap[0]), pl.lit(0, pl.Int32).alias(SYM_COLUMN)
-            )
+            lv = levels.with_columns(pl.col(col).cast(pl.Int64) + int(gmap[0]))
         else:
             lv_ev = levels[col].to_numpy()
             lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)
             lmask = lg >= 0
             if lmask.all():  # every level row is of day D and of a wanted symbol (no copy)
-                lsym = pl.lit(0, pl.Int32) if n_sym == 1 else pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32)
-                lv = levels.with_columns(pl.Series(col, lg, pl.Int64), lsym.alias(SYM_COLUMN))
+                lv = levels.with_columns(pl.Series(col, lg, pl.Int64))
+                if n_sym > 1:
+                    lv = lv.with_columns(pl.Series(SYM_COLUMN, sym[lv_ev], pl.Int32))
             else:
                 lv = levels.filter(pl.Series(lmask)).with_columns(
                     pl.Series(col, lg[lmask], pl.Int64), pl.Series(SYM_COLUMN, sym[lv_ev[lmask]], pl.Int32)
                 )
         extra = ["price_dec", "qty_dec"] if col == "ev" else []  # decimals are counted, then dropped
-        return out, lv.select(col, "is_bid", "price", "qty", SYM_COLUMN, *extra)
+        # one symbol: its id (0) is not written out per level row (1.4 M rows a batch), only to be dropped
+        sym_col = [SYM_COLUMN] if n_sym > 1 else []
+        return out, lv.select(col, "is_bid", "price", "qty", *sym_col, *extra)
 
     def _bound_memory(self, writer: _Writer, buffer_bytes: int, part_rows: int) -> None:
         for b in self.builders.values():
