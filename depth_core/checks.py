@@ -31,18 +31,39 @@ if TYPE_CHECKING:
 MAX_LISTED = 20  # how many offending ids a check names in its metadata
 
 
-def _group_bounds(snap: np.ndarray, last: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row ranges of events/images: consecutive rows sharing (is_snapshot, last_update_id,
-    first_update_id)."""
-    n = len(snap)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    change[1:] = (snap[1:] != snap[:-1]) | (last[1:] != last[:-1]) | (first[1:] != first[:-1])
-    starts = np.flatnonzero(change)
-    stops = np.append(starts[1:], n)
-    return starts, stops
+@numba.njit(cache=True, nogil=True)
+def _groups_and_order(
+    snap: np.ndarray, last: np.ndarray, first: np.ndarray, exact: np.ndarray
+) -> tuple[np.ndarray, int, int, bool, bool]:  # pragma: no cover - compiled
+    """One pass over a chunk's rows (no chunk-sized temporaries): the first row of each event/image (rows
+    sharing is_snapshot, last_update_id and first_update_id), and the order problems within the chunk:
+    how many rows break the order (last_update_id decreasing, or an image after an exact event with its
+    id) and the first of them, whether an image row has book_exact false, and whether an exact event
+    directly follows an inexact one."""
+    n = snap.shape[0]
+    starts = np.empty(n, np.int64)
+    groups = 0
+    out_of_order = 0
+    first_out_of_order = -1
+    inexact_image = False
+    exact_after_inexact = False
+    for i in range(n):
+        if snap[i] and not exact[i]:
+            inexact_image = True
+        if i == 0 or snap[i] != snap[i - 1] or last[i] != last[i - 1] or first[i] != first[i - 1]:
+            starts[groups] = i
+            groups += 1
+        if i == 0:
+            continue
+        prev_exact_event = exact[i - 1] and not snap[i - 1]
+        d = last[i] - last[i - 1]
+        if d < 0 or (d == 0 and snap[i] and prev_exact_event):
+            if first_out_of_order < 0:
+                first_out_of_order = i
+            out_of_order += 1
+        if exact[i] and not snap[i] and not exact[i - 1] and not snap[i - 1]:
+            exact_after_inexact = True
+    return starts[:groups].copy(), out_of_order, first_out_of_order, inexact_image, exact_after_inexact
 
 
 SAME_U_RUN_LIMIT = 64  # events of one u compared pairwise by _same_range_differs; past it: "maybe", sort
@@ -296,7 +317,10 @@ class MergeChecker:
         ``other_batchings``: levels (b, is_bid, price, qty, U, s, s_c) of events of other batchings ending at
         event end ``b`` of this chunk; compared with the replayed book after ``b``.
         """
-        self._schema_and_order(out)
+        if dict(out.schema) != MERGED_SCHEMA:
+            self.schema_problems.append(
+                f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)"
+            )
         self._decimals(out)
         if out.height == 0:
             return
@@ -307,7 +331,8 @@ class MergeChecker:
         row_exact = out["book_exact"].to_numpy()
         price = out["price"].to_numpy()
         qty = out["qty"].to_numpy()
-        starts, stops = _group_bounds(snap, last, first)
+        starts = self._order(snap, last, first, row_exact)
+        stops = np.append(starts[1:], out.height)
         # other batchings: each level is read from the replayed book after its event end b, in the replay's
         # own pass (probe rows in row order; ``probe_order`` maps them back to the rows of other_batchings)
         others = other_batchings if other_batchings is not None and other_batchings.height else None
@@ -462,16 +487,12 @@ class MergeChecker:
                 }
             )
 
-    def _schema_and_order(self, out: pl.DataFrame) -> None:
-        if dict(out.schema) != MERGED_SCHEMA:
-            self.schema_problems.append(
-                f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)"
-            )
-        if out.height == 0:
-            return
-        last = out["last_update_id"].to_numpy()
-        snap = out["is_snapshot"].to_numpy()
-        exact = out["book_exact"].to_numpy()
+    def _order(self, snap: np.ndarray, last: np.ndarray, first: np.ndarray, exact: np.ndarray) -> np.ndarray:
+        """The sort-order part of ``schema_and_sort_order`` for one chunk (and across chunks); returns the
+        first row of each event/image of the chunk."""
+        starts, out_of_order, first_bad, inexact_image, exact_after_inexact = _groups_and_order(
+            snap, last, first, exact
+        )
         if not self.first_row_checked:
             self.first_row_checked = True
             if not snap[0] and exact[0]:
@@ -484,20 +505,18 @@ class MergeChecker:
             self.schema_problems.append(f"rows out of order across files at id {last[0]}")
         # an image comes before the exact events sharing its id; an inexact event ending at the re-anchoring
         # id precedes its image (it is part of the stretch the image closes)
-        d = np.diff(last)
-        exact_event = ~snap & exact
-        bad = np.flatnonzero((d < 0) | ((d == 0) & snap[1:] & exact_event[:-1]))
-        if len(bad):
-            self.schema_problems.append(f"rows out of order at id {last[bad[0] + 1]} ({len(bad)} places)")
+        if out_of_order:
+            self.schema_problems.append(f"rows out of order at id {last[first_bad]} ({out_of_order} places)")
         # book_exact false only on event rows, and an exact event never directly follows an inexact one
-        if bool(np.any(snap & ~exact)):
+        if inexact_image:
             self.schema_problems.append("an image row has book_exact false")
-        back = np.flatnonzero(exact_event[1:] & ~exact[:-1] & ~snap[:-1])
-        if len(back) or (self.prev_was_inexact and bool(exact_event[0])):
+        exact_event_first = bool(exact[0]) and not bool(snap[0])
+        if exact_after_inexact or (self.prev_was_inexact and exact_event_first):
             self.schema_problems.append("an exact event follows an inexact one without an image between them")
         self.prev_last = int(last[-1])
-        self.prev_was_event = bool(exact_event[-1])
+        self.prev_was_event = bool(exact[-1]) and not bool(snap[-1])
         self.prev_was_inexact = not bool(exact[-1])
+        return starts
 
     def _decimals(self, out: pl.DataFrame) -> None:
         # numpy, not polars: polars turns a division by a literal into a multiplication by its reciprocal,
@@ -531,11 +550,23 @@ class MergeChecker:
         s = self.inputs[rec["s"]]
         lv = self.snapshot_levels[rec["s"]].get(rec["snap"])
         result: dict[str, Any] = {"stream": s.stream, "last_update_id": rec["L"], "differences": 0}
-        for side, is_bid in (("bid", True), ("ask", False)):
-            side_lv = lv.filter(pl.col("is_bid") == is_bid) if lv is not None else None
-            sp = side_lv["price"].to_numpy() if side_lv is not None else np.zeros(0)
-            sq = side_lv["qty"].to_numpy() if side_lv is not None else np.zeros(0)
-            tp = touched.filter(pl.col("side") == side)["price"].to_numpy()
+        # numpy columns once (the snapshot's levels, the straddler's rows); one walk of the book for both
+        # sides
+        lv_bid = lv["is_bid"].to_numpy() if lv is not None else np.zeros(0, bool)
+        lv_price = lv["price"].to_numpy() if lv is not None else np.zeros(0)
+        lv_qty = lv["qty"].to_numpy() if lv is not None else np.zeros(0)
+        t_side = touched["side"].to_numpy()
+        t_price = touched["price"].to_numpy()
+        sides = [("bid", True, lv_bid), ("ask", False, ~lv_bid)]
+        # more book levels inside the band than snapshot + touched levels is already a difference
+        depths = [
+            int(np.count_nonzero(mine)) + int(np.count_nonzero(t_side == side)) + 1
+            for side, _b, mine in sides
+        ]
+        top_b, top_a = self.book.top(max(depths))
+        for (side, is_bid, mine), depth in zip(sides, depths, strict=True):
+            sp, sq = lv_price[mine], lv_qty[mine]
+            tp = t_price[t_side == side]
             n_snap = len(sp)
             if n_snap:
                 anchor_bid, anchor_ask = (
@@ -548,9 +579,7 @@ class MergeChecker:
             result[f"{side}_levels_compared"] = int(np.count_nonzero(~np.isin(sp, tp)))
             if n_snap == 0:
                 continue
-            # more book levels inside the band than snapshot + touched levels is already a difference
-            top_b, top_a = self.book.top(n_snap + len(tp) + 1)
-            book_side = top_b if is_bid else top_a
+            book_side = (top_b if is_bid else top_a)[:depth]
             bp, bq = book_side[:, 0], book_side[:, 1]
             in_range = bp >= bound if is_bid else bp <= bound
             bp, bq = bp[in_range], bq[in_range]
