@@ -170,6 +170,23 @@ def _record(
     """Record the current top (prices, at the current tick scale) for pending samples with row <= upto."""
     depth = out_bp.shape[1]
     s = sample_state[0]
+    if depth == 1:
+        # the best level only (the merge checks sample it at every event end): each side's best key, when it
+        # holds a level in the window, is what _top_side would find first; no buffer to allocate
+        bj, aj = bst[1] - bst[0], ast[1] - ast[0]
+        bids_known = bst[1] == EMPTY or (0 <= bj < bw.shape[0] and bw[bj] != 0.0)
+        asks_known = ast[1] == EMPTY or (0 <= aj < aw.shape[0] and aw[aj] != 0.0)
+        if bids_known and asks_known:
+            while s < sample_rows.shape[0] and sample_rows[s] <= upto:
+                if bst[1] != EMPTY:
+                    out_bp[s, 0] = bst[1] / scale
+                    out_bq[s, 0] = bw[bj]
+                if ast[1] != EMPTY:
+                    out_ap[s, 0] = -ast[1] / scale
+                    out_aq[s, 0] = aw[aj]
+                s += 1
+            sample_state[0] = s
+            return
     keys = np.empty(depth, dtype=np.int64)
     while s < sample_rows.shape[0] and sample_rows[s] <= upto:
         n = _top_side(bw, bst, bok, boq, depth, keys, out_bq[s])

@@ -212,7 +212,9 @@ def test_more_decimals_later_rekeys_the_book() -> None:
         book.apply(np.array([True]), np.array([1 / 3]), np.array([1.0]))
 
 
-def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
+@pytest.mark.parametrize(("depth", "window"), [(5, 1 << 16), (1, 1 << 16), (1, 16)])
+def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay(depth: int, window: int) -> None:
+    """Depth 1 has its own path (the best level read directly); window 16 puts best levels in the overflow."""
     rng = np.random.default_rng(7)
     is_bid, price, qty = random_updates(rng, 5000, 3000.0, 0.1, 0)
     snap = np.zeros(5000, dtype=bool)
@@ -226,7 +228,10 @@ def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
     sample_rows = np.array([0, 5, 10, 10, 777, 2000, 2001, 2050, 4999, 5000, 6000])
     from depth_core.book import replay_arrays, sample_tops
 
-    book, tops = sample_tops(is_bid, price, qty, snap, last_id, sample_rows, depth=5)
+    sample_rows = np.sort(np.r_[sample_rows, rng.integers(0, 5000, 300)])
+    book, tops = sample_tops(
+        is_bid, price, qty, snap, last_id, sample_rows, depth=depth, book=OrderBook(window=window)
+    )
     assert book.levels("bid") == replay_arrays(is_bid, price, qty, snap, last_id).levels("bid")
     for j, row in enumerate(sample_rows):
         ref = OrderBook()
@@ -237,12 +242,13 @@ def test_sample_tops_and_replay_arrays_agree_with_stepwise_replay() -> None:
             cut = 2050
         if cut:
             replay_arrays(is_bid[:cut], price[:cut], qty[:cut], snap[:cut], last_id[:cut], ref)
-        bids, asks = ref.top(5)
+        bids, asks = ref.top(depth)
         got_bids = tops.bid_price[j][~np.isnan(tops.bid_price[j])]
         assert got_bids.tolist() == bids[:, 0].tolist(), f"sample {j} at row {row}"
         assert tops.bid_qty[j][: len(bids)].tolist() == bids[:, 1].tolist()
         got_asks = tops.ask_price[j][~np.isnan(tops.ask_price[j])]
         assert got_asks.tolist() == asks[:, 0].tolist(), f"sample {j} at row {row}"
+        assert tops.ask_qty[j][: len(asks)].tolist() == asks[:, 1].tolist()
 
 
 @pytest.mark.parametrize("window", [16, 1 << 16])
