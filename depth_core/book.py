@@ -13,8 +13,11 @@ Why it is fast (issue 8 asks for ≥ 5 M level updates/s): prices are turned int
 
 Asks are stored as negative ticks so "best" is the largest key on both sides. The hot loop is compiled with
 numba; when a price leaves the window upwards, or the window empties, the loop stops and Python re-centres
-the window (rare: only after the price moved by a quarter of the window). ``replay_arrays`` and
-``sample_tops`` are the bulk entry points over numpy columns (benchmarks, the top-of-book table).
+the window (rare: only after the price moved by a quarter of the window). The loop keeps each side's window
+base and best key in locals (read back from the side's state array on every store, they halved its speed).
+``replay_arrays`` and ``sample_tops`` are the bulk entry points over numpy columns (benchmarks, the
+top-of-book table); ``sample_tops`` also reads given levels (``LevelProbes``) at given rows in the same pass
+(the merge's ``streams_agree`` check of other batchings).
 """
 
 from __future__ import annotations
