@@ -469,7 +469,7 @@ class MergeChecker:
         groups = (
             bad.group_by("U", "b", "s", "s_c")
             .agg(pl.len().alias("levels"), pl.col("price").first())
-            .sort("b")
+            .sort("b", "U", "s", "s_c")  # the whole group key: the listed examples do not vary run to run
         )
         self.partial_disagreements += groups.height
         for row in groups.head(MAX_LISTED).iter_rows(named=True):
