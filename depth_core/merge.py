@@ -45,7 +45,7 @@ from depth_core.layout import (
     state_day_prefix,
 )
 from depth_core.level_parts import read_level_columns
-from depth_core.memory import release_free_memory
+from depth_core.memory import full_collections_deferred, release_free_memory
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -932,6 +932,18 @@ def merge_symbol_day(
     published leaves the published day byte-identical; ``report.published`` and ``report.refused_reason``
     say what happened.
     """
+    with full_collections_deferred():  # its tables are numpy and Arrow: a full collection finds nothing
+        return _merge_symbol_day(store, market, symbol, date, streams, allow_shrink)
+
+
+def _merge_symbol_day(
+    store: ObjectStore,
+    market: Market,
+    symbol: str,
+    date: str,
+    streams: Sequence[str],
+    allow_shrink: str | None,
+) -> MergeReport:
     market = validate_market(market)
     symbol = validate_symbol(symbol)
     date = validate_date(date)

@@ -38,12 +38,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
-import gc
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -63,6 +62,7 @@ from depth_core.events import (
 )
 from depth_core.idline import gaps_between, lo_expr, union_ranges
 from depth_core.level_parts import LEVEL_COLUMNS, put_level_part
+from depth_core.memory import full_collections_deferred
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import (
     RawFormatError,
@@ -1399,40 +1399,8 @@ def validate_stream_day(
     run = _StreamDayRun(
         store, validate_market(market), validate_collector_id(stream), validate_date(date), symbols
     )
-    with _full_collections_deferred():
+    with full_collections_deferred():
         return run.run(batch_bytes or BATCH_BYTES, buffer_bytes or BUFFER_BYTES, part_rows or PART_ROWS)
-
-
-_GC_LOCK = threading.Lock()
-_gc_deferrals = 0  # passes running with full collections deferred (threads of one process)
-_gc_saved_threshold = (0, 0, 0)
-
-
-@contextlib.contextmanager
-def _full_collections_deferred() -> Iterator[None]:
-    """Python's full (oldest-generation) garbage collections are deferred until the pass ends; the young
-    generations are collected as usual.
-
-    Why: a stream-day pass keeps a few records per raw object (``StreamObject``, ``RawObjectRead``, the
-    listing) until its reports are written, ~10 tracked objects per object, and each full collection walks
-    all of them again and finds nothing to free (5 full collections, ~0.5 CPU-s per benchmark day; the floor
-    spends 0.05 s). Cyclic garbage that dies young is still freed by the young collections. The thresholds
-    are process-wide: they are restored when the last pass of the process ends (a pass in another thread
-    shares the deferral); with automatic collection disabled this does nothing."""
-    global _gc_deferrals, _gc_saved_threshold
-    with _GC_LOCK:
-        if _gc_deferrals == 0:
-            _gc_saved_threshold = gc.get_threshold()
-            young, middle, _oldest = _gc_saved_threshold
-            gc.set_threshold(young, middle, 1 << 30)
-        _gc_deferrals += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _gc_deferrals -= 1
-            if _gc_deferrals == 0:
-                gc.set_threshold(*_gc_saved_threshold)
 
 
 def validate_symbol_day(

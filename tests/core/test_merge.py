@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import polars as pl
 import pytest
 
+import depth_core.merge as merge_module
 from depth_core.book import OrderBook, replay_merged
 from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.merge import MergeReport, merge_symbol_day
@@ -436,3 +438,31 @@ def test_missing_validated_file_is_an_error_not_an_empty_stream(store: ObjectSto
     with pytest.raises(MissingStateError, match="is missing"):
         merge_symbol_day(store, "spot", SYM, DATE, ["eu-1", "ap-1"])
     assert not store.exists(merged_manifest_key("spot", SYM, DATE))
+
+
+def test_full_collections_are_deferred_during_a_merge_and_restored_after_it(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = SyntheticExchange(seed=2)
+    ex.run(200)
+    evs = ex.events(5)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, evs, 20, snapshots=[ex.ids[3]]))
+    validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+    plan = merge_module.plan_merge
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        during.append(gc.get_threshold())
+        if len(during) == 2:
+            raise RuntimeError("a merge that fails")
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "plan_merge", spy)
+    assert merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"]).blocking_passed
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError, match="a merge that fails"):
+        merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"])
+    assert gc.get_threshold() == before  # restored on failure too
+    assert [t[:2] for t in during] == [before[:2]] * 2  # young generations collected as usual
+    assert all(t[2] > 10**6 for t in during)
