@@ -157,24 +157,7 @@ def decode_level_part(
 ) -> LevelColumns:
     """The level rows of a level part as read (its columns and the file's key-value metadata), either
     format."""
-    return _decode(
-        frame["ev"].to_numpy(),
-        frame["is_bid"].to_numpy(),
-        frame["price"].to_numpy(),
-        frame["qty"].to_numpy(),
-        metadata,
-        name,
-    )
-
-
-def _decode(
-    ev: np.ndarray,
-    is_bid: np.ndarray,
-    price: np.ndarray,
-    qty: np.ndarray,
-    metadata: dict[str, str],
-    name: str,
-) -> LevelColumns:
+    ev, is_bid, price, qty = (frame[c].to_numpy() for c in ("ev", "is_bid", "price", "qty"))
     divisors = _tick_divisors(price.dtype.kind == "f", metadata, name)
     if divisors is None:
         return ev, is_bid, price, qty
