@@ -55,6 +55,7 @@ class FaultState:
     drop_ranges: list[tuple[str | None, int, int]] = field(default_factory=list)
     stall_until: float = 0.0
     duplicate_left: int = 0
+    drop_next: list[tuple[str | None, int]] = field(default_factory=list)  # (symbol or None, messages left)
     batching: dict[str, Any] | None = None
 
 
@@ -96,6 +97,7 @@ class SimConnection:
             "queued": len(self.queue),
             "batching": self.faults.batching,
             "drop_ranges": [list(r) for r in self.faults.drop_ranges],
+            "drop_next": [list(r) for r in self.faults.drop_next],
             "stalled": self.faults.stall_until > time.monotonic(),
         }
 
@@ -122,6 +124,21 @@ class SimConnection:
     def is_dropped(self, symbol: str, first_id: int, last_id: int) -> bool:
         for sym, lo, hi in self.faults.drop_ranges:
             if (sym is None or sym == symbol) and first_id <= hi and last_id >= lo:
+                return True
+        return False
+
+    def drops_depth(self, symbol: str, first_id: int, last_id: int) -> bool:
+        """Whether a depth message of ``symbol`` over ``first_id..last_id`` is dropped: by ``drop_ids``, or
+        taken (and counted) by an armed ``drop_next``."""
+        if self.is_dropped(symbol, first_id, last_id):
+            return True
+        pending = self.faults.drop_next
+        for i, (sym, left) in enumerate(pending):
+            if sym is None or sym == symbol:
+                if left <= 1:
+                    del pending[i]
+                else:
+                    pending[i] = (sym, left - 1)
                 return True
         return False
 

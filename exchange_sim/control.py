@@ -81,7 +81,7 @@ class SimControl:
 
     # -- control ----------------------------------------------------------------------------------------
     def fault(self, kind: str, target: int | str = "all", **params: Any) -> list[int]:
-        """Arm a fault (close, drop_ids, stall, malformed, duplicate, batching, shutdown_notice).
+        """Arm a fault (close, drop_ids, drop_next, stall, malformed, duplicate, batching, shutdown_notice).
 
         ``target`` is a connection id, ``"all"`` or ``"next"``; returns the connection ids it hit.
         """

@@ -15,10 +15,13 @@ from exchange_sim.batching import BATCHING_MODES, Batcher
 from exchange_sim.connection import SimConnection
 
 #: What a fault does to a connection: ``close`` it (abort, or a close frame with ``code``); ``drop_ids``
-#: (events touching ``from_id..to_id``, of ``symbol`` or all); ``stall`` sending for ``seconds``; send
-#: ``count`` ``malformed`` frames; ``duplicate`` the next ``count`` frames; re-split events (``batching``
-#: ``mode``); a ``shutdown_notice`` (and a close after ``close_after_s``).
-FaultKind = Literal["close", "drop_ids", "stall", "malformed", "duplicate", "batching", "shutdown_notice"]
+#: (events touching ``from_id..to_id``, of ``symbol`` or all); ``drop_next`` ``count`` depth messages (of
+#: ``symbol`` or any), whatever their ids, so a test need not race the generator for an id; ``stall``
+#: sending for ``seconds``; send ``count`` ``malformed`` frames; ``duplicate`` the next ``count`` frames;
+#: re-split events (``batching`` ``mode``); a ``shutdown_notice`` (and a close after ``close_after_s``).
+FaultKind = Literal[
+    "close", "drop_ids", "drop_next", "stall", "malformed", "duplicate", "batching", "shutdown_notice"
+]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 Background = Callable[[Coroutine[Any, Any, Any]], None]
@@ -68,6 +71,9 @@ def apply_fault(
         f.drop_ranges.append(
             (str(sym).upper() if sym else None, int(params["from_id"]), int(params["to_id"]))
         )
+    elif kind == "drop_next":
+        sym = params.get("symbol")
+        f.drop_next.append((str(sym).upper() if sym else None, max(1, int(params.get("count", 1)))))
     elif kind == "stall":
         f.stall_until = time.monotonic() + float(params.get("seconds", 5.0))
     elif kind == "malformed":

@@ -319,7 +319,7 @@ class ExchangeSimulator:
                         if part.prev_last_id < 0:
                             part.prev_last_id = self._prev_u_before(st, part.first_id)
                         conn.prev_u[stream.name] = part.last_id
-                        if conn.is_dropped(stream.symbol, part.first_id, part.last_id):
+                        if conn.drops_depth(stream.symbol, part.first_id, part.last_id):
                             conn.dropped += 1
                             continue
                         data = orjson.dumps(depth_data(part, st.fmt, cfg.market))
@@ -329,7 +329,7 @@ class ExchangeSimulator:
                 if shared is None:
                     continue
                 conn.prev_u[stream.name] = shared.last_id
-                if conn.is_dropped(stream.symbol, shared.first_id, shared.last_id):
+                if conn.drops_depth(stream.symbol, shared.first_id, shared.last_id):
                     conn.dropped += 1
                     continue
                 encoded = data_cache.get(g)

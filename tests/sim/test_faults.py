@@ -143,6 +143,17 @@ def test_drop_ids_silently_skips_overlapping_events(simulator: SimulatorThread) 
     assert truth and all(e["U"] <= hi and e["u"] >= lo for e in truth)  # the ids existed
 
 
+def test_drop_next_skips_exactly_the_next_messages_whatever_their_ids(simulator: SimulatorThread) -> None:
+    def enough(texts: list[str]) -> bool:
+        return len(texts) >= 12
+
+    events = _events(_connect_and_fault(simulator, "drop_next", {"count": 3, "symbol": "BTCUSDT"}, enough))
+    gaps = [(p["u"], n["U"]) for p, n in itertools.pairwise(events) if n["U"] != p["u"] + 1]
+    assert len(gaps) == 1, gaps
+    lo, hi = gaps[0][0] + 1, gaps[0][1] - 1
+    assert len(simulator.control.truth("BTCUSDT", lo, hi)) == 3  # three whole events, no more, no less
+
+
 def test_stall_keeps_the_connection_and_loses_nothing(simulator: SimulatorThread) -> None:
     async def run() -> list[str]:
         async with websockets.connect(
