@@ -81,6 +81,39 @@ def test_a_value_without_exact_ticks_keeps_the_part_in_floats(store: ObjectStore
             assert (got == want).all(), bad
 
 
+def test_ticks_of_long_parts_block_by_block(store: ObjectStore) -> None:
+    # past one block of the compiled conversion: decimals grow deep into the part (the blocks before are
+    # rescaled), and a value without ticks there still sends the whole part to floats
+    rng = np.random.default_rng(7)
+    price = np.round(rng.uniform(60_000, 62_000, 20_000), 2)
+    qty = np.round(rng.uniform(0, 3, 20_000), 5)
+    qty[13_333] = 0.123456789
+    frame = pl.DataFrame(
+        {"ev": np.arange(20_000) // 7, "is_bid": np.arange(20_000) % 2 == 0, "price": price, "qty": qty},
+        schema=LEVEL_COLUMNS,
+    )
+    put_level_part(store, KEY, frame)
+    kind, meta = _format(store, KEY)
+    assert kind == "int64" and (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"2", b"9")
+    for got, want in zip(_bits(read_level_part(store, KEY)), _bits(frame), strict=True):
+        assert (got == want).all()
+    qty[17_001] = 0.1 + 0.2
+    put_level_part(store, KEY, frame.with_columns(qty=pl.Series(qty)))
+    assert _format(store, KEY)[0] == "double"
+
+
+def test_an_encoded_part_kept_by_a_caller_is_never_overwritten_by_the_next() -> None:
+    # tick arrays are reused from part to part, but only once nothing holds them
+    first = encode_level_part(_frame([100.25, 100.5, 99.75], [1.0, 2.0, 3.0]))
+    kept = first.to_pydict()
+    for i in range(5):
+        encode_level_part(_frame([1.5 + i, 2.5, 3.5], [4.0, 5.0, 6.0 + i]))
+        assert first.to_pydict() == kept
+    del first
+    again = [encode_level_part(_frame([7.5, 8.5 + i], [9.0, 10.0])) for i in range(2)]
+    assert [t["price"].to_pylist() for t in again] == [[75, 85], [75, 95]]
+
+
 def test_format_1_parts_of_earlier_releases_are_read(store: ObjectStore) -> None:
     frame = _frame([61837.63, 61837.62, 61837.64], [0.5, 0.25, 0.0])
     put_parquet(store, KEY, frame, 131_072, fast=True)  # how level parts were written before format 2
