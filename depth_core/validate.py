@@ -96,7 +96,12 @@ from depth_core.validated_layout import (
 from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
 EDGE_NS = 3600 * 10**9
-BATCH_BYTES = 8 << 20  # compressed raw input per batch
+# Compressed raw input per batch. Kept so that a batch's text (~5-6x this) and the parser's per-batch level
+# columns (as many bytes as the text) stay under glibc's largest mmap threshold (32 MiB): then they are
+# reused from batch to batch, where larger ones were mapped, page-faulted, zeroed and unmapped (a TLB
+# shootdown across the validation's threads) every batch: at 8 MiB, 2x the page faults and ~4 CPU-s more
+# system time per BTCUSDT day (benchmarks/NOTES.md, "Seventh session").
+BATCH_BYTES = 4 << 20
 PART_ROWS = 1_000_000  # level rows of one symbol per level part (memory: a few parts are in memory at once)
 BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
