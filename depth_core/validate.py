@@ -333,12 +333,15 @@ def _batches(infos: list[Listed], batch_bytes: int) -> list[list[Listed]]:
     return out
 
 
-def _fetch_batch(
-    store: ObjectStore, batch: list[Listed]
-) -> tuple[tuple[bytes, np.ndarray], list[str | None]]:
-    """Get, gunzip and join one batch of objects (runs on a helper thread)."""
+def _fetch_batch(store: ObjectStore, batch: list[Listed]) -> tuple[list[bytes], list[str | None]]:
+    """Get and gunzip one batch of objects (runs on a helper thread).
+
+    Joined by the caller, on the thread that parses and frees the batch: a batch's text allocated on a
+    helper thread lives in that thread's malloc arena, whose heap is released when the batch is freed and
+    mapped (and zeroed) again for the next one: 20 % more page faults, ~1.5 CPU-s of system time a BTCUSDT
+    day (benchmarks/NOTES.md, "Seventh session")."""
     texts = [decompress(store.get_bytes(info.key)) for info, _key in batch]
-    return join_objects([t for t, _p in texts]), [p for _t, p in texts]
+    return [t for t, _p in texts], [p for _t, p in texts]
 
 
 def _day_of(ms: pl.Expr) -> pl.Expr:
@@ -909,7 +912,7 @@ class _StreamDayRun:
                     fetched = ahead.pop(0).result()
                     if bi + PREFETCH < len(batches):
                         ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
-                    (joined, starts), problems = fetched
+                    (joined, starts), problems = join_objects(fetched[0]), fetched[1]
                     del fetched
                     self.stats["batches"] += 1
                     self.stats["objects_read"] += len(batch)
