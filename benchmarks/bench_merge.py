@@ -8,7 +8,9 @@ Children (each a fresh process so its peak RSS is its own):
 - ``floor STORE DATE OUT``: read the same raw objects of both streams, decompress, parse them with the
   project's compiled frame parser (``depth_core.events.parse_objects``), and write the level rows of the
   first stream (about the merged row count) in the merged schema to zstd Parquet — everything a merge
-  must do at least, with no validation or arbitration;
+  must do at least, with no validation or arbitration. It parses in batches of the validation's own size
+  (``depth_core.validate.BATCH_BYTES`` of compressed input), so a batching that suits the allocator better
+  speeds both sides alike (it once parsed 64 MiB of text at a time, which is ~20 % slower here);
 - ``plain STORE DATE OUT``: the textbook merge in plain Python (stdlib ``json``, dicts as the book, a
   list of row tuples, pyarrow to write): the issue's "plain-Python merge" baseline.
 """
@@ -137,6 +139,7 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
 
     from depth_core.events import parse_objects
     from depth_core.raw_format import decompress
+    from depth_core.validate import BATCH_BYTES
 
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
@@ -148,8 +151,9 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
     for si, stream in enumerate(STREAMS):
         batches: list[list[bytes]] = [[]]
-        size = 0
+        size = 0  # compressed bytes in the batch, as the validation counts them
         files = _raw_objects(store_root, stream)
+        sizes = [f.stat().st_size for f, _s in files]
         symbols: list[str | None] = []
         for i, (f, symbol) in enumerate(files):
             t = time.perf_counter()
@@ -161,8 +165,8 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
             phase["gunzip_s"] += t2 - t1
             batches[-1].append(data)
             symbols.append(symbol)
-            size += len(data)
-            if size < 64 << 20 and i + 1 < len(files):
+            size += len(gz)
+            if i + 1 < len(files) and size + sizes[i + 1] <= BATCH_BYTES:
                 continue
             chunk = parse_objects(batches.pop(), symbols)
             symbols = []
