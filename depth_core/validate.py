@@ -102,6 +102,9 @@ EDGE_NS = 3600 * 10**9
 # shootdown across the validation's threads) every batch: at 8 MiB, 2x the page faults and ~4 CPU-s more
 # system time per BTCUSDT day (benchmarks/NOTES.md, "Seventh session").
 BATCH_BYTES = 4 << 20
+# Text parsed at once, whatever the objects' compression ratio (real Binance lines gzip ~8x: 4 MiB of them
+# would be ~32 MiB of text): a batch with more is parsed in pieces of whole objects, for the same reason.
+TEXT_BYTES = 28 << 20
 PART_ROWS = 1_000_000  # level rows of one symbol per level part (memory: a few parts are in memory at once)
 BUFFER_BYTES = 512 << 20  # rows waiting in all symbols' buffers before the largest are flushed
 PREFETCH = 2
@@ -330,6 +333,21 @@ def _batches(infos: list[Listed], batch_bytes: int) -> list[list[Listed]]:
         size += item[0].size
     if cur:
         out.append(cur)
+    return out
+
+
+def _text_pieces(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Runs ``[lo, hi)`` of consecutive objects whose texts add up to at most ``limit`` bytes (an object
+    larger than that alone), in order."""
+    out: list[tuple[int, int]] = []
+    lo, total = 0, 0
+    for i, n in enumerate(sizes):
+        if i > lo and total + n > limit:
+            out.append((lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(sizes):
+        out.append((lo, len(sizes)))
     return out
 
 
@@ -912,7 +930,7 @@ class _StreamDayRun:
                     fetched = ahead.pop(0).result()
                     if bi + PREFETCH < len(batches):
                         ahead.append(pool.submit(_fetch_batch, store, batches[bi + PREFETCH]))
-                    (joined, starts), problems = join_objects(fetched[0]), fetched[1]
+                    texts, problems = fetched
                     del fetched
                     self.stats["batches"] += 1
                     self.stats["objects_read"] += len(batch)
@@ -920,21 +938,30 @@ class _StreamDayRun:
                     self.stats["max_batch_bytes"] = max(
                         self.stats["max_batch_bytes"], sum(i.size for i, _k in batch)
                     )
-                    self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
-                    t0 = time.perf_counter()
-                    chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch], self.filter)
-                    del joined
-                    t1 = time.perf_counter()
-                    self._split(chunk, batch, problems, writer)
-                    del chunk
-                    self._bound_memory(writer, buffer_bytes, part_rows)
-                    self.stats["parse_ms"] += int((t1 - t0) * 1000)
-                    self.stats["split_ms"] += int((time.perf_counter() - t1) * 1000)
+                    for lo, hi in _text_pieces([len(t) for t in texts], TEXT_BYTES):
+                        self._parse_piece(batch[lo:hi], texts[lo:hi], problems[lo:hi], writer)
+                        self._bound_memory(writer, buffer_bytes, part_rows)
+                    del texts
                 self._finish(writer)
             except BaseException:
                 writer.discard()
                 raise
         return self.result
+
+    def _parse_piece(
+        self, batch: list[Listed], texts: list[bytes], problems: list[str | None], writer: _Writer
+    ) -> None:
+        """Join, parse and split the texts of ``batch`` (at most ``TEXT_BYTES`` of them, or one object)."""
+        joined, starts = join_objects(texts)
+        self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
+        t0 = time.perf_counter()
+        chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch], self.filter)
+        del joined
+        t1 = time.perf_counter()
+        self._split(chunk, batch, problems, writer)
+        del chunk
+        self.stats["parse_ms"] += int((t1 - t0) * 1000)
+        self.stats["split_ms"] += int((time.perf_counter() - t1) * 1000)
 
     def _split(
         self, chunk: ParsedChunk, batch: list[Listed], problems: list[str | None], writer: _Writer

@@ -26,6 +26,7 @@ from depth_core.validate import (
     MissingStateError,
     StreamDayValidation,
     SymbolDayReport,
+    _text_pieces,
     stream_day_report_key,
     validate_stream_day,
     validate_symbol_day,
@@ -246,6 +247,29 @@ def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: 
     for sym, rep in bounded.reports.items():
         left = {i.key for i in small.list(rep.prefix)}
         assert left == {*rep.keys.values(), *rep.level_parts, rep.prefix + "report.json"}, sym
+
+
+def test_a_batch_parsed_in_pieces_of_text_gives_the_same_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a batch whose text passes TEXT_BYTES (objects that compress well) is parsed a few objects at a time
+    lines = _lines(_exchanges(300))
+    whole = open_store(str(tmp_path / "whole"))
+    pieces = open_store(str(tmp_path / "pieces"))
+    for st in (whole, pieces):
+        write_stream_v2(st, "spot", "eu-1", _v2_lines(lines), per_object=40)
+    full = validate_stream_day(whole, "spot", "eu-1", DATE)
+    monkeypatch.setattr("depth_core.validate.TEXT_BYTES", 20_000)
+    split = validate_stream_day(pieces, "spot", "eu-1", DATE)
+    assert full.stats["batches"] == split.stats["batches"] == 1
+    assert full.stats["max_batch_text_bytes"] > 60_000 >= split.stats["max_batch_text_bytes"]
+    for sym in SYMBOLS:
+        _assert_same(whole, full.reports[sym], pieces, split.reports[sym])
+
+
+def test_text_pieces_hold_whole_objects_up_to_the_limit() -> None:
+    assert _text_pieces([5, 5, 5, 20, 1, 1], 10) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert _text_pieces([], 10) == [] and _text_pieces([30], 10) == [(0, 1)]
 
 
 def test_real_multi_symbol_recording_as_v2_validates_like_v1(real_data: Path, tmp_path: Path) -> None:
