@@ -939,7 +939,8 @@ class _StreamDayRun:
                         self.stats["max_batch_bytes"], sum(i.size for i, _k in batch)
                     )
                     for lo, hi in _text_pieces([len(t) for t in texts], TEXT_BYTES):
-                        self._parse_piece(batch[lo:hi], texts[lo:hi], problems[lo:hi], writer)
+                        piece, texts[lo:hi] = texts[lo:hi], [b""] * (hi - lo)  # the piece's list holds them
+                        self._parse_piece(batch[lo:hi], piece, problems[lo:hi], writer)
                         self._bound_memory(writer, buffer_bytes, part_rows)
                     del texts
                 self._finish(writer)
@@ -951,8 +952,10 @@ class _StreamDayRun:
     def _parse_piece(
         self, batch: list[Listed], texts: list[bytes], problems: list[str | None], writer: _Writer
     ) -> None:
-        """Join, parse and split the texts of ``batch`` (at most ``TEXT_BYTES`` of them, or one object)."""
+        """Join, parse and split the texts of ``batch`` (at most ``TEXT_BYTES`` of them, or one object); the
+        texts are dropped from ``texts`` once joined, so a batch is not held twice."""
         joined, starts = join_objects(texts)
+        texts.clear()
         self.stats["max_batch_text_bytes"] = max(self.stats["max_batch_text_bytes"], len(joined))
         t0 = time.perf_counter()
         chunk = parse_objects((joined, starts), [key.symbol for _i, key in batch], self.filter)
