@@ -139,7 +139,7 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
 
     from depth_core.events import parse_objects
     from depth_core.raw_format import decompress
-    from depth_core.validate import BATCH_BYTES
+    from depth_core.validate import BATCH_BYTES, runs_within
 
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
@@ -150,30 +150,22 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     writer: pq.ParquetWriter | None = None
     phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
     for si, stream in enumerate(STREAMS):
-        batches: list[list[bytes]] = [[]]
-        size = 0  # compressed bytes in the batch, as the validation counts them
         files = _raw_objects(store_root, stream)
-        sizes = [f.stat().st_size for f, _s in files]
-        symbols: list[str | None] = []
-        for i, (f, symbol) in enumerate(files):
-            t = time.perf_counter()
-            gz = f.read_bytes()
-            t1 = time.perf_counter()
-            data, _problem = decompress(gz)
+        # batches of compressed bytes, cut as the validation cuts them
+        for lo, hi in runs_within([f.stat().st_size for f, _s in files], BATCH_BYTES):
+            datas: list[bytes] = []
+            for f, _symbol in files[lo:hi]:
+                t = time.perf_counter()
+                gz = f.read_bytes()
+                t1 = time.perf_counter()
+                datas.append(decompress(gz)[0])
+                phase["read_s"] += t1 - t
+                phase["gunzip_s"] += time.perf_counter() - t1
             t2 = time.perf_counter()
-            phase["read_s"] += t1 - t
-            phase["gunzip_s"] += t2 - t1
-            batches[-1].append(data)
-            symbols.append(symbol)
-            size += len(gz)
-            if i + 1 < len(files) and size + sizes[i + 1] <= BATCH_BYTES:
-                continue
-            chunk = parse_objects(batches.pop(), symbols)
-            symbols = []
+            chunk = parse_objects(datas, [symbol for _f, symbol in files[lo:hi]])
+            del datas
             t3 = time.perf_counter()
             phase["parse_s"] += t3 - t2
-            batches.append([])
-            size = 0
             parsed_levels += chunk.levels.height
             if si != 0:
                 continue

@@ -321,24 +321,10 @@ def list_stream_day(
     return out
 
 
-def _batches(infos: list[Listed], batch_bytes: int) -> list[list[Listed]]:
-    out: list[list[Listed]] = []
-    cur: list[Listed] = []
-    size = 0
-    for item in infos:
-        if cur and size + item[0].size > batch_bytes:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(item)
-        size += item[0].size
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _text_pieces(sizes: list[int], limit: int) -> list[tuple[int, int]]:
-    """Runs ``[lo, hi)`` of consecutive objects whose texts add up to at most ``limit`` bytes (an object
-    larger than that alone), in order."""
+def runs_within(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Runs ``[lo, hi)`` of consecutive items whose sizes add up to at most ``limit`` (an item larger than
+    that alone), in order: how raw objects are cut into batches (compressed bytes) and a batch's texts into
+    pieces (text bytes)."""
     out: list[tuple[int, int]] = []
     lo, total = 0, 0
     for i, n in enumerate(sizes):
@@ -924,7 +910,7 @@ class _StreamDayRun:
                 ) as sp:
                     list(sp.map(self._check_state, first))
                 self._create_builders(list(self.filter or []), writer)
-                batches = _batches(listed, batch_bytes)
+                batches = [listed[a:b] for a, b in runs_within([i.size for i, _k in listed], batch_bytes)]
                 ahead = [pool.submit(_fetch_batch, store, b) for b in batches[:PREFETCH]]
                 for bi, batch in enumerate(batches):
                     fetched = ahead.pop(0).result()
@@ -938,7 +924,7 @@ class _StreamDayRun:
                     self.stats["max_batch_bytes"] = max(
                         self.stats["max_batch_bytes"], sum(i.size for i, _k in batch)
                     )
-                    for lo, hi in _text_pieces([len(t) for t in texts], TEXT_BYTES):
+                    for lo, hi in runs_within([len(t) for t in texts], TEXT_BYTES):
                         piece, texts[lo:hi] = texts[lo:hi], [b""] * (hi - lo)  # the piece's list holds them
                         self._parse_piece(batch[lo:hi], piece, problems[lo:hi], writer)
                         self._bound_memory(writer, buffer_bytes, part_rows)

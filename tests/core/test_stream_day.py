@@ -26,7 +26,7 @@ from depth_core.validate import (
     MissingStateError,
     StreamDayValidation,
     SymbolDayReport,
-    _text_pieces,
+    runs_within,
     stream_day_report_key,
     validate_stream_day,
     validate_symbol_day,
@@ -267,9 +267,9 @@ def test_a_batch_parsed_in_pieces_of_text_gives_the_same_output(
         _assert_same(whole, full.reports[sym], pieces, split.reports[sym])
 
 
-def test_text_pieces_hold_whole_objects_up_to_the_limit() -> None:
-    assert _text_pieces([5, 5, 5, 20, 1, 1], 10) == [(0, 2), (2, 3), (3, 4), (4, 6)]
-    assert _text_pieces([], 10) == [] and _text_pieces([30], 10) == [(0, 1)]
+def test_runs_hold_whole_objects_up_to_the_limit() -> None:
+    assert runs_within([5, 5, 5, 20, 1, 1], 10) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert runs_within([], 10) == [] and runs_within([30], 10) == [(0, 1)]
 
 
 def test_real_multi_symbol_recording_as_v2_validates_like_v1(real_data: Path, tmp_path: Path) -> None:
