@@ -154,7 +154,7 @@ class Uploader:
                     return
                 self._set_aside(obj, existing.size, size)
                 return
-        info = store.put_file(obj.key, obj.path)
+        info = store.put_sealed_file(obj.key, obj.path, md5)  # a hard link into a local store on this disk
         if not confirms(info, size, md5):
             raise UploadMismatchError(
                 f"store confirmed {obj.key} with size {info.size} etag {info.etag}, local {size} md5 {md5}"

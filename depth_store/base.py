@@ -104,6 +104,15 @@ class ObjectStore(abc.ABC):
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         """Upload a local file atomically (multipart for large files on S3)."""
 
+    def put_sealed_file(self, key: str, path: Path, md5: str) -> ObjectInfo:
+        """Store a finished local file that nothing writes to again (the collector's sealed raw objects),
+        whose MD5 hex the caller computed while writing it.
+
+        The local store hard-links it into place where it can (same file system): no copy and no second
+        hash, and the caller may then delete its own name. Everywhere else, and as this default, it is
+        :meth:`put_file` (which hashes what it sends)."""
+        return self.put_file(key, path)
+
     def put_bytes_if_absent(self, key: str, data: bytes) -> ObjectInfo | None:
         """Create ``key`` only if no object has that key; None (nothing written) if one exists.
 

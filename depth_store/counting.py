@@ -3,9 +3,9 @@
 Wrap the store a component uses (``CountingStore(open_store(url))``), run the workload, then read
 ``snapshot()`` (or ``snapshot_and_reset()`` per interval). Counts are by request kind as S3 bills them:
 
-- ``PUT``: ``put_bytes`` / ``put_file`` / ``put_bytes_if_*`` / ``copy`` (one PUT-tier request each; a
-  multipart upload of a large file is counted as one here, S3 bills its parts and the completion
-  separately);
+- ``PUT``: ``put_bytes`` / ``put_file`` / ``put_sealed_file`` / ``put_bytes_if_*`` / ``copy`` (one
+  PUT-tier request each; a multipart upload of a large file is counted as one here, S3 bills its parts
+  and the completion separately);
 - ``GET``: ``get_bytes`` / ``get_file``;
 - ``HEAD``: ``head`` / ``exists``;
 - ``LIST``: pages of a listing: one per 1,000 keys yielded, at least one per ``list`` call (S3's
@@ -30,6 +30,13 @@ from depth_store.base import DeleteResult, ObjectInfo, ObjectStore
 
 LIST_PAGE_SIZE = 1000
 REQUEST_KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
 
 
 class CountingStore(ObjectStore):
@@ -86,12 +93,12 @@ class CountingStore(ObjectStore):
         return self.inner.put_bytes(key, data)
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
-        try:
-            size = Path(path).stat().st_size
-        except OSError:
-            size = 0
-        self._add("PUT", nbytes=size)
+        self._add("PUT", nbytes=_file_size(path))
         return self.inner.put_file(key, path)
+
+    def put_sealed_file(self, key: str, path: Path, md5: str) -> ObjectInfo:
+        self._add("PUT", nbytes=_file_size(path))
+        return self.inner.put_sealed_file(key, path, md5)
 
     def get_bytes(self, key: str) -> bytes:
         self._add("GET")

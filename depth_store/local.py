@@ -46,6 +46,8 @@ LOCK_DIR_NAME = "locks"
 _LOCK_STRIPES = 256
 _ETAG_XATTR = "user.depth_store.md5"
 _COPY_CHUNK = 1 << 20
+# link(2) errors that mean "copy instead": another file system, or one without (more) hard links
+_LINK_REFUSED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP}
 _FOLDER_CACHE = 65_536  # resolved folders remembered per store (cleared, not grown, past this)
 
 
@@ -162,6 +164,40 @@ class LocalStore(ObjectStore):
                     fh.write(chunk)
 
         return self._write_atomically(key, target, copy, None, digest)
+
+    def put_sealed_file(self, key: str, path: Path, md5: str) -> ObjectInfo:
+        """Hard-link the sealed file into place: no byte copied or hashed (``md5`` is the MD5 the caller
+        computed while writing it, and becomes the object's etag). A copy (:meth:`put_file`) where the store
+        is on another file system or the file system refuses links. The object's modification time is the
+        link's, not the file's: a listing sees it as written now (a sensor's cursor may already be past the
+        time the file was sealed)."""
+        target = self._path(key)
+        try:
+            self._tmp_dir.mkdir(exist_ok=True)
+            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            try:
+                os.link(path, tmp)
+            except OSError as exc:
+                if exc.errno in _LINK_REFUSED:
+                    return self.put_file(key, path)
+                raise
+            try:
+                os.utime(tmp)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)  # the new link count and time (the caller fsync'd the bytes)
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                self._remember_etag(tmp, md5, st)
+                self._replace_into(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            st = target.stat()
+        except OSError as exc:
+            raise StoreError(f"local link of {str(path)!r} as {key!r} failed: {exc}") from exc
+        return ObjectInfo(key=key, size=st.st_size, etag=md5, last_modified=self._mtime(st), content_md5=md5)
 
     def _write_atomically(
         self,

@@ -45,6 +45,24 @@ def test_uploads_confirm_and_delete_locally(tmp_path: Path) -> None:
     assert up.uploaded_objects == 5 and up.pending_count == 0
 
 
+def test_a_local_store_on_the_spool_disk_gets_each_object_linked_not_copied(tmp_path: Path) -> None:
+    """The outbox file becomes the stored object (same inode): no copy and no second MD5 per object."""
+    store_dir = tmp_path / "store"
+    objs = outbox_objects(tmp_path, 3)
+    inodes = {o.key: o.path.stat().st_ino for o in objs}
+    payloads = {o.key: o.path.read_bytes() for o in objs}
+    up = Uploader(lambda: open_store(str(store_dir)), concurrency=2, on_uploaded=lambda o: None)
+    for o in objs:
+        up.submit(o)
+    assert run_until_drained(up)
+    for key, ino in inodes.items():
+        stored = store_dir / key
+        assert stored.stat().st_ino == ino and stored.stat().st_nlink == 1  # the outbox name is gone
+        assert stored.read_bytes() == payloads[key]
+        info = open_store(str(store_dir)).head(key)
+        assert info is not None and info.content_md5 == file_md5(stored)
+
+
 def test_store_down_then_back_loses_nothing(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the store's folder should be: every open fails")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -18,18 +19,19 @@ def test_counts_every_request_by_kind(any_store: ObjectStore, tmp_path: Path) ->
     src = tmp_path / "f"
     src.write_bytes(b"file")
     store.put_file("raw/a/2", src)
+    store.put_sealed_file("raw/a/3", src, hashlib.md5(b"file").hexdigest())
     assert store.get_bytes("raw/a/1") == b"one"
     assert store.get_file("raw/a/2", tmp_path / "g") == 4
     assert store.head("raw/a/1") is not None
     assert store.exists("raw/a/absent") is False
-    assert [o.key for o in store.list("raw/")] == ["raw/a/1", "raw/a/2"]
+    assert [o.key for o in store.list("raw/")] == ["raw/a/1", "raw/a/2", "raw/a/3"]
     assert list(store.list("nothing/")) == []
     store.delete("raw/a/1")
     with pytest.raises(ObjectNotFoundError):
         store.get_bytes("raw/a/1")  # a failed request is still a request
-    assert store.snapshot() == {"PUT": 2, "GET": 3, "HEAD": 2, "LIST": 2, "DELETE": 1}
-    assert store.bytes_snapshot() == {"PUT": 7, "GET": 7}
-    assert store.snapshot_and_reset()["PUT"] == 2
+    assert store.snapshot() == {"PUT": 3, "GET": 3, "HEAD": 2, "LIST": 2, "DELETE": 1}
+    assert store.bytes_snapshot() == {"PUT": 11, "GET": 7}
+    assert store.snapshot_and_reset()["PUT"] == 3
     assert store.snapshot() == {"PUT": 0, "GET": 0, "HEAD": 0, "LIST": 0, "DELETE": 0}
     assert store.url == any_store.url
 

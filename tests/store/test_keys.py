@@ -51,6 +51,7 @@ def _every_operation(store: ObjectStore, key: str, tmp_file: Path) -> list[str]:
     ops = {
         "put_bytes": lambda: store.put_bytes(key, b"x"),
         "put_file": lambda: store.put_file(key, tmp_file),
+        "put_sealed_file": lambda: store.put_sealed_file(key, tmp_file, "0" * 32),
         "get_bytes": lambda: store.get_bytes(key),
         "head": lambda: store.head(key),
         "exists": lambda: store.exists(key),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from depth_store import ObjectNotFoundError, ObjectStore
+from depth_store.local import LocalStore
 
 
 def test_put_get_head_list_delete_round_trip(any_store: ObjectStore) -> None:
@@ -77,3 +79,56 @@ def test_etag_is_the_same_from_put_head_and_list(any_store: ObjectStore, tmp_pat
         assert head.content_md5 == info.content_md5
     assert put.content_md5 == hashlib.md5(data).hexdigest()
     assert put_file.content_md5 == hashlib.md5(data * 3).hexdigest()
+
+
+def test_a_sealed_file_is_stored_with_the_md5_given(any_store: ObjectStore, tmp_path: Path) -> None:
+    """The collector hands over the MD5 it computed while writing: every store reports it, and the object
+    stays whole when the caller deletes its own file."""
+    src = tmp_path / "sealed.gz"
+    payload = bytes(range(256)) * 64
+    src.write_bytes(payload)
+    md5 = hashlib.md5(payload).hexdigest()
+    info = any_store.put_sealed_file("raw/s/sealed.gz", src, md5)
+    src.unlink()
+    assert (info.size, info.etag, info.content_md5) == (len(payload), md5, md5)
+    assert any_store.get_bytes("raw/s/sealed.gz") == payload
+    head = any_store.head("raw/s/sealed.gz")
+    (listed,) = any_store.list("raw/s/")
+    assert head is not None and head.etag == listed.etag == md5 and head.content_md5 == md5
+
+
+def test_local_store_links_a_sealed_file_and_stamps_it_now(tmp_path: Path) -> None:
+    """Same file system: the object is the caller's file (no copy), modified now rather than when the file
+    was sealed (a listing must see it as new), and no temp file is left."""
+    import time
+
+    store = LocalStore(tmp_path / "store")
+    src = tmp_path / "sealed.gz"
+    src.write_bytes(b"sealed bytes")
+    os.utime(src, (1_000_000_000, 1_000_000_000))  # sealed long ago
+    before = time.time()
+    info = store.put_sealed_file("raw/s/a.gz", src, hashlib.md5(b"sealed bytes").hexdigest())
+    target = tmp_path / "store" / "raw" / "s" / "a.gz"
+    assert target.stat().st_ino == src.stat().st_ino
+    assert info.last_modified.timestamp() >= before - 1
+    assert [o.key for o in store.list("raw/")] == ["raw/s/a.gz"]
+    assert not any((tmp_path / "store").glob("**/*.part"))
+
+
+def test_local_store_copies_a_sealed_file_from_another_file_system(tmp_path: Path) -> None:
+    """A spool on another file system than the store (here tmpfs): link(2) refuses (EXDEV), so the file is
+    copied and hashed as ``put_file`` does."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's temp folder")
+    store = LocalStore(tmp_path / "store")
+    src = shm / f"depth-store-test-{os.getpid()}.gz"
+    try:
+        src.write_bytes(b"from another disk")
+        info = store.put_sealed_file("raw/s/b.gz", src, hashlib.md5(b"from another disk").hexdigest())
+        target = tmp_path / "store" / "raw" / "s" / "b.gz"
+        assert target.stat().st_ino != src.stat().st_ino
+    finally:
+        src.unlink(missing_ok=True)
+    assert target.read_bytes() == b"from another disk"
+    assert info.content_md5 == hashlib.md5(b"from another disk").hexdigest()
