@@ -134,8 +134,7 @@ def main(argv: list[str]) -> None:
     bench_merge.main()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
-        f"process: user {usage.ru_utime:.1f} s, system {usage.ru_stime:.1f} s, "
-        f"minor faults {usage.ru_minflt}"
+        f"process: user {usage.ru_utime:.1f} s, system {usage.ru_stime:.1f} s, minor faults {usage.ru_minflt}"
     )
     print(costs.table())
 
