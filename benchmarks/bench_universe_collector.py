@@ -176,6 +176,27 @@ def run(
     return out
 
 
+ANCHOR_TARGET_S = 480  # issue 12: every symbol anchored within 8 min
+
+
+def _verdicts(stream: str, x: dict[str, Any], seconds: float) -> str:
+    """One stream's verdicts on issue 12's three targets. A run shorter than 8 min cannot show that every
+    symbol is anchored within 8 min: that one is then "not measured" unless it already happened."""
+    anchored = x["all_anchored_after_s"]
+    if anchored is not None:
+        anchor = "met" if anchored <= ANCHOR_TARGET_S else "**not met**"
+    elif seconds < ANCHOR_TARGET_S:
+        anchor = f"not measured (a {seconds / 60:.1f}-min run; `make universe` runs the 8 min)"
+    else:
+        anchor = "**not met**"
+    no_418 = "met" if x["rest_418"] == 0 else "**not met**"
+    objects = "met" if x["objects_per_minute"] <= 15 else "**not met**"
+    return (
+        f"{stream}: every symbol anchored within 8 min {anchor}, no 418 {no_418}, "
+        f"≤ 15 raw objects per stream-minute {objects}"
+    )
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"{r['symbols']} spot symbols at heavy-tailed rates (4 at 10 msg/s, 36 at 5, the rest at 1-3: "
@@ -194,7 +215,7 @@ def markdown(r: dict[str, Any]) -> str:
         req = x["store_requests"]
         reqs = "/".join(str(req.get(k, 0)) for k in ("PUT", "GET", "HEAD", "LIST", "DELETE"))
         anch = (
-            "not within the run"
+            f"not within the run ({x['symbols_anchored']} of {r['symbols']} by its end)"
             if x["all_anchored_after_s"] is None
             else f"{x['all_anchored_after_s']:.0f} s"
         )
@@ -206,20 +227,11 @@ def markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "- Targets (issue 12): every symbol anchored within 8 min, no 418, "
-        "≤ 15 raw objects per stream-minute: "
-        + ", ".join(
-            f"{s}: "
-            + (
-                "met"
-                if (x["all_anchored_after_s"] or 1e9) <= 480
-                and x["rest_418"] == 0
-                and x["objects_per_minute"] <= 15
-                else "**not met**"
-            )
-            for s, x in r["streams"].items()
-        )
+        "- Targets (issue 12): "
+        + "; ".join(_verdicts(s, x, r["seconds"]) for s, x in r["streams"].items())
         + ".",
+    ]
+    lines += [
         "- One PUT per object: the store request count is the object count (no HEAD, LIST or GET while "
         "running; HEADs appear only for spool leftovers after a crash).",
     ]
