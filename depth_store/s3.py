@@ -389,17 +389,31 @@ class S3Store(ObjectStore):
             "need them (AWS S3 since 2024, MinIO, moto >= 5.0 have them)"
         )
 
-    def _put_object(self, key: str, data: bytes, conditions: dict[str, str]) -> ObjectInfo | None:
+    def put_sealed_file(self, key: str, path: Path, md5: str) -> ObjectInfo:
+        """Below the multipart threshold: one PutObject whose ``Content-MD5`` is the caller's MD5 (computed
+        while the file was written), so S3 checks the bytes it received against the bytes as written, and
+        nothing here hashes them again. Larger files: :meth:`put_file`."""
+        path = Path(path)
+        if path.stat().st_size >= self.config.multipart_threshold:
+            return self.put_file(key, path)
+        info = self._put_object(key, path.read_bytes(), {}, md5_hex=md5)
+        assert info is not None  # unconditional: never refused
+        return info
+
+    def _put_object(
+        self, key: str, data: bytes, conditions: dict[str, str], md5_hex: str | None = None
+    ) -> ObjectInfo | None:
         """One PutObject; ``conditions`` (If-None-Match / If-Match) make it refusable: None then.
+        ``md5_hex``: the data's MD5 when the caller knows it (S3 verifies it as ``Content-MD5``).
 
         A conditional put whose first attempt may have landed (a retried timeout) and that is then
         refused counts as written when the object holds exactly these bytes: conditional puts are
         idempotent for identical content.
         """
         full = self._full_key(key)
-        digest = hashlib.md5(data, usedforsecurity=False)
-        md5_hex = digest.hexdigest()
-        content_md5 = base64.b64encode(digest.digest()).decode()
+        if md5_hex is None:
+            md5_hex = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        content_md5 = base64.b64encode(bytes.fromhex(md5_hex)).decode()
         extra = self._sse_args()
         attempts = 0
 

@@ -132,3 +132,17 @@ def test_local_store_copies_a_sealed_file_from_another_file_system(tmp_path: Pat
         src.unlink(missing_ok=True)
     assert target.read_bytes() == b"from another disk"
     assert info.content_md5 == hashlib.md5(b"from another disk").hexdigest()
+
+
+def test_s3_checks_a_sealed_file_against_the_md5_computed_while_writing(s3_env: str, tmp_path: Path) -> None:
+    """On S3 the given MD5 is the upload's Content-MD5: bytes that changed after they were hashed (here: a
+    wrong MD5) fail the upload. Real S3 refuses them (BadDigest); moto stores them, and the put fails on the
+    returned ETag instead: never confirmed either way, so the collector keeps its file."""
+    from depth_store import StoreError, open_store
+
+    store = open_store(s3_env)
+    src = tmp_path / "sealed.gz"
+    src.write_bytes(b"as written")
+    with pytest.raises(StoreError, match=r"differs from the content md5|BadDigest|InvalidDigest"):
+        store.put_sealed_file("raw/s/bad.gz", src, hashlib.md5(b"as hashed").hexdigest())
+    assert src.read_bytes() == b"as written"
