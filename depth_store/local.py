@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -173,28 +173,24 @@ class LocalStore(ObjectStore):
         time the file was sealed)."""
         target = self._path(key)
         try:
-            self._tmp_dir.mkdir(exist_ok=True)
-            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            tmp = self._new_tmp()
             try:
                 os.link(path, tmp)
             except OSError as exc:
                 if exc.errno in _LINK_REFUSED:
                     return self.put_file(key, path)
                 raise
-            try:
-                os.utime(tmp)
-                fd = os.open(tmp, os.O_RDONLY)
+
+            def stamp(link: Path) -> None:
+                os.utime(link)
+                fd = os.open(link, os.O_RDONLY)
                 try:
                     os.fsync(fd)  # the new link count and time (the caller fsync'd the bytes)
-                    st = os.fstat(fd)
+                    self._remember_etag(link, md5, os.fstat(fd))
                 finally:
                     os.close(fd)
-                self._remember_etag(tmp, md5, st)
-                self._replace_into(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            st = target.stat()
+
+            st = self._link_into_place(tmp, target, stamp)
         except OSError as exc:
             raise StoreError(f"local link of {str(path)!r} as {key!r} failed: {exc}") from exc
         return ObjectInfo(key=key, size=st.st_size, etag=md5, last_modified=self._mtime(st), content_md5=md5)
@@ -223,8 +219,7 @@ class LocalStore(ObjectStore):
     ) -> ObjectInfo | None:
         """Temp file, fsync, then rename onto ``target`` (or hard-link it, failing if it exists)."""
         try:
-            self._tmp_dir.mkdir(exist_ok=True)
-            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            tmp = self._new_tmp()
             try:
                 with tmp.open("xb") as fh:
                     write(fh)
@@ -312,18 +307,12 @@ class LocalStore(ObjectStore):
         src = self._path(src_key)
         target = self._path(dst_key)
         try:
-            self._tmp_dir.mkdir(exist_ok=True)
-            tmp = self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+            tmp = self._new_tmp()
             try:
                 os.link(src, tmp)
             except (FileNotFoundError, NotADirectoryError):
                 raise ObjectNotFoundError(src_key) from None
-            try:
-                self._replace_into(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            st = target.stat()
+            st = self._link_into_place(tmp, target)
         except OSError as exc:
             raise StoreError(f"local copy of {src_key!r} to {dst_key!r} failed: {exc}") from exc
         return self._info(dst_key, target, st)
@@ -336,6 +325,25 @@ class LocalStore(ObjectStore):
                 return False
             self.delete(key)
             return True
+
+    def _new_tmp(self) -> Path:
+        """A fresh name in the store's temp folder (inside the root: a rename from it is atomic)."""
+        self._tmp_dir.mkdir(exist_ok=True)
+        return self._tmp_dir / f"{uuid.uuid4().hex}.{os.getpid()}.part"
+
+    def _link_into_place(
+        self, tmp: Path, target: Path, prepare: Callable[[Path], None] | None = None
+    ) -> os.stat_result:
+        """Rename the hard link ``tmp`` onto ``target`` (after ``prepare(tmp)``); the link is removed if
+        either fails. Returns the target's stat."""
+        try:
+            if prepare is not None:
+                prepare(tmp)
+            self._replace_into(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target.stat()
 
     def _replace_into(self, tmp: Path, target: Path) -> None:
         """Rename into place; a concurrent delete may prune the parent folder, so retry a few times."""
