@@ -22,7 +22,7 @@ from depth_core.book import LevelProbes, OrderBook, sample_tops
 from depth_core.check_catalog import MERGED_CHECKS, VALIDATED_CHECKS, CheckOutcome
 from depth_core.idline import intersect_length, subtract_ranges, union_ranges
 from depth_core.names import Market
-from depth_core.schema import MERGED_SCHEMA
+from depth_core.schema import MERGED_SCHEMA, schema_as_written
 
 if TYPE_CHECKING:
     from depth_core.merge_types import MergeReport, Plan, StreamInput
@@ -312,15 +312,14 @@ class MergeChecker:
         item_rows: np.ndarray,
         other_batchings: pl.DataFrame | None = None,
     ) -> None:
-        """Check one output chunk; ``item_rows`` = rows of each plan item in it (from ``first_item``).
+        """Check one output chunk (its string columns may be categoricals: :func:`schema_as_written`);
+        ``item_rows`` = rows of each plan item in it (from ``first_item``).
 
         ``other_batchings``: levels (b, is_bid, price, qty, U, s, s_c) of events of other batchings ending at
         event end ``b`` of this chunk; compared with the replayed book after ``b``.
         """
-        if dict(out.schema) != MERGED_SCHEMA:
-            self.schema_problems.append(
-                f"schema {dict(out.schema)} != the merged schema (depth_core/schema.py)"
-            )
+        if (written := schema_as_written(out)) != MERGED_SCHEMA:
+            self.schema_problems.append(f"schema {written} != the merged schema (depth_core/schema.py)")
         self._decimals(out)
         if out.height == 0:
             return

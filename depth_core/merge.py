@@ -31,6 +31,7 @@ from typing import Any
 import numba
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from depth_core.checks import MergeChecker
 from depth_core.days import DAY_MS, day_index, previous_day
@@ -64,7 +65,13 @@ from depth_core.publish import (
     read_published,
     shrink_against,
 )
-from depth_core.schema import MERGED_SCHEMA, SIDE_ASK, SIDE_BID
+from depth_core.schema import (
+    MERGED_SCHEMA,
+    SIDE_ASK,
+    SIDE_BID,
+    merged_frame,
+    merged_parquet_bytes,
+)
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import read_symbol_day_report
 from depth_core.validated_layout import (
@@ -76,10 +83,9 @@ from depth_core.validated_layout import (
     level_part_keys,
     validated_file_key,
 )
-from depth_store.base import ObjectNotFoundError, ObjectStore, StoreError
+from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
 ROWS_PER_FILE = 1_000_000
-ROW_GROUP = 262_144
 MANIFEST_VERSION = 2
 
 KIND_EVENT, KIND_SNAPSHOT, KIND_CARRY = 0, 1, 2
@@ -739,43 +745,41 @@ class _Rows:
         for name, values in cols.items():
             self.cols[name][dest] = values
 
-    def frame(self, symbol: str) -> pl.DataFrame:
+    def table(self, symbol: str) -> pa.Table:
+        """The merged rows in the merged columns, as written (:func:`merged_parquet_bytes`): ``symbol``,
+        ``side`` and ``source`` are dictionaries over the codes already held (no string is built or hashed
+        here; readers and checks get plain strings back: :func:`merged_frame`)."""
         c = self.cols
+        n = len(c["price"])
 
-        def nullable(name: str) -> pl.Expr:
+        def nullable(name: str, kind: pa.DataType) -> pa.Array:
             nulls = c[name] == _NULL
             if not nulls.any():
-                return pl.col(name)
+                return pa.array(c[name], kind)
             if nulls.all():  # spot: no transaction time, no previous update id
-                return pl.lit(None, pl.Int64)
-            return pl.when(pl.col(name) == _NULL).then(None).otherwise(pl.col(name))
+                return pa.nulls(n, kind)
+            return pa.array(c[name], kind, mask=nulls)
 
-        names = pl.Series("source", self.sources or [""], pl.String)
-        raw = pl.DataFrame(
-            {
-                **{n: c[n] for n in self.INT_COLUMNS},
-                "is_snapshot": c["is_snapshot"],
-                "is_bid": c["is_bid"],
-                "price": c["price"],
-                "qty": c["qty"],
-                "book_exact": c["book_exact"],
-            }
-        ).with_columns(names.gather(c["source"]))
-        return raw.select(
-            pl.lit(symbol).alias("symbol"),
-            nullable("exchange_ms").cast(pl.Datetime("ms", "UTC")).alias("exchange_time"),
-            nullable("transaction_ms").cast(pl.Datetime("ms", "UTC")).alias("transaction_time"),
-            pl.col("receive_ns").cast(pl.Datetime("ns", "UTC")).alias("receive_time"),
-            "first_update_id",
-            "last_update_id",
-            nullable("prev_update_id").alias("prev_update_id"),
-            "is_snapshot",
-            pl.when(pl.col("is_bid")).then(pl.lit(SIDE_BID)).otherwise(pl.lit(SIDE_ASK)).alias("side"),
-            "price",
-            "qty",
-            "source",
-            "book_exact",
-        )
+        def codes(values: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+            return pa.DictionaryArray.from_arrays(pa.array(values), pa.array(names, pa.string()))
+
+        ms = pa.timestamp("ms", "UTC")
+        columns = {
+            "symbol": codes(np.zeros(n, np.int8), [symbol]),
+            "exchange_time": nullable("exchange_ms", ms),
+            "transaction_time": nullable("transaction_ms", ms),
+            "receive_time": pa.array(c["receive_ns"], pa.timestamp("ns", "UTC")),
+            "first_update_id": pa.array(c["first_update_id"]),
+            "last_update_id": pa.array(c["last_update_id"]),
+            "prev_update_id": nullable("prev_update_id", pa.int64()),
+            "is_snapshot": pa.array(c["is_snapshot"]),
+            "side": codes(c["is_bid"].view(np.int8), [SIDE_ASK, SIDE_BID]),
+            "price": pa.array(c["price"]),
+            "qty": pa.array(c["qty"]),
+            "source": codes(c["source"], self.sources or [""]),
+            "book_exact": pa.array(c["book_exact"]),
+        }
+        return pa.table(columns)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1164,22 +1168,23 @@ def _write_version(
     pending: cf.Future[Any] | None = None
     try:
         for fi, (a, b) in enumerate(bounds):
-            out = _build_file(
+            table, out = _build_file(
                 store, symbol, date, inputs, carry, parked.items(a, b), others, checker, day_start_ms
             )
             key = f"{stage}part-{fi:05d}.parquet"
             if pending is not None:
                 pending.result()
-            pending = writer.submit(put_parquet, store, key, out, ROW_GROUP)
+            pending = writer.submit(_put_merged_file, store, key, table)
+            del table
             staged.append((key, published_file_key(market, symbol, date, report.version, fi)))
             report.rows += out.height
             report.image_rows += int(out["is_snapshot"].sum())
             if preview is None:
-                preview = out.head(20)
+                preview = out.head(20).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
             if out.height:
                 last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
                 last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
-            # the writer holds the file's only reference: freed once written, not at the next file
+            # the writer holds the table's only reference: freed once written, not at the next file
             del out
         if pending is not None:
             pending.result()
@@ -1206,8 +1211,9 @@ def _build_file(
     others: Sequence[_Candidates | None],
     checker: MergeChecker,
     day_start_ms: int,
-) -> pl.DataFrame:
-    """The merged rows of the plan items ``it`` (one output file), checked; the caller writes them."""
+) -> tuple[pa.Table, pl.DataFrame]:
+    """The merged rows of the plan items ``it`` (one output file), checked: the table the caller writes and
+    the same rows as readers get them back, which the checks saw."""
     a, b = it.a, it.a + len(it.kind)
     is_event = it.kind == KIND_EVENT
     other_frames: list[pl.DataFrame] = []
@@ -1270,9 +1276,14 @@ def _build_file(
         _put_events(rows, s, it, mine, lv)
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
         _put_image(rows, k, lvs, update_id, e_ms, t_ms, recv_ns, source)
-    out = rows.frame(symbol).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+    table = rows.table(symbol)
+    out = merged_frame(table)
     checker.on_chunk(out, a, it.counts, pl.concat(other_frames) if other_frames else None)
-    return out
+    return table, out
+
+
+def _put_merged_file(store: ObjectStore, key: str, table: pa.Table) -> ObjectInfo:
+    return store.put_bytes(key, memoryview(merged_parquet_bytes(table)))
 
 
 def _chunk_bounds(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
