@@ -4,6 +4,8 @@ Where the merged days live: ``depth_core/layout.py``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +65,17 @@ def schema_as_written(frame: pl.DataFrame) -> dict[str, pl.DataType]:
     return {name: pl.String() if dtype == pl.Categorical else dtype for name, dtype in frame.schema.items()}
 
 
+MERGED_PARQUET_OPTIONS: dict[str, Any] = {
+    "row_group_size": MERGED_ROW_GROUP,
+    "write_statistics": True,
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": [c for c in MERGED_COLUMNS if c not in _PLAIN_COLUMNS],
+    "store_schema": False,
+}
+"""How a merged file is written (:func:`merged_parquet_bytes`; the benchmark's floor writes so too)."""
+
+
 def merged_parquet_bytes(table: pa.Table) -> pa.Buffer:
     """A merged file (zstd Parquet, statistics on every column), in memory.
 
@@ -73,14 +86,5 @@ def merged_parquet_bytes(table: pa.Table) -> pa.Buffer:
     if table.column_names != MERGED_COLUMNS:
         raise ValueError(f"merged columns {table.column_names} != {MERGED_COLUMNS}")
     buf = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        buf,
-        row_group_size=MERGED_ROW_GROUP,
-        write_statistics=True,
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=[c for c in MERGED_COLUMNS if c not in _PLAIN_COLUMNS],
-        store_schema=False,
-    )
+    pq.write_table(table, buf, **MERGED_PARQUET_OPTIONS)
     return buf.getvalue()
