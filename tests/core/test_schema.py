@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -83,3 +86,18 @@ def test_schema_as_written_names_categoricals_as_strings() -> None:
         {"side": ["bid"], "price": [1.0]}, schema={"side": pl.Categorical, "price": pl.Float64}
     )
     assert schema_as_written(frame) == {"side": pl.String(), "price": pl.Float64()}
+
+
+def test_days_written_before_and_after_the_encoding_change_read_together(tmp_path: Path) -> None:
+    """Older merged files carry an Arrow schema (``large_string`` columns); newer ones none: a folder of
+    both reads as one table with polars, pyarrow datasets and DuckDB."""
+    table = _rows().table("BTCUSDT")
+    old = merged_frame(table).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+    pq.write_table(old.to_arrow(), tmp_path / "a-old.parquet", compression="zstd")
+    (tmp_path / "b-new.parquet").write_bytes(merged_parquet_bytes(table).to_pybytes())
+    both = pl.read_parquet(tmp_path / "*.parquet")
+    assert dict(both.schema) == MERGED_SCHEMA and both.equals(pl.concat([old, old]))
+    arrow = ds.dataset(sorted(tmp_path.glob("*.parquet"))).to_table()
+    assert arrow.num_rows == 10 and arrow.column("side").to_pylist() == old["side"].to_list() * 2
+    duck = duckdb.sql(f"SELECT side, count(*) AS n FROM '{tmp_path}/*.parquet' GROUP BY side ORDER BY side")
+    assert duck.fetchall() == [("ask", 4), ("bid", 6)]
