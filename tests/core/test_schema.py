@@ -100,4 +100,4 @@ def test_days_written_before_and_after_the_encoding_change_read_together(tmp_pat
     arrow = ds.dataset(sorted(tmp_path.glob("*.parquet"))).to_table()
     assert arrow.num_rows == 10 and arrow.column("side").to_pylist() == old["side"].to_list() * 2
     duck = duckdb.sql(f"SELECT side, count(*) AS n FROM '{tmp_path}/*.parquet' GROUP BY side ORDER BY side")
-    assert duck.fetchall() == [("ask", 4), ("bid", 6)]
+    assert duck is not None and duck.fetchall() == [("ask", 4), ("bid", 6)]
