@@ -42,8 +42,8 @@ _PLAIN_COLUMNS = frozenset(
         "prev_update_id",
     )
 )
-"""Times and ids: a new value every event, so dictionary pages only cost hashing; plain pages under zstd are
-written in a third of the CPU and are half the size."""
+"""Times and ids: a new value every event, so dictionary pages only cost hashing; plain pages under zstd take
+two thirds of the CPU to write and are half the size."""
 
 
 def empty_merged_frame() -> pl.DataFrame:
