@@ -37,7 +37,7 @@ def universe_rates(n: int = N_SYMBOLS) -> dict[str, float]:
 
 
 def _events(log: Path) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     if not log.exists():
         return out
     for line in log.read_text(errors="replace").splitlines():
