@@ -19,7 +19,7 @@ install: $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy depth_core depth_store exchange_sim collectors depth_pipeline
+	$(VENV)/bin/mypy depth_core depth_store exchange_sim collectors depth_pipeline benchmarks
 
 test: install lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

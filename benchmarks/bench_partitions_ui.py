@@ -23,6 +23,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ASSET_PAGE = """
 query($key: AssetKeyInput!) {
@@ -96,13 +97,13 @@ defs = dg.Definitions(assets=[*raw, validated("eu-1"), validated("ap-1"), merged
 """
 
 
-def _post(url: str, query: str, variables: dict[str, object]) -> dict[str, object]:
+def _post(url: str, query: str, variables: dict[str, object]) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables}).encode()
     request = urllib.request.Request(
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=600) as response:
-        payload: dict[str, object] = json.loads(response.read())
+        payload: dict[str, Any] = json.loads(response.read())
     if payload.get("errors"):
         raise RuntimeError(payload["errors"])
     return payload
@@ -178,7 +179,7 @@ def measure(
                 "partition_keys_per_asset": len(
                     _post(url, ASSET_PAGE, {"key": {"path": ["merged_depth"]}})["data"]["assetNodeOrError"][
                         "partitionKeysByDimension"
-                    ][0]["partitionKeys"]  # type: ignore[index]
+                    ][0]["partitionKeys"]
                 )
                 * (symbols if model == "multi" else 1),
                 "asset_page_s": _timed(url, ASSET_PAGE, ["merged_depth"]),

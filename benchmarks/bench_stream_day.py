@@ -18,7 +18,6 @@ import concurrent.futures as cf
 import gzip
 import json
 import resource
-import sys
 import time
 
 import numpy as np
@@ -181,4 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

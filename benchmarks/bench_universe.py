@@ -160,6 +160,7 @@ def _timed(store: Any, fn: Any) -> tuple[Any, dict[str, Any]]:
 def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, Any]:
     import dagster as dg
 
+    from depth_core.names import Market
     from depth_pipeline.cleanup import ManifestObject, MergeGate, cleanup_day
     from depth_pipeline.config import PipelineConfig
     from depth_pipeline.sensors import (
@@ -206,7 +207,7 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
         report["objects"] = sum(len(v) for v in day.values())
         report["object_bytes"] = sum(i.size for v in day.values() for i in v)
         report["upload_s"] = time.perf_counter() - t0
-        market = "spot"
+        market: Market = "spot"
 
         # raw arrival: first tick (empty cursor) and a steady tick
         def arrival(cursor: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -263,9 +264,7 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
         for _ in range(100):
             (_req, text, logs), t = _timed(
                 store,
-                lambda c=cursor: evaluate_reconcile(  # type: ignore[misc]
-                    instance, store, market, streams, c, config
-                ),
+                lambda c=cursor: evaluate_reconcile(instance, store, market, streams, c, config),
             )
             ticks.append(t)
             cursor = json.loads(text)
@@ -290,8 +289,17 @@ def run(n_symbols: int, streams: list[str], flush_seconds: float) -> dict[str, A
             return MergeGate(date, symbol, True, "ok", "bench", merged_at, listed)
 
         result, report["cleanup_day"] = _timed(
-            store, lambda: cleanup_day(None, store, market, streams, yesterday, symbols, gate_of=gate)
-        )  # type: ignore[arg-type]
+            store,
+            lambda: cleanup_day(
+                None,  # type: ignore[arg-type]  # the gates are given: no instance is read
+                store,
+                market,
+                streams,
+                yesterday,
+                symbols,
+                gate_of=gate,
+            ),
+        )
         report["cleanup_day"]["deleted"] = len(result.deleted)
         report["cleanup_day"]["kept"] = len(result.kept_holdings_pending)
     finally:

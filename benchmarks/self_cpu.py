@@ -24,7 +24,7 @@ import resource
 import sys
 import threading
 import types
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +52,8 @@ MODULES = (
 class SelfCosts:
     """Self user CPU, system CPU (seconds), minor page faults and calls, per function label."""
 
-    user: Counter[str] = field(default_factory=Counter)
-    system: Counter[str] = field(default_factory=Counter)
+    user: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    system: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     faults: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
