@@ -122,7 +122,7 @@ def _floor_rows(chunk: Any, stream: str) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from depth_core.schema import SIDE_ASK, SIDE_BID
+    from depth_core.schema import SIDE_ASK, SIDE_BID, string_codes
 
     ev = chunk.levels["ev"].to_numpy()
     n = len(ev)
@@ -130,13 +130,10 @@ def _floor_rows(chunk: Any, stream: str) -> Any:
     def per_row(column: str) -> Any:
         return chunk.events[column].to_numpy()[ev]
 
-    def codes(values: Any, names: list[str]) -> Any:
-        return pa.DictionaryArray.from_arrays(pa.array(values), pa.array(names, pa.string()))
-
     ms = pa.timestamp("ms", "UTC")
     return pa.table(
         {
-            "symbol": codes(np.zeros(n, np.int8), [SYMBOL]),
+            "symbol": string_codes(np.zeros(n, np.int8), [SYMBOL]),
             "exchange_time": pa.array(per_row("E"), ms),
             "transaction_time": pa.nulls(n, ms),
             "receive_time": pa.array(per_row("receive_ns"), pa.timestamp("ns", "UTC")),
@@ -144,10 +141,10 @@ def _floor_rows(chunk: Any, stream: str) -> Any:
             "last_update_id": pa.array(per_row("u")),
             "prev_update_id": pa.nulls(n, pa.int64()),
             "is_snapshot": pa.array(np.zeros(n, np.bool_)),
-            "side": codes(chunk.levels["is_bid"].to_numpy().view(np.int8), [SIDE_ASK, SIDE_BID]),
+            "side": string_codes(chunk.levels["is_bid"].to_numpy().view(np.int8), [SIDE_ASK, SIDE_BID]),
             "price": pa.array(chunk.levels["price"].to_numpy()),
             "qty": pa.array(chunk.levels["qty"].to_numpy()),
-            "source": codes(np.zeros(n, np.int8), [stream]),
+            "source": string_codes(np.zeros(n, np.int8), [stream]),
             "book_exact": pa.array(np.ones(n, np.bool_)),
         }
     )

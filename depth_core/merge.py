@@ -71,6 +71,7 @@ from depth_core.schema import (
     SIDE_BID,
     merged_frame,
     merged_parquet_bytes,
+    string_codes,
 )
 from depth_core.storeio import get_json, put_parquet, read_parquet, scan_parquet
 from depth_core.validate import read_symbol_day_report
@@ -760,12 +761,9 @@ class _Rows:
                 return pa.nulls(n, kind)
             return pa.array(c[name], kind, mask=nulls)
 
-        def codes(values: np.ndarray, names: list[str]) -> pa.DictionaryArray:
-            return pa.DictionaryArray.from_arrays(pa.array(values), pa.array(names, pa.string()))
-
         ms = pa.timestamp("ms", "UTC")
         columns = {
-            "symbol": codes(np.zeros(n, np.int8), [symbol]),
+            "symbol": string_codes(np.zeros(n, np.int8), [symbol]),
             "exchange_time": nullable("exchange_ms", ms),
             "transaction_time": nullable("transaction_ms", ms),
             "receive_time": pa.array(c["receive_ns"], pa.timestamp("ns", "UTC")),
@@ -773,10 +771,10 @@ class _Rows:
             "last_update_id": pa.array(c["last_update_id"]),
             "prev_update_id": nullable("prev_update_id", pa.int64()),
             "is_snapshot": pa.array(c["is_snapshot"]),
-            "side": codes(c["is_bid"].view(np.int8), [SIDE_ASK, SIDE_BID]),
+            "side": string_codes(c["is_bid"].view(np.int8), [SIDE_ASK, SIDE_BID]),
             "price": pa.array(c["price"]),
             "qty": pa.array(c["qty"]),
-            "source": codes(c["source"], self.sources or [""]),
+            "source": string_codes(c["source"], self.sources or [""]),
             "book_exact": pa.array(c["book_exact"]),
         }
         return pa.table(columns)

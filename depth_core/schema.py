@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +49,12 @@ two thirds of the CPU to write and are half the size."""
 
 def empty_merged_frame() -> pl.DataFrame:
     return pl.DataFrame(schema=MERGED_SCHEMA)
+
+
+def string_codes(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    """A string column of a merged table as the merge builds it: ``names[codes[i]]`` for every row, as an
+    Arrow dictionary (no string made per row; an out-of-range code is refused)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string()))
 
 
 def merged_frame(table: pa.Table) -> pl.DataFrame:

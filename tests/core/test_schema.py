@@ -20,6 +20,7 @@ from depth_core.schema import (
     merged_frame,
     merged_parquet_bytes,
     schema_as_written,
+    string_codes,
 )
 
 
@@ -101,3 +102,9 @@ def test_days_written_before_and_after_the_encoding_change_read_together(tmp_pat
     assert arrow.num_rows == 10 and arrow.column("side").to_pylist() == old["side"].to_list() * 2
     duck = duckdb.sql(f"SELECT side, count(*) AS n FROM '{tmp_path}/*.parquet' GROUP BY side ORDER BY side")
     assert duck is not None and duck.fetchall() == [("ask", 4), ("bid", 6)]
+
+
+def test_string_codes_refuse_a_code_without_a_name() -> None:
+    assert string_codes(np.array([1, 0, 1], np.int8), ["ask", "bid"]).to_pylist() == ["bid", "ask", "bid"]
+    with pytest.raises(pa.ArrowIndexError):
+        string_codes(np.array([0, 2], np.int8), ["ask", "bid"])
