@@ -221,6 +221,34 @@ def test_full_collections_are_deferred_during_a_pass_and_restored_after_it(
     assert all(t[2] > 10**6 for t in during)
 
 
+def test_a_pass_hands_its_freed_memory_back_when_it_ends(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory a pass freed is returned when it ends (failed too), so the next phase of the process (the
+    other stream's pass, a merge) does not start on top of what this day's length made it hold."""
+    write_stream_v2(store, "spot", "eu-1", _v2_lines(_lines(_exchanges(50))), per_object=50)
+    seen: list[str] = []
+    monkeypatch.setattr(validate_module, "release_free_memory", lambda: seen.append("release"))
+    finish = validate_module._SymbolDay.finish
+
+    def spy_finish(self: Any, *args: Any) -> Any:
+        seen.append("finish")
+        return finish(self, *args)
+
+    monkeypatch.setattr(validate_module._SymbolDay, "finish", spy_finish)
+    assert validate_stream_day(store, "spot", "eu-1", DATE).reports
+    assert seen[-1] == "release" and seen.count("release") == 1 and "finish" in seen
+
+    def failing(self: Any, *args: Any) -> StreamDayValidation:
+        raise RuntimeError("a pass that fails")
+
+    seen.clear()
+    monkeypatch.setattr(validate_module._StreamDayRun, "run", failing)
+    with pytest.raises(RuntimeError, match="a pass that fails"):
+        validate_stream_day(store, "spot", "eu-1", DATE)
+    assert seen == ["release"]
+
+
 def test_bounded_memory_batches_parts_and_spills_give_the_same_output(tmp_path: Path) -> None:
     lines = _lines(_exchanges(600))
     plain = open_store(str(tmp_path / "plain"))
