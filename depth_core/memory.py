@@ -78,3 +78,48 @@ def full_collections_deferred() -> Iterator[None]:
             _gc_deferrals -= 1
             if _gc_deferrals == 0:
                 gc.set_threshold(*_gc_saved_threshold)
+
+
+def _numpy_madvise_switch() -> Callable[[bool], bool] | None:
+    """numpy's switch for asking the kernel for huge pages (``NUMPY_MADVISE_HUGEPAGE``; None if gone)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:
+        return None
+    switch: Callable[[bool], bool] | None = getattr(multiarray, "_set_madvise_hugepage", None)
+    return switch
+
+
+_NUMPY_MADVISE = _numpy_madvise_switch()
+_hugepage_passes = 0  # passes running with numpy's huge-page requests off (threads of one process)
+_hugepage_saved = True
+
+
+@contextlib.contextmanager
+def numpy_huge_pages_off() -> Iterator[None]:
+    """numpy does not ask the kernel for transparent huge pages while the pass (a stream-day validation, a
+    merge) runs; restored when the last pass of the process ends, like :func:`full_collections_deferred`.
+
+    Why: numpy ``madvise``s every array of 4 MiB or more for huge pages. Where the kernel's transparent huge
+    pages are ``madvise`` (Ubuntu's and Debian's default), each first touch of such an array then faults and
+    zeroes a whole 2 MiB page, and a pass allocates and frees arrays of that size for every batch and every
+    output file, handing them back between phases (:func:`release_free_memory`). With plain pages a bench
+    day's validation + merge spends ≈ 0.75 CPU-s less in the kernel (benchmarks/NOTES.md, tenth session);
+    the floor, which keeps its few arrays, does not change. Where huge pages are ``always`` this does
+    nothing (the kernel does not wait to be asked)."""
+    global _hugepage_passes, _hugepage_saved
+    switch = _NUMPY_MADVISE
+    if switch is None:
+        yield
+        return
+    with _GC_LOCK:
+        if _hugepage_passes == 0:
+            _hugepage_saved = switch(False)
+        _hugepage_passes += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _hugepage_passes -= 1
+            if _hugepage_passes == 0:
+                switch(_hugepage_saved)

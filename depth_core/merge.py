@@ -46,7 +46,7 @@ from depth_core.layout import (
     state_day_prefix,
 )
 from depth_core.level_parts import read_level_columns
-from depth_core.memory import full_collections_deferred, release_free_memory
+from depth_core.memory import full_collections_deferred, numpy_huge_pages_off, release_free_memory
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -934,7 +934,10 @@ def merge_symbol_day(
     published leaves the published day byte-identical; ``report.published`` and ``report.refused_reason``
     say what happened.
     """
-    with full_collections_deferred():  # its tables are numpy and Arrow: a full collection finds nothing
+    with (
+        full_collections_deferred(),
+        numpy_huge_pages_off(),
+    ):  # numpy and Arrow tables: a full collection finds nothing
         return _merge_symbol_day(store, market, symbol, date, streams, allow_shrink)
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from depth_core.memory import _MALLOC_TRIM, release_free_memory
+from depth_core.memory import _MALLOC_TRIM, _NUMPY_MADVISE, numpy_huge_pages_off, release_free_memory
 
 
 def _rss_kib() -> int:
@@ -45,3 +45,21 @@ def test_release_is_harmless_to_live_data() -> None:
     frame = pl.DataFrame({"a": np.arange(1_000_000)})
     release_free_memory()
     assert frame["a"].sum() == 999_999 * 1_000_000 // 2
+
+
+@pytest.mark.skipif(_NUMPY_MADVISE is None, reason="this numpy has no huge-page switch")
+def test_numpy_huge_pages_are_off_during_passes_and_restored_after_the_last() -> None:
+    assert _NUMPY_MADVISE is not None
+    before = _NUMPY_MADVISE(True)  # the process's setting, as a pass finds it
+    try:
+        with numpy_huge_pages_off():
+            assert _NUMPY_MADVISE(False) is False  # off inside
+            with numpy_huge_pages_off():  # a pass in another thread shares it
+                pass
+            assert _NUMPY_MADVISE(False) is False  # still off: the outer pass runs on
+        assert _NUMPY_MADVISE(True) is True  # restored once the last pass ended
+        with pytest.raises(RuntimeError), numpy_huge_pages_off():
+            raise RuntimeError("a pass that fails")
+        assert _NUMPY_MADVISE(True) is True  # restored on failure too
+    finally:
+        _NUMPY_MADVISE(before)
