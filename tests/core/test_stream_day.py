@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from depth_core import validate as validate_module
+from depth_core.idline import lo_expr
 from depth_core.layout import merged_day_prefix, merged_manifest_key
 from depth_core.level_parts import read_level_part
 from depth_core.merge import merge_symbol_day
@@ -568,3 +569,37 @@ def test_unique_counts_is_numpy_unique_with_counts() -> None:
         want_uniq, want_counts = np.unique(values.astype(np.int64), return_counts=True)
         assert uniq.tolist() == want_uniq.tolist() and counts.tolist() == want_counts.tolist()
         assert counts.dtype == np.int64
+
+
+def _gathered_events(market: str) -> pl.DataFrame:
+    """Events as a day gathers them: several buffered frames, ``T``/``pu`` null throughout for spot (polars
+    joins such chunks into one, so the columns end up chunked differently)."""
+    frames = []
+    for part in range(3):
+        n = 4 + part
+        ev = np.arange(10 * part, 10 * part + n)
+        cols: dict[str, Any] = {name: np.arange(n) + 100 * part for name in validate_module._EVENT_COLUMNS}
+        cols.update(U=1000 + 10 * ev, u=1005 + 10 * ev, E=ev * 100, receive_ns=ev * 100 * 10**6 + 3, ev=ev)
+        frame = pl.DataFrame(cols).cast(validate_module._EVENT_COLUMNS)  # type: ignore[arg-type]
+        if market == "spot":
+            frame = frame.with_columns(pl.lit(None, pl.Int64).alias("T"), pl.lit(None, pl.Int64).alias("pu"))
+        else:  # usdm: the first event of a stream has no previous id
+            frame = frame.with_columns(
+                pl.when(pl.col("ev") == 0).then(None).otherwise(pl.col("U") - 3).alias("pu")
+            )
+        frames.append(frame.with_columns(pl.lit(part, pl.Int32).alias("part")))
+    return pl.concat(frames)
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_the_events_file_table_and_lo_are_built_column_by_column_with_the_frame_rules(market: str) -> None:
+    events = _gathered_events(market)
+    dup = np.zeros(events.height, np.bool_)
+    dup[[2, 7]] = True
+    table = validate_module._events_table(events, dup)
+    want = events.select(validate_module._empty_events().columns).with_columns(pl.Series("dup", dup))
+    assert table.column_names == want.columns
+    assert pl.from_arrow(table).equals(want)  # type: ignore[union-attr]
+    assert table.column("U").num_chunks == 3  # the buffered chunks as they are: no copy into one
+    want_lo = events.select(lo_expr(market))["lo"].to_numpy()  # type: ignore[arg-type]
+    assert validate_module._lo_column(events, market).tolist() == want_lo.tolist()  # type: ignore[arg-type]
