@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
 import orjson
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -247,3 +249,30 @@ def test_a_part_out_of_event_order_is_still_cut_right(store: ObjectStore) -> Non
     ev, _is_bid, price, _qty = read_level_columns(store, KEY, (1, 2))
     assert ev.tolist() == [2, 2, 2, 1, 1, 1]
     assert price.tolist() == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0]
+
+
+def test_tick_arrays_are_one_pool_for_every_writing_thread() -> None:
+    # a part encoded on a thread that lives on, then dropped: a part on another thread reuses its ticks
+    encoded, done = threading.Event(), threading.Event()
+
+    def encode(out: list[pa.Table], wait: bool) -> None:
+        out.append(encode_level_part(_frame([100.25, 100.5, 99.75], [1.0, 2.0, 3.0])))
+        if wait:
+            encoded.set()
+            done.wait(30)
+
+    first: list[pa.Table] = []
+    alive = threading.Thread(target=encode, args=(first, True))
+    alive.start()
+    try:
+        assert encoded.wait(30)
+        address = first[0]["price"].chunk(0).buffers()[1].address
+        first.clear()
+        second: list[pa.Table] = []
+        other = threading.Thread(target=encode, args=(second, False))
+        other.start()
+        other.join()
+        assert second[0]["price"].chunk(0).buffers()[1].address == address
+    finally:
+        done.set()
+        alive.join()
