@@ -134,8 +134,19 @@ class _TickArrays:
             pool.append(np.empty(n, np.int64))
             return pool[-1][:n]
 
+    def clear(self) -> None:
+        """Drop the arrays no part holds (the end of a pass: the next phase should not carry them)."""
+        with self.lock:
+            pool = self.arrays
+            self.arrays = [pool[i] for i in range(len(pool)) if sys.getrefcount(pool[i]) > 2]
+
 
 _TICK_ARRAYS = _TickArrays()
+
+
+def release_tick_arrays() -> None:
+    """Drop the tick arrays kept for the next part (:class:`_TickArrays`); call when a pass ends."""
+    _TICK_ARRAYS.clear()
 
 
 def _ticks(column: pa.ChunkedArray) -> tuple[np.ndarray, int] | None:

@@ -62,7 +62,7 @@ from depth_core.events import (
     symbol_decimal_counts,
 )
 from depth_core.idline import gaps_between, union_ranges
-from depth_core.level_parts import LEVEL_COLUMNS, put_level_part
+from depth_core.level_parts import LEVEL_COLUMNS, put_level_part, release_tick_arrays
 from depth_core.memory import full_collections_deferred, numpy_huge_pages_off, release_free_memory
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import (
@@ -1467,6 +1467,7 @@ def validate_stream_day(
         # what the pass freed (its parse's and the day's tables) goes back now: glibc and pyarrow keep it,
         # in proportion to the day's length, and the process's next phase (a merge) would start on top of it
         # (a bench day's merge peak: ~60 MiB lower; benchmarks/NOTES.md, tenth session)
+        release_tick_arrays()
         release_free_memory()
 
 

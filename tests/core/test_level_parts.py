@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from depth_core.level_parts import (
+    _TICK_ARRAYS,
     LEVEL_COLUMNS,
     LevelPartError,
     decode_level_part,
@@ -23,6 +24,7 @@ from depth_core.level_parts import (
     put_level_part,
     read_level_columns,
     read_level_part,
+    release_tick_arrays,
 )
 from depth_core.storeio import put_parquet
 from depth_store import open_store
@@ -276,3 +278,14 @@ def test_tick_arrays_are_one_pool_for_every_writing_thread() -> None:
     finally:
         done.set()
         alive.join()
+
+
+def test_tick_arrays_not_in_use_are_dropped_when_a_pass_ends() -> None:
+    release_tick_arrays()
+    kept = encode_level_part(_frame([100.25, 100.5], [1.0, 2.0]))
+    before = kept.to_pydict()
+    encode_level_part(_frame([7.5, 8.5, 9.5], [9.0, 10.0, 11.0]))  # dropped at once: its ticks are free
+    assert len(_TICK_ARRAYS.arrays) == 4
+    release_tick_arrays()
+    assert len(_TICK_ARRAYS.arrays) == 2  # the kept part's price and qty only
+    assert kept.to_pydict() == before
