@@ -466,3 +466,28 @@ def test_full_collections_are_deferred_during_a_merge_and_restored_after_it(
     assert gc.get_threshold() == before  # restored on failure too
     assert [t[:2] for t in during] == [before[:2]] * 2  # young generations collected as usual
     assert all(t[2] > 10**6 for t in during)
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_held_events_follow_the_frame_rules_for_lo_and_duplicates(market: str) -> None:
+    """The merge's per-event table, read into Arrow memory: ``lo`` by ``lo_expr`` (usdm: ``pu``, else
+    ``U - 1``) and exact duplicates dropped, as the polars expressions do."""
+    import pyarrow as pa
+
+    from depth_core.idline import lo_expr
+
+    frame = pl.DataFrame(
+        {
+            "ev": [0, 1, 2, 3],
+            "U": [100, 106, 106, 111],
+            "u": [105, 110, 110, 120],
+            "pu": [None, 105, 105, 110],
+            "dup": [False, False, True, False],
+        },
+        schema_overrides={"pu": pl.Int64},
+    )
+    want = frame.filter(~pl.col("dup")).drop("dup").with_columns(lo_expr(market))  # type: ignore[arg-type]
+    got = merge_module._held_events(market, pa.Table.from_batches(frame.to_arrow().to_batches(2)))  # type: ignore[arg-type]
+    assert got.equals(want)
+    no_dups = frame.with_columns(pl.lit(False).alias("dup"))
+    assert merge_module._held_events(market, no_dups.to_arrow()).height == 4  # type: ignore[arg-type]
