@@ -31,6 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from depth_core.memory import size_classed_empty
 from depth_core.storeio import local_path
 from depth_store.base import ObjectInfo, ObjectStore
 
@@ -291,8 +292,9 @@ def _read_row_groups(
     )
     groups = _row_groups(meta, ev_between, events)
     n = sum(meta.row_group(i).num_rows for i in groups)
-    ev_out, bid_out = np.empty(n, np.int64), np.empty(n, np.bool_)
-    price_out, qty_out = np.empty(n, np.float64), np.empty(n, np.float64)
+    # size-classed: each merged file reads a slightly different number of rows
+    ev_out, bid_out = size_classed_empty(n, np.int64), size_classed_empty(n, np.bool_)
+    price_out, qty_out = size_classed_empty(n, np.float64), size_classed_empty(n, np.float64)
     at = 0
     for i in groups:
         group = reader.read_row_group(i, use_threads=False)

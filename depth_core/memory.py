@@ -17,7 +17,9 @@ import gc
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -123,3 +125,18 @@ def numpy_huge_pages_off() -> Iterator[None]:
             _hugepage_passes -= 1
             if _hugepage_passes == 0:
                 switch(_hugepage_saved)
+
+
+SIZE_CLASS_ROWS = 1 << 18
+
+
+def size_classed_empty(n: int, dtype: np.dtype[Any] | type[Any]) -> np.ndarray:
+    """``np.empty(n, dtype)`` whose block is ``n`` rounded up to a multiple of :data:`SIZE_CLASS_ROWS` rows.
+
+    For arrays a loop makes afresh at a slightly different length each time (a merge's rows and level reads,
+    file after file): blocks of a few sizes are reused by glibc from one round to the next, where blocks of a
+    new size each time leave holes behind, and the heap grows with the number of rounds (a bench day's
+    validate + merge peaked 50 to 70 MiB lower with size classes: benchmarks/NOTES.md, tenth session). The
+    rounded tail is never touched, so it costs address space, not memory."""
+    cap = -(-n // SIZE_CLASS_ROWS) * SIZE_CLASS_ROWS
+    return np.empty(cap, dtype)[:n]

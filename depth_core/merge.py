@@ -47,7 +47,12 @@ from depth_core.layout import (
     state_day_prefix,
 )
 from depth_core.level_parts import read_level_columns
-from depth_core.memory import full_collections_deferred, numpy_huge_pages_off, release_free_memory
+from depth_core.memory import (
+    full_collections_deferred,
+    numpy_huge_pages_off,
+    release_free_memory,
+    size_classed_empty,
+)
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -753,14 +758,15 @@ class _Rows:
         n = int(rows_per_item.sum())
         # one array per column (8 MB a million rows: glibc reuses such blocks file after file, where one
         # 48 MB block of all six went to a fresh mmap, page-faulted in again for every file)
-        self.cols: dict[str, np.ndarray] = {c: np.empty(n, np.int64) for c in self.INT_COLUMNS}
+        # (size-classed: a file's row count differs a little from file to file)
+        self.cols: dict[str, np.ndarray] = {c: size_classed_empty(n, np.int64) for c in self.INT_COLUMNS}
         self.cols.update(
-            is_snapshot=np.empty(n, np.bool_),
-            is_bid=np.empty(n, np.bool_),
-            price=np.empty(n, np.float64),
-            qty=np.empty(n, np.float64),
-            source=np.empty(n, np.int32),
-            book_exact=np.empty(n, np.bool_),
+            is_snapshot=size_classed_empty(n, np.bool_),
+            is_bid=size_classed_empty(n, np.bool_),
+            price=size_classed_empty(n, np.float64),
+            qty=size_classed_empty(n, np.float64),
+            source=size_classed_empty(n, np.int32),
+            book_exact=size_classed_empty(n, np.bool_),
         )
         self.sources: list[str] = []
 

@@ -63,3 +63,17 @@ def test_numpy_huge_pages_are_off_during_passes_and_restored_after_the_last() ->
         assert _NUMPY_MADVISE(True) is True  # restored on failure too
     finally:
         _NUMPY_MADVISE(before)
+
+
+def test_size_classed_arrays_share_a_block_size_across_nearby_lengths() -> None:
+    import numpy as np
+
+    from depth_core.memory import SIZE_CLASS_ROWS, size_classed_empty
+
+    a, b = size_classed_empty(1_000_001, np.int64), size_classed_empty(1_040_000, np.int64)
+    assert len(a) == 1_000_001 and len(b) == 1_040_000 and a.dtype == np.int64
+    assert a.base is not None and b.base is not None
+    assert len(a.base) == len(b.base) == 4 * SIZE_CLASS_ROWS  # one size class: glibc reuses the block
+    assert len(size_classed_empty(0, np.bool_)) == 0
+    c = size_classed_empty(SIZE_CLASS_ROWS, np.float64)
+    assert c.base is None or len(c.base) == SIZE_CLASS_ROWS  # an exact multiple is not rounded further
