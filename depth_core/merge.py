@@ -115,15 +115,18 @@ def _load_stream(
         return None
     report = committed[0]
 
+    def missing(key: str) -> MissingStateError:
+        return MissingStateError(
+            f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
+            "(re-validate the stream-day; nothing was merged)"
+        )
+
     def read(name: str, columns: list[str] | None = None) -> pl.DataFrame:
         key = validated_file_key(report, name)
         try:
             return read_parquet(store, key, columns)
         except ObjectNotFoundError as exc:
-            raise MissingStateError(
-                f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
-                "(re-validate the stream-day; nothing was merged)"
-            ) from exc
+            raise missing(key) from exc
 
     # only the columns the merge and its checks use: the per-event tables are held for the whole merge
     key = validated_file_key(report, EVENTS_FILE)
@@ -133,18 +136,12 @@ def _load_stream(
     except Exception as exc:
         if store.exists(key):
             raise
-        raise MissingStateError(
-            f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
-            "(re-validate the stream-day; nothing was merged)"
-        ) from exc
+        raise missing(key) from exc
     wanted = [c for c in _event_columns(market) if c in names]
     try:
         table = read_arrow(store, key, wanted + (["dup"] if "dup" in names else []))
     except ObjectNotFoundError as exc:
-        raise MissingStateError(
-            f"validated {stream} {symbol} {date}: {key}, named by its report, is missing "
-            "(re-validate the stream-day; nothing was merged)"
-        ) from exc
+        raise missing(key) from exc
     return StreamInput(
         stream,
         report,
@@ -969,10 +966,8 @@ def merge_symbol_day(
     published leaves the published day byte-identical; ``report.published`` and ``report.refused_reason``
     say what happened.
     """
-    with (
-        full_collections_deferred(),
-        numpy_huge_pages_off(),
-    ):  # numpy and Arrow tables: a full collection finds nothing
+    # its tables are numpy and Arrow: a full collection finds nothing
+    with full_collections_deferred(), numpy_huge_pages_off():
         return _merge_symbol_day(store, market, symbol, date, streams, allow_shrink)
 
 
