@@ -3,9 +3,11 @@
 Child: ``python -m benchmarks.bench_level_parts STORE`` on a store the ``ours`` step has validated
 (``bench_merge ours``): takes ~5 M level rows of ``bench-a``'s parts and, best of 5, CPU seconds, in memory:
 
-- ``format-2``: what ``depth_core.level_parts`` writes (prices and quantities as exact integer ticks,
-  delta-encoded with ``ev``, uncompressed, required columns), encode (ticks) + Parquet write, and the read
-  back to float64 columns (``decode_level_part``);
+- ``format-3``: what ``depth_core.level_parts`` writes (prices and quantities as exact integer ticks,
+  compressed by pcodec in blocks, ``ev`` as runs, ``is_bid`` as bits), encode (ticks) + write, and the read
+  back to float64 columns (``level_part_columns``);
+- ``format-2``: how the releases before it wrote ticks (int64 columns delta-encoded by Parquet, uncompressed,
+  required columns), read back alike;
 - ``format-1 none`` / ``lz4`` / ``zstd-1``: float64 columns, dictionary pages (``none``: how level parts were
   written before format 2, and its fallback), read back alike.
 """
@@ -31,7 +33,12 @@ def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any
     import polars as pl
     import pyarrow.parquet as pq
 
-    from depth_core.level_parts import decode_level_part, encode_level_part, level_part_bytes, read_level_part
+    from depth_core.level_parts import (
+        encode_level_part,
+        level_part_bytes,
+        level_part_columns,
+        read_level_part,
+    )
     from depth_store import open_store
 
     root = Path(store)
@@ -59,17 +66,34 @@ def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any
         return low, got
 
     per = 1e6 / frame.height
-    write_s, data = best(lambda: level_part_bytes(encode_level_part(frame)))
-    meta = {k.decode(): v.decode() for k, v in (encode_level_part(frame).schema.metadata or {}).items()}
-    read_s, _ = best(lambda: decode_level_part(pl.read_parquet(io.BytesIO(data)), meta))
-    out["settings"].append(
-        {
-            "setting": "format-2",
-            "write_s_per_m_rows": write_s * per,
-            "read_s_per_m_rows": read_s * per,
-            "bytes_per_row": len(data) / frame.height,
-        }
-    )
+
+    def format_2() -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(
+            encode_level_part(frame),
+            buf,
+            row_group_size=131_072,
+            compression="none",
+            write_statistics=["ev"],
+            use_dictionary=False,
+            column_encoding=dict.fromkeys(["ev", "price", "qty"], "DELTA_BINARY_PACKED"),
+        )
+        return buf.getvalue()
+
+    for setting, writer in (
+        ("format-3", lambda: level_part_bytes(encode_level_part(frame))),
+        ("format-2", format_2),
+    ):
+        write_s, data = best(writer)
+        read_s, _ = best(lambda data=data: level_part_columns(data))
+        out["settings"].append(
+            {
+                "setting": setting,
+                "write_s_per_m_rows": write_s * per,
+                "read_s_per_m_rows": read_s * per,
+                "bytes_per_row": len(data) / frame.height,
+            }
+        )
     for name, kw in SETTINGS.items():
 
         def write(kw: dict[str, Any] = kw) -> bytes:

@@ -11,7 +11,9 @@ Children (each a fresh process so its peak RSS is its own):
   merge writes its own (``depth_core.schema.MERGED_PARQUET_OPTIONS``) — everything a merge must do at
   least, with no validation or arbitration. It parses in batches of the validation's own size
   (``depth_core.validate.BATCH_BYTES`` of compressed input), so a batching that suits the allocator better
-  speeds both sides alike (it once parsed 64 MiB of text at a time, which is ~20 % slower here);
+  speeds both sides alike (it once parsed 64 MiB of text at a time, which is ~20 % slower here), and under the
+  process settings of a validation or merge pass (``depth_core.memory.pass_settings``: the allocator's
+  thresholds speed the floor too);
 - ``plain STORE DATE OUT``: the textbook merge in plain Python (stdlib ``json``, dicts as the book, a
   list of row tuples, pyarrow to write): the issue's "plain-Python merge" baseline.
 """
@@ -154,6 +156,7 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from depth_core.events import parse_objects
+    from depth_core.memory import pass_settings
     from depth_core.raw_format import decompress
     from depth_core.schema import MERGED_PARQUET_OPTIONS
     from depth_core.validate import BATCH_BYTES, runs_within
@@ -162,40 +165,41 @@ def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.perf_counter()
-    rows_written = 0
-    parsed_levels = 0
-    writer: pq.ParquetWriter | None = None
-    phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
-    for si, stream in enumerate(STREAMS):
-        files = _raw_objects(store_root, stream)
-        # batches of compressed bytes, cut as the validation cuts them
-        for lo, hi in runs_within([f.stat().st_size for f, _s in files], BATCH_BYTES):
-            datas: list[bytes] = []
-            for f, _symbol in files[lo:hi]:
-                t = time.perf_counter()
-                gz = f.read_bytes()
-                t1 = time.perf_counter()
-                datas.append(decompress(gz)[0])
-                phase["read_s"] += t1 - t
-                phase["gunzip_s"] += time.perf_counter() - t1
-            t2 = time.perf_counter()
-            chunk = parse_objects(datas, [symbol for _f, symbol in files[lo:hi]])
-            del datas
-            t3 = time.perf_counter()
-            phase["parse_s"] += t3 - t2
-            parsed_levels += chunk.levels.height
-            if si != 0:
-                continue
-            table = _floor_rows(chunk, stream)
-            if writer is None:
-                options = dict(MERGED_PARQUET_OPTIONS)
-                row_group = options.pop("row_group_size")
-                writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, **options)
-            writer.write_table(table, row_group_size=row_group)
-            rows_written += table.num_rows
-            phase["rows_and_write_s"] += time.perf_counter() - t3
-    if writer is not None:
-        writer.close()
+    with pass_settings():  # as a pass runs (see the module docstring)
+        rows_written = 0
+        parsed_levels = 0
+        writer: pq.ParquetWriter | None = None
+        phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
+        for si, stream in enumerate(STREAMS):
+            files = _raw_objects(store_root, stream)
+            # batches of compressed bytes, cut as the validation cuts them
+            for lo, hi in runs_within([f.stat().st_size for f, _s in files], BATCH_BYTES):
+                datas: list[bytes] = []
+                for f, _symbol in files[lo:hi]:
+                    t = time.perf_counter()
+                    gz = f.read_bytes()
+                    t1 = time.perf_counter()
+                    datas.append(decompress(gz)[0])
+                    phase["read_s"] += t1 - t
+                    phase["gunzip_s"] += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                chunk = parse_objects(datas, [symbol for _f, symbol in files[lo:hi]])
+                del datas
+                t3 = time.perf_counter()
+                phase["parse_s"] += t3 - t2
+                parsed_levels += chunk.levels.height
+                if si != 0:
+                    continue
+                table = _floor_rows(chunk, stream)
+                if writer is None:
+                    options = dict(MERGED_PARQUET_OPTIONS)
+                    row_group = options.pop("row_group_size")
+                    writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, **options)
+                writer.write_table(table, row_group_size=row_group)
+                rows_written += table.num_rows
+                phase["rows_and_write_s"] += time.perf_counter() - t3
+        if writer is not None:
+            writer.close()
     dt = time.perf_counter() - t0
     nbytes = sum(p.stat().st_size for p in out.glob("*.parquet"))
     return {

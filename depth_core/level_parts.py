@@ -5,18 +5,24 @@ event order. It is the durable copy of those rows once the raw objects are clean
 a validation writes (a BTCUSDT day: ~38 M rows per stream), so its encoding is chosen for the CPU to write
 and read it as much as for its size.
 
-Format 2 (written since issue 15): prices and quantities as integer ticks at the fewest decimals that hold
-every value of the part exactly (``price * 10**price_decimals``), delta-encoded like ``ev``; Parquet,
-uncompressed pages, statistics on ``ev`` only (the merge prunes row groups by event number). The decimals
-are in the file's key-value metadata.
-Per million rows it is written in about half the CPU of format 1 (float columns, dictionary pages), read
-in about the same, and is 27 % smaller (``python -m benchmarks.bench_level_parts STORE``). Ticks are exact:
-a part is written in format 2 only when every value converts back to the very same float64
-(``ticks / 10**d``, a correctly rounded IEEE division of two exact integers); a part with any value that
-does not (more than 15 decimals, a mantissa past 2**53) is written in format 1.
+Prices and quantities are kept as integer ticks at the fewest decimals that hold every value of the part
+exactly (``price * 10**price_decimals``). Ticks are exact: a part is kept in ticks only when every value
+converts back to the very same float64 (``ticks / 10**d``, a correctly rounded IEEE division of two exact
+integers); a part with any value that does not (more than 15 decimals, a mantissa past 2**53) is written in
+format 1. The decimals are in the file's key-value metadata.
 
-Format 1 (float64 ``price`` and ``qty``, dictionary pages) is still read: validated output of earlier
-releases stays readable, and it is the fallback above. Readers tell them apart by the column type.
+Format 3 (written since the eleventh session of issue 15): a Parquet file with one row, and one row group,
+per block of up to :data:`BLOCK_ROWS` level rows: the block's ``first_ev``/``last_ev`` (smallest and largest
+event number: the merge skips blocks by them) and ``rows``, then its columns, each one binary value:
+``price`` and ``qty`` ticks compressed by pcodec (standalone, https://github.com/pcodec/pcodec), ``ev`` as
+runs (``ev`` the run values and ``ev_rows`` their lengths, pcodec too), ``is_bid`` as bits
+(``numpy.packbits``, little bit order). Against format 2 it is written in less than half the CPU, read in
+about a fifth, and is about as large (``python -m benchmarks.bench_level_parts STORE``): Parquet's delta
+encoder, which format 2 used for every column, was the largest part of a validation's own CPU.
+
+Format 2 (ticks as plain int64 columns, delta-encoded Parquet pages) and format 1 (float64 ``price`` and
+``qty``, dictionary pages) are still read: validated output of earlier releases stays readable, and format 1
+is the fallback above. Readers tell them apart by the key-value metadata and the column types.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pcodec import ChunkConfig, DeltaSpec, ModeSpec
+from pcodec import standalone as pco
 
 from depth_core.memory import size_classed_empty
 from depth_core.storeio import local_path
@@ -39,6 +47,9 @@ LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty
 """The level rows as the validation builds them and as :func:`read_level_part` returns them."""
 
 ROW_GROUP = 131_072
+"""Rows per row group of formats 1 and 2 (the merge skips row groups by their ``ev`` statistics)."""
+BLOCK_ROWS = 65_536
+"""Level rows per block of format 3 (the merge skips blocks by their ``first_ev`` and ``last_ev``)."""
 MAX_DECIMALS = 15  # 10**d exact in float64 up to 22; Binance sends at most 8
 _META_FORMAT = b"depth.level_part_format"
 _META_PRICE_DEC = b"depth.price_decimals"
@@ -199,54 +210,140 @@ def put_level_part(store: ObjectStore, key: str, frames: pl.DataFrame | Sequence
 
 
 def level_part_bytes(table: pa.Table) -> pa.Buffer:
-    """The Parquet file of an encoded level part (:func:`encode_level_part`), in memory."""
+    """The Parquet file of an encoded level part (:func:`encode_level_part`), in memory: format 3 for a part
+    in ticks, format 1 for a part in floats."""
     buf = pa.BufferOutputStream()
-    if pa.types.is_integer(table.schema.field("price").type):  # format 2: ticks, delta-encoded
-        dictionary: list[str] | bool = False
-        delta = ["ev", "price", "qty"]
-    else:  # format 1: floats, dictionary pages
-        dictionary, delta = ["is_bid", "price", "qty"], ["ev"]
-    pq.write_table(
+    if pa.types.is_integer(table.schema.field("price").type):
+        pq.write_table(
+            _blocks_table(table),
+            buf,
+            row_group_size=1,  # one block per row group: a reader reads only the blocks it wants
+            compression="none",  # pcodec has compressed the columns; the rest is a few bytes a block
+            use_dictionary=False,
+            write_statistics=["first_ev", "last_ev"],
+        )
+        return buf.getvalue()
+    pq.write_table(  # format 1: floats, dictionary pages
         table,
         buf,
         row_group_size=ROW_GROUP,
         compression="none",
         write_statistics=["ev"],
-        use_dictionary=dictionary,
-        column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        use_dictionary=["is_bid", "price", "qty"],
+        column_encoding={"ev": "DELTA_BINARY_PACKED"},
     )
     return buf.getvalue()
+
+
+_TICKS_CODEC = ChunkConfig(compression_level=0, delta_spec=DeltaSpec.no_op(), mode_spec=ModeSpec.classic())
+"""pcodec's fastest level, no delta and no mode search: a part's ticks in ≈ 2 ns a value (levels 2 and up
+compress a third smaller but cost 3-4 times the CPU; Parquet's delta encoder cost ≈ 4 ns a value)."""
+_RUNS_CODEC = ChunkConfig(compression_level=0, delta_spec=DeltaSpec.auto(), mode_spec=ModeSpec.classic())
+"""Event numbers of a block's runs: consecutive, so the delta makes them nearly free."""
+_BLOCK_SCHEMA = pa.schema(
+    [
+        pa.field(name, kind, nullable=False)
+        for name, kind in (
+            ("first_ev", pa.int64()),
+            ("last_ev", pa.int64()),
+            ("rows", pa.int64()),
+            ("ev", pa.binary()),
+            ("ev_rows", pa.binary()),
+            ("is_bid", pa.binary()),
+            ("price", pa.binary()),
+            ("qty", pa.binary()),
+        )
+    ]
+)
+
+
+_INDEX = ("first_ev", "last_ev", "rows")
+_DATA = ("ev", "ev_rows", "is_bid", "price", "qty")
+
+
+def _blocks_table(table: pa.Table) -> pa.Table:
+    """Format 3 of a part in ticks: one row per block of :data:`BLOCK_ROWS` level rows (see the module)."""
+    ev = _contiguous(table["ev"], np.int64)
+    bits = _bit_bytes(table["is_bid"])
+    price, qty = _contiguous(table["price"], np.int64), _contiguous(table["qty"], np.int64)
+    rows: dict[str, list[object]] = {name: [] for name in _BLOCK_SCHEMA.names}
+    values, counts = np.empty(BLOCK_ROWS, np.int64), np.empty(BLOCK_ROWS, np.int64)
+    for lo in range(0, len(ev), BLOCK_ROWS):
+        hi = min(lo + BLOCK_ROWS, len(ev))
+        n_runs, smallest, largest = _runs(ev[lo:hi], values, counts)
+        rows["first_ev"].append(smallest)
+        rows["last_ev"].append(largest)
+        rows["rows"].append(hi - lo)
+        rows["ev"].append(pco.simple_compress(values[:n_runs], _RUNS_CODEC))
+        rows["ev_rows"].append(pco.simple_compress(counts[:n_runs], _RUNS_CODEC))
+        block_bits = bits[lo // 8 : (hi + 7) // 8].copy()
+        if (hi - lo) % 8:  # the bits past the block's last row are zero, whatever the buffer held
+            block_bits[-1] &= (1 << ((hi - lo) % 8)) - 1
+        rows["is_bid"].append(block_bits.tobytes())
+        rows["price"].append(pco.simple_compress(price[lo:hi], _TICKS_CODEC))
+        rows["qty"].append(pco.simple_compress(qty[lo:hi], _TICKS_CODEC))
+    meta = dict(table.schema.metadata or {})
+    meta[_META_FORMAT] = b"3"
+    return pa.table(rows, schema=_BLOCK_SCHEMA.with_metadata(meta))
+
+
+@numba.njit(cache=True, nogil=True)
+def _runs(ev: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[int, int, int]:
+    """``ev`` as runs of equal values (into ``values`` and ``counts``): their number, then the smallest and
+    largest ``ev`` (``ev`` is not empty)."""
+    k = 0
+    smallest = largest = ev[0]
+    for i in range(len(ev)):
+        v = ev[i]
+        if i == 0 or v != ev[i - 1]:
+            values[k] = v
+            counts[k] = 0
+            k += 1
+            smallest = min(smallest, v)
+            largest = max(largest, v)
+        counts[k - 1] += 1
+    return k, smallest, largest
+
+
+def _bit_bytes(column: pa.ChunkedArray) -> np.ndarray:
+    """A boolean column as bits, little bit order from the first row (Arrow's own bitmap, where it starts
+    on a byte)."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if array.offset % 8 or array.null_count:
+        return np.packbits(array.to_numpy(zero_copy_only=False), bitorder="little")
+    start = array.offset // 8
+    return np.frombuffer(array.buffers()[1], np.uint8)[start : start + (len(array) + 7) // 8]
+
+
+def _contiguous(column: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
+    """One numpy array of a column (a copy only where the column has several chunks)."""
+    if column.num_chunks == 1:
+        return np.ascontiguousarray(column.chunk(0).to_numpy(zero_copy_only=False), dtype)
+    out = np.empty(len(column), dtype)
+    at = 0
+    for chunk in column.chunks:
+        out[at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+        at += len(chunk)
+    return out
 
 
 LevelColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """``ev`` (int64), ``is_bid`` (bool), ``price`` and ``qty`` (float64) as numpy arrays."""
 
 
-def decode_level_part(
-    frame: pl.DataFrame, metadata: dict[str, str], name: str = "level part"
-) -> LevelColumns:
-    """The level rows of a level part as read (its columns and the file's key-value metadata), either
-    format."""
-    ev, is_bid, price, qty = (frame[c].to_numpy() for c in ("ev", "is_bid", "price", "qty"))
-    divisors = _tick_divisors(price.dtype.kind == "f", metadata, name)
-    if divisors is None:
-        return ev, is_bid, price, qty
-    return ev, is_bid, price / divisors[0], qty / divisors[1]
-
-
 def _tick_divisors(is_float: bool, metadata: dict[str, str], name: str) -> tuple[float, float] | None:
-    """``10**decimals`` of the prices and quantities of a format-2 part (None: format 1, floats as they are).
+    """``10**decimals`` of the prices and quantities of a part in ticks (None: format 1, floats as they are).
 
     Divided by numpy, not polars (which multiplies with the reciprocal, not correctly rounded); exact: ticks
     and 10**d are exact doubles and IEEE division rounds correctly (see the module docstring)."""
     if is_float:
         return None
     try:
-        if metadata[_META_FORMAT.decode()] != "2":
+        if metadata[_META_FORMAT.decode()] not in ("2", "3"):
             raise KeyError(_META_FORMAT.decode())
         p_dec, q_dec = int(metadata[_META_PRICE_DEC.decode()]), int(metadata[_META_QTY_DEC.decode()])
     except (KeyError, ValueError) as exc:
-        raise LevelPartError(f"{name}: integer price column without valid format-2 metadata ({exc})") from exc
+        raise LevelPartError(f"{name}: integer price column without valid format metadata ({exc})") from exc
     if not (0 <= p_dec <= MAX_DECIMALS and 0 <= q_dec <= MAX_DECIMALS):
         raise LevelPartError(f"{name}: decimals {p_dec}/{q_dec} out of range")
     return 10.0**p_dec, 10.0**q_dec
@@ -258,26 +355,112 @@ def read_level_columns(
     ev_between: tuple[int, int] | None = None,
     events: np.ndarray | None = None,
 ) -> LevelColumns:
-    """The level rows of one part (either format), optionally only those with ``lo <= ev <= hi``; with
-    ``events`` (sorted event numbers), only the row groups that hold one of them are read (row groups are
-    chosen by their ``ev`` statistics; rows of other events in those groups may come along). Raises the
-    store's ``ObjectNotFoundError`` for a missing part.
-
-    Read by pyarrow on the calling thread, one row group at a time straight into the output columns (the
-    working set is one row group, so memory does not grow with the rows read), each group cut by binary search
-    in its sorted ``ev``: ~40 % less CPU than a polars scan with a row filter, which builds a mask and copies
-    every column through it on a thread pool. A local part is memory-mapped."""
+    """The level rows of one part (any format), optionally only those with ``lo <= ev <= hi``; with
+    ``events`` (sorted event numbers), only the blocks (row groups) that hold one of them are read (chosen
+    by their smallest and largest ``ev``; rows of other events in those blocks may come along). Raises the
+    store's ``ObjectNotFoundError`` for a missing part and :class:`LevelPartError` for one that does not
+    decode. A local part is memory-mapped."""
     path = local_path(store, key)
     source: pa.NativeFile = (
         pa.memory_map(str(path)) if path is not None else pa.BufferReader(store.get_bytes(key))
     )
-    reader = pq.ParquetReader()
     with source:
-        reader.open(source, pre_buffer=False)
-        try:
-            return _read_row_groups(reader, key, ev_between, events)
-        finally:
-            reader.close()
+        return _read_source(source, key, ev_between, events)
+
+
+def level_part_columns(
+    data: pa.Buffer | bytes, ev_between: tuple[int, int] | None = None, name: str = "level part"
+) -> LevelColumns:
+    """The level rows of a level part file held in memory (:func:`level_part_bytes`), any format."""
+    with pa.BufferReader(data) as source:
+        return _read_source(source, name, ev_between, None)
+
+
+def _read_source(
+    source: pa.NativeFile, name: str, ev_between: tuple[int, int] | None, events: np.ndarray | None
+) -> LevelColumns:
+    """Read by pyarrow on the calling thread, one block or row group at a time straight into the output
+    columns (the working set is one block, so memory does not grow with the rows read), each cut by binary
+    search in its sorted ``ev``."""
+    reader = pq.ParquetReader()
+    reader.open(source, pre_buffer=False)
+    try:
+        if _metadata(reader.metadata).get(_META_FORMAT.decode()) == "3":
+            return _read_blocks(reader, name, ev_between, events)
+        return _read_row_groups(reader, name, ev_between, events)
+    except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:  # pcodec's corruption errors are RuntimeErrors
+        raise LevelPartError(f"{name}: does not decode ({exc})") from exc
+    finally:
+        reader.close()
+
+
+def _read_blocks(
+    reader: pq.ParquetReader,
+    name: str,
+    ev_between: tuple[int, int] | None,
+    events: np.ndarray | None,
+) -> LevelColumns:
+    """Format 3: the blocks that may hold wanted events, decoded one at a time."""
+    divisors = _tick_divisors(False, _metadata(reader.metadata), name)
+    assert divisors is not None
+    schema = reader.schema_arrow
+    index = reader.read_all(column_indices=[schema.get_field_index(c) for c in _INDEX], use_threads=False)
+    first, last, rows = (_column(index, c) for c in _INDEX)
+    data_columns = [schema.get_field_index(c) for c in _DATA]
+    blocks = [i for i in range(len(rows)) if _may_hold(int(first[i]), int(last[i]), ev_between, events)]
+    n = int(rows[blocks].sum())
+    ev_out, bid_out = size_classed_empty(n, np.int64), size_classed_empty(n, np.bool_)
+    price_out, qty_out = size_classed_empty(n, np.float64), size_classed_empty(n, np.float64)
+    ticks = size_classed_empty(int(rows.max(initial=0)), np.int64)
+    at = 0
+    for i in blocks:
+        block = reader.read_row_group(i, column_indices=data_columns, use_threads=False)
+        k = int(rows[i])
+        where = f"{name}, block {i}"
+        ev = np.repeat(_decompressed(block, "ev", None, where), _decompressed(block, "ev_rows", None, where))
+        if len(ev) != k:
+            raise LevelPartError(f"{where}: {len(ev)} event numbers for {k} rows")
+        take = _cut(ev, ev_between)
+        kept = ev[take]
+        end = at + len(kept)
+        ev_out[at:end] = kept
+        bits = np.frombuffer(block.column("is_bid")[0].as_py(), np.uint8)
+        bid_out[at:end] = np.unpackbits(bits, count=k, bitorder="little").view(np.bool_)[take]
+        for column, out, div in (("price", price_out, divisors[0]), ("qty", qty_out, divisors[1])):
+            np.divide(_decompressed(block, column, ticks[:k], where)[take], div, out=out[at:end])
+        at = end
+    return ev_out[:at], bid_out[:at], price_out[:at], qty_out[:at]
+
+
+def _decompressed(block: pa.Table, column: str, into: np.ndarray | None, where: str) -> np.ndarray:
+    """One pcodec-compressed value of a block's column, into ``into`` (all of it: a short column is an
+    error) or a new array."""
+    data = block.column(column)[0].as_py()
+    if into is None:
+        out = pco.simple_decompress(data)
+        return np.empty(0, np.int64) if out is None else out
+    progress = pco.simple_decompress_into(data, into)
+    if progress.n_processed != len(into) or not progress.finished:
+        raise LevelPartError(f"{where}: {column} has {progress.n_processed} values for {len(into)} rows")
+    return into
+
+
+def _cut(ev: np.ndarray, ev_between: tuple[int, int] | None) -> slice | np.ndarray:
+    """The rows of ``ev`` within ``ev_between``: a slice where ``ev`` is sorted (parts are written in event
+    order), a mask where not (a part that is not is still read right)."""
+    if ev_between is None:
+        return slice(None)
+    lo, hi = ev_between
+    if _is_sorted(ev):
+        return slice(int(np.searchsorted(ev, lo, "left")), int(np.searchsorted(ev, hi, "right")))
+    return (ev >= lo) & (ev <= hi)
+
+
+def _may_hold(lo: int, hi: int, ev_between: tuple[int, int] | None, events: np.ndarray | None) -> bool:
+    """Whether a block or row group with events ``lo..hi`` may hold wanted rows."""
+    if ev_between is not None and (hi < ev_between[0] or lo > ev_between[1]):
+        return False
+    return events is None or np.searchsorted(events, lo, "left") != np.searchsorted(events, hi, "right")
 
 
 def _read_row_groups(
@@ -286,6 +469,7 @@ def _read_row_groups(
     ev_between: tuple[int, int] | None,
     events: np.ndarray | None,
 ) -> LevelColumns:
+    """Formats 1 and 2 (earlier releases; format 1 is also the fallback for values without ticks)."""
     meta = reader.metadata
     divisors = _tick_divisors(
         pa.types.is_floating(reader.schema_arrow.field("price").type), _metadata(meta), name
@@ -299,13 +483,7 @@ def _read_row_groups(
     for i in groups:
         group = reader.read_row_group(i, use_threads=False)
         ev = _column(group, "ev")
-        take: slice | np.ndarray = slice(None)
-        if ev_between is not None:
-            lo, hi = ev_between
-            if _is_sorted(ev):
-                take = slice(int(np.searchsorted(ev, lo, "left")), int(np.searchsorted(ev, hi, "right")))
-            else:  # parts are written in event order; one that is not is still read right
-                take = (ev >= lo) & (ev <= hi)
+        take = _cut(ev, ev_between)
         kept = ev[take]
         end = at + len(kept)
         ev_out[at:end] = kept
@@ -336,15 +514,8 @@ def _row_groups(
     out = []
     for i in range(meta.num_row_groups):
         stats = meta.row_group(i).column(ev_index).statistics
-        if stats is None or not stats.has_min_max:
+        if stats is None or not stats.has_min_max or _may_hold(stats.min, stats.max, ev_between, events):
             out.append(i)
-            continue
-        lo, hi = stats.min, stats.max
-        if ev_between is not None and (hi < ev_between[0] or lo > ev_between[1]):
-            continue
-        if events is not None and np.searchsorted(events, lo, "left") == np.searchsorted(events, hi, "right"):
-            continue
-        out.append(i)
     return out
 
 

@@ -42,6 +42,29 @@ def _libc_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _libc_malloc_trim()
 
 
+def _libc_mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt`` (None elsewhere)."""
+    if _MALLOC_TRIM is None:  # the same library: glibc on Linux
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+_MALLOPT = _libc_mallopt()
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_MMAP_THRESHOLD = 32 << 20
+"""Blocks from this size up are mapped on their own during passes (glibc's largest dynamic threshold)."""
+HEAP_TRIM_DURING_PASSES = 256 << 20
+"""Free memory at the top of the heap kept during passes, instead of glibc's 128 KiB to 64 MiB."""
+HEAP_TRIM_AFTER_PASSES = 64 << 20
+"""The top-of-heap free memory kept between passes: where glibc's own thresholds settle in a long process."""
+
+
 def release_free_memory() -> None:
     """Return the free pages of pyarrow's pool and of the C heap to the OS (live data is untouched)."""
     pa.default_memory_pool().release_unused()
@@ -125,6 +148,48 @@ def numpy_huge_pages_off() -> Iterator[None]:
             _hugepage_passes -= 1
             if _hugepage_passes == 0:
                 switch(_hugepage_saved)
+
+
+_heap_passes = 0  # passes running with the heap kept for reuse (threads of one process)
+
+
+@contextlib.contextmanager
+def heap_kept_for_reuse() -> Iterator[None]:
+    """glibc keeps the memory a pass frees for the pass's next allocations, instead of handing it to the
+    kernel and faulting it in again; at the end of the last pass of the process, :func:`release_free_memory`
+    hands it back (the passes call it).
+
+    Why: glibc adjusts its thresholds by itself, but a pass frees in bursts larger than they allow (a batch's
+    parsed rows, a part's encoded columns, on several threads), so pages were returned and re-faulted batch
+    after batch: ≈ 400 k of a bench day's ≈ 800 k page faults and ≈ 0.5 CPU-s (benchmarks/NOTES.md, eleventh
+    session). During passes blocks below 32 MiB come from the heap and up to 256 MiB of free heap top is
+    kept; after the last pass the top kept is 64 MiB, about where glibc's own thresholds settle (setting them
+    turns glibc's own adjustment off for the process). Does nothing off glibc."""
+    global _heap_passes
+    mallopt = _MALLOPT
+    if mallopt is None:
+        yield
+        return
+    with _GC_LOCK:
+        if _heap_passes == 0:
+            mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+            mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_DURING_PASSES)
+        _heap_passes += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _heap_passes -= 1
+            if _heap_passes == 0:
+                mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_AFTER_PASSES)
+
+
+@contextlib.contextmanager
+def pass_settings() -> Iterator[None]:
+    """The process-wide settings a pass (a stream-day validation, a merge) runs under:
+    :func:`full_collections_deferred`, :func:`numpy_huge_pages_off` and :func:`heap_kept_for_reuse`."""
+    with full_collections_deferred(), numpy_huge_pages_off(), heap_kept_for_reuse():
+        yield
 
 
 SIZE_CLASS_ROWS = 1 << 18

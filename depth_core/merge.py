@@ -47,12 +47,7 @@ from depth_core.layout import (
     state_day_prefix,
 )
 from depth_core.level_parts import read_level_columns
-from depth_core.memory import (
-    full_collections_deferred,
-    numpy_huge_pages_off,
-    release_free_memory,
-    size_classed_empty,
-)
+from depth_core.memory import pass_settings, release_free_memory, size_classed_empty
 from depth_core.merge_types import (
     CarryState,
     GapRecord,
@@ -966,9 +961,11 @@ def merge_symbol_day(
     published leaves the published day byte-identical; ``report.published`` and ``report.refused_reason``
     say what happened.
     """
-    # its tables are numpy and Arrow: a full collection finds nothing
-    with full_collections_deferred(), numpy_huge_pages_off():
-        return _merge_symbol_day(store, market, symbol, date, streams, allow_shrink)
+    try:
+        with pass_settings():
+            return _merge_symbol_day(store, market, symbol, date, streams, allow_shrink)
+    finally:
+        release_free_memory()  # what the pass kept for reuse goes back (depth_core.memory)
 
 
 def _merge_symbol_day(

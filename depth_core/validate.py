@@ -63,7 +63,7 @@ from depth_core.events import (
 )
 from depth_core.idline import gaps_between, union_ranges
 from depth_core.level_parts import LEVEL_COLUMNS, put_level_part, release_tick_arrays
-from depth_core.memory import full_collections_deferred, numpy_huge_pages_off, release_free_memory
+from depth_core.memory import pass_settings, release_free_memory
 from depth_core.names import Market, validate_collector_id, validate_date, validate_market, validate_symbol
 from depth_core.raw_format import (
     RawFormatError,
@@ -1461,7 +1461,7 @@ def validate_stream_day(
         store, validate_market(market), validate_collector_id(stream), validate_date(date), symbols
     )
     try:
-        with full_collections_deferred(), numpy_huge_pages_off():
+        with pass_settings():
             return run.run(batch_bytes or BATCH_BYTES, buffer_bytes or BUFFER_BYTES, part_rows or PART_ROWS)
     finally:
         # what the pass freed (its parse's and the day's tables) goes back now: glibc and pyarrow keep it,

@@ -1,5 +1,6 @@
-"""Validated level parts: format 2 (exact integer ticks) round-trips every float bit for bit, falls back to
-format 1 where ticks are not exact, and format 1 parts of earlier releases stay readable."""
+"""Validated level parts: format 3 (exact integer ticks, compressed in blocks) round-trips every float bit for
+bit, falls back to format 1 where ticks are not exact, and formats 1 and 2 of earlier releases stay
+readable."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import pytest
 
 from depth_core.level_parts import (
     _TICK_ARRAYS,
+    BLOCK_ROWS,
     LEVEL_COLUMNS,
     LevelPartError,
-    decode_level_part,
     encode_level_part,
+    level_part_bytes,
+    level_part_columns,
     put_level_part,
     read_level_columns,
     read_level_part,
@@ -42,8 +45,28 @@ def _frame(price: list[float], qty: list[float]) -> pl.DataFrame:
 
 
 def _format(store: ObjectStore, key: str) -> tuple[str, dict[bytes, bytes]]:
+    """The part's format ("3" in ticks, "1" in floats) and its key-value metadata."""
     table = pq.read_table(io.BytesIO(store.get_bytes(key)))
-    return str(table.schema.field("price").type), dict(table.schema.metadata or {})
+    meta = dict(table.schema.metadata or {})
+    if str(table.schema.field("price").type) == "double":
+        return "1", meta
+    return meta[b"depth.level_part_format"].decode(), meta
+
+
+def _format_2_bytes(frame: pl.DataFrame) -> bytes:
+    """A part as earlier releases wrote format 2: ticks as int64 columns, delta-encoded pages."""
+    table = encode_level_part(frame)
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        row_group_size=131_072,
+        compression="none",
+        write_statistics=["ev"],
+        use_dictionary=False,
+        column_encoding=dict.fromkeys(["ev", "price", "qty"], "DELTA_BINARY_PACKED"),
+    )
+    return buf.getvalue()
 
 
 def _bits(frame: pl.DataFrame) -> list[np.ndarray]:
@@ -62,8 +85,7 @@ def test_ticks_take_the_fewest_decimals_and_round_trip_bit_for_bit(store: Object
     frame = _frame(price, qty)
     put_level_part(store, KEY, frame)
     kind, meta = _format(store, KEY)
-    assert kind == "int64"
-    assert meta[b"depth.level_part_format"] == b"2"
+    assert kind == "3"
     assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"8", b"5")
     back = read_level_part(store, KEY)
     assert back.schema == pl.Schema(LEVEL_COLUMNS)
@@ -78,7 +100,7 @@ def test_a_value_without_exact_ticks_keeps_the_part_in_floats(store: ObjectStore
         frame = _frame([100.5, bad, 7.25], [1.0, 2.0, 3.0])
         put_level_part(store, KEY, frame)
         kind, meta = _format(store, KEY)
-        assert kind == "double", bad
+        assert kind == "1", bad
         assert b"depth.level_part_format" not in meta
         back = read_level_part(store, KEY)
         for got, want in zip(_bits(back), _bits(frame), strict=True):
@@ -98,12 +120,12 @@ def test_ticks_of_long_parts_block_by_block(store: ObjectStore) -> None:
     )
     put_level_part(store, KEY, frame)
     kind, meta = _format(store, KEY)
-    assert kind == "int64" and (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"2", b"9")
+    assert kind == "3" and (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"2", b"9")
     for got, want in zip(_bits(read_level_part(store, KEY)), _bits(frame), strict=True):
         assert (got == want).all()
     qty[17_001] = 0.1 + 0.2
     put_level_part(store, KEY, frame.with_columns(qty=pl.Series(qty)))
-    assert _format(store, KEY)[0] == "double"
+    assert _format(store, KEY)[0] == "1"
 
 
 def test_an_encoded_part_kept_by_a_caller_is_never_overwritten_by_the_next() -> None:
@@ -121,8 +143,18 @@ def test_an_encoded_part_kept_by_a_caller_is_never_overwritten_by_the_next() -> 
 def test_format_1_parts_of_earlier_releases_are_read(store: ObjectStore) -> None:
     frame = _frame([61837.63, 61837.62, 61837.64], [0.5, 0.25, 0.0])
     put_parquet(store, KEY, frame, 131_072, fast=True)  # how level parts were written before format 2
-    assert _format(store, KEY)[0] == "double"
+    assert _format(store, KEY)[0] == "1"
     assert read_level_part(store, KEY).equals(frame)
+
+
+def test_format_2_parts_of_earlier_releases_are_read(store: ObjectStore) -> None:
+    frame = _long_part(100_000, 3)  # three row groups
+    store.put_bytes(KEY, _format_2_bytes(frame))
+    assert _format(store, KEY)[0] == "2"
+    assert read_level_part(store, KEY).equals(frame)
+    ev, _b, price, _q = read_level_columns(store, KEY, (40_000, 40_001), np.array([40_000]))
+    assert ev.tolist() == [40_000] * 3 + [40_001] * 3
+    assert price.tolist() == frame.filter(pl.col("ev").is_between(40_000, 40_001))["price"].to_list()
 
 
 def test_an_event_range_reads_only_those_rows(store: ObjectStore) -> None:
@@ -133,15 +165,44 @@ def test_an_event_range_reads_only_those_rows(store: ObjectStore) -> None:
     assert price.tolist() == [float(i) for i in range(9, 18)]
 
 
-def test_integer_prices_without_their_decimals_are_refused() -> None:
-    frame = pl.DataFrame({"ev": [0], "is_bid": [True], "price": [6183763], "qty": [5]})
-    with pytest.raises(LevelPartError, match="without valid format-2 metadata"):
-        decode_level_part(frame, {}, "some part")
+def _with_metadata(data: bytes, metadata: dict[bytes, bytes]) -> bytes:
+    table = pq.read_table(io.BytesIO(data))
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["2", "3"])
+def test_integer_prices_without_their_decimals_are_refused(fmt: str) -> None:
+    frame = _frame([61837.63, 61837.62], [0.5, 0.25])
+    data = _format_2_bytes(frame) if fmt == "2" else level_part_bytes(encode_level_part(frame)).to_pybytes()
+    assert level_part_columns(data)[2].tolist() == [61837.63, 61837.62]
+    with pytest.raises(LevelPartError, match="without valid format metadata"):
+        level_part_columns(_with_metadata(data, {}), name="p")
+    bad = {
+        b"depth.level_part_format": fmt.encode(),
+        b"depth.price_decimals": b"40",
+        b"depth.qty_decimals": b"0",
+    }
     with pytest.raises(LevelPartError, match="out of range"):
-        decode_level_part(
-            frame,
-            {"depth.level_part_format": "2", "depth.price_decimals": "40", "depth.qty_decimals": "0"},
-        )
+        level_part_columns(_with_metadata(data, bad))
+
+
+def test_a_format_3_part_that_does_not_decode_is_an_error_naming_it() -> None:
+    frame = _frame([61837.63, 61837.62, 61837.61], [0.5, 0.25, 0.0])  # one event of three rows
+    table = pq.read_table(pa.BufferReader(level_part_bytes(encode_level_part(frame))))
+    shorter = pq.read_table(pa.BufferReader(level_part_bytes(encode_level_part(frame[:2]))))
+    for column, value, reason in (
+        ("price", b"not pcodec", "does not decode"),
+        ("ev_rows", shorter["ev_rows"][0].as_py(), "2 event numbers for 3 rows"),
+        ("qty", shorter["qty"][0].as_py(), "qty has 2 values for 3 rows"),
+    ):
+        i = table.schema.get_field_index(column)
+        broken = table.set_column(i, table.schema.field(i), pa.array([value], pa.binary()))
+        buf = io.BytesIO()
+        pq.write_table(broken, buf)
+        with pytest.raises(LevelPartError, match=f"some part.*{reason}"):
+            level_part_columns(buf.getvalue(), name="some part")
 
 
 def test_a_missing_part_is_not_found(store: ObjectStore) -> None:
@@ -177,7 +238,7 @@ def test_real_levels_round_trip_in_format_2(real_data: Path, store: ObjectStore,
     frame = _frame(price, qty)
     put_level_part(store, KEY, frame)
     kind, meta = _format(store, KEY)
-    assert kind == "int64"
+    assert kind == "3"
     assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (
         str(places[0]).encode(),
         str(places[1]).encode(),
@@ -199,7 +260,7 @@ def test_a_part_of_several_frames_is_their_concatenation(store: ObjectStore) -> 
     whole = pl.concat(frames)
     put_level_part(store, KEY, frames)
     kind, meta = _format(store, KEY)
-    assert kind == "int64"
+    assert kind == "3"
     assert (meta[b"depth.price_decimals"], meta[b"depth.qty_decimals"]) == (b"8", b"3")
     back = read_level_part(store, KEY)
     assert back.select("ev", "is_bid").equals(whole.select("ev", "is_bid"))
@@ -207,7 +268,7 @@ def test_a_part_of_several_frames_is_their_concatenation(store: ObjectStore) -> 
         assert (got == want).all()
     frames.append(_frame([0.1 + 0.2], [1.0]))
     put_level_part(store, KEY, frames)
-    assert _format(store, KEY)[0] == "double"
+    assert _format(store, KEY)[0] == "1"
     assert read_level_part(store, KEY).equals(pl.concat(frames))
 
 
@@ -225,14 +286,15 @@ def _long_part(n_events: int, per_event: int) -> pl.DataFrame:
     )
 
 
-def test_events_read_only_the_row_groups_that_hold_them(any_store: ObjectStore) -> None:
-    """On both backends: with wanted events, row groups holding none are not read; the range is cut exactly
+def test_events_read_only_the_blocks_that_hold_them(any_store: ObjectStore) -> None:
+    """On both backends: with wanted events, blocks holding none are not read; the range is cut exactly
     and the values are those written."""
-    frame = _long_part(100_000, 3)  # 300,000 rows: three row groups of 131,072
+    frame = _long_part(100_000, 3)  # 300,000 rows: five blocks of 65,536
+    assert BLOCK_ROWS == 65_536
     put_level_part(any_store, KEY, frame)
-    wanted = np.array([50_000, 50_001])  # both in the second row group (rows 131,072 .. 262,143)
+    wanted = np.array([50_000, 50_001])  # both in the third block (rows 131,072 .. 196,607)
     ev, is_bid, price, qty = read_level_columns(any_store, KEY, (0, 99_999), wanted)
-    assert ev.min() >= 131_072 // 3 and ev.max() <= 262_143 // 3  # the first and last groups were skipped
+    assert ev.min() >= 131_072 // 3 and ev.max() <= 196_607 // 3  # the other blocks were skipped
     for e in wanted.tolist():
         rows = frame.filter(pl.col("ev") == e)
         mine = ev == e
@@ -289,3 +351,33 @@ def test_tick_arrays_not_in_use_are_dropped_when_a_pass_ends() -> None:
     release_tick_arrays()
     assert len(_TICK_ARRAYS.arrays) == 2  # the kept part's price and qty only
     assert kept.to_pydict() == before
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_blocks_keep_every_bit_across_their_boundaries(store: ObjectStore, start: int) -> None:
+    """Format 3 cuts a part into blocks: a block ending mid-byte of ``is_bid``, an event split by a block
+    boundary, and a frame that starts mid-byte of its Arrow buffer (a slice) all read back exactly."""
+    rng = np.random.default_rng(11)
+    n = BLOCK_ROWS + 13
+    frame = pl.DataFrame(
+        {
+            "ev": np.repeat(np.arange(n // 7 + 1), 7)[:n] + 1_000_000,
+            "is_bid": rng.random(n) < 0.5,
+            "price": np.round(rng.uniform(60_000, 62_000, n), 2),
+            "qty": np.round(rng.uniform(0, 3, n), 5),
+        },
+        schema=LEVEL_COLUMNS,
+    )[start:]
+    put_level_part(store, KEY, frame)
+    assert _format(store, KEY)[0] == "3"
+    blocks = pq.read_table(io.BytesIO(store.get_bytes(KEY)))
+    assert blocks["rows"].to_pylist() == [BLOCK_ROWS, n - start - BLOCK_ROWS]
+    assert blocks["first_ev"][1].as_py() == blocks["last_ev"][0].as_py()  # an event across the boundary
+    back = read_level_part(store, KEY)
+    assert back.select("ev", "is_bid").equals(frame.select("ev", "is_bid"))
+    for got, want in zip(_bits(back), _bits(frame), strict=True):
+        assert (got == want).all()
+    middle = int(blocks["last_ev"][0].as_py())
+    ev, is_bid, _p, _q = read_level_columns(store, KEY, (middle, middle))
+    assert ev.tolist() == [middle] * 7
+    assert is_bid.tolist() == frame.filter(pl.col("ev") == middle)["is_bid"].to_list()

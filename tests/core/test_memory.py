@@ -1,4 +1,5 @@
-"""``release_free_memory``: freed heap memory that glibc keeps is handed back to the OS."""
+"""How passes use memory: freed heap memory that glibc keeps is handed back to the OS between passes, and
+kept for reuse during them; numpy's huge-page requests are off during passes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import sys
 
 import pytest
 
-from depth_core.memory import _MALLOC_TRIM, _NUMPY_MADVISE, numpy_huge_pages_off, release_free_memory
+from depth_core.memory import (
+    _MALLOC_TRIM,
+    _MALLOPT,
+    _NUMPY_MADVISE,
+    heap_kept_for_reuse,
+    numpy_huge_pages_off,
+    release_free_memory,
+)
 
 
 def _rss_kib() -> int:
@@ -36,6 +44,36 @@ def test_freed_heap_chunks_are_returned() -> None:
         assert held - _rss_kib() > 96 << 10  # most of the 128 MiB went back
     finally:
         libc.free(pin)
+
+
+def _malloc_touch_free(libc: ctypes.CDLL, mib: int) -> int:
+    """RSS (KiB) handed back when ``mib`` blocks of 1 MiB, each touched, are freed again."""
+    blocks = []
+    for _ in range(mib):
+        p = libc.malloc(1 << 20)
+        ctypes.memset(p, 1, 1 << 20)
+        blocks.append(p)
+    held = _rss_kib()
+    for p in reversed(blocks):
+        libc.free(p)
+    return held - _rss_kib()
+
+
+@pytest.mark.skipif(_MALLOPT is None, reason="glibc only")
+def test_a_pass_keeps_freed_heap_for_reuse_and_hands_it_back_when_the_last_ends() -> None:
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    release_free_memory()
+    with heap_kept_for_reuse():
+        with heap_kept_for_reuse():  # a pass in another thread shares it
+            pass
+        # 1 MiB blocks come from the heap, and 128 MiB freed at its top stay (glibc alone keeps <= 64 MiB)
+        assert _malloc_touch_free(libc, 128) < 16 << 10
+    # after the last pass: the same blocks again (no new memory), and a top of at most 64 MiB is kept
+    assert _malloc_touch_free(libc, 128) > 48 << 10
+    release_free_memory()
 
 
 def test_release_is_harmless_to_live_data() -> None:
