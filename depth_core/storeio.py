@@ -80,10 +80,13 @@ def read_arrow(store: ObjectStore, key: str, columns: list[str] | None = None) -
     :func:`depth_core.memory.release_free_memory`. A polars read would leave it with polars' allocator, which
     returns freed pages only over its decay time (~1.5 s), so the next phase would start on top of them.
     Read on the calling thread: pages that pyarrow's reader threads took stay with those threads' heaps,
-    out of the release's reach (then the next phase started 130 MiB higher in one run of two)."""
+    out of the release's reach (then the next phase started 130 MiB higher in one run of two).
+    Read row group by row group (``read_table`` would cut them into batches of 131,072 rows), so a file of one
+    row group, as a validation writes its per-event tables, needs no copy to join the chunks."""
     path = local_path(store, key)
     source: Any = path if path is not None else pa.BufferReader(store.get_bytes(key))
-    return pq.read_table(source, columns=columns, use_threads=False).combine_chunks()
+    with pq.ParquetFile(source) as file:
+        return file.read(columns=columns, use_threads=False).combine_chunks()
 
 
 def scan_parquet(store: ObjectStore, key: str) -> pl.LazyFrame:
