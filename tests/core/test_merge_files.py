@@ -113,3 +113,26 @@ def test_a_batching_conflict_is_found_the_same_in_small_files(
     assert many_checks == one_checks
     agree = next(c for c in one_checks if c[0] == "streams_agree")
     assert not agree[1] and [e.get("kind") for e in agree[3]["examples"]] == ["different batching"]
+
+
+def test_level_spans_of_events_in_order_and_out_of_order() -> None:
+    """A file's chosen events are found among its level rows in one pass when they are in order, by binary
+    search when not; both give each event's first row and row count (0 for an event with no levels)."""
+    import numpy as np
+
+    from depth_core.merge import _Levels
+
+    ev = np.array([3, 3, 3, 5, 8, 8, 9], np.int64)
+    n = len(ev)
+    levels = _Levels(ev, np.zeros(n, np.bool_), np.arange(n, dtype=np.float64), np.ones(n))
+    for events in ([3, 5, 8, 9], [3, 4, 9, 10], [9, 3, 8], [2, 8, 8]):
+        wanted = np.array(events, np.int64)
+        start, count = levels.spans(wanted)
+        assert start.tolist() == np.searchsorted(ev, wanted, "left").tolist(), events
+        assert count.tolist() == [int((ev == e).sum()) for e in events], events
+    rows, which, k = levels.rows_of(np.array([8, 3], np.int64))
+    assert (
+        rows.tolist() == [4, 5, 0, 1, 2]
+        and which.tolist() == [0, 0, 1, 1, 1]
+        and k.tolist() == [0, 1, 0, 1, 2]
+    )
