@@ -417,10 +417,11 @@ def _read_blocks(
         block = reader.read_row_group(i, column_indices=data_columns, use_threads=False)
         k = int(rows[i])
         where = f"{name}, block {i}"
-        ev = np.repeat(_decompressed(block, "ev", None, where), _decompressed(block, "ev_rows", None, where))
+        runs = _decompressed(block, "ev", None, where)
+        ev = np.repeat(runs, _decompressed(block, "ev_rows", None, where))
         if len(ev) != k:
             raise LevelPartError(f"{where}: {len(ev)} event numbers for {k} rows")
-        take = _cut(ev, ev_between)
+        take = _cut(ev, ev_between, _is_sorted(runs))  # the runs are sorted where the rows are
         kept = ev[take]
         end = at + len(kept)
         ev_out[at:end] = kept
@@ -445,13 +446,15 @@ def _decompressed(block: pa.Table, column: str, into: np.ndarray | None, where: 
     return into
 
 
-def _cut(ev: np.ndarray, ev_between: tuple[int, int] | None) -> slice | np.ndarray:
+def _cut(
+    ev: np.ndarray, ev_between: tuple[int, int] | None, is_sorted: bool | None = None
+) -> slice | np.ndarray:
     """The rows of ``ev`` within ``ev_between``: a slice where ``ev`` is sorted (parts are written in event
-    order), a mask where not (a part that is not is still read right)."""
+    order; ``is_sorted`` when the caller knows), a mask where not (a part that is not is still read right)."""
     if ev_between is None:
         return slice(None)
     lo, hi = ev_between
-    if _is_sorted(ev):
+    if is_sorted if is_sorted is not None else _is_sorted(ev):
         return slice(int(np.searchsorted(ev, lo, "left")), int(np.searchsorted(ev, hi, "right")))
     return (ev >= lo) & (ev <= hi)
 
