@@ -381,3 +381,10 @@ def test_blocks_keep_every_bit_across_their_boundaries(store: ObjectStore, start
     ev, is_bid, _p, _q = read_level_columns(store, KEY, (middle, middle))
     assert ev.tolist() == [middle] * 7
     assert is_bid.tolist() == frame.filter(pl.col("ev") == middle)["is_bid"].to_list()
+
+
+def test_an_empty_part_reads_back_empty(store: ObjectStore) -> None:
+    put_level_part(store, KEY, [pl.DataFrame(schema=LEVEL_COLUMNS)])
+    assert _format(store, KEY)[0] == "3"
+    assert read_level_part(store, KEY).equals(pl.DataFrame(schema=LEVEL_COLUMNS))
+    assert all(len(c) == 0 for c in read_level_columns(store, KEY, (0, 10), np.array([1])))
