@@ -35,6 +35,7 @@ def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any
 
     from depth_core.level_parts import (
         encode_level_part,
+        format_2_bytes,
         level_part_bytes,
         level_part_columns,
         read_level_part,
@@ -67,22 +68,9 @@ def measure(store: str, rows: int = 5_000_000, repeat: int = 5) -> dict[str, Any
 
     per = 1e6 / frame.height
 
-    def format_2() -> bytes:
-        buf = io.BytesIO()
-        pq.write_table(
-            encode_level_part(frame),
-            buf,
-            row_group_size=131_072,
-            compression="none",
-            write_statistics=["ev"],
-            use_dictionary=False,
-            column_encoding=dict.fromkeys(["ev", "price", "qty"], "DELTA_BINARY_PACKED"),
-        )
-        return buf.getvalue()
-
     for setting, writer in (
         ("format-3", lambda: level_part_bytes(encode_level_part(frame))),
-        ("format-2", format_2),
+        ("format-2", lambda: format_2_bytes(encode_level_part(frame))),
     ):
         write_s, data = best(writer)
         read_s, _ = best(lambda data=data: level_part_columns(data))

@@ -235,6 +235,23 @@ def level_part_bytes(table: pa.Table) -> pa.Buffer:
     return buf.getvalue()
 
 
+def format_2_bytes(table: pa.Table) -> pa.Buffer:
+    """A part in ticks (:func:`encode_level_part`) as the releases before format 3 wrote it: ticks as int64
+    columns, delta-encoded Parquet pages, uncompressed. The validation no longer writes it; the tests of its
+    reader and ``benchmarks.bench_level_parts`` do."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        buf,
+        row_group_size=ROW_GROUP,
+        compression="none",
+        write_statistics=["ev"],
+        use_dictionary=False,
+        column_encoding=dict.fromkeys(["ev", "price", "qty"], "DELTA_BINARY_PACKED"),
+    )
+    return buf.getvalue()
+
+
 _TICKS_CODEC = ChunkConfig(compression_level=0, delta_spec=DeltaSpec.no_op(), mode_spec=ModeSpec.classic())
 """pcodec's fastest level, no delta and no mode search: a part's ticks in ≈ 2 ns a value (levels 2 and up
 compress a third smaller but cost 3-4 times the CPU; Parquet's delta encoder cost ≈ 4 ns a value)."""

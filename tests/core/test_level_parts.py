@@ -22,6 +22,7 @@ from depth_core.level_parts import (
     LEVEL_COLUMNS,
     LevelPartError,
     encode_level_part,
+    format_2_bytes,
     level_part_bytes,
     level_part_columns,
     put_level_part,
@@ -54,19 +55,8 @@ def _format(store: ObjectStore, key: str) -> tuple[str, dict[bytes, bytes]]:
 
 
 def _format_2_bytes(frame: pl.DataFrame) -> bytes:
-    """A part as earlier releases wrote format 2: ticks as int64 columns, delta-encoded pages."""
-    table = encode_level_part(frame)
-    buf = io.BytesIO()
-    pq.write_table(
-        table,
-        buf,
-        row_group_size=131_072,
-        compression="none",
-        write_statistics=["ev"],
-        use_dictionary=False,
-        column_encoding=dict.fromkeys(["ev", "price", "qty"], "DELTA_BINARY_PACKED"),
-    )
-    return buf.getvalue()
+    """A part as earlier releases wrote format 2."""
+    return format_2_bytes(encode_level_part(frame)).to_pybytes()
 
 
 def _bits(frame: pl.DataFrame) -> list[np.ndarray]:
