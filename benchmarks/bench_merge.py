@@ -152,54 +152,61 @@ def _floor_rows(chunk: Any, stream: str) -> Any:
     )
 
 
-def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
+def _floor_pass(store_root: str, out: Path) -> tuple[int, int, dict[str, float]]:
+    """The floor's work: rows written, level rows parsed, and seconds per phase."""
     import pyarrow.parquet as pq
 
     from depth_core.events import parse_objects
-    from depth_core.memory import pass_settings
     from depth_core.raw_format import decompress
     from depth_core.schema import MERGED_PARQUET_OPTIONS
     from depth_core.validate import BATCH_BYTES, runs_within
+
+    rows_written = 0
+    parsed_levels = 0
+    writer: pq.ParquetWriter | None = None
+    phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
+    for si, stream in enumerate(STREAMS):
+        files = _raw_objects(store_root, stream)
+        # batches of compressed bytes, cut as the validation cuts them
+        for lo, hi in runs_within([f.stat().st_size for f, _s in files], BATCH_BYTES):
+            datas: list[bytes] = []
+            for f, _symbol in files[lo:hi]:
+                t = time.perf_counter()
+                gz = f.read_bytes()
+                t1 = time.perf_counter()
+                datas.append(decompress(gz)[0])
+                phase["read_s"] += t1 - t
+                phase["gunzip_s"] += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            chunk = parse_objects(datas, [symbol for _f, symbol in files[lo:hi]])
+            del datas
+            t3 = time.perf_counter()
+            phase["parse_s"] += t3 - t2
+            parsed_levels += chunk.levels.height
+            if si != 0:
+                continue
+            table = _floor_rows(chunk, stream)
+            if writer is None:
+                options = dict(MERGED_PARQUET_OPTIONS)
+                row_group = options.pop("row_group_size")
+                writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, **options)
+            writer.write_table(table, row_group_size=row_group)
+            rows_written += table.num_rows
+            phase["rows_and_write_s"] += time.perf_counter() - t3
+    if writer is not None:
+        writer.close()
+    return rows_written, parsed_levels, phase
+
+
+def run_floor(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
+    from depth_core.memory import pass_settings
 
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     with pass_settings():  # as a pass runs (see the module docstring)
-        rows_written = 0
-        parsed_levels = 0
-        writer: pq.ParquetWriter | None = None
-        phase = {"read_s": 0.0, "gunzip_s": 0.0, "parse_s": 0.0, "rows_and_write_s": 0.0}
-        for si, stream in enumerate(STREAMS):
-            files = _raw_objects(store_root, stream)
-            # batches of compressed bytes, cut as the validation cuts them
-            for lo, hi in runs_within([f.stat().st_size for f, _s in files], BATCH_BYTES):
-                datas: list[bytes] = []
-                for f, _symbol in files[lo:hi]:
-                    t = time.perf_counter()
-                    gz = f.read_bytes()
-                    t1 = time.perf_counter()
-                    datas.append(decompress(gz)[0])
-                    phase["read_s"] += t1 - t
-                    phase["gunzip_s"] += time.perf_counter() - t1
-                t2 = time.perf_counter()
-                chunk = parse_objects(datas, [symbol for _f, symbol in files[lo:hi]])
-                del datas
-                t3 = time.perf_counter()
-                phase["parse_s"] += t3 - t2
-                parsed_levels += chunk.levels.height
-                if si != 0:
-                    continue
-                table = _floor_rows(chunk, stream)
-                if writer is None:
-                    options = dict(MERGED_PARQUET_OPTIONS)
-                    row_group = options.pop("row_group_size")
-                    writer = pq.ParquetWriter(out / "part-0.parquet", table.schema, **options)
-                writer.write_table(table, row_group_size=row_group)
-                rows_written += table.num_rows
-                phase["rows_and_write_s"] += time.perf_counter() - t3
-        if writer is not None:
-            writer.close()
+        rows_written, parsed_levels, phase = _floor_pass(store_root, out)
     dt = time.perf_counter() - t0
     nbytes = sum(p.stat().st_size for p in out.glob("*.parquet"))
     return {

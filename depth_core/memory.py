@@ -23,39 +23,24 @@ import numpy as np
 import pyarrow as pa
 
 
-def _libc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (None elsewhere: macOS, musl)."""
+def _glibc_function(name: str, argtypes: list[Any]) -> Any:
+    """A function of glibc's allocator (``malloc_trim``, ``mallopt``), typed; None elsewhere (macOS, musl)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:
+    function = getattr(libc, name, None)
+    if function is None:
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
 
 
-_MALLOC_TRIM = _libc_malloc_trim()
-
-
-def _libc_mallopt() -> Callable[[int, int], int] | None:
-    """glibc's ``mallopt`` (None elsewhere)."""
-    if _MALLOC_TRIM is None:  # the same library: glibc on Linux
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
-
-
-_MALLOPT = _libc_mallopt()
+_MALLOC_TRIM: Callable[[int], int] | None = _glibc_function("malloc_trim", [ctypes.c_size_t])
+_MALLOPT: Callable[[int, int], int] | None = _glibc_function("mallopt", [ctypes.c_int, ctypes.c_int])
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_MMAP_THRESHOLD = 32 << 20
 """Blocks from this size up are mapped on their own during passes (glibc's largest dynamic threshold)."""
