@@ -231,6 +231,9 @@ class StreamObject:
     event_dates: list[str] = field(default_factory=list)  # every event date it holds (any symbol)
     symbol_event_dates: dict[str, list[str]] = field(default_factory=dict)  # per symbol
     carried: bool = False  # gone from raw/; known from the previous stream-day report
+    # symbols whose lines no validation has dated yet (a run of chosen symbols skips the others' lines): the
+    # cleanup keeps the object until one has
+    undated: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -254,7 +257,7 @@ class StreamDayValidation:
         # asdict() is slow for 10^5 objects; symbol_event_dates in the compact form (validated_layout)
         out["objects"] = [
             {
-                **o.__dict__,
+                **{k: v for k, v in o.__dict__.items() if k != "undated" or v},  # written only when any
                 "symbol_event_dates": compact_symbol_event_dates(
                     o.symbols, o.event_dates, o.symbol_event_dates
                 ),
@@ -812,6 +815,8 @@ class _StreamDayRun:
         self.prev_stream = self._read_prev_stream_report()
         self.objects: dict[str, StreamObject] = {}
         self.unattributed: list[dict[str, Any]] = []
+        # objects holding only stream-wide notes, with their notes: every symbol-day gets them at the end
+        self.stream_wide_only: list[tuple[ObjectInfo, list[tuple[int, bytes]]]] = []
         self.stats = Counter[str]()
         self.checked: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
         self._batch_keys: list[str] = []
@@ -1010,9 +1015,13 @@ class _StreamDayRun:
                 h.add(names.index(key.symbol))
             held.append(h)
         for i, (info, key) in enumerate(batch):  # the stream-day report sees every symbol (filtered or not)
+            symbols = sorted(names[s] for s in held[i])
+            undated = [] if self.filter is None else [s for s in symbols if not self.wanted(s)]
             self.objects[info.key] = StreamObject(
-                info.key, info.size, info.etag, key.layout, sorted(names[s] for s in held[i])
+                info.key, info.size, info.etag, key.layout, symbols, undated=undated
             )
+        # read whole, but no symbol's lines: only stream-wide notes (a flush while cut off from the exchange)
+        stream_wide = {i: batch[i][0] for i in range(n_obj) if not held[i] and not problems[i]}
         self._create_builders([n for n in names if self.wanted(n)], writer)
         builders = {sid: self.builder(name, writer) for sid, name in enumerate(names) if self.wanted(name)}
         wanted = np.zeros(n_sym + 1, np.bool_)
@@ -1088,6 +1097,7 @@ class _StreamDayRun:
                 if q.sym in builders:
                     builders[q.sym].add_quarantine(q, okey)
             else:  # a v2 line naming no symbol: the stream-day keeps it
+                stream_wide.pop(q.object_index, None)  # so the object is kept in raw/ too
                 self.unattributed.append(
                     {
                         "object_key": okey,
@@ -1097,12 +1107,17 @@ class _StreamDayRun:
                         "text": q.text,
                     }
                 )
+        notes: dict[int, list[tuple[int, bytes]]] = {i: [] for i in stream_wide}
         for o, ns, text, sid in chunk.meta:
+            if o in notes:
+                notes[o].append((ns, text))
             for s in (
                 [sid] if sid >= 0 else sorted(held[o])
             ):  # a stream-wide note: every symbol of that object
                 if s in builders:
                     builders[s].add_meta(ns, text)
+        for i, info in stream_wide.items():
+            self.stream_wide_only.append((info, notes[i]))
 
     def _number(
         self,
@@ -1226,6 +1241,7 @@ class _StreamDayRun:
         committed (helper threads): the writes are many small requests, the building is CPU."""
         t0 = time.perf_counter()
         writer.drain()  # every level part submitted during the pass is written before any report names it
+        self._attribute_stream_wide_only()
         with cf.ThreadPoolExecutor(
             max_workers=COMMIT_THREADS, thread_name_prefix="depth-validate-commit"
         ) as pool:
@@ -1254,6 +1270,18 @@ class _StreamDayRun:
                 raise
         self.stats["finish_ms"] = int((time.perf_counter() - t0) * 1000)
         self._write_stream_report(writer)
+
+    def _attribute_stream_wide_only(self) -> None:
+        """Objects that hold only stream-wide notes belong to every symbol-day of the stream-day: each lists
+        them (so the merge's manifest does, and the cleanup can delete them once every symbol-day is
+        verified) and keeps their notes in its ``meta``. Left unlisted they stayed in raw/ for ever."""
+        for info, notes in self.stream_wide_only:
+            for symbol in sorted(self.builders):
+                b = self.builders[symbol]
+                b.report.objects.append(RawObjectRead(info.key, info.size, info.etag, []))
+                for ns, text in notes:
+                    b.add_meta(ns, text)
+        self.stream_wide_only = []
 
     def _write_and_commit(self, b: _SymbolDay, files: list[_PendingFile], writer: _Writer) -> None:
         names = {v: k for k, v in b.report.keys.items()}
@@ -1338,7 +1366,11 @@ class _StreamDayRun:
         }  # listed before this run's listing
         objects = dict(self.objects)
         prev_version = stream_day_report_version(prev)
-        for key, o in ((o["key"], o) for o in prev.get("objects", [])):
+        prev_entries = {o["key"]: o for o in prev.get("objects", [])}
+        for key, obj in objects.items():
+            if obj.undated:
+                _keep_dates_of_skipped_symbols(obj, prev_entries.get(key), prev_version)
+        for key, o in prev_entries.items():
             if key in objects:
                 continue
             # gone since a report listed it before this run's listing: deleted after a merge (carried); else
@@ -1392,6 +1424,22 @@ class _StreamDayRun:
             writer.parquet(res.quarantine_key, pl.DataFrame(rows, schema=QUARANTINE_SCHEMA))
         res.stats = dict(self.stats)
         return res.quarantine_key
+
+
+def _keep_dates_of_skipped_symbols(obj: StreamObject, prev: dict[str, Any] | None, prev_version: int) -> None:
+    """A run of chosen symbols did not date the other symbols' lines in ``obj``: keep the dates an earlier
+    report of the object (``prev``) recorded for them; the ones no report dated stay ``undated``."""
+    obj.undated = [s for s in obj.undated if s not in obj.symbol_event_dates]
+    known = object_symbol_dates(prev, prev_version) if prev else {}
+    before = set(prev.get("undated", [])) if prev else set()
+    still: list[str] = []
+    for symbol in obj.undated:
+        if symbol in known and symbol not in before:
+            obj.symbol_event_dates[symbol] = list(known[symbol])
+            obj.event_dates = sorted(set(obj.event_dates) | set(known[symbol]))
+        else:
+            still.append(symbol)
+    obj.undated = still
 
 
 def _read_json_version(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -9,7 +9,8 @@ The seed's "only if successful, delete the temporary objects", made safe:
 - only objects **listed in that manifest** are deleted, and only while their size and etag still match;
   anything that arrived later is kept for the re-merge it triggers;
 - an object whose events span two dates is deleted only once every date it holds has such a merge that
-  lists it;
+  lists it; one that holds only stream-wide notes (a flush while the collector was cut off from the
+  exchange) is listed by every symbol-day of its stream-day, and deleted once all of them are verified;
 - ``retention_days`` keeps merged raw objects that long after the merge;
 - deleting is idempotent (an absent object counts as done), and the manifest is never changed, so a
   cleanup that crashed half-way is simply run again.
@@ -467,15 +468,36 @@ def _ranges(indexes: list[int]) -> list[list[int]]:
 GateLookup = Callable[[str, str], MergeGate]
 
 
+@dataclass
+class _StreamDayIndex:
+    """A stream-day report, read once: its objects by key, and every symbol some object holds lines of."""
+
+    objects: dict[str, dict[str, Any]]
+    symbols: list[str]
+
+    @classmethod
+    def read(cls, store: ObjectStore, market: Market, stream: str, date: str) -> _StreamDayIndex | None:
+        try:
+            report = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
+        except (ObjectNotFoundError, ValueError):
+            return None
+        version = stream_day_report_version(report)
+        objects = {o["key"]: {**o, "version": version} for o in report.get("objects", [])}
+        return cls(objects, sorted({s for o in objects.values() for s in o.get("symbols", [])}))
+
+
 def _holdings(
     store: ObjectStore,
     market: Market,
     stream: str,
     obj: ManifestObject,
-    reports: dict[tuple[str, str], dict[str, dict[str, Any]] | None],
+    reports: dict[tuple[str, str], _StreamDayIndex | None],
 ) -> list[dict[str, list[str]]] | None:
     """What a layout-2 object holds — ``{symbol: [event dates]}``, one per stream-day report of its event
-    dates that lists it. None when no report lists it: its holdings are unknown, so it is kept."""
+    dates that lists it. None when no report lists it: its holdings are unknown, so it is kept.
+
+    An object of stream-wide notes only (no symbol's lines) holds every symbol-day of its stream-day:
+    validation gave its notes to each of them."""
     dates = set(obj.event_dates)
     try:
         dates.add(RawObjectKey.parse(obj.key).date)
@@ -484,20 +506,29 @@ def _holdings(
     found: list[dict[str, list[str]]] = []
     for date in sorted(dates):
         if (stream, date) not in reports:
-            try:
-                report = json.loads(store.get_bytes(stream_day_report_key(market, stream, date)))
-                version = stream_day_report_version(report)
-                reports[(stream, date)] = {
-                    o["key"]: {**o, "version": version} for o in report.get("objects", [])
-                }
-            except (ObjectNotFoundError, ValueError):
-                reports[(stream, date)] = None
+            reports[(stream, date)] = _StreamDayIndex.read(store, market, stream, date)
         index = reports[(stream, date)]
-        entry = index.get(obj.key) if index else None
-        if entry is None:
+        entry = index.objects.get(obj.key) if index else None
+        if entry is None or index is None:
             continue
-        found.append(object_symbol_dates(entry, int(entry["version"])))
+        if entry.get("undated"):
+            raise _UndatedHoldings(entry["undated"])
+        holds = object_symbol_dates(entry, int(entry["version"]))
+        if not entry.get("symbols") and not entry.get("event_dates"):
+            holds = {symbol: [date] for symbol in index.symbols}
+        found.append(holds)
     return found or None
+
+
+class _UndatedHoldings(Exception):
+    """The object holds lines of symbols no validation has dated (runs of chosen symbols only): which
+    symbol-days they belong to is unknown, so the object is kept."""
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(
+            f"it holds lines of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''} that no "
+            "validation has dated yet (only runs of chosen symbols read it): a run of the whole date will"
+        )
 
 
 def cleanup_day(
@@ -581,7 +612,7 @@ def cleanup_day(
         for listed in store.list(folder):
             current[listed.key] = listed
 
-    reports: dict[tuple[str, str], dict[str, dict[str, Any]] | None] = {}
+    reports: dict[tuple[str, str], _StreamDayIndex | None] = {}
     to_delete: list[str] = []
     for key in sorted(owners):
         obj = manifest_entry[key]
@@ -601,7 +632,13 @@ def cleanup_day(
         if parsed.layout == 1:
             holdings = [{parsed.symbol or "": list(obj.event_dates or (date,))}]
         else:
-            found = _holdings(store, market, parsed.stream, obj, reports)
+            try:
+                found = _holdings(store, market, parsed.stream, obj, reports)
+            except _UndatedHoldings as exc:
+                out.kept_holdings_pending[key] = str(exc)
+                for symbol in listed_by:
+                    out.results[symbol].kept_other_date_pending.append(key)
+                continue
             if found is None:
                 out.kept_holdings_pending[key] = "no stream-day report lists it"
                 for symbol in listed_by:

@@ -747,9 +747,9 @@ class DayState:
     """What a completed date that still holds raw objects needs."""
 
     date: str
-    reason: (
-        str  # running | never merged | failed | retention | awaiting late objects | awaiting cleanup | done
-    )
+    # running | never merged | failed | retention | awaiting late objects | awaiting a run of the whole date
+    # | awaiting cleanup | done
+    reason: str
     symbols: list[str]
     detail: str = ""
     other_dates: set[str] = field(default_factory=set)  # other event dates its remaining objects hold
@@ -810,6 +810,7 @@ def day_state(
     holding: list[str] = []
     unknown: list[str] = []  # no stream-day report to say (validation before stream-day reports, layout 1)
     other_dates: set[str] = set()
+    undated: set[str] = set()  # symbols whose lines only runs of other chosen symbols read
     # layout-1 folders are per symbol: listed only where the sweep saw layout-1 objects of the date
     v1_symbols = symbols_merged_on(instance, date) if date in v1_dates else []
     for stream in streams:
@@ -831,12 +832,22 @@ def day_state(
                 if in_folder:
                     late.append(info.key)
             elif not entry.get("carried"):
-                if date in entry.get("event_dates", []):
+                undated.update(entry.get("undated", []))
+                # no event dates (stream-wide notes, book tickers): cleaned with the date of its folder
+                if date in entry.get("event_dates", []) or (in_folder and not entry.get("event_dates")):
                     holding.append(info.key)
                 other_dates.update(d for d in entry.get("event_dates", []) if d != date)
     if late:
         return DayState(
             date, "awaiting late objects", [], f"{len(late)} objects, e.g. {late[0]}", other_dates
+        )
+    if undated:
+        return DayState(
+            date,
+            "awaiting a run of the whole date",
+            [],
+            f"lines of {len(undated)} symbols in its raw objects were never validated, e.g. {min(undated)}",
+            other_dates,
         )
     if unknown:
         cleaned_after = [c for c in cleanups if _created(instance, c) >= _created(instance, latest)]

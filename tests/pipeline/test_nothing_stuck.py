@@ -295,3 +295,89 @@ def test_retention_counts_from_the_latest_merge_so_remerged_days_are_cleaned(
     due, cursor, logs = _reconcile(dagster_instance, store, config, cursor, now + 86400 + 60)
     assert [(r.job_name, r.partition_key) for r in due] == [("depth_cleanup", D0)], logs
     assert due[0].run_config["ops"]["cleanup_raw"]["config"]["retention_days"] == 1.0
+
+
+def _two_symbol_day_v2(store: ObjectStore) -> list[str]:
+    """BTCUSDT and ETHUSDT of D0 in layout-2 objects of both streams."""
+    from tests.pipeline.v2gen import write_stream_day_v2
+
+    plans = [DayPlan(D0, symbol="BTCUSDT"), DayPlan(D0, symbol="ETHUSDT")]
+    written = [write_stream_day_v2(store, stream, plans, session=stream[:2]) for stream in STREAMS]
+    return [i.key for objects in written for i in objects]
+
+
+def test_cleanup_after_a_run_of_chosen_symbols_keeps_the_lines_of_the_others(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    """A run of BTCUSDT alone reads the day's layout-2 objects but skips ETHUSDT's lines: it cannot know
+    their dates. The cleanup after it keeps every object holding them (it once deleted them all: ETHUSDT's
+    day was lost before it was ever merged); the reconcile asks for a run of the whole date, after which the
+    cleanup deletes everything and ETHUSDT's day is whole."""
+    from depth_core.validated_layout import object_symbol_dates, stream_day_report_key
+    from depth_pipeline.sensors import day_state
+    from tests.pipeline.helpers import cleanup_output
+
+    config = make_config(str(tmp_path / "store"))
+    store = open_store(config.store_url)
+    keys = _two_symbol_day_v2(store)
+    defs = build_definitions(config)
+
+    assert run_partition(defs, dagster_instance, D0, "BTCUSDT").success
+    report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", D0)))
+    assert all(o["undated"] == ["ETHUSDT"] for o in report["objects"])
+    first = run_cleanup(defs, dagster_instance, D0, "BTCUSDT")
+    assert first.success and cleanup_output(first)["deleted"] == []
+    assert sorted(cleanup_output(first)["kept_other_date_pending"]) == sorted(keys)
+    assert raw_keys(store) == set(keys)
+    state = day_state(dagster_instance, store, "spot", STREAMS, D0, 0.0, time.time())
+    assert state.reason == "awaiting a run of the whole date" and "ETHUSDT" in state.detail
+
+    # a later run of BTCUSDT alone keeps what an earlier run dated (here: nothing yet), a whole run dates all
+    assert run_partition(defs, dagster_instance, D0).success
+    report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", D0)))
+    assert not any(o.get("undated") for o in report["objects"])
+    assert run_partition(defs, dagster_instance, D0, "BTCUSDT", kind="remerge").success
+    report = json.loads(store.get_bytes(stream_day_report_key("spot", "eu-1", D0)))
+    assert not any(o.get("undated") for o in report["objects"])
+    assert all(object_symbol_dates(o, report["version"])["ETHUSDT"] == [D0] for o in report["objects"])
+    assert manifest(store, D0, "ETHUSDT")["events"] == 60
+    second = run_cleanup(defs, dagster_instance, D0, "ETHUSDT")
+    assert second.success and sorted(cleanup_output(second, "ETHUSDT")["deleted"]) == sorted(keys)
+    assert raw_keys(store) == set()
+
+
+def test_an_object_of_stream_wide_notes_only_is_merged_kept_in_meta_and_cleaned(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    """A collector cut off from the exchange flushes objects holding only stream-wide notes (connects,
+    disconnects). Every symbol-day of the stream-day lists such an object, with its notes in the validated
+    ``meta``; the reconcile counts the day as awaiting cleanup until the cleanup deletes it. (No manifest
+    listed it before: it stayed in raw/ for ever, and the day counted as done.)"""
+    from depth_core.raw_format import RawObjectKey
+    from depth_core.storeio import read_parquet
+    from depth_core.validate import read_symbol_day_report
+    from depth_core.validated_layout import META_FILE, validated_file_key
+    from depth_pipeline.sensors import day_state
+    from tests.pipeline.helpers import cleanup_output
+    from tests.pipeline.v2gen import write_v2
+
+    config = make_config(str(tmp_path / "store"))
+    store = open_store(config.store_url)
+    keys = _two_symbol_day_v2(store)
+    last_ns = max(RawObjectKey.parse(k).first_receive_ns for k in keys)
+    note = {"event": "disconnect", "conn": 3, "reason": "cut off (test)"}
+    notes_only = write_v2(store, "ap-1", last_ns + 10**9, (), session="ap", seq=999, notes=[("", note)]).key
+    defs = build_definitions(config)
+
+    assert run_partition(defs, dagster_instance, D0).success
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert notes_only in {o["key"] for o in manifest(store, D0, symbol)["raw_objects"]}
+        found = read_symbol_day_report(store, "spot", "ap-1", symbol, D0)
+        assert found is not None
+        meta = read_parquet(store, validated_file_key(found[0], META_FILE))
+        assert any(b"cut off (test)" in text for text in meta["text"].to_list()), symbol
+    state = day_state(dagster_instance, store, "spot", STREAMS, D0, 0.0, time.time())
+    assert state.reason == "awaiting cleanup", state
+    cleanup = run_cleanup(defs, dagster_instance, D0, "BTCUSDT")
+    assert cleanup.success and notes_only in cleanup_output(cleanup)["deleted"]
+    assert raw_keys(store) == set()
