@@ -773,13 +773,18 @@ class _Rows:
         "prev_update_id",
     )
 
-    def __init__(self, rows_per_item: np.ndarray) -> None:
+    def __init__(self, rows_per_item: np.ndarray, all_null: frozenset[str] = frozenset()) -> None:
+        """``all_null``: integer columns known to be null in every row (spot has no transaction time and no
+        previous update id): not filled, written as null columns."""
         self.start = np.cumsum(rows_per_item) - rows_per_item
         n = int(rows_per_item.sum())
+        self.n, self.all_null = n, all_null
         # one array per column (8 MB a million rows: glibc reuses such blocks file after file, where one
         # 48 MB block of all six went to a fresh mmap, page-faulted in again for every file)
         # (size-classed: a file's row count differs a little from file to file)
-        self.cols: dict[str, np.ndarray] = {c: size_classed_empty(n, np.int64) for c in self.INT_COLUMNS}
+        self.cols: dict[str, np.ndarray] = {
+            c: size_classed_empty(0 if c in all_null else n, np.int64) for c in self.INT_COLUMNS
+        }
         self.cols.update(
             is_snapshot=size_classed_empty(n, np.bool_),
             is_bid=size_classed_empty(n, np.bool_),
@@ -799,6 +804,9 @@ class _Rows:
         dest = self.start[item] + k
         self.cols["source"][dest] = self.source_code(source)
         for name, values in cols.items():
+            if name in self.all_null:
+                assert values is _NULL, f"{name} was taken to be null in every row"
+                continue
             self.cols[name][dest] = values
 
     def table(self, symbol: str) -> pa.Table:
@@ -806,9 +814,11 @@ class _Rows:
         ``side`` and ``source`` are dictionaries over the codes already held (no string is built or hashed
         here; readers and checks get plain strings back: :func:`merged_frame`)."""
         c = self.cols
-        n = len(c["price"])
+        n = self.n
 
         def nullable(name: str, kind: pa.DataType) -> pa.Array:
+            if name in self.all_null:
+                return pa.nulls(n, kind)
             nulls = c[name] == _NULL
             if not nulls.any():
                 return pa.array(c[name], kind)
@@ -858,10 +868,13 @@ def _scatter_event_rows(
     out_qty: np.ndarray,
     out_source: np.ndarray,
     out_exact: np.ndarray,
+    with_t_ms: bool,
+    with_prev: bool,
 ) -> None:
     """Event i's level rows ``lv_start[i] .. + lv_count[i]`` to output rows ``dest_start[i] ..``, each with
     the event's integer columns (``ev_cols[:, i]``, in ``_Rows.INT_COLUMNS`` order): one pass, no index
-    arrays (a numpy gather and scatter per column cost ≈ 3 CPU-s of a benchmark day)."""
+    arrays (a numpy gather and scatter per column cost ≈ 3 CPU-s of a benchmark day). ``with_t_ms``,
+    ``with_prev``: False where that column is null in every row (not filled)."""
     for i in range(dest_start.shape[0]):
         d0 = dest_start[i]
         r0 = lv_start[i]
@@ -877,11 +890,13 @@ def _scatter_event_rows(
             d = d0 + k
             r = r0 + k
             out_e_ms[d] = e_ms
-            out_t_ms[d] = t_ms
+            if with_t_ms:
+                out_t_ms[d] = t_ms
             out_recv[d] = recv
             out_first[d] = first
             out_last[d] = last
-            out_prev[d] = prev
+            if with_prev:
+                out_prev[d] = prev
             out_is_snapshot[d] = False
             out_is_bid[d] = lv_is_bid[r]
             out_price[d] = lv_price[r]
@@ -934,6 +949,8 @@ def _put_events(
         c["qty"],
         c["source"],
         c["book_exact"],
+        "transaction_ms" not in rows.all_null,
+        "prev_update_id" not in rows.all_null,
     )
 
 
@@ -1332,7 +1349,12 @@ def _build_file(
                 )
             )
         item_rows[k] = images[-1][1].height
-    rows = _Rows(item_rows)
+    all_null = frozenset(
+        name
+        for name, col in (("transaction_ms", "T"), ("prev_update_id", "pu"))
+        if col not in it.cols and (name != "transaction_ms" or all(img[4] is None for img in images))
+    )
+    rows = _Rows(item_rows, all_null)
     for s, mine, lv, start, count in chosen_here:
         _put_events(rows, s, it, mine, lv, start, count)
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:

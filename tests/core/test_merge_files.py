@@ -99,6 +99,14 @@ def test_many_small_files_equal_one_file(
     assert {k: many_manifest[k] for k in STABLE} == {k: one_manifest[k] for k in STABLE}
     assert many_checks == one_checks and all(c[1] for c in one_checks)
     assert one_manifest["gaps"] and len(one_manifest["images"]) >= 2  # an image after a gap, mid-day
+    # spot has no transaction time nor previous update id (written as null columns, never filled); usdm
+    # has both on every event row, and no previous update id on image rows
+    events = one.filter(~one["is_snapshot"])
+    if market == "spot":
+        assert one["transaction_time"].null_count() == one["prev_update_id"].null_count() == one.height
+    else:
+        assert events["transaction_time"].null_count() == events["prev_update_id"].null_count() == 0
+        assert one.filter(one["is_snapshot"])["prev_update_id"].null_count() > 0
 
 
 @pytest.mark.parametrize("market", ["spot", "usdm"])
