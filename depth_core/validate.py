@@ -1385,6 +1385,7 @@ class _StreamDayRun:
                 list(o.get("event_dates", [])),
                 object_symbol_dates(o, prev_version),
                 carried=carried,
+                undated=list(o.get("undated", [])),
             )
         res.objects = sorted(objects.values(), key=lambda o: o.key)
         res.symbols = {s: v for s, v in prev.get("symbols", {}).items() if s not in self.builders}
