@@ -182,10 +182,14 @@ def test_a_format_3_part_that_does_not_decode_is_an_error_naming_it() -> None:
     frame = _frame([61837.63, 61837.62, 61837.61], [0.5, 0.25, 0.0])  # one event of three rows
     table = pq.read_table(pa.BufferReader(level_part_bytes(encode_level_part(frame))))
     shorter = pq.read_table(pa.BufferReader(level_part_bytes(encode_level_part(frame[:2]))))
+    fewer = _frame([61837.63, 61837.62, 61837.61], [0.5, 0.0, 0.0])  # one non-zero quantity, not two
+    one_nonzero = pq.read_table(pa.BufferReader(level_part_bytes(encode_level_part(fewer))))
     for column, value, reason in (
         ("price", b"not pcodec", "does not decode"),
         ("ev_rows", shorter["ev_rows"][0].as_py(), "2 event numbers for 3 rows"),
-        ("qty", shorter["qty"][0].as_py(), "qty has 2 values for 3 rows"),
+        ("price", shorter["price"][0].as_py(), "price has 2 values for 3 rows"),
+        ("qty", one_nonzero["qty"][0].as_py(), "1 non-zero quantities, bits for another number"),
+        ("qty_bits", b"", "0 bytes of non-zero bits for 3 rows"),
     ):
         i = table.schema.get_field_index(column)
         broken = table.set_column(i, table.schema.field(i), pa.array([value], pa.binary()))
@@ -378,3 +382,35 @@ def test_an_empty_part_reads_back_empty(store: ObjectStore) -> None:
     assert _format(store, KEY)[0] == "3"
     assert read_level_part(store, KEY).equals(pl.DataFrame(schema=LEVEL_COLUMNS))
     assert all(len(c) == 0 for c in read_level_columns(store, KEY, (0, 10), np.array([1])))
+
+
+def test_zero_quantities_as_bits_read_back_exactly_whole_and_by_range(store: ObjectStore) -> None:
+    """Format 3 keeps ``qty`` as the bits of its non-zero rows and their ticks: a block of mixed rows
+    (about half zero, as real days), one of zeros only and one without a zero all read back bit for bit,
+    whole and by event ranges that start and end mid-block and mid-byte."""
+    rng = np.random.default_rng(5)
+    n = 2 * BLOCK_ROWS + 1_001
+    qty = np.where(rng.random(n) < 0.46, 0.0, np.round(rng.uniform(0, 3, n), 5))
+    qty[BLOCK_ROWS : 2 * BLOCK_ROWS] = 0.0  # the second block: zeros only
+    qty[2 * BLOCK_ROWS :] = np.round(rng.uniform(0.001, 3, n - 2 * BLOCK_ROWS), 5)  # the last: none
+    frame = pl.DataFrame(
+        {
+            "ev": np.repeat(np.arange(n // 5 + 1), 5)[:n],
+            "is_bid": rng.random(n) < 0.5,
+            "price": np.round(rng.uniform(60_000, 62_000, n), 2),
+            "qty": qty,
+        },
+        schema=LEVEL_COLUMNS,
+    )
+    put_level_part(store, KEY, frame)
+    blocks = pq.read_table(io.BytesIO(store.get_bytes(KEY)))
+    assert blocks["rows"].to_pylist() == [BLOCK_ROWS, BLOCK_ROWS, 1_001]
+    assert [len(b) for b in blocks["qty_bits"].to_pylist()] == [BLOCK_ROWS // 8, BLOCK_ROWS // 8, 126]
+    assert (
+        read_level_part(store, KEY)["qty"].to_numpy().view(np.int64).tolist() == qty.view(np.int64).tolist()
+    )
+    for lo, hi in ((3, 9), (BLOCK_ROWS // 5 - 2, BLOCK_ROWS // 5 + 3), (n // 5 - 1, n // 5 + 9)):
+        ev, _b, _p, got = read_level_columns(store, KEY, (lo, hi))
+        want = frame.filter(pl.col("ev").is_between(lo, hi))
+        assert ev.tolist() == want["ev"].to_list()
+        assert got.view(np.int64).tolist() == want["qty"].to_numpy().view(np.int64).tolist()
