@@ -259,7 +259,9 @@ class StreamDayValidation:
             {
                 **{k: v for k, v in o.__dict__.items() if k != "undated" or v},  # written only when any
                 "symbol_event_dates": compact_symbol_event_dates(
-                    o.symbols, o.event_dates, o.symbol_event_dates
+                    [s for s in o.symbols if s not in o.undated] if o.undated else o.symbols,
+                    o.event_dates,
+                    o.symbol_event_dates,
                 ),
             }
             for o in self.objects

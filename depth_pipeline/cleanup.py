@@ -19,6 +19,7 @@ The seed's "only if successful, delete the temporary objects", made safe:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -470,10 +471,9 @@ GateLookup = Callable[[str, str], MergeGate]
 
 @dataclass
 class _StreamDayIndex:
-    """A stream-day report, read once: its objects by key, and every symbol some object holds lines of."""
+    """A stream-day report, read once: its objects by key."""
 
     objects: dict[str, dict[str, Any]]
-    symbols: list[str]
 
     @classmethod
     def read(cls, store: ObjectStore, market: Market, stream: str, date: str) -> _StreamDayIndex | None:
@@ -482,8 +482,13 @@ class _StreamDayIndex:
         except (ObjectNotFoundError, ValueError):
             return None
         version = stream_day_report_version(report)
-        objects = {o["key"]: {**o, "version": version} for o in report.get("objects", [])}
-        return cls(objects, sorted({s for o in objects.values() for s in o.get("symbols", [])}))
+        return cls({o["key"]: {**o, "version": version} for o in report.get("objects", [])})
+
+    @functools.cached_property
+    def symbols(self) -> list[str]:
+        """Every symbol some object holds lines of (17,280 objects x 400 symbols at full scale: only
+        computed for an object of stream-wide notes only)."""
+        return sorted({s for o in self.objects.values() for s in o.get("symbols", [])})
 
 
 def _holdings(
