@@ -532,7 +532,8 @@ class _UndatedHoldings(Exception):
     def __init__(self, symbols: list[str]) -> None:
         super().__init__(
             f"it holds lines of {', '.join(symbols[:5])}{' ...' if len(symbols) > 5 else ''} that no "
-            "validation has dated yet (only runs of chosen symbols read it): a run of the whole date will"
+            "validation has dated yet (only runs of chosen symbols read it); a run of the whole date "
+            "dates them"
         )
 
 
