@@ -288,7 +288,7 @@ def _blocks_table(table: pa.Table) -> pa.Table:
     price, qty = _contiguous(table["price"], np.int64), _contiguous(table["qty"], np.int64)
     rows: dict[str, list[object]] = {name: [] for name in _BLOCK_SCHEMA.names}
     values, counts = np.empty(BLOCK_ROWS, np.int64), np.empty(BLOCK_ROWS, np.int64)
-    qty_bits, nonzero = np.empty(BLOCK_ROWS // 8, np.uint8), np.empty(BLOCK_ROWS, np.int64)
+    qty_bits, nonzero = np.empty(BLOCK_ROWS // 8, np.uint8), np.empty(BLOCK_ROWS + 1, np.int64)
     for lo in range(0, len(ev), BLOCK_ROWS):
         hi = min(lo + BLOCK_ROWS, len(ev))
         n_runs, smallest, largest = _runs(ev[lo:hi], values, counts)
@@ -332,7 +332,8 @@ def _runs(ev: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[int, 
 def _split_nonzero(values: np.ndarray, bits: np.ndarray, nonzero: np.ndarray) -> int:
     """The bits of ``values``' non-zero rows (little bit order, zero past the end) into ``bits``, and those
     values, in order, into ``nonzero``; returns how many. No branch on the values (a branch per row cost
-    twice the CPU): every value is stored, and the next one overwrites it if it was zero."""
+    twice the CPU): every value is stored, and the next one overwrites it if it was zero, so ``nonzero`` must
+    be longer than ``values`` (compiled: no bounds check)."""
     n = len(values)
     k = 0
     for b in range((n + 7) // 8):
@@ -342,8 +343,7 @@ def _split_nonzero(values: np.ndarray, bits: np.ndarray, nonzero: np.ndarray) ->
             v = values[i] if i < n else 0
             is_set = int(v != 0)
             byte |= is_set << j
-            if k < len(nonzero):
-                nonzero[k] = v
+            nonzero[k] = v
             k += is_set
         bits[b] = byte
     return k

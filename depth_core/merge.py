@@ -1349,12 +1349,11 @@ def _build_file(
                 )
             )
         item_rows[k] = images[-1][1].height
-    all_null = frozenset(
-        name
-        for name, col in (("transaction_ms", "T"), ("prev_update_id", "pu"))
-        if col not in it.cols and (name != "transaction_ms" or all(img[4] is None for img in images))
-    )
-    rows = _Rows(item_rows, all_null)
+    # spot: no event has a transaction time or a previous update id, nor does any image here
+    all_null = {"prev_update_id"} if "pu" not in it.cols else set()
+    if "T" not in it.cols and all(t_ms is None for _k, _l, _u, _e, t_ms, _r, _s in images):
+        all_null.add("transaction_ms")
+    rows = _Rows(item_rows, frozenset(all_null))
     for s, mine, lv, start, count in chosen_here:
         _put_events(rows, s, it, mine, lv, start, count)
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
