@@ -62,15 +62,17 @@ class ObjectInfo:
     """Metadata of one object.
 
     ``etag`` is the same from ``put_*``, ``head`` and ``list`` for one object version (compare it to
-    detect a changed object). It is the content MD5 hex except for S3 multipart (``md5-N``) and
-    SSE-KMS objects. ``content_md5`` is the MD5 hex of the content where known (always locally; on S3
-    from ``put_*``, and from ``head`` for objects this layer wrote; ``None`` in S3 listings): use it to
-    confirm an upload byte for byte. It is left out of ``==``.
+    detect a changed object; never parse it). It is the content MD5 hex except for S3 multipart
+    (``md5-N``) and SSE-KMS objects, and local objects written from memory (``put_bytes*``), whose etag
+    is a tag unique to the write. ``content_md5`` is the MD5 hex of the content where known (locally for
+    uploaded files, ``put_file`` and ``put_sealed_file``; on S3 from ``put_*``, and from ``head`` for
+    objects this layer wrote; ``None`` in S3 listings): use it to confirm an upload byte for byte. It is
+    left out of ``==``.
     """
 
     key: str  # relative to the store prefix
     size: int
-    etag: str | None  # S3 ETag / local content hash (md5 hex); identifies this immutable version
+    etag: str | None  # S3 ETag / local MD5 hex or write tag; identifies this immutable version
     last_modified: dt.datetime  # UTC
     content_md5: str | None = field(default=None, compare=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from depth_store import ObjectNotFoundError, ObjectStore
-from depth_store.local import LocalStore
+from depth_store.local import LocalStore, is_write_tag
+from tests.store.etags import assert_etag_of_bytes_written
 
 
 def test_put_get_head_list_delete_round_trip(any_store: ObjectStore) -> None:
@@ -17,7 +19,7 @@ def test_put_get_head_list_delete_round_trip(any_store: ObjectStore) -> None:
     info = any_store.put_bytes("raw/a/b.txt", data)
     assert info.key == "raw/a/b.txt"
     assert info.size == len(data)
-    assert info.etag == hashlib.md5(data).hexdigest()
+    assert_etag_of_bytes_written(any_store, info, data)
 
     assert any_store.get_bytes("raw/a/b.txt") == data
     head = any_store.head("raw/a/b.txt")
@@ -77,7 +79,7 @@ def test_etag_is_the_same_from_put_head_and_list(any_store: ObjectStore, tmp_pat
         assert info.etag == head.etag == listed.etag
         assert info.size == head.size == listed.size
         assert head.content_md5 == info.content_md5
-    assert put.content_md5 == hashlib.md5(data).hexdigest()
+    assert_etag_of_bytes_written(any_store, put, data)
     assert put_file.content_md5 == hashlib.md5(data * 3).hexdigest()
 
 
@@ -146,3 +148,64 @@ def test_s3_checks_a_sealed_file_against_the_md5_computed_while_writing(s3_env: 
     with pytest.raises(StoreError, match=r"differs from the content md5|BadDigest|InvalidDigest"):
         store.put_sealed_file("raw/s/bad.gz", src, hashlib.md5(b"as hashed").hexdigest())
     assert src.read_bytes() == b"as written"
+
+
+def test_local_bytes_get_a_write_tag_new_with_every_write(tmp_path: Path) -> None:
+    """Bytes written from memory are not hashed: their etag is a tag unique to the write, the same from put,
+    head and list, and a rewrite of the very same bytes is a new version that a stale etag cannot swap."""
+    store = LocalStore(tmp_path / "store")
+    first = store.put_bytes("validated/a.parquet", b"same bytes")
+    second = store.put_bytes("validated/a.parquet", b"same bytes")
+    assert is_write_tag(first.etag) and is_write_tag(second.etag) and first.etag != second.etag
+    head = store.head("validated/a.parquet")
+    (listed,) = store.list("validated/")
+    assert head is not None and head.etag == listed.etag == second.etag and head.content_md5 is None
+    assert store.put_bytes_if_match("validated/a.parquet", b"next", first.etag or "") is None
+    assert store.put_bytes_if_match("validated/a.parquet", b"next", second.etag or "") is not None
+
+
+def test_local_write_tag_is_on_the_object_before_anyone_can_see_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that heads the object the moment it appears must find the writer's etag, not compute
+    another: the tag is attached to the staged file, before the rename makes it visible."""
+    store = LocalStore(tmp_path / "store")
+    real_replace = os.replace
+    tags_at_rename: list[bytes] = []
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        tags_at_rename.append(os.getxattr(src, "user.depth_store.md5"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    info = store.put_bytes("merged/p.parquet", b"payload")
+    assert len(tags_at_rename) == 1 and tags_at_rename[0].decode().startswith(f"{info.etag}:")
+
+
+def test_local_etag_is_the_md5_where_no_tag_can_be_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file system without extended attributes a write tag could not be found again: the etag is the
+    bytes' MD5, which every later head and list computes alike."""
+    store = LocalStore(tmp_path / "store")
+
+    def no_xattrs(*_args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", no_xattrs)
+    info = store.put_bytes("merged/p.parquet", b"payload")
+    md5 = hashlib.md5(b"payload").hexdigest()
+    assert info.etag == info.content_md5 == md5
+    head = store.head("merged/p.parquet")
+    assert head is not None and head.etag == md5
+
+
+def test_local_write_tag_gives_way_to_the_md5_after_an_outside_edit(tmp_path: Path) -> None:
+    """A tag is tied to the object's size and modification time: once someone else changes the file, its
+    etag is its MD5 again, so whoever recorded the tag sees a changed object."""
+    store = LocalStore(tmp_path / "store")
+    info = store.put_bytes("state/x.json", b"{}")
+    path = tmp_path / "store" / "state" / "x.json"
+    path.write_bytes(b"[1]")  # another size: an edit within the same clock tick keeps the mtime
+    head = store.head("state/x.json")
+    assert head is not None and head.etag == hashlib.md5(b"[1]").hexdigest() != info.etag
