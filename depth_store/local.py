@@ -211,9 +211,9 @@ class LocalStore(ObjectStore):
         key: str,
         target: Path,
         write: Any,
-        etag: _FromMemory | Any,
+        source: _FromMemory | Any,
     ) -> ObjectInfo:
-        info = self._write_staged(key, target, write, etag, create_only=False)
+        info = self._write_staged(key, target, write, source, create_only=False)
         assert info is not None
         return info
 
