@@ -59,7 +59,7 @@ def _write_tag() -> str:
 
 def is_write_tag(etag: str | None) -> bool:
     """Whether a local etag is a write tag (not the content's MD5)."""
-    return bool(etag) and str(etag).startswith(_WRITE_TAG_PREFIX)
+    return etag is not None and etag.startswith(_WRITE_TAG_PREFIX)
 
 
 def _md5_of_file(path: str | Path) -> str:
@@ -204,7 +204,7 @@ class LocalStore(ObjectStore):
             st = self._link_into_place(tmp, target, stamp)
         except OSError as exc:
             raise StoreError(f"local link of {str(path)!r} as {key!r} failed: {exc}") from exc
-        return ObjectInfo(key=key, size=st.st_size, etag=md5, last_modified=self._mtime(st), content_md5=md5)
+        return self._object_info(key, md5, st)
 
     def _write_atomically(
         self,
