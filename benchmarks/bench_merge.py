@@ -14,6 +14,8 @@ Children (each a fresh process so its peak RSS is its own):
   speeds both sides alike (it once parsed 64 MiB of text at a time, which is ~20 % slower here), and under the
   process settings of a validation or merge pass (``depth_core.memory.pass_settings``: the allocator's
   thresholds speed the floor too);
+- every child first limits its glibc heaps as a pipeline step process does (``depth_core.heap``), before
+  its imports start threads;
 - ``plain STORE DATE OUT``: the textbook merge in plain Python (stdlib ``json``, dicts as the book, a
   list of row tuples, pyarrow to write): the issue's "plain-Python merge" baseline.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import emit
+from depth_core.heap import limit_heap_arenas
 
 SYMBOL = "BTCUSDT"
 STREAMS = ("bench-a", "bench-b")
@@ -356,6 +359,9 @@ def run_plain(store_root: str, date: str, out_dir: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    # every child runs with a pipeline step's process settings, taken before anything starts a thread
+    # (depth_pipeline/__init__.py does the same): ours and the floor alike
+    limit_heap_arenas()
     kind = sys.argv[1]
     if kind == "ours":
         emit(run_ours(sys.argv[2], sys.argv[3]))

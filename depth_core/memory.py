@@ -11,10 +11,7 @@ per file: re-faulting the pages costs CPU).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,26 +19,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-
-def _glibc_function(name: str, argtypes: list[Any]) -> Any:
-    """A function of glibc's allocator (``malloc_trim``, ``mallopt``), typed; None elsewhere (macOS, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    function = getattr(libc, name, None)
-    if function is None:
-        return None
-    function.argtypes = argtypes
-    function.restype = ctypes.c_int
-    return function
+from depth_core.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MALLOC_TRIM, MALLOPT, limit_heap_arenas
 
 
-_MALLOC_TRIM: Callable[[int], int] | None = _glibc_function("malloc_trim", [ctypes.c_size_t])
-_MALLOPT: Callable[[int, int], int] | None = _glibc_function("mallopt", [ctypes.c_int, ctypes.c_int])
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_MMAP_THRESHOLD = 32 << 20
 """Blocks from this size up are mapped on their own during passes (glibc's largest dynamic threshold)."""
 HEAP_TRIM_DURING_PASSES = 256 << 20
@@ -53,8 +33,8 @@ HEAP_TRIM_AFTER_PASSES = 64 << 20
 def release_free_memory() -> None:
     """Return the free pages of pyarrow's pool and of the C heap to the OS (live data is untouched)."""
     pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 _GC_LOCK = threading.Lock()
@@ -149,16 +129,18 @@ def heap_kept_for_reuse() -> Iterator[None]:
     after batch: ≈ 400 k of a bench day's ≈ 800 k page faults and ≈ 0.5 CPU-s (benchmarks/NOTES.md, eleventh
     session). During passes blocks below 32 MiB come from the heap and up to 256 MiB of free heap top is
     kept; after the last pass the top kept is 64 MiB, about where glibc's own thresholds settle (setting them
-    turns glibc's own adjustment off for the process). Does nothing off glibc."""
+    turns glibc's own adjustment off for the process). The pass's threads share the process's heaps
+    (:func:`depth_core.heap.limit_heap_arenas`). Does nothing off glibc."""
     global _heap_passes
-    mallopt = _MALLOPT
+    mallopt = MALLOPT
     if mallopt is None:
         yield
         return
+    limit_heap_arenas()
     with _GC_LOCK:
         if _heap_passes == 0:
-            mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
-            mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_DURING_PASSES)
+            mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+            mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_DURING_PASSES)
         _heap_passes += 1
     try:
         yield
@@ -166,7 +148,7 @@ def heap_kept_for_reuse() -> Iterator[None]:
         with _GC_LOCK:
             _heap_passes -= 1
             if _heap_passes == 0:
-                mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_AFTER_PASSES)
+                mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_AFTER_PASSES)
 
 
 @contextlib.contextmanager

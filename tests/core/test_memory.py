@@ -9,13 +9,8 @@ import sys
 
 import pytest
 
-from depth_core.memory import (
-    _MALLOC_TRIM,
-    _MALLOPT,
-    _NUMPY_MADVISE,
-    numpy_huge_pages_off,
-    release_free_memory,
-)
+from depth_core.heap import MALLOC_TRIM, MALLOPT
+from depth_core.memory import _NUMPY_MADVISE, numpy_huge_pages_off, release_free_memory
 
 
 def _rss_kib() -> int:
@@ -23,7 +18,7 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or _MALLOC_TRIM is None, reason="glibc only")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or MALLOC_TRIM is None, reason="glibc only")
 def test_freed_heap_chunks_are_returned() -> None:
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -48,7 +43,10 @@ def test_freed_heap_chunks_are_returned() -> None:
 
 _HEAP_CHILD = """
 import ctypes
+from depth_core.heap import limit_heap_arenas
 from depth_core.memory import heap_kept_for_reuse, release_free_memory
+
+limit_heap_arenas()  # first, as a pipeline process does (mallopt reorders free chunks: blocks must be on top)
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -83,7 +81,7 @@ print(during, after)
 """
 
 
-@pytest.mark.skipif(_MALLOPT is None, reason="glibc only")
+@pytest.mark.skipif(MALLOPT is None, reason="glibc only")
 def test_a_pass_keeps_freed_heap_for_reuse_and_hands_it_back_when_the_last_ends() -> None:
     # a fresh process: its heap has no holes that would serve the blocks from memory already resident
     out = subprocess.run([sys.executable, "-c", _HEAP_CHILD], capture_output=True, text=True, check=True)
@@ -134,3 +132,64 @@ def test_size_classed_arrays_share_a_block_size_across_nearby_lengths() -> None:
     assert len(size_classed_empty(0, np.bool_)) == 0
     c = size_classed_empty(SIZE_CLASS_ROWS, np.float64)
     assert c.base is None or len(c.base) == SIZE_CLASS_ROWS  # an exact multiple is not rounded further
+
+
+_ARENAS_CHILD = """
+import ctypes, os, sys, tempfile, threading
+
+if sys.argv[1] == "limited":
+    import depth_pipeline  # noqa: F401  (what a pipeline step process imports first)
+import polars, pyarrow  # noqa: F401,E401  (their imports start threads)
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+
+held = []
+barrier = threading.Barrier(4)
+
+
+def work():
+    held.append(libc.malloc(1 << 16))  # a thread's first malloc takes its arena
+    barrier.wait()
+
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+path = tempfile.mktemp()
+f = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, f)
+libc.fclose(f)
+print(open(path).read().count("<heap nr="))
+os.unlink(path)
+"""
+
+
+@pytest.mark.skipif(MALLOPT is None, reason="glibc only")
+def test_a_pipeline_process_keeps_its_threads_on_one_heap() -> None:
+    from depth_core.heap import HEAP_ARENAS
+
+    def arenas(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _ARENAS_CHILD, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    assert arenas("default") > HEAP_ARENAS + 3  # glibc alone: each thread takes a heap of its own
+    assert arenas("limited") == HEAP_ARENAS  # imported first, the package holds polars', pyarrow's and ours
+
+
+@pytest.mark.skipif(MALLOPT is None, reason="glibc only")
+def test_the_arena_limit_is_taken_once() -> None:
+    from depth_core.heap import limit_heap_arenas
+
+    assert limit_heap_arenas() is True
+    assert limit_heap_arenas() is True  # again: harmless
