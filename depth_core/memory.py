@@ -21,7 +21,6 @@ import pyarrow as pa
 
 from depth_core.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MALLOC_TRIM, MALLOPT, limit_heap_arenas
 
-
 HEAP_MMAP_THRESHOLD = 32 << 20
 """Blocks from this size up are mapped on their own during passes (glibc's largest dynamic threshold)."""
 HEAP_TRIM_DURING_PASSES = 256 << 20
