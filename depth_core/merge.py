@@ -393,21 +393,22 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
         sn_parts.append(
             s.snapshots.select(pl.lit(i, pl.Int32).alias("s"), "snap", "last_update_id", "receive_ns")
         )
-    # every stream's events ordered by (lo, receive time, stream, ev): one numpy sort (no frame copies)
-    lo = np.concatenate([s.events["lo"].to_numpy() for s in streams] or [np.zeros(0, np.int64)]).astype(
-        np.int64
-    )
-    recv = np.concatenate([s.events["receive_ns"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
-    s_idx = np.concatenate(
-        [np.full(s.events.height, i, np.int32) for i, s in enumerate(streams)] or [np.zeros(0, np.int32)]
-    )
-    ev_ref = np.concatenate([s.events["ev"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])
-    order = np.lexsort((ev_ref, s_idx, recv, lo))
-    lo = lo[order]  # one column at a time: at most one unsorted copy alive
+    # every stream's events ordered by (lo, receive time, stream, ev): one numpy sort (no frame copies). The
+    # day's events are held meanwhile: one column at a time, at most one unsorted copy is alive, and the
+    # stream and ev of a row are one int64 (``source``), so the planning's peak is a few day-long columns
+    lo = _day_column(streams, "lo")
+    recv = _day_column(streams, "receive_ns")
+    source = _day_column(streams, "ev")
+    per_stream = int(source.max()) + 1 if len(source) else 1  # more than any stream's ev
+    offset = 0
+    for i, s in enumerate(streams):  # source = stream * per_stream + ev: sorts as (stream, ev)
+        source[offset : offset + s.events.height] += i * per_stream
+        offset += s.events.height
+    order = np.lexsort((source, recv, lo))
+    lo = lo[order]
     recv = recv[order]
-    s_idx = s_idx[order]
-    ev_ref = ev_ref[order]
-    hi = np.concatenate([s.events["u"].to_numpy() for s in streams] or [np.zeros(0, np.int64)])[order]
+    source = source[order]
+    hi = _day_column(streams, "u")[order]
     del order
     run_hi = np.maximum.accumulate(hi) if len(hi) else hi
 
@@ -451,17 +452,16 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
     else:
         w = _walk(lo, hi, recv, 0, u_L, True, -1)
     w_kind, w_ref, w_exact, g_ref, g_a, g_b = w
+    del recv, run_hi, w  # the walk's own; the rows' values are picked from the other columns
     for ref, a, b in zip(g_ref.tolist(), g_a.tolist(), g_b.tolist(), strict=True):
         if ref >= 0:
             gaps.append(GapRecord(a, b, int(u_L[ref]), f"snapshot:{streams[int(u_s[ref])].stream}"))
         else:  # no snapshot after it: the rest of the day stays inexact
             gaps.append(GapRecord(a, b, None, None))
     is_ev = w_kind == KIND_EVENT
-    ev_i = np.where(is_ev, w_ref, 0)
-    sn_i = np.where(is_ev, 0, w_ref)
+    images = np.flatnonzero(~is_ev)
     unanchored = 0
     if not carried:
-        images = np.flatnonzero(~is_ev)
         first_image = int(images[0]) if len(images) else len(w_kind)
         unanchored = first_image  # the inexact events before the first image
         if len(images):
@@ -478,23 +478,51 @@ def plan_merge(market: Market, streams: Sequence[StreamInput], carry: CarryState
                 "update_id": None,
                 "reason": "no snapshot from which the id chain can start: every row is book_exact false",
             }
+    # each plan column is written in place: the head's rows (a carried book), then per walk row the chosen
+    # event's value, then the images' (few) over theirs; no day-long temporaries beyond the event indices
+    head = len(kinds)
+    ev_i = np.where(is_ev, w_ref, 0) if len(lo) else np.zeros(0, np.int64)
+    sn_i = w_ref[images]
+    del is_ev
 
-    def pick(ev_col: np.ndarray, sn_col: np.ndarray) -> np.ndarray:
-        """Per walk row: the event's value for events, the snapshot's for images."""
-        return np.where(is_ev, ev_col[ev_i] if len(ev_col) else 0, sn_col[sn_i] if len(sn_col) else 0)
+    def column(head_values: list[int], ev_col: np.ndarray, sn_col: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.empty(head + len(w_kind), np.int64)
+        out[:head] = head_values
+        if len(ev_i):
+            np.take(ev_col, ev_i, out=out[head:])
+        else:
+            out[head:] = 0
+        out[head + images] = sn_col[sn_i]
+        return out
 
-    head = np.ones(len(kinds), dtype=bool)
+    src = np.take(source, ev_i) if len(ev_i) else np.zeros(len(w_kind), np.int64)
+    del source
+    stream = np.empty(head + len(w_kind), np.int32)
+    stream[:head] = srcs
+    np.floor_divide(src, per_stream, out=stream[head:], casting="unsafe")
+    stream[head + images] = u_s[sn_i]
+    ref_col = np.empty(head + len(w_kind), np.int64)
+    ref_col[:head] = refs
+    np.remainder(src, per_stream, out=ref_col[head:])
+    ref_col[head + images] = u_ref[sn_i]
+    del src
     return Plan(
         np.concatenate([np.array(kinds, np.int8), w_kind.astype(np.int8)]),
-        np.concatenate([np.array(srcs, np.int32), pick(s_idx, u_s).astype(np.int32)]),
-        np.concatenate([np.array(refs, np.int64), pick(ev_ref, u_ref).astype(np.int64)]),
-        np.concatenate([np.array(uids, np.int64), pick(hi, u_L).astype(np.int64)]),
-        np.concatenate([np.array(los, np.int64), pick(lo, u_L).astype(np.int64)]),
+        stream,
+        ref_col,
+        column(uids, hi, u_L),
+        column(los, lo, u_L),
         gaps,
         opening,
         unanchored,
-        np.concatenate([head, w_exact.astype(bool)]),
+        np.concatenate([np.ones(head, dtype=bool), w_exact.astype(bool)]),
     )
+
+
+def _day_column(streams: Sequence[StreamInput], name: str) -> np.ndarray:
+    """One int64 column of every stream's events, end to end (a new array: the planning sorts it)."""
+    parts = [s.events[name].to_numpy() for s in streams]
+    return np.concatenate(parts, dtype=np.int64) if parts else np.zeros(0, np.int64)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -1047,6 +1075,7 @@ def _merge_symbol_day(
             continue
         inputs.append(s)
     carry, report.carry_note = _load_carry(store, market, symbol, date)
+    release_free_memory()  # what reading the inputs freed (decoded pages) would stay under the planning
     report.events_received = sum(s.events.height for s in inputs)
     if report.events_received == 0:
         # no data is not an empty day: write nothing, so no reader or cleanup mistakes it for a verified day

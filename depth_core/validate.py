@@ -979,6 +979,9 @@ class _StreamDayRun:
                         self._parse_piece(batch[lo:hi], piece, problems[lo:hi], writer)
                         self._bound_memory(writer, buffer_bytes, part_rows)
                     del texts
+                # the batches' freed memory was kept for the next batch: none comes, and the files built next
+                # would come on top of it
+                release_free_memory()
                 self._finish(writer)
             except BaseException:
                 writer.discard()

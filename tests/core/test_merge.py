@@ -491,3 +491,63 @@ def test_held_events_follow_the_frame_rules_for_lo_and_duplicates(market: str) -
     assert got.equals(want)
     no_dups = frame.with_columns(pl.lit(False).alias("dup"))
     assert merge_module._held_events(market, no_dups.to_arrow()).height == 4  # type: ignore[arg-type]
+
+
+def _plan_input(stream: str, ev: list[int], receive_ns: list[int], snapshot_ids: list[int]) -> Any:
+    from depth_core.merge_types import StreamInput
+
+    events = pl.DataFrame(
+        {"ev": ev, "lo": [99, 105], "u": [105, 110], "receive_ns": receive_ns},
+        schema_overrides={"ev": pl.Int64},
+    )
+    snapshots = pl.DataFrame(
+        {
+            "snap": list(range(len(snapshot_ids))),
+            "last_update_id": snapshot_ids,
+            "receive_ns": [1] * len(snapshot_ids),
+        },
+        schema={"snap": pl.Int64, "last_update_id": pl.Int64, "receive_ns": pl.Int64},
+    )
+    return StreamInput(stream, {}, events, snapshots, pl.DataFrame(), pl.DataFrame())
+
+
+def test_the_plan_takes_ties_from_the_first_stream_and_names_each_events_stream_and_ev() -> None:
+    """Events with the same ids received at the same time: the first stream's is taken, even where its ev
+    numbers are the larger (ev numbers have holes where duplicates were dropped); received earlier by the
+    second: the second's, each with its own ev."""
+    from depth_core.merge import KIND_EVENT, KIND_SNAPSHOT
+
+    a = _plan_input("a", [7, 8], [10, 20], [100])
+    b = _plan_input("b", [0, 3], [10, 20], [])
+    plan = merge_module.plan_merge("spot", [a, b], None)
+    assert plan.kind.tolist() == [KIND_SNAPSHOT, KIND_EVENT, KIND_EVENT]
+    assert plan.stream.tolist() == [0, 0, 0] and plan.ref.tolist() == [0, 7, 8]
+    assert plan.update_id.tolist() == [100, 105, 110] and plan.lo.tolist() == [100, 99, 105]
+    assert plan.exact.tolist() == [True, True, True]
+
+    b_first = _plan_input("b", [0, 3], [9, 19], [])
+    plan = merge_module.plan_merge("spot", [a, b_first], None)
+    assert plan.stream.tolist() == [0, 1, 1] and plan.ref.tolist() == [0, 0, 3]
+    assert plan.update_id.tolist() == [100, 105, 110]
+
+
+def test_a_merge_hands_back_what_reading_its_inputs_freed_before_planning(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the validated inputs frees decoded pages; the planning over every event comes next, and would
+    come on top of them."""
+    ex = SyntheticExchange(seed=2)
+    ex.run(200)
+    write_stream(store, "spot", "eu-1", SYM, stream_lines(ex, ex.events(5), 20, snapshots=[ex.ids[3]]))
+    validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
+    seen: list[str] = []
+    plan = merge_module.plan_merge
+
+    def spy_plan(*args: Any, **kwargs: Any) -> Any:
+        seen.append("plan")
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "release_free_memory", lambda: seen.append("release"))
+    monkeypatch.setattr(merge_module, "plan_merge", spy_plan)
+    assert merge_symbol_day(store, "spot", SYM, DATE, ["eu-1"]).published
+    assert seen[:3] == ["release", "plan", "release"]  # inputs read; planned; the planning's temporaries
