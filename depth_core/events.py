@@ -1126,11 +1126,11 @@ def _parse_kind(
         cols = {k: np.concatenate([v, extra_cols[k]])[order] for k, v in cols.items()}
     n_levels = np.bincount(lv_row, minlength=n_rows).astype(np.int32) if n_rows else np.zeros(0, np.int32)
     key = "snap" if snapshot else "ev"
-    lv = pl.DataFrame({key: lv_row.astype(np.int64), **cols})
+    lv = pl.DataFrame({key: lv_row.astype(np.int64, copy=False), **cols})  # int64 already: no copy
     nullable = {"E": E[keep], "T": T[keep], "pu": PU[keep]}
     head = pl.DataFrame(
         {
-            "obj": obj[idx[keep]].astype(np.int32),
+            "obj": obj[idx[keep]].astype(np.int32, copy=False),
             "line_no": lno[idx[keep]],
             "receive_ns": ns[idx[keep]],
             **nullable,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -42,8 +43,8 @@ HEAP_ARENAS = 1
 
 Why one: a validation's threads (fetching, decompressing, parsing, writing level parts) each allocated in a
 heap of their own, and each heap kept its own freed memory and holes, so a process grew with the length of
-the day: a bench day's validate + merge peaked at 819 to 889 MiB with glibc's default, 746 to 770 with one
-heap, and spent no more CPU (fewer page faults: the threads reuse each other's freed blocks). The threads
+the day: a bench day's validate + merge peaked at 819 to 889 MiB with glibc's default, 727 to 770 with one
+heap (4 runs each, ``/usr/bin/time``), and spent no more CPU (fewer page faults: the threads reuse each other's freed blocks). The threads
 that allocate most hold the GIL or run one at a time, so they rarely wait for the heap's lock
 (benchmarks/NOTES.md, fourteenth session)."""
 
@@ -53,9 +54,15 @@ _limited = False
 
 def limit_heap_arenas() -> bool:
     """Threads created from now on share the heaps that exist (at most :data:`HEAP_ARENAS` if none was
-    added yet); once per process, for the rest of it (glibc cannot undo it). False off glibc."""
+    added yet); once per process, for the rest of it (glibc cannot undo it). False off glibc, and where the
+    environment sets the limit itself (``MALLOC_ARENA_MAX``, or ``arena_max`` in ``GLIBC_TUNABLES``): the
+    operator's choice stands."""
     global _limited
-    if MALLOPT is None:
+    if (
+        MALLOPT is None
+        or "MALLOC_ARENA_MAX" in os.environ
+        or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")
+    ):
         return False
     with _lock:
         if not _limited:

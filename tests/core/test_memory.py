@@ -4,6 +4,7 @@ kept for reuse during them; numpy's huge-page requests are off during passes."""
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 
@@ -177,14 +178,19 @@ os.unlink(path)
 def test_a_pipeline_process_keeps_its_threads_on_one_heap() -> None:
     from depth_core.heap import HEAP_ARENAS
 
-    def arenas(mode: str) -> int:
+    def arenas(mode: str, **env: str) -> int:
         out = subprocess.run(
-            [sys.executable, "-c", _ARENAS_CHILD, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _ARENAS_CHILD, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env,
         )
         return int(out.stdout)
 
     assert arenas("default") > HEAP_ARENAS + 3  # glibc alone: each thread takes a heap of its own
     assert arenas("limited") == HEAP_ARENAS  # imported first, the package holds polars', pyarrow's and ours
+    assert arenas("limited", MALLOC_ARENA_MAX="3") == 3  # the operator's own limit stands
 
 
 @pytest.mark.skipif(MALLOPT is None, reason="glibc only")
