@@ -44,9 +44,9 @@ HEAP_ARENAS = 1
 Why one: a validation's threads (fetching, decompressing, parsing, writing level parts) each allocated in a
 heap of their own, and each heap kept its own freed memory and holes, so a process grew with the length of
 the day: a bench day's validate + merge peaked at 819 to 889 MiB with glibc's default, 727 to 770 with one
-heap (4 runs each, ``/usr/bin/time``), and spent no more CPU (fewer page faults: the threads reuse each other's freed blocks). The threads
-that allocate most hold the GIL or run one at a time, so they rarely wait for the heap's lock
-(benchmarks/NOTES.md, fourteenth session)."""
+heap (4 runs each, ``/usr/bin/time``), and spent no more CPU (fewer page faults: the threads reuse each
+other's freed blocks). The threads that allocate most hold the GIL or run one at a time, so they rarely
+wait for the heap's lock (benchmarks/NOTES.md, fourteenth session)."""
 
 _lock = threading.Lock()
 _limited = False
