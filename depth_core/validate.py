@@ -789,9 +789,39 @@ def _events_table(events: pl.DataFrame, dup: np.ndarray) -> pa.Table:
     differently first copies the whole table into one chunk (+56 MiB for a bench day's 861 k events, at the
     validation's peak). Arrow tables allow each column its own chunks, and the Parquet writer takes them as
     they are."""
-    columns = {name: pa.chunked_array(events.get_column(name)) for name in _empty_events().columns}
+    columns = {name: _arrow_column(events.get_column(name)) for name in _empty_events().columns}
     columns["dup"] = pa.chunked_array([pa.array(dup, pa.bool_())])
     return pa.table(columns)
+
+
+_ARROW_INTS: dict[type[pl.DataType], pa.DataType] = {pl.Int32: pa.int32(), pl.Int64: pa.int64()}
+_NULL_CHUNK_ROWS = 1 << 16
+
+
+def _arrow_column(series: pl.Series) -> pa.ChunkedArray:
+    """One integer column of the events as Arrow, chunk for chunk, without a copy: a chunk without nulls as
+    its numpy array (pyarrow holds the array itself), a chunk of nulls only as nulls sharing one small buffer,
+    the rare chunk with some nulls filled and masked (a copy of that chunk).
+
+    Why not ``pa.chunked_array(series)`` (polars' Arrow export): the file is written, and the table dropped,
+    on a commit thread, and the parser's arrays behind a table exported that way outlived it (polars lets go
+    of them there without the GIL, and that waits until polars next runs on a thread holding it): after a
+    bench day's validation and a full collection the C heap still held 92 MiB, 39 with this export, as after
+    an eighth of the day; the day's events stayed under the next pass and the merge (benchmarks/NOTES.md,
+    fourteenth session)."""
+    type_ = _ARROW_INTS[series.dtype.base_type()]
+    chunks: list[pa.Array] = []
+    for chunk in series.get_chunks():
+        n, nulls = chunk.len(), chunk.null_count()
+        if nulls == 0:
+            chunks.append(pa.array(chunk.to_numpy(), type_))
+        elif nulls == n:
+            shared = pa.nulls(min(n, _NULL_CHUNK_ROWS), type_)
+            whole, rest = divmod(n, _NULL_CHUNK_ROWS)
+            chunks += [shared] * whole + ([shared.slice(0, rest)] if rest else [])
+        else:
+            chunks.append(pa.array(chunk.fill_null(0).to_numpy(), type_, mask=chunk.is_null().to_numpy()))
+    return pa.chunked_array(chunks, type_)
 
 
 def _empty_snapshots() -> pl.DataFrame:
