@@ -10,29 +10,20 @@ freed memory is bounded too. Only glibc has ``mallopt``; elsewhere this does not
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-
 from collectors import logs
+from depth_core.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MALLOPT
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
 # allocations above this still get their own mapping (returned to the kernel when freed)
 MMAP_THRESHOLD = 4 * 1024 * 1024
 
 
 def keep_freed_memory(max_pending_bytes: int) -> bool:
     """Let the heap keep up to a few backlogs' worth of freed memory; True if glibc took the settings."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    if MALLOPT is None:
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     # the loop's lines (up to one backlog), the writer's batch (another) and their slack
     trim = min(4 * max_pending_bytes + 64 * 1024 * 1024, 2**31 - 1)
-    ok = bool(mallopt(_M_TRIM_THRESHOLD, trim)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    ok = bool(MALLOPT(M_TRIM_THRESHOLD, trim)) and bool(MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     if not ok:
         logs.info("malloc_tuning_unavailable")
     return ok

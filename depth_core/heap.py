@@ -2,7 +2,7 @@
 
 Standard library only, so that a process can limit its heaps before numpy, polars or pyarrow start threads:
 glibc gives each new thread a heap (an *arena*) of its own, up to 8 per core, and fixes that limit the
-first time a thread needs an arena; polars' and pyarrow's imports already start threads that take three of
+first time a thread needs an arena; polars' and pyarrow's imports already start threads that take four of
 them. So a pipeline process calls :func:`limit_heap_arenas` first thing (``depth_pipeline/__init__.py``,
 the benchmark's children), and every pass calls it again, which limits what it still can.
 """
