@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from depth_core.book import LevelProbes, OrderBook, sample_tops
 from depth_core.check_catalog import MERGED_CHECKS, VALIDATED_CHECKS, CheckOutcome
 from depth_core.idline import intersect_length, subtract_ranges, union_ranges
 from depth_core.names import Market
-from depth_core.schema import MERGED_SCHEMA, schema_as_written
+from depth_core.schema import MERGED_SCHEMA, SIDE_BID, string_column_is, table_schema_as_written
 
 if TYPE_CHECKING:
     from depth_core.merge_types import MergeReport, Plan, StreamInput
@@ -307,31 +308,33 @@ class MergeChecker:
     # ---------------------------------------------------------------- per chunk
     def on_chunk(
         self,
-        out: pl.DataFrame,
+        chunk: pa.Table,
         first_item: int,
         item_rows: np.ndarray,
         other_batchings: pl.DataFrame | None = None,
     ) -> None:
-        """Check one output chunk (its string columns may be categoricals: :func:`schema_as_written`);
+        """Check one output chunk: the table a merged file is written from (:func:`merged_parquet_bytes`;
+        its string columns may be Arrow dictionaries, read through their values as readers get them);
         ``item_rows`` = rows of each plan item in it (from ``first_item``).
 
         ``other_batchings``: levels (b, is_bid, price, qty, U, s, s_c) of events of other batchings ending at
         event end ``b`` of this chunk; compared with the replayed book after ``b``.
         """
-        if (written := schema_as_written(out)) != MERGED_SCHEMA:
+        if (written := table_schema_as_written(chunk)) != MERGED_SCHEMA:
             self.schema_problems.append(f"schema {written} != the merged schema (depth_core/schema.py)")
-        self._decimals(out)
-        if out.height == 0:
+        price = _numpy(chunk, "price")
+        qty = _numpy(chunk, "qty")
+        self._decimals(price, qty)
+        n_rows = chunk.num_rows
+        if n_rows == 0:
             return
-        is_bid = (out["side"] == "bid").to_numpy()  # of the rows as written (the side strings), once a chunk
-        snap = out["is_snapshot"].to_numpy()
-        last = out["last_update_id"].to_numpy()
-        first = out["first_update_id"].to_numpy()
-        row_exact = out["book_exact"].to_numpy()
-        price = out["price"].to_numpy()
-        qty = out["qty"].to_numpy()
+        is_bid = string_column_is(chunk["side"], SIDE_BID)  # of the rows as written (the side strings)
+        snap = _numpy(chunk, "is_snapshot")
+        last = _numpy(chunk, "last_update_id")
+        first = _numpy(chunk, "first_update_id")
+        row_exact = _numpy(chunk, "book_exact")
         starts = self._order(snap, last, first, row_exact)
-        stops = np.append(starts[1:], out.height)
+        stops = np.append(starts[1:], n_rows)
         # other batchings: each level is read from the replayed book after its event end b, in the replay's
         # own pass (probe rows in row order; ``probe_order`` maps them back to the rows of other_batchings)
         others = other_batchings if other_batchings is not None and other_batchings.height else None
@@ -357,8 +360,8 @@ class MergeChecker:
             & (pl.col("item") < first_item + n_items)
         )
         cuts = sorted({int(item_start_row[i - first_item]) for i in todo["item"].to_list()})
-        seg_bounds = [0, *[c for c in cuts if 0 < c < out.height], out.height]
-        img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price, out["source"])
+        seg_bounds = [0, *[c for c in cuts if 0 < c < n_rows], n_rows]
+        img_stops, img_bands = self._image_bands(starts, stops, snap, is_bid, price, chunk["source"])
         ends_u: list[np.ndarray] = []
         tops: list[np.ndarray] = []
         for a, b in itertools.pairwise(seg_bounds):
@@ -366,7 +369,7 @@ class MergeChecker:
                 k = int(np.searchsorted(img_stops, a, side="right"))  # images wholly before row a
                 if k:
                     self.anchor_band = img_bands[k - 1]
-                self._compare_snapshots_at(todo, a, out, item_start_row, first_item)
+                self._compare_snapshots_at(todo, a, is_bid, price, item_start_row, first_item)
             if b <= a:
                 continue
             m = (stops > a) & (stops <= b)
@@ -416,7 +419,7 @@ class MergeChecker:
         snap: np.ndarray,
         is_bid: np.ndarray,
         price: np.ndarray,
-        source: pl.Series,
+        source: pa.ChunkedArray,
     ) -> tuple[np.ndarray, list[tuple[float, float]]]:
         """End row and price band (lowest bid, highest ask) of each image of a chunk, in order.
 
@@ -427,7 +430,7 @@ class MergeChecker:
         bands: list[tuple[float, float]] = []
         for g in img.tolist():
             a, b = int(starts[g]), int(stops[g])
-            if self.carried_anchor_band is not None and str(source[a]).startswith("carry:"):
+            if self.carried_anchor_band is not None and str(source[a].as_py()).startswith("carry:"):
                 bands.append(self.carried_anchor_band)
                 continue
             bids, asks = price[a:b][is_bid[a:b]], price[a:b][~is_bid[a:b]]
@@ -517,28 +520,34 @@ class MergeChecker:
         self.prev_was_inexact = not bool(exact[-1])
         return starts
 
-    def _decimals(self, out: pl.DataFrame) -> None:
+    def _decimals(self, price: np.ndarray, qty: np.ndarray) -> None:
         # numpy, not polars: polars turns a division by a literal into a multiplication by its reciprocal,
         # which is not correctly rounded (9999 / 100 != 99.99 there)
-        for col, dec in (("price", self.price_decimals), ("qty", self.qty_decimals)):
-            vals = out[col].to_numpy()
+        for vals, dec in ((price, self.price_decimals), (qty, self.qty_decimals)):
             bad = round_trip_failures(vals, dec)
             self.decimal_failures += len(bad)
             if len(bad) and len(self.decimal_examples) < MAX_LISTED:
                 self.decimal_examples.extend(vals[bad[:MAX_LISTED]].tolist())
 
     def _compare_snapshots_at(
-        self, todo: pl.DataFrame, row: int, out: pl.DataFrame, item_start_row: np.ndarray, first_item: int
+        self,
+        todo: pl.DataFrame,
+        row: int,
+        is_bid: np.ndarray,
+        price: np.ndarray,
+        item_start_row: np.ndarray,
+        first_item: int,
     ) -> None:
         for rec in todo.iter_rows(named=True):
             i = rec["item"] - first_item
             if int(item_start_row[i]) != row:
                 continue
             a, b = int(item_start_row[i]), int(item_start_row[i + 1])
-            touched = out.slice(a, b - a) if not rec["exact"] else out.clear()
-            self._compare_one(rec, touched)
+            if rec["exact"]:
+                a = b  # an exact straddler touched nothing the comparison must leave out
+            self._compare_one(rec, is_bid[a:b], price[a:b])
 
-    def _compare_one(self, rec: dict[str, Any], touched: pl.DataFrame) -> None:
+    def _compare_one(self, rec: dict[str, Any], touched_bid: np.ndarray, touched_price: np.ndarray) -> None:
         """Book (now) vs one REST snapshot on the price band both know, minus the touched prices.
 
         The band of a side runs from the best price to the snapshot's deepest level (a snapshot of limit N
@@ -554,18 +563,16 @@ class MergeChecker:
         lv_bid = lv["is_bid"].to_numpy() if lv is not None else np.zeros(0, bool)
         lv_price = lv["price"].to_numpy() if lv is not None else np.zeros(0)
         lv_qty = lv["qty"].to_numpy() if lv is not None else np.zeros(0)
-        t_side = touched["side"].to_numpy()
-        t_price = touched["price"].to_numpy()
         sides = [("bid", True, lv_bid), ("ask", False, ~lv_bid)]
         # more book levels inside the band than snapshot + touched levels is already a difference
         depths = [
-            int(np.count_nonzero(mine)) + int(np.count_nonzero(t_side == side)) + 1
-            for side, _b, mine in sides
+            int(np.count_nonzero(mine)) + int(np.count_nonzero(touched_bid == bid)) + 1
+            for _side, bid, mine in sides
         ]
         top_b, top_a = self.book.top(max(depths))
         for (side, is_bid, mine), depth in zip(sides, depths, strict=True):
             sp, sq = lv_price[mine], lv_qty[mine]
-            tp = t_price[t_side == side]
+            tp = touched_price[touched_bid == is_bid]
             n_snap = len(sp)
             if n_snap:
                 anchor_bid, anchor_ask = (
@@ -635,7 +642,7 @@ class MergeChecker:
         n_items = len(self.plan.kind)
         tail = self.pending_snaps.filter((pl.col("status") == "check") & (pl.col("item") >= n_items))
         for rec in tail.iter_rows(named=True):
-            self._compare_one(rec, pl.DataFrame(schema=MERGED_SCHEMA))
+            self._compare_one(rec, np.zeros(0, np.bool_), np.zeros(0))  # nothing touched after the last row
         out: list[CheckOutcome] = []
         out.append(self._gaps_check(report))
         n_dis = self.disagreements_total + self.partial_disagreements
@@ -854,3 +861,8 @@ def stream_day_outcomes(
             {"quarantined": quarantined, "share": share},
         ),
     ]
+
+
+def _numpy(table: pa.Table, name: str) -> np.ndarray:
+    """A column of a table as one numpy array (no copy for a single chunk of numbers without nulls)."""
+    return table.column(name).to_numpy()

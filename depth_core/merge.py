@@ -1274,21 +1274,21 @@ def _write_version(
     # ≈ 0.4 CPU-s (two threads contending for the caches, hand-offs): at exchange scale the executor runs
     # as many merges as there are cores, so the overlap bought no throughput (docs/merge.md §6, "Threads").
     for fi, (a, b) in enumerate(bounds):
-        table, out = _build_file(
+        table = _build_file(
             store, symbol, date, inputs, carry, parked.items(a, b), others, checker, day_start_ms
         )
         key = f"{stage}part-{fi:05d}.parquet"
         _put_merged_file(store, key, table)
-        del table
         staged.append((key, published_file_key(market, symbol, date, report.version, fi)))
-        report.rows += out.height
-        report.image_rows += int(out["is_snapshot"].sum())
+        report.rows += table.num_rows
+        report.image_rows += int(pc.sum(table["is_snapshot"]).as_py() or 0)
         if preview is None:
-            preview = out.head(20).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
-        if out.height:
-            last_e_ms = int(out["exchange_time"].dt.epoch("ms")[-1])
-            last_recv = int(out["receive_time"].dt.epoch("ns")[-1])
-        del out
+            preview = merged_frame(table.slice(0, 20)).cast(MERGED_SCHEMA)  # type: ignore[arg-type]
+        if table.num_rows:
+            last = table.slice(table.num_rows - 1)
+            last_e_ms = last["exchange_time"].cast(pa.int64())[0].as_py()
+            last_recv = last["receive_time"].cast(pa.int64())[0].as_py()
+        del table
     report.preview = preview
     return last_e_ms, last_recv
 
@@ -1310,9 +1310,9 @@ def _build_file(
     others: Sequence[_Candidates | None],
     checker: MergeChecker,
     day_start_ms: int,
-) -> tuple[pa.Table, pl.DataFrame]:
-    """The merged rows of the plan items ``it`` (one output file), checked: the table the caller writes and
-    the same rows as readers get them back, which the checks saw."""
+) -> pa.Table:
+    """The merged rows of the plan items ``it`` (one output file), checked: the table the caller writes
+    (the checks read it as readers get it back: its dictionary columns through their values)."""
     a, b = it.a, it.a + len(it.kind)
     is_event = it.kind == KIND_EVENT
     other_frames: list[pl.DataFrame] = []
@@ -1379,9 +1379,8 @@ def _build_file(
     for k, lvs, update_id, e_ms, t_ms, recv_ns, source in images:
         _put_image(rows, k, lvs, update_id, e_ms, t_ms, recv_ns, source)
     table = rows.table(symbol)
-    out = merged_frame(table)
-    checker.on_chunk(out, a, it.counts, pl.concat(other_frames) if other_frames else None)
-    return table, out
+    checker.on_chunk(table, a, it.counts, pl.concat(other_frames) if other_frames else None)
+    return table
 
 
 def _put_merged_file(store: ObjectStore, key: str, table: pa.Table) -> ObjectInfo:

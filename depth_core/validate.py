@@ -1235,8 +1235,12 @@ class _StreamDayRun:
         )
         if every_row and n_sym == 1:
             # the usual batch (one symbol, every row of day D): a row's number is its position plus what the
-            # symbol held before, so is its level rows' (an add in polars: no gather into a fresh array)
-            lv = levels.with_columns(pl.col(col).cast(pl.Int64) + int(gmap[0]))
+            # symbol held before, so is its level rows' (an add, no gather). numpy's add, into an array of the
+            # C heap that the next batch reuses: polars' took one from its own allocator, which hands pages
+            # back over time and faulted them in again (~35 k page faults a bench day)
+            lv = levels.with_columns(
+                pl.Series(col, np.add(levels[col].to_numpy(), int(gmap[0]), dtype=np.int64))
+            )
         else:
             lv_ev = levels[col].to_numpy()
             lg = gmap[lv_ev] if len(lv_ev) else np.zeros(0, np.int64)

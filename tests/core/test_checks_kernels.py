@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from depth_core.checks import SAME_U_RUN_LIMIT, MergeChecker, _groups_and_order, _same_range_differs
@@ -120,15 +121,15 @@ def test_a_merged_chunk_out_of_order_fails_schema_and_sort_order(
     validate_symbol_day(store, "spot", "eu-1", SYM, DATE)
     on_chunk = MergeChecker.on_chunk
 
-    def corrupted(self: MergeChecker, out: pl.DataFrame, *args: object, **kwargs: object) -> None:
-        last = out["last_update_id"].to_numpy()
+    def corrupted(self: MergeChecker, chunk: pa.Table, *args: object, **kwargs: object) -> None:
+        last = chunk["last_update_id"].to_numpy()
         ends = np.flatnonzero(np.diff(last)) + 1  # first row of each event after the first
         a, b, c = (int(x) for x in ends[10:13])
-        rows = np.r_[np.arange(a), np.arange(b, c), np.arange(a, b), np.arange(c, out.height)]
-        first_row = pl.int_range(pl.len()) == 0
-        bad = out[rows].with_columns(
-            pl.when(first_row).then(False).otherwise(pl.col("book_exact")).alias("book_exact")
-        )
+        rows = np.r_[np.arange(a), np.arange(b, c), np.arange(a, b), np.arange(c, chunk.num_rows)]
+        bad = chunk.take(pa.array(rows))
+        exact = bad["book_exact"].to_numpy().copy()
+        exact[0] = False
+        bad = bad.set_column(bad.schema.get_field_index("book_exact"), "book_exact", pa.array(exact))
         on_chunk(self, bad, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(MergeChecker, "on_chunk", corrupted)

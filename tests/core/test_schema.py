@@ -21,6 +21,8 @@ from depth_core.schema import (
     merged_parquet_bytes,
     schema_as_written,
     string_codes,
+    string_column_is,
+    table_schema_as_written,
 )
 
 
@@ -63,6 +65,24 @@ def test_merged_rows_read_back_as_the_merged_schema_with_plain_strings_and_nulls
     checked = merged_frame(table)
     assert schema_as_written(checked) == MERGED_SCHEMA
     assert checked.cast(MERGED_SCHEMA).equals(back)  # type: ignore[arg-type]
+
+
+def test_the_checks_read_a_merged_table_as_its_file_reads_back() -> None:
+    """The merge's checks read the table it writes, not a converted frame: its schema as written and, per
+    row, which rows hold a string, through the dictionary's values, as the rows read back compare."""
+    table = _rows().table("BTCUSDT")
+    back = _read_back(table)
+    assert table_schema_as_written(table) == dict(back.schema) == MERGED_SCHEMA
+    for column, value in (("side", "bid"), ("side", "ask"), ("source", "us-1"), ("symbol", "ETHUSDT")):
+        want = (back[column] == value).to_numpy()
+        assert string_column_is(table[column], value).tolist() == want.tolist(), (column, value)
+    # several chunks, a plain string chunk, nulls (never a match) and a dictionary whose values repeat
+    repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, None, 2], pa.int8()), pa.array(["b", "a", "b"]))
+    mixed = pa.chunked_array(
+        [repeated, pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), pa.array([], pa.string()))]
+    )
+    assert string_column_is(mixed, "b").tolist() == [True, False, False, True]
+    assert string_column_is(pa.chunked_array([["a", None], ["b"]]), "a").tolist() == [True, False, False]
 
 
 def test_readers_get_strings_not_dictionaries_and_ids_are_not_dictionary_encoded() -> None:
