@@ -29,6 +29,7 @@ is the fallback above. Readers tell them apart by the key-value metadata and the
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from pcodec import standalone as pco
 
 from depth_core.memory import size_classed_empty
 from depth_core.storeio import local_path
-from depth_store.base import ObjectInfo, ObjectStore
+from depth_store.base import ObjectInfo, ObjectNotFoundError, ObjectStore
 
 LEVEL_COLUMNS = {"ev": pl.Int64, "is_bid": pl.Boolean, "price": pl.Float64, "qty": pl.Float64}
 """The level rows as the validation builds them and as :func:`read_level_part` returns them."""
@@ -417,91 +418,222 @@ def read_level_columns(
     by their smallest and largest ``ev``; rows of other events in those blocks may come along). Raises the
     store's ``ObjectNotFoundError`` for a missing part and :class:`LevelPartError` for one that does not
     decode. A local part is memory-mapped."""
-    path = local_path(store, key)
-    source: pa.NativeFile = (
-        pa.memory_map(str(path)) if path is not None else pa.BufferReader(store.get_bytes(key))
-    )
-    with source:
-        return _read_source(source, key, ev_between, events)
+    return read_level_rows(store, [key], ev_between, events)
+
+
+def read_level_rows(
+    store: ObjectStore,
+    keys: Sequence[str],
+    ev_between: tuple[int, int] | None = None,
+    events: np.ndarray | None = None,
+) -> LevelColumns:
+    """:func:`read_level_columns` of several parts, their rows in the parts' order in one set of arrays (a
+    merged file's events often lie in two parts: nothing read is copied again to join them). Of a format-3
+    block only the rows of ``events`` are kept: a merge reads the other stream's parts for its events of
+    another batching, about a third of their rows, and the rest is not divided into floats nor copied.
+    A missing part is an ``ObjectNotFoundError`` naming its key."""
+    with contextlib.ExitStack() as stack:
+        parts = [_open_part(stack, store, key, ev_between, events) for key in keys]
+        n = sum(p.rows for p in parts)
+        out = (
+            size_classed_empty(n, np.int64),
+            size_classed_empty(n, np.bool_),
+            size_classed_empty(n, np.float64),
+            size_classed_empty(n, np.float64),
+        )
+        at = 0
+        for part in parts:
+            try:
+                at = part.read_into(out, at)
+            except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:  # pcodec's corruption: RuntimeErrors
+                raise LevelPartError(f"{part.name}: does not decode ({exc})") from exc
+        return out[0][:at], out[1][:at], out[2][:at], out[3][:at]
 
 
 def level_part_columns(
     data: pa.Buffer | bytes, ev_between: tuple[int, int] | None = None, name: str = "level part"
 ) -> LevelColumns:
     """The level rows of a level part file held in memory (:func:`level_part_bytes`), any format."""
-    with pa.BufferReader(data) as source:
-        return _read_source(source, name, ev_between, None)
+    with contextlib.ExitStack() as stack:
+        part = _open_source(stack, stack.enter_context(pa.BufferReader(data)), name, ev_between, None)
+        out = (
+            np.empty(part.rows, np.int64),
+            np.empty(part.rows, np.bool_),
+            np.empty(part.rows, np.float64),
+            np.empty(part.rows, np.float64),
+        )
+        try:
+            at = part.read_into(out, 0)
+        except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:
+            raise LevelPartError(f"{name}: does not decode ({exc})") from exc
+        return out[0][:at], out[1][:at], out[2][:at], out[3][:at]
 
 
-def _read_source(
-    source: pa.NativeFile, name: str, ev_between: tuple[int, int] | None, events: np.ndarray | None
-) -> LevelColumns:
-    """Read by pyarrow on the calling thread, one block or row group at a time straight into the output
-    columns (the working set is one block, so memory does not grow with the rows read), each cut by binary
-    search in its sorted ``ev``."""
-    reader = pq.ParquetReader()
-    reader.open(source, pre_buffer=False)
+def _open_part(
+    stack: contextlib.ExitStack,
+    store: ObjectStore,
+    key: str,
+    ev_between: tuple[int, int] | None,
+    events: np.ndarray | None,
+) -> _OpenPart:
     try:
-        if _metadata(reader.metadata).get(_META_FORMAT.decode()) == "3":
-            return _read_blocks(reader, name, ev_between, events)
-        return _read_row_groups(reader, name, ev_between, events)
-    except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:  # pcodec's corruption errors are RuntimeErrors
-        raise LevelPartError(f"{name}: does not decode ({exc})") from exc
-    finally:
-        reader.close()
+        path = local_path(store, key)
+        source: pa.NativeFile = (
+            pa.memory_map(str(path)) if path is not None else pa.BufferReader(store.get_bytes(key))
+        )
+    except ObjectNotFoundError as exc:
+        raise ObjectNotFoundError(key) from exc
+    return _open_source(stack, stack.enter_context(source), key, ev_between, events)
 
 
-def _read_blocks(
-    reader: pq.ParquetReader,
+def _open_source(
+    stack: contextlib.ExitStack,
+    source: pa.NativeFile,
     name: str,
     ev_between: tuple[int, int] | None,
     events: np.ndarray | None,
-) -> LevelColumns:
-    """Format 3: the blocks that may hold wanted events, decoded one at a time."""
-    divisors = _tick_divisors(False, _metadata(reader.metadata), name)
-    assert divisors is not None
-    schema = reader.schema_arrow
-    index = reader.read_all(column_indices=[schema.get_field_index(c) for c in _INDEX], use_threads=False)
-    first, last, rows = (_column(index, c) for c in _INDEX)
-    data_columns = [schema.get_field_index(c) for c in _DATA]
-    blocks = [i for i in range(len(rows)) if _may_hold(int(first[i]), int(last[i]), ev_between, events)]
-    n = int(rows[blocks].sum())
-    ev_out, bid_out = size_classed_empty(n, np.int64), size_classed_empty(n, np.bool_)
-    price_out, qty_out = size_classed_empty(n, np.float64), size_classed_empty(n, np.float64)
-    ticks = size_classed_empty(int(rows.max(initial=0)), np.int64)
-    qty_block = size_classed_empty(int(rows.max(initial=0)), np.float64)
-    at = 0
-    for i in blocks:
-        block = reader.read_row_group(i, column_indices=data_columns, use_threads=False)
-        k = int(rows[i])
-        where = f"{name}, block {i}"
-        runs = _decompressed(block, "ev", None, where)
-        ev = np.repeat(runs, _decompressed(block, "ev_rows", None, where))
-        if len(ev) != k:
-            raise LevelPartError(f"{where}: {len(ev)} event numbers for {k} rows")
-        take = _cut(ev, ev_between, _is_sorted(runs))  # the runs are sorted where the rows are
-        kept = ev[take]
-        end = at + len(kept)
-        ev_out[at:end] = kept
-        bits = np.frombuffer(block.column("is_bid")[0].as_py(), np.uint8)
-        bid_out[at:end] = np.unpackbits(bits, count=k, bitorder="little").view(np.bool_)[take]
-        np.divide(_decompressed(block, "price", ticks[:k], where)[take], divisors[0], out=price_out[at:end])
-        qty_bits = np.frombuffer(block.column("qty_bits")[0].as_py(), np.uint8)
-        if len(qty_bits) != (k + 7) // 8:
-            raise LevelPartError(f"{where}: {len(qty_bits)} bytes of non-zero bits for {k} rows")
-        progress = pco.simple_decompress_into(block.column("qty")[0].as_py(), ticks[:k])
-        if not progress.finished:
-            raise LevelPartError(f"{where}: qty has more non-zero values than the block has rows")
-        whole = isinstance(take, slice) and take.indices(k) == (0, k, 1)
-        into = qty_out[at:end] if whole else qty_block[:k]
-        if _expand_nonzero(qty_bits, ticks, divisors[1], into) != progress.n_processed:
-            raise LevelPartError(
-                f"{where}: {progress.n_processed} non-zero quantities, bits for another number"
+) -> _OpenPart:
+    """A part opened for reading: which blocks (row groups) to read, and their rows."""
+    reader = pq.ParquetReader()
+    reader.open(source, pre_buffer=False)
+    stack.callback(reader.close)
+    try:
+        meta = _metadata(reader.metadata)
+        if meta.get(_META_FORMAT.decode()) == "3":
+            divisors = _tick_divisors(False, meta, name)
+            schema = reader.schema_arrow
+            index = reader.read_all(
+                column_indices=[schema.get_field_index(c) for c in _INDEX], use_threads=False
             )
-        if not whole:
-            qty_out[at:end] = into[take]
-        at = end
-    return ev_out[:at], bid_out[:at], price_out[:at], qty_out[:at]
+            first, last, rows = (_column(index, c) for c in _INDEX)
+            blocks = [
+                i for i in range(len(rows)) if _may_hold(int(first[i]), int(last[i]), ev_between, events)
+            ]
+            return _OpenPart(reader, name, divisors, ev_between, events, blocks, rows, True)
+        divisors = _tick_divisors(pa.types.is_floating(reader.schema_arrow.field("price").type), meta, name)
+        groups = _row_groups(reader.metadata, ev_between, events)
+        rows = np.array(
+            [reader.metadata.row_group(i).num_rows for i in range(reader.metadata.num_row_groups)]
+        )
+        return _OpenPart(reader, name, divisors, ev_between, events, groups, rows, False)
+    except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:
+        raise LevelPartError(f"{name}: does not decode ({exc})") from exc
+
+
+class _OpenPart:
+    """One part being read: its blocks (format 3) or row groups (formats 1 and 2) that may hold wanted rows,
+    decoded one at a time straight into the caller's arrays (the working set is one block, so memory does
+    not grow with the rows read), each cut by binary search in its sorted ``ev``."""
+
+    def __init__(
+        self,
+        reader: pq.ParquetReader,
+        name: str,
+        divisors: tuple[float, float] | None,
+        ev_between: tuple[int, int] | None,
+        events: np.ndarray | None,
+        groups: list[int],
+        group_rows: np.ndarray,
+        blocks: bool,
+    ) -> None:
+        self.reader, self.name, self.divisors = reader, name, divisors
+        self.ev_between, self.events = ev_between, events
+        self.groups, self.group_rows, self.blocks = groups, group_rows, blocks
+        self.rows = int(group_rows[groups].sum()) if groups else 0  # at most this many rows are kept
+
+    def read_into(self, out: LevelColumns, at: int) -> int:
+        """Decode the part's rows into ``out`` from row ``at``; returns the row after the last written."""
+        return self._blocks_into(out, at) if self.blocks else self._row_groups_into(out, at)
+
+    def _blocks_into(self, out: LevelColumns, at: int) -> int:
+        """Format 3."""
+        ev_out, bid_out, price_out, qty_out = out
+        divisors = self.divisors
+        assert divisors is not None
+        schema = self.reader.schema_arrow
+        data_columns = [schema.get_field_index(c) for c in _DATA]
+        largest = int(self.group_rows.max(initial=0))
+        ticks, qty_block = size_classed_empty(largest, np.int64), size_classed_empty(largest, np.float64)
+        for i in self.groups:
+            block = self.reader.read_row_group(i, column_indices=data_columns, use_threads=False)
+            k = int(self.group_rows[i])
+            where = f"{self.name}, block {i}"
+            runs = _decompressed(block, "ev", None, where)
+            run_rows = _decompressed(block, "ev_rows", None, where)
+            ev = np.repeat(runs, run_rows)
+            if len(ev) != k:
+                raise LevelPartError(f"{where}: {len(ev)} event numbers for {k} rows")
+            take = _kept_rows(ev, runs, run_rows, self.ev_between, self.events)
+            kept = ev[take]
+            end = at + len(kept)
+            ev_out[at:end] = kept
+            bits = np.frombuffer(block.column("is_bid")[0].as_py(), np.uint8)
+            bid_out[at:end] = np.unpackbits(bits, count=k, bitorder="little").view(np.bool_)[take]
+            np.divide(
+                _decompressed(block, "price", ticks[:k], where)[take], divisors[0], out=price_out[at:end]
+            )
+            qty_bits = np.frombuffer(block.column("qty_bits")[0].as_py(), np.uint8)
+            if len(qty_bits) != (k + 7) // 8:
+                raise LevelPartError(f"{where}: {len(qty_bits)} bytes of non-zero bits for {k} rows")
+            progress = pco.simple_decompress_into(block.column("qty")[0].as_py(), ticks[:k])
+            if not progress.finished:
+                raise LevelPartError(f"{where}: qty has more non-zero values than the block has rows")
+            whole = isinstance(take, slice) and take.indices(k) == (0, k, 1)
+            into = qty_out[at:end] if whole else qty_block[:k]
+            if _expand_nonzero(qty_bits, ticks, divisors[1], into) != progress.n_processed:
+                raise LevelPartError(
+                    f"{where}: {progress.n_processed} non-zero quantities, bits for another number"
+                )
+            if not whole:
+                qty_out[at:end] = into[take]
+            at = end
+        return at
+
+    def _row_groups_into(self, out: LevelColumns, at: int) -> int:
+        """Formats 1 and 2 (earlier releases; format 1 is also the fallback for values without ticks)."""
+        ev_out, bid_out, price_out, qty_out = out
+        for i in self.groups:
+            group = self.reader.read_row_group(i, use_threads=False)
+            ev = _column(group, "ev")
+            take = _cut(ev, self.ev_between)
+            kept = ev[take]
+            end = at + len(kept)
+            ev_out[at:end] = kept
+            bid_out[at:end] = _column(group, "is_bid")[take]
+            for column, values_out, div in (("price", price_out, 0), ("qty", qty_out, 1)):
+                values = _column(group, column)[take]
+                if self.divisors is None:
+                    values_out[at:end] = values
+                else:
+                    np.divide(values, self.divisors[div], out=values_out[at:end])
+            at = end
+        return at
+
+
+def _kept_rows(
+    ev: np.ndarray,
+    runs: np.ndarray,
+    run_rows: np.ndarray,
+    ev_between: tuple[int, int] | None,
+    events: np.ndarray | None,
+) -> slice | np.ndarray:
+    """The rows of a format-3 block to keep: those within ``ev_between`` and, with ``events``, of those
+    events (a slice where that is every row of a range, a mask otherwise)."""
+    take = _cut(ev, ev_between, _is_sorted(runs))  # the runs are sorted where the rows are
+    if events is None or not len(runs):
+        return take
+    if not len(events):
+        return np.zeros(len(ev), np.bool_)
+    at = np.minimum(np.searchsorted(events, runs), len(events) - 1)
+    wanted = events[at] == runs
+    if wanted.all():
+        return take
+    mask = np.repeat(wanted, run_rows)
+    if isinstance(take, slice):
+        mask[: take.indices(len(ev))[0]] = False
+        mask[take.indices(len(ev))[1] :] = False
+        return mask
+    return mask & take
 
 
 def _decompressed(block: pa.Table, column: str, into: np.ndarray | None, where: str) -> np.ndarray:
@@ -535,41 +667,6 @@ def _may_hold(lo: int, hi: int, ev_between: tuple[int, int] | None, events: np.n
     if ev_between is not None and (hi < ev_between[0] or lo > ev_between[1]):
         return False
     return events is None or np.searchsorted(events, lo, "left") != np.searchsorted(events, hi, "right")
-
-
-def _read_row_groups(
-    reader: pq.ParquetReader,
-    name: str,
-    ev_between: tuple[int, int] | None,
-    events: np.ndarray | None,
-) -> LevelColumns:
-    """Formats 1 and 2 (earlier releases; format 1 is also the fallback for values without ticks)."""
-    meta = reader.metadata
-    divisors = _tick_divisors(
-        pa.types.is_floating(reader.schema_arrow.field("price").type), _metadata(meta), name
-    )
-    groups = _row_groups(meta, ev_between, events)
-    n = sum(meta.row_group(i).num_rows for i in groups)
-    # size-classed: each merged file reads a slightly different number of rows
-    ev_out, bid_out = size_classed_empty(n, np.int64), size_classed_empty(n, np.bool_)
-    price_out, qty_out = size_classed_empty(n, np.float64), size_classed_empty(n, np.float64)
-    at = 0
-    for i in groups:
-        group = reader.read_row_group(i, use_threads=False)
-        ev = _column(group, "ev")
-        take = _cut(ev, ev_between)
-        kept = ev[take]
-        end = at + len(kept)
-        ev_out[at:end] = kept
-        bid_out[at:end] = _column(group, "is_bid")[take]
-        for column, out, div in (("price", price_out, 0), ("qty", qty_out, 1)):
-            values = _column(group, column)[take]
-            if divisors is None:
-                out[at:end] = values
-            else:
-                np.divide(values, divisors[div], out=out[at:end])
-        at = end
-    return ev_out[:at], bid_out[:at], price_out[:at], qty_out[:at]
 
 
 def _metadata(meta: pq.FileMetaData) -> dict[str, str]:

@@ -45,7 +45,7 @@ from depth_core.layout import (
     state_book_key,
     state_day_prefix,
 )
-from depth_core.level_parts import read_level_columns
+from depth_core.level_parts import read_level_rows
 from depth_core.memory import pass_settings, release_free_memory, size_classed_empty
 from depth_core.merge_types import (
     CarryState,
@@ -548,20 +548,12 @@ def _levels_of(
                 "not named by its report"
             )
         keys.append(key)
-    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    wanted = np.sort(ev)
-    for key in keys:
-        try:
-            cols.append(read_level_columns(store, key, (lo_ev, hi_ev), wanted))
-        except ObjectNotFoundError as exc:
-            raise MissingStateError(
-                f"validated {s.stream} {symbol} {date}: level part {key} named by its report is missing"
-            ) from exc
-    if not cols:
-        return _Levels(
-            np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.float64), np.zeros(0, np.float64)
-        )
-    out = _Levels(*(c[0] if len(cols) == 1 else np.concatenate(c) for c in zip(*cols, strict=True)))
+    try:
+        out = _Levels(*read_level_rows(store, keys, (lo_ev, hi_ev), np.sort(ev)))
+    except ObjectNotFoundError as exc:
+        raise MissingStateError(
+            f"validated {s.stream} {symbol} {date}: level part {exc.args[0]} named by its report is missing"
+        ) from exc
     if len(out.ev) > 1 and not bool((out.ev[1:] >= out.ev[:-1]).all()):
         order = np.argsort(out.ev, kind="stable")  # stable: an event's rows keep their order
         out = _Levels(out.ev[order], out.is_bid[order], out.price[order], out.qty[order])

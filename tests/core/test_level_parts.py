@@ -28,6 +28,7 @@ from depth_core.level_parts import (
     put_level_part,
     read_level_columns,
     read_level_part,
+    read_level_rows,
     release_tick_arrays,
 )
 from depth_core.storeio import put_parquet
@@ -299,6 +300,39 @@ def test_events_read_only_the_blocks_that_hold_them(any_store: ObjectStore) -> N
     assert ev.tolist() == [40_000] * 3 + [40_001] * 3
     assert price.tolist() == frame.filter(pl.col("ev").is_between(40_000, 40_001))["price"].to_list()
     assert len(read_level_columns(any_store, KEY, (200_000, 300_000))[0]) == 0
+
+
+def test_several_parts_are_read_into_one_set_of_arrays_keeping_only_the_wanted_events(
+    store: ObjectStore,
+) -> None:
+    """A merged file's events often lie in two parts: they are read into one set of arrays, in the parts'
+    order; of format-3 blocks only the rows of the wanted events are kept (the other stream's events of
+    another batching are a third of its rows), of older formats every row of the event range."""
+    first, second = _long_part(100_000, 3), _long_part(150_000, 3).filter(pl.col("ev") >= 100_000)
+    old = _long_part(200_000, 2).filter(pl.col("ev") >= 150_000)
+    keys = [KEY, KEY.replace("00000", "00001"), KEY.replace("00000", "00002")]
+    put_level_part(store, keys[0], first)
+    put_level_part(store, keys[1], second)
+    store.put_bytes(keys[2], _format_2_bytes(old))
+    wanted = np.array([5, 99_999, 100_000, 120_003, 149_999, 150_001])
+    ev, is_bid, price, qty = read_level_rows(store, keys, (5, 150_002), wanted)
+    rows = pl.concat([first, second, old])
+    want = pl.concat(
+        [
+            rows.filter(pl.col("ev").is_in(wanted[:5].tolist())),
+            old.filter(pl.col("ev").is_between(150_000, 150_002)),
+        ]
+    )
+    assert ev.tolist() == want["ev"].to_list()
+    assert is_bid.tolist() == want["is_bid"].to_list()
+    assert price.tolist() == want["price"].to_list() and qty.tolist() == want["qty"].to_list()
+    ev, *_ = read_level_rows(store, keys[:2], None, np.array([7, 7, 130_000]))  # repeated: kept once
+    assert ev.tolist() == [7] * 3 + [130_000] * 3
+    assert len(read_level_rows(store, keys[:2], None, np.zeros(0, np.int64))[0]) == 0
+    store.delete(keys[1])
+    with pytest.raises(ObjectNotFoundError) as missing:
+        read_level_rows(store, keys, (5, 150_002), wanted)
+    assert missing.value.args[0] == keys[1]
 
 
 def test_a_part_out_of_event_order_is_still_cut_right(store: ObjectStore) -> None:
