@@ -59,8 +59,9 @@ def string_codes(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
 
 
 def merged_frame(table: pa.Table) -> pl.DataFrame:
-    """The rows of a merged table (:func:`merged_parquet_bytes`' input) for checks and previews, no copy:
-    its dictionary columns become polars categoricals, which compare with strings and hold the same values
+    """The rows of a merged table (:func:`merged_parquet_bytes`' input) as a frame, for previews and tests
+    (the merge's checks read the table itself: :func:`string_column_is`), no copy: its dictionary columns
+    become polars categoricals, which compare with strings and hold the same values
     (building a string per row would cost ~40 ms a million rows). :func:`schema_as_written` is its schema as
     readers get it back; ``.cast(MERGED_SCHEMA)`` gives their plain strings."""
     frame = pl.from_arrow(table)
