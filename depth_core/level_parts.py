@@ -433,21 +433,7 @@ def read_level_rows(
     another batching, about a third of their rows, and the rest is not divided into floats nor copied.
     A missing part is an ``ObjectNotFoundError`` naming its key."""
     with contextlib.ExitStack() as stack:
-        parts = [_open_part(stack, store, key, ev_between, events) for key in keys]
-        n = sum(p.rows for p in parts)
-        out = (
-            size_classed_empty(n, np.int64),
-            size_classed_empty(n, np.bool_),
-            size_classed_empty(n, np.float64),
-            size_classed_empty(n, np.float64),
-        )
-        at = 0
-        for part in parts:
-            try:
-                at = part.read_into(out, at)
-            except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:  # pcodec's corruption: RuntimeErrors
-                raise LevelPartError(f"{part.name}: does not decode ({exc})") from exc
-        return out[0][:at], out[1][:at], out[2][:at], out[3][:at]
+        return _read_parts([_open_part(stack, store, key, ev_between, events) for key in keys])
 
 
 def level_part_columns(
@@ -455,18 +441,31 @@ def level_part_columns(
 ) -> LevelColumns:
     """The level rows of a level part file held in memory (:func:`level_part_bytes`), any format."""
     with contextlib.ExitStack() as stack:
-        part = _open_source(stack, stack.enter_context(pa.BufferReader(data)), name, ev_between, None)
-        out = (
-            np.empty(part.rows, np.int64),
-            np.empty(part.rows, np.bool_),
-            np.empty(part.rows, np.float64),
-            np.empty(part.rows, np.float64),
+        return _read_parts(
+            [_open_source(stack, stack.enter_context(pa.BufferReader(data)), name, ev_between, None)]
         )
+
+
+def _read_parts(parts: list[_OpenPart]) -> LevelColumns:
+    """The rows of opened parts, in order, into one set of arrays."""
+    n = sum(p.rows for p in parts)
+    out = (
+        size_classed_empty(n, np.int64),
+        size_classed_empty(n, np.bool_),
+        size_classed_empty(n, np.float64),
+        size_classed_empty(n, np.float64),
+    )
+    at = 0
+    for part in parts:
         try:
-            at = part.read_into(out, 0)
-        except (RuntimeError, KeyError, pa.ArrowInvalid) as exc:
-            raise LevelPartError(f"{name}: does not decode ({exc})") from exc
-        return out[0][:at], out[1][:at], out[2][:at], out[3][:at]
+            at = part.read_into(out, at)
+        except (
+            RuntimeError,
+            KeyError,
+            pa.ArrowInvalid,
+        ) as exc:  # pcodec's corruption errors are RuntimeErrors
+            raise LevelPartError(f"{part.name}: does not decode ({exc})") from exc
+    return out[0][:at], out[1][:at], out[2][:at], out[3][:at]
 
 
 def _open_part(
@@ -630,8 +629,9 @@ def _kept_rows(
         return take
     mask = np.repeat(wanted, run_rows)
     if isinstance(take, slice):
-        mask[: take.indices(len(ev))[0]] = False
-        mask[take.indices(len(ev))[1] :] = False
+        start, stop, _step = take.indices(len(ev))
+        mask[:start] = False
+        mask[stop:] = False
         return mask
     return mask & take
 
